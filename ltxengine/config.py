@@ -1,0 +1,203 @@
+"""Model configurations: frozen dataclasses whose field names follow diffusers' config.json.
+
+Parsing is strict: an unknown key or an unsupported value is an error that names the file and
+the key, because a silently ignored option changes outputs. Keys starting with "_" (diffusers'
+bookkeeping such as ``_class_name``) are checked where they matter and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A checkpoint configuration that ltxengine cannot build exactly."""
+
+
+def _tuple(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def parse_config(cls, data: dict[str, Any], source: str, ignore: tuple[str, ...] = ()):
+    """Build ``cls`` from a diffusers-style dict; unknown keys are refused by name."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key.startswith("_") or key in ignore:
+            continue
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown config option {key!r} = {value!r} for {cls.__name__}")
+        kwargs[key] = _tuple(value)
+    config = cls(**kwargs)
+    config.validate(source)
+    return config
+
+
+def _require(cond: bool, source: str, key: str, rule: str, value) -> None:
+    if not cond:
+        raise ConfigError(f"{source}: config option {key!r} {rule}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """LTXVideoTransformer3DModel (LTX-Video 0.9.x)."""
+
+    in_channels: int = 128  # latent channels per token (patch 1x1x1)
+    out_channels: int = 128  # predicted velocity channels
+    patch_size: int = 1  # spatial patch of the latent grid; every release uses 1
+    patch_size_t: int = 1  # temporal patch; every release uses 1
+    num_attention_heads: int = 32
+    attention_head_dim: int = 64  # 64 for 2B (D = 2048), 128 for 13B (D = 4096)
+    cross_attention_dim: int = 2048  # must equal the inner width: text is projected to D
+    num_layers: int = 28
+    activation_fn: str = "gelu-approximate"
+    qk_norm: str = "rms_norm_across_heads"
+    norm_elementwise_affine: bool = False  # block pre-norms carry no weight
+    norm_eps: float = 1e-6
+    caption_channels: int = 4096  # T5-XXL width
+    attention_bias: bool = True
+    attention_out_bias: bool = True
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def validate(self, source: str) -> None:
+        _require(self.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
+                 self.activation_fn)
+        _require(self.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
+                 self.qk_norm)
+        _require(not self.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
+                 self.norm_elementwise_affine)
+        _require(self.patch_size == 1, source, "patch_size", "must be 1 (no released model patchifies)",
+                 self.patch_size)
+        _require(self.patch_size_t == 1, source, "patch_size_t", "must be 1", self.patch_size_t)
+        _require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
+                 f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
+        _require(self.inner_dim % 2 == 0, source, "attention_head_dim", "must give an even inner width",
+                 self.attention_head_dim)
+        for key in ("in_channels", "out_channels", "num_layers", "caption_channels", "num_attention_heads"):
+            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class VideoVAEConfig:
+    """AutoencoderKLLTXVideo (LTX-Video 0.9.0 / 0.9.1 / 0.9.5+ layouts)."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 128
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)  # encoder widths
+    down_block_types: tuple[str, ...] = ("LTXVideoDownBlock3D",) * 4  # LTXVideo095DownBlock3D for 0.9.5+
+    decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: tuple[int, ...] = (4, 3, 3, 3, 4)  # encoder resnets per block, last = mid block
+    decoder_layers_per_block: tuple[int, ...] = (4, 3, 3, 3, 4)  # decoder, listed encoder-side first
+    spatio_temporal_scaling: tuple[bool, ...] = (True, True, True, False)
+    decoder_spatio_temporal_scaling: tuple[bool, ...] = (True, True, True, False)
+    decoder_inject_noise: tuple[bool, ...] = (False, False, False, False, False)  # 0.9.1 decoder noise
+    downsample_type: tuple[str, ...] = ("conv", "conv", "conv", "conv")
+    upsample_residual: tuple[bool, ...] = (False, False, False, False)
+    upsample_factor: tuple[int, ...] = (1, 1, 1, 1)
+    timestep_conditioning: bool = False  # 0.9.1+ decoder takes decode_timestep
+    patch_size: int = 4
+    patch_size_t: int = 1
+    resnet_norm_eps: float = 1e-6
+    scaling_factor: float = 1.0
+    encoder_causal: bool = True
+    decoder_causal: bool = False
+    spatial_compression_ratio: int | None = None  # derived when None
+    temporal_compression_ratio: int | None = None
+
+    @property
+    def is_095(self) -> bool:
+        return self.down_block_types[-1] == "LTXVideo095DownBlock3D"
+
+    @property
+    def spatial_ratio(self) -> int:
+        if self.spatial_compression_ratio is not None:
+            return self.spatial_compression_ratio
+        return self.patch_size * 2 ** sum(self.spatio_temporal_scaling)
+
+    @property
+    def temporal_ratio(self) -> int:
+        if self.temporal_compression_ratio is not None:
+            return self.temporal_compression_ratio
+        return self.patch_size_t * 2 ** sum(self.spatio_temporal_scaling)
+
+    def validate(self, source: str) -> None:
+        n_enc = len(self.block_out_channels) - (1 if self.is_095 else 0)
+        for key in ("down_block_types", "spatio_temporal_scaling", "downsample_type"):
+            _require(len(getattr(self, key)) >= n_enc, source, key, f"needs at least {n_enc} entries",
+                     getattr(self, key))
+        _require(len(self.layers_per_block) == n_enc + 1, source, "layers_per_block",
+                 f"needs {n_enc + 1} entries (one per down block plus the mid block)", self.layers_per_block)
+        for t in self.down_block_types:
+            _require(t in ("LTXVideoDownBlock3D", "LTXVideo095DownBlock3D"), source, "down_block_types",
+                     "entries must be LTXVideoDownBlock3D or LTXVideo095DownBlock3D", t)
+        for t in self.downsample_type[:n_enc]:
+            _require(t in ("conv", "spatial", "temporal", "spatiotemporal"), source, "downsample_type",
+                     "entries must be conv, spatial, temporal or spatiotemporal", t)
+        n_dec = len(self.decoder_block_out_channels)
+        _require(len(self.decoder_layers_per_block) == n_dec + 1, source, "decoder_layers_per_block",
+                 f"needs {n_dec + 1} entries", self.decoder_layers_per_block)
+        _require(len(self.decoder_inject_noise) == n_dec + 1, source, "decoder_inject_noise",
+                 f"needs {n_dec + 1} entries", self.decoder_inject_noise)
+        for key in ("decoder_spatio_temporal_scaling", "upsample_residual", "upsample_factor"):
+            _require(len(getattr(self, key)) >= n_dec, source, key, f"needs at least {n_dec} entries",
+                     getattr(self, key))
+        _require(self.patch_size > 0 and self.patch_size_t > 0, source, "patch_size", "must be positive",
+                 (self.patch_size, self.patch_size_t))
+
+
+@dataclass(frozen=True)
+class LatentUpsamplerConfig:
+    """LTXLatentUpsamplerModel (0.9.7 / 0.9.8 spatial x2)."""
+
+    in_channels: int = 128
+    mid_channels: int = 512
+    num_blocks_per_stage: int = 4
+    dims: int = 3  # 3: Conv3d resblocks with a per-frame 2D upsampler; 2: per-frame throughout
+    spatial_upsample: bool = True
+    temporal_upsample: bool = False
+
+    def validate(self, source: str) -> None:
+        _require(self.dims in (2, 3), source, "dims", "must be 2 or 3", self.dims)
+        _require(self.spatial_upsample or self.temporal_upsample, source, "spatial_upsample",
+                 "or temporal_upsample must be true", (self.spatial_upsample, self.temporal_upsample))
+        _require(not (self.dims == 2 and self.temporal_upsample), source, "temporal_upsample",
+                 "needs dims=3", self.temporal_upsample)
+        _require(self.mid_channels % 32 == 0, source, "mid_channels", "must be a multiple of 32 (GroupNorm(32))",
+                 self.mid_channels)
+
+
+# Presets of the released checkpoints (the values diffusers' conversion script writes).
+TRANSFORMER_2B = TransformerConfig()
+TRANSFORMER_13B = TransformerConfig(attention_head_dim=128, cross_attention_dim=4096, num_layers=48)
+
+VAE_090 = VideoVAEConfig()
+VAE_091 = VideoVAEConfig(
+    decoder_block_out_channels=(256, 512, 1024),
+    decoder_layers_per_block=(5, 6, 7, 8),
+    decoder_spatio_temporal_scaling=(True, True, True),
+    decoder_inject_noise=(True, True, True, False),
+    upsample_residual=(True, True, True),
+    upsample_factor=(2, 2, 2),
+    timestep_conditioning=True,
+)
+VAE_095 = VideoVAEConfig(
+    block_out_channels=(128, 256, 512, 1024, 2048),
+    down_block_types=("LTXVideo095DownBlock3D",) * 4,
+    decoder_block_out_channels=(256, 512, 1024),
+    layers_per_block=(4, 6, 6, 2, 2),
+    decoder_layers_per_block=(5, 5, 5, 5),
+    spatio_temporal_scaling=(True, True, True, True),
+    decoder_spatio_temporal_scaling=(True, True, True),
+    decoder_inject_noise=(False, False, False, False),
+    downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    upsample_residual=(True, True, True),
+    upsample_factor=(2, 2, 2),
+    timestep_conditioning=True,
+)
+UPSAMPLER_097 = LatentUpsamplerConfig()
