@@ -1,0 +1,81 @@
+"""Building blocks shared by the LTX models. Parameter names follow diffusers' state-dict keys
+so a diffusers folder loads with an identity key map."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..ops import TORCH_OPS, Ops
+
+
+class OpsLinear(nn.Linear):
+    """nn.Linear whose matmul goes through the ops object (fp8 and fused-bias kernels plug in here)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, ops: Ops = TORCH_OPS):
+        super().__init__(in_features, out_features, bias=bias)
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.linear(x, self.weight, self.bias)
+
+
+class CausalConv3d(nn.Module):
+    """3D conv with LTX temporal replicate padding (see ops.reference.causal_conv3d).
+
+    Holds an nn.Conv3d only as parameter storage so keys read ``<name>.conv.weight``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int | tuple[int, int, int] = 1, causal: bool = True, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.stride = stride if isinstance(stride, tuple) else (stride,) * 3
+        self.causal = causal
+        k = kernel_size
+        self.conv = nn.Conv3d(in_channels, out_channels, (k, k, k), stride=self.stride, padding=(0, k // 2, k // 2))
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.causal)
+
+
+def sinusoidal_timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """PixArt-style features of 1-D timesteps: [cos(t*w), sin(t*w)], w_i = max_period^(-i/(dim/2)). fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepMLP(nn.Module):
+    """Linear(256 -> D) -> SiLU -> Linear(D -> D); keys linear_1, linear_2."""
+
+    def __init__(self, dim: int, in_features: int = 256, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.linear_1 = OpsLinear(in_features, dim, ops=ops)
+        self.act = nn.SiLU()
+        self.linear_2 = OpsLinear(dim, dim, ops=ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features -> MLP (diffusers' PixArtAlphaCombinedTimestepSizeEmbeddings without
+    size conditioning). Key prefix ``timestep_embedder``."""
+
+    def __init__(self, dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.timestep_embedder = TimestepMLP(dim, ops=ops)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """t: (T,) timesteps already scaled to [0, 1000] -> (T, dim) in ``dtype``."""
+        return self.timestep_embedder(sinusoidal_timestep_features(t).to(dtype))
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Parameter-free RMS over the channel dim (dim 1) of a (B, C, ...) tensor."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(1, keepdim=True) + eps)).to(x.dtype)

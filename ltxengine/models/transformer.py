@@ -1,0 +1,228 @@
+"""LTX-Video 0.9.x diffusion transformer (diffusers: LTXVideoTransformer3DModel).
+
+Parameter names equal diffusers' state-dict keys. Every fusable site (q/k norm + RoPE, adaLN
+modulation, gated residual, linears, attention) calls ``self.ops``. Work that is constant over a
+generation (RoPE tables, projected caption and its mask bias) has its own entry point so a
+pipeline computes it once and passes it to every step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import TransformerConfig
+from ..ops import TORCH_OPS, Ops
+from .common import OpsLinear, TimestepEmbedder
+
+QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
+FINAL_NORM_EPS = 1e-6
+ROPE_BASE = (20.0, 2048.0, 2048.0)  # max positions: seconds for time, pixels for height/width
+ROPE_THETA = 10000.0
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, out_bias: bool,
+                 ops: Ops = TORCH_OPS):
+        super().__init__()
+        inner = heads * head_dim
+        context_dim = context_dim or dim
+        self.heads = heads
+        # nn.RMSNorm only stores the learned weight (key norm_q.weight); the math is in ops.
+        self.norm_q = nn.RMSNorm(inner, eps=QK_NORM_EPS)
+        self.norm_k = nn.RMSNorm(inner, eps=QK_NORM_EPS)
+        self.to_q = OpsLinear(dim, inner, bias=bias, ops=ops)
+        self.to_k = OpsLinear(context_dim, inner, bias=bias, ops=ops)
+        self.to_v = OpsLinear(context_dim, inner, bias=bias, ops=ops)
+        self.to_out = nn.ModuleList([OpsLinear(inner, dim, bias=out_bias, ops=ops)])
+        self.ops = ops
+
+    def forward(self, x, context=None, mask=None, rope=None):
+        context = x if context is None else context
+        q, k = self.ops.qk_norm_rope(self.to_q(x), self.to_k(context), self.norm_q.weight, self.norm_k.weight,
+                                     QK_NORM_EPS, rope)
+        out = self.ops.attention(q, k, self.to_v(context), self.heads, mask)
+        return self.to_out[0](out)
+
+
+class GeluProj(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, ops: Ops):
+        super().__init__()
+        self.proj = OpsLinear(dim_in, dim_out, ops=ops)
+
+    def forward(self, x):
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D); keys ff.net.0.proj, ff.net.2."""
+
+    def __init__(self, dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.net = nn.ModuleList([GeluProj(dim, 4 * dim, ops), nn.Identity(), OpsLinear(4 * dim, dim, ops=ops)])
+
+    def forward(self, x):
+        return self.net[2](self.net[0](x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: TransformerConfig, ops: Ops = TORCH_OPS):
+        super().__init__()
+        dim = cfg.inner_dim
+        self.eps = cfg.norm_eps
+        self.attn1 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, None, cfg.attention_bias,
+                               cfg.attention_out_bias, ops)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.cross_attention_dim,
+                               cfg.attention_bias, cfg.attention_out_bias, ops)
+        self.ff = FeedForward(dim, ops)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+        self.ops = ops
+
+    def forward(self, x, context, context_bias, temb, rope):
+        # temb: (B, T', 6, D) with T' = 1 (per-sample timestep) or N (per-token).
+        mod = self.scale_shift_table + temb
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
+        h = self.ops.ada_norm(x, shift_msa, scale_msa, self.eps, "rms")
+        x = self.ops.gated_residual(x, self.attn1(h, rope=rope), gate_msa)
+        # Cross-attention reads the raw residual stream: no norm, no modulation, no gate.
+        x = self.ops.gated_residual(x, self.attn2(x, context, context_bias), None)
+        h = self.ops.ada_norm(x, shift_mlp, scale_mlp, self.eps, "rms")
+        return self.ops.gated_residual(x, self.ff(h), gate_mlp)
+
+
+class AdaLNSingle(nn.Module):
+    """Timestep -> (6D modulation, D embedding); keys time_embed.emb.*, time_embed.linear."""
+
+    def __init__(self, dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.emb = TimestepEmbedder(dim, ops=ops)
+        self.linear = OpsLinear(dim, 6 * dim, ops=ops)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype):
+        embedded = self.emb(t, dtype)
+        return self.linear(F.silu(embedded)), embedded
+
+
+class CaptionProjection(nn.Module):
+    def __init__(self, in_features: int, dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.linear_1 = OpsLinear(in_features, dim, ops=ops)
+        self.linear_2 = OpsLinear(dim, dim, ops=ops)
+
+    def forward(self, x):
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+def rope_tables(positions: torch.Tensor, dim: int, theta: float = ROPE_THETA) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables (B, N, dim) fp32 for fractional positions (B, N, 3) in units of ROPE_BASE.
+
+    n = dim // 6 log-spaced frequencies (pi/2)*theta^(i/(n-1)) per axis; angle f_i*(2p - 1);
+    entries ordered [frequency][axis], each repeated twice (interleaved pairs), front-padded with
+    cos=1/sin=0 when dim % 6 != 0. The float op order follows diffusers so fp32 tables are equal.
+    """
+    freqs = theta ** torch.linspace(math.log(1.0, theta), math.log(theta, theta), dim // 6,
+                                    device=positions.device, dtype=torch.float32)
+    freqs = freqs * math.pi / 2.0
+    angles = (freqs * (positions.unsqueeze(-1) * 2 - 1)).transpose(-1, -2).flatten(2)
+    cos = angles.cos().repeat_interleave(2, dim=-1)
+    sin = angles.sin().repeat_interleave(2, dim=-1)
+    pad = dim % 6
+    if pad:
+        cos = torch.cat([torch.ones_like(cos[..., :pad]), cos], dim=-1)
+        sin = torch.cat([torch.zeros_like(sin[..., :pad]), sin], dim=-1)
+    return cos, sin
+
+
+def grid_positions(batch: int, frames: int, height: int, width: int, scale: tuple[float, float, float] | None,
+                   device=None) -> torch.Tensor:
+    """Fractional positions (B, F*H*W, 3) of a latent grid, the T2V/I2V-pipeline convention:
+    latent index x rope_interpolation_scale / ROPE_BASE (no causal first-frame fix)."""
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+    if scale is not None:
+        grid = torch.stack([grid[i] * scale[i] * 1 / ROPE_BASE[i] for i in range(3)])
+    return grid.flatten(1).transpose(0, 1).unsqueeze(0).expand(batch, -1, -1)
+
+
+def coords_positions(video_coords: torch.Tensor) -> torch.Tensor:
+    """Pixel-space coordinates (B, 3, N) (time already divided by fps) -> fractional (B, N, 3)."""
+    return torch.stack([video_coords[:, i] / ROPE_BASE[i] for i in range(3)], dim=-1)
+
+
+class LTXVideoTransformer(nn.Module):
+    def __init__(self, config: TransformerConfig, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.config = config
+        dim = config.inner_dim
+        self.proj_in = OpsLinear(config.in_channels, dim, ops=ops)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.time_embed = AdaLNSingle(dim, ops)
+        self.caption_projection = CaptionProjection(config.caption_channels, dim, ops)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(config, ops) for _ in range(config.num_layers)])
+        self.proj_out = OpsLinear(dim, config.out_channels, ops=ops)
+        self.ops = ops
+
+    # -- work done once per generation -------------------------------------------------------
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_tables(positions, self.config.inner_dim)
+
+    def prepare_context(self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None):
+        """Project the text once; mask (B, L) of 0/1 -> additive bias (B, 1, 1, L) = (1 - m) * -10000."""
+        context = self.caption_projection(encoder_hidden_states)
+        bias = None
+        if encoder_attention_mask is not None:
+            bias = ((1 - encoder_attention_mask.to(context.dtype)) * -10000.0)[:, None, None, :]
+        return context, bias
+
+    def embed_timestep(self, timestep: torch.Tensor, batch: int, dtype: torch.dtype):
+        """(B,) or (B, N) timesteps in [0, 1000] -> temb (B, T', 6, D), embedded (B, T', D).
+
+        Per-token timesteps hold only a few distinct values (sigma and 0 for conditioned
+        tokens), so the MLPs run on the unique values and the result is gathered back.
+        """
+        flat = timestep.reshape(-1)
+        if flat.numel() > batch:
+            values, inverse = torch.unique(flat, return_inverse=True)
+            temb, embedded = self.time_embed(values, dtype)
+            temb, embedded = temb[inverse], embedded[inverse]
+        else:
+            temb, embedded = self.time_embed(flat, dtype)
+        dim = self.config.inner_dim
+        return temb.view(batch, -1, 6, dim), embedded.view(batch, -1, dim)
+
+    # -- one denoising step ------------------------------------------------------------------
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, *,
+                context: tuple[torch.Tensor, torch.Tensor | None],
+                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """hidden_states (B, N, in_channels) packed latents -> velocity (B, N, out_channels).
+
+        context: from ``prepare_context``; rope: from ``rope(positions)``.
+        """
+        self._check_inputs(hidden_states, timestep, context, rope)
+        batch = hidden_states.shape[0]
+        x = self.proj_in(hidden_states)
+        temb, embedded = self.embed_timestep(timestep, batch, x.dtype)
+        ctx, bias = context
+        for block in self.transformer_blocks:
+            x = block(x, ctx, bias, temb, rope)
+        mod = self.scale_shift_table + embedded[:, :, None]
+        x = self.ops.ada_norm(x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
+        return self.proj_out(x)
+
+    def _check_inputs(self, x, timestep, context, rope):
+        cfg = self.config
+        if x.ndim != 3 or x.shape[-1] != cfg.in_channels:
+            raise ValueError(f"transformer: hidden_states must be (B, N, {cfg.in_channels}), got {tuple(x.shape)}")
+        b, n = x.shape[:2]
+        if timestep.shape not in ((b,), (b, n)):
+            raise ValueError(f"transformer: timestep must have shape ({b},) or ({b}, {n}), got {tuple(timestep.shape)}")
+        ctx = context[0]
+        if ctx.ndim != 3 or ctx.shape[0] != b or ctx.shape[-1] != cfg.inner_dim:
+            raise ValueError(f"transformer: context must be (B={b}, L, {cfg.inner_dim}) from prepare_context, "
+                             f"got {tuple(ctx.shape)}")
+        cos = rope[0]
+        if cos.shape[-2:] != (n, cfg.inner_dim) or cos.shape[0] not in (1, b):
+            raise ValueError(f"transformer: rope tables must be (B or 1, {n}, {cfg.inner_dim}), got {tuple(cos.shape)}")

@@ -1,0 +1,27 @@
+"""Shared test utilities."""
+
+import torch
+
+
+def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float, what: str = "") -> float:
+    """max|a - e| <= rel * max(1, max|e|): an error budget relative to the output's scale.
+
+    Returns the measured error so tests can report it.
+    """
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = max(1.0, expected.abs().max().item())
+    assert err <= rel * scale, f"{what}: max abs error {err:.3e} > {rel:.1e} * {scale:.3e}"
+    return err
+
+
+def perturb_(module: torch.nn.Module, seed: int = 0, std: float = 0.1) -> None:
+    """Add noise to every parameter and float buffer. Norm weights initialise to 1 and noise
+    scales to 0; left as initialised they would hide a wrongly wired weight."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float32).to(t.dtype) * std
+            t.add_(noise.abs() if name.endswith("latents_std") else noise)
