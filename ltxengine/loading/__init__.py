@@ -1,0 +1,24 @@
+"""Checkpoint loading: diffusers folders and Lightricks single-file safetensors.
+
+Models are built on the meta device from the checkpoint's own config and filled strictly from
+the file(s): tensors stream to ``device`` in ``dtype`` one at a time.
+"""
+
+from .checkpoints import (
+    LTXVideoCheckpoint,
+    load_latent_upsampler,
+    load_ltx_video,
+    load_transformer,
+    load_vae,
+)
+from .safetensors_io import CheckpointError, SafetensorsFile
+
+__all__ = [
+    "CheckpointError",
+    "LTXVideoCheckpoint",
+    "SafetensorsFile",
+    "load_latent_upsampler",
+    "load_ltx_video",
+    "load_transformer",
+    "load_vae",
+]

@@ -1,0 +1,214 @@
+"""Component loaders for LTX-Video checkpoints (diffusers folders and single files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import LatentUpsamplerConfig, TransformerConfig, VideoVAEConfig, parse_config
+from ..ops import TORCH_OPS, Ops
+from . import original_config
+from .keymaps import IDENTITY, TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE, KeyMap
+from .safetensors_io import CheckpointError, SafetensorsFile, read_json
+from .strict import TensorSource, load_strict
+
+# diffusers class name expected in each component folder's config.json
+_CLASS = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo",
+          "latent_upsampler": "LTXLatentUpsamplerModel"}
+_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@dataclass
+class LTXVideoCheckpoint:
+    """What ``load_ltx_video`` returns: the models plus options the pipelines need."""
+
+    source: str
+    transformer: nn.Module | None = None
+    vae: nn.Module | None = None
+    # RoPE time coordinates get the causal first-frame fix (original-code transformer flag).
+    causal_temporal_positioning: bool = False
+    scheduler_config: dict[str, Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# -- building blocks ---------------------------------------------------------------------------
+
+def _build(cls, config, ops: Ops) -> nn.Module:
+    with torch.device("meta"):
+        return cls(config, ops=ops)
+
+
+def _source_from_files(files: list[SafetensorsFile], keymap: KeyMap) -> TensorSource:
+    source: TensorSource = {}
+    for f in files:
+        for key in f.keys():
+            model_key = keymap.apply(key)
+            if model_key is None:
+                continue
+            desc = f"{key!r} in {f.path}"
+            if model_key in source:
+                raise CheckpointError(f"{f.path}: tensor {key!r} maps to {model_key!r}, which "
+                                      f"{source[model_key][2]} already provides")
+            source[model_key] = (f.shape(key), (lambda d, t, f=f, k=key: f.read(k, d, t)), desc)
+    return source
+
+
+def _component_files(folder: Path) -> list[SafetensorsFile]:
+    single = folder / _WEIGHTS
+    index = folder / (_WEIGHTS + ".index.json")
+    if single.is_file():
+        return [SafetensorsFile(single)]
+    if index.is_file():
+        weight_map = read_json(index, "sharded-weights index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no 'weight_map' object")
+        shards = [SafetensorsFile(folder / name) for name in sorted(set(weight_map.values()))]
+        for f in shards:
+            for key in f.keys():
+                if weight_map.get(key) != f.path.name:
+                    raise CheckpointError(f"{f.path}: tensor {key!r} is not listed for this shard in {index}")
+        return shards
+    found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    raise CheckpointError(f"{folder}: no {_WEIGHTS} (or sharded index) found; folder holds {found}")
+
+
+def _folder_config(folder: Path, component: str, cls) -> Any:
+    raw = read_json(folder / "config.json", f"{component} config.json")
+    name = raw.get("_class_name")
+    if name is not None and name != _CLASS[component]:
+        raise CheckpointError(f"{folder / 'config.json'}: _class_name must be {_CLASS[component]!r} for the "
+                              f"{component}, got {name!r}")
+    return parse_config(cls, raw, str(folder / "config.json"))
+
+
+def _model_class(component: str):
+    if component == "transformer":
+        from ..models.transformer import LTXVideoTransformer
+        return LTXVideoTransformer
+    if component == "vae":
+        from ..models.video_vae import VideoVAE
+        return VideoVAE
+    from ..models.latent_upsampler import LatentUpsampler
+    return LatentUpsampler
+
+
+def _load_folder(folder: Path, component: str, cfg_cls, device, dtype, ops) -> nn.Module:
+    config = _folder_config(folder, component, cfg_cls)
+    files = _component_files(folder)
+    model = _build(_model_class(component), config, ops)
+    return load_strict(model, _source_from_files(files, IDENTITY), str(folder), device, dtype)
+
+
+def _vae_keymap(f: SafetensorsFile) -> KeyMap:
+    if "vae.encoder.conv_out.conv.weight" in f.keys() and f.shape("vae.encoder.conv_out.conv.weight")[1] == 2048:
+        return VAE_SINGLE_FILE["0.9.5"]
+    if "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight" in f.keys():
+        return VAE_SINGLE_FILE["0.9.1"]
+    return VAE_SINGLE_FILE["0.9.0"]
+
+
+def _check_all_claimed(f: SafetensorsFile, keymaps: list[KeyMap]) -> None:
+    dropped_ok = [k for k in f.keys() if not any(k.startswith(m.prefix) for m in keymaps)]
+    if dropped_ok:
+        shown = ", ".join(repr(k) for k in dropped_ok[:8])
+        raise CheckpointError(f"{f.path}: {len(dropped_ok)} tensors belong to no known component "
+                              f"(transformer 'model.diffusion_model.*', VAE 'vae.*'): {shown}")
+
+
+def _resolve(path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or folder")
+    return p
+
+
+def _device_dtype(device, dtype):
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+    return torch.device(device if device is not None else "cpu"), dtype
+
+
+# -- public loaders ----------------------------------------------------------------------------
+
+def load_transformer(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
+    """From a diffusers ``transformer/`` folder or a Lightricks single-file checkpoint."""
+    return _component(path, "transformer", device, dtype, ops)
+
+
+def load_vae(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
+    """From a diffusers ``vae/`` folder or a Lightricks single-file checkpoint."""
+    return _component(path, "vae", device, dtype, ops)
+
+
+def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
+    """From a diffusers ``latent_upsampler/`` folder (or a pipeline folder holding one) or a
+    Lightricks ``ltxv-spatial-upscaler-*.safetensors`` (config in the header, diffusers keys)."""
+    device, dtype = _device_dtype(device, dtype)
+    p = _resolve(path)
+    if p.is_dir():
+        folder = p / "latent_upsampler" if (p / "latent_upsampler").is_dir() else p
+        return _load_folder(folder, "latent_upsampler", LatentUpsamplerConfig, device, dtype, ops)
+    f = SafetensorsFile(p)
+    config = original_config.upsampler_config(f.config_section(), str(p))
+    model = _build(_model_class("latent_upsampler"), config, ops)
+    return load_strict(model, _source_from_files([f], IDENTITY), str(p), device, dtype)
+
+
+def _component(path, component: str, device, dtype, ops) -> nn.Module:
+    device, dtype = _device_dtype(device, dtype)
+    p = _resolve(path)
+    cfg_cls = TransformerConfig if component == "transformer" else VideoVAEConfig
+    if p.is_dir():
+        folder = p / component if (p / "model_index.json").is_file() else p
+        if not folder.is_dir():
+            raise CheckpointError(f"{p}: pipeline folder has no {component}/ subfolder")
+        return _load_folder(folder, component, cfg_cls, device, dtype, ops)
+    ckpt = _load_single_file(p, (component,), device, dtype, ops)
+    return getattr(ckpt, component)
+
+
+def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckpoint:
+    f = SafetensorsFile(p)
+    vae_map = _vae_keymap(f)
+    _check_all_claimed(f, [TRANSFORMER_SINGLE_FILE, vae_map])
+    ckpt = LTXVideoCheckpoint(source=str(p))
+    config = f.config_section()
+    ckpt.scheduler_config = config.get("scheduler")
+    if "transformer" in components:
+        cfg, options = original_config.transformer_config(f.config_section("transformer"), str(p))
+        ckpt.causal_temporal_positioning = options["causal_temporal_positioning"]
+        model = _build(_model_class("transformer"), cfg, ops)
+        ckpt.transformer = load_strict(model, _source_from_files([f], TRANSFORMER_SINGLE_FILE),
+                                       f"{p} [transformer]", device, dtype)
+    if "vae" in components:
+        cfg = original_config.vae_config(f.config_section("vae"), str(p))
+        model = _build(_model_class("vae"), cfg, ops)
+        ckpt.vae = load_strict(model, _source_from_files([f], vae_map), f"{p} [vae]", device, dtype)
+    return ckpt
+
+
+def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
+                   components=("transformer", "vae")) -> LTXVideoCheckpoint:
+    """Transformer and VAE from a diffusers pipeline folder (``model_index.json``) or a
+    Lightricks single-file checkpoint."""
+    bad = [c for c in components if c not in ("transformer", "vae")]
+    if bad:
+        raise ValueError(f"components must be a subset of ('transformer', 'vae'), got {components!r}")
+    device, dtype = _device_dtype(device, dtype)
+    p = _resolve(path)
+    if p.is_file():
+        return _load_single_file(p, components, device, dtype, ops)
+    index = read_json(p / "model_index.json", "diffusers model_index.json")
+    ckpt = LTXVideoCheckpoint(source=str(p))
+    for comp in components:
+        if comp not in index:
+            raise CheckpointError(f"{p / 'model_index.json'}: no {comp!r} entry")
+        cfg_cls = TransformerConfig if comp == "transformer" else VideoVAEConfig
+        setattr(ckpt, comp, _load_folder(p / comp, comp, cfg_cls, device, dtype, ops))
+    sched = p / "scheduler" / "scheduler_config.json"
+    ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
+    return ckpt

@@ -1,0 +1,58 @@
+"""Strict loading into a model built on the meta device.
+
+Every parameter and persistent buffer must come from the checkpoint with the right shape and
+every checkpoint tensor must be used; anything else is an error naming the file and key.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .safetensors_io import CheckpointError
+
+# A source of tensors: model key -> (shape, reader(device, dtype), description for messages).
+TensorSource = dict[str, tuple[tuple[int, ...], Callable[..., torch.Tensor], str]]
+
+
+def _set(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if name in module._parameters:
+        module._parameters[name] = nn.Parameter(tensor, requires_grad=False)
+    else:
+        module._buffers[name] = tensor
+
+
+def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtype: torch.dtype,
+                keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+    """Materialize ``model`` (on meta) from ``source``. ``keep_fp32`` lists key suffixes held in
+    fp32 whatever ``dtype`` is."""
+    expected = dict(model.state_dict(keep_vars=True))
+    missing = [k for k in expected if k not in source]
+    unused = [k for k in source if k not in expected]
+    if missing or unused:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} model tensors missing from the checkpoint: {_some(missing)}")
+        if unused:
+            parts.append(f"{len(unused)} checkpoint tensors not used by the model: "
+                         f"{_some([source[k][2] for k in unused])}")
+        raise CheckpointError(f"{where}: " + "; ".join(parts))
+    for key, target in expected.items():
+        shape, _, desc = source[key]
+        if tuple(shape) != tuple(target.shape):
+            raise CheckpointError(f"{where}: tensor {desc} has shape {tuple(shape)}, the model expects "
+                                  f"{tuple(target.shape)} for {key!r}")
+    for key, target in expected.items():
+        _, read, _ = source[key]
+        want = torch.float32 if key.endswith(keep_fp32) and keep_fp32 else dtype
+        _set(model, key, read(device, want if target.is_floating_point() else None))
+    return model.eval()
+
+
+def _some(names: list[str], n: int = 8) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
