@@ -1,0 +1,56 @@
+"""Video files through PyAV. Writes go to a temporary file that is renamed into place, so a
+failure never leaves a half-written output."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def _rate(fps) -> Fraction:
+    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"write_mp4: fps must be positive, got {fps!r}")
+    return rate
+
+
+def write_mp4(path, frames: np.ndarray, fps, crf: int = 18) -> Path:
+    """frames: uint8 (F, H, W, 3) RGB; H and W even (yuv420p). Returns the written path."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"write_mp4: frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"write_mp4: height and width must be even for yuv420p, got {frames.shape[1:3]}")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent if path.parent.exists() else None)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=_rate(fps))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_mp4(path) -> tuple[np.ndarray, Fraction]:
+    """-> (uint8 frames (F, H, W, 3), average frame rate)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+        return frames, Fraction(stream.average_rate)

@@ -1,0 +1,40 @@
+"""The package works with no GPU and no compiled extension."""
+
+import subprocess
+import sys
+
+CODE = r"""
+import sys, torch
+sys.modules['ltxengine._C'] = None  # make any import of the extension fail
+import ltxengine
+from ltxengine.ops import get_ops, TORCH_OPS
+from ltxengine.config import TransformerConfig
+from ltxengine.models.transformer import LTXVideoTransformer, grid_positions
+assert not torch.cuda.is_available()
+assert get_ops("auto") is TORCH_OPS
+torch.manual_seed(0)
+m = LTXVideoTransformer(TransformerConfig(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=6,
+                        cross_attention_dim=12, num_layers=1, caption_channels=5))
+x = torch.randn(1, 6, 4)
+out = m(x, torch.tensor([500.0]), context=m.prepare_context(torch.randn(1, 3, 5), None),
+        rope=m.rope(grid_positions(1, 1, 2, 3, None)))
+assert out.shape == (1, 6, 4) and torch.isfinite(out).all()
+print("ok", ltxengine.__version__)
+"""
+
+
+def test_imports_and_runs_without_gpu_or_extension():
+    r = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ok ")
+
+
+def test_kernels_option_errors_are_clear():
+    import pytest
+
+    from ltxengine.ops import get_ops
+
+    with pytest.raises(ValueError, match=r"kernels must be one of .* got 'fast'"):
+        get_ops("fast")
+    with pytest.raises(ValueError, match=r"kernels='cuda': this build of ltxengine has no cuda backend"):
+        get_ops("cuda")
