@@ -107,24 +107,14 @@ class VideoVAEConfig:
     scaling_factor: float = 1.0
     encoder_causal: bool = True
     decoder_causal: bool = False
-    spatial_compression_ratio: int | None = None  # derived when None
+    # When None the model derives them from the encoder's strides (VideoVAE checks given values
+    # against that: diffusers' own fallback 2**sum(scaling) is wrong for the 0.9.5 layout).
+    spatial_compression_ratio: int | None = None
     temporal_compression_ratio: int | None = None
 
     @property
     def is_095(self) -> bool:
         return self.down_block_types[-1] == "LTXVideo095DownBlock3D"
-
-    @property
-    def spatial_ratio(self) -> int:
-        if self.spatial_compression_ratio is not None:
-            return self.spatial_compression_ratio
-        return self.patch_size * 2 ** sum(self.spatio_temporal_scaling)
-
-    @property
-    def temporal_ratio(self) -> int:
-        if self.temporal_compression_ratio is not None:
-            return self.temporal_compression_ratio
-        return self.patch_size_t * 2 ** sum(self.spatio_temporal_scaling)
 
     def validate(self, source: str) -> None:
         n_enc = len(self.block_out_channels) - (1 if self.is_095 else 0)
@@ -199,5 +189,7 @@ VAE_095 = VideoVAEConfig(
     upsample_residual=(True, True, True),
     upsample_factor=(2, 2, 2),
     timestep_conditioning=True,
+    spatial_compression_ratio=32,
+    temporal_compression_ratio=8,
 )
 UPSAMPLER_097 = LatentUpsamplerConfig()

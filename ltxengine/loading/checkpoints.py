@@ -103,12 +103,12 @@ def _load_folder(folder: Path, component: str, cfg_cls, device, dtype, ops) -> n
     return load_strict(model, _source_from_files(files, IDENTITY), str(folder), device, dtype)
 
 
-def _vae_keymap(f: SafetensorsFile) -> KeyMap:
-    if "vae.encoder.conv_out.conv.weight" in f.keys() and f.shape("vae.encoder.conv_out.conv.weight")[1] == 2048:
+def _vae_keymap(config: VideoVAEConfig) -> KeyMap:
+    """The original block numbering follows the release layout, which the header config names
+    (diffusers guesses it from real-size tensor shapes instead, which fails on scaled models)."""
+    if config.is_095:
         return VAE_SINGLE_FILE["0.9.5"]
-    if "vae.decoder.last_time_embedder.timestep_embedder.linear_1.weight" in f.keys():
-        return VAE_SINGLE_FILE["0.9.1"]
-    return VAE_SINGLE_FILE["0.9.0"]
+    return VAE_SINGLE_FILE["0.9.1" if config.timestep_conditioning else "0.9.0"]
 
 
 def _check_all_claimed(f: SafetensorsFile, keymaps: list[KeyMap]) -> None:
@@ -173,8 +173,7 @@ def _component(path, component: str, device, dtype, ops) -> nn.Module:
 
 def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckpoint:
     f = SafetensorsFile(p)
-    vae_map = _vae_keymap(f)
-    _check_all_claimed(f, [TRANSFORMER_SINGLE_FILE, vae_map])
+    _check_all_claimed(f, [TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE["0.9.0"]])
     ckpt = LTXVideoCheckpoint(source=str(p))
     config = f.config_section()
     ckpt.scheduler_config = config.get("scheduler")
@@ -187,7 +186,7 @@ def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckp
     if "vae" in components:
         cfg = original_config.vae_config(f.config_section("vae"), str(p))
         model = _build(_model_class("vae"), cfg, ops)
-        ckpt.vae = load_strict(model, _source_from_files([f], vae_map), f"{p} [vae]", device, dtype)
+        ckpt.vae = load_strict(model, _source_from_files([f], _vae_keymap(cfg)), f"{p} [vae]", device, dtype)
     return ckpt
 
 
