@@ -112,10 +112,10 @@ def _vae_keymap(config: VideoVAEConfig) -> KeyMap:
 
 
 def _check_all_claimed(f: SafetensorsFile, keymaps: list[KeyMap]) -> None:
-    dropped_ok = [k for k in f.keys() if not any(k.startswith(m.prefix) for m in keymaps)]
-    if dropped_ok:
-        shown = ", ".join(repr(k) for k in dropped_ok[:8])
-        raise CheckpointError(f"{f.path}: {len(dropped_ok)} tensors belong to no known component "
+    foreign = [k for k in f.keys() if not any(k.startswith(m.prefix) for m in keymaps)]
+    if foreign:
+        shown = ", ".join(repr(k) for k in foreign[:8])
+        raise CheckpointError(f"{f.path}: {len(foreign)} tensors belong to no known component "
                               f"(transformer 'model.diffusion_model.*', VAE 'vae.*'): {shown}")
 
 

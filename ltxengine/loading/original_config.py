@@ -48,7 +48,7 @@ def transformer_config(raw: dict[str, Any], source: str) -> tuple[TransformerCon
         if not key.startswith("_") and key not in known:
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
     for key, want in _TRANSFORMER_FIXED.items():
-        if key in raw and raw[key] != want and not (isinstance(want, float) and raw[key] == want):
+        if key in raw and raw[key] != want:
             raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {raw[key]!r}")
     if raw.get("patch_size", 1) != 1:
         raise ConfigError(f"{src}: config option 'patch_size' must be 1, got {raw['patch_size']!r}")

@@ -26,10 +26,8 @@ def _set(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
         module._buffers[name] = tensor
 
 
-def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtype: torch.dtype,
-                keep_fp32: tuple[str, ...] = ()) -> nn.Module:
-    """Materialize ``model`` (on meta) from ``source``. ``keep_fp32`` lists key suffixes held in
-    fp32 whatever ``dtype`` is."""
+def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtype: torch.dtype) -> nn.Module:
+    """Materialize ``model`` (built on meta) from ``source``; floating tensors arrive in ``dtype``."""
     expected = dict(model.state_dict(keep_vars=True))
     missing = [k for k in expected if k not in source]
     unused = [k for k in source if k not in expected]
@@ -48,8 +46,7 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
                                   f"{tuple(target.shape)} for {key!r}")
     for key, target in expected.items():
         _, read, _ = source[key]
-        want = torch.float32 if key.endswith(keep_fp32) and keep_fp32 else dtype
-        _set(model, key, read(device, want if target.is_floating_point() else None))
+        _set(model, key, read(device, dtype if target.is_floating_point() else None))
     return model.eval()
 
 

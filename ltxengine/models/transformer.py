@@ -143,6 +143,7 @@ def grid_positions(batch: int, frames: int, height: int, width: int, scale: tupl
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in (frames, height, width)]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
     if scale is not None:
+        # (index * scale * patch) / base, in diffusers' order (patch = 1) so fp32 tables are equal
         grid = torch.stack([grid[i] * scale[i] * 1 / ROPE_BASE[i] for i in range(3)])
     return grid.flatten(1).transpose(0, 1).unsqueeze(0).expand(batch, -1, -1)
 
