@@ -65,7 +65,8 @@ class BuildCudaExt(build_ext):
 
         includes.append(f"-I{sysconfig.get_paths()['include']}")
         objects = []
-        for src in ext.sources:
+        for rel in ext.sources:
+            src = str(ROOT / rel)
             obj = build_tmp / (Path(src).name + ".o")
             common = ["-O3", "-std=c++17", "-Xcompiler=-fPIC"]
             if src.endswith(".cu"):
@@ -87,7 +88,8 @@ class BuildCudaExt(build_ext):
 ext_modules = []
 cmdclass = {}
 if find_nvcc() is not None:
-    sources = sorted(str(p) for p in CSRC.glob("*.cu")) + sorted(str(p) for p in CSRC.glob("*.cpp"))
+    # setuptools requires sources relative to setup.py; build_extension resolves them against ROOT.
+    sources = [str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.cu")) + sorted(CSRC.glob("*.cpp"))]
     ext_modules = [Extension("ltxengine._C", sources=sources)]
     cmdclass = {"build_ext": BuildCudaExt}
 else:
