@@ -19,6 +19,7 @@ from .strict import TensorSource, load_strict
 # diffusers class name expected in each component folder's config.json
 _CLASS = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo",
           "latent_upsampler": "LTXLatentUpsamplerModel"}
+_CONFIG = {"transformer": TransformerConfig, "vae": VideoVAEConfig, "latent_upsampler": LatentUpsamplerConfig}
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
@@ -76,13 +77,13 @@ def _component_files(folder: Path) -> list[SafetensorsFile]:
     raise CheckpointError(f"{folder}: no {_WEIGHTS} (or sharded index) found; folder holds {found}")
 
 
-def _folder_config(folder: Path, component: str, cls) -> Any:
+def _folder_config(folder: Path, component: str) -> Any:
     raw = read_json(folder / "config.json", f"{component} config.json")
     name = raw.get("_class_name")
     if name is not None and name != _CLASS[component]:
         raise CheckpointError(f"{folder / 'config.json'}: _class_name must be {_CLASS[component]!r} for the "
                               f"{component}, got {name!r}")
-    return parse_config(cls, raw, str(folder / "config.json"))
+    return parse_config(_CONFIG[component], raw, str(folder / "config.json"))
 
 
 def _model_class(component: str):
@@ -96,8 +97,8 @@ def _model_class(component: str):
     return LatentUpsampler
 
 
-def _load_folder(folder: Path, component: str, cfg_cls, device, dtype, ops) -> nn.Module:
-    config = _folder_config(folder, component, cfg_cls)
+def _load_folder(folder: Path, component: str, device, dtype, ops) -> nn.Module:
+    config = _folder_config(folder, component)
     files = _component_files(folder)
     model = _build(_model_class(component), config, ops)
     return load_strict(model, _source_from_files(files, IDENTITY), str(folder), device, dtype)
@@ -151,7 +152,7 @@ def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TO
     p = _resolve(path)
     if p.is_dir():
         folder = p / "latent_upsampler" if (p / "latent_upsampler").is_dir() else p
-        return _load_folder(folder, "latent_upsampler", LatentUpsamplerConfig, device, dtype, ops)
+        return _load_folder(folder, "latent_upsampler", device, dtype, ops)
     f = SafetensorsFile(p)
     config = original_config.upsampler_config(f.config_section(), str(p))
     model = _build(_model_class("latent_upsampler"), config, ops)
@@ -161,12 +162,11 @@ def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TO
 def _component(path, component: str, device, dtype, ops) -> nn.Module:
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
-    cfg_cls = TransformerConfig if component == "transformer" else VideoVAEConfig
     if p.is_dir():
         folder = p / component if (p / "model_index.json").is_file() else p
         if not folder.is_dir():
             raise CheckpointError(f"{p}: pipeline folder has no {component}/ subfolder")
-        return _load_folder(folder, component, cfg_cls, device, dtype, ops)
+        return _load_folder(folder, component, device, dtype, ops)
     ckpt = _load_single_file(p, (component,), device, dtype, ops)
     return getattr(ckpt, component)
 
@@ -206,8 +206,7 @@ def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS
     for comp in components:
         if comp not in index:
             raise CheckpointError(f"{p / 'model_index.json'}: no {comp!r} entry")
-        cfg_cls = TransformerConfig if comp == "transformer" else VideoVAEConfig
-        setattr(ckpt, comp, _load_folder(p / comp, comp, cfg_cls, device, dtype, ops))
+        setattr(ckpt, comp, _load_folder(p / comp, comp, device, dtype, ops))
     sched = p / "scheduler" / "scheduler_config.json"
     ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
     return ckpt

@@ -27,13 +27,14 @@ _TRANSFORMER_FIXED = {
     "upcast_attention": False,
     "use_linear_projection": False,
     "num_vector_embeds": None,
+    "patch_size": 1,
 }
 _TRANSFORMER_COPIED = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "num_layers",
                        "cross_attention_dim", "caption_channels", "activation_fn", "attention_bias",
                        "norm_elementwise_affine", "norm_eps")
 # Fields that do not change the computation (training/TPU/PixArt leftovers).
 _TRANSFORMER_IGNORED = ("use_tpu_flash_attention", "norm_num_groups", "num_embeds_ada_norm", "project_to_2d_pos",
-                        "sample_size", "patch_size")
+                        "sample_size")
 
 
 def transformer_config(raw: dict[str, Any], source: str) -> tuple[TransformerConfig, dict[str, Any]]:
@@ -50,8 +51,6 @@ def transformer_config(raw: dict[str, Any], source: str) -> tuple[TransformerCon
     for key, want in _TRANSFORMER_FIXED.items():
         if key in raw and raw[key] != want:
             raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {raw[key]!r}")
-    if raw.get("patch_size", 1) != 1:
-        raise ConfigError(f"{src}: config option 'patch_size' must be 1, got {raw['patch_size']!r}")
     fields = {k: raw[k] for k in _TRANSFORMER_COPIED if k in raw}
     fields["qk_norm"] = "rms_norm_across_heads"
     cfg = parse_config(TransformerConfig, fields, src)

@@ -7,6 +7,7 @@ the file (and the key where there is one).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -50,16 +51,21 @@ class SafetensorsFile:
             t = t.to(device=device)
         return t
 
-    def config_section(self, section: str | None = None) -> dict:
-        """The JSON ``config`` of the header (Lightricks single-file format), or one section of it."""
+    @functools.cached_property
+    def _config(self) -> dict:
         raw = self.metadata.get("config")
         if raw is None:
             raise CheckpointError(f"{self.path}: no 'config' entry in the safetensors header; "
                                   "not a Lightricks single-file checkpoint")
         try:
-            config = json.loads(raw)
+            return json.loads(raw)
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{self.path}: header 'config' is not valid JSON ({e})") from e
+
+    def config_section(self, section: str | None = None) -> dict:
+        """The JSON ``config`` of the header (Lightricks single-file format), or one section of it.
+        The JSON is parsed once per file."""
+        config = self._config
         if section is None:
             return config
         if section not in config:

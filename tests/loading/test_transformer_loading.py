@@ -169,3 +169,9 @@ def test_wrong_class_in_folder(tmp_path, ref):
 def test_bad_dtype_argument(tmp_path, ref):
     with pytest.raises(ValueError, match=r"dtype must be .* got torch\.int8"):
         load_transformer(single_file(tmp_path, ref), dtype=torch.int8)
+
+
+def test_patchified_transformer_in_header_is_refused(tmp_path, ref):
+    config = {"transformer": dict(original_transformer_config(CFG), patch_size=2)}
+    with pytest.raises(ConfigError, match=r"'patch_size' must be 1, got 2"):
+        load_transformer(single_file(tmp_path, ref, config=config), dtype=torch.float32)
