@@ -2,4 +2,17 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .engine import STOP, Engine, GenerationCancelled, GenerationResult, TwoStage  # noqa: E402
+from .pipelines import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Condition  # noqa: E402
+
+__all__ = [
+    "DISTILLED_STAGE1_TIMESTEPS",
+    "DISTILLED_STAGE2_TIMESTEPS",
+    "STOP",
+    "Condition",
+    "Engine",
+    "GenerationCancelled",
+    "GenerationResult",
+    "TwoStage",
+    "__version__",
+]

@@ -122,7 +122,8 @@ class T5TextEncoder:
     def encode(self, prompts: str | list[str], max_sequence_length: int = 128,
                device: torch.device | str | None = None, num_videos_per_prompt: int = 1,
                dtype: torch.dtype | None = None,
-               diffusers_mask_order: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               diffusers_mask_order: bool = True,
+               use_attention_mask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode prompts -> (embeds (B*n, L, d_model), mask (B*n, L) int64), L = max_sequence_length.
 
         ``device`` defaults to the encoder's device and ``dtype`` to the encoder's dtype (the
@@ -133,6 +134,9 @@ class T5TextEncoder:
         one prompt and n > 1 the two orders disagree; ``diffusers_mask_order=True`` (default)
         reproduces diffusers bit for bit, ``False`` repeats the mask per prompt to match the
         embeddings. Both agree whenever B == 1 or n == 1.
+
+        ``use_attention_mask``: LTXPipeline and LTXImageToVideoPipeline run T5 over the padded
+        sequence without its mask (False); LTXConditionPipeline passes the mask (True).
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -166,8 +170,10 @@ class T5TextEncoder:
                 logger.warning("The following part of the prompt was truncated because max_sequence_length is "
                                "%d tokens: %s", max_sequence_length, removed)
 
-        # No attention mask: LTX-Video was trained on T5 states computed over the padded sequence.
-        embeds = self.model(input_ids.to(self.device))[0]
+        # diffusers' T2V/I2V pipelines run T5 without the mask (padding tokens attend), its
+        # condition pipeline with it; the mask is in any case the transformer's cross-attention bias.
+        te_mask = mask.to(self.device) if use_attention_mask else None
+        embeds = self.model(input_ids.to(self.device), attention_mask=te_mask)[0]
         embeds = embeds.to(dtype=dtype, device=device)
 
         seq_len = embeds.shape[1]

@@ -1,0 +1,569 @@
+"""``ltxengine.Engine``: load once, generate many times.
+
+    engine = Engine.from_pretrained("path/to/diffusers-folder")
+    result = engine.generate("a red car drives through the rain", height=512, width=704, num_frames=121,
+                             seed=0)
+    result.save("out.mp4")
+
+Keyword names follow diffusers. Which diffusers pipeline's semantics a call reproduces is chosen
+from its inputs (or forced with ``pipeline=``):
+
+* ``"text-to-video"`` (LTXPipeline): no image, no conditions.
+* ``"image-to-video"`` (LTXImageToVideoPipeline): ``image=`` given.
+* ``"condition"`` (LTXConditionPipeline): ``conditions=`` given, ``denoise_strength`` < 1, or
+  ``two_stage=``; its default schedule is the linear-quadratic one and its prompts are 256 tokens.
+
+With the same folder, arguments and integer ``seed`` (diffusers: ``generator=
+torch.Generator().manual_seed(seed)``) the frames equal diffusers' in fp32 (tests/pipelines).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
+from .loading.safetensors_io import read_json
+from .media import write_mp4
+from .models.text_encoder import T5TextEncoder
+from .models.video_vae import TilingConfig
+from .ops import get_ops
+from .pipelines import ltx_video as lv
+from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
+from .pipelines.schedule import (
+    DEFAULT_SCHEDULER_CONFIG,
+    Schedule,
+    SchedulerConfig,
+    calculate_shift,
+    linear_quadratic_schedule,
+    make_schedule,
+)
+
+__all__ = ["STOP", "Engine", "GenerationCancelled", "GenerationResult", "TwoStage"]
+
+# A callback returning STOP cancels the generation (GenerationCancelled is raised to the caller).
+STOP = "stop"
+
+PIPELINES = ("text-to-video", "image-to-video", "condition")
+_HUB_PATTERNS = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*",
+                 "latent_upsampler/*"]
+
+
+class GenerationCancelled(Exception):
+    """Raised by ``generate`` when the callback returned ``STOP`` (or raised this itself)."""
+
+    def __init__(self, stage: str = "", step: int = 0, total: int = 0):
+        super().__init__(f"generation cancelled by the callback at {stage} step {step}/{total}")
+        self.stage, self.step, self.total = stage, step, total
+
+
+@dataclass(frozen=True)
+class TwoStage:
+    """The multi-scale recipe in one call: generate at ``downscale_factor`` x the requested size
+    (rounded down to multiples of 32), upsample the latents x2 with the latent upsampler (AdaIN
+    towards the low-resolution statistics, optional tone map), refine at the doubled size with
+    ``denoise_strength`` (or the distilled ``timesteps``), decode and, if the doubled size is not
+    the requested one, resize the frames bilinearly (as Lightricks' LTXMultiScalePipeline does).
+
+    Stage-2 fields left as None take the stage-1 value of ``generate``. Both stages follow the
+    LTXConditionPipeline; stage 2 draws from a generator re-seeded with the same seed, as in
+    diffusers' documented three-call recipe.
+    """
+
+    downscale_factor: float = 2 / 3
+    adain_factor: float = 1.0
+    tone_map_compression_ratio: float = 0.0
+    denoise_strength: float = 0.4
+    num_inference_steps: int = 10
+    timesteps: Sequence[float] | None = None
+    guidance_scale: float | None = None
+    guidance_rescale: float | None = None
+    image_cond_noise_scale: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    """frames: float32 (F, H, W, 3) in [0, 1], before quantization; video: the same as uint8;
+    latents: the final normalized latents (1, C, F', H', W') float32."""
+
+    frames: np.ndarray
+    video: np.ndarray
+    latents: torch.Tensor
+    fps: Fraction
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path, crf: int = 18) -> Path:
+        """H.264 (libx264, yuv420p) mp4 at the exact frame rate; written to a temporary file and
+        renamed, so a failure never leaves a broken file."""
+        return write_mp4(path, self.video, self.fps, crf=crf)
+
+
+# -- argument checks -------------------------------------------------------------------------------
+
+def _int(name: str, value, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _float(name: str, value, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        rng = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be in {rng}, got {value!r}")
+    if high is not None and v > high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return v
+
+
+def _fps(frame_rate) -> Fraction:
+    if isinstance(frame_rate, str):
+        try:
+            rate = Fraction(frame_rate)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"frame_rate must be a positive number or 'num/den', got {frame_rate!r}") from None
+    elif isinstance(frame_rate, Fraction):
+        rate = frame_rate
+    else:
+        _float("frame_rate", frame_rate)
+        rate = Fraction(float(frame_rate)).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"frame_rate must be positive, got {frame_rate!r}")
+    return rate
+
+
+def _decreasing(name: str, values, high: float) -> list[float]:
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    try:
+        vals = [float(v) for v in values]
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from None
+    if not vals:
+        raise ValueError(f"{name} must not be empty")
+    if any(not math.isfinite(v) or v < 0 or v > high for v in vals):
+        raise ValueError(f"{name} must lie in [0, {high:g}], got {vals}")
+    if any(b >= a for a, b in zip(vals, vals[1:])):
+        raise ValueError(f"{name} must be strictly decreasing, got {vals}")
+    return vals
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+class Engine:
+    """LTX-Video models on one device; ``generate`` calls are serialized by a lock, so concurrent
+    calls from several threads run one after the other and each gets its own correct result."""
+
+    def __init__(self, transformer, vae, text_encoder: T5TextEncoder, *, latent_upsampler=None,
+                 scheduler_config: dict | None = None, device=None, dtype=torch.bfloat16, source: str = ""):
+        self.transformer = transformer.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.text_encoder = text_encoder
+        self.latent_upsampler = latent_upsampler.eval().requires_grad_(False) if latent_upsampler else None
+        self.scheduler_config = SchedulerConfig.from_dict(scheduler_config, f"{source}: scheduler config")
+        self.device = torch.device(device) if device is not None else next(transformer.parameters()).device
+        self.dtype = dtype
+        self.source = source
+        self.family = "ltx-video"
+        self._lock = threading.Lock()
+        if text_encoder.hidden_size != transformer.config.caption_channels:
+            raise CheckpointError(f"{source}: text encoder width {text_encoder.hidden_size} != transformer "
+                                  f"caption_channels {transformer.config.caption_channels}")
+        if vae.config.latent_channels != transformer.config.in_channels:
+            raise CheckpointError(f"{source}: VAE latent_channels {vae.config.latent_channels} != transformer "
+                                  f"in_channels {transformer.config.in_channels}")
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype = torch.bfloat16, *,
+                        text_encoder=None, latent_upsampler=None, kernels: str = "auto",
+                        scheduler_config: dict | None = None, revision: str | None = None,
+                        local_files_only: bool = False) -> "Engine":
+        """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
+        Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
+
+        text_encoder: for single files, a folder with the T5 encoder and tokenizer (a diffusers
+        LTX-Video folder, or a folder holding ``text_encoder/`` and ``tokenizer/``, or one T5
+        folder with both), or a loaded ``T5TextEncoder``.
+        latent_upsampler: path of the x2 latent upsampler (folder or single file) for two-stage
+        generation; a diffusers folder's own ``latent_upsampler/`` is used when present.
+        scheduler_config: overrides the folder's ``scheduler/scheduler_config.json``; single files
+        default to the 0.9.0/0.9.1 diffusers scheduler (resolution-dependent shift, terminal 0.1).
+        """
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        ops = get_ops(kernels)
+        path = _resolve_source(path_or_repo_id, revision, local_files_only)
+        ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops)
+        if path.is_dir():
+            te_root = path if text_encoder is None else text_encoder
+            up = latent_upsampler if latent_upsampler is not None else (
+                path / "latent_upsampler" if (path / "latent_upsampler").is_dir() else None)
+            sched = scheduler_config if scheduler_config is not None else ckpt.scheduler_config
+        else:
+            if text_encoder is None:
+                raise ValueError(f"text_encoder: {path} is a single-file checkpoint without the T5 text encoder; "
+                                 f"pass text_encoder=PATH (a diffusers LTX-Video folder or a T5 folder)")
+            te_root, up = text_encoder, latent_upsampler
+            sched = scheduler_config if scheduler_config is not None else DEFAULT_SCHEDULER_CONFIG
+        te = text_encoder if isinstance(text_encoder, T5TextEncoder) else _load_text_encoder(te_root, device, dtype)
+        ups = load_latent_upsampler(up, device=device, dtype=dtype, ops=ops) if up is not None else None
+        return cls(ckpt.transformer, ckpt.vae, te, latent_upsampler=ups, scheduler_config=sched, device=device,
+                   dtype=dtype, source=str(path))
+
+    # ---- generation ----------------------------------------------------------------------------
+    def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
+                 conditions: Sequence[Condition] | None = None, *, height: int = 512, width: int = 704,
+                 num_frames: int = 161, frame_rate=25, num_inference_steps: int = 50,
+                 guidance_scale: float = 3.0, guidance_rescale: float = 0.0,
+                 timesteps: Sequence[float] | None = None, sigmas: Sequence[float] | None = None,
+                 decode_timestep: float = 0.0, decode_noise_scale: float | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None,
+                 latents: torch.Tensor | None = None, callback: Callable | None = None,
+                 denoise_strength: float = 1.0, image_cond_noise_scale: float = 0.15,
+                 max_sequence_length: int | None = None, two_stage: TwoStage | bool | None = None,
+                 pipeline: str | None = None, vae_tiling: TilingConfig | None = None) -> GenerationResult:
+        """Generate one video. See the module docstring for which diffusers pipeline a call follows.
+
+        callback(stage, step, total, timestep=..., latents=...) runs after every denoising step
+        (stages "denoise", "refine" for two-stage stage 2, then "decode" once); returning ``STOP``
+        or raising ``GenerationCancelled`` stops the generation and raises GenerationCancelled.
+        Prompts longer than max_sequence_length tokens are truncated with a warning.
+        """
+        args = self._check_args(locals())
+        with self._lock, torch.inference_mode():
+            return self._generate(args)
+
+    # ---- internals -----------------------------------------------------------------------------
+    def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:
+        a = {k: v for k, v in a.items() if k != "self"}
+        if not isinstance(a["prompt"], str):
+            raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
+        if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
+            raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        for k in ("height", "width"):
+            v = _int(k, a[k], r)
+            if v % r:
+                raise ValueError(f"{k} must be a multiple of {r}, got {v}")
+        n = _int("num_frames", a["num_frames"], 1)
+        if (n - 1) % rt:
+            raise ValueError(f"num_frames must be of the form {rt}k+1 (e.g. {rt * ((n - 1) // rt) + 1} or "
+                             f"{rt * ((n - 1) // rt + 1) + 1}), got {n}")
+        a["fps"] = _fps(a["frame_rate"])
+        if a["timesteps"] is not None and a["sigmas"] is not None:
+            raise ValueError("pass at most one of timesteps and sigmas, got both")
+        if a["timesteps"] is not None:
+            a["timesteps"] = _decreasing("timesteps", a["timesteps"], 1000.0)
+        elif a["sigmas"] is not None:
+            a["sigmas"] = _decreasing("sigmas", a["sigmas"], 1.0)
+        else:
+            _int("num_inference_steps", a["num_inference_steps"], 1)
+        _float("guidance_scale", a["guidance_scale"], 0.0)
+        _float("guidance_rescale", a["guidance_rescale"], 0.0, 1.0)
+        _float("decode_timestep", a["decode_timestep"], 0.0, 1.0)
+        if a["decode_noise_scale"] is not None:
+            _float("decode_noise_scale", a["decode_noise_scale"], 0.0, 1.0)
+        _float("denoise_strength", a["denoise_strength"], 0.0, 1.0, low_open=True)
+        _float("image_cond_noise_scale", a["image_cond_noise_scale"], 0.0)
+        if a["max_sequence_length"] is not None:
+            _int("max_sequence_length", a["max_sequence_length"], 1)
+        if a["seed"] is not None and a["generator"] is not None:
+            raise ValueError("pass seed or generator, not both")
+        if a["seed"] is not None:
+            _int("seed", a["seed"], 0)
+        if a["generator"] is not None and not isinstance(a["generator"], torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, got {type(a['generator']).__name__}")
+        if a["callback"] is not None and not callable(a["callback"]):
+            raise ValueError(f"callback must be callable, got {a['callback']!r}")
+        if a["vae_tiling"] is not None and not isinstance(a["vae_tiling"], TilingConfig):
+            raise ValueError(f"vae_tiling must be a TilingConfig or None, got {type(a['vae_tiling']).__name__}")
+        if a["image"] is not None and a["conditions"] is not None:
+            raise ValueError("pass image or conditions, not both (an image is Condition(image=..., frame_index=0))")
+
+        two = a["two_stage"]
+        if two is True:
+            two = TwoStage()
+        elif two is False:
+            two = None
+        if two is not None:
+            if not isinstance(two, TwoStage):
+                raise ValueError(f"two_stage must be a TwoStage, True or None, got {type(two).__name__}")
+            if self.latent_upsampler is None:
+                raise ValueError("two_stage needs a latent upsampler: load the engine with "
+                                 "Engine.from_pretrained(..., latent_upsampler=PATH)")
+            _float("two_stage.downscale_factor", two.downscale_factor, 0.0, 1.0, low_open=True)
+            _float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
+            _float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
+            _float("two_stage.denoise_strength", two.denoise_strength, 0.0, 1.0, low_open=True)
+            if two.timesteps is not None:
+                two = replace(two, timesteps=_decreasing("two_stage.timesteps", two.timesteps, 1000.0))
+            else:
+                _int("two_stage.num_inference_steps", two.num_inference_steps, 1)
+            h1 = int(a["height"] * two.downscale_factor) // r * r
+            w1 = int(a["width"] * two.downscale_factor) // r * r
+            if h1 < r or w1 < r:
+                raise ValueError(f"two_stage.downscale_factor {two.downscale_factor} makes the first stage "
+                                 f"{h1}x{w1}, below one latent pixel ({r}x{r}); use a larger size or factor")
+            if a["image"] is not None:
+                a["conditions"], a["image"] = [Condition(image=a["image"], frame_index=0, strength=1.0)], None
+        a["two_stage"] = two
+
+        mode = a["pipeline"]
+        if mode is None:
+            mode = ("condition" if a["conditions"] is not None or a["denoise_strength"] < 1 or two is not None
+                    else "image-to-video" if a["image"] is not None else "text-to-video")
+        if mode not in PIPELINES:
+            raise ValueError(f"pipeline must be one of {PIPELINES} or None, got {mode!r}")
+        if mode == "image-to-video" and a["image"] is None:
+            raise ValueError("pipeline='image-to-video' needs image=")
+        if mode != "image-to-video" and a["image"] is not None:
+            if mode == "condition":
+                a["conditions"], a["image"] = [Condition(image=a["image"], frame_index=0, strength=1.0)], None
+            else:
+                raise ValueError(f"image= is not used by pipeline={mode!r}")
+        if mode != "condition" and a["denoise_strength"] < 1:
+            raise ValueError(f"denoise_strength < 1 needs pipeline='condition', got pipeline={mode!r}")
+        if two is not None and mode != "condition":
+            raise ValueError(f"two_stage runs the 'condition' pipeline, got pipeline={mode!r}")
+        a["pipeline"] = mode
+        a["conditions"] = self._check_conditions(a["conditions"], n) if mode == "condition" else []
+        if a["max_sequence_length"] is None:
+            a["max_sequence_length"] = 256 if mode == "condition" else 128
+        if a["latents"] is not None:
+            a["latents"] = self._check_latents(a["latents"], a["height"], a["width"], n)
+        return a
+
+    def _check_conditions(self, conditions, num_frames: int) -> list[Condition]:
+        if conditions is None:
+            return []
+        if isinstance(conditions, Condition):
+            conditions = [conditions]
+        if not isinstance(conditions, (list, tuple)):
+            raise ValueError(f"conditions must be a list of Condition, got {type(conditions).__name__}")
+        for i, c in enumerate(conditions):
+            if not isinstance(c, Condition):
+                raise ValueError(f"conditions[{i}] must be a ltxengine.Condition, got {type(c).__name__}")
+            if (c.image is None) == (c.video is None):
+                raise ValueError(f"conditions[{i}]: set exactly one of image and video")
+            fi = _int(f"conditions[{i}].frame_index", c.frame_index, 0)
+            if fi >= num_frames:
+                raise ValueError(f"conditions[{i}].frame_index must be < num_frames ({num_frames}), got {fi}")
+            _float(f"conditions[{i}].strength", c.strength, 0.0, 1.0)
+        return list(conditions)
+
+    def _check_latents(self, latents, height: int, width: int, num_frames: int) -> torch.Tensor:
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        shape = (1, self.transformer.config.in_channels, (num_frames - 1) // rt + 1, height // r, width // r)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"latents must be a tensor of shape {shape} (normalized, unpacked), got {got}")
+        if not torch.isfinite(latents).all():
+            raise ValueError("latents must be finite")
+        return latents
+
+    def _encode_prompt(self, prompt: str, negative: str | None, max_len: int, cfg: bool, use_mask: bool):
+        te = self.text_encoder
+        n_tokens = len(te.tokenizer(prompt).input_ids)
+        if n_tokens > max_len:
+            warnings.warn(f"prompt: {n_tokens} tokens is longer than max_sequence_length={max_len}; the text "
+                          f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=4)
+        embeds, mask = te.encode(prompt, max_len, self.device, dtype=te.dtype, use_attention_mask=use_mask)
+        neg = neg_mask = None
+        if cfg:
+            neg, neg_mask = te.encode(negative if negative is not None else "", max_len, self.device, dtype=te.dtype,
+                                      use_attention_mask=use_mask)
+        return embeds, mask, neg, neg_mask
+
+    def _schedule(self, mode: str, seq_len: int, num_steps: int, timesteps, sigmas) -> Schedule:
+        cfg = self.scheduler_config
+        mu = calculate_shift(seq_len, cfg) if cfg.use_dynamic_shifting else None
+        if mode == "condition" and timesteps is None and sigmas is None:
+            timesteps = linear_quadratic_schedule(num_steps) * 1000
+        elif mode != "condition" and timesteps is None and sigmas is None:
+            sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
+        return make_schedule(cfg, sigmas=sigmas, timesteps=timesteps, mu=mu)
+
+    def _hook(self, callback, stage: str):
+        if callback is None:
+            return None
+
+        def hook(step, total, t, latents):
+            if callback(stage, step, total, timestep=t, latents=latents) == STOP:
+                raise GenerationCancelled(stage, step, total)
+        return hook
+
+    def _generate(self, a: dict[str, Any]) -> GenerationResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        gen = a["generator"]
+        if gen is None:
+            gen = torch.Generator("cpu")
+            if a["seed"] is not None:
+                gen.manual_seed(a["seed"])
+            else:
+                gen.seed()
+        mode, two = a["pipeline"], a["two_stage"]
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        height, width, n = a["height"], a["width"], a["num_frames"]
+        if two is not None:
+            height1 = int(height * two.downscale_factor) // r * r
+            width1 = int(width * two.downscale_factor) // r * r
+        else:
+            height1, width1 = height, width
+        cfg_on = a["guidance_scale"] > 1.0 or (two is not None and (two.guidance_scale or 0) > 1.0)
+        embeds, mask, neg, neg_mask = self._encode_prompt(a["prompt"], a["negative_prompt"],
+                                                          a["max_sequence_length"], cfg_on,
+                                                          use_mask=mode == "condition")
+        timings["text"] = time.perf_counter() - t0
+
+        def guide(scale, rescale):
+            return lv.Guidance(self.transformer, embeds, mask, neg, neg_mask, scale, rescale)
+
+        c = self.transformer.config.in_channels
+        f = (n - 1) // rt + 1
+        t1 = time.perf_counter()
+        latents = self._denoise(mode, guide(a["guidance_scale"], a["guidance_rescale"]), gen, a, height1, width1,
+                                (1, c, f, height1 // r, width1 // r), a["num_inference_steps"], a["timesteps"],
+                                a["sigmas"], a["denoise_strength"], a["image_cond_noise_scale"], a["latents"],
+                                "denoise")
+        timings["denoise"] = time.perf_counter() - t1
+        if two is not None:
+            t2 = time.perf_counter()
+            up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
+                                     two.tone_map_compression_ratio).to(torch.float32)
+            if a["seed"] is not None:
+                gen = torch.Generator("cpu").manual_seed(a["seed"])
+            h2, w2 = 2 * height1, 2 * width1
+            scale2 = a["guidance_scale"] if two.guidance_scale is None else two.guidance_scale
+            rescale2 = a["guidance_rescale"] if two.guidance_rescale is None else two.guidance_rescale
+            noise2 = a["image_cond_noise_scale"] if two.image_cond_noise_scale is None else two.image_cond_noise_scale
+            latents = self._denoise("condition", guide(scale2, rescale2), gen, a, h2, w2,
+                                    (1, c, f, h2 // r, w2 // r), two.num_inference_steps, two.timesteps, None,
+                                    two.denoise_strength, noise2, up, "refine")
+            timings["refine"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        frames = lv.decode_latents(self.vae, latents, decode_timestep=a["decode_timestep"],
+                                   decode_noise_scale=a["decode_noise_scale"], generator=gen, device=self.device,
+                                   model_dtype=self.dtype, tiling=a["vae_tiling"])
+        frames = lv.resize_frames(frames, height, width)
+        timings["decode"] = time.perf_counter() - t3
+        if a["callback"] is not None:
+            self._hook(a["callback"], "decode")(1, 1, 0.0, latents)
+        frames = frames.cpu().numpy()
+        video = (frames * 255).round().astype(np.uint8)
+        timings["total"] = time.perf_counter() - t0
+        return GenerationResult(frames=frames, video=video, latents=latents.float().cpu(), fps=a["fps"],
+                                seed=a["seed"], timings=timings)
+
+    def _denoise(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,
+                 cond_noise, latents, stage) -> torch.Tensor:
+        hook = self._hook(a["callback"], stage)
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        ratios = (r, rt)
+        fr = float(a["fps"])
+        seq_len = shape[2] * shape[3] * shape[4]
+        schedule = self._schedule(mode, seq_len, steps, timesteps, sigmas)
+        if mode == "text-to-video":
+            return lv.sample_text_to_video(guide, schedule, shape, frame_rate=fr, ratios=ratios, generator=gen,
+                                           device=self.device, latents=latents, hook=hook, stage=stage)
+        if mode == "image-to-video":
+            img = image_to_tensor(a["image"], height, width, "image")
+            return lv.sample_image_to_video(guide, schedule, self.vae, img.to(self.device), shape, frame_rate=fr,
+                                            ratios=ratios, generator=gen, device=self.device, latents=latents,
+                                            hook=hook, stage=stage)
+        conds = [self._encode_condition_pixels(i, c, height, width, a["num_frames"])
+                 for i, c in enumerate(a["conditions"])]
+        sigma = None
+        run = schedule
+        if denoise_strength < 1:
+            run = schedule.truncate(denoise_strength)
+            if len(run) == 0:
+                raise ValueError(f"denoise_strength {denoise_strength} keeps no step of the {len(schedule)}-step "
+                                 f"schedule; use a larger denoise_strength or more steps")
+            sigma = run.sigmas[:1].to(self.device)
+        # At full strength diffusers' LTXConditionPipeline ignores given latents; here they replace the
+        # initial noise (the noise is still drawn, so the random stream stays aligned).
+        return lv.sample_condition(guide, run, schedule.sigmas, self.vae, conds, shape, frame_rate=fr,
+                                   ratios=ratios, generator=gen, device=self.device,
+                                   image_cond_noise_scale=cond_noise, latents=latents, denoise_sigma=sigma,
+                                   hook=hook, stage=stage)
+
+    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int):
+        rt = self.vae.temporal_compression_ratio
+        if c.image is not None:
+            pixels = image_to_tensor(c.image, height, width, f"conditions[{i}].image")[:, None]
+        else:
+            pixels = video_to_tensor(c.video, height, width, f"conditions[{i}].video")
+            keep = min(pixels.shape[1], num_frames - c.frame_index)
+            keep = (keep - 1) // rt * rt + 1
+            if keep < 1:
+                raise ValueError(f"conditions[{i}].video: no frame fits between frame_index {c.frame_index} and "
+                                 f"num_frames {num_frames}")
+            pixels = pixels[:, :keep]
+        return lv.EncodedCondition(pixels[None].to(self.device), c.frame_index, float(c.strength))
+
+
+# -- sources -------------------------------------------------------------------------------------------
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _resolve_source(path_or_repo_id, revision, local_files_only) -> Path:
+    p = Path(path_or_repo_id).expanduser()
+    if p.exists():
+        return p
+    name = str(path_or_repo_id)
+    if not _REPO_ID.match(name):
+        raise FileNotFoundError(f"path_or_repo_id: {name!r} is neither an existing file or folder nor a "
+                                f"Hugging Face repo id ('owner/name')")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(f"path_or_repo_id: {name!r} looks like a Hugging Face repo id, but huggingface_hub is "
+                          f"not installed; pip install huggingface_hub or pass a local path") from None
+    try:
+        folder = snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS,
+                                   local_files_only=local_files_only)
+    except Exception as e:  # offline, unknown repo, auth: one clear message, the cause chained
+        raise OSError(f"path_or_repo_id: could not get {name!r} from the Hugging Face Hub "
+                      f"({type(e).__name__}: {e}). If this machine is offline, download the folder elsewhere "
+                      f"and pass its local path.") from e
+    return Path(folder)
+
+
+def _load_text_encoder(root, device, dtype) -> T5TextEncoder:
+    root = Path(root)
+    if (root / "text_encoder").is_dir():
+        te_dir, tok_dir = root / "text_encoder", root / "tokenizer"
+    else:
+        te_dir = tok_dir = root
+    if not te_dir.is_dir():
+        raise CheckpointError(f"text_encoder: {root} has no T5 text encoder (expected text_encoder/ and tokenizer/ "
+                              f"subfolders, or a T5 folder)")
+    if (root / "model_index.json").is_file():
+        index = read_json(root / "model_index.json", "diffusers model_index.json")
+        if "text_encoder" not in index:
+            raise CheckpointError(f"{root / 'model_index.json'}: no 'text_encoder' entry")
+    return T5TextEncoder.from_folders(te_dir, tok_dir, device=device, dtype=dtype)
