@@ -1,4 +1,4 @@
-"""Console entry point: ``ltxengine demo``."""
+"""Console entry point ``ltxengine``: generate, info, demo."""
 
 from __future__ import annotations
 
@@ -9,70 +9,187 @@ import time
 from pathlib import Path
 
 
+def _dtype(name: str):
+    import torch
+
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if name not in table:
+        raise SystemExit(f"--dtype must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+
+
+def _read_image(path: str):
+    """First frame of an image or video file, as uint8 (H, W, 3), decoded with PyAV."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+    except (OSError, StopIteration, av.error.FFmpegError) as e:
+        raise SystemExit(f"--image: cannot decode {path!r} as an image ({e})") from None
+
+
+class _Progress:
+    """tqdm bars driven by Engine.generate's callback, one per stage."""
+
+    def __init__(self):
+        self.bar, self.stage = None, None
+
+    def __call__(self, stage, step, total, **_):
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=total, desc=stage, unit="step", leave=True)
+        self.bar.update(step - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.stage = None
+
+
+def _generate(args) -> int:
+    import torch
+
+    from . import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Engine, TwoStage
+
+    engine = Engine.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype),
+                                    text_encoder=args.text_encoder, latent_upsampler=args.latent_upsampler,
+                                    kernels=args.kernels)
+    two = None
+    if args.two_stage or args.distilled:
+        two = TwoStage(downscale_factor=args.downscale_factor, adain_factor=args.adain_factor,
+                       tone_map_compression_ratio=args.tone_map, denoise_strength=args.refine_strength,
+                       num_inference_steps=args.refine_steps,
+                       timesteps=list(DISTILLED_STAGE2_TIMESTEPS) if args.distilled else None)
+        if args.distilled:
+            two = TwoStage(**{**two.__dict__, "denoise_strength": 0.999})
+    progress = None if args.quiet else _Progress()
+    start = time.perf_counter()
+    try:
+        result = engine.generate(
+            args.prompt, negative_prompt=args.negative_prompt,
+            image=_read_image(args.image) if args.image else None,
+            height=args.height, width=args.width, num_frames=args.num_frames, frame_rate=args.frame_rate,
+            num_inference_steps=args.steps, guidance_scale=1.0 if args.distilled else args.guidance_scale,
+            guidance_rescale=args.guidance_rescale,
+            timesteps=list(DISTILLED_STAGE1_TIMESTEPS) if args.distilled else None,
+            decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, seed=args.seed,
+            two_stage=two, callback=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    out = result.save(args.output)
+    torch_note = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
+    print(f"{out}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "
+          f"{result.fps} fps, seed {result.seed}, {time.perf_counter() - start:.1f}s ({torch_note})")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+
+    from .info import describe, format_description
+
+    d = describe(args.path)
+    print(json.dumps(d, indent=2) if args.json else format_description(d))
+    return 0
+
+
 def _demo(args) -> int:
     import torch
 
-    from .config import TransformerConfig, VideoVAEConfig
-    from .loading import load_ltx_video
-    from .loading.export import save_pipeline
-    from .media import write_mp4
-    from .models.transformer import LTXVideoTransformer, grid_positions
-    from .models.video_vae import VideoVAE
+    from . import Engine, TwoStage
+    from .demo import write_demo_checkpoint
 
     if (args.frames - 1) % 8:
-        raise SystemExit(f"demo: --frames must be 8k+1 (e.g. 9, 17), got {args.frames}")
-    if args.height % 32 or args.width % 32:
-        raise SystemExit(f"demo: --height and --width must be multiples of 32, got {args.height}x{args.width}")
-    torch.manual_seed(args.seed)
-    # A scaled-down 0.9.5-layout model: every structural feature of the released ones, random weights.
-    tcfg = TransformerConfig(in_channels=32, out_channels=32, num_attention_heads=4, attention_head_dim=16,
-                             cross_attention_dim=64, num_layers=2, caption_channels=64)
-    vcfg = VideoVAEConfig(latent_channels=32, block_out_channels=(8, 16, 32, 64, 128),
-                          down_block_types=("LTXVideo095DownBlock3D",) * 4, decoder_block_out_channels=(32, 64, 128),
-                          layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
-                          spatio_temporal_scaling=(True,) * 4, decoder_spatio_temporal_scaling=(True,) * 3,
-                          decoder_inject_noise=(False,) * 4,
-                          downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-                          upsample_residual=(True,) * 3, upsample_factor=(2,) * 3, timestep_conditioning=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_pipeline(Path(tmp) / "pipe", transformer=LTXVideoTransformer(tcfg), vae=VideoVAE(vcfg))
-        ckpt = load_ltx_video(Path(tmp) / "pipe", dtype=torch.float32)
-    model, vae = ckpt.transformer, ckpt.vae
-    f, h, w = (args.frames - 1) // 8 + 1, args.height // 32, args.width // 32
-    gen = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(1, f * h * w, tcfg.in_channels, generator=gen)
-    text = torch.randn(1, 16, tcfg.caption_channels, generator=gen)  # stands in for T5 features
+        raise SystemExit(f"demo: --frames must be 8k+1 (e.g. 9, 17, 25), got {args.frames}")
+    if args.height % 64 or args.width % 64:
+        raise SystemExit(f"demo: --height and --width must be multiples of 64 (two stages of 32-pixel latents), "
+                         f"got {args.height}x{args.width}")
     start = time.perf_counter()
-    with torch.no_grad():
-        context = model.prepare_context(text, torch.ones(1, 16))
-        rope = model.rope(grid_positions(1, f, h, w, (8 / args.fps, 32, 32)))
-        sigmas = torch.linspace(1.0, 0.0, args.steps + 1)
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            v = model(x, (s * 1000).expand(1), context=context, rope=rope).float()
-            x = x + (s_next - s) * v  # rectified-flow Euler step
-        latents = x.transpose(1, 2).reshape(1, -1, f, h, w)
-        video = vae.decode(vae.denormalize_latents(latents), temb=torch.tensor([0.05]))
-    frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    out = write_mp4(args.output, frames, args.fps)
-    print(f"demo: random-weight LTX-Video ({sum(p.numel() for p in model.parameters()):,} transformer params), "
-          f"{args.steps} steps + decode in {time.perf_counter() - start:.2f}s -> {out} "
-          f"({frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]} @ {args.fps} fps)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_demo_checkpoint(Path(tmp) / "ltx-video-tiny", seed=args.seed)
+        engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+        progress = _Progress()
+        try:
+            result = engine.generate(
+                "a red car drives through the city at night", height=args.height, width=args.width,
+                num_frames=args.frames, frame_rate=args.fps, num_inference_steps=args.steps, guidance_scale=3.0,
+                decode_timestep=0.05, decode_noise_scale=0.025, seed=args.seed, callback=progress,
+                two_stage=TwoStage(downscale_factor=0.5, num_inference_steps=args.steps, denoise_strength=0.5,
+                                   tone_map_compression_ratio=0.6))
+        finally:
+            progress.close()
+    out = result.save(args.output)
+    t = result.timings
+    params = sum(p.numel() for p in engine.transformer.parameters())
+    print(f"demo: tiny random-weight LTX-Video ({params:,} transformer parameters), two-stage "
+          f"{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: text {t['text']:.2f}s, "
+          f"stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode {t['decode']:.2f}s; "
+          f"{time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames @ {result.fps} fps)")
     return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ltxengine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run a tiny random-weight model end to end (no weights needed)")
+
+    gen = sub.add_parser("generate", help="generate a video from a checkpoint")
+    gen.add_argument("--model", required=True, help="diffusers folder, single-file .safetensors or HF repo id")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--output", default="out.mp4")
+    gen.add_argument("--image", default=None, help="image-to-video: first frame (any image/video file PyAV reads)")
+    gen.add_argument("--height", type=int, default=512)
+    gen.add_argument("--width", type=int, default=704)
+    gen.add_argument("--num-frames", type=int, default=121)
+    gen.add_argument("--frame-rate", default="25", help="e.g. 25, 24, 24000/1001")
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance-scale", type=float, default=3.0)
+    gen.add_argument("--guidance-rescale", type=float, default=0.0)
+    gen.add_argument("--decode-timestep", type=float, default=0.05)
+    gen.add_argument("--decode-noise-scale", type=float, default=0.025)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--two-stage", action="store_true", help="reduced size -> latent upsampler x2 -> refine")
+    gen.add_argument("--distilled", action="store_true",
+                     help="distilled 0.9.7/0.9.8 recipe: two stages with the distilled timesteps, no guidance")
+    gen.add_argument("--downscale-factor", type=float, default=2 / 3)
+    gen.add_argument("--adain-factor", type=float, default=1.0)
+    gen.add_argument("--tone-map", type=float, default=0.0, help="tone_map_compression_ratio (0.6 for 0.9.8)")
+    gen.add_argument("--refine-strength", type=float, default=0.4)
+    gen.add_argument("--refine-steps", type=int, default=10)
+    gen.add_argument("--text-encoder", default=None, help="T5 location for single-file checkpoints")
+    gen.add_argument("--latent-upsampler", default=None, help="x2 latent upsampler (folder or .safetensors)")
+    gen.add_argument("--device", default=None)
+    gen.add_argument("--dtype", default="bf16")
+    gen.add_argument("--kernels", default="auto", help="auto | torch | triton | cuda")
+    gen.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    info = sub.add_parser("info", help="what a checkpoint holds (family, version, components, dtypes)")
+    info.add_argument("path")
+    info.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="two-stage generation with a tiny random-weight checkpoint (no download)")
     demo.add_argument("--output", default="demo.mp4")
-    demo.add_argument("--frames", type=int, default=17)
-    demo.add_argument("--height", type=int, default=64)
-    demo.add_argument("--width", type=int, default=96)
+    demo.add_argument("--frames", type=int, default=25)
+    demo.add_argument("--height", type=int, default=128)
+    demo.add_argument("--width", type=int, default=192)
     demo.add_argument("--steps", type=int, default=4)
-    demo.add_argument("--fps", type=float, default=24.0)
+    demo.add_argument("--fps", default="24")
     demo.add_argument("--seed", type=int, default=0)
+
     args = parser.parse_args(argv)
-    return _demo(args)
+    handler = {"generate": _generate, "info": _info, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        # bad arguments or files: one clear line instead of a traceback
+        print(f"ltxengine {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class SafetensorsFile:
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._f.get_slice(key).get_shape())
 
+    def dtype(self, key: str) -> str:
+        """The stored dtype as safetensors names it ("BF16", "F32", "F8_E4M3", ...)."""
+        return self._f.get_slice(key).get_dtype()
+
     def read(self, key: str, device=None, dtype: torch.dtype | None = None) -> torch.Tensor:
         try:
             t = self._f.get_tensor(key)
