@@ -247,8 +247,9 @@ class Engine:
         """Generate one video. See the module docstring for which diffusers pipeline a call follows.
 
         callback(stage, step, total, timestep=..., latents=...) runs after every denoising step
-        (stages "denoise", "refine" for two-stage stage 2, then "decode" once); returning ``STOP``
-        or raising ``GenerationCancelled`` stops the generation and raises GenerationCancelled.
+        (stages "denoise", "refine" for two-stage stage 2, then "decode" once) with the current
+        normalized latents (1, C, F', H', W'); returning ``STOP`` or raising ``GenerationCancelled``
+        stops the generation and raises GenerationCancelled (with the stage and step).
         Prompts longer than max_sequence_length tokens are truncated with a warning.
         """
         args = self._check_args(locals())
@@ -349,6 +350,11 @@ class Engine:
             raise ValueError(f"two_stage runs the 'condition' pipeline, got pipeline={mode!r}")
         a["pipeline"] = mode
         a["conditions"] = self._check_conditions(a["conditions"], n) if mode == "condition" else []
+        # decode the pixels once here so a bad image fails before any work (cheap next to a step)
+        if a["image"] is not None:
+            image_to_tensor(a["image"], a["height"], a["width"], "image")
+        for i, c in enumerate(a["conditions"]):
+            self._encode_condition_pixels(i, c, a["height"], a["width"], n, device="cpu")
         if a["max_sequence_length"] is None:
             a["max_sequence_length"] = 256 if mode == "condition" else 128
         if a["latents"] is not None:
@@ -366,7 +372,8 @@ class Engine:
             if not isinstance(c, Condition):
                 raise ValueError(f"conditions[{i}] must be a ltxengine.Condition, got {type(c).__name__}")
             if (c.image is None) == (c.video is None):
-                raise ValueError(f"conditions[{i}]: set exactly one of image and video")
+                raise ValueError(f"conditions[{i}]: set exactly one of image and video, got image="
+                                 f"{type(c.image).__name__} and video={type(c.video).__name__}")
             fi = _int(f"conditions[{i}].frame_index", c.frame_index, 0)
             if fi >= num_frames:
                 raise ValueError(f"conditions[{i}].frame_index must be < num_frames ({num_frames}), got {fi}")
@@ -410,7 +417,13 @@ class Engine:
             return None
 
         def hook(step, total, t, latents):
-            if callback(stage, step, total, timestep=t, latents=latents) == STOP:
+            try:
+                stop = callback(stage, step, total, timestep=t, latents=latents) == STOP
+            except GenerationCancelled as e:
+                if e.stage:  # raised with its own position: pass it on unchanged
+                    raise
+                raise GenerationCancelled(stage, step, total) from None
+            if stop:
                 raise GenerationCancelled(stage, step, total)
         return hook
 
@@ -424,6 +437,9 @@ class Engine:
                 gen.manual_seed(a["seed"])
             else:
                 gen.seed()
+        # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
+        # and a generator seeded with it give the same video
+        start_state = gen.get_state()
         mode, two = a["pipeline"], a["two_stage"]
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         height, width, n = a["height"], a["width"], a["num_frames"]
@@ -453,8 +469,8 @@ class Engine:
             t2 = time.perf_counter()
             up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
                                      two.tone_map_compression_ratio).to(torch.float32)
-            if a["seed"] is not None:
-                gen = torch.Generator("cpu").manual_seed(a["seed"])
+            gen = torch.Generator(gen.device)
+            gen.set_state(start_state)
             h2, w2 = 2 * height1, 2 * width1
             scale2 = a["guidance_scale"] if two.guidance_scale is None else two.guidance_scale
             rescale2 = a["guidance_rescale"] if two.guidance_rescale is None else two.guidance_rescale
@@ -510,7 +526,8 @@ class Engine:
                                    image_cond_noise_scale=cond_noise, latents=latents, denoise_sigma=sigma,
                                    hook=hook, stage=stage)
 
-    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int):
+    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int,
+                                 device=None):
         rt = self.vae.temporal_compression_ratio
         if c.image is not None:
             pixels = image_to_tensor(c.image, height, width, f"conditions[{i}].image")[:, None]
@@ -522,7 +539,7 @@ class Engine:
                 raise ValueError(f"conditions[{i}].video: no frame fits between frame_index {c.frame_index} and "
                                  f"num_frames {num_frames}")
             pixels = pixels[:, :keep]
-        return lv.EncodedCondition(pixels[None].to(self.device), c.frame_index, float(c.strength))
+        return lv.EncodedCondition(pixels[None].to(device or self.device), c.frame_index, float(c.strength))
 
 
 # -- sources -------------------------------------------------------------------------------------------

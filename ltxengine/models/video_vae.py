@@ -103,7 +103,8 @@ class ResnetBlock(nn.Module):
     def _noise(h: torch.Tensor, scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # One (H, W) field shared by the batch and all frames, drawn like diffusers so a seeded
         # global RNG reproduces its noise.
-        field = torch.randn(h.shape[-2:], generator=generator, device=h.device, dtype=h.dtype)
+        device = generator.device if generator is not None else h.device
+        field = torch.randn(h.shape[-2:], generator=generator, device=device, dtype=h.dtype).to(h.device)
         return (field * scale)[None, :, None]
 
     def forward(self, x, temb=None, generator=None):

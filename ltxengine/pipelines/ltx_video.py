@@ -33,7 +33,7 @@ __all__ = [
     "upsample_latents",
 ]
 
-# hook(step, total, timestep, latents): called after every step; raises to stop the loop
+# hook(step, total, timestep, latents (1, C, F, H, W)): called after every step; raises to stop the loop
 StepHook = Callable[[int, int, float, torch.Tensor], None]
 
 
@@ -124,7 +124,7 @@ def sample_text_to_video(guide: Guidance, schedule: Schedule, shape, *, frame_ra
         x = x + (sig[i + 1] - sig[i]) * v
         _check_finite(x, stage, i + 1, total)
         if hook is not None:
-            hook(i + 1, total, float(t), x)
+            hook(i + 1, total, float(t), unpack(x, f, h, w))
     return unpack(x, f, h, w)
 
 
@@ -161,7 +161,7 @@ def sample_image_to_video(guide: Guidance, schedule: Schedule, vae, image: torch
         x = pack(torch.cat([lat[:, :, :1], stepped], dim=2))
         _check_finite(x, stage, i + 1, total)
         if hook is not None:
-            hook(i + 1, total, float(t), x)
+            hook(i + 1, total, float(t), unpack(x, f, h, w))
     return unpack(x, f, h, w)
 
 
@@ -297,7 +297,7 @@ def sample_condition(guide: Guidance, schedule: Schedule, all_sigmas: torch.Tens
             x = stepped
         _check_finite(x, stage, i + 1, total)
         if hook is not None:
-            hook(i + 1, total, float(t), x)
+            hook(i + 1, total, float(t), unpack(x[:, n_extra:], f, h, w))
     return unpack(x[:, n_extra:], f, h, w)
 
 
@@ -334,7 +334,9 @@ def decode_latents(vae, latents: torch.Tensor, *, decode_timestep: float, decode
         s = torch.tensor([scale], device=device, dtype=z.dtype)[:, None, None, None, None]
         z = (1 - s) * z + s * noise
     vae_dtype = next(vae.parameters()).dtype
-    video = vae.decode(z.to(vae_dtype), temb, tiling=tiling)
+    # 0.9.1 decoders inject noise; draw it from the generation's generator (diffusers uses torch's
+    # global RNG there, so its 0.9.1 videos are not determined by the seed alone)
+    video = vae.decode(z.to(vae_dtype), temb, generator=generator, tiling=tiling)
     frames = (video[0].permute(1, 0, 2, 3).float() * 0.5 + 0.5).clamp(0, 1)
     return frames.permute(0, 2, 3, 1).contiguous()
 

@@ -1,5 +1,7 @@
 """Video VAE from diffusers folders and Lightricks single files, every released layout."""
 
+import copy
+
 import pytest
 import torch
 
@@ -62,7 +64,7 @@ VARIANTS = {
 
 
 def original_config(variant, **extra):
-    blocks = VARIANTS[variant][1]
+    blocks = copy.deepcopy(VARIANTS[variant][1])  # callers edit the block lists
     return {"_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3,
             "latent_channels": 16, "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4,
             "latent_log_var": "uniform", "use_quant_conv": False, "causal_decoder": False,
