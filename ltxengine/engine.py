@@ -128,11 +128,14 @@ def _float(name: str, value, low: float | None = None, high: float | None = None
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (v < low or (low_open and v == low)):
-        rng = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be in {rng}, got {value!r}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    below = low is not None and (v < low or (low_open and v == low))
+    above = high is not None and v > high
+    if below or above:
+        if high is None:
+            rule = f"> {low}" if low_open else f">= {low}"
+        else:
+            rule = f"in {'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
     return v
 
 
