@@ -330,8 +330,6 @@ class Engine:
             if h1 < r or w1 < r:
                 raise ValueError(f"two_stage.downscale_factor {two.downscale_factor} makes the first stage "
                                  f"{h1}x{w1}, below one latent pixel ({r}x{r}); use a larger size or factor")
-            if a["image"] is not None:
-                a["conditions"], a["image"] = [Condition(image=a["image"], frame_index=0, strength=1.0)], None
         a["two_stage"] = two
 
         mode = a["pipeline"]
@@ -353,11 +351,12 @@ class Engine:
             raise ValueError(f"two_stage runs the 'condition' pipeline, got pipeline={mode!r}")
         a["pipeline"] = mode
         a["conditions"] = self._check_conditions(a["conditions"], n) if mode == "condition" else []
-        # decode the pixels once here so a bad image fails before any work (cheap next to a step)
-        if a["image"] is not None:
-            image_to_tensor(a["image"], a["height"], a["width"], "image")
-        for i, c in enumerate(a["conditions"]):
-            self._encode_condition_pixels(i, c, a["height"], a["width"], n, device="cpu")
+        # preprocess the pixels at the first stage's size now, so a bad image fails before any work
+        a["_pixels"] = {}
+        if two is None:
+            self._pixels(a, a["height"], a["width"])
+        else:
+            self._pixels(a, h1, w1)
         if a["max_sequence_length"] is None:
             a["max_sequence_length"] = 256 if mode == "condition" else 128
         if a["latents"] is not None:
@@ -507,13 +506,11 @@ class Engine:
         if mode == "text-to-video":
             return lv.sample_text_to_video(guide, schedule, shape, frame_rate=fr, ratios=ratios, generator=gen,
                                            device=self.device, latents=latents, hook=hook, stage=stage)
+        image, conds = self._pixels(a, height, width)
         if mode == "image-to-video":
-            img = image_to_tensor(a["image"], height, width, "image")
-            return lv.sample_image_to_video(guide, schedule, self.vae, img.to(self.device), shape, frame_rate=fr,
+            return lv.sample_image_to_video(guide, schedule, self.vae, image, shape, frame_rate=fr,
                                             ratios=ratios, generator=gen, device=self.device, latents=latents,
                                             hook=hook, stage=stage)
-        conds = [self._encode_condition_pixels(i, c, height, width, a["num_frames"])
-                 for i, c in enumerate(a["conditions"])]
         sigma = None
         run = schedule
         if denoise_strength < 1:
@@ -529,8 +526,20 @@ class Engine:
                                    image_cond_noise_scale=cond_noise, latents=latents, denoise_sigma=sigma,
                                    hook=hook, stage=stage)
 
-    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int,
-                                 device=None):
+    def _pixels(self, a: dict[str, Any], height: int, width: int):
+        """The image (3, H, W) and conditions of a call at one stage's size, on the device;
+        preprocessed once per size and cached in the call's arguments."""
+        key = (height, width)
+        if key not in a["_pixels"]:
+            image = a["image"]
+            if image is not None:
+                image = image_to_tensor(image, height, width, "image").to(self.device)
+            conds = [self._encode_condition_pixels(i, c, height, width, a["num_frames"])
+                     for i, c in enumerate(a["conditions"])]
+            a["_pixels"][key] = (image, conds)
+        return a["_pixels"][key]
+
+    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int):
         rt = self.vae.temporal_compression_ratio
         if c.image is not None:
             pixels = image_to_tensor(c.image, height, width, f"conditions[{i}].image")[:, None]
@@ -542,7 +551,7 @@ class Engine:
                 raise ValueError(f"conditions[{i}].video: no frame fits between frame_index {c.frame_index} and "
                                  f"num_frames {num_frames}")
             pixels = pixels[:, :keep]
-        return lv.EncodedCondition(pixels[None].to(device or self.device), c.frame_index, float(c.strength))
+        return lv.EncodedCondition(pixels[None].to(self.device), c.frame_index, float(c.strength))
 
 
 # -- sources -------------------------------------------------------------------------------------------
