@@ -94,7 +94,8 @@ class TwoStage:
 @dataclass
 class GenerationResult:
     """frames: float32 (F, H, W, 3) in [0, 1], before quantization; video: the same as uint8;
-    latents: the final normalized latents (1, C, F', H', W') float32."""
+    latents: the final normalized latents (1, C, F', H', W') float32; seed: the seed of the call
+    (drawn at random when none was given; None when a generator was passed)."""
 
     frames: np.ndarray
     video: np.ndarray
@@ -351,12 +352,10 @@ class Engine:
             raise ValueError(f"two_stage runs the 'condition' pipeline, got pipeline={mode!r}")
         a["pipeline"] = mode
         a["conditions"] = self._check_conditions(a["conditions"], n) if mode == "condition" else []
+        a["stage1_size"] = (a["height"], a["width"]) if two is None else (h1, w1)
         # preprocess the pixels at the first stage's size now, so a bad image fails before any work
         a["_pixels"] = {}
-        if two is None:
-            self._pixels(a, a["height"], a["width"])
-        else:
-            self._pixels(a, h1, w1)
+        self._pixels(a, *a["stage1_size"])
         if a["max_sequence_length"] is None:
             a["max_sequence_length"] = 256 if mode == "condition" else 128
         if a["latents"] is not None:
@@ -432,24 +431,20 @@ class Engine:
     def _generate(self, a: dict[str, Any]) -> GenerationResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        gen = a["generator"]
+        gen, seed = a["generator"], a["seed"]
         if gen is None:
             gen = torch.Generator("cpu")
-            if a["seed"] is not None:
-                gen.manual_seed(a["seed"])
+            if seed is not None:
+                gen.manual_seed(seed)
             else:
-                gen.seed()
+                seed = gen.seed()  # reported on the result, so a random video can be reproduced
         # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
         # and a generator seeded with it give the same video
         start_state = gen.get_state()
         mode, two = a["pipeline"], a["two_stage"]
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         height, width, n = a["height"], a["width"], a["num_frames"]
-        if two is not None:
-            height1 = int(height * two.downscale_factor) // r * r
-            width1 = int(width * two.downscale_factor) // r * r
-        else:
-            height1, width1 = height, width
+        height1, width1 = a["stage1_size"]
         cfg_on = a["guidance_scale"] > 1.0 or (two is not None and (two.guidance_scale or 0) > 1.0)
         embeds, mask, neg, neg_mask = self._encode_prompt(a["prompt"], a["negative_prompt"],
                                                           a["max_sequence_length"], cfg_on,
@@ -493,7 +488,7 @@ class Engine:
         video = (frames * 255).round().astype(np.uint8)
         timings["total"] = time.perf_counter() - t0
         return GenerationResult(frames=frames, video=video, latents=latents.float().cpu(), fps=a["fps"],
-                                seed=a["seed"], timings=timings)
+                                seed=seed, timings=timings)
 
     def _denoise(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,
                  cond_noise, latents, stage) -> torch.Tensor:

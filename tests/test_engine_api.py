@@ -316,10 +316,14 @@ def test_same_seed_same_video_different_seed_different_video(engine):
     assert np.abs(a.frames - c.frames).mean() > 1e-2
 
 
-def test_seed_none_is_random(engine):
+def test_seed_none_is_random_and_reported(engine):
     a, b = generate(engine, seed=None), generate(engine, seed=None)
-    assert a.seed is None and a.frames.shape == (F, H, W, 3)
+    assert a.frames.shape == (F, H, W, 3)
     assert not np.array_equal(a.frames, b.frames)
+    # the drawn seed is on the result and reproduces the video
+    assert isinstance(a.seed, int) and a.seed != b.seed
+    assert np.array_equal(generate(engine, seed=a.seed).frames, a.frames)
+    assert generate(engine, generator=torch.Generator().manual_seed(1)).seed is None
 
 
 @pytest.mark.parametrize("kwargs", [
