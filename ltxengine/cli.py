@@ -62,11 +62,10 @@ def _generate(args) -> int:
     two = None
     if args.two_stage or args.distilled:
         two = TwoStage(downscale_factor=args.downscale_factor, adain_factor=args.adain_factor,
-                       tone_map_compression_ratio=args.tone_map, denoise_strength=args.refine_strength,
+                       tone_map_compression_ratio=args.tone_map,
+                       denoise_strength=0.999 if args.distilled else args.refine_strength,
                        num_inference_steps=args.refine_steps,
                        timesteps=list(DISTILLED_STAGE2_TIMESTEPS) if args.distilled else None)
-        if args.distilled:
-            two = TwoStage(**{**two.__dict__, "denoise_strength": 0.999})
     progress = None if args.quiet else _Progress()
     start = time.perf_counter()
     try:

@@ -34,7 +34,7 @@ import torch
 
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.safetensors_io import read_json
-from .media import write_mp4
+from .media import frame_rate_fraction, write_mp4
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
 from .ops import get_ops
@@ -138,22 +138,6 @@ def _float(name: str, value, low: float | None = None, high: float | None = None
             rule = f"in {'(' if low_open else '['}{low}, {high}]"
         raise ValueError(f"{name} must be {rule}, got {value!r}")
     return v
-
-
-def _fps(frame_rate) -> Fraction:
-    if isinstance(frame_rate, str):
-        try:
-            rate = Fraction(frame_rate)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"frame_rate must be a positive number or 'num/den', got {frame_rate!r}") from None
-    elif isinstance(frame_rate, Fraction):
-        rate = frame_rate
-    else:
-        _float("frame_rate", frame_rate)
-        rate = Fraction(float(frame_rate)).limit_denominator(1001)
-    if rate <= 0:
-        raise ValueError(f"frame_rate must be positive, got {frame_rate!r}")
-    return rate
 
 
 def _decreasing(name: str, values, high: float) -> list[float]:
@@ -276,7 +260,7 @@ class Engine:
         if (n - 1) % rt:
             raise ValueError(f"num_frames must be of the form {rt}k+1 (e.g. {rt * ((n - 1) // rt) + 1} or "
                              f"{rt * ((n - 1) // rt + 1) + 1}), got {n}")
-        a["fps"] = _fps(a["frame_rate"])
+        a["fps"] = frame_rate_fraction(a["frame_rate"], "frame_rate")
         if a["timesteps"] is not None and a["sigmas"] is not None:
             raise ValueError("pass at most one of timesteps and sigmas, got both")
         if a["timesteps"] is not None:

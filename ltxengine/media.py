@@ -3,6 +3,7 @@ failure never leaves a half-written output."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from fractions import Fraction
@@ -11,10 +12,23 @@ from pathlib import Path
 import numpy as np
 
 
-def _rate(fps) -> Fraction:
-    rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+def frame_rate_fraction(value, name: str = "fps") -> Fraction:
+    """A frame rate as an exact Fraction: a Fraction as is, 'num/den' strings parsed, numbers
+    snapped to the nearest fraction with denominator <= 1001 (23.976... -> 24000/1001)."""
+    if isinstance(value, str):
+        try:
+            rate = Fraction(value)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{name} must be a positive number or 'num/den', got {value!r}") from None
+    elif isinstance(value, Fraction):
+        rate = value
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        rate = Fraction(float(value)).limit_denominator(1001)
+    else:
+        raise ValueError(f"{name} must be a positive number or 'num/den', got {value!r}")
     if rate <= 0:
-        raise ValueError(f"write_mp4: fps must be positive, got {fps!r}")
+        raise ValueError(f"{name} must be positive, got {value!r}")
     return rate
 
 
@@ -32,7 +46,7 @@ def write_mp4(path, frames: np.ndarray, fps, crf: int = 18) -> Path:
     os.close(fd)
     try:
         with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=_rate(fps))
+            stream = container.add_stream("libx264", rate=frame_rate_fraction(fps, "write_mp4: fps"))
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}

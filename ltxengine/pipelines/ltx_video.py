@@ -178,8 +178,8 @@ class EncodedCondition:
 
 def encode_condition(vae, pixels: torch.Tensor, generator) -> torch.Tensor:
     """VAE posterior sample of pixels (1, 3, F, H, W) -> normalized latents."""
-    dtype = next(vae.parameters()).dtype
-    moments = vae.encode(pixels.to(next(vae.parameters()).device, dtype))
+    weight = next(vae.parameters())
+    moments = vae.encode(pixels.to(weight.device, weight.dtype))
     return vae.normalize_latents(vae.sample(moments, generator))
 
 
