@@ -162,6 +162,107 @@ class LatentUpsamplerConfig:
                  self.mid_channels)
 
 
+@dataclass(frozen=True)
+class LTX2TransformerConfig:
+    """LTX2VideoTransformer3DModel (LTX-2.0 audio+video DiT); defaults are the 2.0 release."""
+
+    in_channels: int = 128
+    out_channels: int = 128
+    patch_size: int = 1
+    patch_size_t: int = 1
+    num_attention_heads: int = 32
+    attention_head_dim: int = 128
+    cross_attention_dim: int = 4096  # must equal the video inner width (text is projected to it)
+    vae_scale_factors: tuple[int, int, int] = (8, 32, 32)  # pixel frames/rows/cols per latent
+    pos_embed_max_pos: int = 20  # RoPE base for time (seconds)
+    base_height: int = 2048  # RoPE base for rows (pixels)
+    base_width: int = 2048
+    gated_attn: bool = False  # LTX-2.3
+    cross_attn_mod: bool = False  # LTX-2.3
+    audio_in_channels: int = 128  # 8 latent channels x 16 mel bins
+    audio_out_channels: int = 128
+    audio_patch_size: int = 1
+    audio_patch_size_t: int = 1
+    audio_num_attention_heads: int = 32
+    audio_attention_head_dim: int = 64
+    audio_cross_attention_dim: int = 2048  # audio inner width; also a2v/v2a attention width
+    audio_scale_factor: int = 4  # mel frames per audio latent frame
+    audio_pos_embed_max_pos: int = 20
+    audio_sampling_rate: int = 16000
+    audio_hop_length: int = 160
+    audio_gated_attn: bool = False
+    audio_cross_attn_mod: bool = False
+    num_layers: int = 48
+    activation_fn: str = "gelu-approximate"
+    qk_norm: str = "rms_norm_across_heads"
+    norm_elementwise_affine: bool = False
+    norm_eps: float = 1e-6
+    caption_channels: int = 3840  # Gemma-3 width (after the text connectors)
+    attention_bias: bool = True
+    attention_out_bias: bool = True
+    rope_theta: float = 10000.0
+    rope_double_precision: bool = True  # frequency grid computed in float64
+    causal_offset: int = 1
+    timestep_scale_multiplier: int = 1000
+    # ltx-core's av_ca_timestep_scale_multiplier: the a2v/v2a gate MLP sees
+    # sigma * timestep_scale_multiplier * (this / timestep_scale_multiplier).
+    cross_attn_timestep_scale_multiplier: int = 1000
+    rope_type: str = "split"
+    use_prompt_embeddings: bool = True  # caption projections live in the DiT (2.0)
+    perturbed_attn: bool = False  # diffusers installs its STG processor only when true; ours always has STG
+    ff_bias: bool = True
+    audio_ff_bias: bool = True
+    use_prompt_adaln_single: bool = True  # only meaningful with cross_attn_mod (2.3)
+    use_keyframes_abs_pos_embedding: bool = False  # LTX-2.5
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def audio_inner_dim(self) -> int:
+        return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    def validate(self, source: str) -> None:
+        for key, later in (("gated_attn", "2.3"), ("audio_gated_attn", "2.3"), ("cross_attn_mod", "2.3"),
+                           ("audio_cross_attn_mod", "2.3"), ("use_keyframes_abs_pos_embedding", "2.5")):
+            _require(not getattr(self, key), source, key, f"must be false (LTX-{later} feature, not supported)",
+                     getattr(self, key))
+        for key in ("ff_bias", "audio_ff_bias", "use_prompt_embeddings", "attention_bias", "attention_out_bias"):
+            _require(getattr(self, key) is True, source, key, "must be true (LTX-2.0 layout)", getattr(self, key))
+        _require(self.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
+                 self.activation_fn)
+        _require(self.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
+                 self.qk_norm)
+        _require(not self.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
+                 self.norm_elementwise_affine)
+        _require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
+                 self.rope_type)
+        for key in ("patch_size", "patch_size_t", "audio_patch_size", "audio_patch_size_t"):
+            _require(getattr(self, key) == 1, source, key, "must be 1 (no released model patchifies)",
+                     getattr(self, key))
+        _require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
+                 f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
+        _require(self.audio_cross_attention_dim == self.audio_inner_dim, source, "audio_cross_attention_dim",
+                 f"must equal audio_num_attention_heads * audio_attention_head_dim = {self.audio_inner_dim}",
+                 self.audio_cross_attention_dim)
+        _require(len(self.vae_scale_factors) == 3, source, "vae_scale_factors", "needs 3 entries (t, h, w)",
+                 self.vae_scale_factors)
+        heads_v, heads_a = self.num_attention_heads, self.audio_num_attention_heads
+        if self.rope_type == "split":
+            # The width is partitioned into per-head halves; 3 axes (video) pad at the front.
+            _require(self.inner_dim % (2 * heads_v) == 0, source, "attention_head_dim",
+                     "must be even (split RoPE rotates half a head against the other half)", self.attention_head_dim)
+            _require(self.audio_inner_dim % (2 * heads_a) == 0 and self.audio_inner_dim % (2 * heads_v) == 0,
+                     source, "audio_attention_head_dim",
+                     "must give a width divisible by 2 x the video and the audio head counts (cross-modal RoPE "
+                     "tables are sliced per video head)", self.audio_attention_head_dim)
+        for key in ("in_channels", "out_channels", "audio_in_channels", "audio_out_channels", "num_layers",
+                    "caption_channels", "num_attention_heads", "audio_num_attention_heads", "audio_scale_factor",
+                    "audio_sampling_rate", "audio_hop_length", "timestep_scale_multiplier"):
+            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+
+
 # Presets of the released checkpoints (the values diffusers' conversion script writes).
 TRANSFORMER_2B = TransformerConfig()
 TRANSFORMER_13B = TransformerConfig(attention_head_dim=128, cross_attention_dim=4096, num_layers=48)
@@ -193,3 +294,4 @@ VAE_095 = VideoVAEConfig(
     temporal_compression_ratio=8,
 )
 UPSAMPLER_097 = LatentUpsamplerConfig()
+LTX2_TRANSFORMER_19B = LTX2TransformerConfig()

@@ -25,26 +25,38 @@ ROPE_THETA = 10000.0
 
 
 class Attention(nn.Module):
+    """Multi-head attention with learned Q/K RMSNorm across heads and optional RoPE (LTX-Video
+    and LTX-2; ``eps`` 1e-5 and 1e-6 respectively)."""
+
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, out_bias: bool,
-                 ops: Ops = TORCH_OPS):
+                 ops: Ops = TORCH_OPS, eps: float = QK_NORM_EPS):
         super().__init__()
         inner = heads * head_dim
         context_dim = context_dim or dim
         self.heads = heads
+        self.eps = eps
         # nn.RMSNorm only stores the learned weight (key norm_q.weight); the math is in ops.
-        self.norm_q = nn.RMSNorm(inner, eps=QK_NORM_EPS)
-        self.norm_k = nn.RMSNorm(inner, eps=QK_NORM_EPS)
+        self.norm_q = nn.RMSNorm(inner, eps=eps)
+        self.norm_k = nn.RMSNorm(inner, eps=eps)
         self.to_q = OpsLinear(dim, inner, bias=bias, ops=ops)
         self.to_k = OpsLinear(context_dim, inner, bias=bias, ops=ops)
         self.to_v = OpsLinear(context_dim, inner, bias=bias, ops=ops)
         self.to_out = nn.ModuleList([OpsLinear(inner, dim, bias=out_bias, ops=ops)])
         self.ops = ops
 
-    def forward(self, x, context=None, mask=None, rope=None):
+    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None):
+        """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
+        the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
+        (1 keeps attention, 0 takes the values)."""
         context = x if context is None else context
+        v = self.to_v(context)
+        if keep is False:
+            return self.to_out[0](v)
         q, k = self.ops.qk_norm_rope(self.to_q(x), self.to_k(context), self.norm_q.weight, self.norm_k.weight,
-                                     QK_NORM_EPS, rope)
-        out = self.ops.attention(q, k, self.to_v(context), self.heads, mask)
+                                     self.eps, rope, k_rope)
+        out = self.ops.attention(q, k, v, self.heads, mask)
+        if keep is not None:
+            out = out * keep + v * (1 - keep)
         return self.to_out[0](out)
 
 
@@ -94,12 +106,12 @@ class TransformerBlock(nn.Module):
 
 
 class AdaLNSingle(nn.Module):
-    """Timestep -> (6D modulation, D embedding); keys time_embed.emb.*, time_embed.linear."""
+    """Timestep -> (k*D modulation, D embedding); keys time_embed.emb.*, time_embed.linear."""
 
-    def __init__(self, dim: int, ops: Ops = TORCH_OPS):
+    def __init__(self, dim: int, ops: Ops = TORCH_OPS, rows: int = 6):
         super().__init__()
         self.emb = TimestepEmbedder(dim, ops=ops)
-        self.linear = OpsLinear(dim, 6 * dim, ops=ops)
+        self.linear = OpsLinear(dim, rows * dim, ops=ops)
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype):
         embedded = self.emb(t, dtype)
