@@ -8,6 +8,8 @@ order (fused rms_norm in ltx-core, addcmul in the split rotary) over 2-3 blocks 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -294,3 +296,42 @@ def test_controls_wiring_matters():
         t.copy_(t[[1, 0, 2, 3, 4]])
     v2, _ = _ours(ours, x)
     assert (v2 - v0).abs().max() > 1e-3
+
+
+# -- single-file format ------------------------------------------------------------------------
+
+def test_keymap_recovers_our_keys_and_drops_connectors():
+    from ltxengine.loading.ltx2_transformer import KEYMAP
+    _, ours, _ = _pair("split64")
+    for key in ours.state_dict():
+        assert KEYMAP.apply("model.diffusion_model." + to_original(key)) == key
+    assert KEYMAP.apply("model.diffusion_model.video_embeddings_connector.learnable_registers") is None
+    assert KEYMAP.apply("vae.decoder.conv_in.conv.weight") is None
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_original_config_converts_to_the_diffusers_config(name):
+    from ltxengine.loading.ltx2_transformer import transformer_config
+    _, _, cfg = _pair(name)
+    # ltx-core has no causal-offset option: its positions always get the causal fix (offset 1).
+    assert transformer_config(original_section(cfg), "ckpt") == dataclasses.replace(cfg, causal_offset=1)
+
+
+def test_original_config_defaults_and_refusals():
+    from ltxengine.loading.ltx2_transformer import transformer_config
+    full = original_section(LTX2TransformerConfig())
+    assert transformer_config(full, "ckpt") == LTX2TransformerConfig()
+    # ltx-core's defaults where absent: interleaved RoPE, float32 grid, gate multiplier 1.
+    sparse = {k: v for k, v in full.items() if k not in ("rope_type", "frequencies_precision",
+                                                        "av_ca_timestep_scale_multiplier")}
+    cfg = transformer_config(sparse, "ckpt")
+    assert (cfg.rope_type, cfg.rope_double_precision, cfg.cross_attn_timestep_scale_multiplier) == (
+        "interleaved", False, 1)
+    assert transformer_config({**full, "connector_num_layers": 2, "attention_type": "xformers"}, "ckpt")
+    for key, value in (("apply_gated_attention", True), ("share_ff", True), ("qk_norm", "layer_norm")):
+        with pytest.raises(ConfigError, match=key):
+            transformer_config({**full, key: value}, "ckpt")
+    with pytest.raises(ConfigError, match="unknown config option 'mystery'"):
+        transformer_config({**full, "mystery": 1}, "ckpt")
+    with pytest.raises(ConfigError, match="dropout"):
+        transformer_config({k: v for k, v in full.items() if k != "dropout"}, "ckpt")
