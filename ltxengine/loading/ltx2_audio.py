@@ -1,0 +1,137 @@
+"""LTX-2 single-file format for the audio VAE and the vocoder: key maps and header-config conversion.
+
+Tensors live under ``audio_vae.`` and ``vocoder.``. The audio VAE's module names already equal
+ours (diffusers kept ltx-core's ``encoder.down.{l}.block.{j}.conv1.conv`` ...); only the latent
+statistics are renamed. The vocoder uses HiFi-GAN names (``conv_pre``, ``ups``, ``resblocks``,
+``conv_post``), renamed as diffusers' conversion script does.
+
+The header's ``audio_vae`` and ``vocoder`` sections are read the way ltx-core 1.0.0's
+configurators read them (``ltx_core/model/audio_vae/model_configurator.py``), with their defaults
+for absent keys; architecture options we do not build are refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import ConfigError
+from ..models.audio_vae import N_FFT, AudioVAEConfig
+from ..models.vocoder import VocoderConfig
+from .keymaps import KeyMap
+
+__all__ = ["AUDIO_VAE_KEYMAP", "VOCODER_KEYMAP", "audio_vae_config_from_original", "vocoder_config_from_original"]
+
+AUDIO_VAE_KEYMAP = KeyMap(
+    prefix="audio_vae.",
+    renames=(("per_channel_statistics.mean-of-means", "latents_mean"),
+             ("per_channel_statistics.std-of-means", "latents_std")),
+    # Statistics no model reads; ltx-core's PerChannelStatistics has no slot for them (the released
+    # file is not known to carry them; the video VAE's does, so they are dropped defensively).
+    drop=("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds"),
+)
+
+VOCODER_KEYMAP = KeyMap(
+    prefix="vocoder.",
+    renames=(("conv_pre", "conv_in"), ("ups.", "upsamplers."), ("resblocks.", "resnets."),
+             ("conv_post", "conv_out")),
+)
+
+# ddconfig keys ltx-core reads (-> its default when absent), and keys it ignores.
+_DDCONFIG_DEFAULTS: dict[str, Any] = {
+    "ch": 128, "out_ch": 2, "ch_mult": [1, 2, 4], "num_res_blocks": 2, "attn_resolutions": [8, 16, 32],
+    "resolution": 256, "z_channels": 8, "double_z": True, "dropout": 0.0, "resamp_with_conv": True,
+    "in_channels": 2, "attn_type": "vanilla", "mid_block_add_attention": True, "norm_type": "pixel",
+    "causality_axis": "height", "mel_bins": None,
+}
+_DDCONFIG_IGNORED = ("downsample_time",)  # AudioLDM-era flag, read by neither reference
+
+
+def _section(parent: dict, key: str, src: str) -> dict:
+    value = parent.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{src}: {key!r} must be an object, got {value!r}")
+    return value
+
+
+def audio_vae_config_from_original(section: dict, source: str) -> AudioVAEConfig:
+    """The header's ``audio_vae`` section -> AudioVAEConfig.
+
+    Only ``model.params.ddconfig`` (the network) is checked key by key; the other sub-sections
+    also hold training settings, of which ltx-core reads ``model.params.sampling_rate``,
+    ``preprocessing.stft.{hop_length, filter_length, causal}`` and the mel-bin fallbacks
+    ``preprocessing.mel.n_mel_channels`` / ``variables.mel_bins``. Like ltx-core, the mel front-end
+    always spans 0 .. sample_rate / 2 with a window of filter_length, whatever ``mel_fmin``,
+    ``mel_fmax`` or ``win_length`` say."""
+    src = f"{source} [audio_vae]"
+    params = _section(_section(section, "model", src), "params", src)
+    dd = _section(params, "ddconfig", src)
+    preprocessing = _section(section, "preprocessing", src)
+    stft = _section(preprocessing, "stft", src)
+    for key, value in dd.items():
+        if key not in _DDCONFIG_DEFAULTS and key not in _DDCONFIG_IGNORED:
+            raise ConfigError(f"{src}: unknown config option 'model.params.ddconfig.{key}' = {value!r}")
+    get = {k: dd.get(k, v) for k, v in _DDCONFIG_DEFAULTS.items()}
+    if get["attn_type"] != "vanilla":
+        # ltx-core's encoder honours it but its decoder always builds vanilla attention.
+        raise ConfigError(f"{src}: config option 'attn_type' must be 'vanilla', got {get['attn_type']!r}")
+    if get["resamp_with_conv"] is not True:
+        raise ConfigError(f"{src}: config option 'resamp_with_conv' must be true (strided-conv downsampling; "
+                          f"average pooling is not causal), got {get['resamp_with_conv']!r}")
+    n_fft = stft.get("filter_length", N_FFT)
+    if n_fft != N_FFT:
+        raise ConfigError(f"{src}: config option 'preprocessing.stft.filter_length' must be {N_FFT}, got {n_fft!r}")
+    mel_bins = (get["mel_bins"] or _section(preprocessing, "mel", src).get("n_mel_channels")
+                or _section(section, "variables", src).get("mel_bins"))
+    attn_res = get["attn_resolutions"]
+    config = AudioVAEConfig(
+        base_channels=get["ch"], output_channels=get["out_ch"], ch_mult=tuple(get["ch_mult"]),
+        num_res_blocks=get["num_res_blocks"], attn_resolutions=tuple(sorted(attn_res)) if attn_res else None,
+        in_channels=get["in_channels"], resolution=get["resolution"], latent_channels=get["z_channels"],
+        norm_type=get["norm_type"], causality_axis=get["causality_axis"], dropout=get["dropout"],
+        mid_block_add_attention=bool(get["mid_block_add_attention"]),
+        sample_rate=params.get("sampling_rate", 16000), mel_hop_length=stft.get("hop_length", 160),
+        is_causal=stft.get("causal", True), mel_bins=mel_bins, double_z=get["double_z"],
+    )
+    config.validate(src)
+    return config
+
+
+# Vocoder section keys ltx-core reads for the 2.0 (non-BWE) vocoder -> its defaults.
+_VOCODER_DEFAULTS: dict[str, Any] = {
+    "resblock_kernel_sizes": [3, 7, 11], "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "upsample_initial_channel": 1024,
+    "resblock": None, "stereo": None, "output_sampling_rate": 24000, "use_tanh_at_final": True,
+    "use_bias_at_final": True,
+    "activation": "snake",  # only used by the AMP1 (BigVGAN) blocks, so ignored for resblock "1"
+}
+
+
+def vocoder_config_from_original(section: dict, source: str) -> VocoderConfig:
+    """The header's ``vocoder`` section -> VocoderConfig (LTX-2.0 HiFi-GAN vocoder only).
+
+    ltx-core requires ``resblock == "1"`` and ``stereo == true`` to be present; a nested
+    ``vocoder`` + ``bwe`` section is the LTX-2.3 BigVGAN vocoder with bandwidth extension, refused.
+    The network is fixed at 128 input channels (2 x 64 mel bins) and 2 outputs, LeakyReLU 0.1."""
+    src = f"{source} [vocoder]"
+    if "bwe" in section:
+        raise ConfigError(f"{src}: the LTX-2.3 vocoder with bandwidth extension (sections 'vocoder' + 'bwe', "
+                          "BigVGAN-v2 blocks, 48 kHz) is not supported; only the LTX-2.0 vocoder is")
+    for key, value in section.items():
+        if key not in _VOCODER_DEFAULTS:
+            raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
+    get = {k: section.get(k, v) for k, v in _VOCODER_DEFAULTS.items()}
+    if get["resblock"] != "1":
+        raise ConfigError(f"{src}: config option 'resblock' must be '1' (HiFi-GAN ResBlock1; 'AMP1' is the LTX-2.3 "
+                          f"BigVGAN block, not supported), got {get['resblock']!r}")
+    if get["stereo"] is not True:
+        raise ConfigError(f"{src}: config option 'stereo' must be true, got {get['stereo']!r}")
+    config = VocoderConfig(
+        in_channels=128, hidden_channels=get["upsample_initial_channel"], out_channels=2,
+        upsample_kernel_sizes=tuple(get["upsample_kernel_sizes"]), upsample_factors=tuple(get["upsample_rates"]),
+        resnet_kernel_sizes=tuple(get["resblock_kernel_sizes"]), resnet_dilations=get["resblock_dilation_sizes"],
+        act_fn="leaky_relu", leaky_relu_negative_slope=0.1, antialias=False,
+        final_act_fn="tanh" if get["use_tanh_at_final"] else "clamp", final_bias=bool(get["use_bias_at_final"]),
+        output_sampling_rate=get["output_sampling_rate"],
+    )
+    config.validate(src)
+    return config

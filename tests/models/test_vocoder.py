@@ -1,0 +1,197 @@
+"""LTX-2.0 vocoder against diffusers' LTX2Vocoder and ltx-core's Vocoder (same weights, fp32, tiny
+widths with the release's structure), its single-file key map and header config."""
+
+import pytest
+import torch
+
+from ltxengine.config import ConfigError, parse_config
+from ltxengine.loading.ltx2_audio import VOCODER_KEYMAP, vocoder_config_from_original
+from ltxengine.models.vocoder import Vocoder, VocoderConfig, vocoder_config_from_diffusers
+
+from ..helpers import assert_close_scaled, perturb_
+from ..oracles import ltx_core
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
+
+# Same torch convs in the same order on every side; measured bit-equal (0) against both references.
+REL_TOL = 1e-6
+
+CASES = {
+    # the 2.0 structure (128 mel channels in, 5 stages x240, kernels 3/7/11) at 1/32 of the width
+    "release": dict(hidden_channels=32),
+    # every other switch: 2 x 16 mel, two stages, uneven resnet lists, other slope, clamp, no final bias
+    "variant": dict(in_channels=32, hidden_channels=16, upsample_kernel_sizes=(4, 7), upsample_factors=(2, 3),
+                    resnet_kernel_sizes=(3, 5), resnet_dilations=((1, 2), (1, 3, 5)), leaky_relu_negative_slope=0.2,
+                    final_act_fn="clamp", final_bias=False, output_sampling_rate=16000),
+    "no_final_act": dict(in_channels=32, hidden_channels=8, upsample_kernel_sizes=(4,), upsample_factors=(2,),
+                         resnet_kernel_sizes=(3,), resnet_dilations=((1, 3, 5),), final_act_fn=None),
+}
+
+
+@pytest.fixture(autouse=True)
+def _plain_cpu_convs():
+    """oneDNN builds a kernel per new conv shape (~0.1-1 s each here); native convs, same math."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
+def make_pair(name, seed=0):
+    cfg = CASES[name]
+    torch.manual_seed(seed)
+    ref = LTX2Vocoder(**cfg).eval()
+    perturb_(ref, seed=seed + 1)
+    ours = Vocoder(VocoderConfig(**cfg)).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def _mel(mel_bins=64, frames=5, seed=2):
+    return torch.randn(2, 2, frames, mel_bins, generator=torch.Generator().manual_seed(seed))
+
+
+def _to_original(state_dict):
+    """Our (= diffusers') keys -> the single file's HiFi-GAN names (ltx-core's Vocoder modules)."""
+    names = (("conv_in", "conv_pre"), ("upsamplers.", "ups."), ("resnets.", "resblocks."), ("conv_out", "conv_post"))
+    out = {}
+    for key, value in state_dict.items():
+        for ours, theirs in names:
+            if key.startswith(ours):
+                key = theirs + key[len(ours):]
+        out["vocoder." + key] = value
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_matches_diffusers(name):
+    ref, ours = make_pair(name)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    mel = _mel(ours.config.in_channels // 2)
+    with torch.no_grad():
+        expected = ref(mel)
+        got = ours(mel)
+    assert got.shape == (2, 2, 5 * ours.config.upsample_factor)
+    err = assert_close_scaled(got, expected, REL_TOL, name)
+    # neither vanishing nor saturated by tanh / clamp (which would hide errors)
+    assert expected.abs().max() > 0.1 and (expected.abs() < 0.99).float().mean() > 0.9
+    print(f"vocoder {name}: max error {err:.1e}")
+
+
+@pytest.mark.parametrize("tanh, bias", [(True, True), (False, False)])
+def test_matches_ltx_core_from_original_keys(tanh, bias):
+    """ltx-core's Vocoder built by its configurator from a header section and loaded through its own
+    key filter, against ours from the same section and state dict through our config and key map."""
+    mc = ltx_core("model.audio_vae.model_configurator")
+    section = {"upsample_initial_channel": 32, "resblock": "1", "stereo": True, "use_tanh_at_final": tanh,
+               "use_bias_at_final": bias, "output_sampling_rate": 24000, "activation": "snake",
+               "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+               "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3}
+    config = vocoder_config_from_original(section, "ltx-2.safetensors")
+    assert config == VocoderConfig(hidden_channels=32, final_act_fn="tanh" if tanh else "clamp", final_bias=bias)
+    torch.manual_seed(1)
+    source = Vocoder(config)
+    perturb_(source, seed=3)
+    original = _to_original(source.state_dict())
+
+    ours = Vocoder(config).eval()
+    ours.load_state_dict({VOCODER_KEYMAP.apply(k): v for k, v in original.items()}, strict=True)
+    ref = mc.VocoderConfigurator.from_config({"vocoder": section}).eval()
+    kf = mc.VOCODER_COMFY_KEYS_FILTER
+    sd = {}
+    for key, value in original.items():
+        new = kf.apply_to_key(key)
+        sd.update(dict(kf.apply_to_key_value(new, value)) if new is not None else {})
+    ref.load_state_dict(sd, strict=True)
+    mel = _mel()
+    with torch.no_grad():
+        expected = ref(mel)
+        err = assert_close_scaled(ours(mel), expected, REL_TOL, "ltx-core vocoder")
+    assert (expected.abs() < 0.99).float().mean() > 0.9
+    print(f"vocoder vs ltx-core (tanh={tanh}): max error {err:.1e}")
+
+
+def test_changed_weight_changes_output():
+    _, ours = make_pair("variant")
+    mel = _mel(16)
+    with torch.no_grad():
+        before = ours(mel)
+        ours.resnets[3].convs1[2].weight.add_(0.05)  # last stage, last kernel, last dilation
+        assert (ours(mel) - before).abs().max() > 1e-4
+
+
+def test_dtype_preserved():
+    _, ours = make_pair("no_final_act")
+    with torch.no_grad():
+        assert ours.to(torch.bfloat16)(_mel(16).bfloat16()).dtype == torch.bfloat16
+
+
+def test_bad_inputs():
+    _, ours = make_pair("release")
+    with pytest.raises(ValueError, match="in_channels = 128"):
+        ours(torch.randn(2, 5, 64))
+    with pytest.raises(ValueError, match="in_channels = 128"):
+        ours(torch.randn(1, 1, 5, 64))
+    with pytest.raises(ValueError, match="T >= 1"):
+        ours(torch.randn(1, 2, 0, 64))
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(act_fn="snakebeta"), "BigVGAN"), (dict(act_fn="snake"), "BigVGAN"), (dict(antialias=True), "antialias"),
+    (dict(final_act_fn="relu"), "final_act_fn"), (dict(upsample_kernel_sizes=(16, 15)), "upsample_kernel_sizes"),
+    (dict(resnet_dilations=((1, 3, 5),)), "resnet_dilations"), (dict(hidden_channels=48), "hidden_channels"),
+])
+def test_refused_config(change, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(VocoderConfig, change, "config.json")
+
+
+def test_diffusers_bwe_class_refused():
+    with pytest.raises(ConfigError, match="LTX2VocoderWithBWE"):
+        vocoder_config_from_diffusers({"_class_name": "LTX2VocoderWithBWE", "hidden_channels": 1536}, "vocoder")
+    with pytest.raises(ConfigError, match="unknown config option 'bwe_hidden_channels'"):
+        vocoder_config_from_diffusers({"bwe_hidden_channels": 512}, "vocoder")
+    config = vocoder_config_from_diffusers({"_class_name": "LTX2Vocoder", "resnet_dilations": [[1, 3, 5]] * 3},
+                                           "vocoder")
+    assert config == VocoderConfig() and hash(config)
+
+
+def test_full_size_parameter_count():
+    mc = ltx_core("model.audio_vae.model_configurator")
+    with torch.device("meta"):
+        ours = Vocoder(VocoderConfig())
+        ref = mc.VocoderConfigurator.from_config({"vocoder": {"resblock": "1", "stereo": True}})
+    assert sum(p.numel() for p in ours.parameters()) == 55_592_802
+    mapped = {VOCODER_KEYMAP.apply("vocoder." + k): v.shape for k, v in ref.state_dict().items()}
+    assert mapped == {k: v.shape for k, v in ours.state_dict().items()}
+
+
+# ---------------------------------------------------------------- header config and key map
+
+
+def test_header_defaults_follow_ltx_core():
+    assert vocoder_config_from_original({"resblock": "1", "stereo": True}, "x") == VocoderConfig()
+
+
+@pytest.mark.parametrize("section, match", [
+    ({"vocoder": {"resblock": "AMP1", "stereo": True}, "bwe": {"input_sampling_rate": 16000}}, "bandwidth extension"),
+    ({"resblock": "AMP1", "stereo": True, "activation": "snakebeta"}, "AMP1"),
+    ({"stereo": True}, "'resblock' must be '1'"),
+    ({"resblock": "1"}, "stereo"),
+    ({"resblock": "1", "stereo": False}, "stereo"),
+    ({"resblock": "1", "stereo": True, "num_mels": 80}, "unknown config option 'num_mels'"),
+    ({"resblock": "1", "stereo": True, "upsample_initial_channel": 48}, "hidden_channels"),
+])
+def test_header_refusals(section, match):
+    with pytest.raises(ConfigError, match=match):
+        vocoder_config_from_original(section, "x.safetensors")
+
+
+def test_keymap_round_trip():
+    _, ours = make_pair("release")
+    original = _to_original(ours.state_dict())
+    assert "vocoder.ups.4.weight" in original and "vocoder.resblocks.14.convs2.2.bias" in original
+    assert {VOCODER_KEYMAP.apply(k) for k in original} == set(ours.state_dict())
+    for key in ("audio_vae.encoder.conv_in.conv.weight", "vae.decoder.conv_out.conv.weight"):
+        assert VOCODER_KEYMAP.apply(key) is None
