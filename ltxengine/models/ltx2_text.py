@@ -1,0 +1,489 @@
+"""LTX-2 text path: Gemma 3 hidden states -> feature extractor V1 -> video / audio text connectors.
+
+Two pieces, split the way Lightricks' single file stores them:
+
+* ``GemmaTextEncoder`` (transformers, the stock Gemma 3 folder): tokenises with left padding to
+  ``max_sequence_length`` and returns every hidden state (embedding output + one per layer).
+* ``TextConnectors`` (weights in the LTX-2 checkpoint: ``text_embedding_projection.aggregate_embed``
+  and ``model.diffusion_model.{video,audio}_embeddings_connector``; diffusers' ``LTX2TextConnectors``,
+  whose state-dict keys are ours): feature extractor V1 + ``text_proj_in`` + two 1-D connector
+  transformers.
+
+Feature extractor V1 (LTX-2.0). For each sample and each hidden state l, over the valid tokens
+and all D channels: mean mu, minimum lo, maximum hi; x_hat = 8 * (x - mu) / (hi - lo + 1e-6); padded
+positions are zeroed; the L states are flattened with the layer index fastest (feature d * L + l)
+and projected by ``text_proj_in`` (Linear(D * L -> D), no bias). Both connectors read the same
+projected features.
+
+Connector (``video_connector`` / ``audio_connector``): valid tokens move to the front (order kept)
+and every later position p is filled with ``learnable_registers[p % R]``; from then on every
+position is valid, so attention needs no mask and the returned mask is all ones. Then ``num_layers``
+blocks x += Attn(RMSNorm(x)); x += FF(RMSNorm(x)) with 1-D RoPE (position p / base_seq_len) and Q/K
+RMSNorm across heads, and a final weightless RMSNorm.
+
+Where the references differ (ltx-core 1.0.0 followed):
+* Both derive the normalisation mask from the sequence lengths and a padding side; ltx-core's
+  register filling flips the mask, which is only right for left padding. We read valid positions
+  from the mask itself, which equals both references for the left padding the tokenizer produces.
+* Config: diffusers' converter hard-codes the 2.0 values (split RoPE, float64 grid, base 4096);
+  ltx-core reads ``rope_type``, ``frequencies_precision`` and ``connector_positional_embedding_max_pos``
+  from the checkpoint header, defaulting to interleaved / float32 / [1] (see
+  ``ltxengine.loading.ltx2_text.config_from_original``). Both layouts and grids are implemented.
+* ltx-core runs its connectors one prompt at a time (its register gather breaks for batch > 1);
+  diffusers and we run batches.
+* Precision: the references compute the normalisation and RoPE partly in the input dtype (ltx-core
+  casts cos/sin to bf16 and rotates in bf16); we do those in fp32 and cast the result, so bf16 runs
+  differ from the references at bf16 rounding level (~2 bf16 ulps, as the references differ from
+  each other). fp32 runs agree to ~3e-7 of the output scale (feature statistics summed per layer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import _require
+from ..ops import TORCH_OPS, Ops
+from .common import OpsLinear
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TextConnectorsConfig", "TextConnectors", "ConnectorTransformer1d", "GemmaTextEncoder",
+           "normalize_text_features", "connector_rope"]
+
+NORM_EPS = 1e-6  # block pre-norms, Q/K norms and the final norm of the connectors
+FEATURE_EPS = 1e-6  # feature extractor V1: added to the valid-element count and to the range
+FEATURE_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class TextConnectorsConfig:
+    """diffusers' ``LTX2TextConnectors`` config.json; defaults are the LTX-2.0 release values."""
+
+    caption_channels: int = 3840  # Gemma-3-12B hidden size = text_proj_in output = connector width
+    text_proj_in_factor: int = 49  # Gemma hidden states stacked: 48 layers + the embedding output
+    video_connector_num_attention_heads: int = 30
+    video_connector_attention_head_dim: int = 128
+    video_connector_num_layers: int = 2
+    video_connector_num_learnable_registers: int | None = 128
+    video_gated_attn: bool = False  # LTX-2.3
+    audio_connector_num_attention_heads: int = 30
+    audio_connector_attention_head_dim: int = 128
+    audio_connector_num_layers: int = 2
+    audio_connector_num_learnable_registers: int | None = 128
+    audio_gated_attn: bool = False  # LTX-2.3
+    connector_rope_base_seq_len: int | float = 4096  # ltx-core: connector_positional_embedding_max_pos[0]
+    rope_theta: float = 10000.0
+    rope_double_precision: bool = True  # frequency grid computed in float64, then rounded to fp32
+    causal_temporal_positioning: bool = False  # stored by diffusers, used by neither reference
+    rope_type: str = "split"  # "split" (2.0 release) or "interleaved" (ltx-core's default)
+    per_modality_projections: bool = False  # LTX-2.3 feature extractor V2
+    video_hidden_dim: int = 4096  # only read by V2
+    audio_hidden_dim: int = 2048  # only read by V2
+    proj_bias: bool = False  # V2 projections have a bias
+
+    def connector(self, which: str) -> tuple[int, int, int, int]:
+        """(heads, head_dim, layers, registers) of the "video" or "audio" connector."""
+        p = f"{which}_connector_"
+        return (getattr(self, p + "num_attention_heads"), getattr(self, p + "attention_head_dim"),
+                getattr(self, p + "num_layers"), getattr(self, p + "num_learnable_registers"))
+
+    def validate(self, source: str) -> None:
+        v2 = "is the LTX-2.3 feature extractor V2 (per-token RMS norm, per-modality projections), not supported"
+        _require(not self.per_modality_projections, source, "per_modality_projections", f"must be false: true {v2}",
+                 self.per_modality_projections)
+        _require(not self.proj_bias, source, "proj_bias", f"must be false: a biased projection {v2}", self.proj_bias)
+        for key in ("video_gated_attn", "audio_gated_attn"):
+            _require(not getattr(self, key), source, key, "must be false (LTX-2.3 gated attention is not supported)",
+                     getattr(self, key))
+        _require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
+                 self.rope_type)
+        for key in ("connector_rope_base_seq_len", "rope_theta"):
+            value = getattr(self, key)
+            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, source, key,
+                     "must be a positive number", value)
+        for which in ("video", "audio"):
+            heads, head_dim, layers, registers = self.connector(which)
+            p = f"{which}_connector_"
+            for key, value in (("num_attention_heads", heads), ("num_layers", layers)):
+                _require(_positive_int(value), source, p + key, "must be a positive int", value)
+            _require(_positive_int(head_dim) and head_dim % 2 == 0, source, p + "attention_head_dim",
+                     "must be a positive even int (RoPE rotates pairs)", head_dim)
+            _require(_positive_int(registers), source, p + "num_learnable_registers",
+                     "must be a positive int (every released LTX-2 connector fills padding with registers)", registers)
+        for key in ("caption_channels", "text_proj_in_factor"):
+            _require(_positive_int(getattr(self, key)), source, key, "must be a positive int", getattr(self, key))
+        for which in ("video", "audio"):
+            heads, head_dim, _, _ = self.connector(which)
+            p = f"{which}_connector_"
+            _require(heads * head_dim == self.caption_channels, source, p + "num_attention_heads",
+                     f"times attention_head_dim must equal caption_channels = {self.caption_channels} (both "
+                     "connectors read the projected Gemma features)", (heads, head_dim))
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSNorm over the last dim (optional learned weight) in fp32, result in x.dtype."""
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + NORM_EPS)
+    return (y if weight is None else y * weight.float()).to(x.dtype)
+
+
+def normalize_text_features(states: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor,
+                            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Feature extractor V1 without the projection -> (B, T, D * L), feature index d * L + l.
+
+    states: (B, T, D, L) stacked hidden states, or a sequence of L tensors (B, T, D) (no stacking
+    copy); mask: (B, T) bool, True = valid token. Statistics and arithmetic in fp32; the result is in
+    ``dtype`` (default: the states' dtype). Padded positions are exactly 0.
+    """
+    layers = list(states) if isinstance(states, (list, tuple)) else list(states.unbind(-1))
+    b, t, d = layers[0].shape
+    dtype = dtype or layers[0].dtype
+    out = torch.empty(b, t, d, len(layers), dtype=dtype, device=layers[0].device)
+    valid = mask[:, :, None]
+    count = (mask.sum(1) * d).to(torch.float32) + FEATURE_EPS  # (B,)
+    for i, h in enumerate(layers):
+        hf = h.float()
+        mean = torch.where(valid, hf, 0.0).sum((1, 2)) / count
+        lo = torch.where(valid, hf, math.inf).amin((1, 2))
+        hi = torch.where(valid, hf, -math.inf).amax((1, 2))
+        normed = (hf - mean[:, None, None]) / (hi - lo + FEATURE_EPS)[:, None, None] * FEATURE_SCALE
+        out[..., i] = torch.where(valid, normed, 0.0)
+    return out.flatten(2)
+
+
+def connector_rope(seq_len: int, heads: int, head_dim: int, base_seq_len: float, theta: float,
+                   double_precision: bool, rope_type: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D RoPE tables, fp32. Angle of frequency i at position p: f_i * (2 * p / base_seq_len - 1),
+    f_i = (pi / 2) * theta ** (i / (n - 1)), n = heads * head_dim / 2 frequencies.
+
+    "split": (1, heads, T, head_dim / 2), head h taking frequencies [h * head_dim / 2, (h + 1) * head_dim / 2)
+    and rotating the first half of its channels against the second; "interleaved": (1, T, heads * head_dim),
+    each angle twice, rotating adjacent channel pairs.
+    """
+    n = heads * head_dim // 2
+    grid_dtype = torch.float64 if double_precision else torch.float32
+    freqs = (theta ** torch.linspace(0.0, 1.0, n, dtype=grid_dtype, device=device) * math.pi / 2).float()
+    pos = torch.arange(seq_len, dtype=torch.float32, device=device) / base_seq_len
+    angles = (pos[:, None] * 2 - 1) * freqs  # (T, n)
+    cos, sin = angles.cos(), angles.sin()
+    if rope_type == "split":
+        return tuple(x.unflatten(-1, (heads, -1)).transpose(0, 1)[None] for x in (cos, sin))
+    return cos.repeat_interleave(2, -1)[None], sin.repeat_interleave(2, -1)[None]
+
+
+def _rotate_split(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, T, H * Dh); cos, sin: (1, H, T, Dh / 2). fp32 math, result in x.dtype."""
+    heads = cos.shape[1]
+    xf = x.float().unflatten(-1, (heads, 2, -1))  # (B, T, H, 2, Dh/2)
+    first, second = xf[..., 0, :], xf[..., 1, :]
+    c, s = cos.transpose(1, 2), sin.transpose(1, 2)  # (1, T, H, Dh/2)
+    # addcmul (a fused multiply-add on CPU and GPU) rounds like both references do
+    out = torch.stack((torch.addcmul(first * c, -s, second), torch.addcmul(second * c, s, first)), dim=-2)
+    return out.flatten(2).to(x.dtype)
+
+
+def _rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    xf = x.float()
+    pairs = xf.unflatten(-1, (-1, 2))
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+class ConnectorAttention(nn.Module):
+    """Self-attention with Q/K RMSNorm across heads (learned weights) and 1-D RoPE."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.norm_q = nn.RMSNorm(inner, eps=NORM_EPS)  # parameter storage only; math in forward
+        self.norm_k = nn.RMSNorm(inner, eps=NORM_EPS)
+        self.to_q = OpsLinear(dim, inner, ops=ops)
+        self.to_k = OpsLinear(dim, inner, ops=ops)
+        self.to_v = OpsLinear(dim, inner, ops=ops)
+        self.to_out = nn.ModuleList([OpsLinear(inner, dim, ops=ops)])
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], split: bool) -> torch.Tensor:
+        # Q/K norm and RoPE stay local: the ops' fused qk_norm_rope takes the LTX-Video interleaved
+        # layout only.
+        q = _rms(self.to_q(x), self.norm_q.weight)
+        k = _rms(self.to_k(x), self.norm_k.weight)
+        rotate = _rotate_split if split else _rotate_interleaved
+        q, k = rotate(q, *rope), rotate(k, *rope)
+        return self.to_out[0](self.ops.attention(q, k, self.to_v(x), self.heads, None))
+
+
+class _GeluProj(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int, ops: Ops):
+        super().__init__()
+        self.proj = OpsLinear(dim_in, dim_out, ops=ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class _FeedForward(nn.Module):
+    """Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D); keys net.0.proj, net.2."""
+
+    def __init__(self, dim: int, ops: Ops):
+        super().__init__()
+        self.net = nn.ModuleList([_GeluProj(dim, 4 * dim, ops), nn.Identity(), OpsLinear(4 * dim, dim, ops=ops)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class ConnectorBlock(nn.Module):
+    """x += Attn(RMSNorm(x)); x += FF(RMSNorm(x)). Keys attn1.*, ff.net.0.proj, ff.net.2."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.attn1 = ConnectorAttention(dim, heads, head_dim, ops)
+        self.ff = _FeedForward(dim, ops)
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor, rope, split: bool) -> torch.Tensor:
+        x = self.ops.gated_residual(x, self.attn1(_rms(x), rope, split), None)
+        return self.ops.gated_residual(x, self.ff(_rms(x)), None)
+
+
+class ConnectorTransformer1d(nn.Module):
+    """One connector (diffusers' ``LTX2ConnectorTransformer1d``, ltx-core's ``Embeddings1DConnector``)."""
+
+    def __init__(self, config: TextConnectorsConfig, which: str, ops: Ops = TORCH_OPS):
+        super().__init__()
+        heads, head_dim, layers, registers = config.connector(which)
+        dim = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.rope_args = (config.connector_rope_base_seq_len, config.rope_theta, config.rope_double_precision,
+                          config.rope_type)
+        self.learnable_registers = nn.Parameter(torch.zeros(registers, dim))
+        self.transformer_blocks = nn.ModuleList([ConnectorBlock(dim, heads, head_dim, ops) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D); valid: (B, T) bool. -> (B, T, D); every output position is valid."""
+        x = self._fill_registers(x, valid)
+        base, theta, double, rope_type = self.rope_args
+        rope = connector_rope(x.shape[1], self.heads, self.head_dim, base, theta, double, rope_type, x.device)
+        for block in self.transformer_blocks:
+            x = block(x, rope, rope_type == "split")
+        return _rms(x)
+
+    def _fill_registers(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        r = self.learnable_registers.shape[0]
+        # Stable sort on "is padding": valid tokens first, in their original order.
+        order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+        packed = torch.gather(x, 1, order[..., None].expand(b, t, d))
+        registers = self.learnable_registers.to(x.dtype).repeat(t // r, 1)  # position p -> register p % r
+        keep = torch.arange(t, device=x.device)[None, :, None] < valid.sum(1)[:, None, None]
+        return torch.where(keep, packed, registers[None])
+
+
+class TextConnectors(nn.Module):
+    """Feature extractor V1 + ``text_proj_in`` + ``video_connector`` + ``audio_connector``."""
+
+    def __init__(self, config: TextConnectorsConfig, ops: Ops = TORCH_OPS):
+        super().__init__()
+        self.config = config
+        d = config.caption_channels
+        self.text_proj_in = OpsLinear(d * config.text_proj_in_factor, d, bias=False, ops=ops)
+        self.video_connector = ConnectorTransformer1d(config, "video", ops)
+        self.audio_connector = ConnectorTransformer1d(config, "audio", ops)
+
+    @property
+    def sequence_multiple(self) -> int:
+        """Text lengths must be multiples of this (register filling tiles the registers)."""
+        return math.lcm(self.video_connector.learnable_registers.shape[0],
+                        self.audio_connector.learnable_registers.shape[0])
+
+    def forward(self, hidden_states: torch.Tensor | Sequence[torch.Tensor], attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gemma hidden states + tokenizer mask -> (video context, audio context, mask).
+
+        hidden_states: (B, T, D, L), (B, T, D * L) with the layer index fastest (diffusers'
+        ``prompt_embeds``), or a sequence of L tensors (B, T, D); attention_mask: (B, T), 1/True =
+        token. Returns contexts (B, T, D) in the weights' dtype and an all-ones (B, T) int64 mask.
+        """
+        states, valid = self._check_inputs(hidden_states, attention_mask)
+        features = normalize_text_features(states, valid, self.text_proj_in.weight.dtype)
+        projected = self.text_proj_in(features)
+        video = self.video_connector(projected, valid)
+        audio = self.audio_connector(projected, valid)
+        return video, audio, torch.ones(valid.shape, dtype=torch.long, device=valid.device)
+
+    def _check_inputs(self, hidden_states, attention_mask):
+        d, n_layers = self.config.caption_channels, self.config.text_proj_in_factor
+        want = f"(B, T, {d}, {n_layers}), (B, T, {d * n_layers}) or {n_layers} tensors (B, T, {d})"
+        is_tensor = isinstance(hidden_states, torch.Tensor)
+        if isinstance(hidden_states, (list, tuple)):
+            shapes = sorted({tuple(h.shape) for h in hidden_states})
+            if len(hidden_states) != n_layers or len(shapes) != 1 or len(shapes[0]) != 3 or shapes[0][-1] != d:
+                raise ValueError(f"TextConnectors: hidden_states must be {want}, got {len(hidden_states)} tensors of "
+                                 f"shapes {shapes}")
+            states = list(hidden_states)
+        elif is_tensor and hidden_states.ndim == 3 and hidden_states.shape[-1] == d * n_layers:
+            states = hidden_states.unflatten(-1, (d, n_layers))
+        elif is_tensor and hidden_states.ndim == 4 and hidden_states.shape[2:] == (d, n_layers):
+            states = hidden_states
+        else:
+            got = tuple(hidden_states.shape) if is_tensor else type(hidden_states).__name__
+            raise ValueError(f"TextConnectors: hidden_states must be {want}, got {got}")
+        b, t = hidden_states[0].shape[:2] if isinstance(hidden_states, (list, tuple)) else hidden_states.shape[:2]
+        if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (b, t):
+            got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
+            raise ValueError(f"TextConnectors: attention_mask must have shape (B, T) = {(b, t)}, got {got}")
+        if attention_mask.is_floating_point() or attention_mask.is_complex() or not bool(
+                ((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError(f"TextConnectors: attention_mask must hold 0/1 (int or bool), got dtype "
+                             f"{attention_mask.dtype} with values {attention_mask.unique().tolist()[:8]}")
+        if t % self.sequence_multiple:
+            raise ValueError(f"TextConnectors: sequence length must be a multiple of {self.sequence_multiple} (the "
+                             f"connectors' learnable registers), got {t}")
+        return states, attention_mask.to(device=self.text_proj_in.weight.device, dtype=torch.bool)
+
+
+_GEMMA_CLASSES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma3_text": "Gemma3ForCausalLM"}
+_GEMMA_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_GEMMA_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+class GemmaTextEncoder:
+    """Gemma 3 (transformers) + its tokenizer, optionally with the LTX-2 ``TextConnectors``.
+
+    Like ltx-core, the forward runs the model's backbone (``model.model``: no LM head, whose
+    logits diffusers computes and discards); the hidden states are the same.
+    """
+
+    def __init__(self, model, tokenizer, connectors: TextConnectors | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        # Both references tokenise with left padding and fall back to eos for padding.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.connectors = None
+        if connectors is not None:
+            self.attach(connectors)
+
+    @classmethod
+    def from_folder(cls, gemma_dir, tokenizer_dir=None, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.bfloat16, connectors: TextConnectors | None = None
+                    ) -> "GemmaTextEncoder":
+        """Load a local Gemma 3 folder (``Gemma3ForConditionalGeneration`` as released by Google, or a
+        text-only ``Gemma3ForCausalLM``). The tokenizer comes from ``tokenizer_dir``, else from a
+        ``tokenizer/`` subfolder when there is one, else from ``gemma_dir``. Nothing is downloaded."""
+        import json
+
+        import transformers
+
+        from .text_encoder import _check_folder, _dtype_kwarg
+
+        root = _check_folder(gemma_dir, "Gemma 3", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
+        if tokenizer_dir is None:
+            sub = root / "tokenizer"
+            tokenizer_dir = sub if any((sub / f).is_file() for f in _GEMMA_TOKENIZER_FILES) else root
+        tok_dir = _check_folder(tokenizer_dir, "Gemma tokenizer", "tokenizer_dir", (), _GEMMA_TOKENIZER_FILES)
+        model_type = json.loads((root / "config.json").read_text()).get("model_type")
+        if model_type not in _GEMMA_CLASSES:
+            raise ValueError(f"gemma_dir: {str(root)!r} holds a {model_type!r} model; LTX-2 needs Gemma 3 "
+                             f"(model_type one of {sorted(_GEMMA_CLASSES)})")
+        model_cls = getattr(transformers, _GEMMA_CLASSES[model_type])
+        model = model_cls.from_pretrained(root, local_files_only=True, **{_dtype_kwarg(): dtype})
+        model = model.to(device).eval().requires_grad_(False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        return cls(model, tokenizer, connectors)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def text_config(self):
+        config = self.model.config
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Embedding output + one per layer (49 for Gemma-3-12B)."""
+        return self.text_config.num_hidden_layers + 1
+
+    def attach(self, connectors: TextConnectors) -> "GemmaTextEncoder":
+        cfg = connectors.config
+        if (cfg.caption_channels, cfg.text_proj_in_factor) != (self.hidden_size, self.num_hidden_states):
+            raise ValueError(
+                f"attach: the connectors expect {cfg.text_proj_in_factor} hidden states of width "
+                f"{cfg.caption_channels}, this Gemma gives {self.num_hidden_states} of width {self.hidden_size}")
+        self.connectors = connectors
+        return self
+
+    def tokenize(self, prompts: str | Sequence[str], max_sequence_length: int = 1024
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (input_ids, attention_mask), both (B, max_sequence_length) int64, left padded.
+        Prompts are stripped; longer ones are truncated with a warning."""
+        prompts = _check_prompts(prompts, max_sequence_length)
+        enc = self.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+                             add_special_tokens=True, return_tensors="pt")
+        full = self.tokenizer(prompts, add_special_tokens=True).input_ids
+        for i, ids in enumerate(full):
+            if len(ids) > max_sequence_length:
+                left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+                dropped = ids[:len(ids) - max_sequence_length] if left else ids[max_sequence_length:]
+                logger.warning("prompt %d has %d tokens, more than max_sequence_length = %d; dropped: %r", i,
+                               len(ids), max_sequence_length, self.tokenizer.decode(dropped))
+        return enc.input_ids, enc.attention_mask
+
+    @torch.no_grad()
+    def _run(self, prompts, max_sequence_length: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        ids, mask = self.tokenize(prompts, max_sequence_length)
+        backbone = getattr(self.model, "model", self.model)
+        out = backbone(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                       output_hidden_states=True, use_cache=False)
+        return tuple(out.hidden_states), mask.to(self.device)
+
+    def hidden_states(self, prompts: str | Sequence[str], max_sequence_length: int = 1024
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (states (B, T, D, L) in the model dtype, attention_mask (B, T) int64), T = max_sequence_length."""
+        states, mask = self._run(prompts, max_sequence_length)
+        return torch.stack(states, dim=-1), mask
+
+    @torch.no_grad()
+    def encode(self, prompts: str | Sequence[str], max_sequence_length: int = 1024
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (video context, audio context, mask): (B, T, D), (B, T, D), (B, T) int64 (all ones)."""
+        if self.connectors is None:
+            raise ValueError("encode: no TextConnectors attached (pass connectors= or call attach() first; "
+                             "hidden_states() returns the raw Gemma features)")
+        multiple = self.connectors.sequence_multiple
+        if _positive_int(max_sequence_length) and max_sequence_length % multiple:
+            raise ValueError(f"encode: max_sequence_length must be a multiple of {multiple} (the connectors' "
+                             f"learnable registers), got {max_sequence_length}")
+        states, mask = self._run(prompts, max_sequence_length)
+        device = self.connectors.text_proj_in.weight.device
+        return self.connectors([h.to(device) for h in states], mask.to(device))
+
+
+def _check_prompts(prompts, max_sequence_length) -> list[str]:
+    if not _positive_int(max_sequence_length):
+        raise ValueError(f"max_sequence_length must be a positive int, got {max_sequence_length!r}")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompts must be a str or a non-empty list of str, got {prompts!r}")
+    return [p.strip() for p in prompts]
