@@ -15,20 +15,52 @@ upsampler is always a per-frame Conv2d (frames folded into the batch); the tempo
 spatio-temporal upsamplers are Conv3d and drop the first output frame, so F latent frames become
 2F - 1 (the first latent frame of the causal VAE stands for a single pixel frame). ``dims=2``
 runs everything per frame with Conv2d.
+
+LTX-2 (diffusers' ``LTX2LatentUpsamplerModel``, ltx-core's ``LatentUpsampler``) adds the rational
+spatial resampler (``use_rational_resampler``): ``upsampler.conv`` to num^2 * mid_channels, a pixel
+shuffle by num, then a binomial blur with stride den (``upsampler.blur_down.kernel``, a buffer the
+checkpoints contain) for a scale num/den in {3/4, 3/2, 2, 4}; at the released scale 2 the stride
+is 1 and the blur is skipped.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import LatentUpsamplerConfig
+from ..config import LatentUpsamplerConfig, _require
 from ..ops import TORCH_OPS, Ops
 
-__all__ = ["LatentUpsampler", "UpsamplerResBlock", "PixelShuffleND", "adain_filter_latent", "tone_map_latents"]
+__all__ = ["LatentUpsampler", "LTX2LatentUpsamplerConfig", "UPSAMPLER_LTX2", "UpsamplerResBlock", "PixelShuffleND",
+           "RationalResampler", "adain_filter_latent", "tone_map_latents"]
+
+# spatial scale -> (upsampling pixel-shuffle factor, blur-downsampling stride)
+RATIONAL_SCALES = {0.75: (3, 4), 1.5: (3, 2), 2.0: (2, 1), 4.0: (4, 1)}
+
+
+@dataclass(frozen=True)
+class LTX2LatentUpsamplerConfig(LatentUpsamplerConfig):
+    """LTX2LatentUpsamplerModel's config.json keys; defaults are the LTX-2.0 spatial x2 upscaler.
+
+    ``rational_spatial_scale`` / ``use_rational_resampler`` only matter for a spatial-only
+    upsampler (diffusers and ltx-core ignore them when temporal_upsample is set).
+    """
+
+    mid_channels: int = 1024
+    rational_spatial_scale: float = 2.0
+    use_rational_resampler: bool = True
+
+    def validate(self, source: str) -> None:
+        super().validate(source)
+        _require(self.rational_spatial_scale in RATIONAL_SCALES, source, "rational_spatial_scale",
+                 f"must be one of {sorted(RATIONAL_SCALES)}", self.rational_spatial_scale)
+
+
+UPSAMPLER_LTX2 = LTX2LatentUpsamplerConfig()  # ltx-2-spatial-upscaler-x2-1.0
 
 
 def _conv(dims: int, in_channels: int, out_channels: int) -> nn.Module:
@@ -89,10 +121,48 @@ class PixelShuffleND(nn.Module):
         return x.reshape(b, c // (r ** 3), f * r, h * r, w * r)
 
 
-class LatentUpsampler(nn.Module):
-    """Upsamples normalised LTX video latents (B, C, F, H, W) by 2 in space and/or time."""
+class BlurDownsample(nn.Module):
+    """Depthwise 2D blur with stride ``stride`` (padding 2) using the stored 5x5 kernel; identity
+    at stride 1. The kernel is a persistent buffer because checkpoints carry it."""
 
-    def __init__(self, config: LatentUpsamplerConfig, ops: Ops = TORCH_OPS):
+    def __init__(self, stride: int, kernel_size: int = 5):
+        super().__init__()
+        self.stride = stride
+        taps = torch.tensor([math.comb(kernel_size - 1, i) for i in range(kernel_size)], dtype=torch.float32)
+        kernel = taps[:, None] * taps[None, :]
+        self.register_buffer("kernel", (kernel / kernel.sum())[None, None], persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x
+        c, k = x.shape[1], self.kernel.shape[-1]
+        weight = self.kernel.to(x.dtype).expand(c, 1, k, k)
+        return F.conv2d(x, weight, stride=self.stride, padding=k // 2, groups=c)
+
+
+class RationalResampler(nn.Module):
+    """Per-frame spatial scaling by num/den: conv to num^2 * C, pixel shuffle by num, blur-downsample
+    by den. Input and output (N, C, H, W)."""
+
+    def __init__(self, channels: int, scale: float):
+        super().__init__()
+        self.num, self.den = RATIONAL_SCALES[scale]
+        self.conv = nn.Conv2d(channels, self.num ** 2 * channels, kernel_size=3, padding=1)
+        self.pixel_shuffle = PixelShuffleND("spatial", factor=self.num)
+        self.blur_down = BlurDownsample(self.den)
+
+    def output_size(self, n: int) -> int:
+        return n * self.num if self.den == 1 else (n * self.num - 1) // self.den + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blur_down(self.pixel_shuffle(self.conv(x)))
+
+
+class LatentUpsampler(nn.Module):
+    """Upsamples LTX video latents (B, C, F, H, W), denormalized as the pipelines feed them, by 2 in
+    time and/or by 2 (or the rational scale) in space."""
+
+    def __init__(self, config: LatentUpsamplerConfig | LTX2LatentUpsamplerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         config.validate("LatentUpsampler")
         self.config = config
@@ -110,6 +180,8 @@ class LatentUpsampler(nn.Module):
         )
         if config.spatial_upsample and config.temporal_upsample:
             self.upsampler = nn.Sequential(nn.Conv3d(mid, 8 * mid, kernel_size=3, padding=1), PixelShuffleND("both"))
+        elif config.spatial_upsample and getattr(config, "use_rational_resampler", False):
+            self.upsampler = RationalResampler(mid, config.rational_spatial_scale)
         elif config.spatial_upsample:
             self.upsampler = nn.Sequential(nn.Conv2d(mid, 4 * mid, kernel_size=3, padding=1), PixelShuffleND("spatial"))
         else:
@@ -125,7 +197,9 @@ class LatentUpsampler(nn.Module):
         b, c, f, h, w = shape
         if self.temporal_upsample:
             f = 2 * f - 1
-        if self.spatial_upsample:
+        if isinstance(self.upsampler, RationalResampler):
+            h, w = self.upsampler.output_size(h), self.upsampler.output_size(w)
+        elif self.spatial_upsample:
             h, w = 2 * h, 2 * w
         return (b, c, f, h, w)
 

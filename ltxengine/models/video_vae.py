@@ -1,4 +1,5 @@
-"""LTX-Video causal video VAE (diffusers: AutoencoderKLLTXVideo), every 0.9.x layout.
+"""LTX causal video VAEs: LTX-Video 0.9.x (diffusers: AutoencoderKLLTXVideo) and LTX-2
+(AutoencoderKLLTX2Video; Lightricks' ltx-core VideoEncoder / VideoDecoder).
 
 Parameter and buffer names equal diffusers' state-dict keys. Layouts:
 
@@ -8,6 +9,11 @@ Parameter and buffer names equal diffusers' state-dict keys. Layouts:
   halve channels (``upsample_factor`` 2).
 * 0.9.5+: ``LTXVideo095DownBlock3D`` whose downsamplers are space-to-depth with a mean-pooled
   residual (spatial / temporal / spatiotemporal strides); the channel change happens there.
+* LTX-2: the 0.9.5 blocks with two parameters changed, both held by ``ConvSpec``: the decoder
+  pads space by reflection (encoder: zeros), and the encoder's conv_in width is latent_channels
+  (diffusers' ``block_out_channels`` then lists only the down blocks' outputs). Up blocks may
+  upsample in space, time or both (``upsample_type``). See ``LTX2VideoVAE`` for the ltx-core
+  conventions (normalized latents, decode noise).
 
 Tiling reproduces diffusers' ``tiled_encode`` / ``tiled_decode`` / ``_temporal_tiled_*``
 including their quirks (see ``decode``), so outputs match diffusers' tiled paths.
@@ -22,13 +28,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, VideoVAEConfig
+from ..config import ConfigError, VideoVAEConfig, _require
 from ..ops import TORCH_OPS, Ops
 from .common import CausalConv3d, TimestepEmbedder, pixel_norm
 
-__all__ = ["VideoVAE", "TilingConfig"]
+__all__ = ["VideoVAE", "TilingConfig", "LTX2VideoVAE", "LTX2VideoVAEConfig", "VAE_LTX2", "ConvSpec"]
 
 _DOWN_STRIDES = {"conv": (2, 2, 2), "spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}
+_UP_STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}
+# Down blocks whose downsampler is space-to-depth and changes the width (no conv_out resnet).
+_S2D_BLOCKS = ("LTXVideo095DownBlock3D", "LTX2VideoDownBlock3D")
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+DECODE_TIMESTEP = 0.05  # ltx-core VideoDecoder.decode_timestep
+DECODE_NOISE_SCALE = 0.025  # ltx-core VideoDecoder.decode_noise_scale
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,105 @@ class TilingConfig:
                                      f"got {value}")
 
 
+def _expand_bools(value, n: int):
+    """diffusers accepts one bool for a per-block tuple."""
+    return (value,) * n if isinstance(value, bool) else value
+
+
+@dataclass(frozen=True)
+class LTX2VideoVAEConfig:
+    """AutoencoderKLLTX2Video's config.json keys; defaults are the LTX-2.0 release as diffusers'
+    conversion script writes it (scripts/convert_ltx2_to_diffusers.py, version "2.0").
+
+    Two defaults differ from diffusers' class defaults on purpose: ``decoder_causal`` (the class
+    says True, the release and ltx-core use False) and the compression ratios (the class's
+    fallback 2**sum(scaling) gives 64 / 16; the release ratios 32 / 8 follow from the strides).
+    ``timestep_conditioning`` is False as in diffusers' class and converter; the original
+    single-file header decides it for ltx-core (absent there means True, see
+    ``ltxengine.loading.ltx2_vae.vae_config_from_original``).
+    """
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 128  # also conv_in's width
+    block_out_channels: tuple[int, ...] = (256, 512, 1024, 2048)  # down block outputs
+    down_block_types: tuple[str, ...] = ("LTX2VideoDownBlock3D",) * 4
+    decoder_block_out_channels: tuple[int, ...] = (256, 512, 1024)  # up block inputs, encoder-side first
+    layers_per_block: tuple[int, ...] = (4, 6, 6, 2, 2)  # last: encoder mid block
+    decoder_layers_per_block: tuple[int, ...] = (5, 5, 5, 5)  # encoder-side first, last: mid block
+    spatio_temporal_scaling: tuple[bool, ...] = (True, True, True, True)
+    decoder_spatio_temporal_scaling: tuple[bool, ...] = (True, True, True)
+    decoder_inject_noise: tuple[bool, ...] = (False, False, False, False)
+    downsample_type: tuple[str, ...] = ("spatial", "temporal", "spatiotemporal", "spatiotemporal")
+    upsample_type: tuple[str, ...] = ("spatiotemporal",) * 3  # in decoding order, unlike the other tuples
+    upsample_residual: tuple[bool, ...] = (True, True, True)
+    upsample_factor: tuple[int, ...] = (2, 2, 2)
+    timestep_conditioning: bool = False
+    patch_size: int = 4
+    patch_size_t: int = 1
+    resnet_norm_eps: float = 1e-6
+    scaling_factor: float = 1.0
+    encoder_causal: bool = True
+    decoder_causal: bool = False
+    encoder_spatial_padding_mode: str = "zeros"
+    decoder_spatial_padding_mode: str = "reflect"
+    spatial_compression_ratio: int | None = None  # None: derived from the strides (32 for 2.0)
+    temporal_compression_ratio: int | None = None  # None: derived (8 for 2.0)
+
+    def __post_init__(self):
+        n_enc, n_dec = len(self.layers_per_block), len(self.decoder_layers_per_block)
+        for key, n in (("spatio_temporal_scaling", n_enc - 1), ("decoder_spatio_temporal_scaling", n_dec - 1),
+                       ("decoder_inject_noise", n_dec), ("upsample_residual", n_dec - 1)):
+            object.__setattr__(self, key, _expand_bools(getattr(self, key), n))
+
+    def validate(self, source: str) -> None:
+        widths, n = (self.latent_channels,) + tuple(self.block_out_channels), len(self.block_out_channels)
+        _require(len(self.layers_per_block) == n + 1, source, "layers_per_block",
+                 f"needs {n + 1} entries (one per down block plus the mid block)", self.layers_per_block)
+        for key in ("down_block_types", "spatio_temporal_scaling", "downsample_type"):
+            _require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
+        for i in range(n):
+            kind, scale = self.downsample_type[i], self.spatio_temporal_scaling[i]
+            _require(self.down_block_types[i] == "LTX2VideoDownBlock3D", source, "down_block_types",
+                     "entries must be LTX2VideoDownBlock3D", self.down_block_types[i])
+            _require(kind in _DOWN_STRIDES, source, "downsample_type", f"entries must be one of {list(_DOWN_STRIDES)}",
+                     kind)
+            if not scale or kind == "conv":  # these blocks keep their width
+                _require(widths[i + 1] == widths[i], source, "block_out_channels",
+                         f"entry {i} must equal the block's input width {widths[i]} (block {i} has no "
+                         "space-to-depth downsampler)", self.block_out_channels)
+            else:
+                k = prod(_DOWN_STRIDES[kind])
+                _require(widths[i + 1] % k == 0 and (widths[i] * k) % widths[i + 1] == 0, source, "block_out_channels",
+                         f"entry {i} must divide {widths[i]}*{k} and be a multiple of {k}", self.block_out_channels)
+        self._validate_decoder(source)
+        for key in ("encoder_spatial_padding_mode", "decoder_spatial_padding_mode"):
+            _require(getattr(self, key) in _PADDING_MODES, source, key, f"must be one of {_PADDING_MODES}",
+                     getattr(self, key))
+        _require(self.patch_size > 0 and self.patch_size_t == 1, source, "patch_size_t",
+                 "must be 1 (and patch_size positive)", (self.patch_size, self.patch_size_t))
+
+    def _validate_decoder(self, source: str) -> None:
+        n = len(self.decoder_block_out_channels)
+        for key, size in (("decoder_layers_per_block", n + 1), ("decoder_inject_noise", n + 1)):
+            _require(len(getattr(self, key)) == size, source, key, f"needs {size} entries", getattr(self, key))
+        for key in ("decoder_spatio_temporal_scaling", "upsample_type", "upsample_residual", "upsample_factor"):
+            _require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
+        chs, factor = self.decoder_block_out_channels[::-1], self.upsample_factor[::-1]
+        for t in self.upsample_type[:n]:
+            _require(t in _UP_STRIDES, source, "upsample_type", f"entries must be one of {list(_UP_STRIDES)}", t)
+        for i in range(1, n):
+            # A width change inside an up block needs a conv_in resnet, whose shortcut norm differs
+            # between diffusers (LayerNorm over channels) and ltx-core (GroupNorm(1)); no release has it.
+            cin, cout = chs[i - 1] // factor[i - 1] // factor[i], chs[i] // factor[i]
+            _require(cin == cout, source, "decoder_block_out_channels",
+                     f"must give every up block equal input and output widths (up block {i}: {cin} -> {cout})",
+                     self.decoder_block_out_channels)
+
+
+VAE_LTX2 = LTX2VideoVAEConfig()  # LTX-2.0 as diffusers converts it (timestep_conditioning False)
+
+
 def _space_to_depth(x: torch.Tensor, st: int, sh: int, sw: int) -> torch.Tensor:
     """(B, C, F, H, W) -> (B, C*st*sh*sw, F/st, H/sh, W/sw), channel index (c, t, h, w)."""
     b, c, f, h, w = x.shape
@@ -83,17 +194,45 @@ def _embed(embedder: TimestepEmbedder, temb: torch.Tensor, like: torch.Tensor) -
     return embedder(temb.flatten(), like.dtype).view(like.shape[0], -1, 1, 1, 1)
 
 
+class PaddedCausalConv3d(CausalConv3d):
+    """CausalConv3d whose spatial padding is not zeros (LTX-2 decoder: reflect)."""
+
+    def __init__(self, *args, padding_mode: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.padding_mode = padding_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.causal,
+                                      spatial_padding_mode=self.padding_mode)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """What every 3D conv of an encoder or decoder shares: temporal causality, spatial padding mode
+    and the ops object. The only place the LTX-Video and LTX-2 conv stacks differ."""
+
+    causal: bool
+    padding: str = "zeros"
+    ops: Ops = TORCH_OPS
+
+    def __call__(self, cin: int, cout: int, kernel: int = 3, stride=1) -> CausalConv3d:
+        if self.padding == "zeros":  # keeps the ops call signature of the LTX-Video path
+            return CausalConv3d(cin, cout, kernel, stride=stride, causal=self.causal, ops=self.ops)
+        return PaddedCausalConv3d(cin, cout, kernel, stride=stride, causal=self.causal, ops=self.ops,
+                                  padding_mode=self.padding)
+
+
 class ResnetBlock(nn.Module):
     """pixel-norm -> [adaLN] -> SiLU -> conv1 -> [noise] -> pixel-norm -> [adaLN] -> SiLU -> conv2 ->
     [noise], plus a (LayerNorm -> 1x1x1 conv) shortcut when the width changes."""
 
-    def __init__(self, cin: int, cout: int, eps: float, causal: bool, inject_noise: bool = False,
-                 timestep_conditioning: bool = False, ops: Ops = TORCH_OPS):
+    def __init__(self, cin: int, cout: int, eps: float, conv: ConvSpec, inject_noise: bool = False,
+                 timestep_conditioning: bool = False):
         super().__init__()
-        self.conv1 = CausalConv3d(cin, cout, 3, causal=causal, ops=ops)
-        self.conv2 = CausalConv3d(cout, cout, 3, causal=causal, ops=ops)
+        self.conv1 = conv(cin, cout)
+        self.conv2 = conv(cout, cout)
         self.norm3 = nn.LayerNorm(cin, eps=eps) if cin != cout else None
-        self.conv_shortcut = CausalConv3d(cin, cout, 1, causal=causal, ops=ops) if cin != cout else None
+        self.conv_shortcut = conv(cin, cout, 1) if cin != cout else None
         self.per_channel_scale1 = nn.Parameter(torch.zeros(cin, 1, 1)) if inject_noise else None
         self.per_channel_scale2 = nn.Parameter(torch.zeros(cin, 1, 1)) if inject_noise else None
         self.scale_shift_table = (nn.Parameter(torch.randn(4, cin) / cin ** 0.5) if timestep_conditioning
@@ -135,11 +274,11 @@ class SpaceToDepthDownsampler(nn.Module):
     """0.9.5 downsampler: conv to cout/prod(stride) channels, space-to-depth, plus the input
     space-to-depth'd and mean-pooled over channel groups (a parameter-free residual)."""
 
-    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int], causal: bool, ops: Ops = TORCH_OPS):
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int], conv: ConvSpec):
         super().__init__()
         self.stride = stride
         self.group_size = cin * prod(stride) // cout
-        self.conv = CausalConv3d(cin, cout // prod(stride), 3, causal=causal, ops=ops)
+        self.conv = conv(cin, cout // prod(stride))
 
     def forward(self, x):
         # Repeating the first frame makes 8k+1 frames divisible by the temporal stride.
@@ -149,15 +288,17 @@ class SpaceToDepthDownsampler(nn.Module):
 
 
 class Upsampler(nn.Module):
-    """conv -> depth-to-space x2 in (F, H, W), dropping the first frame (causal first latent frame is a
-    single pixel frame). ``residual`` adds the depth-to-space'd input, channel-tiled to match."""
+    """conv -> depth-to-space by ``stride``, dropping the first frame when time is upsampled (the
+    causal first latent frame is a single pixel frame). ``residual`` adds the depth-to-space'd
+    input, channel-tiled to match."""
 
-    def __init__(self, cin: int, causal: bool, residual: bool, factor: int, ops: Ops = TORCH_OPS):
+    def __init__(self, cin: int, conv: ConvSpec, residual: bool, factor: int,
+                 stride: tuple[int, int, int] = (2, 2, 2)):
         super().__init__()
-        self.stride = (2, 2, 2)
+        self.stride = stride
         self.residual = residual
-        self.repeats = prod(self.stride) // factor
-        self.conv = CausalConv3d(cin, cin * self.repeats, 3, causal=causal, ops=ops)
+        self.repeats = prod(stride) // factor
+        self.conv = conv(cin, cin * self.repeats)
 
     def forward(self, x):
         drop = self.stride[0] - 1
@@ -169,20 +310,20 @@ class Upsampler(nn.Module):
 
 class DownBlock(nn.Module):
     """LTXVideoDownBlock3D (resnets, strided conv, channel-changing ``conv_out`` resnet) and
-    LTXVideo095DownBlock3D (resnets, downsampler that also changes channels)."""
+    LTXVideo095DownBlock3D / LTX2VideoDownBlock3D (resnets, downsampler that also changes channels)."""
 
-    def __init__(self, cin, cout, num_layers, eps, scale, causal, block_type, downsample_type, ops=TORCH_OPS):
+    def __init__(self, cin, cout, num_layers, eps, scale, conv: ConvSpec, block_type, downsample_type):
         super().__init__()
-        is_095 = block_type == "LTXVideo095DownBlock3D"
-        self.resnets = nn.ModuleList(ResnetBlock(cin, cin, eps, causal, ops=ops) for _ in range(num_layers))
+        s2d = block_type in _S2D_BLOCKS
+        self.resnets = nn.ModuleList(ResnetBlock(cin, cin, eps, conv) for _ in range(num_layers))
         self.downsamplers = None
         if scale:
-            if is_095 and downsample_type != "conv":
-                down = SpaceToDepthDownsampler(cin, cout, _DOWN_STRIDES[downsample_type], causal, ops)
+            if s2d and downsample_type != "conv":
+                down = SpaceToDepthDownsampler(cin, cout, _DOWN_STRIDES[downsample_type], conv)
             else:
-                down = CausalConv3d(cin, cin, 3, stride=(2, 2, 2), causal=causal, ops=ops)
+                down = conv(cin, cin, 3, stride=(2, 2, 2))
             self.downsamplers = nn.ModuleList([down])
-        self.conv_out = ResnetBlock(cin, cout, eps, causal, ops=ops) if not is_095 and cin != cout else None
+        self.conv_out = ResnetBlock(cin, cout, eps, conv) if not s2d and cin != cout else None
 
     def forward(self, x):
         for resnet in self.resnets:
@@ -193,10 +334,10 @@ class DownBlock(nn.Module):
 
 
 class MidBlock(nn.Module):
-    def __init__(self, c, num_layers, eps, causal, inject_noise=False, timestep_conditioning=False, ops=TORCH_OPS):
+    def __init__(self, c, num_layers, eps, conv: ConvSpec, inject_noise=False, timestep_conditioning=False):
         super().__init__()
-        self.time_embedder = TimestepEmbedder(4 * c, ops=ops) if timestep_conditioning else None
-        self.resnets = nn.ModuleList(ResnetBlock(c, c, eps, causal, inject_noise, timestep_conditioning, ops)
+        self.time_embedder = TimestepEmbedder(4 * c, ops=conv.ops) if timestep_conditioning else None
+        self.resnets = nn.ModuleList(ResnetBlock(c, c, eps, conv, inject_noise, timestep_conditioning)
                                      for _ in range(num_layers))
 
     def forward(self, x, temb=None, generator=None):
@@ -210,19 +351,18 @@ class MidBlock(nn.Module):
 class UpBlock(nn.Module):
     """[channel-changing conv_in resnet] -> [upsampler] -> resnets (timestep embedded per block)."""
 
-    def __init__(self, cin, cout, num_layers, eps, scale, causal, inject_noise, timestep_conditioning, residual,
-                 factor, ops=TORCH_OPS):
+    def __init__(self, cin, cout, num_layers, eps, scale, conv: ConvSpec, inject_noise, timestep_conditioning,
+                 residual, factor, stride=(2, 2, 2)):
         super().__init__()
         if cin != cout and (timestep_conditioning or inject_noise):
             # diffusers feeds the raw timestep / an in-width noise scale to this resnet and fails at
             # run time; no released checkpoint has this layout.
             raise ConfigError(f"decoder up block {cin}->{cout} channels: a channel-changing up block cannot "
                               "use timestep_conditioning or decoder_inject_noise")
-        self.time_embedder = TimestepEmbedder(4 * cin, ops=ops) if timestep_conditioning else None
-        self.conv_in = ResnetBlock(cin, cout, eps, causal, ops=ops) if cin != cout else None
-        self.upsamplers = (nn.ModuleList([Upsampler(cout * factor, causal, residual, factor, ops)]) if scale
-                           else None)
-        self.resnets = nn.ModuleList(ResnetBlock(cout, cout, eps, causal, inject_noise, timestep_conditioning, ops)
+        self.time_embedder = TimestepEmbedder(4 * cin, ops=conv.ops) if timestep_conditioning else None
+        self.conv_in = ResnetBlock(cin, cout, eps, conv) if cin != cout else None
+        self.upsamplers = nn.ModuleList([Upsampler(cout * factor, conv, residual, factor, stride)]) if scale else None
+        self.resnets = nn.ModuleList(ResnetBlock(cout, cout, eps, conv, inject_noise, timestep_conditioning)
                                      for _ in range(num_layers))
 
     def forward(self, x, temb=None, generator=None):
@@ -237,22 +377,31 @@ class UpBlock(nn.Module):
         return x
 
 
+def _encoder_layout(cfg) -> tuple[tuple[int, ...], int]:
+    """(widths, number of down blocks): widths[0] is conv_in's output, widths[i + 1] block i's
+    (the 0.9.0 layout keeps the last width; 0.9.5 lists one more width than blocks; LTX-2's
+    conv_in width is latent_channels and block_out_channels lists the blocks' outputs)."""
+    if isinstance(cfg, LTX2VideoVAEConfig):
+        return (cfg.latent_channels,) + tuple(cfg.block_out_channels), len(cfg.block_out_channels)
+    chs = tuple(cfg.block_out_channels)
+    if cfg.is_095:
+        return chs, len(chs) - 1
+    return chs + chs[-1:], len(chs)
+
+
 class Encoder(nn.Module):
-    def __init__(self, cfg: VideoVAEConfig, ops: Ops = TORCH_OPS):
+    def __init__(self, cfg, ops: Ops = TORCH_OPS):
         super().__init__()
         self.patch_size, self.patch_size_t = cfg.patch_size, cfg.patch_size_t
-        chs, causal, eps = cfg.block_out_channels, cfg.encoder_causal, cfg.resnet_norm_eps
-        n = len(chs) - (1 if cfg.is_095 else 0)
-        self.conv_in = CausalConv3d(cfg.in_channels * cfg.patch_size ** 2, chs[0], 3, causal=causal, ops=ops)
-        self.down_blocks = nn.ModuleList()
-        cout = chs[0]
-        for i in range(n):
-            # The 0.9.0 layout keeps the last width; 0.9.5 has one more entry than blocks.
-            cin, cout = cout, (chs[i + 1] if cfg.is_095 or i + 1 < n else chs[i])
-            self.down_blocks.append(DownBlock(cin, cout, cfg.layers_per_block[i], eps, cfg.spatio_temporal_scaling[i],
-                                              causal, cfg.down_block_types[i], cfg.downsample_type[i], ops))
-        self.mid_block = MidBlock(cout, cfg.layers_per_block[-1], eps, causal, ops=ops)
-        self.conv_out = CausalConv3d(cout, cfg.latent_channels + 1, 3, causal=causal, ops=ops)
+        conv = ConvSpec(cfg.encoder_causal, getattr(cfg, "encoder_spatial_padding_mode", "zeros"), ops)
+        eps = cfg.resnet_norm_eps
+        widths, n = _encoder_layout(cfg)
+        self.conv_in = conv(cfg.in_channels * cfg.patch_size ** 2, widths[0])
+        self.down_blocks = nn.ModuleList(
+            DownBlock(widths[i], widths[i + 1], cfg.layers_per_block[i], eps, cfg.spatio_temporal_scaling[i], conv,
+                      cfg.down_block_types[i], cfg.downsample_type[i]) for i in range(n))
+        self.mid_block = MidBlock(widths[n], cfg.layers_per_block[-1], eps, conv)
+        self.conv_out = conv(widths[n], cfg.latent_channels + 1)
 
     def forward(self, x):
         b, c, f, h, w = x.shape
@@ -268,23 +417,26 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VideoVAEConfig, ops: Ops = TORCH_OPS):
+    def __init__(self, cfg, ops: Ops = TORCH_OPS):
         super().__init__()
         self.patch_size, self.patch_size_t = cfg.patch_size, cfg.patch_size_t
-        causal, eps, tc = cfg.decoder_causal, cfg.resnet_norm_eps, cfg.timestep_conditioning
+        eps, tc = cfg.resnet_norm_eps, cfg.timestep_conditioning
+        conv = ConvSpec(cfg.decoder_causal, getattr(cfg, "decoder_spatial_padding_mode", "zeros"), ops)
         # Per-block options are listed encoder-side first; diffusers reverses the whole tuples.
         chs, layers = cfg.decoder_block_out_channels[::-1], cfg.decoder_layers_per_block[::-1]
         scaling, noise = cfg.decoder_spatio_temporal_scaling[::-1], cfg.decoder_inject_noise[::-1]
         residual, factor = cfg.upsample_residual[::-1], cfg.upsample_factor[::-1]
-        self.conv_in = CausalConv3d(cfg.latent_channels, chs[0], 3, causal=causal, ops=ops)
-        self.mid_block = MidBlock(chs[0], layers[0], eps, causal, noise[0], tc, ops)
+        # diffusers does not reverse upsample_type: it is listed in decoding order.
+        kinds = getattr(cfg, "upsample_type", ("spatiotemporal",) * len(chs))
+        self.conv_in = conv(cfg.latent_channels, chs[0])
+        self.mid_block = MidBlock(chs[0], layers[0], eps, conv, noise[0], tc)
         self.up_blocks = nn.ModuleList()
         cout = chs[0]
         for i in range(len(chs)):
             cin, cout = cout // factor[i], chs[i] // factor[i]
-            self.up_blocks.append(UpBlock(cin, cout, layers[i + 1], eps, scaling[i], causal, noise[i + 1], tc,
-                                          residual[i], factor[i], ops))
-        self.conv_out = CausalConv3d(cout, cfg.out_channels * cfg.patch_size ** 2, 3, causal=causal, ops=ops)
+            self.up_blocks.append(UpBlock(cin, cout, layers[i + 1], eps, scaling[i], conv, noise[i + 1], tc,
+                                          residual[i], factor[i], _UP_STRIDES[kinds[i]]))
+        self.conv_out = conv(cout, cfg.out_channels * cfg.patch_size ** 2)
         self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0)) if tc else None
         self.time_embedder = TimestepEmbedder(2 * cout, ops=ops) if tc else None
         self.scale_shift_table = nn.Parameter(torch.randn(2, cout) / cout ** 0.5) if tc else None
@@ -308,14 +460,13 @@ class Decoder(nn.Module):
         return x.reshape(b, -1, f * pt, h * p, w * p)
 
 
-def _compression_ratios(cfg: VideoVAEConfig) -> tuple[int, int]:
+def _compression_ratios(cfg) -> tuple[int, int]:
     """Ratios implied by the encoder layout (diffusers derives 2**sum(scaling), which is wrong for
-    0.9.5 strides when the config omits the explicit values)."""
-    n = len(cfg.block_out_channels) - (1 if cfg.is_095 else 0)
+    0.9.5 / LTX-2 strides when the config omits the explicit values)."""
     spatial, temporal = cfg.patch_size, cfg.patch_size_t
-    for i in range(n):
+    for i in range(_encoder_layout(cfg)[1]):
         if cfg.spatio_temporal_scaling[i]:
-            kind = cfg.downsample_type[i] if cfg.down_block_types[i] == "LTXVideo095DownBlock3D" else "conv"
+            kind = cfg.downsample_type[i] if cfg.down_block_types[i] in _S2D_BLOCKS else "conv"
             st, sh, _ = _DOWN_STRIDES[kind]
             spatial, temporal = spatial * sh, temporal * st
     for name, derived in (("spatial_compression_ratio", spatial), ("temporal_compression_ratio", temporal)):
@@ -390,9 +541,11 @@ class VideoVAE(nn.Module):
                              f"got {x.shape[3]}x{x.shape[4]}")
         if (x.shape[2] - 1) % rt:
             raise ValueError(f"x frames must be of the form {rt}k+1 (temporal compression {rt}), got {x.shape[2]}")
+        if tiling is not None:
+            tiling.check(r, rt)
+        self._check_reflect_grid("encoder", "x", x.shape[3] // r, x.shape[4] // r, tiling)
         if tiling is None:
             return self.encoder(x)
-        tiling.check(r, rt)
         if x.shape[2] > tiling.tile_sample_min_num_frames:
             return self._encode_frame_tiles(x, tiling)
         return self._encode_spatial(x, tiling)
@@ -457,17 +610,39 @@ class VideoVAE(nn.Module):
         on its output is one frame late (and the last frame is lost); ours keeps frames aligned
         with the untiled decode.
         """
+        self._check_z(z)
+        temb = self._check_temb(temb, z)
+        if tiling is not None:
+            tiling.check(self.spatial_compression_ratio, self.temporal_compression_ratio)
+        self._check_reflect_grid("decoder", "z", z.shape[3], z.shape[4], tiling)
+        if tiling is None:
+            return self.decoder(z, temb, generator)
+        if z.shape[2] > tiling.tile_sample_min_num_frames // self.temporal_compression_ratio:
+            return self._decode_frame_tiles(z, temb, generator, tiling)
+        return self._decode_spatial(z, temb, generator, tiling)
+
+    def _check_z(self, z: torch.Tensor) -> None:
         if z.ndim != 5:
             raise ValueError(f"z must be a 5-D (B, C, F, H, W) latent, got shape {tuple(z.shape)}")
         if z.shape[1] != self.config.latent_channels:
             raise ValueError(f"z must have {self.config.latent_channels} channels (dim 1), got {z.shape[1]}")
-        temb = self._check_temb(temb, z)
-        if tiling is None:
-            return self.decoder(z, temb, generator)
-        tiling.check(self.spatial_compression_ratio, self.temporal_compression_ratio)
-        if z.shape[2] > tiling.tile_sample_min_num_frames // self.temporal_compression_ratio:
-            return self._decode_frame_tiles(z, temb, generator, tiling)
-        return self._decode_spatial(z, temb, generator, tiling)
+
+    def _check_reflect_grid(self, half: str, name: str, h: int, w: int, tiling: TilingConfig | None) -> None:
+        """Reflect padding needs every conv input at least 2 wide; the smallest are the (tiles')
+        latent grids. Without this check torch fails deep inside the model (so does diffusers)."""
+        if getattr(self.config, f"{half}_spatial_padding_mode", "zeros") != "reflect":
+            return
+        sizes_h, sizes_w, r = [h], [w], self.spatial_compression_ratio
+        if tiling is not None:
+            th, tw = tiling.tile_sample_min_height // r, tiling.tile_sample_min_width // r
+            if h > th or w > tw:
+                sh, sw = tiling.tile_sample_stride_height // r, tiling.tile_sample_stride_width // r
+                sizes_h = [min(h - i, th) for i in range(0, h, sh)]
+                sizes_w = [min(w - j, tw) for j in range(0, w, sw)]
+        if min(sizes_h) < 2 or min(sizes_w) < 2:
+            raise ValueError(f"{name}: the {half}'s reflect padding needs (tiles of) at least 2x2 latents, got a "
+                             f"{min(sizes_h)}x{min(sizes_w)} {'tile' if len(sizes_h + sizes_w) > 2 else 'grid'} "
+                             f"(latent grid {h}x{w})")
 
     def _check_temb(self, temb, z: torch.Tensor) -> torch.Tensor | None:
         if not self.config.timestep_conditioning:
@@ -514,3 +689,58 @@ class VideoVAE(nn.Module):
             tiles.append(tile if i == 0 else tile[:, :, 1:])
         blend = t.tile_sample_min_num_frames - t.tile_sample_stride_num_frames
         return _stitch_frames(tiles, blend, t.tile_sample_stride_num_frames)[:, :, : (f - 1) * rt + 1]
+
+
+class LTX2VideoVAE(VideoVAE):
+    """LTX-2 video VAE (diffusers' AutoencoderKLLTX2Video, ltx-core's VideoEncoder + VideoDecoder).
+
+    ``encode`` / ``decode`` / tiling work as in ``VideoVAE``, on raw (denormalized) latents, like
+    diffusers. ltx-core instead keeps latents normalized at the VAE boundary; ``encode_normalized``
+    and ``decode_normalized`` follow that convention, including its decode noise: with a
+    timestep-conditioned decoder, ``x <- s * eps + (1 - s) * x`` is mixed in normalized space
+    before denormalizing (s = decode noise scale, default 0.025; decode timestep default 0.05).
+    diffusers' LTX2Pipeline mixes in the same (normalized) space with its ``decode_noise_scale``
+    (default: equal to ``decode_timestep``, whose default is 0).
+    """
+
+    def __init__(self, config: LTX2VideoVAEConfig, ops: Ops = TORCH_OPS):
+        config.validate(type(self).__name__)
+        super().__init__(config, ops)
+
+    def encode_normalized(self, x: torch.Tensor, tiling: TilingConfig | None = None) -> torch.Tensor:
+        """Video -> normalized latent means (ltx-core's VideoEncoder output)."""
+        return self.normalize_latents(self.latent_dist_mode(self.encode(x, tiling)))
+
+    def decode_normalized(self, latents: torch.Tensor, timestep=None, noise_scale=None,
+                          generator: torch.Generator | None = None, tiling: TilingConfig | None = None) -> torch.Tensor:
+        """Normalized latents -> video (ltx-core's VideoDecoder.forward).
+
+        timestep, noise_scale: scalars or (B,) tensors, only for a timestep-conditioned decoder;
+        None means ltx-core's defaults 0.05 and 0.025. The noise is drawn once for the whole
+        latent from ``generator`` (ltx-core's tiled decode draws it per tile).
+        """
+        self._check_z(latents)
+        if not self.config.timestep_conditioning:
+            for name, value in (("timestep", timestep), ("noise_scale", noise_scale)):
+                if value is not None:
+                    raise ValueError(f"{name} must be None for a decoder without timestep_conditioning, got {value!r}")
+            return self.decode(self.denormalize_latents(latents), generator=generator, tiling=tiling)
+        timestep = DECODE_TIMESTEP if timestep is None else timestep
+        scale = _noise_scale(DECODE_NOISE_SCALE if noise_scale is None else noise_scale, latents)
+        device = generator.device if generator is not None else latents.device
+        eps = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype).to(latents.device)
+        latents = eps * scale + (1.0 - scale) * latents
+        return self.decode(self.denormalize_latents(latents), timestep, generator=generator, tiling=tiling)
+
+
+def _noise_scale(value, latents: torch.Tensor):
+    """A Python float stays one (its arithmetic matches ltx-core's bit for bit); a tensor is a
+    per-sample scale (diffusers' list form)."""
+    b = latents.shape[0]
+    if isinstance(value, torch.Tensor):
+        if value.shape not in ((), (b,)):
+            raise ValueError(f"noise_scale must be a scalar or have shape (B,) = ({b},), got {tuple(value.shape)}")
+        return value.to(latents.device, latents.dtype).reshape(-1, 1, 1, 1, 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"noise_scale must be a number in [0, 1] or a (B,) tensor, got {value!r}")
+    return float(value)
