@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..config import LatentUpsamplerConfig, TransformerConfig, VideoVAEConfig, parse_config
+from ..config import TransformerConfig, VideoVAEConfig, parse_config
 from ..ops import TORCH_OPS, Ops
 from . import original_config
 from .keymaps import IDENTITY, TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE, KeyMap
@@ -17,9 +17,8 @@ from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import TensorSource, load_strict
 
 # diffusers class name expected in each component folder's config.json
-_CLASS = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo",
-          "latent_upsampler": "LTXLatentUpsamplerModel"}
-_CONFIG = {"transformer": TransformerConfig, "vae": VideoVAEConfig, "latent_upsampler": LatentUpsamplerConfig}
+_CLASS = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo"}
+_CONFIG = {"transformer": TransformerConfig, "vae": VideoVAEConfig}
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
@@ -147,14 +146,23 @@ def load_vae(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> n
 
 def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
     """From a diffusers ``latent_upsampler/`` folder (or a pipeline folder holding one) or a
-    Lightricks ``ltxv-spatial-upscaler-*.safetensors`` (config in the header, diffusers keys)."""
+    Lightricks upscaler file (config in the header, diffusers keys): LTX-Video's
+    ``ltxv-spatial-upscaler-*`` and LTX-2's ``ltx-2-spatial/temporal-upscaler-*`` (rational
+    resampler), which share one model class."""
+    from .ltx2_vae import upsampler_config_from_diffusers, upsampler_config_from_original
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_dir():
         folder = p / "latent_upsampler" if (p / "latent_upsampler").is_dir() else p
-        return _load_folder(folder, "latent_upsampler", device, dtype, ops)
+        config_path = folder / "config.json"
+        config = upsampler_config_from_diffusers(read_json(config_path, "latent_upsampler config.json"),
+                                                 str(config_path))
+        model = _build(_model_class("latent_upsampler"), config, ops)
+        return load_strict(model, _source_from_files(_component_files(folder), IDENTITY), str(folder), device, dtype)
     f = SafetensorsFile(p)
-    config = original_config.upsampler_config(f.config_section(), str(p))
+    # LTX-Video's header keys are a subset of LTX-2's (whose absent rational-resampler keys
+    # default to LTX-Video's plain pixel-shuffle upsampler).
+    config = upsampler_config_from_original(f.config_section(), str(p))
     model = _build(_model_class("latent_upsampler"), config, ops)
     return load_strict(model, _source_from_files([f], IDENTITY), str(p), device, dtype)
 

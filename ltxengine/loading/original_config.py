@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, LatentUpsamplerConfig, TransformerConfig, VideoVAEConfig, parse_config
+from ..config import ConfigError, TransformerConfig, VideoVAEConfig, parse_config
 
 # original transformer field -> required value (fields that only describe what the model is)
 _TRANSFORMER_FIXED = {
@@ -203,8 +203,3 @@ def vae_config(raw: dict[str, Any], source: str) -> VideoVAEConfig:
         **_decoder(_blocks(dec_raw, src, "decoder_blocks"), src, raw.get("decoder_base_channels", 128)),
     )
     return parse_config(VideoVAEConfig, fields, src)
-
-
-def upsampler_config(raw: dict[str, Any], source: str) -> LatentUpsamplerConfig:
-    fields = {k: v for k, v in raw.items() if not k.startswith("_")}
-    return parse_config(LatentUpsamplerConfig, fields, f"{source} [latent upsampler]")
