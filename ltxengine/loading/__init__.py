@@ -11,13 +11,18 @@ from .checkpoints import (
     load_transformer,
     load_vae,
 )
+from .ltx2 import LTX2Checkpoint, is_ltx2, load_ltx2, load_ltx2_component
 from .safetensors_io import CheckpointError, SafetensorsFile
 
 __all__ = [
     "CheckpointError",
+    "LTX2Checkpoint",
     "LTXVideoCheckpoint",
     "SafetensorsFile",
+    "is_ltx2",
     "load_latent_upsampler",
+    "load_ltx2",
+    "load_ltx2_component",
     "load_ltx_video",
     "load_transformer",
     "load_vae",

@@ -60,7 +60,7 @@ _COPIED = {
 }
 # Read from this section by other components (text connectors) or without effect on the math
 # (attention backend choice, diffusers bookkeeping).
-_IGNORED_PREFIXES = ("connector_", "_")
+_IGNORED_PREFIXES = ("connector_", "audio_connector_", "_")
 _IGNORED = {"attention_type", "caption_channels_audio"}
 
 

@@ -1,0 +1,215 @@
+"""LTX-2 checkpoints: Lightricks' single-file bundle and diffusers folders.
+
+A bundle (``ltx-2-19b-dev.safetensors`` ...) holds the DiT, the text connectors and the Gemma
+feature projection, the video VAE, the audio VAE and the vocoder, with the configs in the
+header's ``config`` JSON (sections ``transformer``, ``vae``, ``audio_vae``, ``vocoder``) and an
+optional ``model_version``. A diffusers folder (``model_index.json``) holds each component in its
+own subfolder. Both load strictly: every model tensor comes from the file, every file tensor
+belongs to a component, unsupported options are refused by name. Gemma (the text encoder) and
+the latent upsampler are separate downloads with their own loaders.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import parse_config
+from ..ops import TORCH_OPS, Ops
+from .checkpoints import _build, _component_files, _device_dtype, _resolve, _source_from_files
+from .keymaps import IDENTITY, KeyMap
+from .safetensors_io import CheckpointError, SafetensorsFile, read_json
+from .strict import load_strict
+
+COMPONENTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Where a component's pieces live: ``model``/``config`` as "module:attr"; the single-file
+    key maps and header-config converter as "module:attr"; the header section it reads."""
+
+    diffusers_class: str
+    model: str
+    config: str
+    keymaps: tuple[str, ...]
+    from_original: str
+    section: str
+    from_diffusers: str | None = None  # config parser for the folder's config.json, if not parse_config
+
+
+_SPECS = {
+    "transformer": _Spec("LTX2VideoTransformer3DModel", "ltxengine.models.ltx2_transformer:LTX2Transformer",
+                         "ltxengine.config:LTX2TransformerConfig", ("ltxengine.loading.ltx2_transformer:KEYMAP",),
+                         "ltxengine.loading.ltx2_transformer:transformer_config", "transformer"),
+    "connectors": _Spec("LTX2TextConnectors", "ltxengine.models.ltx2_text:TextConnectors",
+                        "ltxengine.models.ltx2_text:TextConnectorsConfig", ("ltxengine.loading.ltx2_text:KEYMAP",),
+                        "ltxengine.loading.ltx2_text:config_from_original", "transformer"),
+    "vae": _Spec("AutoencoderKLLTX2Video", "ltxengine.models.video_vae:LTX2VideoVAE",
+                 "ltxengine.models.video_vae:LTX2VideoVAEConfig", ("ltxengine.loading.ltx2_vae:KEYMAP",),
+                 "ltxengine.loading.ltx2_vae:vae_config_from_original", "vae"),
+    "audio_vae": _Spec("AutoencoderKLLTX2Audio", "ltxengine.models.audio_vae:AudioVAE",
+                       "ltxengine.models.audio_vae:AudioVAEConfig", ("ltxengine.loading.ltx2_audio:AUDIO_VAE_KEYMAP",),
+                       "ltxengine.loading.ltx2_audio:audio_vae_config_from_original", "audio_vae"),
+    "vocoder": _Spec("LTX2Vocoder", "ltxengine.models.vocoder:Vocoder", "ltxengine.models.vocoder:VocoderConfig",
+                     ("ltxengine.loading.ltx2_audio:VOCODER_KEYMAP",),
+                     "ltxengine.loading.ltx2_audio:vocoder_config_from_original", "vocoder",
+                     from_diffusers="ltxengine.models.vocoder:vocoder_config_from_diffusers"),
+}
+
+# Any of these keys marks a single file as LTX-2 (diffusers' detection keys).
+_DETECT = ("model.diffusion_model.av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",
+           "audio_vae.per_channel_statistics.mean-of-means", "vocoder.conv_pre.weight")
+
+
+def _attr(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _keymaps(spec: _Spec) -> list[KeyMap]:
+    maps: list[KeyMap] = []
+    for ref in spec.keymaps:
+        value = _attr(ref)
+        maps.extend(value if isinstance(value, (list, tuple)) else [value])
+    return maps
+
+
+@dataclass
+class LTX2Checkpoint:
+    """What ``load_ltx2`` returns: the requested components plus the header metadata."""
+
+    source: str
+    transformer: nn.Module | None = None
+    connectors: nn.Module | None = None
+    vae: nn.Module | None = None
+    audio_vae: nn.Module | None = None
+    vocoder: nn.Module | None = None
+    model_version: str | None = None  # single files: the header's model_version ("2.0" ...)
+    scheduler_config: dict[str, Any] | None = None  # diffusers folders
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def is_ltx2(path) -> bool:
+    """True for an LTX-2 single file or diffusers folder (headers and JSON only are read)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        with SafetensorsFile(p) as f:
+            keys = set(f.keys())
+        return any(k in keys for k in _DETECT)
+    index = p / "model_index.json"
+    if index.is_file():
+        name = read_json(index, "diffusers model_index.json").get("_class_name", "")
+        return isinstance(name, str) and name.startswith("LTX2")
+    config = p / "config.json"
+    if config.is_file():
+        name = read_json(config, "config.json").get("_class_name", "")
+        return name in {s.diffusers_class for s in _SPECS.values()}
+    return False
+
+
+def _check_components(components) -> tuple[str, ...]:
+    components = tuple(components)
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad or not components:
+        raise ValueError(f"components must be a non-empty subset of {COMPONENTS}, got {components!r}")
+    return components
+
+
+def load_ltx2(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
+              components=COMPONENTS) -> LTX2Checkpoint:
+    """The LTX-2 components ``components`` from a single-file bundle or a diffusers folder."""
+    components = _check_components(components)
+    device, dtype = _device_dtype(device, dtype)
+    p = _resolve(path)
+    if p.is_file():
+        return _load_bundle(p, components, device, dtype, ops)
+    index = read_json(p / "model_index.json", "diffusers model_index.json")
+    ckpt = LTX2Checkpoint(source=str(p))
+    for name in components:
+        if name not in index:
+            raise CheckpointError(f"{p / 'model_index.json'}: no {name!r} entry")
+        setattr(ckpt, name, load_ltx2_component(p / name, name, device, dtype, ops))
+    sched = p / "scheduler" / "scheduler_config.json"
+    ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
+    return ckpt
+
+
+def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
+    """One component from its diffusers folder (``config.json`` + weights)."""
+    _check_components([name])
+    device, dtype = _device_dtype(device, dtype)
+    folder = _resolve(folder)
+    spec = _SPECS[name]
+    raw = read_json(folder / "config.json", f"{name} config.json")
+    got = raw.get("_class_name")
+    if got is not None and got != spec.diffusers_class:
+        raise CheckpointError(f"{folder / 'config.json'}: _class_name must be {spec.diffusers_class!r} for the "
+                              f"{name}, got {got!r}")
+    source = str(folder / "config.json")
+    if spec.from_diffusers:
+        config = _attr(spec.from_diffusers)(raw, source)
+    else:
+        config = parse_config(_attr(spec.config), raw, source)
+    model = _build(_attr(spec.model), config, ops)
+    return load_strict(model, _source_from_files(_component_files(folder), IDENTITY), str(folder), device, dtype)
+
+
+def _load_bundle(p: Path, components, device, dtype, ops) -> LTX2Checkpoint:
+    f = SafetensorsFile(p)
+    maps = {name: _keymaps(_SPECS[name]) for name in COMPONENTS}
+    # Every tensor must belong to some component (a dropped key counts: the map claims it).
+    claimed = [m for ms in maps.values() for m in ms]
+    foreign = [k for k in f.keys() if not any(_claims(m, k) for m in claimed)]
+    if foreign:
+        shown = ", ".join(repr(k) for k in foreign[:8])
+        raise CheckpointError(f"{p}: {len(foreign)} tensors belong to no LTX-2 component: {shown}")
+    header = f.config_section()
+    ckpt = LTX2Checkpoint(source=str(p), model_version=f.metadata.get("model_version"))
+    for name in components:
+        spec = _SPECS[name]
+        section = header.get(spec.section)
+        if not isinstance(section, dict):
+            raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the {name})")
+        config = _original_config(name, spec, section, f)
+        model = _build(_attr(spec.model), config, ops)
+        setattr(ckpt, name, load_strict(model, _bundle_source(f, maps[name]), f"{p} [{name}]", device, dtype))
+    return ckpt
+
+
+def _original_config(name: str, spec: _Spec, section: dict, f: SafetensorsFile):
+    convert = _attr(spec.from_original)
+    if name != "connectors":
+        return convert(section, str(f.path))
+    # The header does not say how many Gemma hidden states feed the projection (49 for
+    # Gemma-3-12B); the projection weight's shape does.
+    key = "text_embedding_projection.aggregate_embed.weight"
+    if key not in f.keys():
+        raise CheckpointError(f"{f.path}: no {key!r} (the Gemma feature projection of the text connectors)")
+    out_features, in_features = f.shape(key)
+    if in_features % out_features:
+        raise CheckpointError(f"{f.path}: {key!r} has shape {(out_features, in_features)}; the input width must be "
+                              "a multiple of the output width (hidden-state count x Gemma width)")
+    return convert(section, str(f.path), text_proj_in_factor=in_features // out_features)
+
+
+def _claims(m, key: str) -> bool:
+    """``m`` maps ``key`` to a model key or deliberately drops it (statistics nobody reads)."""
+    if m.apply(key) is not None:
+        return True
+    return isinstance(m, KeyMap) and key.startswith(m.prefix) and any(d in key for d in m.drop)
+
+
+def _bundle_source(f: SafetensorsFile, maps: list[KeyMap]):
+    source = {}
+    for m in maps:
+        for key, value in _source_from_files([f], m).items():
+            if key in source:
+                raise CheckpointError(f"{f.path}: two tensors map to {key!r}: {source[key][2]} and {value[2]}")
+            source[key] = value
+    return source
