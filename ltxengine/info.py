@@ -9,7 +9,8 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from .loading import original_config
+from .loading import ltx2, original_config
+from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import CheckpointError, SafetensorsFile, read_json
 
 # single-file key prefixes -> component
@@ -80,6 +81,8 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
         config = f.config_section()
     except CheckpointError:
         config = {}
+    if is_ltx2(p):
+        return _describe_ltx2_file(p, f, config)
     groups: dict[str, list[str]] = defaultdict(list)
     for k in f.keys():
         comp = next((c for pre, c in _PREFIXES if k.startswith(pre)), "other")
@@ -104,12 +107,36 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
     return out
 
 
+def _describe_ltx2_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, Any]:
+    """Group the bundle's tensors by the LTX-2 component key maps (connectors live under the
+    DiT's prefix but are their own component)."""
+    maps = {name: ltx2._keymaps(ltx2._SPECS[name]) for name in ltx2.COMPONENTS}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for k in f.keys():
+        comp = next((name for name, ms in maps.items() if any(m.apply(k) is not None for m in ms)), None)
+        comp = comp or next((name for name, ms in maps.items() if any(ltx2._claims(m, k) for m in ms)), "other")
+        groups[comp].append(k)
+    out: dict[str, Any] = {"path": str(p), "format": "Lightricks single file", "family": "LTX-2", "components": {}}
+    if f.metadata.get("model_version"):
+        out["model_version"] = f.metadata["model_version"]
+    for comp, keys in groups.items():
+        entry = _tensor_summary([f], lambda _f, keys=keys: keys)
+        if comp == "transformer":
+            t = config.get("transformer", {})
+            layers, heads = t.get("num_layers", 48), t.get("num_attention_heads", 32)
+            entry["size"] = "19B" if (layers, heads) == (48, 32) else f"custom ({layers} layers, {heads} heads)"
+        out["components"][comp] = entry
+    return out
+
+
 def format_description(d: dict[str, Any]) -> str:
     lines = [f"{d['path']}", f"  format:  {d['format']}", f"  family:  {d['family']}"]
     if "pipeline" in d:
         lines.append(f"  pipeline: {d['pipeline']}")
     if "version" in d:
         lines.append(f"  version: {d['version']} (from the VAE layout)")
+    if "model_version" in d:
+        lines.append(f"  model_version: {d['model_version']} (header)")
     lines.append("  components:")
     for name, c in d["components"].items():
         bits = [c["class"]] if c.get("class") else []

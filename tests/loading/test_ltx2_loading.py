@@ -194,3 +194,18 @@ def test_meta_build_of_the_19b_bundle_sizes():
         with torch.device("meta"):
             model = L._attr(spec.model)(cfg)
         assert sum(p.numel() for p in model.parameters()) == count, name
+
+
+def test_info_describes_the_bundle(checkpoints):
+    from ltxengine.info import describe, format_description
+    d = describe(checkpoints[0])
+    assert d["family"] == "LTX-2" and d["model_version"] == "2.0.0"
+    assert set(d["components"]) == set(COMPONENTS)
+    loaded = load_ltx2(checkpoints[0], dtype=torch.float32)
+    for name in COMPONENTS:
+        expected = sum(t.numel() for t in getattr(loaded, name).state_dict().values())
+        dropped = 2 * 8 if name == "vae" else 0  # the two unused statistics the bundle carries
+        assert d["components"][name]["parameters"] == expected + dropped, name
+    assert "model_version: 2.0.0" in format_description(d)
+    folder = describe(checkpoints[1])
+    assert folder["family"] == "LTX-2" and set(folder["components"]) == set(COMPONENTS)
