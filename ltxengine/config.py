@@ -40,6 +40,16 @@ def _require(cond: bool, source: str, key: str, rule: str, value) -> None:
         raise ConfigError(f"{source}: config option {key!r} {rule}, got {value!r}")
 
 
+def _check_block_options(cfg, source: str) -> None:
+    """Options every LTX transformer release fixes (LTX-Video and LTX-2 alike)."""
+    _require(cfg.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
+             cfg.activation_fn)
+    _require(cfg.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
+             cfg.qk_norm)
+    _require(not cfg.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
+             cfg.norm_elementwise_affine)
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     """LTXVideoTransformer3DModel (LTX-Video 0.9.x)."""
@@ -65,12 +75,7 @@ class TransformerConfig:
         return self.num_attention_heads * self.attention_head_dim
 
     def validate(self, source: str) -> None:
-        _require(self.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
-                 self.activation_fn)
-        _require(self.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
-                 self.qk_norm)
-        _require(not self.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
-                 self.norm_elementwise_affine)
+        _check_block_options(self, source)
         _require(self.patch_size == 1, source, "patch_size", "must be 1 (no released model patchifies)",
                  self.patch_size)
         _require(self.patch_size_t == 1, source, "patch_size_t", "must be 1", self.patch_size_t)
@@ -230,12 +235,7 @@ class LTX2TransformerConfig:
                      getattr(self, key))
         for key in ("ff_bias", "audio_ff_bias", "use_prompt_embeddings", "attention_bias", "attention_out_bias"):
             _require(getattr(self, key) is True, source, key, "must be true (LTX-2.0 layout)", getattr(self, key))
-        _require(self.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
-                 self.activation_fn)
-        _require(self.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
-                 self.qk_norm)
-        _require(not self.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
-                 self.norm_elementwise_affine)
+        _check_block_options(self, source)
         _require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
                  self.rope_type)
         for key in ("patch_size", "patch_size_t", "audio_patch_size", "audio_patch_size_t"):

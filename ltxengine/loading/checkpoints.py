@@ -209,12 +209,18 @@ def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS
     p = _resolve(path)
     if p.is_file():
         return _load_single_file(p, components, device, dtype, ops)
+    return load_pipeline_folder(p, LTXVideoCheckpoint(source=str(p)), components,
+                                lambda folder, comp: _load_folder(folder, comp, device, dtype, ops))
+
+
+def load_pipeline_folder(p: Path, ckpt, components, load_one):
+    """Fill ``ckpt`` from a diffusers pipeline folder: each component from its subfolder
+    (``load_one(folder, name)``), the scheduler config when there is one."""
     index = read_json(p / "model_index.json", "diffusers model_index.json")
-    ckpt = LTXVideoCheckpoint(source=str(p))
     for comp in components:
         if comp not in index:
             raise CheckpointError(f"{p / 'model_index.json'}: no {comp!r} entry")
-        setattr(ckpt, comp, _load_folder(p / comp, comp, device, dtype, ops))
+        setattr(ckpt, comp, load_one(p / comp, comp))
     sched = p / "scheduler" / "scheduler_config.json"
     ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
     return ckpt

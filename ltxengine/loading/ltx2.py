@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from ..config import parse_config
 from ..ops import TORCH_OPS, Ops
-from .checkpoints import _build, _component_files, _device_dtype, _resolve, _source_from_files
+from .checkpoints import (_build, _component_files, _device_dtype, _resolve, _source_from_files,
+                          load_pipeline_folder)
 from .keymaps import IDENTITY, KeyMap
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
@@ -129,15 +130,8 @@ def load_ltx2(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
     p = _resolve(path)
     if p.is_file():
         return _load_bundle(p, components, device, dtype, ops)
-    index = read_json(p / "model_index.json", "diffusers model_index.json")
-    ckpt = LTX2Checkpoint(source=str(p))
-    for name in components:
-        if name not in index:
-            raise CheckpointError(f"{p / 'model_index.json'}: no {name!r} entry")
-        setattr(ckpt, name, load_ltx2_component(p / name, name, device, dtype, ops))
-    sched = p / "scheduler" / "scheduler_config.json"
-    ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
-    return ckpt
+    return load_pipeline_folder(p, LTX2Checkpoint(source=str(p)), components,
+                                lambda folder, name: load_ltx2_component(folder, name, device, dtype, ops))
 
 
 def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
