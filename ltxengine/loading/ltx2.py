@@ -155,7 +155,11 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
 
 
 def _load_bundle(p: Path, components, device, dtype, ops) -> LTX2Checkpoint:
-    f = SafetensorsFile(p)
+    with SafetensorsFile(p) as f:
+        return _load_bundle_file(p, f, components, device, dtype, ops)
+
+
+def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, ops) -> LTX2Checkpoint:
     maps = {name: _keymaps(_SPECS[name]) for name in COMPONENTS}
     # Every tensor must belong to some component (a dropped key counts: the map claims it).
     claimed = [m for ms in maps.values() for m in ms]

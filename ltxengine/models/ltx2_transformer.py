@@ -58,6 +58,8 @@ class Skip:
             v = getattr(self, name)
             if v == ALL:
                 continue
+            if not isinstance(v, str):
+                v = tuple(v)  # a one-shot iterable would be spent by the check below
             if isinstance(v, str) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
                 raise ValueError(f"Skip.{name} must be 'all' or a list of block indices >= 0, got {v!r}")
             object.__setattr__(self, name, frozenset(v))
@@ -305,8 +307,9 @@ class LTX2Transformer(nn.Module):
         (B, L) becomes the additive bias (mask - 1) * finfo.max (ltx-core), None when all valid."""
         c = self.config
         for name, t in (("video_text", video_text), ("audio_text", audio_text)):
-            if t.ndim != 3 or t.shape[-1] != c.caption_channels:
-                raise ValueError(f"prepare_context: {name} must be (B, L, {c.caption_channels}), got {tuple(t.shape)}")
+            if t.ndim != 3 or t.shape[-1] != c.caption_channels or t.shape[:2] != video_text.shape[:2]:
+                raise ValueError(f"prepare_context: {name} must be (B, L, {c.caption_channels}) with the video "
+                                 f"text's B, L = {tuple(video_text.shape[:2])}, got {tuple(t.shape)}")
         v = self.caption_projection(video_text)
         a = self.audio_caption_projection(audio_text)
         bias = None
@@ -398,8 +401,10 @@ class LTX2Transformer(nn.Module):
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"transformer: {name} must have shape " + " or ".join(map(str, shapes)) +
                                  f", got {got}")
-        if not isinstance(context, TextContext) or context.video.shape[0] != b:
-            raise ValueError("transformer: context must be the TextContext of prepare_context for the same batch")
+        if (not isinstance(context, TextContext) or context.video.shape[0] != b or context.audio.shape[0] != b
+                or (context.bias is not None and context.bias.shape[0] != b)):
+            raise ValueError(f"transformer: context must be the TextContext of prepare_context for the same batch "
+                             f"({b}): video, audio text and mask bias all with batch {b}")
         if not isinstance(rope, RopeTables):
             raise ValueError("transformer: rope must be the RopeTables of rope(...)")
         for name, table, n in (("video", rope.video, nv), ("audio", rope.audio, na)):
@@ -408,11 +413,15 @@ class LTX2Transformer(nn.Module):
                                  f"(batch {table[0].shape[0]}), the input has {n} (batch {b})")
         if skip is None:
             return [Skip()] * b
-        if isinstance(skip, Skip):
-            return [skip] * b
-        skips = list(skip)
+        skips = [skip] * b if isinstance(skip, Skip) else list(skip)
         if len(skips) != b or not all(isinstance(s, Skip) for s in skips):
             raise ValueError(f"transformer: skip must be a Skip or a list of {b} Skip (one per sample), got {skip!r}")
+        for s in skips:
+            for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a"):
+                blocks = getattr(s, kind)
+                if blocks != ALL and any(i >= c.num_layers for i in blocks):
+                    raise ValueError(f"transformer: Skip.{kind} block indices must be < num_layers = {c.num_layers} "
+                                     f"(0-based), got {sorted(blocks)}")
         return skips
 
 
