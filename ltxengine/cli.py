@@ -52,8 +52,6 @@ class _Progress:
 
 
 def _generate(args) -> int:
-    import torch
-
     from . import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Engine, TwoStage
 
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype),

@@ -25,3 +25,18 @@ def perturb_(module: torch.nn.Module, seed: int = 0, std: float = 0.1) -> None:
                 continue
             noise = torch.randn(t.shape, generator=g, dtype=torch.float32).to(t.dtype) * std
             t.add_(noise.abs() if name.endswith("latents_std") else noise)
+
+
+def randomize_vae_(model: torch.nn.Module, seed: int) -> None:
+    """Video VAE (LTX-Video or LTX-2): non-trivial values for everything that initialises to
+    0 / 1 / a constant (statistics, noise scales, timestep tables and multiplier)."""
+    perturb_(model, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        model.latents_mean.copy_(torch.randn(model.latents_mean.shape, generator=g))
+        model.latents_std.copy_(torch.rand(model.latents_std.shape, generator=g) + 0.5)
+        for name, p in model.named_parameters():
+            if "per_channel_scale" in name or "scale_shift_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            if name.endswith("timestep_scale_multiplier"):
+                p.fill_(731.0)

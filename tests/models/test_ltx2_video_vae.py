@@ -12,7 +12,7 @@ from ltxengine.loading.ltx2_vae import KEYMAP, vae_config_from_original, vae_key
 from ltxengine.models.video_vae import VAE_LTX2, LTX2VideoVAE, LTX2VideoVAEConfig, TilingConfig
 from ltxengine.ops import TORCH_OPS
 
-from ..helpers import assert_close_scaled, perturb_
+from ..helpers import assert_close_scaled, randomize_vae_
 from ..oracles import ltx_core
 
 diffusers = pytest.importorskip("diffusers")
@@ -45,19 +45,6 @@ CASES = {
 _DIFFUSERS_EXTRA = dict(decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8)
 
 
-def _randomize(model, seed):
-    perturb_(model, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        model.latents_mean.copy_(torch.randn(model.latents_mean.shape, generator=g))
-        model.latents_std.copy_(torch.rand(model.latents_std.shape, generator=g) + 0.5)
-        for name, p in model.named_parameters():
-            if "per_channel_scale" in name or "scale_shift_table" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            if name.endswith("timestep_scale_multiplier"):
-                p.fill_(731.0)
-
-
 _PAIRS = {}
 
 
@@ -67,7 +54,7 @@ def make_pair(name):
         cfg = CASES[name]
         torch.manual_seed(0)
         ref = AutoencoderKLLTX2Video(**{**_DIFFUSERS_EXTRA, **cfg}).eval()
-        _randomize(ref, 1)
+        randomize_vae_(ref, 1)
         ours = LTX2VideoVAE(parse_config(LTX2VideoVAEConfig, cfg, "test")).eval()
         ours.load_state_dict(ref.state_dict(), strict=True)
         _PAIRS[name] = ref, ours

@@ -9,7 +9,7 @@ from ltxengine.config import VideoVAEConfig
 from ltxengine.models.video_vae import TilingConfig, VideoVAE
 from ltxengine.ops import TORCH_OPS
 
-from ..helpers import assert_close_scaled, perturb_
+from ..helpers import assert_close_scaled, randomize_vae_
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLLTXVideo  # noqa: E402
@@ -42,25 +42,11 @@ SHALLOW = dict(latent_channels=8, layers_per_block=(0,) * 5, decoder_layers_per_
 SMALL_TILES = TilingConfig(64, 64, 16, 32, 32, 8)  # 2x2 latent tiles, stride 1; 2-latent-frame tiles
 
 
-def _randomize(model, seed):
-    """Non-trivial values for everything that initialises to 0 / 1 / a constant."""
-    perturb_(model, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        model.latents_mean.copy_(torch.randn(model.latents_mean.shape, generator=g))
-        model.latents_std.copy_(torch.rand(model.latents_std.shape, generator=g) + 0.5)
-        for name, p in model.named_parameters():
-            if "per_channel_scale" in name or "scale_shift_table" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            if name.endswith("timestep_scale_multiplier"):
-                p.fill_(731.0)
-
-
 def make_pair(name, seed=0):
     cfg = CASES[name]
     torch.manual_seed(seed)
     ref = AutoencoderKLLTXVideo(**cfg).eval()
-    _randomize(ref, seed + 1)
+    randomize_vae_(ref, seed + 1)
     ours = VideoVAE(VideoVAEConfig(**cfg)).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours
@@ -185,7 +171,7 @@ def test_every_conv_goes_through_ops():
 def _shallow():
     torch.manual_seed(0)
     model = VideoVAE(VideoVAEConfig(**SHALLOW)).eval()
-    _randomize(model, 1)
+    randomize_vae_(model, 1)
     return model
 
 
