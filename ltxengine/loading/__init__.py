@@ -11,6 +11,7 @@ from .checkpoints import (
     load_transformer,
     load_vae,
 )
+from .lora import LoraError, LoraSet, LoraWeights
 from .ltx2 import LTX2Checkpoint, is_ltx2, load_ltx2, load_ltx2_component
 from .safetensors_io import CheckpointError, SafetensorsFile
 
@@ -18,6 +19,9 @@ __all__ = [
     "CheckpointError",
     "LTX2Checkpoint",
     "LTXVideoCheckpoint",
+    "LoraError",
+    "LoraSet",
+    "LoraWeights",
     "SafetensorsFile",
     "is_ltx2",
     "load_latent_upsampler",
