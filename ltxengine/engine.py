@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
+from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import read_json
 from .media import frame_rate_fraction, write_mp4
 from .models.text_encoder import T5TextEncoder
@@ -56,7 +57,7 @@ STOP = "stop"
 
 PIPELINES = ("text-to-video", "image-to-video", "condition")
 _HUB_PATTERNS = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*",
-                 "latent_upsampler/*"]
+                 "latent_upsampler/*", "connectors/*", "audio_vae/*", "vocoder/*"]
 
 
 class GenerationCancelled(Exception):
@@ -107,9 +108,10 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def save(self, path, crf: int = 18) -> Path:
-        """H.264 (libx264, yuv420p) mp4 at the exact frame rate; written to a temporary file and
-        renamed, so a failure never leaves a broken file."""
-        return write_mp4(path, self.video, self.fps, crf=crf)
+        """H.264 (libx264, yuv420p) mp4 at the exact frame rate, with the AAC audio track when the
+        result has audio (LTX-2); written to a temporary file and renamed, so a failure never
+        leaves a broken file."""
+        return write_mp4(path, self.video, self.fps, crf=crf, audio=self.audio, sample_rate=self.sample_rate)
 
 
 # -- argument checks -------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ class Engine:
     def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype = torch.bfloat16, *,
                         text_encoder=None, latent_upsampler=None, kernels: str = "auto",
                         scheduler_config: dict | None = None, revision: str | None = None,
-                        local_files_only: bool = False) -> "Engine":
+                        local_files_only: bool = False, distilled_lora=None) -> "Engine":
         """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
         Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
 
@@ -197,12 +199,27 @@ class Engine:
         generation; a diffusers folder's own ``latent_upsampler/`` is used when present.
         scheduler_config: overrides the folder's ``scheduler/scheduler_config.json``; single files
         default to the 0.9.0/0.9.1 diffusers scheduler (resolution-dependent shift, terminal 0.1).
+
+        LTX-2 bundles and diffusers folders return an ``LTX2Engine`` (see ltx2_engine.py):
+        text_encoder is then the Gemma 3 folder (a diffusers folder's own ``text_encoder/`` is
+        used), latent_upsampler the spatial x2 upsampler for the two-stage pipelines, and
+        distilled_lora the LoRA fused for stage 2 (ltx-2-19b-distilled-lora-384).
         """
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         ops = get_ops(kernels)
         path = _resolve_source(path_or_repo_id, revision, local_files_only)
+        if is_ltx2(path):
+            if scheduler_config is not None:
+                raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
+                                 "shift_tokens=...), got a scheduler config")
+            from .ltx2_engine import LTX2Engine
+            return LTX2Engine.load(path, device, dtype, ops, text_encoder=text_encoder,
+                                   latent_upsampler=latent_upsampler, distilled_lora=distilled_lora)
+        if distilled_lora is not None:
+            raise ValueError("distilled_lora: only LTX-2 engines take a stage-2 LoRA, this is an LTX-Video "
+                             "checkpoint")
         ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops)
         if path.is_dir():
             te_root = path if text_encoder is None else text_encoder

@@ -10,6 +10,7 @@ must not use this.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import types
 
@@ -29,6 +30,17 @@ def ltx_core(module: str):
     try:
         import torchaudio  # noqa: F401
     except Exception:  # missing, or a wheel built for another torch
-        sys.modules["torchaudio"] = _Unavailable("torchaudio")
+        stand_in = _Unavailable("torchaudio")
+        # transformers probes importlib.util.find_spec("torchaudio"), which needs a spec
+        stand_in.__spec__ = importlib.machinery.ModuleSpec("torchaudio", None)
+        sys.modules["torchaudio"] = stand_in
     pytest.importorskip("ltx_core", reason="ltx-core 1.0.0 (test oracle) is not installed")
     return importlib.import_module(f"ltx_core.{module}")
+
+
+def ltx_pipelines(module: str):
+    """Import ``ltx_pipelines.<module>`` (ltx-pipelines 1.0.0, built on ltx-core; skipped with a
+    reason when not installed)."""
+    ltx_core("types")
+    pytest.importorskip("ltx_pipelines", reason="ltx-pipelines 1.0.0 (test oracle) is not installed")
+    return importlib.import_module(f"ltx_pipelines.{module}")

@@ -331,7 +331,12 @@ def _tokenizer():
 
 @pytest.fixture(scope="module")
 def gemma_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gemma") / "gemma-3"
+    return write_gemma(tmp_path_factory.mktemp("gemma") / "gemma-3")
+
+
+def write_gemma(root):
+    """A tiny random Gemma 3 (hidden D, L hidden states) and its tokenizer saved under root
+    (tokenizer in root/tokenizer); returns root."""
     tok = _tokenizer()
     text = transformers.Gemma3TextConfig(
         vocab_size=len(tok), hidden_size=D, intermediate_size=64, num_hidden_layers=L - 1, num_attention_heads=2,

@@ -1,0 +1,309 @@
+"""One LTX-2 generation, stage by stage (called by ``LTX2Engine.generate`` with checked arguments):
+text -> stage 1 -> (upsample -> stage 2) -> decode video and audio."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models.audio_vae import pack_audio_latents
+from .pipelines import ltx_video as lv
+from .pipelines import samplers
+from .pipelines.inputs import image_to_tensor
+from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
+                             ltx2_sigmas, video_state)
+
+
+@dataclass
+class StageOutput:
+    frames: torch.Tensor = None  # (F, H, W, 3) float32 in [0, 1]
+    latents: torch.Tensor = None  # (1, C, F', H', W') normalized
+    audio: np.ndarray | None = None  # (channels, samples) float32
+    sample_rate: int | None = None
+    timings: dict = field(default_factory=dict)
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+def _uint8_image(image, arg: str) -> np.ndarray:
+    """Any accepted image -> uint8 (H, W, 3), the form the H.264 round trip takes."""
+    t = image_to_tensor(image, *_size_of(image, arg), arg)  # validates; (3, H, W) in [-1, 1]
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if not isinstance(image, (np.ndarray, torch.Tensor)):  # PIL
+        return np.array(image)
+    return ((t + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _size_of(image, arg: str) -> tuple[int, int]:
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return image.shape[0], image.shape[1]
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        return image.shape[1], image.shape[2]
+    if hasattr(image, "size") and not isinstance(image, (np.ndarray, torch.Tensor)):
+        w, h = image.size
+        return max(h, 1), max(w, 1)
+    return 1, 1  # image_to_tensor raises the error naming the type/shape
+
+
+def fit_image(image: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (3, height, width) in [-1, 1]: bilinear resize keeping the aspect ratio
+    so the target is covered, then a centre crop (ltx-pipelines' resize_and_center_crop)."""
+    t = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
+    src_h, src_w = t.shape[-2:]
+    if (src_h, src_w) != (height, width):
+        scale = max(height / src_h, width / src_w)
+        new_h, new_w = math.ceil(src_h * scale), math.ceil(src_w * scale)
+        t = F.interpolate(t, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        top, left = (new_h - height) // 2, (new_w - width) // 2
+        t = t[:, :, top:top + height, left:left + width]
+    return 2.0 * t[0] - 1.0
+
+
+def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
+    """Each condition's image after the H.264 round trip (once per call, at its own size)."""
+    from .media import compress_image
+    out = []
+    for i, c in enumerate(a["conditions"]):
+        arg = "image" if i == 0 and a["image"] is not None else f"conditions[{i}].image"
+        img = _uint8_image(c.image, arg)
+        out.append((compress_image(img, a["image_crf"]) if a["image_crf"] else img, c.frame_index, float(c.strength)))
+    return out
+
+
+def encode_conditions(engine, images, height: int, width: int, fps: float):
+    """-> (frame-0 replacement (tokens (1, h*w, C), strength) or None, [KeyframeTokens])."""
+    vae, dev = engine.vae, engine.device
+    dtype = next(vae.parameters()).dtype
+    first, keyframes = None, []
+    for img, frame_index, strength in images:
+        pixels = fit_image(img, height, width)[None, :, None].to(dev, dtype)
+        z = vae.encode_normalized(pixels).float()  # (1, C, 1, h, w)
+        tokens = lv.pack(z)
+        if frame_index == 0:
+            first = (tokens, strength)
+        else:
+            pos = keyframe_positions(engine.transformer, z.shape[2], z.shape[3], z.shape[4], frame_index, fps, dev)
+            keyframes.append(KeyframeTokens(tokens, pos, strength))
+    return first, keyframes
+
+
+def encode_text(engine, a, need_negative: bool):
+    te, tr = engine.text_encoder, engine.transformer
+    dtype = next(tr.parameters()).dtype
+    prompts = [a["prompt"]]
+    if need_negative:
+        neg = a["negative_prompt"] if a["negative_prompt"] is not None else DEFAULT_NEGATIVE_PROMPT
+        prompts = [neg, a["prompt"]]  # one batch, as diffusers encodes [negative, positive]
+    v, au, mask = te.encode(prompts, a["max_sequence_length"])
+    v, au, mask = v.to(engine.device, dtype), au.to(engine.device, dtype), mask.to(engine.device)
+    pos = tr.prepare_context(v[-1:], au[-1:], mask[-1:])
+    negative = tr.prepare_context(v[:1], au[:1], mask[:1]) if need_negative else None
+    return pos, negative
+
+
+# -- one stage ---------------------------------------------------------------------------------------
+
+def _randn(shape, gen, device):
+    return lv.randn(shape, gen, device)
+
+
+def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes, *, video_init=None,
+                 audio_init=None, audio_frozen=None, noise_scale: float = 1.0):
+    """The stage's video and audio LatentStates and noise. Fresh stages draw diffusers' unpacked
+    noise (video, then audio, then keyframe tokens); re-noised stages draw packed noise (video with
+    keyframes, then audio), as both references do."""
+    dev = engine.device
+    _, c, f, h, w = latent_shape
+    acfg = engine.audio_vae.config
+    a_shape = (1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins)
+    n_key = sum(k.tokens.shape[1] for k in keyframes)
+    if video_init is None:
+        video_noise = lv.pack(_randn(latent_shape, gen, dev))
+        audio_noise = pack_audio_latents(_randn(a_shape, gen, dev))
+        key_noise = _randn((1, n_key, c), gen, dev) if n_key else None
+        video_noise = torch.cat([video_noise, key_noise], 1) if n_key else video_noise
+        clean = torch.zeros_like(video_noise)
+    else:
+        clean = torch.cat([lv.pack(video_init.float()), *[k.tokens for k in keyframes]], 1)
+        video_noise = _randn(clean.shape, gen, dev)
+        audio_noise = _randn((1, audio_frames, a_shape[1] * a_shape[3]), gen, dev)
+    mask = torch.ones(clean.shape[:2] + (1,), device=dev)
+    if first is not None:
+        tokens, strength = first
+        clean[:, :tokens.shape[1]] = tokens
+        mask[:, :tokens.shape[1]] = 1.0 - strength
+    start = f * h * w
+    for k in keyframes:
+        clean[:, start:start + k.tokens.shape[1]] = k.tokens
+        mask[:, start:start + k.tokens.shape[1]] = 1.0 - k.strength
+        start += k.tokens.shape[1]
+    video = video_state(clean, mask, video_noise, noise_scale)
+    if audio_frozen is not None:
+        a_clean, a_mask = audio_frozen, torch.zeros(audio_frozen.shape[:2] + (1,), device=dev)
+    else:
+        a_clean = audio_init.float() if audio_init is not None else torch.zeros_like(audio_noise)
+        a_mask = torch.ones(a_clean.shape[:2] + (1,), device=dev)
+    audio = video_state(a_clean, a_mask, audio_noise, noise_scale if audio_frozen is None else 0.0)
+    return video, audio
+
+
+def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, video_params, audio_params, texts,
+              first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0):
+    """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D))."""
+    _, c, f, h, w = latent_shape
+    tr, fps, dev = engine.transformer, float(a["fps"]), engine.device
+    t_audio = a["_audio_frames"]
+    video, audio = build_states(engine, gen, latent_shape, t_audio, first, keyframes, video_init=video_init,
+                                audio_init=audio_init, audio_frozen=audio_frozen, noise_scale=noise_scale)
+    vpos = tr.video_positions(1, f, h, w, fps, device=dev)
+    if keyframes:
+        vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
+    rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
+    denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
+                        max_batch=a["guidance_batch"])
+    hook = _hook(engine, a, stage, (f, h, w))
+    sampler = a["sampler"]
+    if sampler == "euler":
+        video, audio = samplers.euler(denoiser, video, audio, sigmas, hook)
+    elif sampler == "gradient-estimation":
+        video, audio = samplers.gradient_estimation(denoiser, video, audio, sigmas, hook)
+    else:
+        video, audio = samplers.res2s(denoiser, video, audio, sigmas, hook, seed=seed)
+    n = f * h * w
+    return lv.unpack(video.latent[:, :n], f, h, w), audio.latent
+
+
+def _hook(engine, a, stage: str, dims):
+    callback = engine._hook(a["callback"], stage)
+    if callback is None:
+        return None
+
+    def hook(step, total, sigma, video, audio):
+        callback(step, total, 1000.0 * sigma, lv.unpack(video[:, :dims[0] * dims[1] * dims[2]], *dims))
+    return hook
+
+
+# -- the whole generation ----------------------------------------------------------------------------
+
+def run_generation(engine, a, gen, seed: int) -> StageOutput:
+    out, timings = StageOutput(), {}
+    t0 = time.perf_counter()
+    mode, two = a["pipeline"], a["two_stage"]
+    vp, ap = a["video_guidance"], a["audio_guidance"]
+    audio_frozen = _audio_condition(engine, a)
+    if audio_frozen is not None:
+        ap = type(ap)()  # the audio is given: no audio guidance (ltx-pipelines' audio-to-video)
+    two_stage = mode != "one-stage"
+    need_neg = vp.uncond or ap.uncond or (two_stage and (two.video_guidance.uncond or two.audio_guidance.uncond))
+    texts = encode_text(engine, a, need_neg)
+    images = prepare_images(a)
+    timings["text"] = time.perf_counter() - t0
+
+    height, width = a["height"], a["width"]
+    h1, w1 = (height // 2, width // 2) if two_stage else (height, width)
+    c = engine.transformer.config.in_channels
+    f = (a["num_frames"] - 1) // 8 + 1
+    shape1 = (1, c, f, h1 // 32, w1 // 32)
+    from .ltx2_engine import audio_frames
+    a["_audio_frames"] = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
+    sigmas = _stage1_sigmas(a, mode, shape1)
+    t1 = time.perf_counter()
+    first, keys = encode_conditions(engine, images, h1, w1, float(a["fps"]))
+    video, audio = run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape1, sigmas=sigmas,
+                             video_params=vp, audio_params=ap, texts=texts, first=first, keyframes=keys,
+                             audio_frozen=audio_frozen)
+    timings["denoise"] = time.perf_counter() - t1
+    if two_stage:
+        t2 = time.perf_counter()
+        video = lv.upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
+                                    two.tone_map_compression_ratio).float()
+        first, keys = encode_conditions(engine, images, height, width, float(a["fps"]))
+        with _stage2_weights(engine, two):
+            video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=(1, c, f, height // 32,
+                                                                                          width // 32),
+                                     sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=two.video_guidance,
+                                     audio_params=two.audio_guidance if audio_frozen is None else type(ap)(),
+                                     texts=texts, first=first, keyframes=keys, video_init=video,
+                                     audio_init=audio, audio_frozen=audio_frozen, noise_scale=two.noise_scale)
+        timings["refine"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    out.frames = decode_video(engine, a, video, gen)
+    out.latents = video
+    if audio_frozen is not None:
+        out.audio, out.sample_rate = a["_audio_waveform"]
+    else:
+        out.audio, out.sample_rate = decode_audio(engine, audio), engine.vocoder.config.output_sampling_rate
+    timings["decode"] = time.perf_counter() - t3
+    if a["callback"] is not None:
+        engine._hook(a["callback"], "decode")(1, 1, 0.0, video)
+    out.timings = timings
+    return out
+
+
+def _stage1_sigmas(a, mode: str, shape) -> torch.Tensor:
+    if mode == "distilled" and a["sigmas"] is None:
+        return torch.tensor(DISTILLED_SIGMAS, dtype=torch.float32)
+    tokens = a["shift_tokens"] if a["shift_tokens"] is not None else shape[2] * shape[3] * shape[4]
+    if a["sigmas"] is not None:
+        s = torch.tensor(a["sigmas"], dtype=torch.float32)
+        return s if float(s[-1]) == 0.0 else torch.cat([s, torch.zeros(1)])
+    return ltx2_sigmas(a["num_inference_steps"], tokens)
+
+
+class _stage2_weights:
+    """The distilled LoRA fused for stage 2 only (the base weights are restored afterwards, also
+    when stage 2 fails)."""
+
+    def __init__(self, engine, two):
+        self.engine, self.two = engine, two
+
+    def __enter__(self):
+        e = self.engine
+        if e.distilled_lora is not None and self.two.lora_strength != 0:
+            e._lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
+
+    def __exit__(self, *exc):
+        e = self.engine
+        if e.distilled_lora is not None and self.two.lora_strength != 0:
+            e._lora_manager().clear()
+        return False
+
+
+def _audio_condition(engine, a):
+    if a["audio"] is None:
+        return None
+    from .media import read_audio
+    from .pipelines.audio_input import load_audio_condition
+    audio, rate = a["audio"], a["audio_sample_rate"]
+    if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
+        audio, rate = read_audio(audio, start=a["audio_start"])
+    tokens = load_audio_condition(engine.audio_vae, audio, num_frames=a["num_frames"], frame_rate=float(a["fps"]),
+                                  sample_rate=rate)
+    a["_audio_waveform"] = (np.asarray(audio, dtype=np.float32), int(rate))
+    return tokens.to(engine.device, torch.float32)
+
+
+def decode_video(engine, a, latents: torch.Tensor, gen) -> torch.Tensor:
+    vae = engine.vae
+    dtype = next(vae.parameters()).dtype
+    kw = {}
+    if vae.config.timestep_conditioning:
+        kw = dict(timestep=a["decode_timestep"], noise_scale=a["decode_noise_scale"])
+    pixels = vae.decode_normalized(latents.to(dtype), generator=gen, tiling=a["vae_tiling"], **kw)
+    return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
+
+
+def decode_audio(engine, tokens: torch.Tensor) -> np.ndarray:
+    avae = engine.audio_vae
+    dtype = next(avae.parameters()).dtype
+    z = avae.unpack(avae.denormalize(tokens.float())).to(dtype)
+    mel = avae.decode(z)
+    wave = engine.vocoder(mel.to(next(engine.vocoder.parameters()).dtype))
+    return wave[0].float().cpu().numpy()
+
