@@ -108,6 +108,8 @@ def _demo(args) -> int:
         raise SystemExit(f"demo: --height and --width must be multiples of 64 (two stages of 32-pixel latents), "
                          f"got {args.height}x{args.width}")
     start = time.perf_counter()
+    if args.family == "ltx-2":
+        return _demo_ltx2(args, start)
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_demo_checkpoint(Path(tmp) / "ltx-video-tiny", seed=args.seed)
         engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
@@ -128,6 +130,34 @@ def _demo(args) -> int:
           f"{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: text {t['text']:.2f}s, "
           f"stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode {t['decode']:.2f}s; "
           f"{time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames @ {result.fps} fps)")
+    return 0
+
+
+def _demo_ltx2(args, start: float) -> int:
+    import torch
+
+    from . import Engine
+    from .demo import write_demo_ltx2_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_demo_ltx2_checkpoint(Path(tmp) / "ltx-2-tiny", seed=args.seed)
+        engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+        progress = _Progress()
+        try:
+            result = engine.generate("a red car drives through the city at night", height=args.height,
+                                     width=args.width, num_frames=args.frames, frame_rate=args.fps,
+                                     num_inference_steps=args.steps, seed=args.seed, callback=progress,
+                                     max_sequence_length=64)
+        finally:
+            progress.close()
+    out = result.save(args.output)
+    t = result.timings
+    params = sum(p.numel() for p in engine.transformer.parameters())
+    print(f"demo: tiny random-weight LTX-2 ({params:,} transformer parameters), two-stage video + audio "
+          f"{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: text {t['text']:.2f}s, "
+          f"stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode {t['decode']:.2f}s; "
+          f"{time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames @ {result.fps} fps, "
+          f"{result.audio.shape[0]}-channel {result.sample_rate} Hz AAC)")
     return 0
 
 
@@ -172,6 +202,8 @@ def main(argv=None) -> int:
 
     demo = sub.add_parser("demo", help="two-stage generation with a tiny random-weight checkpoint (no download)")
     demo.add_argument("--output", default="demo.mp4")
+    demo.add_argument("--family", choices=("ltx-video", "ltx-2"), default="ltx-video",
+                      help="ltx-2: the two-stage video-and-audio path (the mp4 gets an AAC track)")
     demo.add_argument("--frames", type=int, default=25)
     demo.add_argument("--height", type=int, default=128)
     demo.add_argument("--width", type=int, default=192)

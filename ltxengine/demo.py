@@ -75,3 +75,103 @@ def write_demo_checkpoint(folder, seed: int = 0) -> Path:
                  text_encoder=["transformers", "T5EncoderModel"], tokenizer=["transformers", "T5Tokenizer"])
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
+
+
+# -- LTX-2 (video + audio) ---------------------------------------------------------------------------
+
+def _ltx2_configs():
+    from .config import LTX2TransformerConfig
+    from .models.audio_vae import AudioVAEConfig
+    from .models.latent_upsampler import LTX2LatentUpsamplerConfig
+    from .models.ltx2_text import TextConnectorsConfig
+    from .models.video_vae import LTX2VideoVAEConfig
+    from .models.vocoder import VocoderConfig
+    width = 32  # Gemma hidden size = caption channels
+    return {
+        "transformer": LTX2TransformerConfig(
+            num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32, audio_num_attention_heads=2,
+            audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2, caption_channels=width,
+            in_channels=32, out_channels=32, audio_in_channels=16, audio_out_channels=16),
+        "connectors": TextConnectorsConfig(
+            caption_channels=width, text_proj_in_factor=4, video_connector_num_attention_heads=2,
+            video_connector_attention_head_dim=16, video_connector_num_layers=1,
+            video_connector_num_learnable_registers=16, audio_connector_num_attention_heads=2,
+            audio_connector_attention_head_dim=16, audio_connector_num_layers=1,
+            audio_connector_num_learnable_registers=16),
+        "vae": LTX2VideoVAEConfig(latent_channels=32, block_out_channels=(16, 32, 64, 64),
+                                  decoder_block_out_channels=(16, 32, 64), layers_per_block=(1, 1, 1, 1, 1),
+                                  decoder_layers_per_block=(1, 1, 1, 1), timestep_conditioning=True),
+        "audio_vae": AudioVAEConfig(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=1, latent_channels=4,
+                                    mel_bins=16),
+        "vocoder": VocoderConfig(in_channels=32, hidden_channels=32, upsample_kernel_sizes=(16, 15, 8, 4, 4),
+                                 upsample_factors=(6, 5, 2, 2, 2), resnet_kernel_sizes=(3,), resnet_dilations=((1, 3),)),
+        "latent_upsampler": LTX2LatentUpsamplerConfig(in_channels=32, mid_channels=32, num_blocks_per_stage=1),
+    }
+
+
+def _gemma(folder: Path, hidden: int = 32) -> None:
+    """A 3-layer random Gemma 3 (4 hidden states) and a word-level tokenizer built offline."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["<pad>", "<eos>", "<bos>", "<unk>"] + list(_WORDS)
+    vocab = {w: i for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                                unk_token="<unk>", pad_token="<pad>")
+    text = transformers.Gemma3TextConfig(vocab_size=len(words), hidden_size=hidden, intermediate_size=64,
+                                         num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
+                                         head_dim=16, sliding_window=4, max_position_embeddings=256,
+                                         layer_types=["sliding_attention", "full_attention", "sliding_attention"])
+    vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=28, patch_size=14)
+    config = transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    transformers.Gemma3ForConditionalGeneration(config).save_pretrained(folder / "text_encoder")
+    fast.save_pretrained(folder / "tokenizer")
+
+
+def write_demo_ltx2_checkpoint(folder, seed: int = 0) -> Path:
+    """A tiny random-weight LTX-2 diffusers folder (DiT, connectors, video and audio VAEs, vocoder,
+    Gemma 3 + tokenizer, spatial x2 upsampler) for the two-stage video-and-audio demo."""
+    from .loading.ltx2 import _SPECS
+    from .models.latent_upsampler import LatentUpsampler
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    cfgs = _ltx2_configs()
+    index = {"_class_name": "LTX2Pipeline"}
+    for name, spec in _SPECS.items():
+        model = _build(spec, cfgs[name])
+        _save(model, folder / name, spec.diffusers_class, cfgs[name])
+        index[name] = ["diffusers", spec.diffusers_class]
+    with torch.no_grad():
+        up = LatentUpsampler(cfgs["latent_upsampler"])
+    _save(up, folder / "latent_upsampler", "LTX2LatentUpsamplerModel", cfgs["latent_upsampler"])
+    _gemma(folder)
+    index.update(text_encoder=["transformers", "Gemma3ForConditionalGeneration"],
+                 tokenizer=["transformers", "PreTrainedTokenizerFast"])
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def _build(spec, cfg):
+    import importlib
+    mod, attr = spec.model.split(":")
+    with torch.no_grad():
+        model = getattr(importlib.import_module(mod), attr)(cfg)
+        for name, p in model.named_parameters():  # spread the small default inits a little
+            if p.ndim >= 1 and "norm" not in name:
+                p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def _save(model, folder: Path, class_name: str, cfg) -> None:
+    import dataclasses
+
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": class_name, **dataclasses.asdict(cfg)}, indent=2))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))

@@ -27,6 +27,18 @@ def test_demo_writes_a_playable_video(tmp_path, capsys):
     assert "two-stage 32x64 -> 64x128" in printed and "stage 2" in printed
 
 
+def test_ltx2_demo_writes_video_with_an_audio_track(tmp_path, capsys):
+    from ltxengine.media import read_media
+    out = tmp_path / "demo2.mp4"
+    assert main(["demo", "--family", "ltx-2", "--output", str(out), "--frames", "9", "--height", "64", "--width",
+                 "128", "--steps", "2"]) == 0
+    frames, rate, audio, sample_rate = read_media(out)
+    assert frames.shape == (9, 64, 128, 3) and frames.std() > 1.0
+    assert audio is not None and audio.shape[0] == 2 and sample_rate == 24000
+    assert abs(audio.shape[1] / sample_rate - 9 / float(rate)) <= 1024 / sample_rate
+    assert "LTX-2" in capsys.readouterr().out
+
+
 def test_demo_rejects_bad_frame_count(tmp_path):
     with pytest.raises(SystemExit, match=r"--frames must be 8k\+1 .* got 10"):
         main(["demo", "--output", str(tmp_path / "x.mp4"), "--frames", "10"])
