@@ -142,6 +142,16 @@ def _float(name: str, value, low: float | None = None, high: float | None = None
     return v
 
 
+def _call_args(a: dict[str, Any]) -> dict[str, Any]:
+    """generate()'s locals without self, the prompts checked (both engine families)."""
+    a = {k: v for k, v in a.items() if k != "self"}
+    if not isinstance(a["prompt"], str):
+        raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
+    if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
+        raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
+    return a
+
+
 def _decreasing(name: str, values, high: float) -> list[float]:
     if isinstance(values, torch.Tensor):
         values = values.tolist()
@@ -263,11 +273,7 @@ class Engine:
 
     # ---- internals -----------------------------------------------------------------------------
     def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:
-        a = {k: v for k, v in a.items() if k != "self"}
-        if not isinstance(a["prompt"], str):
-            raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
-        if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
-            raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
+        a = _call_args(a)
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         for k in ("height", "width"):
             v = _int(k, a[k], r)

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .engine import Engine, _decreasing, _float, _int
+from .engine import Engine, _call_args, _decreasing, _float, _int
 from .loading import CheckpointError, load_latent_upsampler
 from .loading.ltx2 import load_ltx2
 from .media import frame_rate_fraction
@@ -146,11 +146,7 @@ class LTX2Engine(Engine):
 
     # ---- argument checks -------------------------------------------------------------------------
     def _check_ltx2(self, a: dict[str, Any]) -> dict[str, Any]:
-        a = {k: v for k, v in a.items() if k != "self"}
-        if not isinstance(a["prompt"], str):
-            raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
-        if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
-            raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
+        a = _call_args(a)
         mode = a["pipeline"] or ("two-stage" if self.latent_upsampler is not None else "one-stage")
         if mode not in PIPELINES_LTX2:
             raise ValueError(f"pipeline must be one of {PIPELINES_LTX2} or None, got {mode!r}")
