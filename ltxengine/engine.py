@@ -152,6 +152,18 @@ def _call_args(a: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
+def _generator(gen: torch.Generator | None, seed: int | None) -> tuple[torch.Generator, int | None]:
+    """The call's random stream: the caller's generator, else a CPU one seeded with ``seed``, else
+    a random seed that is reported on the result so the video can be reproduced."""
+    if gen is None:
+        gen = torch.Generator("cpu")
+        if seed is not None:
+            gen.manual_seed(seed)
+        else:
+            seed = gen.seed()
+    return gen, seed
+
+
 def _decreasing(name: str, values, high: float) -> list[float]:
     if isinstance(values, torch.Tensor):
         values = values.tolist()
@@ -438,13 +450,7 @@ class Engine:
     def _generate(self, a: dict[str, Any]) -> GenerationResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        gen, seed = a["generator"], a["seed"]
-        if gen is None:
-            gen = torch.Generator("cpu")
-            if seed is not None:
-                gen.manual_seed(seed)
-            else:
-                seed = gen.seed()  # reported on the result, so a random video can be reproduced
+        gen, seed = _generator(a["generator"], a["seed"])
         # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
         # and a generator seeded with it give the same video
         start_state = gen.get_state()

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .engine import Engine, _call_args, _decreasing, _float, _int
+from .engine import Engine, _call_args, _decreasing, _float, _generator, _int
 from .loading import CheckpointError, load_latent_upsampler
 from .loading.ltx2 import load_ltx2
 from .media import frame_rate_fraction
@@ -235,13 +235,7 @@ class LTX2Engine(Engine):
         from .engine import GenerationResult
         from .ltx2_stages import run_generation
         t0 = time.perf_counter()
-        gen, seed = a["generator"], a["seed"]
-        if gen is None:
-            gen = torch.Generator("cpu")
-            if seed is not None:
-                gen.manual_seed(seed)
-            else:
-                seed = gen.seed()
+        gen, seed = _generator(a["generator"], a["seed"])
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
         frames = out.frames.cpu().numpy()
         video = (frames * 255).round().astype(np.uint8)
