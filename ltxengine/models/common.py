@@ -37,8 +37,10 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, (k, k, k), stride=self.stride, padding=(0, k // 2, k // 2))
         self.ops = ops
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.causal)
+    def forward(self, x: torch.Tensor, **prologue) -> torch.Tensor:
+        """``prologue``: norm_eps / scale / shift / silu applied to x first (see
+        ops.reference.conv_prologue); fused into the conv by the Triton backend."""
+        return self.ops.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.causal, **prologue)
 
 
 def sinusoidal_timestep_features(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
@@ -75,7 +77,10 @@ class TimestepEmbedder(nn.Module):
         return self.timestep_embedder(sinusoidal_timestep_features(t).to(dtype))
 
 
-def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+PIXEL_NORM_EPS = 1e-8
+
+
+def pixel_norm(x: torch.Tensor, eps: float = PIXEL_NORM_EPS) -> torch.Tensor:
     """Parameter-free RMS over the channel dim (dim 1) of a (B, C, ...) tensor."""
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(1, keepdim=True) + eps)).to(x.dtype)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, VideoVAEConfig, _require
 from ..ops import TORCH_OPS, Ops
-from .common import CausalConv3d, TimestepEmbedder, pixel_norm
+from .common import PIXEL_NORM_EPS, CausalConv3d, TimestepEmbedder, pixel_norm
 
 __all__ = ["VideoVAE", "TilingConfig", "LTX2VideoVAE", "LTX2VideoVAEConfig", "VAE_LTX2", "ConvSpec"]
 
@@ -201,9 +201,9 @@ class PaddedCausalConv3d(CausalConv3d):
         super().__init__(*args, **kwargs)
         self.padding_mode = padding_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **prologue) -> torch.Tensor:
         return self.ops.causal_conv3d(x, self.conv.weight, self.conv.bias, self.stride, self.causal,
-                                      spatial_padding_mode=self.padding_mode)
+                                      spatial_padding_mode=self.padding_mode, **prologue)
 
 
 @dataclass(frozen=True)
@@ -247,18 +247,16 @@ class ResnetBlock(nn.Module):
         return (field * scale)[None, :, None]
 
     def forward(self, x, temb=None, generator=None):
-        h = pixel_norm(x)
+        # pixel norm -> [adaLN] -> SiLU is the conv's prologue: one fused pass with fused kernels.
+        mod1 = mod2 = {}
         if self.scale_shift_table is not None:
             mod = temb.unflatten(1, (4, -1)) + self.scale_shift_table[None, :, :, None, None, None]
-            shift1, scale1, shift2, scale2 = mod.unbind(1)
-            h = h * (1 + scale1) + shift1
-        h = self.conv1(F.silu(h))
+            shift1, scale1, shift2, scale2 = mod.flatten(2).unbind(1)  # each (B, C)
+            mod1, mod2 = dict(scale=scale1, shift=shift1), dict(scale=scale2, shift=shift2)
+        h = self.conv1(x, norm_eps=PIXEL_NORM_EPS, silu=True, **mod1)
         if self.per_channel_scale1 is not None:
             h = h + self._noise(h, self.per_channel_scale1, generator)
-        h = pixel_norm(h)
-        if self.scale_shift_table is not None:
-            h = h * (1 + scale2) + shift2
-        h = self.conv2(F.silu(h))
+        h = self.conv2(h, norm_eps=PIXEL_NORM_EPS, silu=True, **mod2)
         if self.per_channel_scale2 is not None:
             h = h + self._noise(h, self.per_channel_scale2, generator)
         if self.norm3 is not None:
@@ -448,12 +446,12 @@ class Decoder(nn.Module):
         x = self.mid_block(x, temb, generator)
         for block in self.up_blocks:
             x = block(x, temb, generator)
-        x = pixel_norm(x)
+        mod = {}
         if self.time_embedder is not None:
-            mod = _embed(self.time_embedder, temb, x).unflatten(1, (2, -1))
-            shift, scale = (mod + self.scale_shift_table[None, :, :, None, None, None]).unbind(1)
-            x = x * (1 + scale) + shift
-        x = self.conv_out(F.silu(x))
+            table = _embed(self.time_embedder, temb, x).unflatten(1, (2, -1))
+            shift, scale = (table + self.scale_shift_table[None, :, :, None, None, None]).flatten(2).unbind(1)
+            mod = dict(scale=scale, shift=shift)
+        x = self.conv_out(x, norm_eps=PIXEL_NORM_EPS, silu=True, **mod)
         b, c, f, h, w = x.shape
         p, pt = self.patch_size, self.patch_size_t
         x = x.reshape(b, -1, pt, p, p, f, h, w).permute(0, 1, 5, 2, 6, 4, 7, 3)  # inverse of the encoder's

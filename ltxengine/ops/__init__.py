@@ -1,16 +1,26 @@
 """The ops object: every fusable site in the models calls through one of these.
 
 Models never import a kernel. They hold an ``Ops`` instance (``module.ops``) chosen once when
-the engine is built; the default is the pure-torch reference (``TORCH_OPS``). The kernels issue
-adds Triton/CUDA instances with the same fields; ``set_ops`` swaps them in without touching
-model code.
+the engine is built (``Engine.from_pretrained(..., kernels=...)``); the default is the pure-torch
+reference (``TORCH_OPS``). Backends:
+
+- ``"torch"``: the references in ``reference.py`` (fp32 math; the CPU path and the test oracle);
+- ``"triton"``: the Triton kernels of ``ltxengine.kernels`` (on a CPU they need Triton's
+  interpreter, TRITON_INTERPRET=1, and are meant for testing);
+- ``"cuda"``: the CUDA C++ kernels of ``ltxengine._C``, cuBLASLt (``torch._scaled_mm``) for fp8
+  GEMMs, the references elsewhere;
+- ``"auto"``: per op, the implementation we expect to be fastest on the device (see ``AUTO``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 from . import reference
@@ -27,22 +37,90 @@ class Ops:
     linear: Callable = reference.linear
     attention: Callable = reference.attention
     causal_conv3d: Callable = reference.causal_conv3d
+    quantize_fp8: Callable = reference.quantize_fp8
+    scaled_mm: Callable = reference.scaled_mm
+    fp8_linear: Callable = reference.fp8_linear
+    # op name -> backend that implements it (for `ltxengine info` and bench records)
+    sources: tuple[tuple[str, str], ...] = ()
 
 
 TORCH_OPS = Ops(name="torch")
 
+FUSED = ("qk_norm_rope", "ada_norm", "gated_residual", "causal_conv3d", "quantize_fp8", "scaled_mm", "fp8_linear")
 
-def get_ops(kernels: str = "auto") -> Ops:
-    """Resolve the ``kernels=`` option of Engine.from_pretrained to an Ops instance."""
+# kernels="auto" on a CUDA device: first available backend per op. A prior, not a measurement:
+# the memory-bound fusions replace 4-8 eager kernels each, so Triton is expected to win; the
+# implicit-GEMM conv and our fp8 GEMMs must first beat cuDNN / cuBLASLt in bench/ on the GPU
+# before they are preferred here (see bench/README.md).
+AUTO = {
+    "qk_norm_rope": ("triton", "cuda"),
+    "ada_norm": ("triton", "cuda"),
+    "gated_residual": ("triton", "cuda"),
+    "causal_conv3d": ("torch",),
+    "quantize_fp8": ("triton", "cuda"),
+    "scaled_mm": ("cuda", "triton"),
+    "fp8_linear": ("cuda", "triton"),
+}
+
+_CACHE: dict[str, Ops] = {}
+
+
+def _triton_ops(device: torch.device) -> Ops:
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError("kernels='triton' needs the triton package (pip install triton)")
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("kernels='triton' on the CPU runs Triton's interpreter (slow, for testing): set "
+                         "TRITON_INTERPRET=1 before importing ltxengine, or use kernels='torch'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"kernels='triton' supports cuda (or cpu through the interpreter) devices, got {device}")
+    if "triton" not in _CACHE:
+        from .triton_backend import build
+
+        _CACHE["triton"] = build()
+    return _CACHE["triton"]
+
+
+def _cuda_ops(device: torch.device) -> Ops:
+    if device.type != "cuda":
+        raise ValueError(f"kernels='cuda' needs a CUDA device, got {device}")
+    if "cuda" not in _CACHE:
+        from .cuda_backend import build
+
+        _CACHE["cuda"] = build()
+    return _CACHE["cuda"]
+
+
+def _auto_ops(device: torch.device) -> Ops:
+    if device.type != "cuda":
+        return TORCH_OPS
+    if "auto" not in _CACHE:
+        backends = {"torch": TORCH_OPS}
+        for name, resolve in (("triton", _triton_ops), ("cuda", _cuda_ops)):
+            try:
+                backends[name] = resolve(device)
+            except (ValueError, RuntimeError, ImportError):
+                continue  # that backend is absent on this install; the next preference serves
+        chosen = {}
+        for op, prefs in AUTO.items():
+            backend = next((b for b in prefs if b in backends), "torch")
+            chosen[op] = (getattr(backends[backend], op), dict(backends[backend].sources).get(op, backend))
+        _CACHE["auto"] = dataclasses.replace(TORCH_OPS, name="auto", **{op: f for op, (f, _) in chosen.items()},
+                                             sources=tuple((op, src) for op, (_, src) in chosen.items()))
+    return _CACHE["auto"]
+
+
+def get_ops(kernels: str = "auto", device: torch.device | str = "cpu") -> Ops:
+    """Resolve the ``kernels=`` option of Engine.from_pretrained to an Ops instance for ``device``."""
     if kernels not in BACKENDS:
         raise ValueError(f"kernels must be one of {BACKENDS}, got {kernels!r}")
-    if kernels in ("auto", "torch"):
-        # Only the reference backend exists so far; "auto" will prefer fused kernels once
-        # they are registered here.
+    device = torch.device(device)
+    if kernels == "torch":
         return TORCH_OPS
-    raise ValueError(
-        f"kernels={kernels!r}: this build of ltxengine has no {kernels} backend yet; use 'torch' or 'auto'"
-    )
+    if kernels == "triton":
+        return _triton_ops(device)
+    if kernels == "cuda":
+        return _cuda_ops(device)
+    return _auto_ops(device)
 
 
 def set_ops(model: nn.Module, ops: Ops) -> nn.Module:
@@ -53,4 +131,4 @@ def set_ops(model: nn.Module, ops: Ops) -> nn.Module:
     return model
 
 
-__all__ = ["Ops", "TORCH_OPS", "get_ops", "set_ops", "reference"]
+__all__ = ["Ops", "TORCH_OPS", "BACKENDS", "FUSED", "AUTO", "get_ops", "set_ops", "reference"]

@@ -11,6 +11,17 @@ import torch
 import torch.nn.functional as F
 
 
+def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    """Destination passing for the references: write into ``out`` when given (same contract as
+    the kernels: shape and dtype must match exactly, nothing is reallocated)."""
+    if out is None:
+        return result
+    if out.shape != result.shape or out.dtype != result.dtype or out.device != result.device:
+        raise ValueError(f"out must be {tuple(result.shape)} {result.dtype} on {result.device}, "
+                         f"got {tuple(out.shape)} {out.dtype} on {out.device}")
+    return out.copy_(result)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """RMS over the last dim; optional learned weight. fp32 math, result in x.dtype."""
     xf = x.float()
@@ -61,22 +72,32 @@ def qk_norm_rope(
     eps: float,
     rope: tuple[torch.Tensor, torch.Tensor] | None,
     k_rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    fp8_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
+    q_out: torch.Tensor | None = None,
+    k_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RMSNorm across all heads (learned weight over the full width), then RoPE on q and k.
 
     ``rope`` rotates q (and k unless ``k_rope`` is given: LTX-2's audio<->video attention has
     separate query and key positions). The layout follows the table shape (see apply_rope).
+    ``fp8_scales=(q_scale, k_scale)``: outputs quantized to e4m3 with those static scales (for
+    an fp8 attention).
     """
     q = rms_norm(q, q_weight, eps)
     k = rms_norm(k, k_weight, eps)
     if rope is not None:
         q = apply_rope(q, rope)
         k = apply_rope(k, rope if k_rope is None else k_rope)
-    return q, k
+    if fp8_scales is not None:
+        q = quantize_fp8(q, fp8_scales[0])[0].view(q.shape)
+        k = quantize_fp8(k, fp8_scales[1])[0].view(k.shape)
+    return _into(q_out, q), _into(k_out, k)
 
 
 def ada_norm(
-    x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, eps: float, kind: str = "rms"
+    x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, eps: float, kind: str = "rms",
+    *, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """norm(x) * (1 + scale) + shift; norm is parameter-free RMSNorm or LayerNorm.
 
@@ -90,16 +111,20 @@ def ada_norm(
         n = F.layer_norm(xf, (xf.shape[-1],), eps=eps)
     else:
         raise ValueError(f"ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
-    if shift is None and scale is None:
-        return n.to(x.dtype)
-    return (n * (1 + scale.float()) + shift.float()).to(x.dtype)
+    if scale is not None:
+        n = n * (1 + scale.float())
+    if shift is not None:
+        n = n + shift.float()
+    return _into(out, n.to(x.dtype))
 
 
-def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+def gated_residual(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """x + gate * y (gate None means 1)."""
     if gate is None:
-        return (x.float() + y.float()).to(x.dtype)
-    return (x.float() + y.float() * gate.float()).to(x.dtype)
+        return _into(out, (x.float() + y.float()).to(x.dtype))
+    return _into(out, (x.float() + y.float() * gate.float()).to(x.dtype))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -119,6 +144,27 @@ def attention(
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
+def conv_prologue(
+    x: torch.Tensor, norm_eps: float | None, scale: torch.Tensor | None, shift: torch.Tensor | None, silu: bool
+) -> torch.Tensor:
+    """What the VAE decoder applies right before a conv: pixel norm (RMS over channels, dim 1),
+    per-sample channel modulation ``h * (1 + scale) + shift`` (scale/shift (B, C)), SiLU.
+
+    Each step rounds to x.dtype like the model's unfused modules, so in fp32 this is bit-equal
+    to them; a fused kernel keeps fp32 throughout (inside the bf16 error budget).
+    """
+    if norm_eps is not None:
+        xf = x.float()
+        x = (xf * torch.rsqrt(xf.pow(2).mean(1, keepdim=True) + norm_eps)).to(x.dtype)
+    if scale is not None or shift is not None:
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
+        if scale is not None:
+            x = x * (1 + scale.view(view).to(x.dtype))
+        if shift is not None:
+            x = x + shift.view(view).to(x.dtype)
+    return F.silu(x) if silu else x
+
+
 def causal_conv3d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -126,16 +172,26 @@ def causal_conv3d(
     stride: tuple[int, int, int],
     causal: bool,
     spatial_padding_mode: str = "zeros",
+    *,
+    norm_eps: float | None = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    silu: bool = False,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """3D conv whose temporal padding replicates edge frames (LTX convention).
 
     causal: kt-1 copies of frame 0 in front; otherwise (kt-1)/2 copies of the first frame in
     front and of the last frame behind. Spatial padding is k//2 per side, ``spatial_padding_mode``
     as nn.Conv3d's ``padding_mode``: zeros (LTX-Video, LTX-2 encoder) or reflect (LTX-2 decoder).
+    The optional prologue (``conv_prologue``: pixel norm, modulation, SiLU) is applied to the
+    unpadded input, so padding copies activated values and zero padding stays zero.
     """
     if spatial_padding_mode not in _PADDING_MODES:
         raise ValueError(f"causal_conv3d: spatial_padding_mode must be one of {_PADDING_MODES}, "
                          f"got {spatial_padding_mode!r}")
+    if norm_eps is not None or scale is not None or shift is not None or silu:
+        x = conv_prologue(x, norm_eps, scale, shift, silu)
     kt, kh, kw = weight.shape[2:]
     if kt > 1:
         if causal:
@@ -148,8 +204,77 @@ def causal_conv3d(
             parts.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
         x = torch.cat(parts, dim=2)
     if spatial_padding_mode == "zeros":
-        return F.conv3d(x, weight, bias, stride=stride, padding=(0, kh // 2, kw // 2))
+        return _into(out, F.conv3d(x, weight, bias, stride=stride, padding=(0, kh // 2, kw // 2)))
     # Same pad call as nn.Conv3d(padding_mode=...), so results are bit-equal to it.
     x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, 0, 0), mode=spatial_padding_mode)
-    return F.conv3d(x, weight, bias, stride=stride)
+    return _into(out, F.conv3d(x, weight, bias, stride=stride))
 
+
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_MIN_AMAX = 1e-12  # keeps the scale of an all-zero tensor (or row) finite
+
+
+def fp8_scale(x: torch.Tensor, per_row: bool) -> torch.Tensor:
+    """Dynamic e4m3 scale amax / 448: a 0-d fp32 tensor, or (M, 1) over the rows of x viewed as
+    (M, K) when ``per_row`` (per token)."""
+    xf = x.reshape(-1, x.shape[-1]).float()
+    amax = xf.abs().amax(dim=-1, keepdim=True) if per_row else xf.abs().amax()
+    return amax.clamp(min=FP8_MIN_AMAX) / FP8_MAX
+
+
+def quantize_fp8(
+    x: torch.Tensor, scale: torch.Tensor | None = None, per_row: bool = False,
+    *, out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., K) -> (q (M, K) float8_e4m3fn, scale) with x ~ q * scale.
+
+    ``scale`` given: a static per-tensor scale (0-d or (1,), fp32; Lightricks' input_scale).
+    Otherwise dynamic: per-tensor, or per row (M, 1) when ``per_row``. Values saturate at +-448.
+    """
+    xf = x.reshape(-1, x.shape[-1]).float()
+    if scale is None:
+        scale = fp8_scale(x, per_row)
+    q = (xf / scale.float().reshape(-1, 1) if scale.numel() > 1 else xf / scale.float().reshape(()))
+    q = q.clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return _into(out, q), _into(scale_out, scale.float())
+
+
+def scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale_a: torch.Tensor,
+    scale_b: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(a @ b.T) * scale_a * scale_b.T + bias, fp32 accumulation, rounded once to ``out_dtype``.
+
+    a (M, K) and b (N, K) (nn.Linear weight layout) are float8_e4m3fn; scale_a is 0-d/(1,) or
+    (M, 1) per row; scale_b is 0-d/(1,) or (N, 1) per output channel; bias (N,).
+    """
+    acc = a.float() @ b.float().T
+    acc = acc * scale_a.float().reshape(-1, 1) if scale_a.numel() > 1 else acc * scale_a.float().reshape(())
+    acc = acc * scale_b.float().reshape(1, -1) if scale_b.numel() > 1 else acc * scale_b.float().reshape(())
+    if bias is not None:
+        acc = acc + bias.float()
+    return _into(out, acc.to(out_dtype))
+
+
+def fp8_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    input_scale: torch.Tensor | None = None,
+    per_token: bool = True,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Linear layer with an e4m3 weight (N, K): quantize x (static ``input_scale``, else dynamic
+    per token or per tensor), scaled matmul, output in x.dtype with x's leading dims."""
+    q, sx = quantize_fp8(x, input_scale, per_row=per_token and input_scale is None)
+    y = scaled_mm(q, weight, sx, weight_scale, bias, out_dtype=x.dtype)
+    return _into(out, y.view(*x.shape[:-1], weight.shape[0]))

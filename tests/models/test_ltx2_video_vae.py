@@ -133,9 +133,10 @@ def test_tiled_paths_match_diffusers(name):
 def test_every_conv_goes_through_ops_with_its_padding_mode():
     seen = {}
 
-    def counting_conv(x, weight, bias, stride, causal, spatial_padding_mode="zeros"):
+    def counting_conv(x, weight, bias, stride, causal, spatial_padding_mode="zeros", **prologue):
         seen[id(weight)] = spatial_padding_mode
-        return TORCH_OPS.causal_conv3d(x, weight, bias, stride, causal, spatial_padding_mode=spatial_padding_mode)
+        return TORCH_OPS.causal_conv3d(x, weight, bias, stride, causal, spatial_padding_mode=spatial_padding_mode,
+                                       **prologue)
 
     ops = dataclasses.replace(TORCH_OPS, name="counting", causal_conv3d=counting_conv)
     model = LTX2VideoVAE(parse_config(LTX2VideoVAEConfig, CASES["2.0"], "test"), ops=ops).eval()

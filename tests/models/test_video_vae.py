@@ -144,9 +144,9 @@ def test_posterior_sample_and_latent_normalization():
 def test_every_conv_goes_through_ops():
     seen = set()
 
-    def counting_conv(x, weight, bias, stride, causal):
+    def counting_conv(x, weight, bias, stride, causal, **prologue):
         seen.add(id(weight))
-        return TORCH_OPS.causal_conv3d(x, weight, bias, stride, causal)
+        return TORCH_OPS.causal_conv3d(x, weight, bias, stride, causal, **prologue)
 
     ops = dataclasses.replace(TORCH_OPS, name="counting", causal_conv3d=counting_conv)
     for name in CASES:

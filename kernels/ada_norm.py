@@ -1,0 +1,121 @@
+"""Fused adaLN: norm(x) * (1 + scale) + shift, and the gated residual x + gate * y.
+
+References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` (fp32). One program per
+row of x (B, N, D): each element is read once and written once. The modulation rows come from a
+per-sample (B, 1, D) or per-token (B, N, D) table, usually a strided slice of the model's
+(B, N|1, 6, D) modulation tensor; size-1 dims get stride 0 so both cases are one kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import check_rows, launch_config, row_view
+
+_KINDS = {"rms": 0, "layer": 1}
+
+
+@triton.jit
+def _ada_norm_kernel(
+    x_ptr,  # (B, N, D), last dim contiguous
+    shift_ptr, scale_ptr,  # (B|1, N|1, D) modulation rows, any float dtype
+    out_ptr,  # (B, N, D)
+    n_tokens, D, eps,
+    s_xb, s_xn, s_ob, s_on, s_shb, s_shn, s_scb, s_scn,
+    KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0)
+    b = row // n_tokens
+    n = row % n_tokens
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
+    if KIND == 0:
+        y = x * tl.rsqrt(tl.sum(x * x, axis=0) / D + eps)
+    else:
+        mean = tl.sum(x, axis=0) / D
+        centered = tl.where(mask, x - mean, 0.0)
+        y = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / D + eps)
+    if HAS_SCALE:
+        y = y * (1.0 + tl.load(scale_ptr + b * s_scb + n * s_scn + offs, mask=mask, other=0.0).to(tl.float32))
+    if HAS_SHIFT:
+        y = y + tl.load(shift_ptr + b * s_shb + n * s_shn + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _gated_residual_kernel(
+    x_ptr, y_ptr,  # (B, N, D), last dim contiguous
+    gate_ptr,  # (B|1, N|1, D) or None
+    out_ptr,  # (B, N, D); may be x itself (in-place residual: each element is read before written)
+    n_tokens, D,
+    s_xb, s_xn, s_yb, s_yn, s_ob, s_on, s_gb, s_gn,
+    HAS_GATE: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0)
+    b = row // n_tokens
+    n = row % n_tokens
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, (x + y).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _modulation(fn, name, t, x):
+    """(tensor, batch stride, token stride) of a row table broadcastable to x (B, N, D)."""
+    if t is None:
+        return None, 0, 0
+    b, n, d = x.shape
+    if not isinstance(t, torch.Tensor) or t.ndim != 3 or t.shape[0] not in (1, b) or t.shape[1] not in (1, n) \
+            or t.shape[2] != d:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{fn}: {name} must be (B|1, N|1, D) = ({b}|1, {n}|1, {d}) for x {tuple(x.shape)}, got {got}")
+    if t.device != x.device or not t.is_floating_point():
+        raise ValueError(f"{fn}: {name} must be a float tensor on {x.device}, got {t.dtype} on {t.device}")
+    t = t if t.stride(-1) == 1 else t.contiguous()
+    return t, (t.stride(0) if t.shape[0] > 1 else 0), (t.stride(1) if t.shape[1] > 1 else 0)
+
+
+def ada_norm(x, shift, scale, eps, kind="rms", *, out=None):
+    """norm(x) * (1 + scale) + shift over the last dim of x (B, N, D); parameter-free RMSNorm
+    (``kind="rms"``) or LayerNorm (``"layer"``); shift/scale None, (B, 1, D) or (B, N, D)."""
+    if kind not in _KINDS:
+        raise ValueError(f"ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if not eps > 0:
+        raise ValueError(f"ada_norm: eps must be > 0, got {eps}")
+    x = row_view("ada_norm", "x", x, ndim=3)
+    shift, s_shb, s_shn = _modulation("ada_norm", "shift", shift, x)
+    scale, s_scb, s_scn = _modulation("ada_norm", "scale", scale, x)
+    out = check_rows("ada_norm", "out", out, x.shape, x.dtype, x.device)
+    block, warps = launch_config(x.shape[-1])
+    _ada_norm_kernel[(x.shape[0] * x.shape[1],)](
+        x, shift, scale, out, x.shape[1], x.shape[2], float(eps),
+        x.stride(0), x.stride(1), out.stride(0), out.stride(1), s_shb, s_shn, s_scb, s_scn,
+        KIND=_KINDS[kind], HAS_SHIFT=shift is not None, HAS_SCALE=scale is not None, BLOCK_D=block,
+        num_warps=warps,
+    )
+    return out
+
+
+def gated_residual(x, y, gate, *, out=None):
+    """x + gate * y for x, y (B, N, D); gate None (means 1), (B, 1, D) or (B, N, D). ``out=x``
+    updates the residual stream in place."""
+    x = row_view("gated_residual", "x", x, ndim=3)
+    y = row_view("gated_residual", "y", y, ndim=3)
+    if y.shape != x.shape or y.device != x.device:
+        raise ValueError(f"gated_residual: y must match x {tuple(x.shape)} on {x.device}, "
+                         f"got {tuple(y.shape)} on {y.device}")
+    gate, s_gb, s_gn = _modulation("gated_residual", "gate", gate, x)
+    out = check_rows("gated_residual", "out", out, x.shape, x.dtype, x.device)
+    block, warps = launch_config(x.shape[-1])
+    _gated_residual_kernel[(x.shape[0] * x.shape[1],)](
+        x, y, gate, out, x.shape[1], x.shape[2],
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1), out.stride(0), out.stride(1), s_gb, s_gn,
+        HAS_GATE=gate is not None, BLOCK_D=block, num_warps=warps,
+    )
+    return out
