@@ -230,7 +230,7 @@ class Engine:
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        ops = get_ops(kernels)
+        ops = get_ops(kernels, device)
         path = _resolve_source(path_or_repo_id, revision, local_files_only)
         if is_ltx2(path):
             if scheduler_config is not None:

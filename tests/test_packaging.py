@@ -36,5 +36,5 @@ def test_kernels_option_errors_are_clear():
 
     with pytest.raises(ValueError, match=r"kernels must be one of .* got 'fast'"):
         get_ops("fast")
-    with pytest.raises(ValueError, match=r"kernels='cuda': this build of ltxengine has no cuda backend"):
-        get_ops("cuda")
+    with pytest.raises(ValueError, match=r"kernels='cuda' needs a CUDA device, got cpu"):
+        get_ops("cuda", "cpu")
