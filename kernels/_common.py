@@ -6,6 +6,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ltxengine.ops.reference import FP8_MAX
+
+_MAX: tl.constexpr = tl.constexpr(FP8_MAX)
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -43,18 +47,24 @@ def launch_config(width: int) -> tuple[int, int]:
 
 
 @triton.jit
-def round_to_e4m3(y):
-    """fp32 y (already clamped to +-448) rounded to the nearest float8_e4m3fn value, ties to
-    even, still as fp32, so the cast that follows is exact.
+def to_e4m3(v):
+    """fp32 -> float8_e4m3fn: round to nearest even, saturate at +-448, NaN -> NaN.
 
-    Why not just ``y.to(fp8)``: Triton's interpreter (3.9) rounds wrongly when rounding carries
-    into the next binade (127.9 -> 64 instead of 128). On the GPU the cast is RNE already and this
-    costs a few integer ops per element. Method: with u the e4m3 spacing in y's binade (2^(E-3),
-    E >= -6 so subnormals share 2^-9), (y + c) - c rounds y to a multiple of u when c = 1.5 * 2^23 * u
-    (an fp32 whose own spacing is u, an even multiple of u so ties stay to even).
-    """
-    exp = (y.to(tl.int32, bitcast=True) >> 23) & 0xFF
-    exp = tl.maximum(exp, 127 - 6)
-    c = (((exp + 20) << 23) | 0x400000).to(tl.float32, bitcast=True)
-    r = (y + c) - c
-    return tl.where(r == 0.0, y * 0.0, r)  # keep the sign of values that round to zero, like a cast
+    The rounding is done here, in fp32, so the cast to e4m3 at the end is exact and the result
+    does not depend on how a backend rounds that cast (Triton's interpreter does not round to
+    nearest even, nor map NaN; a GPU's cvt.rn.satfinite does both)."""
+    bits = v.to(tl.uint32, bitcast=True)
+    sign = bits & 0x80000000
+    mag = tl.minimum((bits & 0x7FFFFFFF).to(tl.float32, bitcast=True), _MAX)
+    # Normal range (>= 2^-6): keep 3 of fp32's 23 mantissa bits; adding 0x7FFFF plus the lowest
+    # kept bit rounds half to even, and a carry moves into the exponent as it should.
+    mb = mag.to(tl.uint32, bitcast=True)
+    normal = ((mb + 0x7FFFF + ((mb >> 20) & 1)) & 0xFFF00000).to(tl.float32, bitcast=True)
+    # Subnormal range: a fixed step of 2^-9; next to 2^14 an fp32 ulp is 2^-9, so fp32's own
+    # round-to-nearest-even addition does the rounding (no fast-math: the pair is not folded).
+    sub = (mag + 16384.0) - 16384.0
+    r = tl.where(mag < 0.015625, sub, normal)
+    q = (r.to(tl.uint32, bitcast=True) | sign).to(tl.float32, bitcast=True).to(tl.float8e4nv)
+    # NaN: 0x7F, e4m3fn's NaN (the clamp above may have turned it into 448).
+    q_bits = tl.where(v != v, 0x7F, q.to(tl.uint8, bitcast=True)).to(tl.uint8)
+    return q_bits.to(tl.float8e4nv, bitcast=True)

@@ -28,7 +28,7 @@ import triton.language as tl
 
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
-from ._common import check_rows
+from ._common import check_rows, to_e4m3
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -43,30 +43,6 @@ _MIN_AMAX: tl.constexpr = tl.constexpr(FP8_MIN_AMAX)
 
 # --------------------------------------------------------------------------------------------
 # kernels
-
-
-@triton.jit
-def _to_e4m3(v):
-    """fp32 -> float8_e4m3fn: round to nearest even, saturate at +-448, NaN -> NaN.
-
-    The rounding is done here, in fp32, so the cast to e4m3 at the end is exact and the result
-    does not depend on how a backend rounds that cast (Triton's interpreter does not round to
-    nearest even, nor map NaN; a GPU's cvt.rn.satfinite does both)."""
-    bits = v.to(tl.uint32, bitcast=True)
-    sign = bits & 0x80000000
-    mag = tl.minimum((bits & 0x7FFFFFFF).to(tl.float32, bitcast=True), _MAX)
-    # Normal range (>= 2^-6): keep 3 of fp32's 23 mantissa bits; adding 0x7FFFF plus the lowest
-    # kept bit rounds half to even, and a carry moves into the exponent as it should.
-    mb = mag.to(tl.uint32, bitcast=True)
-    normal = ((mb + 0x7FFFF + ((mb >> 20) & 1)) & 0xFFF00000).to(tl.float32, bitcast=True)
-    # Subnormal range: a fixed step of 2^-9; next to 2^14 an fp32 ulp is 2^-9, so fp32's own
-    # round-to-nearest-even addition does the rounding (no fast-math: the pair is not folded).
-    sub = (mag + 16384.0) - 16384.0
-    r = tl.where(mag < 0.015625, sub, normal)
-    q = (r.to(tl.uint32, bitcast=True) | sign).to(tl.float32, bitcast=True).to(tl.float8e4nv)
-    # NaN: 0x7F, e4m3fn's NaN (the clamp above may have turned it into 448).
-    q_bits = tl.where(v != v, 0x7F, q.to(tl.uint8, bitcast=True)).to(tl.uint8)
-    return q_bits.to(tl.float8e4nv, bitcast=True)
 
 
 @triton.jit
@@ -92,7 +68,7 @@ def _quantize_tile_kernel(
     # the scale itself, the same bits are written back, harmless to concurrent readers.
     tl.store(scale_out_ptr, scale, mask=(pid_r == 0) & (pid_k == 0))
     x = tl.load(x_ptr + rows64 * stride_xm + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    q = _to_e4m3(tl.math.div_rn(x, scale))
+    q = to_e4m3(tl.math.div_rn(x, scale))
     tl.store(q_ptr + rows64 * stride_qm + cols[None, :], q, mask=mask)
 
 
@@ -136,7 +112,7 @@ def _quantize_rows_kernel(
         cols = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (cols[None, :] < K)
         x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        q = _to_e4m3(tl.math.div_rn(x, scale[:, None]))
+        q = to_e4m3(tl.math.div_rn(x, scale[:, None]))
         tl.store(q_rows + cols[None, :], q, mask=mask)
 
 

@@ -18,9 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_rows, launch_config, round_to_e4m3, row_view
-
-FP8_MAX = 448.0
+from ._common import check_rows, launch_config, row_view, to_e4m3
 
 _NONE, _INTERLEAVED, _SPLIT = 0, 1, 2
 
@@ -60,7 +58,7 @@ def _norm_rope_row(
         s = tl.load(sin_ptr + t_off, mask=mask, other=0.0)
         y = y * c + sign * (xp * rstd * wp) * s
     if FP8_OUT:
-        y = round_to_e4m3(tl.clamp(y / tl.load(scale_ptr), -448.0, 448.0))
+        y = to_e4m3(tl.math.div_rn(y, tl.load(scale_ptr)))  # IEEE division like the reference
     tl.store(out_ptr + b * stride_ob + n * stride_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
