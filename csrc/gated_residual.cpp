@@ -1,22 +1,24 @@
-// Host wrapper: validates sizes and alignment, then launches on the caller's stream.
+// Host wrappers: validate sizes and views, then launch on the caller's stream.
 #include "common.h"
 #include "gated_residual.h"
 
 namespace ltxe {
 
-void gated_residual(uintptr_t x, uintptr_t y, uintptr_t gate, uintptr_t out, int64_t rows, int64_t dim,
-                    int64_t gate_rows, uintptr_t stream) {
-  LTXE_CHECK(rows > 0, "rows", "must be positive", rows);
+void gated_residual(const Rows& x, const Rows& y, const Rows& gate, const Rows& out, int64_t batch, int64_t tokens,
+                    int64_t dim, uintptr_t stream) {
+  LTXE_CHECK(batch > 0, "batch", "must be positive", batch);
+  LTXE_CHECK(tokens > 0, "tokens", "must be positive", tokens);
+  LTXE_CHECK(batch * tokens < (int64_t{1} << 31), "batch * tokens", "must be < 2^31 (one block per row)",
+             batch * tokens);
   LTXE_CHECK(dim > 0 && dim % 8 == 0, "dim", "must be a positive multiple of 8", dim);
-  LTXE_CHECK(gate_rows > 0 && rows % gate_rows == 0, "gate_rows", "must divide rows (" + std::to_string(rows) + ")",
-             gate_rows);
-  for (uintptr_t p : {x, y, gate, out}) {
-    LTXE_CHECK(p != 0 && p % 16 == 0, "pointer", "must be non-null and 16-byte aligned", p);
-  }
+  check_rows("gated_residual", "x", x, batch, tokens, dim, false);
+  check_rows("gated_residual", "y", y, batch, tokens, dim, false);
+  check_rows("gated_residual", "out", out, batch, tokens, dim, true);
+  LTXE_CHECK(!x.fp32 && !y.fp32 && !out.fp32, "x/y/out", "must be bfloat16", "float32");
+  if (gate.present()) check_rows("gated_residual", "gate", gate, batch, tokens, dim, false);
   require_device();
-  cuda_check(launch_gated_residual(reinterpret_cast<const void*>(x), reinterpret_cast<const void*>(y),
-                                   reinterpret_cast<const void*>(gate), reinterpret_cast<void*>(out), rows, dim,
-                                   rows / gate_rows, reinterpret_cast<cudaStream_t>(stream)),
+  const GatedResidualParams p{x, y, gate, out, tokens, static_cast<int>(dim)};
+  cuda_check(launch_gated_residual(p, batch * tokens, reinterpret_cast<cudaStream_t>(stream)),
              "gated_residual launch");
 }
 
