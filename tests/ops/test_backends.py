@@ -68,11 +68,19 @@ def _inputs():
     }
 
 
-@pytest.mark.parametrize("op", sorted(SCHEMAS))
-def test_custom_ops_pass_opcheck(triton_ops, op):
+CUDA_OPS = ("qk_norm_rope", "ada_norm", "gated_residual", "quantize_fp8")
+_CUDA_READY = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("backend, op", [("triton", op) for op in sorted(SCHEMAS)] + [
+    pytest.param("cuda", op, marks=[pytest.mark.gpu, pytest.mark.skipif(not _CUDA_READY, reason="needs a CUDA GPU")])
+    for op in CUDA_OPS])
+def test_custom_ops_pass_opcheck(triton_ops, backend, op):
     """Schema (the mutated outputs are declared), fake tensor, autograd registration and AOT
     dispatch: what torch.compile and CUDA graph capture rely on."""
-    handle = getattr(torch.ops.ltxengine, f"triton_{op}").default
+    if backend == "cuda":
+        get_ops("cuda", "cuda")  # registers the cuda_* ops (needs ltxengine._C)
+    handle = getattr(torch.ops.ltxengine, f"{backend}_{op}").default
     args = _inputs()[op]
     tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
     if any(isinstance(a, torch.Tensor) and a.dtype == torch.float8_e4m3fn for a in args):
