@@ -230,6 +230,9 @@ class Engine:
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if kernels == "cuda" and dtype != torch.bfloat16:
+            raise ValueError(f"kernels='cuda': the CUDA C++ kernels take bfloat16 activations, got dtype={dtype}; "
+                             f"use dtype=torch.bfloat16 or kernels='triton'/'torch'")
         ops = get_ops(kernels, device)
         path = _resolve_source(path_or_repo_id, revision, local_files_only)
         if is_ltx2(path):

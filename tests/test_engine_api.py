@@ -439,6 +439,7 @@ def test_hub_id_offline_in_a_fresh_process(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"dtype": torch.int8}, r"dtype must be torch\.float32, torch\.bfloat16 or torch\.float16, got torch\.int8"),
     ({"kernels": "nope"}, r"kernels must be one of .*, got 'nope'"),
+    ({"kernels": "cuda"}, r"kernels='cuda': the CUDA C\+\+ kernels take bfloat16 activations, got dtype=torch.float32"),
 ])
 def test_from_pretrained_refuses_bad_options(folders, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -6,8 +6,8 @@ the rule, allocates outputs only when none is given, and hands the extension dev
 strides in elements (0 for broadcast dims) and the current stream. The extension re-checks
 every raw argument, so a mistake in this file surfaces as a ValueError, never as a bad access.
 
-What the kernels take, and so what raises here instead of computing: bf16 activations (the
-engine falls back to another backend for fp32), a last dim that is a multiple of 8 (16 for
+What the kernels take, and so what raises here instead of computing: bf16 activations (an
+Engine refuses kernels="cuda" with another dtype at load), a last dim that is a multiple of 8 (16 for
 qk_norm_rope), rows up to 16384 wide. Strided views whose last dim is contiguous pass through
 without a copy (q and k sliced from a fused projection, modulation rows sliced from a table);
 inputs that do not fit the 16-byte vector loads are copied with ``.contiguous()``; outputs are
