@@ -152,45 +152,41 @@ __device__ __forceinline__ void store8_e4m3(void* p, const float* f) {
   *reinterpret_cast<uint2*>(p) = raw;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-
 // max that propagates NaN like torch.amax (fmaxf would drop it).
 __device__ __forceinline__ float nan_max(float a, float b) { return (a != a || a > b) ? a : b; }
 
-__device__ __forceinline__ float warp_max(float v) {
+struct Sum {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct NanMax {
+  __device__ __forceinline__ float operator()(float a, float b) const { return nan_max(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v, Op op) {
 #pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, m));
+  for (int m = 16; m > 0; m >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, m));
   return v;
 }
 
-// Sum (or NaN-propagating max) over the block; every thread gets the result. Must be reached by
-// all threads of a block made of whole warps. The leading barrier lets a kernel call it twice
-// (LayerNorm's mean, then variance) without a race on `partial`.
-__device__ __forceinline__ float block_sum(float v) {
+// Reduction over the block; every thread gets the result. Must be reached by all threads of a
+// block made of whole warps. The leading barrier lets a kernel call it twice (LayerNorm's mean,
+// then variance) without a race on `partial`. Lanes past the warp count contribute 0: the
+// identity of Sum, and of NanMax over the non-negative values (amax of |x|) it is used for.
+template <typename Op>
+__device__ __forceinline__ float block_reduce(float v, Op op) {
   __shared__ float partial[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
+  v = warp_reduce(v, op);
   __syncthreads();
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   v = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : 0.0f;
-  return warp_sum(v);
+  return warp_reduce(v, op);
 }
 
-__device__ __forceinline__ float block_max(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : 0.0f;
-  return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v) { return block_reduce(v, Sum{}); }
+__device__ __forceinline__ float block_max(float v) { return block_reduce(v, NanMax{}); }
 
 }  // namespace ltxe
 #endif  // __CUDACC__
