@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# What to run on a lent GPU machine, in as few device calls as possible (each call <= 10 min).
+#   bash bench/gpu_session.sh check   # build csrc/ for sm_90a, then every GPU-marked kernel test
+#   bash bench/gpu_session.sh bench   # the op benchmarks; records under $OUT/results (or bench/results)
+# The machine's image has its own torch/triton (no registry): install ltxengine without deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RESULTS=${OUT:-bench}/results
+case "${1:-}" in
+  check)
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+    $PY -m pip install -q --no-deps --no-build-isolation -e .
+    $PY -m pytest -q -m gpu tests/kernels tests/ops -p no:cacheprovider -rs
+    ;;
+  bench)
+    mkdir -p "$RESULTS"
+    for script in ops_qk_norm_rope ops_adaln ops_fp8_gemm ops_conv3d; do
+      $PY "bench/$script.py" --out "$RESULTS" "${@:2}"
+    done
+    ;;
+  *)
+    echo "usage: bash bench/gpu_session.sh check|bench [script options]" >&2
+    exit 2
+    ;;
+esac
