@@ -96,6 +96,34 @@ def _info(args) -> int:
     return 0
 
 
+def _bench_scripts() -> dict[str, Path]:
+    """bench/ scripts of the checkout this ltxengine was installed from (bench/ is not installed)."""
+    root = Path(__file__).resolve().parents[1] / "bench"
+    if not (root / "common.py").is_file():
+        raise ValueError(f"bench: benchmarks run from a source checkout (pip install -e .); {root} has none")
+    return {p.stem: p for p in sorted(root.glob("*.py")) if p.stem.startswith(("ops_", "scenario_"))}
+
+
+def _bench(args) -> int:
+    import runpy
+
+    scripts = _bench_scripts()
+    if args.name == "list":
+        for name, path in scripts.items():
+            doc = (runpy.run_path(str(path), run_name="__bench_list__").get("__doc__") or "").strip()
+            print(f"{name:24s} {doc.splitlines()[0] if doc else ''}")
+        return 0
+    names = [n for n in scripts if n.startswith("ops_")] if args.name == "kernels" else [args.name]
+    for name in names:
+        if name not in scripts:
+            raise ValueError(f"bench: name must be one of {['list', 'kernels', *scripts]}, got {name!r}")
+    status = 0
+    for name in names:
+        main = runpy.run_path(str(scripts[name]), run_name="__bench__")["main"]
+        status = max(status, main(args.options) or 0)
+    return status
+
+
 def _demo(args) -> int:
     import torch
 
@@ -211,8 +239,13 @@ def main(argv=None) -> int:
     demo.add_argument("--fps", default="24")
     demo.add_argument("--seed", type=int, default=0)
 
+    bench = sub.add_parser("bench", help="run a benchmark of bench/ (a source checkout): 'list' names them")
+    bench.add_argument("name", help="a script of bench/ without .py (e.g. ops_adaln), 'kernels' (every ops_ script) "
+                                    "or 'list'")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the script (e.g. --smoke, --reps 50)")
+
     args = parser.parse_args(argv)
-    handler = {"generate": _generate, "info": _info, "demo": _demo}[args.command]
+    handler = {"generate": _generate, "info": _info, "demo": _demo, "bench": _bench}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, OSError) as e:

@@ -116,3 +116,18 @@ def test_mp4_failure_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match=r"fps must be positive, got 0"):
         write_mp4(tmp_path / "zero.mp4", np.zeros((2, 16, 16, 3), np.uint8), 0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_command_lists_and_runs_a_script(tmp_path, capsys):
+    assert main(["bench", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "ops_adaln" in listed and "ops_fp8_gemm" in listed
+    assert main(["bench", "ops_adaln", "--smoke", "--impls", "torch", "--out", str(tmp_path)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "ops_adaln.jsonl").read_text().splitlines()]
+    assert records and all(r["impl"] == "torch" and r["status"] == "ok" for r in records)
+
+
+def test_bench_command_unknown_name_is_one_line(capsys):
+    assert main(["bench", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "bench: name must be one of ['list', 'kernels', 'ops_adaln'" in err and "got 'nope'" in err
