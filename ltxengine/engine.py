@@ -38,7 +38,7 @@ from .loading.safetensors_io import read_json
 from .media import frame_rate_fraction, write_mp4
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
-from .ops import get_ops
+from .ops import FUSED, get_ops
 from .pipelines import ltx_video as lv
 from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
 from .pipelines.schedule import (
@@ -204,6 +204,13 @@ class Engine:
         if vae.config.latent_channels != transformer.config.in_channels:
             raise CheckpointError(f"{source}: VAE latent_channels {vae.config.latent_channels} != transformer "
                                   f"in_channels {transformer.config.in_channels}")
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        """Which implementation serves each fused op ("torch", "triton", "cuda", "cublas"), as
+        chosen by ``from_pretrained(kernels=...)``."""
+        sources = dict(self.transformer.ops.sources)
+        return {op: sources.get(op, "torch") for op in FUSED}
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod

@@ -33,7 +33,10 @@ def test_ltx_video_engine_with_triton_kernels_matches_torch(tmp_path):
         engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, kernels=kernels)
         results[kernels] = engine.generate("a red car drives through the park", height=64, width=96, num_frames=9,
                                            num_inference_steps=2, seed=0)
-    assert dict(engine.transformer.ops.sources)["ada_norm"] == "triton"
+    assert engine.kernels == {op: "triton" for op in engine.kernels}
+    assert set(engine.kernels) == {"qk_norm_rope", "ada_norm", "gated_residual", "causal_conv3d", "quantize_fp8",
+                                   "scaled_mm", "fp8_linear"}
+    assert engine.vae.decoder.conv_in.ops is engine.transformer.ops  # one choice for every model
     gap = _gap(results["triton"].frames, results["torch"].frames)
     assert gap <= BUDGET, gap
 
@@ -46,6 +49,9 @@ def test_ltx2_engine_with_triton_kernels_matches_torch(tmp_path):
         results[kernels] = engine.generate("a cat sits on the mat", height=64, width=64, num_frames=9,
                                            num_inference_steps=2, pipeline="one-stage",
                                            max_sequence_length=SEQ, seed=0)
+    assert engine.kernels["qk_norm_rope"] == "triton"
+    assert Engine.from_pretrained(folder, device="cpu", dtype=torch.float32).kernels == {
+        op: "torch" for op in engine.kernels}  # "auto" on a CPU
     gap_v = _gap(results["triton"].frames, results["torch"].frames)
     gap_a = _gap(results["triton"].audio, results["torch"].audio)
     assert gap_v <= BUDGET and gap_a <= BUDGET, (gap_v, gap_a)
