@@ -2,6 +2,8 @@
 # What to run on a lent GPU machine, in as few device calls as possible (each call <= 10 min).
 #   bash bench/gpu_session.sh check   # build csrc/ for sm_90a, then every GPU-marked kernel test
 #   bash bench/gpu_session.sh bench   # the op benchmarks; records under $OUT/results (or bench/results)
+#   bash bench/gpu_session.sh scenarios 2b   # one model per call: 2b | 13b | ltx2-19b (transformer step),
+#                                            # then ltxv-095 | ltx2 (VAE decode)
 # The machine's image has its own torch/triton (no registry): install ltxengine without deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +22,15 @@ case "${1:-}" in
       $PY "bench/$script.py" --out "$RESULTS" "${@:2}"
     done
     ;;
+  scenarios)
+    mkdir -p "$RESULTS"
+    case "${2:?model name}" in
+      ltxv-095|ltx2) $PY bench/scenario_vae_decode.py --out "$RESULTS" --models "$2" "${@:3}" ;;
+      *) $PY bench/scenario_transformer.py --out "$RESULTS" --models "$2" "${@:3}" ;;
+    esac
+    ;;
   *)
-    echo "usage: bash bench/gpu_session.sh check|bench [script options]" >&2
+    echo "usage: bash bench/gpu_session.sh check|bench|scenarios MODEL [script options]" >&2
     exit 2
     ;;
 esac
