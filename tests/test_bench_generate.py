@@ -1,0 +1,115 @@
+"""bench/scenario_generate.py: the end-to-end smoke runs (tiny models, float32, CPU) and the checks
+they are made of. The smoke run is an fp32 parity check of the whole Engine against diffusers'
+pipelines (text encoding, sampling, upsampling, refinement, decode) on one set of weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import common
+from bench import scenario_generate as G
+
+pytest.importorskip("diffusers")
+
+REPO = Path(__file__).resolve().parents[1]
+FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
+          "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "peak_mem_bytes", "verify",
+          "ratio_vs_diffusers", "seconds", "fps", "output_frames", "env")
+RUNS = {  # name -> extra arguments; both start together (one per core)
+    "ltxv": [],
+    "ltxv-2b-3-steps": ["--models", "ltxv-2b", "--steps", "3"],
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    procs = {}
+    for name, extra in RUNS.items():
+        out = tmp_path_factory.mktemp(name)
+        cmd = [sys.executable, "bench/scenario_generate.py", "--smoke", "--out", str(out), *extra]
+        procs[name] = (out / "scenario_generate.jsonl", subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    result = {}
+    for name, (path, proc) in procs.items():
+        output, _ = proc.communicate(timeout=300)
+        result[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
+    return result
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_smoke_run_is_verified_and_timed(runs, name):
+    rc, output, records = runs[name]
+    assert rc == 0, output
+    expected = {"ltxv": {"ltxv-098", "ltxv-2b"}, "ltxv-2b-3-steps": {"ltxv-2b"}}[name]
+    assert {r["shape"] for r in records} == expected, output
+    for r in records:
+        missing = [f for f in FIELDS if f not in r]
+        assert not missing, f"record lacks {missing}: {r}"
+        assert r["script"] == "scenario_generate" and r["device"] == "cpu" and r["smoke"] is True
+        assert r["dtype"] == "float32" and r["status"] == "ok", r
+        assert r["impl"] in ("ltxengine", "diffusers") and r["reps"] == 1
+        assert r["seconds"] > 0 and r["fps"] == pytest.approx(r["output_frames"] / r["seconds"])
+        assert r["ratio_vs_diffusers"] > 0
+        frames = r["verify"]["outputs"]["frames"]
+        # the fp32 parity: same weights, seed and arithmetic -> the same frames within 1e-4
+        assert r["verify"]["metric"] == "max_abs_diff" and r["tolerance"] == G.FP32_TOL
+        assert frames["max_abs_diff"] <= G.FP32_TOL, r
+        # frames carry content, so the equality is not vacuous
+        assert frames["std"] > 0.05 and frames["unclamped_fraction"] > 0.5, frames
+    ours = [r for r in records if r["impl"] == "ltxengine"]
+    assert all(set(r["stage_seconds"]) >= {"text", "denoise", "decode", "total"} for r in ours)
+    two = [r for r in ours if r["shape"] == "ltxv-098"]
+    assert all("refine" in r["stage_seconds"] and r["dims"]["stage1"] == [64, 64] for r in two)
+    if name == "ltxv-2b-3-steps":
+        assert all(r["dims"]["num_inference_steps"] == 3 and "timesteps" not in r["dims"] for r in records)
+
+
+def test_compare_verdicts():
+    ref = {"frames": torch.linspace(0, 1, 24).reshape(2, 3, 4)}
+    ok = G.compare({"frames": ref["frames"] + 5e-5}, ref, torch.float32)
+    assert ok["status"] == "ok" and ok["max_abs_err"] == pytest.approx(5e-5, rel=1e-3)
+    bad = G.compare({"frames": ref["frames"] + 2e-4}, ref, torch.float32)
+    assert bad["status"] == "failed" and "max_abs_diff" in bad["reason"] and "not timed" in bad["reason"]
+    # bf16: a mean bound only
+    assert G.compare({"frames": ref["frames"] + 0.05}, ref, torch.bfloat16)["status"] == "ok"
+    loose = G.compare({"frames": ref["frames"] + 0.2}, ref, torch.bfloat16)
+    assert loose["status"] == "failed" and "mean_abs_diff" in loose["reason"]
+    shape = G.compare({"frames": ref["frames"][:1]}, ref, torch.float32)
+    assert shape["status"] == "failed" and "shape" in shape["reason"]
+
+
+def test_stage_sizes_follow_two_stage_rounding():
+    assert G.stage_sizes(G.FULL_SIZE, 32) == (320, 512)  # 2/3 of 512x768, down to multiples of 32
+    assert G.stage_sizes(G.SMOKE_SIZE, 32) == (64, 64)
+
+
+def test_recipe_picks_distilled_timesteps():
+    from ltxengine import DISTILLED_STAGE1_TIMESTEPS
+    assert G.ltxv_recipe("ltxv-098", 3)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
+    assert G.ltxv_recipe("ltxv-2b", 8)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
+    assert G.ltxv_recipe("ltxv-2b", 5)["num_inference_steps"] == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--smoke", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--smoke", "--models", "ltx3"], "--models: unknown name 'ltx3'"),
+    (["--smoke", "--kernels", "fast"], "--kernels: unknown name 'fast'"),
+])
+def test_cli_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        G.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of full-size runs")
+def test_full_size_needs_a_gpu(capsys):
+    with pytest.raises(SystemExit):
+        G.main([])
+    assert "no CUDA device" in capsys.readouterr().err
