@@ -96,6 +96,16 @@ def _info(args) -> int:
     return 0
 
 
+# One command per model family: every scenario of bench/ for it (issue 9: the 2B suite must run in
+# one call on one GPU).
+_BENCH_SUITES = {
+    "2b": [("scenario_transformer", ["--models", "2b"]), ("scenario_vae_decode", ["--models", "ltxv-095"]),
+           ("scenario_generate", ["--models", "ltxv-098,ltxv-2b"])],
+    "13b": [("scenario_transformer", ["--models", "13b"])],
+    "ltx2": [("scenario_transformer", ["--models", "ltx2-19b"]), ("scenario_vae_decode", ["--models", "ltx2"])],
+}
+
+
 def _bench_scripts() -> dict[str, Path]:
     """bench/ scripts of the checkout this ltxengine was installed from (bench/ is not installed)."""
     root = Path(__file__).resolve().parents[1] / "bench"
@@ -113,14 +123,17 @@ def _bench(args) -> int:
             doc = (runpy.run_path(str(path), run_name="__bench_list__").get("__doc__") or "").strip()
             print(f"{name:24s} {doc.splitlines()[0] if doc else ''}")
         return 0
-    names = [n for n in scripts if n.startswith("ops_")] if args.name == "kernels" else [args.name]
-    for name in names:
+    suites = {"kernels": [(n, []) for n in scripts if n.startswith("ops_")], **_BENCH_SUITES}
+    runs = suites.get(args.name, [(args.name, [])])
+    for name, _ in runs:
         if name not in scripts:
-            raise ValueError(f"bench: name must be one of {['list', 'kernels', *scripts]}, got {name!r}")
+            raise ValueError(f"bench: name must be one of {['list', *suites, *scripts]}, got {args.name!r}")
     status = 0
-    for name in names:
+    for name, models in runs:
         main = runpy.run_path(str(scripts[name]), run_name="__bench__")["main"]
-        status = max(status, main(args.options) or 0)
+        # --smoke picks each script's tiny models; the suite's full-size names would not fit a CPU
+        options = args.options if "--smoke" in args.options else [*models, *args.options]
+        status = max(status, main(options) or 0)
     return status
 
 
@@ -240,8 +253,8 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
 
     bench = sub.add_parser("bench", help="run a benchmark of bench/ (a source checkout): 'list' names them")
-    bench.add_argument("name", help="a script of bench/ without .py (e.g. ops_adaln), 'kernels' (every ops_ script) "
-                                    "or 'list'")
+    bench.add_argument("name", help="a script of bench/ without .py (e.g. ops_adaln), a suite ('kernels': every "
+                                    "ops_ script; '2b', '13b', 'ltx2': every scenario of that model) or 'list'")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the script (e.g. --smoke, --reps 50)")
 
     args = parser.parse_args(argv)

@@ -130,4 +130,14 @@ def test_bench_command_lists_and_runs_a_script(tmp_path, capsys):
 def test_bench_command_unknown_name_is_one_line(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "bench: name must be one of ['list', 'kernels', 'ops_adaln'" in err and "got 'nope'" in err
+    assert "bench: name must be one of ['list', 'kernels', '2b', '13b', 'ltx2', 'ops_adaln'" in err
+    assert "got 'nope'" in err
+
+
+def test_bench_suite_runs_every_scenario_of_a_model_in_one_command(tmp_path):
+    assert main(["bench", "2b", "--smoke", "--out", str(tmp_path)]) == 0
+    written = sorted(p.stem for p in tmp_path.glob("*.jsonl"))
+    assert written == ["scenario_generate", "scenario_transformer", "scenario_vae_decode"]
+    for path in tmp_path.glob("*.jsonl"):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        assert records and all(r["smoke"] for r in records)
