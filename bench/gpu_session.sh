@@ -4,7 +4,7 @@
 #   bash bench/gpu_session.sh bench   # the op benchmarks; records under $OUT/results (or bench/results)
 #   bash bench/gpu_session.sh scenarios 2b   # one model per call: 2b | 13b | ltx2-19b (transformer step),
 #                                            # then ltxv-095 | ltx2 (VAE decode),
-#                                            # generate ltxv-098 | ltxv-2b (end to end)
+#                                            # generate ltxv-098 | ltxv-2b | ltx2-19b (end to end)
 # The machine's image has its own torch/triton (no registry): install ltxengine without deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,7 @@ case "${1:-}" in
     mkdir -p "$RESULTS"
     case "${2:?model name}" in
       ltxv-095|ltx2) $PY bench/scenario_vae_decode.py --out "$RESULTS" --models "$2" "${@:3}" ;;
-      generate) $PY bench/scenario_generate.py --out "$RESULTS" --models "${3:?ltxv-098 | ltxv-2b}" "${@:4}" ;;
+      generate) $PY bench/scenario_generate.py --out "$RESULTS" --models "${3:?ltxv-098 | ltxv-2b | ltx2-19b}" "${@:4}" ;;
       *) $PY bench/scenario_transformer.py --out "$RESULTS" --models "$2" "${@:3}" ;;
     esac
     ;;

@@ -102,7 +102,9 @@ _BENCH_SUITES = {
     "2b": [("scenario_transformer", ["--models", "2b"]), ("scenario_vae_decode", ["--models", "ltxv-095"]),
            ("scenario_generate", ["--models", "ltxv-098,ltxv-2b"])],
     "13b": [("scenario_transformer", ["--models", "13b"])],
-    "ltx2": [("scenario_transformer", ["--models", "ltx2-19b"]), ("scenario_vae_decode", ["--models", "ltx2"])],
+    "ltx2": [("scenario_transformer", ["--models", "ltx2-19b"]), ("scenario_vae_decode", ["--models", "ltx2"]),
+             # one generation is minutes at full size: the verified first calls are the warm-up
+             ("scenario_generate", ["--models", "ltx2-19b", "--reps", "2", "--warmup", "0"])],
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bench import common
+from bench import generate_ltx2 as L
 from bench import scenario_generate as G
 
 pytest.importorskip("diffusers")
@@ -21,9 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "peak_mem_bytes", "verify",
           "ratio_vs_diffusers", "seconds", "fps", "output_frames", "env")
-RUNS = {  # name -> extra arguments; both start together (one per core)
-    "ltxv": [],
+RUNS = {  # name -> extra arguments; all start together (the runs are short; two cores share them)
+    "ltxv": ["--models", "ltxv-098,ltxv-2b"],
     "ltxv-2b-3-steps": ["--models", "ltxv-2b", "--steps", "3"],
+    "ltx2": ["--models", "ltx2-19b", "--ltx2-steps", "3"],
 }
 
 
@@ -47,7 +49,7 @@ def runs(tmp_path_factory):
 def test_smoke_run_is_verified_and_timed(runs, name):
     rc, output, records = runs[name]
     assert rc == 0, output
-    expected = {"ltxv": {"ltxv-098", "ltxv-2b"}, "ltxv-2b-3-steps": {"ltxv-2b"}}[name]
+    expected = {"ltxv": {"ltxv-098", "ltxv-2b"}, "ltxv-2b-3-steps": {"ltxv-2b"}, "ltx2": {"ltx2-19b"}}[name]
     assert {r["shape"] for r in records} == expected, output
     for r in records:
         missing = [f for f in FIELDS if f not in r]
@@ -63,10 +65,18 @@ def test_smoke_run_is_verified_and_timed(runs, name):
         assert frames["max_abs_diff"] <= G.FP32_TOL, r
         # frames carry content, so the equality is not vacuous
         assert frames["std"] > 0.05 and frames["unclamped_fraction"] > 0.5, frames
+        if r["shape"] == "ltx2-19b":  # the audio track obeys the same fp32 parity and is not silent
+            audio = r["verify"]["outputs"]["audio"]
+            assert audio["max_abs_diff"] <= G.FP32_TOL and audio["std"] > 1e-3, audio
     ours = [r for r in records if r["impl"] == "ltxengine"]
     assert all(set(r["stage_seconds"]) >= {"text", "denoise", "decode", "total"} for r in ours)
     two = [r for r in ours if r["shape"] == "ltxv-098"]
     assert all("refine" in r["stage_seconds"] and r["dims"]["stage1"] == [64, 64] for r in two)
+    two = [r for r in ours if r["shape"] == "ltx2-19b"]
+    assert all("refine" in r["stage_seconds"] and r["dims"]["stage1"] == [64, 64] for r in two)
+    if name == "ltx2":
+        assert all(r["dims"]["num_inference_steps"] == 3 and r["dims"]["text_tokens"] == 1024 for r in records)
+        assert all(r["dims"]["guidance_stage2"]["guidance_scale"] == 1.0 for r in records)
     if name == "ltxv-2b-3-steps":
         assert all(r["dims"]["num_inference_steps"] == 3 and "timesteps" not in r["dims"] for r in records)
 
@@ -99,6 +109,8 @@ def test_recipe_picks_distilled_timesteps():
 
 @pytest.mark.parametrize("argv, message", [
     (["--smoke", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (["--smoke", "--ltx2-steps", "0"], "--ltx2-steps must be >= 1, got 0"),
+    (["--smoke", "--ltx2-tiling", "temporal"], "--ltx2-tiling: invalid choice"),
     (["--smoke", "--models", "ltx3"], "--models: unknown name 'ltx3'"),
     (["--smoke", "--kernels", "fast"], "--kernels: unknown name 'fast'"),
 ])
@@ -113,3 +125,22 @@ def test_full_size_needs_a_gpu(capsys):
     with pytest.raises(SystemExit):
         G.main([])
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_ltx2_guidance_clips_stg_blocks_and_keeps_stage2_defaults():
+    s1, s2 = L.ltx2_guidance(48)
+    assert s1["spatio_temporal_guidance_blocks"] == [29] and s1["guidance_scale"] == 3.0
+    assert s2 == dict(s1, guidance_scale=1.0)
+    assert L.ltx2_guidance(2)[0]["spatio_temporal_guidance_blocks"] == [1]
+    p = L.guidance_params(s1, "audio_")
+    assert (p.cfg, p.stg, p.modality, p.rescale, p.stg_blocks) == (7.0, 1.0, 3.0, 0.7, (29,))
+
+
+def test_fused_lora_restores_the_weights_exactly():
+    lin = torch.nn.Sequential(torch.nn.Linear(5, 3)).to(torch.bfloat16)
+    before = lin[0].weight.detach().clone()
+    a, b = torch.randn(2, 5), torch.randn(3, 2)
+    lora = {"diffusion_model.0.lora_A.weight": a, "diffusion_model.0.lora_B.weight": b}
+    with L.fused(lin, lora):
+        assert torch.equal(lin[0].weight, (before.float() + b @ a).to(torch.bfloat16))
+    assert torch.equal(lin[0].weight, before)
