@@ -484,7 +484,8 @@ def make_parser(description: str, *, compile_option: bool = False, flush_option:
                    help="tiny shapes, CPU allowed, 2 reps: checks harness and kernels, no performance figures")
     p.add_argument("--impls", help="comma-separated implementations to run (default: all)")
     if compile_option:
-        p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines (of the reference, or of diffusers in scenarios)")
+        p.add_argument("--no-compile", action="store_true",
+                       help="skip the torch.compile baselines (of the reference, or of diffusers in scenarios)")
     if flush_option:
         p.add_argument("--no-flush", action="store_true", help="do not evict L2 between repetitions")
     return p
