@@ -40,3 +40,31 @@ def randomize_vae_(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
             if name.endswith("timestep_scale_multiplier"):
                 p.fill_(731.0)
+
+
+def run_bench_smokes(runs: dict, tmp_path_factory, timeout: float = 300) -> dict:
+    """Start ``bench/<script>.py --smoke`` runs together in subprocesses (CPU only, Triton's
+    interpreter, one thread each: the runs are short and share two cores) and wait for all.
+
+    runs: name -> (script, extra arguments). Returns name -> (returncode, output, records).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench import common
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TRITON_INTERPRET="1")
+    procs = {}
+    for name, (script, extra) in runs.items():
+        out = tmp_path_factory.mktemp(name)
+        cmd = [sys.executable, f"bench/{script}.py", "--smoke", "--out", str(out), *extra]
+        procs[name] = (out / f"{script}.jsonl", subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                                                                 stderr=subprocess.STDOUT, text=True))
+    result = {}
+    for name, (path, proc) in procs.items():
+        output, _ = proc.communicate(timeout=timeout)
+        result[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
+    return result

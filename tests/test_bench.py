@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from bench import common
+from tests.helpers import run_bench_smokes
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"ops_qk_norm_rope": "gbps", "ops_adaln": "gbps", "ops_fp8_gemm": "tflops", "ops_conv3d": "tflops"}
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "ratio_vs_best_alternative",
@@ -31,17 +28,7 @@ ENV_FIELDS = ("gpu", "driver", "cuda", "torch", "triton", "commit", "date")
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """script -> (returncode, output, records): the four smoke runs, started together."""
-    out = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    procs = {name: subprocess.Popen([sys.executable, f"bench/{name}.py", "--smoke", "--out", str(out)], cwd=REPO,
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for name in SCRIPTS}
-    runs = {}
-    for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=180)
-        path = out / f"{name}.jsonl"
-        runs[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
-    return runs
+    return run_bench_smokes({name: (name, []) for name in SCRIPTS}, tmp_path_factory, timeout=180)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))

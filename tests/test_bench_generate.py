@@ -4,21 +4,16 @@ pipelines (text encoding, sampling, upsampling, refinement, decode) on one set o
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from bench import common
 from bench import generate_ltx2 as L
 from bench import scenario_generate as G
+from tests.helpers import run_bench_smokes
 
 pytest.importorskip("diffusers")
 
-REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "peak_mem_bytes", "verify",
           "ratio_vs_diffusers", "seconds", "fps", "output_frames", "env")
@@ -31,18 +26,7 @@ RUNS = {  # name -> extra arguments; all start together (the runs are short; two
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    procs = {}
-    for name, extra in RUNS.items():
-        out = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, "bench/scenario_generate.py", "--smoke", "--out", str(out), *extra]
-        procs[name] = (out / "scenario_generate.jsonl", subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    result = {}
-    for name, (path, proc) in procs.items():
-        output, _ = proc.communicate(timeout=300)
-        result[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
-    return result
+    return run_bench_smokes({name: ("scenario_generate", extra) for name, extra in RUNS.items()}, tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(RUNS))

@@ -10,9 +10,6 @@ of ltx-architecture.md section 6.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,10 +19,10 @@ from bench import common
 from bench import models as M
 from bench import scenario_transformer as T
 from bench import scenario_vae_decode as V
+from tests.helpers import run_bench_smokes
 
 pytest.importorskip("diffusers")
 
-REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "errors",
           "max_abs_diff_vs_ltxengine_torch", "peak_mem_bytes", "ratio_vs_diffusers", "ratio_vs_diffusers_compile",
@@ -45,18 +42,7 @@ RAN = ("ltxengine-torch", "ltxengine-auto", "diffusers")  # diffusers+compile: s
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """run name -> (returncode, output, records): the four smoke runs, started together."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", TRITON_INTERPRET="1")
-    procs = {}
-    for name, (script, extra) in RUNS.items():
-        out = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, f"bench/{script}.py", "--smoke", "--out", str(out), *extra]
-        procs[name] = (out / f"{script}.jsonl", subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                                                 stderr=subprocess.STDOUT, text=True))
-    result = {}
-    for name, (path, proc) in procs.items():
-        output, _ = proc.communicate(timeout=300)
-        result[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
-    return result
+    return run_bench_smokes(RUNS, tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", list(RUNS))
