@@ -26,6 +26,7 @@ SCHEMAS = {
                      "float? norm_eps, Tensor? scale, Tensor? shift, bool silu, Tensor(a!) out) -> ()",
     "quantize_fp8": "(Tensor x, Tensor? scale, bool per_row, Tensor(a!) out, Tensor(b!) scale_out) -> ()",
     "scaled_mm": "(Tensor a, Tensor b, Tensor scale_a, Tensor scale_b, Tensor? bias, Tensor(a!) out) -> ()",
+    "attention_fp8": "(Tensor q, Tensor k, Tensor v, int heads, Tensor? mask, Tensor(a!) out) -> ()",
 }
 
 # How each schema's flat arguments map back onto the launcher's reference-style signature.
@@ -40,6 +41,7 @@ _ADAPTERS = {
     "quantize_fp8": lambda f: lambda x, scale, per_row, out, scale_out: f(
         x, scale, per_row, out=out, scale_out=scale_out),
     "scaled_mm": lambda f: lambda a, b, sa, sb, bias, out: f(a, b, sa, sb, bias, out.dtype, out=out),
+    "attention_fp8": lambda f: lambda q, k, v, heads, mask, out: f(q, k, v, heads, mask, out=out),
 }
 
 
@@ -148,6 +150,17 @@ def bind(handles: dict[str, Callable], name: str, extra: dict[str, Callable] | N
         fields["quantize_fp8"] = _quantize_fn(handles["quantize_fp8"])
     if "scaled_mm" in handles:
         fields["scaled_mm"] = _scaled_mm_fn(handles["scaled_mm"])
+    if "attention_fp8" in handles:
+        attn_op = handles["attention_fp8"]
+
+        def attention_fp8(q, k, v, heads, mask=None, *, out=None):
+            _check_tensor("attention_fp8", "q", q, 3)
+            # q may be a strided slice of a fused projection: a fresh contiguous output
+            out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if out is None else out
+            attn_op(q, k, v, int(heads), mask, out)
+            return out
+
+        fields["attention_fp8"] = attention_fp8
     fields.update(extra or {})
     if "quantize_fp8" in fields and "scaled_mm" in fields:
         fields["fp8_linear"] = _fp8_linear_fn(fields["quantize_fp8"], fields["scaled_mm"])

@@ -278,3 +278,28 @@ def fp8_linear(
     q, sx = quantize_fp8(x, input_scale, per_row=per_token and input_scale is None)
     y = scaled_mm(q, weight, sx, weight_scale, bias, out_dtype=x.dtype)
     return _into(out, y.view(*x.shape[:-1], weight.shape[0]))
+
+
+def attention_fp8(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
+    *, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``attention`` on e4m3-quantized q, k, v: the numerics of the fp8 attention kernels.
+
+    Every (batch, head) slice (N, D) of q, k and v gets its own dynamic scale amax / 448 (fp32,
+    ``fp8_scale``'s rule) and is quantized as ``quantize_fp8`` does (true division, saturating,
+    round to nearest even). Attention then runs in fp32 on the dequantized values, e.g. q8 * s_q:
+    softmax(q k^T / sqrt(D) + mask) v, with ``mask`` an additive bias broadcastable to
+    (B, H, Nq, Nk); the result (B, Nq, H*D) is cast to q.dtype. Softmax's P stays in fp32 here:
+    a kernel's own rounding of P before the PV product is part of its error budget.
+    """
+    b, nq = q.shape[:2]
+
+    def dequantized(x: torch.Tensor) -> torch.Tensor:
+        x = x.float().unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, N, D)
+        scale = x.abs().amax(dim=(2, 3), keepdim=True).clamp(min=FP8_MIN_AMAX) / FP8_MAX
+        return (x / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float() * scale
+
+    bias = mask.float() if mask is not None and mask.is_floating_point() else mask
+    o = F.scaled_dot_product_attention(dequantized(q), dequantized(k), dequantized(v), attn_mask=bias)
+    return _into(out, o.transpose(1, 2).reshape(b, nq, -1).to(q.dtype))

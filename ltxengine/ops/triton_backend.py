@@ -6,7 +6,7 @@ from .library import bind, register
 
 
 def build():
-    from ..kernels import ada_norm, causal_conv3d, fp8_gemm, qk_norm_rope
+    from ..kernels import ada_norm, causal_conv3d, fp8_attention, fp8_gemm, qk_norm_rope
 
     handles = register("triton", {
         "qk_norm_rope": qk_norm_rope.qk_norm_rope,
@@ -15,5 +15,6 @@ def build():
         "causal_conv3d": causal_conv3d.causal_conv3d,
         "quantize_fp8": fp8_gemm.quantize_fp8,
         "scaled_mm": fp8_gemm.scaled_mm,
+        "attention_fp8": fp8_attention.attention_fp8,
     })
     return bind(handles, "triton")

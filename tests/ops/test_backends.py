@@ -65,6 +65,9 @@ def _inputs():
                          torch.empty(7, 1, device=DEV)),
         "scaled_mm": (fp8, w8, torch.rand(7, 1, device=DEV), torch.rand(9, 1, device=DEV), r(9),
                       torch.empty(7, 9, dtype=torch.bfloat16, device=DEV)),
+        # q (B=2, Nq=5, H*D=2*16), k/v Nk=3, an additive key mask
+        "attention_fp8": (r(2, 5, 32), r(2, 3, 32), r(2, 3, 32), 2, r(2, 1, 1, 3),
+                          torch.empty(2, 5, 32, dtype=torch.bfloat16, device=DEV)),
     }
 
 
