@@ -18,13 +18,19 @@ _PREFIXES = (("model.diffusion_model.", "transformer"), ("vae.", "vae"))
 
 
 def _tensor_summary(files: list[SafetensorsFile], keys_of=None) -> dict[str, Any]:
-    params, dtypes = 0, Counter()
+    from .loading.fp8_formats import describe_fp8
+    params, dtypes, fp8 = 0, Counter(), []
     for f in files:
-        for k in (keys_of(f) if keys_of else f.keys()):
+        keys = keys_of(f) if keys_of else f.keys()
+        for k in keys:
             n = prod(f.shape(k))
             params += n
             dtypes[f.dtype(k)] += n
-    return {"parameters": params, "dtypes": dict(dtypes.most_common())}
+        fp8.append(describe_fp8(list(keys), f.dtype, f.metadata))
+    out = {"parameters": params, "dtypes": dict(dtypes.most_common())}
+    if any(fp8):
+        out["fp8"] = next(d for d in fp8 if d)
+    return out
 
 
 def _vae_version(cfg: dict) -> str:
@@ -145,5 +151,7 @@ def format_description(d: dict[str, Any]) -> str:
         if "parameters" in c:
             bits.append(f"{c['parameters']:,} parameters")
             bits.append(", ".join(f"{k} {v / c['parameters']:.0%}" for k, v in c["dtypes"].items()))
+        if "fp8" in c:
+            bits.append(c["fp8"])
         lines.append(f"    {name}: " + "; ".join(bits))
     return "\n".join(lines)

@@ -53,7 +53,7 @@ def _source_from_files(files: list[SafetensorsFile], keymap: KeyMap) -> TensorSo
             if model_key in source:
                 raise CheckpointError(f"{f.path}: tensor {key!r} maps to {model_key!r}, which "
                                       f"{source[model_key][2]} already provides")
-            source[model_key] = (f.shape(key), (lambda d, t, f=f, k=key: f.read(k, d, t)), desc)
+            source[model_key] = (f.shape(key), (lambda d, t, f=f, k=key: f.read(k, d, t)), desc, f.dtype(key))
     return source
 
 
@@ -96,11 +96,22 @@ def _model_class(component: str):
     return LatentUpsampler
 
 
-def _load_folder(folder: Path, component: str, device, dtype, ops) -> nn.Module:
+def _load_folder(folder: Path, component: str, device, dtype, ops, quantization=None) -> nn.Module:
     config = _folder_config(folder, component)
     files = _component_files(folder)
     model = _build(_model_class(component), config, ops)
-    return load_strict(model, _source_from_files(files, IDENTITY), str(folder), device, dtype)
+    source = _source_from_files(files, IDENTITY)
+    if component == "transformer":
+        source = load_fp8_source(model, source, files, [IDENTITY], str(folder), quantization, device, dtype)
+    return load_strict(model, source, str(folder), device, dtype)
+
+
+def load_fp8_source(model, source: TensorSource, files, keymaps, where: str, quantization, device, dtype):
+    """The transformer's source adapted to its fp8 layers (see fp8_formats); ``model.quantization``
+    records the policy in force (None: full precision)."""
+    from .fp8_formats import header_layers, prepare_fp8
+    return prepare_fp8(model, source, where, quantization=quantization, device=device, dtype=dtype,
+                       header_tags=header_layers(files, keymaps))
 
 
 def _vae_keymap(config: VideoVAEConfig) -> KeyMap:
@@ -134,9 +145,14 @@ def _device_dtype(device, dtype):
 
 # -- public loaders ----------------------------------------------------------------------------
 
-def load_transformer(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
-    """From a diffusers ``transformer/`` folder or a Lightricks single-file checkpoint."""
-    return _component(path, "transformer", device, dtype, ops)
+def load_transformer(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
+                     quantization: str | None = None) -> nn.Module:
+    """From a diffusers ``transformer/`` folder or a Lightricks single-file checkpoint.
+
+    quantization: None, "fp8-cast" or "fp8-scaled-mm" (see ltxengine.quant.fp8). fp8 files
+    (Lightricks ``-fp8``, ComfyUI fp8) keep their fp8 layers whatever the value; None on such a
+    file picks the device's best policy. The policy in force is ``model.quantization``."""
+    return _component(path, "transformer", device, dtype, ops, quantization)
 
 
 def load_vae(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
@@ -167,19 +183,19 @@ def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TO
     return load_strict(model, _source_from_files([f], IDENTITY), str(p), device, dtype)
 
 
-def _component(path, component: str, device, dtype, ops) -> nn.Module:
+def _component(path, component: str, device, dtype, ops, quantization=None) -> nn.Module:
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_dir():
         folder = p / component if (p / "model_index.json").is_file() else p
         if not folder.is_dir():
             raise CheckpointError(f"{p}: pipeline folder has no {component}/ subfolder")
-        return _load_folder(folder, component, device, dtype, ops)
-    ckpt = _load_single_file(p, (component,), device, dtype, ops)
+        return _load_folder(folder, component, device, dtype, ops, quantization)
+    ckpt = _load_single_file(p, (component,), device, dtype, ops, quantization)
     return getattr(ckpt, component)
 
 
-def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckpoint:
+def _load_single_file(p: Path, components, device, dtype, ops, quantization=None) -> LTXVideoCheckpoint:
     f = SafetensorsFile(p)
     _check_all_claimed(f, [TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE["0.9.0"]])
     ckpt = LTXVideoCheckpoint(source=str(p))
@@ -189,8 +205,10 @@ def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckp
         cfg, options = original_config.transformer_config(f.config_section("transformer"), str(p))
         ckpt.causal_temporal_positioning = options["causal_temporal_positioning"]
         model = _build(_model_class("transformer"), cfg, ops)
-        ckpt.transformer = load_strict(model, _source_from_files([f], TRANSFORMER_SINGLE_FILE),
-                                       f"{p} [transformer]", device, dtype)
+        where = f"{p} [transformer]"
+        source = load_fp8_source(model, _source_from_files([f], TRANSFORMER_SINGLE_FILE), [f],
+                                 [TRANSFORMER_SINGLE_FILE], where, quantization, device, dtype)
+        ckpt.transformer = load_strict(model, source, where, device, dtype)
     if "vae" in components:
         cfg = original_config.vae_config(f.config_section("vae"), str(p))
         model = _build(_model_class("vae"), cfg, ops)
@@ -199,18 +217,19 @@ def _load_single_file(p: Path, components, device, dtype, ops) -> LTXVideoCheckp
 
 
 def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
-                   components=("transformer", "vae")) -> LTXVideoCheckpoint:
+                   components=("transformer", "vae"), quantization: str | None = None) -> LTXVideoCheckpoint:
     """Transformer and VAE from a diffusers pipeline folder (``model_index.json``) or a
-    Lightricks single-file checkpoint."""
+    Lightricks single-file checkpoint. ``quantization``: the transformer's fp8 policy (see
+    ``load_transformer``)."""
     bad = [c for c in components if c not in ("transformer", "vae")]
     if bad:
         raise ValueError(f"components must be a subset of ('transformer', 'vae'), got {components!r}")
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_file():
-        return _load_single_file(p, components, device, dtype, ops)
+        return _load_single_file(p, components, device, dtype, ops, quantization)
     return load_pipeline_folder(p, LTXVideoCheckpoint(source=str(p)), components,
-                                lambda folder, comp: _load_folder(folder, comp, device, dtype, ops))
+                                lambda folder, comp: _load_folder(folder, comp, device, dtype, ops, quantization))
 
 
 def load_pipeline_folder(p: Path, ckpt, components, load_one):

@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..config import parse_config
 from ..ops import TORCH_OPS, Ops
 from .checkpoints import (_build, _component_files, _device_dtype, _resolve, _source_from_files,
-                          load_pipeline_folder)
+                          load_fp8_source, load_pipeline_folder)
 from .keymaps import IDENTITY, KeyMap
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
@@ -123,19 +123,24 @@ def _check_components(components) -> tuple[str, ...]:
 
 
 def load_ltx2(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
-              components=COMPONENTS) -> LTX2Checkpoint:
-    """The LTX-2 components ``components`` from a single-file bundle or a diffusers folder."""
+              components=COMPONENTS, quantization: str | None = None) -> LTX2Checkpoint:
+    """The LTX-2 components ``components`` from a single-file bundle or a diffusers folder.
+    ``quantization``: the transformer's fp8 policy (None, "fp8-cast", "fp8-scaled-mm"; see
+    ``ltxengine.loading.load_transformer``); fp8 files keep their fp8 layers either way."""
     components = _check_components(components)
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_file():
-        return _load_bundle(p, components, device, dtype, ops)
+        return _load_bundle(p, components, device, dtype, ops, quantization)
     return load_pipeline_folder(p, LTX2Checkpoint(source=str(p)), components,
-                                lambda folder, name: load_ltx2_component(folder, name, device, dtype, ops))
+                                lambda folder, name: load_ltx2_component(folder, name, device, dtype, ops,
+                                                                         quantization))
 
 
-def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
-    """One component from its diffusers folder (``config.json`` + weights)."""
+def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
+                        quantization: str | None = None) -> nn.Module:
+    """One component from its diffusers folder (``config.json`` + weights); ``quantization``
+    applies to the transformer."""
     _check_components([name])
     device, dtype = _device_dtype(device, dtype)
     folder = _resolve(folder)
@@ -151,15 +156,20 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     else:
         config = parse_config(_attr(spec.config), raw, source)
     model = _build(_attr(spec.model), config, ops)
-    return load_strict(model, _source_from_files(_component_files(folder), IDENTITY), str(folder), device, dtype)
+    files = _component_files(folder)
+    source = _source_from_files(files, IDENTITY)
+    if name == "transformer":
+        source = load_fp8_source(model, source, files, [IDENTITY], str(folder), quantization, device, dtype)
+    return load_strict(model, source, str(folder), device, dtype)
 
 
-def _load_bundle(p: Path, components, device, dtype, ops) -> LTX2Checkpoint:
+def _load_bundle(p: Path, components, device, dtype, ops, quantization=None) -> LTX2Checkpoint:
     with SafetensorsFile(p) as f:
-        return _load_bundle_file(p, f, components, device, dtype, ops)
+        return _load_bundle_file(p, f, components, device, dtype, ops, quantization)
 
 
-def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, ops) -> LTX2Checkpoint:
+def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, ops,
+                      quantization=None) -> LTX2Checkpoint:
     maps = {name: _keymaps(_SPECS[name]) for name in COMPONENTS}
     # Every tensor must belong to some component (a dropped key counts: the map claims it).
     claimed = [m for ms in maps.values() for m in ms]
@@ -176,7 +186,10 @@ def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, op
             raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the {name})")
         config = _original_config(name, spec, section, f)
         model = _build(_attr(spec.model), config, ops)
-        setattr(ckpt, name, load_strict(model, _bundle_source(f, maps[name]), f"{p} [{name}]", device, dtype))
+        where, source = f"{p} [{name}]", _bundle_source(f, maps[name])
+        if name == "transformer":
+            source = load_fp8_source(model, source, [f], maps[name], where, quantization, device, dtype)
+        setattr(ckpt, name, load_strict(model, source, where, device, dtype))
     return ckpt
 
 

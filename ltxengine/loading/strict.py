@@ -6,15 +6,15 @@ every checkpoint tensor must be used; anything else is an error naming the file 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn as nn
 
 from .safetensors_io import CheckpointError
 
-# A source of tensors: model key -> (shape, reader(device, dtype), description for messages).
-TensorSource = dict[str, tuple[tuple[int, ...], Callable[..., torch.Tensor], str]]
+# A source of tensors: model key -> (shape, reader(device, dtype), description for messages[,
+# stored dtype name as safetensors spells it, e.g. "F8_E4M3"]). reader(device, None) returns the
+# tensor in its stored dtype.
+TensorSource = dict[str, tuple]
 
 
 def _set(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
@@ -27,7 +27,9 @@ def _set(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
 
 
 def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtype: torch.dtype) -> nn.Module:
-    """Materialize ``model`` (built on meta) from ``source``; floating tensors arrive in ``dtype``."""
+    """Materialize ``model`` (built on meta) from ``source``; floating tensors arrive in ``dtype``,
+    except those a module lists in ``keep_dtype`` (Fp8Linear's fp8 weight and fp32 scales), which
+    must arrive in the dtype the module declares."""
     expected = dict(model.state_dict(keep_vars=True))
     missing = [k for k in expected if k not in source]
     unused = [k for k in source if k not in expected]
@@ -40,14 +42,27 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
                          f"{_some([source[k][2] for k in unused])}")
         raise CheckpointError(f"{where}: " + "; ".join(parts))
     for key, target in expected.items():
-        shape, _, desc = source[key]
+        shape, desc = source[key][0], source[key][2]
         if tuple(shape) != tuple(target.shape):
             raise CheckpointError(f"{where}: tensor {desc} has shape {tuple(shape)}, the model expects "
                                   f"{tuple(target.shape)} for {key!r}")
     for key, target in expected.items():
-        _, read, _ = source[key]
-        _set(model, key, read(device, dtype if target.is_floating_point() else None))
+        read, desc = source[key][1], source[key][2]
+        if _keeps_dtype(model, key):
+            tensor = read(device, None)
+            if tensor.dtype != target.dtype:
+                raise CheckpointError(f"{where}: tensor {desc} has dtype {tensor.dtype}, the model expects "
+                                      f"{target.dtype} for {key!r} (an fp8 layer's tensor keeps its stored dtype)")
+            _set(model, key, tensor)
+        else:
+            _set(model, key, read(device, dtype if target.is_floating_point() else None))
     return model.eval()
+
+
+def _keeps_dtype(model: nn.Module, key: str) -> bool:
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    return name in getattr(module, "keep_dtype", ())
 
 
 def _some(names: list[str], n: int = 8) -> str:

@@ -116,10 +116,75 @@ def original_vae_keys(sd: dict[str, torch.Tensor], variant: str) -> dict[str, to
     return out
 
 
-def save_single_file(path: Path, tensors: dict[str, torch.Tensor], config: dict | None) -> Path:
-    meta = {"config": json.dumps(config)} if config is not None else None
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+def save_single_file(path: Path, tensors: dict[str, torch.Tensor], config: dict | None,
+                     metadata: dict[str, str] | None = None) -> Path:
+    meta = dict(metadata or {})
+    if config is not None:
+        meta["config"] = json.dumps(config)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta or None)
     return path
+
+
+# -- fp8 checkpoint layouts ------------------------------------------------------------------------
+# Written from the producers' conventions, independently of ltxengine's loader and quantizer.
+
+def fp8_quantize_lightricks(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ltx-core 1.0.0's per-tensor recipe (quantization/fp8_scaled_mm.py): s = 448 / max|W|,
+    W8 = clamp(W * s, +-448) in e4m3, stored weight_scale = 1 / s. Kept in nn.Linear's (out, in)
+    layout: that is how the -fp8 files store it (ltx-core transposes only at load)."""
+    s = 448.0 / w.float().abs().amax()
+    w8 = (w.float() * s).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+    return w8, s.reciprocal()
+
+
+def lightricks_fp8(sd: dict[str, torch.Tensor], layers, input_scales: dict[str, float] | None = None):
+    """Lightricks ``-fp8`` layout: ``<layer>.weight`` F8_E4M3 + ``<layer>.weight_scale`` F32 0-d, and
+    ``<layer>.input_scale`` F32 0-d for the layers in ``input_scales``; every other tensor as given."""
+    out = dict(sd)
+    for layer in layers:
+        out[layer + ".weight"], out[layer + ".weight_scale"] = fp8_quantize_lightricks(sd[layer + ".weight"])
+        if input_scales and layer in input_scales:
+            out[layer + ".input_scale"] = torch.tensor(float(input_scales[layer]))
+    return out
+
+
+def plain_fp8(sd: dict[str, torch.Tensor], layers):
+    """A plain cast of the layers' weights to e4m3, no scales (ltx-core's fp8-cast downcast)."""
+    return {k: (v.to(torch.float8_e4m3fn) if k[: -len(".weight")] in set(layers) and k.endswith(".weight") else v)
+            for k, v in sd.items()}
+
+
+def comfy_tag(conf: dict) -> torch.Tensor:
+    """ComfyUI's ``<layer>.comfy_quant`` tensor: the UTF-8 bytes of the JSON config as uint8."""
+    return torch.tensor(list(json.dumps(conf).encode("utf-8")), dtype=torch.uint8)
+
+
+def comfy_fp8(sd: dict[str, torch.Tensor], layers, *, header: bool = False, input_scales=None,
+              conf: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """ComfyUI mixed precision: fp8 weight + ``weight_scale`` (+ ``input_scale``) per layer, tagged
+    by a ``<layer>.comfy_quant`` tensor or (``header=True``) by the ``_quantization_metadata`` header
+    JSON ``{"layers": {layer: conf}}``. Returns (tensors, header metadata)."""
+    conf = conf or {"format": "float8_e4m3fn"}
+    out = lightricks_fp8(sd, layers, input_scales)
+    if header:
+        return out, {"_quantization_metadata": json.dumps({"layers": {layer: conf for layer in layers}})}
+    for layer in layers:
+        out[layer + ".comfy_quant"] = comfy_tag(conf)
+    return out, {}
+
+
+def comfy_scaled_fp8(sd: dict[str, torch.Tensor], layers, prefix: str, *, marker_dtype=torch.float8_e4m3fn,
+                     full_precision: bool = False, scale_inputs: dict[str, float] | None = None):
+    """ComfyUI's older scaled-fp8 layout: a ``<prefix>scaled_fp8`` marker tensor (empty, or 2 elements
+    for full-precision matmul) whose dtype names the fp8 type, and ``<layer>.scale_weight`` /
+    ``<layer>.scale_input`` scalars."""
+    out = dict(sd)
+    out[prefix + "scaled_fp8"] = torch.zeros(2 if full_precision else 0, dtype=marker_dtype)
+    for layer in layers:
+        out[layer + ".weight"], out[layer + ".scale_weight"] = fp8_quantize_lightricks(sd[layer + ".weight"])
+        if scale_inputs and layer in scale_inputs:
+            out[layer + ".scale_input"] = torch.tensor(float(scale_inputs[layer]))
+    return out
 
 
 def save_diffusers_pipeline(root: Path, components: dict) -> Path:
