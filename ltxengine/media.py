@@ -1,18 +1,20 @@
 """Video, audio and image files through PyAV. Writes go to a temporary file that is renamed into
-place, so a failure never leaves a half-written output."""
+place, so a failure never leaves a half-written output; ``VideoWriter`` encodes chunk by chunk."""
 
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+import weakref
 from fractions import Fraction
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["frame_rate_fraction", "write_mp4", "read_mp4", "read_audio", "read_media", "compress_image"]
+__all__ = ["frame_rate_fraction", "write_mp4", "VideoWriter", "OutputPathError", "read_mp4", "read_audio", "read_media",
+           "compress_image"]
 
 # Full scale of the integer sample formats PyAV hands out (the planar variants add a "p").
 _INT_FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0}
@@ -52,41 +54,194 @@ def write_mp4(path, frames: np.ndarray, fps, crf: int = 18, audio=None, sample_r
     stereo stream. The audio is fitted to the video's duration F / fps: a longer waveform is
     trimmed, a shorter one padded with silence (LTX-2 audio lengths round to 1/25 s, so they differ
     from the video's by up to one audio-latent frame). Samples are clipped to [-1, 1] and stored
-    as 16-bit before AAC encoding. Returns the written path."""
-    import av
+    as 16-bit before AAC encoding. Returns the written path. One ``VideoWriter`` chunk."""
+    with _Mp4Writer(path, fps, crf=crf, audio=audio, sample_rate=sample_rate) as writer:
+        writer.write(frames)
+    return writer.path
 
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"write_mp4: frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"write_mp4: height and width must be even for yuv420p, got {frames.shape[1:3]}")
-    rate = frame_rate_fraction(fps, "write_mp4: fps")
-    pcm = None
-    if audio is not None:
-        pcm = _fit_audio(_audio_array(audio, sample_rate, "write_mp4"), len(frames), rate, sample_rate)
-    elif sample_rate is not None:
-        raise ValueError(f"write_mp4: sample_rate is only meaningful with audio, got sample_rate={sample_rate!r} "
-                         "and audio=None")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent if path.parent.exists() else None)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            # every stream must exist before the first packet is muxed (that writes the header)
-            video = _add_video_stream(container, frames, rate, crf)
-            sound = None if pcm is None else _add_audio_stream(container, sample_rate)
-            _encode_video(container, video, frames)
-            if sound is not None:
-                _encode_audio(container, sound, pcm, sample_rate)
+
+class VideoWriter:
+    """An H.264 (libx264, yuv420p) mp4 written chunk by chunk: ``write`` encodes uint8
+    (n, H, W, 3) RGB frames as they come, so only the encoder holds frames.
+
+    The container goes to a temporary file next to ``path`` (created at the first frames) and is
+    renamed onto ``path`` only by a clean ``close``; an exception inside ``with``, a failing
+    ``close`` or ``abort()`` deletes it and leaves an existing file at ``path`` untouched.
+    ``width`` / ``height`` fix the size up front (else the first chunk sets it); every chunk must
+    match. ``audio`` / ``sample_rate`` are taken as ``write_mp4`` takes them and muxed at ``close``,
+    fitted to the video's final duration; ``set_audio`` may provide them later, but before the
+    first frames: the mp4 header lists every stream and the encoder may emit packets at once.
+    """
+
+    _name = "VideoWriter"  # prefix of error messages
+
+    def __init__(self, path, fps, *, crf=18, width: int | None = None, height: int | None = None, audio=None,
+                 sample_rate: int | None = None):
+        self.path = _output_path(path, self._name)
+        self.fps = frame_rate_fraction(fps, f"{self._name}: fps")
+        self.crf = _check_crf(crf, self._name)
+        self._size = (_check_side(height, "height", self._name), _check_side(width, "width", self._name))
+        self._size_source = "the given height and width"
+        self.frames_written = 0
+        self._state = "open"  # -> "closed" (renamed onto path) or "aborted" (nothing written)
+        self._container = self._video = self._sound = self._tmp = self._cleanup = None
+        self._audio = self._sample_rate = None
+        if audio is not None:
+            self.set_audio(audio, sample_rate)
+        elif sample_rate is not None:
+            raise ValueError(f"{self._name}: sample_rate is only meaningful with audio, got "
+                             f"sample_rate={sample_rate!r} and audio=None")
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def set_audio(self, audio, sample_rate: int) -> None:
+        """The soundtrack, validated now and encoded at ``close``; only before the first frames."""
+        self._check_state("set_audio")
+        if self._container is not None:
+            raise ValueError(f"{self._name}.set_audio: must be called before the first frames are written (the mp4 "
+                             f"header lists every stream), got it after {self.frames_written} frames")
+        waveform = _audio_array(audio, sample_rate, self._name)
+        _check_aac_rate(sample_rate, self._name)
+        self._audio, self._sample_rate = waveform, int(sample_rate)
+
+    def write(self, frames) -> None:
+        """Encode uint8 (n, H, W, 3) RGB frames (n may be 0). A failure in the encoder aborts."""
+        self._check_state("write")
+        frames = self._check_chunk(frames)
+        if not len(frames):
+            return
+        try:
+            if self._container is None:
+                self._start()
+            _encode_frames(self._container, self._video, frames)
+        except BaseException:
+            self.abort()
+            raise
+        self.frames_written += len(frames)
+
+    def close(self) -> Path:
+        """Flush the encoder, mux the audio, rename onto ``path``; -> path. Idempotent once closed."""
+        if self._state == "closed":
+            return self.path
+        self._check_state("close")
+        if self.frames_written == 0:
+            self.abort()
+            raise ValueError(f"{self._name}: no frames were written; an mp4 needs at least one frame")
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` stays as it was. No-op once closed or aborted."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        container, self._container = self._container, None
+        try:
+            if container is not None:
+                container.close()
+        except Exception:  # the partial file is deleted whatever state the muxer is in
+            pass
+        finally:
+            if self._cleanup is not None:
+                self._cleanup()  # deletes the temporary file
+
+    # ---- internals
+    def _check_state(self, what: str) -> None:
+        if self._state != "open":
+            raise ValueError(f"{self._name}.{what}: the writer is {self._state}")
+
+    def _check_chunk(self, frames) -> np.ndarray:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"{self._name}: frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
+        size = tuple(frames.shape[1:3])
+        if size[0] % 2 or size[1] % 2:
+            raise ValueError(f"{self._name}: height and width must be even for yuv420p, got {size}")
+        expected = tuple(e if e is not None else s for e, s in zip(self._size, size))
+        if size != expected:
+            raise ValueError(f"{self._name}: every chunk must have {self._size_source} {expected} (H, W), got {size} "
+                             f"after {self.frames_written} frames")
+        if len(frames) and self._size != size:
+            self._size, self._size_source = size, "the first chunk's height and width"
+        return np.ascontiguousarray(frames)
+
+    def _start(self) -> None:
+        """Temporary file, container and streams (all of them before the first packet)."""
+        import av
+
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = tmp
+        # also removes the file if the writer is dropped without close() or abort()
+        self._cleanup = weakref.finalize(self, Path(tmp).unlink, missing_ok=True)
+        self._container = av.open(tmp, mode="w", format="mp4")
+        self._video = _add_video_stream(self._container, self._size, self.fps, self.crf)
+        self._sound = None if self._audio is None else _add_audio_stream(self._container, self._sample_rate)
+
+    def _finish(self) -> None:
+        container = self._container
+        container.mux(self._video.encode())  # flush the encoder's delayed frames
+        if self._sound is not None:
+            pcm = _fit_audio(self._audio, self.frames_written, self.fps, self._sample_rate, self._name)
+            _encode_audio(container, self._sound, pcm, self._sample_rate)
+        self._container = None
+        container.close()
         # mkstemp creates 0600; give the file the permissions a plain open() would
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(self._tmp, 0o666 & ~umask)
+        os.replace(self._tmp, self.path)
+        self._cleanup.detach()
+
+
+class _Mp4Writer(VideoWriter):
+    _name = "write_mp4"
+
+
+class OutputPathError(ValueError, OSError):
+    """The output path cannot take a file (missing folder, a folder in the way). Also an OSError:
+    before the checks moved to the start, these failures surfaced as OSErrors from the rename."""
+
+
+def _output_path(path, where: str) -> Path:
+    try:
+        path = Path(path)
+    except TypeError:
+        raise ValueError(f"{where}: path must be a str or path-like, got {path!r}") from None
+    if not path.parent.is_dir():
+        raise OutputPathError(f"{where}: path's folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise OutputPathError(f"{where}: path {str(path)!r} is a folder, expected a file name")
     return path
+
+
+def _check_crf(crf, where: str):
+    # libx264's crf is a float in [0, 51] for 8-bit output
+    if isinstance(crf, bool) or not isinstance(crf, (int, float, np.integer, np.floating)) \
+            or not 0 <= crf <= 51:
+        raise ValueError(f"{where}: crf must be a number in [0, 51] (libx264, 8-bit), got {crf!r}")
+    return crf
+
+
+def _check_side(value, name: str, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 or value % 2:
+        raise ValueError(f"{where}: {name} must be a positive even integer (yuv420p) or None, got {value!r}")
+    return int(value)
 
 
 def _audio_array(audio, sample_rate, where: str) -> np.ndarray:
@@ -109,25 +264,29 @@ def _audio_array(audio, sample_rate, where: str) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-def _fit_audio(audio: np.ndarray, num_frames: int, fps: Fraction, sample_rate: int) -> np.ndarray:
-    """-> int16 (2, n) with n = the video's duration in samples: trimmed or zero-padded, mono doubled."""
+def _check_aac_rate(sample_rate: int, where: str) -> None:
     import av
 
-    if sample_rate not in av.codec.Codec("aac", "w").audio_rates:
-        raise ValueError(f"write_mp4: sample_rate must be one AAC supports "
-                         f"{sorted(av.codec.Codec('aac', 'w').audio_rates)}, got {sample_rate}")
+    rates = av.codec.Codec("aac", "w").audio_rates
+    if sample_rate not in rates:
+        raise ValueError(f"{where}: sample_rate must be one AAC supports {sorted(rates)}, got {sample_rate}")
+
+
+def _fit_audio(audio: np.ndarray, num_frames: int, fps: Fraction, sample_rate: int, where: str) -> np.ndarray:
+    """-> int16 (2, n) with n = the video's duration in samples: trimmed or zero-padded, mono doubled."""
     n = round(num_frames * sample_rate / fps)  # exact: fps is a Fraction
     if n == 0:
-        raise ValueError(f"write_mp4: audio needs a video of at least one frame, got {num_frames} frames")
+        raise ValueError(f"{where}: the video ({num_frames} frames at {fps} fps) is shorter than one audio sample "
+                         f"at {sample_rate} Hz")
     fitted = np.zeros((2, n), dtype=np.float32)
     fitted[:, : min(n, audio.shape[1])] = audio[:, :n]  # a (1, k) mono block broadcasts to both channels
     # Clip then scale by 32767, as ltx-pipelines does: +-1.0 maps to +-32767 without overflow.
     return (np.clip(fitted, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
-def _add_video_stream(container, frames: np.ndarray, rate: Fraction, crf: int):
+def _add_video_stream(container, size: tuple[int, int], rate: Fraction, crf):
     stream = container.add_stream("libx264", rate=rate)
-    stream.width, stream.height = frames.shape[2], frames.shape[1]
+    stream.height, stream.width = size
     stream.pix_fmt = "yuv420p"
     stream.options = {"crf": str(crf)}
     return stream
@@ -140,12 +299,11 @@ def _add_audio_stream(container, sample_rate: int):
     return stream
 
 
-def _encode_video(container, stream, frames: np.ndarray) -> None:
+def _encode_frames(container, stream, frames: np.ndarray) -> None:
     import av
 
     for frame in frames:
         container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-    container.mux(stream.encode())
 
 
 def _encode_audio(container, stream, pcm: np.ndarray, sample_rate: int) -> None:

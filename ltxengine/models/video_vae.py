@@ -21,6 +21,7 @@ including their quirks (see ``decode``), so outputs match diffusers' tiled paths
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from math import prod
 
@@ -505,12 +506,40 @@ def _stitch_2d(rows: list[list[torch.Tensor]], blend: tuple[int, int], keep: tup
     return torch.cat(out, dim=3)
 
 
-def _stitch_frames(tiles: list[torch.Tensor], blend: int, keep: int) -> torch.Tensor:
-    out = [tiles[0][:, :, : keep + 1]]  # the first tile also owns the causal first frame
-    for k in range(1, len(tiles)):
-        tiles[k] = _blend(tiles[k - 1], tiles[k], blend, 2)
-        out.append(tiles[k][:, :, :keep])
-    return torch.cat(out, dim=2)
+def _stitched_frames(tiles: Iterable[torch.Tensor], blend: int, keep: int) -> Iterator[torch.Tensor]:
+    """Each temporal tile's own frames, cross-faded with its predecessor, as soon as it arrives.
+
+    A tile's first ``keep`` frames are final once its head is blended with the previous tile's tail
+    (the next tile only rewrites its own head), so only the previous tile is held.
+    """
+    prev = None
+    for tile in tiles:
+        if prev is None:
+            n = keep + 1  # the first tile also owns the causal first frame
+        else:
+            tile, n = _blend(prev, tile, blend, 2), keep
+        prev = tile
+        yield tile[:, :, :n]
+
+
+def _stitch_frames(tiles: Iterable[torch.Tensor], blend: int, keep: int) -> torch.Tensor:
+    return torch.cat(list(_stitched_frames(tiles, blend, keep)), dim=2)
+
+
+def _in_call_grad_mode(chunks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """A generator's body runs when it is iterated, not when it is created: run every step in the
+    grad / inference mode of the creating call, so a ``torch.no_grad()`` around the call covers the
+    decode even when the chunks are consumed outside it."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()  # now, not at the first next()
+
+    def resumed():
+        while True:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    return resumed()
 
 
 class VideoVAE(nn.Module):
@@ -561,11 +590,9 @@ class VideoVAE(nn.Module):
 
     def _encode_frame_tiles(self, x, t: TilingConfig):
         f, rt = x.shape[2], self.temporal_compression_ratio
-        tiles = []
-        for i in range(0, f, t.tile_sample_stride_num_frames):
-            tile = self._encode_spatial(x[:, :, i: i + t.tile_sample_min_num_frames + 1], t)
-            # A later tile's first latent encodes one lone frame (causal start), not real history.
-            tiles.append(tile if i == 0 else tile[:, :, 1:])
+        # A later tile's first latent encodes one lone frame (causal start), not real history.
+        tiles = (self._encode_spatial(x[:, :, i: i + t.tile_sample_min_num_frames + 1], t)[:, :, (i > 0):]
+                 for i in range(0, f, t.tile_sample_stride_num_frames))
         blend = (t.tile_sample_min_num_frames - t.tile_sample_stride_num_frames) // rt
         return _stitch_frames(tiles, blend, t.tile_sample_stride_num_frames // rt)[:, :, : (f - 1) // rt + 1]
 
@@ -608,16 +635,39 @@ class VideoVAE(nn.Module):
         on its output is one frame late (and the last frame is lost); ours keeps frames aligned
         with the untiled decode.
         """
+        chunks = list(self.decode_frames(z, temb, generator, tiling))
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
+
+    def decode_frames(self, z: torch.Tensor, temb=None, generator: torch.Generator | None = None,
+                      tiling: TilingConfig | None = None) -> Iterator[torch.Tensor]:
+        """``decode`` as consecutive chunks (B, out_channels, n_i, H, W) whose concatenation along
+        frames equals ``decode``'s output exactly, same random draws in the same order.
+
+        With temporal tiling, a tile's frames are yielded right after that tile is decoded and
+        cross-faded with the previous one (before the next tile is decoded), so at most two tiles'
+        outputs live on the device. Otherwise the whole video is one chunk. Arguments are checked
+        here, at the call; the decoding runs as the chunks are consumed, in the call's grad mode.
+        With ``generator=None`` the 0.9.1 noise comes from the global RNG at iteration time: other
+        global draws between chunks change it (pass a generator to be independent of that).
+        """
+        temb = self._check_decode(z, temb, tiling)
+        return _in_call_grad_mode(self._decode_chunks(z, temb, generator, tiling))
+
+    def _check_decode(self, z: torch.Tensor, temb, tiling: TilingConfig | None) -> torch.Tensor | None:
         self._check_z(z)
         temb = self._check_temb(temb, z)
         if tiling is not None:
             tiling.check(self.spatial_compression_ratio, self.temporal_compression_ratio)
         self._check_reflect_grid("decoder", "z", z.shape[3], z.shape[4], tiling)
+        return temb
+
+    def _decode_chunks(self, z, temb, generator, tiling: TilingConfig | None) -> Iterator[torch.Tensor]:
         if tiling is None:
-            return self.decoder(z, temb, generator)
-        if z.shape[2] > tiling.tile_sample_min_num_frames // self.temporal_compression_ratio:
-            return self._decode_frame_tiles(z, temb, generator, tiling)
-        return self._decode_spatial(z, temb, generator, tiling)
+            yield self.decoder(z, temb, generator)
+        elif z.shape[2] > tiling.tile_sample_min_num_frames // self.temporal_compression_ratio:
+            yield from self._decode_frame_tiles(z, temb, generator, tiling)
+        else:
+            yield self._decode_spatial(z, temb, generator, tiling)
 
     def _check_z(self, z: torch.Tensor) -> None:
         if z.ndim != 5:
@@ -674,19 +724,23 @@ class VideoVAE(nn.Module):
         out = _stitch_2d(rows, blend, (t.tile_sample_stride_height, t.tile_sample_stride_width))
         return out[:, :, :, : h * r, : w * r]
 
-    def _decode_frame_tiles(self, z, temb, generator, t: TilingConfig):
+    def _decode_frame_tiles(self, z, temb, generator, t: TilingConfig) -> Iterator[torch.Tensor]:
         f, rt = z.shape[2], self.temporal_compression_ratio
         tile_f, stride_f = t.tile_sample_min_num_frames // rt, t.tile_sample_stride_num_frames // rt
-        tiles = []
-        for i in range(0, f, stride_f):
-            tile = self._decode_spatial(z[:, :, i: i + tile_f + 1], temb, generator, t)
-            # A later tile decodes its first latent as a lone causal first frame, which stands for the
-            # last pixel frame of that latent's group: drop it so tile frame u+1 is global frame
-            # 8i + u + 1 and neighbours line up. (diffusers drops the last frame instead, which
-            # makes its output one frame late after the first seam; see decode().)
-            tiles.append(tile if i == 0 else tile[:, :, 1:])
+        # A later tile decodes its first latent as a lone causal first frame, which stands for the
+        # last pixel frame of that latent's group: drop it so tile frame u+1 is global frame
+        # 8i + u + 1 and neighbours line up. (diffusers drops the last frame instead, which
+        # makes its output one frame late after the first seam; see decode().) Lazy, so each tile
+        # is decoded only when the previous one's frames have been handed out.
+        tiles = (self._decode_spatial(z[:, :, i: i + tile_f + 1], temb, generator, t)[:, :, (i > 0):]
+                 for i in range(0, f, stride_f))
         blend = t.tile_sample_min_num_frames - t.tile_sample_stride_num_frames
-        return _stitch_frames(tiles, blend, t.tile_sample_stride_num_frames)[:, :, : (f - 1) * rt + 1]
+        left = (f - 1) * rt + 1
+        for chunk in _stitched_frames(tiles, blend, t.tile_sample_stride_num_frames):
+            chunk = chunk[:, :, :left]
+            left -= chunk.shape[2]
+            if chunk.shape[2]:  # a last tile of one latent holds only its dropped lone frame
+                yield chunk
 
 
 class LTX2VideoVAE(VideoVAE):
@@ -717,18 +771,31 @@ class LTX2VideoVAE(VideoVAE):
         None means ltx-core's defaults 0.05 and 0.025. The noise is drawn once for the whole
         latent from ``generator`` (ltx-core's tiled decode draws it per tile).
         """
+        z, temb = self._denormalized_inputs(latents, timestep, noise_scale, generator)
+        return self.decode(z, temb, generator=generator, tiling=tiling)
+
+    def decode_normalized_frames(self, latents: torch.Tensor, timestep=None, noise_scale=None,
+                                 generator: torch.Generator | None = None,
+                                 tiling: TilingConfig | None = None) -> Iterator[torch.Tensor]:
+        """``decode_normalized`` as chunks (see ``decode_frames``); the decode noise is drawn at the
+        call, before any decoding, as ``decode_normalized`` draws it."""
+        z, temb = self._denormalized_inputs(latents, timestep, noise_scale, generator)
+        return self.decode_frames(z, temb, generator=generator, tiling=tiling)
+
+    def _denormalized_inputs(self, latents, timestep, noise_scale, generator):
+        """-> (raw latents with the decode noise mixed in, decode timestep or None)."""
         self._check_z(latents)
         if not self.config.timestep_conditioning:
             for name, value in (("timestep", timestep), ("noise_scale", noise_scale)):
                 if value is not None:
                     raise ValueError(f"{name} must be None for a decoder without timestep_conditioning, got {value!r}")
-            return self.decode(self.denormalize_latents(latents), generator=generator, tiling=tiling)
+            return self.denormalize_latents(latents), None
         timestep = DECODE_TIMESTEP if timestep is None else timestep
         scale = _noise_scale(DECODE_NOISE_SCALE if noise_scale is None else noise_scale, latents)
         device = generator.device if generator is not None else latents.device
         eps = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype).to(latents.device)
         latents = eps * scale + (1.0 - scale) * latents
-        return self.decode(self.denormalize_latents(latents), timestep, generator=generator, tiling=tiling)
+        return self.denormalize_latents(latents), timestep
 
 
 def _noise_scale(value, latents: torch.Tensor):
