@@ -56,7 +56,9 @@ def _generate(args) -> int:
 
     engine = Engine.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype),
                                     text_encoder=args.text_encoder, latent_upsampler=args.latent_upsampler,
-                                    kernels=args.kernels)
+                                    kernels=args.kernels, quantization=args.quantization,
+                                    fp8_attention=args.fp8_attention, executor=args.executor,
+                                    offload=tuple(args.offload))
     two = None
     if args.two_stage or args.distilled:
         two = TwoStage(downscale_factor=args.downscale_factor, adain_factor=args.adain_factor,
@@ -75,11 +77,11 @@ def _generate(args) -> int:
             guidance_rescale=args.guidance_rescale,
             timesteps=list(DISTILLED_STAGE1_TIMESTEPS) if args.distilled else None,
             decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, seed=args.seed,
-            two_stage=two, callback=progress)
+            two_stage=two, callback=progress, output=args.output)  # streamed to the file while decoding
     finally:
         if progress is not None:
             progress.close()
-    out = result.save(args.output)
+    out = Path(args.output)
     torch_note = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
     print(f"{out}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "
           f"{result.fps} fps, seed {result.seed}, {time.perf_counter() - start:.1f}s ({torch_note})")
@@ -99,12 +101,16 @@ def _info(args) -> int:
 # One command per model family: every scenario of bench/ for it (issue 9: the 2B suite must run in
 # one call on one GPU).
 _BENCH_SUITES = {
-    "2b": [("scenario_transformer", ["--models", "2b"]), ("scenario_vae_decode", ["--models", "ltxv-095"]),
-           ("scenario_generate", ["--models", "ltxv-098,ltxv-2b"])],
-    "13b": [("scenario_transformer", ["--models", "13b"])],
-    "ltx2": [("scenario_transformer", ["--models", "ltx2-19b"]), ("scenario_vae_decode", ["--models", "ltx2"]),
+    # scenario_fp8 also writes fp8_quality.jsonl (bench/fp8_quality.py: per-layer error, denoise PSNR)
+    "2b": [("scenario_transformer", ["--models", "2b"]), ("scenario_fp8", ["--models", "2b"]),
+           ("scenario_vae_decode", ["--models", "ltxv-095"]), ("scenario_generate", ["--models", "ltxv-098,ltxv-2b"]),
+           ("scenario_graphs", ["--models", "2b"])],
+    "13b": [("scenario_transformer", ["--models", "13b"]), ("scenario_fp8", ["--models", "13b"])],
+    "ltx2": [("scenario_transformer", ["--models", "ltx2-19b"]), ("scenario_fp8", ["--models", "ltx2-19b"]),
+             ("scenario_vae_decode", ["--models", "ltx2"]),
              # one generation is minutes at full size: the verified first calls are the warm-up
-             ("scenario_generate", ["--models", "ltx2-19b", "--reps", "2", "--warmup", "0"])],
+             ("scenario_generate", ["--models", "ltx2-19b", "--reps", "2", "--warmup", "0"]),
+             ("scenario_graphs", ["--models", "ltx2-19b"])],
 }
 
 
@@ -237,6 +243,15 @@ def main(argv=None) -> int:
     gen.add_argument("--device", default=None)
     gen.add_argument("--dtype", default="bf16")
     gen.add_argument("--kernels", default="auto", help="auto | torch | triton | cuda")
+    gen.add_argument("--quantization", default=None, choices=("fp8-cast", "fp8-scaled-mm"),
+                     help="fp8 transformer weights: fp8-cast (fp8 storage, compute in --dtype) or fp8-scaled-mm "
+                          "(fp8 GEMM, Ada/Hopper); fp8 checkpoints keep fp8 storage without it")
+    gen.add_argument("--fp8-attention", action="store_true",
+                     help="q/k/v of every attention in e4m3 (opt-in: ~5%% relative error per attention)")
+    gen.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
+                     help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
+    gen.add_argument("--offload", action="append", default=[], choices=("text_encoder", "latent_upsampler"),
+                     help="keep this component in host memory, on the device only while used (repeatable)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars")
 
     info = sub.add_parser("info", help="what a checkpoint holds (family, version, components, dtypes)")

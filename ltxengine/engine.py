@@ -19,7 +19,9 @@ torch.Generator().manual_seed(seed)``) the frames equal diffusers' in fp32 (test
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 import re
 import threading
 import time
@@ -32,15 +34,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .executor.graphs import MODES as EXECUTOR_MODES
+from .executor.graphs import GraphExecutor
+from .executor.plan import InsufficientMemoryError, MemoryPlan, available_bytes, fmt_bytes
+from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import read_json
 from .media import frame_rate_fraction, write_mp4
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
-from .ops import FUSED, get_ops
+from .ops import FUSED, get_ops, with_fp8_attention
 from .pipelines import ltx_video as lv
 from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
+from .pipelines.streaming import decode_latents_frames, stream_to_file
 from .pipelines.schedule import (
     DEFAULT_SCHEDULER_CONFIG,
     Schedule,
@@ -58,6 +65,11 @@ STOP = "stop"
 PIPELINES = ("text-to-video", "image-to-video", "condition")
 _HUB_PATTERNS = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*",
                  "latent_upsampler/*", "connectors/*", "audio_vae/*", "vocoder/*"]
+
+
+# generate() arguments that change a generation's memory plan
+_PLAN_KEYS = ("height", "width", "num_frames", "pipeline", "two_stage", "stage1_size", "guidance_scale",
+              "max_sequence_length", "vae_tiling", "sampler", "guidance_batch", "video_guidance", "audio_guidance")
 
 
 class GenerationCancelled(Exception):
@@ -149,6 +161,14 @@ def _call_args(a: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
     if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
         raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
+    out = a.get("output")
+    if out is not None:
+        if not isinstance(out, (str, os.PathLike)):
+            raise ValueError(f"output must be a path (str or os.PathLike) or None, got {type(out).__name__}")
+        folder = Path(out).expanduser().parent
+        if not folder.is_dir():
+            raise ValueError(f"output: the folder {str(folder)!r} does not exist (nothing was generated)")
+        a["output"] = Path(out).expanduser()
     return a
 
 
@@ -186,8 +206,11 @@ class Engine:
     """LTX-Video models on one device; ``generate`` calls are serialized by a lock, so concurrent
     calls from several threads run one after the other and each gets its own correct result."""
 
+    OFFLOADABLE = ("text_encoder", "latent_upsampler")
+
     def __init__(self, transformer, vae, text_encoder: T5TextEncoder, *, latent_upsampler=None,
-                 scheduler_config: dict | None = None, device=None, dtype=torch.bfloat16, source: str = ""):
+                 scheduler_config: dict | None = None, device=None, dtype=torch.bfloat16, source: str = "",
+                 executor: str = "auto", offload: Sequence[str] = ()):
         self.transformer = transformer.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.text_encoder = text_encoder
@@ -198,12 +221,46 @@ class Engine:
         self.source = source
         self.family = "ltx-video"
         self._lock = threading.Lock()
+        self._setup_runtime(executor, offload)
         if text_encoder.hidden_size != transformer.config.caption_channels:
             raise CheckpointError(f"{source}: text encoder width {text_encoder.hidden_size} != transformer "
                                   f"caption_channels {transformer.config.caption_channels}")
         if vae.config.latent_channels != transformer.config.in_channels:
             raise CheckpointError(f"{source}: VAE latent_channels {vae.config.latent_channels} != transformer "
                                   f"in_channels {transformer.config.in_channels}")
+
+    def _setup_runtime(self, executor: str, offload: Sequence[str]) -> None:
+        """The step executor (CUDA graphs on CUDA, static buffers and the same keys elsewhere;
+        "none" calls the model directly) and where offloadable components live between uses."""
+        if executor == "none":
+            self.executor = None
+        else:
+            if executor not in EXECUTOR_MODES:
+                raise ValueError(f"executor must be one of {EXECUTOR_MODES + ('none',)}, got {executor!r}")
+            self.executor = GraphExecutor(self.device, executor)
+        self.residency = Residency(self.device, offload, self.OFFLOADABLE)
+        self._weights_version = 0
+        self.check_memory = True
+        self._plans: dict[tuple, MemoryPlan] = {}
+        for name in self.OFFLOADABLE:
+            module = getattr(self, name, None)
+            self.residency.park(name, getattr(module, "model", module))
+
+    @property
+    def quantization(self) -> str | None:
+        """The fp8 policy of the transformer's linear layers ("fp8-cast", "fp8-scaled-mm"), None
+        when they are full precision."""
+        return getattr(self.transformer, "quantization", None)
+
+    def invalidate_graphs(self, reason: str = "weights changed") -> None:
+        """Call after changing the transformer's weights by hand: captured graphs read them by address."""
+        self._weights_version += 1
+        if self.executor is not None:
+            self.executor.invalidate(reason)
+
+    def _graph_state(self) -> tuple:
+        """What captured graphs depend on besides shapes: the weights' identity and how they run."""
+        return (id(self.transformer), self.transformer.ops.name, self.quantization, self._weights_version)
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -217,7 +274,9 @@ class Engine:
     def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype = torch.bfloat16, *,
                         text_encoder=None, latent_upsampler=None, kernels: str = "auto",
                         scheduler_config: dict | None = None, revision: str | None = None,
-                        local_files_only: bool = False, distilled_lora=None) -> "Engine":
+                        local_files_only: bool = False, distilled_lora=None,
+                        quantization: str | None = None, fp8_attention: bool = False, fp8_lora: str = "branch",
+                        executor: str = "auto", offload: Sequence[str] = ()) -> "Engine":
         """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
         Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
 
@@ -233,14 +292,33 @@ class Engine:
         text_encoder is then the Gemma 3 folder (a diffusers folder's own ``text_encoder/`` is
         used), latent_upsampler the spatial x2 upsampler for the two-stage pipelines, and
         distilled_lora the LoRA fused for stage 2 (ltx-2-19b-distilled-lora-384).
+
+        quantization: fp8 weights for the transformer's linear layers (see ltxengine.quant.fp8):
+        "fp8-cast" (fp8 storage, compute in ``dtype``; any device and dtype) or "fp8-scaled-mm"
+        (fp8 GEMM: CUDA sm_89+, or emulated on CPU; bf16/fp16 only). bf16 checkpoints are quantized
+        at load; fp8 checkpoints (Lightricks ``-fp8``, ComfyUI fp8) load with their own scales, and
+        with None they keep fp8 storage under the device's best policy. ``engine.quantization`` is
+        the policy in force (None: full precision). fp8_attention: q/k/v of every attention in e4m3
+        (opt-in: ~5% relative error per attention against ~0.4% for bf16; see README).
+        fp8_lora (LTX-2): how LoRAs reach fp8 layers, "branch" (unmerged, closest to bf16) or
+        "merge" (dequantize, add, requantize).
+
+        executor: "auto" (CUDA graphs on CUDA, else eager), "graphs", "eager" (the same static
+        buffers, no capture) or "none" (plain calls). offload: components kept in host memory
+        and moved to the device only while used, from ("text_encoder", "latent_upsampler").
         """
+        _check_runtime_options(executor, offload, fp8_lora)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        from .quant.fp8 import validate_policy
+        validate_policy(quantization, device, dtype)
         if kernels == "cuda" and dtype != torch.bfloat16:
             raise ValueError(f"kernels='cuda': the CUDA C++ kernels take bfloat16 activations, got dtype={dtype}; "
                              f"use dtype=torch.bfloat16 or kernels='triton'/'torch'")
         ops = get_ops(kernels, device)
+        if fp8_attention:
+            ops = with_fp8_attention(ops)
         path = _resolve_source(path_or_repo_id, revision, local_files_only)
         if is_ltx2(path):
             if scheduler_config is not None:
@@ -248,11 +326,15 @@ class Engine:
                                  "shift_tokens=...), got a scheduler config")
             from .ltx2_engine import LTX2Engine
             return LTX2Engine.load(path, device, dtype, ops, text_encoder=text_encoder,
-                                   latent_upsampler=latent_upsampler, distilled_lora=distilled_lora)
+                                   latent_upsampler=latent_upsampler, distilled_lora=distilled_lora,
+                                   quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload)
         if distilled_lora is not None:
             raise ValueError("distilled_lora: only LTX-2 engines take a stage-2 LoRA, this is an LTX-Video "
                              "checkpoint")
-        ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops)
+        if fp8_lora != "branch":
+            raise ValueError(f"fp8_lora: only LTX-2 engines load LoRAs, this is an LTX-Video checkpoint (got "
+                             f"{fp8_lora!r})")
+        ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         if path.is_dir():
             te_root = path if text_encoder is None else text_encoder
             up = latent_upsampler if latent_upsampler is not None else (
@@ -264,10 +346,11 @@ class Engine:
                                  f"pass text_encoder=PATH (a diffusers LTX-Video folder or a T5 folder)")
             te_root, up = text_encoder, latent_upsampler
             sched = scheduler_config if scheduler_config is not None else DEFAULT_SCHEDULER_CONFIG
-        te = text_encoder if isinstance(text_encoder, T5TextEncoder) else _load_text_encoder(te_root, device, dtype)
+        te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
+        te = text_encoder if isinstance(text_encoder, T5TextEncoder) else _load_text_encoder(te_root, te_device, dtype)
         ups = load_latent_upsampler(up, device=device, dtype=dtype, ops=ops) if up is not None else None
         return cls(ckpt.transformer, ckpt.vae, te, latent_upsampler=ups, scheduler_config=sched, device=device,
-                   dtype=dtype, source=str(path))
+                   dtype=dtype, source=str(path), executor=executor, offload=offload)
 
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
@@ -280,7 +363,8 @@ class Engine:
                  latents: torch.Tensor | None = None, callback: Callable | None = None,
                  denoise_strength: float = 1.0, image_cond_noise_scale: float = 0.15,
                  max_sequence_length: int | None = None, two_stage: TwoStage | bool | None = None,
-                 pipeline: str | None = None, vae_tiling: TilingConfig | None = None) -> GenerationResult:
+                 pipeline: str | None = None, vae_tiling: TilingConfig | None = None,
+                 output: str | os.PathLike | None = None) -> GenerationResult:
         """Generate one video. See the module docstring for which diffusers pipeline a call follows.
 
         callback(stage, step, total, timestep=..., latents=...) runs after every denoising step
@@ -288,10 +372,49 @@ class Engine:
         normalized latents (1, C, F', H', W'); returning ``STOP`` or raising ``GenerationCancelled``
         stops the generation and raises GenerationCancelled (with the stage and step).
         Prompts longer than max_sequence_length tokens are truncated with a warning.
+        output: an mp4 path the frames are written to as the VAE decodes them (temporal tiles with
+        ``vae_tiling``), so device memory does not grow with the clip; the file appears only when
+        complete (the result also holds the frames).
         """
         args = self._check_args(locals())
         with self._lock, torch.inference_mode():
+            self._check_memory(args)
             return self._generate(args)
+
+    def plan(self, prompt: str = "", negative_prompt: str | None = None, **kwargs) -> MemoryPlan:
+        """The memory plan of ``generate(prompt, negative_prompt, **kwargs)`` without running it:
+        the peak per phase (text, denoise, upsample, refine, decode), whether it fits the device
+        memory available now, and if not the largest frame count / size that does. Nothing is
+        allocated (the phases are traced on fake tensors)."""
+        bound = inspect.signature(self.generate).bind(prompt, negative_prompt, **kwargs)
+        bound.apply_defaults()
+        args = self._check_args(dict(bound.arguments))
+        with self._lock, torch.inference_mode():
+            return self._plan(args)
+
+    def _plan(self, args: dict[str, Any]) -> MemoryPlan:
+        from .planning import plan_ltx_video
+        return plan_ltx_video(self, args)
+
+    def _check_memory(self, args: dict[str, Any]) -> None:
+        """On CUDA, refuse a generation whose planned peak does not fit before doing any work
+        (plans are cached per shape; ``engine.check_memory = False`` skips this)."""
+        if not self.check_memory or available_bytes(self.device) is None:  # None: not a CUDA device
+            return
+        key = tuple(repr(args.get(k)) for k in _PLAN_KEYS) + (
+            len(args.get("conditions") or ()), args.get("image") is not None,
+            tuple(sorted(self.residency.offload)), self._graph_state())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(args)
+        else:
+            plan.available_bytes = available_bytes(self.device)
+        if plan.fits is False:
+            if plan.suggestion is None:
+                plan = self._plans[key] = self._plan(args)
+            raise InsufficientMemoryError(f"generate: this generation needs {fmt_bytes(plan.peak_bytes)} at its "
+                                          f"peak ({plan.peak_phase}), {fmt_bytes(plan.available_bytes)} are "
+                                          f"available on {self.device}.\n{plan}")
 
     # ---- internals -----------------------------------------------------------------------------
     def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:
@@ -422,10 +545,14 @@ class Engine:
 
     def _encode_prompt(self, prompt: str, negative: str | None, max_len: int, cfg: bool, use_mask: bool):
         te = self.text_encoder
+        with self.residency.use("text_encoder", te.model):
+            return self._encode_prompt_on_device(te, prompt, negative, max_len, cfg, use_mask)
+
+    def _encode_prompt_on_device(self, te, prompt, negative, max_len, cfg, use_mask):
         n_tokens = len(te.tokenizer(prompt).input_ids)
         if n_tokens > max_len:
             warnings.warn(f"prompt: {n_tokens} tokens is longer than max_sequence_length={max_len}; the text "
-                          f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=4)
+                          f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=5)
         embeds, mask = te.encode(prompt, max_len, self.device, dtype=te.dtype, use_attention_mask=use_mask)
         neg = neg_mask = None
         if cfg:
@@ -474,8 +601,11 @@ class Engine:
                                                           use_mask=mode == "condition")
         timings["text"] = time.perf_counter() - t0
 
+        if self.executor is not None:
+            self.executor.set_state(self._graph_state())
+
         def guide(scale, rescale):
-            return lv.Guidance(self.transformer, embeds, mask, neg, neg_mask, scale, rescale)
+            return lv.Guidance(self.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=self.executor)
 
         c = self.transformer.config.in_channels
         f = (n - 1) // rt + 1
@@ -487,8 +617,9 @@ class Engine:
         timings["denoise"] = time.perf_counter() - t1
         if two is not None:
             t2 = time.perf_counter()
-            up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
-                                     two.tone_map_compression_ratio).to(torch.float32)
+            with self.residency.use("latent_upsampler", self.latent_upsampler):
+                up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
+                                         two.tone_map_compression_ratio).to(torch.float32)
             gen = torch.Generator(gen.device)
             gen.set_state(start_state)
             h2, w2 = 2 * height1, 2 * width1
@@ -500,14 +631,16 @@ class Engine:
                                     two.denoise_strength, noise2, up, "refine")
             timings["refine"] = time.perf_counter() - t2
         t3 = time.perf_counter()
-        frames = lv.decode_latents(self.vae, latents, decode_timestep=a["decode_timestep"],
-                                   decode_noise_scale=a["decode_noise_scale"], generator=gen, device=self.device,
-                                   model_dtype=self.dtype, tiling=a["vae_tiling"])
-        frames = lv.resize_frames(frames, height, width)
+        decode = dict(decode_timestep=a["decode_timestep"], decode_noise_scale=a["decode_noise_scale"], generator=gen,
+                      device=self.device, model_dtype=self.dtype, tiling=a["vae_tiling"])
+        if a["output"] is None:
+            frames = lv.resize_frames(lv.decode_latents(self.vae, latents, **decode), height, width).cpu().numpy()
+        else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
+            frames = stream_to_file(decode_latents_frames(self.vae, latents, height=height, width=width, **decode),
+                                    a["output"], a["fps"])
         timings["decode"] = time.perf_counter() - t3
         if a["callback"] is not None:
             self._hook(a["callback"], "decode")(1, 1, 0.0, latents)
-        frames = frames.cpu().numpy()
         video = (frames * 255).round().astype(np.uint8)
         timings["total"] = time.perf_counter() - t0
         return GenerationResult(frames=frames, video=video, latents=latents.float().cpu(), fps=a["fps"],
@@ -575,6 +708,18 @@ class Engine:
 # -- sources -------------------------------------------------------------------------------------------
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _check_runtime_options(executor, offload, fp8_lora) -> None:
+    """Checked before any weight is read."""
+    if executor not in EXECUTOR_MODES + ("none",):
+        raise ValueError(f"executor must be one of {EXECUTOR_MODES + ('none',)}, got {executor!r}")
+    names = (offload,) if isinstance(offload, str) else offload
+    if not isinstance(names, (tuple, list)) or any(n not in Engine.OFFLOADABLE for n in names):
+        raise ValueError(f"offload: components that can be offloaded are {Engine.OFFLOADABLE}, got {offload!r}")
+    from .loading.lora import FP8_LORA_MODES
+    if fp8_lora not in FP8_LORA_MODES:
+        raise ValueError(f"fp8_lora must be one of {FP8_LORA_MODES}, got {fp8_lora!r}")
 
 
 def _resolve_source(path_or_repo_id, revision, local_files_only) -> Path:

@@ -60,7 +60,8 @@ class LTX2Engine(Engine):
     """LTX-2 models on one device. ``generate`` calls are serialized by a lock."""
 
     def __init__(self, checkpoint, text_encoder: GemmaTextEncoder, *, latent_upsampler=None, distilled_lora=None,
-                 device=None, dtype=torch.bfloat16, source: str = ""):
+                 device=None, dtype=torch.bfloat16, source: str = "", executor: str = "auto",
+                 offload: Sequence[str] = ()):
         self.transformer = checkpoint.transformer.eval().requires_grad_(False)
         self.connectors = checkpoint.connectors
         self.vae = checkpoint.vae.eval().requires_grad_(False)
@@ -76,6 +77,8 @@ class LTX2Engine(Engine):
         self.model_version = getattr(checkpoint, "model_version", None)
         self._lock = threading.Lock()
         self._lora = None
+        self.fp8_lora = "branch"
+        self._setup_runtime(executor, offload)
         cfg = self.transformer.config
         if self.vae.config.latent_channels != cfg.in_channels:
             raise CheckpointError(f"{source}: VAE latent_channels {self.vae.config.latent_channels} != transformer "
@@ -84,15 +87,17 @@ class LTX2Engine(Engine):
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
-             distilled_lora=None) -> "LTX2Engine":
-        ckpt = load_ltx2(path, device=device, dtype=dtype, ops=ops)
+             distilled_lora=None, quantization: str | None = None, fp8_lora: str = "branch",
+             executor: str = "auto", offload: Sequence[str] = ()) -> "LTX2Engine":
+        ckpt = load_ltx2(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
+        te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         if isinstance(text_encoder, GemmaTextEncoder):
             te = text_encoder.attach(ckpt.connectors) if text_encoder.connectors is None else text_encoder
         elif text_encoder is not None:
-            te = GemmaTextEncoder.from_folder(text_encoder, device=device, dtype=dtype, connectors=ckpt.connectors)
+            te = GemmaTextEncoder.from_folder(text_encoder, device=te_device, dtype=dtype, connectors=ckpt.connectors)
         elif path.is_dir() and (path / "text_encoder").is_dir():
-            te = GemmaTextEncoder.from_folder(path / "text_encoder", path / "tokenizer", device=device, dtype=dtype,
-                                              connectors=ckpt.connectors)
+            te = GemmaTextEncoder.from_folder(path / "text_encoder", path / "tokenizer", device=te_device,
+                                              dtype=dtype, connectors=ckpt.connectors)
         else:
             raise ValueError(f"text_encoder: {path} holds no Gemma 3 text encoder; pass text_encoder=PATH (the "
                              f"gemma-3-12b-it folder with its tokenizer)")
@@ -104,7 +109,8 @@ class LTX2Engine(Engine):
             from .loading.lora import LoraWeights
             lora = distilled_lora if isinstance(distilled_lora, LoraWeights) else LoraWeights.load(distilled_lora)
         engine = cls(ckpt, te, latent_upsampler=ups, distilled_lora=lora, device=device, dtype=dtype,
-                     source=str(path))
+                     source=str(path), executor=executor, offload=offload)
+        engine.fp8_lora = fp8_lora
         if lora is not None:
             engine._lora_manager().check(lora)  # a LoRA for another model fails at load, not in stage 2
         return engine
@@ -112,7 +118,8 @@ class LTX2Engine(Engine):
     def _lora_manager(self):
         if self._lora is None:
             from .loading.lora import LoraSet
-            self._lora = LoraSet({"transformer": self.transformer, "connectors": self.connectors})
+            self._lora = LoraSet({"transformer": self.transformer, "connectors": self.connectors},
+                                 fp8_lora=self.fp8_lora)
         return self._lora
 
     # ---- generation ----------------------------------------------------------------------------
@@ -125,7 +132,8 @@ class LTX2Engine(Engine):
                  image_crf: int = 33, audio_start: float = 0.0, audio_sample_rate: int | None = None,
                  decode_timestep: float | None = None, decode_noise_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, callback: Callable | None = None,
-                 max_sequence_length: int = 1024, guidance_batch: int | None = None, vae_tiling=None):
+                 max_sequence_length: int = 1024, guidance_batch: int | None = None, vae_tiling=None,
+                 output=None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' LTX-2.0
@@ -139,10 +147,19 @@ class LTX2Engine(Engine):
         video's own token count, as diffusers' LTX2Pipeline). callback(stage, step, total,
         timestep=1000 x sigma, latents=video latents (1, C, F', H', W')) after every step (stages
         "denoise", "refine") and once at "decode"; returning STOP cancels (GenerationCancelled).
+        output: an mp4 path written (video + audio) while the VAE decodes, as in Engine.generate.
         """
         args = self._check_ltx2(locals())
         with self._lock, torch.inference_mode():
+            self._check_memory(args)
             return self._generate_ltx2(args)
+
+    def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:
+        return self._check_ltx2(a)  # Engine.plan binds generate()'s arguments and checks them here
+
+    def _plan(self, args: dict[str, Any]):
+        from .planning import plan_ltx2
+        return plan_ltx2(self, args)
 
     # ---- argument checks -------------------------------------------------------------------------
     def _check_ltx2(self, a: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +254,7 @@ class LTX2Engine(Engine):
         t0 = time.perf_counter()
         gen, seed = _generator(a["generator"], a["seed"])
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
-        frames = out.frames.cpu().numpy()
+        frames = out.frames.cpu().numpy() if isinstance(out.frames, torch.Tensor) else out.frames
         video = (frames * 255).round().astype(np.uint8)
         out.timings["total"] = time.perf_counter() - t0
         return GenerationResult(frames=frames, video=video, latents=out.latents.float().cpu(), fps=a["fps"],

@@ -15,6 +15,7 @@ from .models.audio_vae import pack_audio_latents
 from .pipelines import ltx_video as lv
 from .pipelines import samplers
 from .pipelines.inputs import image_to_tensor
+from .pipelines.streaming import decode_ltx2_frames, join_frames, ltx2_frame_chunks, stream_to_file
 from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
                              ltx2_sigmas, video_state)
 
@@ -100,7 +101,8 @@ def encode_text(engine, a, need_negative: bool):
     if need_negative:
         neg = a["negative_prompt"] if a["negative_prompt"] is not None else DEFAULT_NEGATIVE_PROMPT
         prompts = [neg, a["prompt"]]  # one batch, as diffusers encodes [negative, positive]
-    v, au, mask = te.encode(prompts, a["max_sequence_length"])
+    with engine.residency.use("text_encoder", te.model):
+        v, au, mask = te.encode(prompts, a["max_sequence_length"])
     v, au, mask = v.to(engine.device, dtype), au.to(engine.device, dtype), mask.to(engine.device)
     pos = tr.prepare_context(v[-1:], au[-1:], mask[-1:])
     negative = tr.prepare_context(v[:1], au[:1], mask[:1]) if need_negative else None
@@ -165,8 +167,11 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     if keyframes:
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
+    if engine.executor is not None:
+        engine.executor.set_state(engine._graph_state())
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
-                        max_batch=a["guidance_batch"])
+                        max_batch=a["guidance_batch"], executor=engine.executor,
+                        graph_variant=engine._lora.graph_variant if engine._lora is not None else ())
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a["sampler"]
     if sampler == "euler":
@@ -221,8 +226,9 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     timings["denoise"] = time.perf_counter() - t1
     if two_stage:
         t2 = time.perf_counter()
-        video = lv.upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
-                                    two.tone_map_compression_ratio).float()
+        with engine.residency.use("latent_upsampler", engine.latent_upsampler):
+            video = lv.upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
+                                        two.tone_map_compression_ratio).float()
         first, keys = encode_conditions(engine, images, height, width, float(a["fps"]))
         with _stage2_weights(engine, two):
             video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=(1, c, f, height // 32,
@@ -233,12 +239,19 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
                                      audio_init=audio, audio_frozen=audio_frozen, noise_scale=two.noise_scale)
         timings["refine"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    out.frames = decode_video(engine, a, video, gen)
-    out.latents = video
+    # audio first (it draws no random numbers): a streamed mp4 needs it before the first frame
     if audio_frozen is not None:
         out.audio, out.sample_rate = a["_audio_waveform"]
     else:
         out.audio, out.sample_rate = decode_audio(engine, audio), engine.vocoder.config.output_sampling_rate
+    if a["output"] is None:
+        out.frames = decode_video(engine, a, video, gen)
+    else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
+        chunks = decode_ltx2_frames(engine.vae, video, decode_timestep=a["decode_timestep"],
+                                    decode_noise_scale=a["decode_noise_scale"], generator=gen, tiling=a["vae_tiling"])
+        out.frames = torch.from_numpy(stream_to_file(chunks, a["output"], a["fps"], audio=out.audio,
+                                                     sample_rate=out.sample_rate))
+    out.latents = video
     timings["decode"] = time.perf_counter() - t3
     if a["callback"] is not None:
         engine._hook(a["callback"], "decode")(1, 1, 0.0, video)
@@ -290,13 +303,9 @@ def _audio_condition(engine, a):
 
 
 def decode_video(engine, a, latents: torch.Tensor, gen) -> torch.Tensor:
-    vae = engine.vae
-    dtype = next(vae.parameters()).dtype
-    kw = {}
-    if vae.config.timestep_conditioning:
-        kw = dict(timestep=a["decode_timestep"], noise_scale=a["decode_noise_scale"])
-    pixels = vae.decode_normalized(latents.to(dtype), generator=gen, tiling=a["vae_tiling"], **kw)
-    return (pixels[0].float() / 2 + 0.5).clamp(0, 1).permute(1, 2, 3, 0)
+    return join_frames(ltx2_frame_chunks(engine.vae, latents, decode_timestep=a["decode_timestep"],
+                                         decode_noise_scale=a["decode_noise_scale"], generator=gen,
+                                         tiling=a["vae_tiling"]))
 
 
 def decode_audio(engine, tokens: torch.Tensor) -> np.ndarray:

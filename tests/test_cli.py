@@ -137,7 +137,8 @@ def test_bench_command_unknown_name_is_one_line(capsys):
 def test_bench_suite_runs_every_scenario_of_a_model_in_one_command(tmp_path):
     assert main(["bench", "2b", "--smoke", "--out", str(tmp_path)]) == 0
     written = sorted(p.stem for p in tmp_path.glob("*.jsonl"))
-    assert written == ["scenario_generate", "scenario_transformer", "scenario_vae_decode"]
+    assert written == ["fp8_quality", "scenario_fp8", "scenario_generate", "scenario_graphs", "scenario_transformer",
+                       "scenario_vae_decode"]
     for path in tmp_path.glob("*.jsonl"):
         records = [json.loads(line) for line in path.read_text().splitlines()]
         assert records and all(r["smoke"] for r in records)

@@ -356,14 +356,15 @@ class LTX2Transformer(nn.Module):
                 audio_sigma: torch.Tensor | None = None, video_timesteps: torch.Tensor | None = None,
                 audio_timesteps: torch.Tensor | None = None, context: TextContext, rope: RopeTables,
                 skip: Skip | Sequence[Skip] | None = None,
-                legacy_cross_timestep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                legacy_cross_timestep: bool = False, temb: _Temb | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed latents video (B, Nv, in_channels) and audio (B, Na, audio_in_channels) ->
         velocities of the same shapes.
 
         video_sigma / audio_sigma: (B,) sigmas in [0, 1] (audio defaults to video's);
         video_timesteps / audio_timesteps: (B,) or per token (B, N), sigma x denoise mask
         (default: the sigma). context: ``prepare_context``; rope: ``rope``. skip: one ``Skip``
-        for the whole batch or one per sample.
+        for the whole batch or one per sample. temb: ``embed_timesteps(...)`` of the same
+        arguments computed beforehand (work done once per step list, outside a captured graph).
         """
         b = video.shape[0]
         audio_sigma = video_sigma if audio_sigma is None else audio_sigma
@@ -373,8 +374,9 @@ class LTX2Transformer(nn.Module):
                             rope, skip)
         xv = self.proj_in(video)
         xa = self.audio_proj_in(audio)
-        temb = self.embed_timesteps(video_sigma, audio_sigma, video_timesteps, audio_timesteps, b, xv.dtype,
-                                    legacy_cross_timestep)
+        if temb is None:
+            temb = self.embed_timesteps(video_sigma, audio_sigma, video_timesteps, audio_timesteps, b, xv.dtype,
+                                        legacy_cross_timestep)
         for i, block in enumerate(self.transformer_blocks):
             keep = {kind: _keep(skips, kind, i, xv) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
             xv, xa = block(xv, xa, context, temb, rope, keep)

@@ -44,20 +44,27 @@ class Attention(nn.Module):
         self.to_out = nn.ModuleList([OpsLinear(inner, dim, bias=out_bias, ops=ops)])
         self.ops = ops
 
-    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None):
+    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None):
         """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
         the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
-        (1 keeps attention, 0 takes the values)."""
+        (1 keeps attention, 0 takes the values). ``kv``: the (to_k, to_v) projections of a
+        constant context computed once (``project_kv``), used instead of projecting it again."""
         context = x if context is None else context
-        v = self.to_v(context)
+        k_proj, v = kv if kv is not None else (None, self.to_v(context))
         if keep is False:
             return self.to_out[0](v)
-        q, k = self.ops.qk_norm_rope(self.to_q(x), self.to_k(context), self.norm_q.weight, self.norm_k.weight,
+        if k_proj is None:
+            k_proj = self.to_k(context)
+        q, k = self.ops.qk_norm_rope(self.to_q(x), k_proj, self.norm_q.weight, self.norm_k.weight,
                                      self.eps, rope, k_rope)
         out = self.ops.attention(q, k, v, self.heads, mask)
         if keep is not None:
             out = out * keep + v * (1 - keep)
         return self.to_out[0](out)
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(to_k(context), to_v(context)): constant over a generation for cross-attention."""
+        return self.to_k(context), self.to_v(context)
 
 
 class GeluProj(nn.Module):
@@ -93,14 +100,14 @@ class TransformerBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
         self.ops = ops
 
-    def forward(self, x, context, context_bias, temb, rope):
+    def forward(self, x, context, context_bias, temb, rope, cross_kv=None):
         # temb: (B, T', 6, D) with T' = 1 (per-sample timestep) or N (per-token).
         mod = self.scale_shift_table + temb
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         h = self.ops.ada_norm(x, shift_msa, scale_msa, self.eps, "rms")
         x = self.ops.gated_residual(x, self.attn1(h, rope=rope), gate_msa)
         # Cross-attention reads the raw residual stream: no norm, no modulation, no gate.
-        x = self.ops.gated_residual(x, self.attn2(x, context, context_bias), None)
+        x = self.ops.gated_residual(x, self.attn2(x, context, context_bias, kv=cross_kv), None)
         h = self.ops.ada_norm(x, shift_mlp, scale_mlp, self.eps, "rms")
         return self.ops.gated_residual(x, self.ff(h), gate_mlp)
 
@@ -190,6 +197,11 @@ class LTXVideoTransformer(nn.Module):
             bias = ((1 - encoder_attention_mask.to(context.dtype)) * -10000.0)[:, None, None, :]
         return context, bias
 
+    def cross_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every block's cross-attention keys and values of the projected text (from
+        ``prepare_context``): constant across steps, so a pipeline computes them once."""
+        return [block.attn2.project_kv(context) for block in self.transformer_blocks]
+
     def embed_timestep(self, timestep: torch.Tensor, batch: int, dtype: torch.dtype):
         """(B,) or (B, N) timesteps in [0, 1000] -> temb (B, T', 6, D), embedded (B, T', D).
 
@@ -207,31 +219,43 @@ class LTXVideoTransformer(nn.Module):
         return temb.view(batch, -1, 6, dim), embedded.view(batch, -1, dim)
 
     # -- one denoising step ------------------------------------------------------------------
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, *,
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor | None, *,
                 context: tuple[torch.Tensor, torch.Tensor | None],
-                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor], temb=None, cross_kv=None) -> torch.Tensor:
         """hidden_states (B, N, in_channels) packed latents -> velocity (B, N, out_channels).
 
-        context: from ``prepare_context``; rope: from ``rope(positions)``.
+        context: from ``prepare_context``; rope: from ``rope(positions)``. Work done once per
+        generation may be passed in: temb = ``embed_timestep(timestep, B, dtype)`` (then
+        ``timestep`` may be None), cross_kv = ``cross_kv(context[0])``.
         """
-        self._check_inputs(hidden_states, timestep, context, rope)
+        self._check_inputs(hidden_states, timestep, context, rope, temb, cross_kv)
         batch = hidden_states.shape[0]
         x = self.proj_in(hidden_states)
-        temb, embedded = self.embed_timestep(timestep, batch, x.dtype)
+        temb, embedded = temb if temb is not None else self.embed_timestep(timestep, batch, x.dtype)
         ctx, bias = context
-        for block in self.transformer_blocks:
-            x = block(x, ctx, bias, temb, rope)
+        kvs = cross_kv if cross_kv is not None else [None] * len(self.transformer_blocks)
+        for block, kv in zip(self.transformer_blocks, kvs):
+            x = block(x, ctx, bias, temb, rope, kv)
         mod = self.scale_shift_table + embedded[:, :, None]
         x = self.ops.ada_norm(x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
         return self.proj_out(x)
 
-    def _check_inputs(self, x, timestep, context, rope):
+    def _check_inputs(self, x, timestep, context, rope, temb, cross_kv):
         cfg = self.config
         if x.ndim != 3 or x.shape[-1] != cfg.in_channels:
             raise ValueError(f"transformer: hidden_states must be (B, N, {cfg.in_channels}), got {tuple(x.shape)}")
         b, n = x.shape[:2]
-        if timestep.shape not in ((b,), (b, n)):
+        if temb is not None:
+            if temb[0].shape[0] != b or temb[0].shape[1] not in (1, n) or temb[0].shape[2:] != (6, cfg.inner_dim):
+                raise ValueError(f"transformer: temb must be (B={b}, 1 or {n}, 6, {cfg.inner_dim}) from embed_timestep, "
+                                 f"got {tuple(temb[0].shape)}")
+        elif timestep is None:
+            raise ValueError("transformer: timestep is required unless temb (from embed_timestep) is given")
+        elif timestep.shape not in ((b,), (b, n)):
             raise ValueError(f"transformer: timestep must have shape ({b},) or ({b}, {n}), got {tuple(timestep.shape)}")
+        if cross_kv is not None and len(cross_kv) != len(self.transformer_blocks):
+            raise ValueError(f"transformer: cross_kv must hold one (k, v) pair per block ({len(self.transformer_blocks)}), "
+                             f"got {len(cross_kv)}")
         ctx = context[0]
         if ctx.ndim != 3 or ctx.shape[0] != b or ctx.shape[-1] != cfg.inner_dim:
             raise ValueError(f"transformer: context must be (B={b}, L, {cfg.inner_dim}) from prepare_context, "

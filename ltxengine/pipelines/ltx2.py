@@ -11,6 +11,8 @@ same integer seed gives diffusers' LTX2Pipeline video:
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -162,6 +164,8 @@ class Denoiser:
     audio_params: GuidanceParams = NO_GUIDANCE
     max_batch: int | None = None
     legacy_cross_timestep: bool = False
+    executor: object = None  # a GraphExecutor running each batch's model call (None: called directly)
+    graph_variant: tuple = ()  # what the model computes beyond its weights (LoraSet.graph_variant)
     _last: tuple | None = field(default=None, repr=False)
     _rows: list | None = field(default=None, repr=False)
 
@@ -199,14 +203,19 @@ class Denoiser:
             s = torch.full((b,), sigma, dtype=torch.float32, device=dev)
             tv = s if self._full_video else (s[:, None] * self.video_mask[..., 0]).expand(b, -1)
             ta = s if self._full_audio else (s[:, None] * self.audio_mask[..., 0]).expand(b, -1)
-            vv, va = self.transformer(xv.expand(b, -1, -1).to(self._dtype), xa.expand(b, -1, -1).to(self._dtype),
-                                      video_sigma=s, audio_sigma=s, video_timesteps=tv, audio_timesteps=ta,
-                                      context=ctx, rope=self.rope, skip=skips,
-                                      legacy_cross_timestep=self.legacy_cross_timestep)
+            # timestep embeddings outside the captured step (they hold a data-dependent unique())
+            temb = self.transformer.embed_timesteps(s, s, tv, ta, b, self._dtype, self.legacy_cross_timestep)
             tv_tok = tv[:1, :, None] if tv.ndim == 2 else s[:1]
             ta_tok = ta[:1, :, None] if ta.ndim == 2 else s[:1]
+            args = (xv, xa, s, tv, ta, temb, ctx, self.rope, tuple(skips), self.legacy_cross_timestep, tv_tok, ta_tok)
+            if self.executor is None:
+                x0v, x0a = _x0_step(self.transformer, *args)
+            else:
+                x0v, x0a = self.executor.run(("ltx2:x0", self.graph_variant),
+                                             functools.partial(_x0_step, self.transformer), *args)
+                x0v, x0a = x0v.clone(), x0a.clone()  # static outputs: the next replay rewrites them
             for j, name in enumerate(names):
-                outs[name] = (xv - vv[j:j + 1].float() * tv_tok, xa - va[j:j + 1].float() * ta_tok)
+                outs[name] = (x0v[j:j + 1], x0a[j:j + 1])
         return outs
 
     def __call__(self, xv: torch.Tensor, xa: torch.Tensor, sigma: float, step: int):
@@ -221,6 +230,16 @@ class Denoiser:
         x0a = self._last[1] if a.skips(step) and self._last is not None else guide(a, *pick(1))
         self._last = (x0v, x0a)
         return x0v, x0a
+
+
+def _x0_step(transformer, xv, xa, s, tv, ta, temb, ctx, rope, skips, legacy: bool, tv_tok, ta_tok):
+    """One batch of guidance passes: x0 = x - v * timestep per row (rows = passes), float32."""
+    b = s.shape[0]
+    dtype = ctx.video.dtype
+    vv, va = transformer(xv.expand(b, -1, -1).to(dtype), xa.expand(b, -1, -1).to(dtype), video_sigma=s,
+                         audio_sigma=s, video_timesteps=tv, audio_timesteps=ta, context=ctx, rope=rope,
+                         skip=list(skips), legacy_cross_timestep=legacy, temb=temb)
+    return xv - vv.float() * tv_tok, xa - va.float() * ta_tok
 
 
 # -- latent states ---------------------------------------------------------------------------------

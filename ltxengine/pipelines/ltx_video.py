@@ -58,22 +58,31 @@ def unpack(tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.
 class Guidance:
     """The transformer call of one step with classifier-free guidance and rescale.
 
-    The text context ([negative, positive] when guiding) is projected once; RoPE tables are set
-    per sampling call. Velocities come back as float32.
+    Work constant over a sampling call is done once: the text context ([negative, positive] when
+    guiding) is projected and every block's cross-attention keys/values computed at construction,
+    RoPE tables per sampling call (``set_positions``), timestep embeddings for every step before
+    the loop (``embed``). ``step`` runs the guided model call and the sampler's update as one pure
+    function of tensors through ``executor`` (a GraphExecutor: static buffers, CUDA graphs) or
+    directly when there is none. Velocities come back as float32.
     """
 
     def __init__(self, transformer, embeds: torch.Tensor, mask: torch.Tensor,
                  negative_embeds: torch.Tensor | None, negative_mask: torch.Tensor | None,
-                 guidance_scale: float, guidance_rescale: float):
+                 guidance_scale: float, guidance_rescale: float, executor=None):
         self.transformer = transformer
         self.scale = float(guidance_scale)
         self.rescale = float(guidance_rescale)
         self.do_cfg = self.scale > 1.0
         self.dtype = next(transformer.parameters()).dtype
+        self.executor = executor
         if self.do_cfg:
             embeds = torch.cat([negative_embeds, embeds], dim=0)
             mask = torch.cat([negative_mask, mask], dim=0)
         self.context = transformer.prepare_context(embeds.to(self.dtype), mask)
+        self.cross_kv = [t for pair in transformer.cross_kv(self.context[0]) for t in pair]
+        device = self.context[0].device
+        # tensors, not Python floats: a new scale then reuses the captured graph
+        self._scales = (torch.tensor(self.scale, device=device), torch.tensor(self.rescale, device=device))
         self.rope = None
 
     @property
@@ -83,27 +92,70 @@ class Guidance:
     def set_positions(self, positions: torch.Tensor) -> None:
         self.rope = self.transformer.rope(positions)
 
+    def embed(self, timestep: torch.Tensor):
+        """(B,) or (B, N) timesteps of one step (B = ``batch``) -> the transformer's temb pair."""
+        return self.transformer.embed_timestep(timestep, self.batch, self.dtype)
+
+    def step(self, x: torch.Tensor, temb, update: Callable | None = None, *update_args):
+        """x (1, N, C) float32 -> ``update(x, v, *update_args)``, or the velocity v when update is
+        None. ``update`` must be a module-level pure function of tensors (and hashable values)."""
+        args = (x, *temb, self.context[0], self.context[1], *self.rope, *self._scales, self.do_cfg,
+                self.rescale > 0, len(self.cross_kv), *self.cross_kv, *update_args)
+        fn = _step_fn(self.transformer, update)
+        if self.executor is None:
+            return fn(*args)
+        name = f"ltx-video:{update.__name__ if update is not None else 'velocity'}"
+        return self.executor.run(name, fn, *args)
+
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """x (1, N, C) float32; timestep (B,) or (B, N) for the batched branches -> velocity (1, N, C)."""
-        inp = torch.cat([x, x]) if self.do_cfg else x
-        v = self.transformer(inp.to(self.dtype), timestep, context=self.context, rope=self.rope).float()
-        if not self.do_cfg:
-            return v
-        v_uncond, v_text = v.chunk(2)
-        v = v_uncond + self.scale * (v_text - v_uncond)
-        if self.rescale > 0:
-            dims = list(range(1, v.ndim))
-            std_text = v_text.std(dim=dims, keepdim=True)
-            std_cfg = v.std(dim=dims, keepdim=True)
-            v = self.rescale * (v * (std_text / std_cfg)) + (1 - self.rescale) * v
+        return self.step(x, self.embed(timestep))
+
+
+def _step_fn(transformer, update):
+    def fn(x, temb, embedded, ctx, bias, cos, sin, scale, rescale, do_cfg, rescale_on, n_kv, *rest):
+        kv = list(zip(rest[:n_kv:2], rest[1:n_kv:2]))
+        v = _guided(transformer, x, (temb, embedded), (ctx, bias), (cos, sin), kv, scale, rescale, do_cfg,
+                    rescale_on)
+        return v if update is None else update(x, v, *rest[n_kv:])
+    return fn
+
+
+def _guided(transformer, x, temb, context, rope, cross_kv, scale, rescale, do_cfg: bool, rescale_on: bool):
+    dtype = context[0].dtype
+    inp = torch.cat([x, x]) if do_cfg else x
+    v = transformer(inp.to(dtype), None, context=context, rope=rope, temb=temb, cross_kv=cross_kv).float()
+    if not do_cfg:
         return v
+    v_uncond, v_text = v.chunk(2)
+    v = v_uncond + scale * (v_text - v_uncond)
+    if rescale_on:
+        dims = list(range(1, v.ndim))
+        std_text = v_text.std(dim=dims, keepdim=True)
+        std_cfg = v.std(dim=dims, keepdim=True)
+        v = rescale * (v * (std_text / std_cfg)) + (1 - rescale) * v
+    return v
 
 
-def _check_finite(x: torch.Tensor, stage: str, step: int, total: int) -> None:
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(f"{stage}: latents became non-finite (nan/inf) at step {step}/{total}; "
-                                 f"the model or its inputs produced overflow (try dtype=torch.float32 or check "
-                                 f"the weights)")
+class FiniteWatch:
+    """Non-finite latents are detected without a host sync per step: each step records on the
+    device whether the latents are finite; ``check`` (once, after the loop, or before a hook that
+    syncs anyway) raises naming the first bad step."""
+
+    def __init__(self, stage: str, total: int, device):
+        self.stage, self.total = stage, total
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def update(self, x: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(x).all()
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+
+    def check(self) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise FloatingPointError(f"{self.stage}: latents became non-finite (nan/inf) at step {step}/{self.total}; "
+                                     f"the model or its inputs produced overflow (try dtype=torch.float32 or check "
+                                     f"the weights)")
 
 
 # -- text-to-video (LTXPipeline) --------------------------------------------------------------------
@@ -119,13 +171,22 @@ def sample_text_to_video(guide: Guidance, schedule: Schedule, shape, *, frame_ra
     guide.set_positions(grid_positions(1, f, h, w, (temporal / frame_rate, spatial, spatial), device=device))
     total = len(schedule)
     sig = schedule.sigmas.to(device)
-    for i, t in enumerate(schedule.timesteps.to(device)):
-        v = guide(x, t.expand(guide.batch))
-        x = x + (sig[i + 1] - sig[i]) * v
-        _check_finite(x, stage, i + 1, total)
+    timesteps = schedule.timesteps.to(device)
+    tembs = [guide.embed(t.expand(guide.batch)) for t in timesteps]
+    dts = [sig[i + 1] - sig[i] for i in range(total)]
+    watch = FiniteWatch(stage, total, device)
+    for i, t in enumerate(timesteps):
+        x = guide.step(x, tembs[i], euler_update, dts[i])
+        watch.update(x, i + 1)
         if hook is not None:
-            hook(i + 1, total, float(t), unpack(x, f, h, w))
-    return unpack(x, f, h, w)
+            watch.check()
+            hook(i + 1, total, float(t), unpack(x.clone(), f, h, w))
+    watch.check()
+    return unpack(x.clone(), f, h, w)
+
+
+def euler_update(x: torch.Tensor, v: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    return x + dt * v
 
 
 # -- image-to-video (LTXImageToVideoPipeline) ----------------------------------------------------
@@ -153,16 +214,26 @@ def sample_image_to_video(guide: Guidance, schedule: Schedule, vae, image: torch
     guide.set_positions(grid_positions(1, f, h, w, (temporal / frame_rate, spatial, spatial), device=device))
     total = len(schedule)
     sig = schedule.sigmas.to(device)
-    for i, t in enumerate(schedule.timesteps.to(device)):
-        timestep = t.expand(guide.batch).unsqueeze(-1) * (1 - mask_in)
-        v = unpack(guide(x, timestep), f, h, w)
-        lat = unpack(x, f, h, w)
-        stepped = lat[:, :, 1:] + (sig[i + 1] - sig[i]) * v[:, :, 1:]
-        x = pack(torch.cat([lat[:, :, :1], stepped], dim=2))
-        _check_finite(x, stage, i + 1, total)
+    timesteps = schedule.timesteps.to(device)
+    tembs = [guide.embed(t.expand(guide.batch).unsqueeze(-1) * (1 - mask_in)) for t in timesteps]
+    dts = [sig[i + 1] - sig[i] for i in range(total)]
+    watch = FiniteWatch(stage, total, device)
+    for i, t in enumerate(timesteps):
+        x = guide.step(x, tembs[i], first_frame_kept_update, dts[i], f, h, w)
+        watch.update(x, i + 1)
         if hook is not None:
-            hook(i + 1, total, float(t), unpack(x, f, h, w))
-    return unpack(x, f, h, w)
+            watch.check()
+            hook(i + 1, total, float(t), unpack(x.clone(), f, h, w))
+    watch.check()
+    return unpack(x.clone(), f, h, w)
+
+
+def first_frame_kept_update(x: torch.Tensor, v: torch.Tensor, dt: torch.Tensor, f: int, h: int, w: int):
+    """Euler step of every latent frame but the first (the conditioning image)."""
+    v = unpack(v, f, h, w)
+    lat = unpack(x, f, h, w)
+    stepped = lat[:, :, 1:] + dt * v[:, :, 1:]
+    return pack(torch.cat([lat[:, :, :1], stepped], dim=2))
 
 
 # -- multi-condition (LTXConditionPipeline) ------------------------------------------------------
@@ -277,28 +348,44 @@ def sample_condition(guide: Guidance, schedule: Schedule, all_sigmas: torch.Tens
     mask_in = torch.cat([mask] * guide.batch)
     all_sigmas = all_sigmas.to(device)
     total = len(schedule)
-    for i, t in enumerate(schedule.timesteps.to(device)):
-        if image_cond_noise_scale > 0 and conditioned:
-            tt = t / 1000.0
-            noise = randn(x.shape, generator, device)
-            hard = (mask > 1.0 - 1e-6).unsqueeze(-1)
-            x = torch.where(hard, init + image_cond_noise_scale * noise * (tt**2), x)
+    timesteps = schedule.timesteps.to(device)
+    token_timesteps = []
+    for t in timesteps:
         timestep = t.expand(guide.batch).unsqueeze(-1).float()
         if conditioned:
             timestep = torch.min(timestep, (1 - mask_in) * 1000.0)
-        v = guide(x, timestep if conditioned else timestep[:, 0])
-        timestep = timestep[:1]
-        # diffusers steps -v by sigma_token - sigma_next (a positive dt)
-        stepped = per_token_step(x, -v, timestep / 1000, all_sigmas)
+        token_timesteps.append(timestep)
+    tembs = [guide.embed(ts if conditioned else ts[:, 0]) for ts in token_timesteps]
+    hard = (mask > 1.0 - 1e-6).unsqueeze(-1)
+    watch = FiniteWatch(stage, total, device)
+    for i, t in enumerate(timesteps):
+        if image_cond_noise_scale > 0 and conditioned:
+            tt = t / 1000.0
+            noise = randn(x.shape, generator, device)
+            x = torch.where(hard, init + image_cond_noise_scale * noise * (tt**2), x)
         if conditioned:
-            update = (t / 1000 - 1e-6 < (1.0 - mask)).unsqueeze(-1)
-            x = torch.where(update, stepped, x)
+            x = guide.step(x, tembs[i], conditioned_update, token_timesteps[i][:1], all_sigmas, t, mask)
         else:
-            x = stepped
-        _check_finite(x, stage, i + 1, total)
+            x = guide.step(x, tembs[i], per_token_update, token_timesteps[i][:1], all_sigmas)
+        watch.update(x, i + 1)
         if hook is not None:
-            hook(i + 1, total, float(t), unpack(x[:, n_extra:], f, h, w))
-    return unpack(x[:, n_extra:], f, h, w)
+            watch.check()
+            hook(i + 1, total, float(t), unpack(x[:, n_extra:].clone(), f, h, w))
+    watch.check()
+    return unpack(x[:, n_extra:].clone(), f, h, w)
+
+
+def per_token_update(x: torch.Tensor, v: torch.Tensor, timestep: torch.Tensor, all_sigmas: torch.Tensor):
+    # diffusers steps -v by sigma_token - sigma_next (a positive dt)
+    return per_token_step(x, -v, timestep / 1000, all_sigmas)
+
+
+def conditioned_update(x: torch.Tensor, v: torch.Tensor, timestep: torch.Tensor, all_sigmas: torch.Tensor,
+                       t: torch.Tensor, mask: torch.Tensor):
+    """Tokens whose conditioning strength keeps them below the current noise level stay put."""
+    stepped = per_token_update(x, v, timestep, all_sigmas)
+    update = (t / 1000 - 1e-6 < (1.0 - mask)).unsqueeze(-1)
+    return torch.where(update, stepped, x)
 
 
 # -- latent upsampling and decoding ----------------------------------------------------------------
@@ -325,20 +412,10 @@ def decode_latents(vae, latents: torch.Tensor, *, decode_timestep: float, decode
     LTX-Video order; Lightricks' original mixes before) with scale decode_noise_scale (default:
     decode_timestep) and the decoder is conditioned on decode_timestep.
     """
-    z = vae.denormalize_latents(latents).to(model_dtype)
-    temb = None
-    if vae.config.timestep_conditioning:
-        noise = randn(z.shape, generator, device, dtype=z.dtype)
-        scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
-        temb = torch.tensor([decode_timestep], device=device, dtype=z.dtype)
-        s = torch.tensor([scale], device=device, dtype=z.dtype)[:, None, None, None, None]
-        z = (1 - s) * z + s * noise
-    vae_dtype = next(vae.parameters()).dtype
-    # 0.9.1 decoders inject noise; draw it from the generation's generator (diffusers uses torch's
-    # global RNG there, so its 0.9.1 videos are not determined by the seed alone)
-    video = vae.decode(z.to(vae_dtype), temb, generator=generator, tiling=tiling)
-    frames = (video[0].permute(1, 0, 2, 3).float() * 0.5 + 0.5).clamp(0, 1)
-    return frames.permute(0, 2, 3, 1).contiguous()
+    from .streaming import join_frames, ltx_video_frame_chunks  # streaming imports this module
+    return join_frames(ltx_video_frame_chunks(vae, latents, decode_timestep=decode_timestep,
+                                              decode_noise_scale=decode_noise_scale, generator=generator,
+                                              device=device, model_dtype=model_dtype, tiling=tiling))
 
 
 def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,0 +1,134 @@
+"""Peak memory of a generation, known before it starts.
+
+A generation runs in phases (text encoding, denoising per stage, latent upsampling, decoding).
+Each phase's peak = the weights resident on the device then + what the executor keeps across
+phases (CUDA graph pools, the activation arena, static buffers) + the phase's own transient
+memory, which comes from tracing the phase's code on fake tensors (``memory.trace_allocations``:
+nothing is allocated, so a 19B step at full size is planned in seconds on any machine). The
+engines build the phases (``Engine.plan``); this module holds the accounting and the report.
+
+What the trace cannot see (workspaces allocated inside a kernel, e.g. cuBLAS and cuDNN, and
+the caching allocator's rounding and fragmentation) is not in the figure; the GPU tests compare
+the prediction with ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+GiB = 1024 ** 3
+
+
+def module_bytes(*modules: nn.Module | None) -> int:
+    """Bytes of the parameters and buffers of ``modules`` (shared tensors counted once)."""
+    seen, total = set(), 0
+    for m in modules:
+        if m is None:
+            continue
+        for t in [*m.parameters(), *m.buffers()]:
+            key = (t.untyped_storage().data_ptr(), t.device) if t.device.type != "meta" else id(t)
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes() if t.device.type != "meta" else t.nbytes
+    return total
+
+
+def tensor_bytes(tree) -> int:
+    """Bytes of the tensors in a nested structure (each storage once)."""
+    leaves = torch.utils._pytree.tree_leaves(tree)
+    seen, total = set(), 0
+    for t in leaves:
+        if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in seen:
+            seen.add(id(t.untyped_storage()))
+            total += t.nbytes
+    return total
+
+
+def transient_peak(fn: Callable, *args, **kwargs) -> int:
+    """Peak bytes alive during ``fn(*args)`` beyond its inputs, from a fake-tensor trace."""
+    from .memory import trace_allocations
+    return trace_allocations(fn, *args, **kwargs).live_peak_bytes
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    weights_bytes: int  # weights on the device during the phase
+    kept_bytes: int  # executor memory alive across phases (graph pools, arena, static buffers)
+    transient_bytes: int  # the phase's own activations (traced)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kept_bytes + self.transient_bytes
+
+
+@dataclass
+class MemoryPlan:
+    """What ``engine.plan(...)`` returns. ``fits`` compares the peak with the device memory free
+    to this process now (None on CPU: host memory is not planned against)."""
+
+    device: torch.device
+    phases: list[Phase] = field(default_factory=list)
+    available_bytes: int | None = None
+    suggestion: str | None = None
+
+    @property
+    def peak_bytes(self) -> int:
+        return max((p.total_bytes for p in self.phases), default=0)
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda p: p.total_bytes).name if self.phases else ""
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.available_bytes is None else self.peak_bytes <= self.available_bytes
+
+    def __str__(self) -> str:
+        lines = [f"memory plan on {self.device}: peak {fmt_bytes(self.peak_bytes)} in {self.peak_phase!r}"]
+        for p in self.phases:
+            lines.append(f"  {p.name:<9} weights {fmt_bytes(p.weights_bytes):>10}  kept {fmt_bytes(p.kept_bytes):>10}"
+                         f"  activations {fmt_bytes(p.transient_bytes):>10}  = {fmt_bytes(p.total_bytes):>10}")
+        if self.available_bytes is not None:
+            lines.append(f"  available {fmt_bytes(self.available_bytes)}: {'fits' if self.fits else 'does NOT fit'}")
+        if self.suggestion:
+            lines.append(f"  {self.suggestion}")
+        return "\n".join(lines)
+
+
+def fmt_bytes(n: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Device memory this process can still get: the driver's free memory plus what torch's
+    caching allocator holds but does not use. None for non-CUDA devices."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+class InsufficientMemoryError(MemoryError):
+    """A generation's planned peak exceeds the device memory available; raised before any work."""
+
+
+def largest_fitting(candidates: Iterable, peak_of: Callable[[object], int], budget: int):
+    """The last candidate (in increasing size order) whose peak fits ``budget``, by bisection
+    (peaks grow with size); None if even the first does not fit."""
+    cands = list(candidates)
+    lo, hi, best = 0, len(cands) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if peak_of(cands[mid]) <= budget:
+            best, lo = cands[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best

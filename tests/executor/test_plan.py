@@ -1,0 +1,125 @@
+"""engine.plan(): the memory of a generation phase by phase, before it runs (ltxengine/planning.py,
+ltxengine/executor/plan.py). On CPU the accounting and the search for what fits are checked; the
+GPU-marked test compares the prediction with the measured peak."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ltxengine.planning as planning
+from ltxengine import Engine, TwoStage
+from ltxengine.executor.plan import InsufficientMemoryError, MemoryPlan, Phase, largest_fitting, module_bytes
+from ltxengine.executor.residency import Residency
+from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder
+
+TINY = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plan")
+    folder, up = build_pipeline_folder(root, "tiny-095"), build_upsampler_folder(root, "tiny-095")
+    return Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, latent_upsampler=up)
+
+
+def test_phases_follow_the_generation(engine):
+    one = engine.plan("a", **TINY)
+    assert [p.name for p in one.phases] == ["text", "denoise", "decode"]
+    two = engine.plan("a", **{**TINY, "height": 128, "width": 192},
+                      two_stage=TwoStage(downscale_factor=0.5, num_inference_steps=2, denoise_strength=0.5))
+    assert [p.name for p in two.phases] == ["text", "denoise", "upsample", "refine", "decode"]
+    assert two.peak_bytes == max(p.total_bytes for p in two.phases)
+    assert one.fits is None and "memory plan on cpu" in str(one)  # CPU: not planned against host memory
+    weights = module_bytes(engine.transformer, engine.vae, engine.latent_upsampler, engine.text_encoder.model)
+    assert all(p.weights_bytes == weights for p in one.phases)  # everything resident
+
+
+def test_activations_grow_with_the_clip_and_executor_buffers_are_kept(engine):
+    small, big = engine.plan("a", **TINY), engine.plan("a", **{**TINY, "num_frames": 33})
+    step = {p.name: p for p in small.phases}, {p.name: p for p in big.phases}
+    # 5 vs 2 latent frames; at this tiny size the text (128 tokens) outweighs the 12-30 video tokens
+    assert step[1]["denoise"].transient_bytes > step[0]["denoise"].transient_bytes
+    assert step[1]["decode"].transient_bytes > 2 * step[0]["decode"].transient_bytes
+    assert step[0]["denoise"].kept_bytes > 0 and step[0]["decode"].kept_bytes >= step[0]["denoise"].kept_bytes
+    saved = engine.executor
+    try:
+        engine.executor = None  # no executor: no static buffers kept
+        assert all(p.kept_bytes == 0 for p in engine.plan("a", **TINY).phases)
+    finally:
+        engine.executor = saved
+
+
+def test_offloaded_text_encoder_counts_only_while_encoding(engine):
+    saved = engine.residency
+    try:  # the accounting only (nothing moves while planning), as on a GPU engine
+        engine.residency = Residency("cuda", offload=("text_encoder",), known=engine.OFFLOADABLE)
+        phases = {p.name: p for p in engine.plan("a", **TINY).phases}
+    finally:
+        engine.residency = saved
+    te = module_bytes(engine.text_encoder.model)
+    assert phases["text"].weights_bytes - phases["denoise"].weights_bytes == te > 0
+
+
+def test_a_plan_that_does_not_fit_names_the_largest_that_does(engine, monkeypatch):
+    full = engine.plan("a", **{**TINY, "num_frames": 41})
+    smaller = engine.plan("a", **{**TINY, "num_frames": 17})
+    budget = (smaller.peak_bytes + engine.plan("a", **{**TINY, "num_frames": 25}).peak_bytes) // 2
+    monkeypatch.setattr(planning, "available_bytes", lambda device: budget)
+    plan = engine.plan("a", **{**TINY, "num_frames": 41})
+    assert plan.fits is False and plan.peak_bytes == full.peak_bytes
+    assert "num_frames=17 at 64x96" in plan.suggestion
+    assert "does NOT fit" in str(plan)
+
+
+def test_memory_check_refuses_before_any_work(engine, monkeypatch):
+    for where in ("ltxengine.engine", "ltxengine.planning"):  # as if a 1-byte CUDA device
+        monkeypatch.setattr(f"{where}.available_bytes", lambda device: 1)
+    calls = []
+    monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
+    with pytest.raises(InsufficientMemoryError, match=r"generate: this generation needs .* at its peak \(decode\), "
+                                                      r"1 B are available on cpu"):
+        engine.generate("a", **TINY)
+    assert calls == []
+    engine.check_memory = False
+    try:
+        engine.generate("a", **TINY)
+    finally:
+        engine.check_memory = True
+    assert len(calls) == 1
+
+
+def test_largest_fitting_bisects():
+    assert largest_fitting(range(10), lambda n: n * 10, 45) == 4
+    assert largest_fitting(range(10), lambda n: n * 10, -1) is None
+    plan = MemoryPlan(torch.device("cpu"), [Phase("a", 1, 2, 3), Phase("b", 10, 0, 0)], available_bytes=9)
+    assert plan.peak_phase == "b" and plan.fits is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the measured peak needs a CUDA device")
+def test_predicted_peak_within_5_percent_of_measured(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plangpu")
+    folder = build_pipeline_folder(root, "tiny-095")
+    engine = Engine.from_pretrained(folder, device="cuda", dtype=torch.bfloat16)
+    kw = dict(height=512, width=768, num_frames=121, num_inference_steps=2)
+    plan = engine.plan("a", **kw)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    engine.generate("a", **kw)
+    measured = torch.cuda.max_memory_allocated()
+    assert abs(plan.peak_bytes - measured) <= 0.05 * measured, (plan.peak_bytes, measured, str(plan))
+
+
+def test_ltx2_plan_has_the_two_stage_phases(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline
+    engine = Engine.from_pretrained(build_pipeline(tmp_path_factory.mktemp("ltx2plan"))[2], device="cpu",
+                                    dtype=torch.float32)
+    small = engine.plan("a", height=128, width=128, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ)
+    assert [p.name for p in small.phases] == ["text", "denoise", "upsample", "refine", "decode"]
+    big = engine.plan("a", height=128, width=128, num_frames=25, num_inference_steps=2, max_sequence_length=SEQ)
+    assert {p.name: p.transient_bytes for p in big.phases}["refine"] > \
+        {p.name: p.transient_bytes for p in small.phases}["refine"]
+    one = engine.plan("a", height=128, width=128, num_frames=9, pipeline="one-stage", max_sequence_length=SEQ)
+    assert [p.name for p in one.phases] == ["text", "denoise", "decode"]
