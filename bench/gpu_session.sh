@@ -4,7 +4,10 @@
 #   bash bench/gpu_session.sh bench   # the op benchmarks; records under $OUT/results (or bench/results)
 #   bash bench/gpu_session.sh scenarios 2b   # one model per call: 2b | 13b | ltx2-19b (transformer step),
 #                                            # then ltxv-095 | ltx2 (VAE decode),
-#                                            # generate ltxv-098 | ltxv-2b | ltx2-19b (end to end)
+#                                            # generate ltxv-098 | ltxv-2b | ltx2-19b (end to end),
+#                                            # graphs 2b | ltx2-19b (executor step latency, generation memory)
+#   bash bench/gpu_session.sh scenarios fp8 2b   # fp8 vs bf16 step + fp8 quality: 2b | 13b | ltx2-19b
+#   bash bench/gpu_session.sh scenarios fp8-quality 2b   # the quality part alone (fp8_quality.py)
 # The machine's image has its own torch/triton (no registry): install ltxengine without deps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,9 @@ case "${1:-}" in
     case "${2:?model name}" in
       ltxv-095|ltx2) $PY bench/scenario_vae_decode.py --out "$RESULTS" --models "$2" "${@:3}" ;;
       generate) $PY bench/scenario_generate.py --out "$RESULTS" --models "${3:?ltxv-098 | ltxv-2b | ltx2-19b}" "${@:4}" ;;
+      graphs) $PY bench/scenario_graphs.py --out "$RESULTS" --models "${3:?2b | ltx2-19b}" "${@:4}" ;;
+      fp8) $PY bench/scenario_fp8.py --out "$RESULTS" --models "${3:?2b | 13b | ltx2-19b}" "${@:4}" ;;
+      fp8-quality) $PY bench/fp8_quality.py --out "$RESULTS" --models "${3:?2b | 13b | ltx2-19b}" "${@:4}" ;;
       *) $PY bench/scenario_transformer.py --out "$RESULTS" --models "$2" "${@:3}" ;;
     esac
     ;;

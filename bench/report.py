@@ -5,7 +5,10 @@
 
 For each (script, op, shape, implementation) the newest GPU record is shown: median time, the
 throughput the script computed (GB/s or TFLOP/s), and the speedup over the best alternative
-measured in the same run, with the GPU and date of that run. Smoke (CPU) records never appear.
+measured in the same run, with the GPU and date of that run. Quality records (fp8_quality.py)
+have no time: their PSNR or per-layer error stands in the throughput column; scenario_graphs.py's
+memory records show their peak there, its step records also the share of time outside kernels.
+Smoke (CPU) records never appear.
 """
 
 from __future__ import annotations
@@ -37,12 +40,42 @@ def latest_gpu_records(folder: Path) -> list[dict]:
     return [newest[k] for k in sorted(newest, key=lambda k: tuple(str(x) for x in k))]
 
 
+def _db(values: dict) -> str:
+    """{"video": 41.2, "audio": "inf"} -> "video 41.2 dB, audio inf dB" (JSON keeps inf as a string)."""
+    return ", ".join(f"{k} {v:.1f} dB" if isinstance(v, (int, float)) else f"{k} {v} dB" for k, v in values.items())
+
+
 def _throughput(r: dict) -> str:
+    """_rate, with the share of a step's time outside kernels where it was profiled (scenario_graphs)."""
+    text = _rate(r)
+    if r.get("overhead_outside_kernels") is not None:
+        text += f", {r['overhead_outside_kernels']:.1%} outside kernels"
+    return text
+
+
+def _rate(r: dict) -> str:
+    """The rate of a timed record, else the figure of a quality record (bench/fp8_quality.py) or
+    the peak memory of a generation (scenario_graphs.py)."""
+    if r.get("peak_reserved_bytes") is not None:
+        return f"peak {r['peak_reserved_bytes'] / 2 ** 30:.2f} GiB reserved"
     if r.get("tflops") is not None:
         return f"{r['tflops']:.1f} TFLOP/s"
     if r.get("gbps") is not None:
         return f"{r['gbps']:.0f} GB/s"
+    if r.get("psnr_db"):
+        return f"PSNR vs bf16 {_db(r['psnr_db'])}"
+    if r.get("psnr_db_vs_fp32"):
+        return f"PSNR vs fp32 {_db(r['psnr_db_vs_fp32'])}"
+    layer = r.get("layer_rel_l2_vs_bf16") or {}
+    if layer.get("median") is not None:
+        worst = layer.get("max")
+        return f"layer rel L2 median {layer['median']:.4f}, max " + (
+            f"{worst:.4f}" if isinstance(worst, (int, float)) else str(worst))
     return "-"
+
+
+def _ms(r: dict) -> str:
+    return "-" if r.get("median_ms") is None else f"{r['median_ms']:.3f}"
 
 
 def _ratio(r: dict) -> str:
@@ -53,7 +86,7 @@ def _ratio(r: dict) -> str:
 def table(records: list[dict]) -> str:
     if not records:
         return "No GPU results yet: bench/results/ holds only runs on a GPU (see bench/README.md)."
-    rows = [f"| {r.get('script')} | {r.get('op')} / {r.get('shape')} | {r.get('impl')} | {r['median_ms']:.3f} | "
+    rows = [f"| {r.get('script')} | {r.get('op')} / {r.get('shape')} | {r.get('impl')} | {_ms(r)} | "
             f"{_throughput(r)} | {_ratio(r)} | {r['env'].get('gpu')} | {r['env']['date'][:10]} |" for r in records]
     return "\n".join([_HEADER, *rows])
 
