@@ -248,16 +248,24 @@ class GraphExecutor:
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_allocated(self.device)
         graph = torch.cuda.CUDAGraph()
+        captured = None
         if bucket.plan is not None:
             from .serve import run_served
             pool = self._pool_for(bucket.plan)
-            # the lease ends with the capture: buckets never replay at the same time, so every
-            # bucket's graph serves its activations from the same first pages of the arena
-            with pool.lease(bucket.plan.arena_pages) as lease, torch.cuda.graph(graph, pool=self._pool):
-                outs, rebuild = _flatten(run_served(fn, bucket.plan, lease, *bucket.inputs))
-        else:
+            try:
+                # the lease ends with the capture: buckets never replay at the same time, so every
+                # bucket's graph serves its activations from the same first pages of the arena
+                with pool.lease(bucket.plan.arena_pages) as lease, torch.cuda.graph(graph, pool=self._pool):
+                    captured = _flatten(run_served(fn, bucket.plan, lease, *bucket.inputs))
+            except Exception as e:  # noqa: BLE001 - the step diverged from its plan: capture it on the allocator
+                bucket.plan = None
+                bucket.stats.memory = f"allocator (serving failed: {type(e).__name__}: {str(e)[:200]})"
+                torch.cuda.synchronize(self.device)
+                graph = torch.cuda.CUDAGraph()
+        if captured is None:
             with torch.cuda.graph(graph, pool=self._pool):
-                outs, rebuild = _flatten(fn(*bucket.inputs))
+                captured = _flatten(fn(*bucket.inputs))
+        outs, rebuild = captured
         torch.cuda.synchronize(self.device)
         bucket.graph, bucket.outputs, bucket.rebuild = graph, outs, rebuild
         self._output_ptrs.update(o.data_ptr() for o in outs)
