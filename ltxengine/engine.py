@@ -406,7 +406,12 @@ class Engine:
             tuple(sorted(self.residency.offload)), self._graph_state())
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._plan(args)
+            try:
+                plan = self._plans[key] = self._plan(args)
+            except Exception as e:  # noqa: BLE001 - the check is advisory: a plan that fails must not stop work
+                warnings.warn(f"generate: no memory plan ({type(e).__name__}: {e}); generating without the check",
+                              stacklevel=3)
+                return
         else:
             plan.available_bytes = available_bytes(self.device)
         if plan.fits is False:

@@ -73,12 +73,13 @@ def bucket_key(name: str, args: Sequence[Any], state: Hashable = (), spec: Any =
     return (name, tuple(parts), state, spec)
 
 
-def _static_like(t: torch.Tensor) -> torch.Tensor:
-    """An uninitialised buffer with t's shape, dtype, device and strides (strides matter: the
-    captured kernels were chosen for them)."""
+def _static_like(t: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """An uninitialised buffer with t's shape, dtype and strides (strides matter: the captured
+    kernels were chosen for them), on ``device`` (default: t's)."""
+    device = t.device if device is None else device
     if any(st == 0 and n > 1 for st, n in zip(t.stride(), t.shape)):  # expanded: cannot be written to
-        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+        return torch.empty(t.shape, dtype=t.dtype, device=device)
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
 
 
 def _on_leaves(fn: Callable, spec) -> Callable:
@@ -195,7 +196,10 @@ class GraphExecutor:
         for i, a in enumerate(args):
             if isinstance(a, torch.Tensor) and a.device != self.device and a.device.type != "cpu":
                 raise ValueError(f"executor {key[0]!r}: argument {i} is on {a.device}, the executor on {self.device}")
-        inputs = [_static_like(a) if isinstance(a, torch.Tensor) else a for a in args]
+        # a captured graph would bake a host tensor's value into the kernel launch: its static
+        # buffer lives on the device and the value is copied in every call
+        inputs = [_static_like(a, self.device if self.mode == "graphs" else None) if isinstance(a, torch.Tensor)
+                  else a for a in args]
         bucket = _Bucket(inputs=inputs, fn=fn, last=[None] * len(args), stats=BucketStats(key=key, mode=self.mode))
         if self.memory == "paged":
             self._plan(bucket)

@@ -123,3 +123,16 @@ def test_ltx2_plan_has_the_two_stage_phases(tmp_path_factory):
         {p.name: p.transient_bytes for p in small.phases}["refine"]
     one = engine.plan("a", height=128, width=128, num_frames=9, pipeline="one-stage", max_sequence_length=SEQ)
     assert [p.name for p in one.phases] == ["text", "denoise", "decode"]
+
+
+def test_a_failing_plan_warns_and_the_generation_goes_on(engine, monkeypatch):
+    monkeypatch.setattr("ltxengine.engine.available_bytes", lambda device: 1)  # as if on a CUDA device
+
+    def broken(a):
+        raise RuntimeError("no fake kernel for some op")
+    monkeypatch.setattr(engine, "_plan", broken)
+    calls = []
+    monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
+    with pytest.warns(UserWarning, match=r"generate: no memory plan \(RuntimeError: no fake kernel for some op\)"):
+        engine.generate("a", **{**TINY, "num_frames": 17})
+    assert len(calls) == 1
