@@ -250,7 +250,8 @@ def main(argv=None) -> int:
                      help="q/k/v of every attention in e4m3 (opt-in: ~5%% relative error per attention)")
     gen.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
                      help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
-    gen.add_argument("--offload", action="append", default=[], choices=("text_encoder", "latent_upsampler"),
+    gen.add_argument("--offload", action="append", default=[],
+                     choices=("text_encoder", "latent_upsampler", "vae_encoder"),
                      help="keep this component in host memory, on the device only while used (repeatable)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars")
 

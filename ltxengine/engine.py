@@ -206,7 +206,8 @@ class Engine:
     """LTX-Video models on one device; ``generate`` calls are serialized by a lock, so concurrent
     calls from several threads run one after the other and each gets its own correct result."""
 
-    OFFLOADABLE = ("text_encoder", "latent_upsampler")
+    # the VAE encoder only encodes image / video conditions: a text-to-video engine never needs it
+    OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder")
 
     def __init__(self, transformer, vae, text_encoder: T5TextEncoder, *, latent_upsampler=None,
                  scheduler_config: dict | None = None, device=None, dtype=torch.bfloat16, source: str = "",
@@ -243,8 +244,14 @@ class Engine:
         self.check_memory = True
         self._plans: dict[tuple, MemoryPlan] = {}
         for name in self.OFFLOADABLE:
-            module = getattr(self, name, None)
-            self.residency.park(name, getattr(module, "model", module))
+            self.residency.park(name, self._offloadable(name))
+
+    def _offloadable(self, name: str):
+        """The module an ``offload`` name moves."""
+        if name == "vae_encoder":
+            return self.vae.encoder
+        module = getattr(self, name, None)
+        return getattr(module, "model", module)  # text encoders wrap their transformers model
 
     @property
     def quantization(self) -> str | None:
@@ -653,6 +660,15 @@ class Engine:
 
     def _denoise(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,
                  cond_noise, latents, stage) -> torch.Tensor:
+        if mode == "text-to-video":
+            return self._denoise_on_device(mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
+                                           denoise_strength, cond_noise, latents, stage)
+        with self.residency.use("vae_encoder", self.vae.encoder):  # conditions are encoded first
+            return self._denoise_on_device(mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
+                                           denoise_strength, cond_noise, latents, stage)
+
+    def _denoise_on_device(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
+                           denoise_strength, cond_noise, latents, stage) -> torch.Tensor:
         hook = self._hook(a["callback"], stage)
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         ratios = (r, rt)

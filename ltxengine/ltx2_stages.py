@@ -79,6 +79,13 @@ def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
 
 def encode_conditions(engine, images, height: int, width: int, fps: float):
     """-> (frame-0 replacement (tokens (1, h*w, C), strength) or None, [KeyframeTokens])."""
+    if not images:
+        return None, []
+    with engine.residency.use("vae_encoder", engine.vae.encoder):
+        return _encode_conditions(engine, images, height, width, fps)
+
+
+def _encode_conditions(engine, images, height: int, width: int, fps: float):
     vae, dev = engine.vae, engine.device
     dtype = next(vae.parameters()).dtype
     first, keyframes = None, []

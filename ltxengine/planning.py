@@ -25,22 +25,28 @@ def plan_ltx_video(engine, a: dict[str, Any], *, suggest: bool = True) -> Memory
     return plan
 
 
-def _weights(engine) -> dict[str, int]:
-    te = engine.text_encoder.model
-    return {"transformer": module_bytes(engine.transformer), "vae": module_bytes(engine.vae),
-            "latent_upsampler": module_bytes(engine.latent_upsampler), "text_encoder": module_bytes(te)}
+def _weights(engine, *others) -> dict[str, int]:
+    """Bytes per offloadable component, the rest (always resident) under "resident"."""
+    parts = {name: module_bytes(engine._offloadable(name)) for name in engine.OFFLOADABLE}
+    parts["resident"] = module_bytes(engine.transformer, engine.vae, *others) - parts["vae_encoder"]
+    return parts
+
+
+def _on_device(w: dict[str, int], offload, *using: str) -> int:
+    """Weights on the device while components ``using`` are in use."""
+    return sum(v for k, v in w.items() if k == "resident" or k not in offload or k in using)
 
 
 def _phases(engine, a) -> list[Phase]:
     w = _weights(engine)
     offload = engine.residency.offload
-    resident = sum(v for k, v in w.items() if k not in offload)
+    resident = _on_device(w, offload)
+    encoding = ("vae_encoder",) if a["pipeline"] != "text-to-video" else ()
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
     f = (a["num_frames"] - 1) // rt + 1
     cfg = a["guidance_scale"] > 1.0
     two = a["two_stage"]
-    phases = [Phase("text", resident + (w["text_encoder"] if "text_encoder" in offload else 0), 0,
-                    _text_peak(engine, a, cfg))]
+    phases = [Phase("text", _on_device(w, offload, "text_encoder"), 0, _text_peak(engine, a, cfg))]
     kept = 0
     h1, w1 = a["stage1_size"]
     stages = [("denoise", h1, w1, cfg)]
@@ -50,12 +56,12 @@ def _phases(engine, a) -> list[Phase]:
     for i, (name, h, wd, guided) in enumerate(stages):
         step, static = _step_peak(engine, a, f, h // r, wd // r, guided)
         if i == 1:  # the upsampler runs between the stages
-            extra = w["latent_upsampler"] if "latent_upsampler" in offload else 0
-            phases.append(Phase("upsample", resident + extra, kept, _upsample_peak(engine, f, h1 // r, w1 // r)))
+            phases.append(Phase("upsample", _on_device(w, offload, "latent_upsampler"), kept,
+                                _upsample_peak(engine, f, h1 // r, w1 // r)))
         # the executor keeps a bucket's static buffers (and, captured, its activations) from
         # its first step to the end of the process
         keeps = engine.executor is not None
-        phases.append(Phase(name, resident, kept + (static if keeps else 0), step))
+        phases.append(Phase(name, _on_device(w, offload, *encoding), kept + (static if keeps else 0), step))
         if keeps:
             kept += static + (step if engine.executor.mode == "graphs" else 0)
     hd, wdec = (2 * h1, 2 * w1) if two is not None else (h1, w1)
@@ -171,19 +177,17 @@ def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:
 
 def _ltx2_phases(engine, a) -> list[Phase]:
     from .ltx2_engine import audio_frames
-    w = {"transformer": module_bytes(engine.transformer, engine.connectors),
-         "decoders": module_bytes(engine.vae, engine.audio_vae, engine.vocoder),
-         "latent_upsampler": module_bytes(engine.latent_upsampler),
-         "text_encoder": module_bytes(engine.text_encoder.model)}
+    w = _weights(engine, engine.connectors, engine.audio_vae, engine.vocoder)
     offload = engine.residency.offload
-    resident = sum(v for k, v in w.items() if k not in offload)
+    resident = _on_device(w, offload)
+    encoding = ("vae_encoder",) if a.get("images") or a.get("conditions") or a.get("image") is not None else ()
     two_stage = a["pipeline"] != "one-stage"
     h, wd = a["height"], a["width"]
     h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)
     f = (a["num_frames"] - 1) // 8 + 1
     t_audio = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
     vp, ap = a["video_guidance"], a["audio_guidance"]
-    phases = [Phase("text", resident + (w["text_encoder"] if "text_encoder" in offload else 0), 0, 0)]
+    phases = [Phase("text", _on_device(w, offload, "text_encoder"), 0, 0)]
     stages = [("denoise", h1, w1, vp, ap)]
     if two_stage:
         two = a["two_stage"]
@@ -193,9 +197,9 @@ def _ltx2_phases(engine, a) -> list[Phase]:
     for i, (name, hh, ww, gv, ga) in enumerate(stages):
         step, static = _ltx2_step_peak(engine, a, f, hh // 32, ww // 32, t_audio, gv, ga)
         if i == 1:
-            extra = w["latent_upsampler"] if "latent_upsampler" in offload else 0
-            phases.append(Phase("upsample", resident + extra, kept, _upsample_peak(engine, f, h1 // 32, w1 // 32)))
-        phases.append(Phase(name, resident, kept + (static if keeps else 0), step))
+            phases.append(Phase("upsample", _on_device(w, offload, "latent_upsampler"), kept,
+                                _upsample_peak(engine, f, h1 // 32, w1 // 32)))
+        phases.append(Phase(name, _on_device(w, offload, *encoding), kept + (static if keeps else 0), step))
         if keeps:
             kept += static + (step if engine.executor.mode == "graphs" else 0)
     phases.append(Phase("decode", resident, kept, _ltx2_decode_peak(engine, a, f, h // 32, wd // 32, t_audio)))

@@ -192,6 +192,28 @@ def test_offloaded_components_visit_the_device_only_while_used():
     assert up.moves == ["cuda:0"]  # resident: never moved
 
 
+def test_engine_offload_option_is_checked_before_loading_and_vae_encoder_visits_only_for_conditions(ltxv):
+    with pytest.raises(ValueError, match=r"offload: components that can be offloaded are \('text_encoder', "
+                                         r"'latent_upsampler', 'vae_encoder'\), got \('vae',\)"):
+        Engine.from_pretrained("/nonexistent", device="cpu", offload=("vae",))
+    moves = []
+    saved = ltxv.residency
+    try:  # record the moves of an engine whose device is not the host (nothing really moves on CPU)
+        ltxv.residency = Residency("cpu", known=ltxv.OFFLOADABLE)
+        ltxv.residency.offload = frozenset({"vae_encoder"})
+        ltxv.residency.device = torch.device("cpu")
+        real_to = ltxv.vae.encoder.to
+        ltxv.vae.encoder.to = lambda device: moves.append(str(device)) or real_to(device)
+        kw = dict(seed=0, height=64, width=96, num_frames=9, num_inference_steps=1)
+        ltxv.generate("a", **kw)
+        assert moves == []  # text-to-video never encodes
+        ltxv.generate("a", image=make_image(64, 96, 1), **kw)
+        assert moves == ["cpu", "cpu"]  # to the device for the encode, back after
+    finally:
+        ltxv.residency = saved
+        del ltxv.vae.encoder.to
+
+
 def test_offload_names_are_checked_and_cpu_engines_ignore_offload():
     with pytest.raises(ValueError, match=r"offload: components that can be offloaded are .*got 'vae'"):
         Residency("cuda:0", offload=("vae",), known=("text_encoder",))

@@ -11,7 +11,7 @@ import ltxengine.planning as planning
 from ltxengine import Engine, TwoStage
 from ltxengine.executor.plan import InsufficientMemoryError, MemoryPlan, Phase, largest_fitting, module_bytes
 from ltxengine.executor.residency import Residency
-from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder
+from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder, make_image
 
 TINY = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
 
@@ -59,6 +59,19 @@ def test_offloaded_text_encoder_counts_only_while_encoding(engine):
         engine.residency = saved
     te = module_bytes(engine.text_encoder.model)
     assert phases["text"].weights_bytes - phases["denoise"].weights_bytes == te > 0
+
+
+def test_offloaded_vae_encoder_counts_only_where_conditions_are_encoded(engine):
+    saved = engine.residency
+    try:
+        engine.residency = Residency("cuda", offload=("vae_encoder",), known=engine.OFFLOADABLE)
+        t2v = {p.name: p for p in engine.plan("a", **TINY).phases}
+        i2v = {p.name: p for p in engine.plan("a", **TINY, image=make_image(64, 96, 0)).phases}
+    finally:
+        engine.residency = saved
+    enc = module_bytes(engine.vae.encoder)
+    assert enc > 0 and t2v["denoise"].weights_bytes == t2v["decode"].weights_bytes
+    assert i2v["denoise"].weights_bytes - i2v["decode"].weights_bytes == enc
 
 
 def test_a_plan_that_does_not_fit_names_the_largest_that_does(engine, monkeypatch):
