@@ -1,5 +1,5 @@
 """The memory part of scenario_graphs.py (see its docstring): peak device memory per phase of a full
-generation, LTX-Video 2B with and without the text encoder offloaded, LTX-2 19B two-stage all resident.
+generation, LTX-Video 2B with the text encoder (and the VAE encoder) offloaded or all resident, LTX-2 19B two-stage all resident.
 Kept apart so each file stays readable."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ TARGET_2B_BYTES = 8 * 10 ** 9  # issue 7: "<= 8 GB" after the text encoding, rea
 # The 19B budget: about 79 GiB of an H100 80GB are usable (the issue's figure, not measured here). On a
 # smaller device its own total memory (recorded as device_total_bytes) is the budget.
 BUDGET_BYTES = 79 * 2 ** 30
-GEN_CONFIGS = {"2b": ("offload-text", "resident"), "ltx2-19b": ("resident",)}
-OFFLOAD = {"offload-text": ("text_encoder",), "resident": ()}
+GEN_CONFIGS = {"2b": ("offload-text", "offload-text-encoder", "resident"), "ltx2-19b": ("resident",)}
+# offload-text-encoder: also the VAE encoder (text-to-video never runs it)
+OFFLOAD = {"offload-text": ("text_encoder",), "offload-text-encoder": ("text_encoder", "vae_encoder"), "resident": ()}
 
 
 def family(name: str) -> str:
@@ -157,7 +158,7 @@ def _peaks(runs: list[dict], key: str, skip: tuple = ()) -> int | None:
 
 def _verdict(name: str, config: str, res: dict, device) -> dict:
     """The issue's criterion for this configuration ({} where it sets none)."""
-    if family(name) == "2b" and config == "offload-text":
+    if family(name) == "2b" and config.startswith("offload-text"):
         value = res["peak_after_text_reserved_bytes"]
         return {"target_bytes": TARGET_2B_BYTES, "metric": "peak_after_text_reserved_bytes",
                 "met": None if value is None else value <= TARGET_2B_BYTES}

@@ -651,10 +651,11 @@ def test_graphs_smoke_step_records(all_runs):
 def test_graphs_smoke_memory_records(all_runs):
     rc, output, records = all_runs["graphs"]
     mem = {r["shape"]: r for r in records if r["op"] == "generate_memory"}
-    assert set(mem) == {"tiny-2b-offload-text", "tiny-2b-resident", "tiny-ltx2-resident"}, output
+    assert set(mem) == {"tiny-2b-offload-text", "tiny-2b-offload-text-encoder", "tiny-2b-resident",
+                        "tiny-ltx2-resident"}, output
     for shape, r in mem.items():
         assert r["status"] == "ok" and r["impl"] == "ltxengine-eager", r
-        assert r["offload"] == (["text_encoder"] if "offload" in shape else []) and r["offload_effective"] == []
+        assert r["offload"] == list(GM.OFFLOAD[shape.split("-", 2)[2]]) and r["offload_effective"] == []
         assert len(r["runs"]) == 2 and r["median_ms"] > 0
         for run in r["runs"]:  # every phase boundary fired, in order; no GPU figures on the CPU
             assert list(run["phases"]) == PHASES[r["dims"]["model"]], run
@@ -762,7 +763,7 @@ def test_memory_failures_are_recorded(monkeypatch):
     monkeypatch.setattr(GM, "build_ltxv_engine", no_memory)
     args = SimpleNamespace(executor="auto")
     records = GM.bench_memory(_settings(), "tiny-2b", torch.float32, None, args)
-    assert [r["shape"] for r in records] == ["tiny-2b-offload-text", "tiny-2b-resident"]
+    assert [r["shape"] for r in records] == ["tiny-2b-offload-text", "tiny-2b-offload-text-encoder", "tiny-2b-resident"]
     assert all(r["status"] == "failed" and "RuntimeError: CUDA out of memory" in r["reason"] for r in records)
 
 
