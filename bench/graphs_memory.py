@@ -1,5 +1,6 @@
 """The memory part of scenario_graphs.py (see its docstring): peak device memory per phase of a full
-generation, LTX-Video 2B with the text encoder (and the VAE encoder) offloaded or all resident, LTX-2 19B two-stage all resident.
+generation, LTX-Video 2B with the text encoder (and the VAE encoder) offloaded or all resident, LTX-2 19B
+two-stage all resident.
 Kept apart so each file stays readable."""
 
 from __future__ import annotations

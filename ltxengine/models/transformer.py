@@ -247,8 +247,8 @@ class LTXVideoTransformer(nn.Module):
         b, n = x.shape[:2]
         if temb is not None:
             if temb[0].shape[0] != b or temb[0].shape[1] not in (1, n) or temb[0].shape[2:] != (6, cfg.inner_dim):
-                raise ValueError(f"transformer: temb must be (B={b}, 1 or {n}, 6, {cfg.inner_dim}) from embed_timestep, "
-                                 f"got {tuple(temb[0].shape)}")
+                raise ValueError(f"transformer: temb must be (B={b}, 1 or {n}, 6, {cfg.inner_dim}) from "
+                                 f"embed_timestep, got {tuple(temb[0].shape)}")
         elif timestep is None:
             raise ValueError("transformer: timestep is required unless temb (from embed_timestep) is given")
         elif timestep.shape not in ((b,), (b, n)):
