@@ -233,12 +233,8 @@ class Engine:
     def _setup_runtime(self, executor: str, offload: Sequence[str]) -> None:
         """The step executor (CUDA graphs on CUDA, static buffers and the same keys elsewhere;
         "none" calls the model directly) and where offloadable components live between uses."""
-        if executor == "none":
-            self.executor = None
-        else:
-            if executor not in EXECUTOR_MODES:
-                raise ValueError(f"executor must be one of {EXECUTOR_MODES + ('none',)}, got {executor!r}")
-            self.executor = GraphExecutor(self.device, executor)
+        _check_runtime_options(executor, offload)
+        self.executor = None if executor == "none" else GraphExecutor(self.device, executor)
         self.residency = Residency(self.device, offload, self.OFFLOADABLE)
         self._weights_version = 0
         self.check_memory = True
@@ -731,8 +727,8 @@ class Engine:
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _check_runtime_options(executor, offload, fp8_lora) -> None:
-    """Checked before any weight is read."""
+def _check_runtime_options(executor, offload, fp8_lora: str = "branch") -> None:
+    """from_pretrained checks these before any weight is read (and the engine again when built)."""
     if executor not in EXECUTOR_MODES + ("none",):
         raise ValueError(f"executor must be one of {EXECUTOR_MODES + ('none',)}, got {executor!r}")
     names = (offload,) if isinstance(offload, str) else offload
