@@ -28,6 +28,7 @@ bucket (copy what must outlive it). Passing an output back as the next call's in
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -205,7 +206,15 @@ class GraphExecutor:
             self._plan(bucket)
         if self.mode == "graphs":
             self._copy_inputs(bucket, args)  # warm-up and capture compute on real values
-            self._capture(bucket, fn)
+            try:
+                self._capture(bucket, fn)
+            except Exception as e:  # noqa: BLE001 - a step that cannot be captured still runs, eagerly
+                warnings.warn(f"executor {key[0]!r}: CUDA graph capture failed ({type(e).__name__}: {str(e)[:300]}); "
+                              f"this bucket runs eagerly", stacklevel=3)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                bucket.graph, bucket.plan, bucket.outputs = None, None, None
+                bucket.stats.mode = f"eager (capture failed: {type(e).__name__})"
         self._buckets[key] = bucket
         return bucket
 

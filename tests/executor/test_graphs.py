@@ -104,6 +104,21 @@ def test_state_change_drops_every_bucket_and_prepare_goes_largest_first():
     assert ex.buckets == [] and ex.invalidations == ["state changed from ('w', 0) to ('w', 1)"]
 
 
+def test_a_step_that_cannot_be_captured_warns_and_runs_eagerly(monkeypatch):
+    ex = GraphExecutor("cpu")
+    ex.mode = "graphs"  # as on a CUDA device, with a capture that fails
+
+    def no_capture(bucket, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(ex, "_capture", no_capture)
+    x, y = torch.randn(3), torch.randn(3)
+    with pytest.warns(UserWarning, match=r"executor 'axpy': CUDA graph capture failed \(RuntimeError: operation not "
+                                         r"permitted.*this bucket runs eagerly"):
+        out = ex.run("axpy", axpy, x, y, 2.0)
+    assert torch.equal(out, x * 2 + y) and ex.buckets[0].mode == "eager (capture failed: RuntimeError)"
+    assert torch.equal(ex.run("axpy", axpy, out, y, 2.0), (x * 2 + y) * 2 + y)  # no second warning, same bucket
+
+
 # -- generations through the executor equal the plain path --------------------------------------------------
 
 @pytest.fixture(scope="module")
