@@ -133,13 +133,13 @@ class GraphExecutor:
         # paged by default where it pays: a captured graph serves its activations from the arena
         # for free; an eager step would pay a dispatch hook on every op
         self.memory = ("paged" if self.mode == "graphs" else "allocator") if memory == "auto" else memory
-        self._pools: list = []  # PagePools; older ones stay alive while graphs replay into them
+        self._page_pools: list = []  # PagePools; older ones stay alive while graphs replay into them
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
             raise ValueError(f"executor: warmup must be an int >= 1 (runs before a capture), got {warmup!r}")
         self.warmup = warmup
         self._buckets: dict[tuple, _Bucket] = {}
         self._state: Hashable = None
-        self._pool = None
+        self._graph_pool = None
         self._output_ptrs: set[int] = set()
         self.invalidations: list[str] = []
 
@@ -159,8 +159,8 @@ class GraphExecutor:
         """Drop every captured graph and static buffer (their memory returns to the allocator)."""
         self._buckets.clear()
         self._output_ptrs.clear()
-        self._pools.clear()
-        self._pool = None
+        self._page_pools.clear()
+        self._graph_pool = None
         self.invalidations.append(reason)
 
     # -- running ------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class GraphExecutor:
         if bucket.graph is not None:
             bucket.graph.replay()
         else:
-            bucket.outputs = self._run_eager(bucket, bucket.fn)
+            bucket.outputs = self._run_eager(bucket)
         bucket.stats.calls += 1
         return bucket.rebuild(bucket.outputs)
 
@@ -218,14 +218,15 @@ class GraphExecutor:
         self._buckets[key] = bucket
         return bucket
 
-    def _run_eager(self, bucket: _Bucket, fn: Callable) -> list[torch.Tensor]:
+    def _run_eager(self, bucket: _Bucket) -> list[torch.Tensor]:
         """Run and copy the results into the bucket's static outputs, so callers see exactly what
         graph replay gives them (the same buffers every call)."""
         if bucket.plan is not None:
             from .serve import run_served
-            outs, rebuild = _flatten(run_served(fn, bucket.plan, self._pool_for(bucket.plan), *bucket.inputs))
+            pool = self._page_pool_for(bucket.plan)
+            outs, rebuild = _flatten(run_served(bucket.fn, bucket.plan, pool, *bucket.inputs))
         else:
-            outs, rebuild = _flatten(fn(*bucket.inputs))
+            outs, rebuild = _flatten(bucket.fn(*bucket.inputs))
         if bucket.outputs is None:
             bucket.outputs = [_static_like(o) for o in outs]
             bucket.rebuild = rebuild
@@ -250,8 +251,8 @@ class GraphExecutor:
 
     def _capture(self, bucket: _Bucket, fn: Callable) -> None:
         t0 = time.perf_counter()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -264,11 +265,11 @@ class GraphExecutor:
         captured = None
         if bucket.plan is not None:
             from .serve import run_served
-            pool = self._pool_for(bucket.plan)
+            pool = self._page_pool_for(bucket.plan)
             try:
                 # the lease ends with the capture: buckets never replay at the same time, so every
                 # bucket's graph serves its activations from the same first pages of the arena
-                with pool.lease(bucket.plan.arena_pages) as lease, torch.cuda.graph(graph, pool=self._pool):
+                with pool.lease(bucket.plan.arena_pages) as lease, torch.cuda.graph(graph, pool=self._graph_pool):
                     captured = _flatten(run_served(fn, bucket.plan, lease, *bucket.inputs))
             except Exception as e:  # noqa: BLE001 - the step diverged from its plan: capture it on the allocator
                 bucket.plan = None
@@ -276,7 +277,7 @@ class GraphExecutor:
                 torch.cuda.synchronize(self.device)
                 graph = torch.cuda.CUDAGraph()
         if captured is None:
-            with torch.cuda.graph(graph, pool=self._pool):
+            with torch.cuda.graph(graph, pool=self._graph_pool):
                 captured = _flatten(fn(*bucket.inputs))
         outs, rebuild = captured
         torch.cuda.synchronize(self.device)
@@ -300,12 +301,12 @@ class GraphExecutor:
         bucket.stats.planned_peak_bytes = plan.predicted_peak_bytes
         bucket.stats.arena_bytes = plan.arena_bytes
 
-    def _pool_for(self, plan):
+    def _page_pool_for(self, plan):
         """The executor's arena, grown (a new one; old ones stay alive for their graphs) when a
         plan needs more pages than it has."""
         from .serve import PagePool
-        pool = self._pools[-1] if self._pools else None
+        pool = self._page_pools[-1] if self._page_pools else None
         if pool is None or pool.num_pages < plan.arena_pages or pool.page_size != plan.page_size:
             pool = PagePool.reserve(plan)
-            self._pools.append(pool)
+            self._page_pools.append(pool)
         return pool

@@ -37,17 +37,6 @@ def module_bytes(*modules: nn.Module | None) -> int:
     return total
 
 
-def tensor_bytes(tree) -> int:
-    """Bytes of the tensors in a nested structure (each storage once)."""
-    leaves = torch.utils._pytree.tree_leaves(tree)
-    seen, total = set(), 0
-    for t in leaves:
-        if isinstance(t, torch.Tensor) and id(t.untyped_storage()) not in seen:
-            seen.add(id(t.untyped_storage()))
-            total += t.nbytes
-    return total
-
-
 def transient_peak(fn: Callable, *args, **kwargs) -> int:
     """Peak bytes alive during ``fn(*args)`` beyond its inputs, from a fake-tensor trace."""
     from .memory import trace_allocations

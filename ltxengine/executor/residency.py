@@ -27,7 +27,6 @@ class Residency:
             if name not in known:
                 raise ValueError(f"offload: components that can be offloaded are {known}, got {name!r}")
         self.offload = frozenset(offload) if self.device.type != "cpu" else frozenset()
-        self.requested = offload
 
     def home(self, name: str) -> torch.device:
         """Where ``name`` lives between uses."""

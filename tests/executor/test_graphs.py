@@ -293,7 +293,7 @@ def test_paged_executor_serves_the_step_from_the_arena_and_equals_the_plain_path
         ltxv.executor = paged
         ltxv.generate("warm up the buckets", **gen)
         with torch.inference_mode():  # the arena was made inside generate()'s inference mode
-            for pool in paged._pools:
+            for pool in paged._page_pools:
                 pool.arena.fill_(0xFF)  # 0xFFFFFFFF is a NaN in fp32 (and bf16)
         run = ltxv.generate("a red car", **gen)
     finally:
@@ -301,4 +301,4 @@ def test_paged_executor_serves_the_step_from_the_arena_and_equals_the_plain_path
     assert torch.equal(plain.latents, run.latents)
     assert paged.buckets and all(b.memory == "paged" for b in paged.buckets)
     assert all(0 < b.arena_bytes <= b.planned_peak_bytes for b in paged.buckets)
-    assert sum(p.served_bytes for p in paged._pools) > 0
+    assert sum(p.served_bytes for p in paged._page_pools) > 0
