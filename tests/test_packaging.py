@@ -38,3 +38,27 @@ def test_kernels_option_errors_are_clear():
         get_ops("fast")
     with pytest.raises(ValueError, match=r"kernels='cuda' needs a CUDA device, got cpu"):
         get_ops("cuda", "cpu")
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_kernels_folder_never_shadows_hugging_face_kernels():
+    """Run from the repository root (cwd first on sys.path, as `python -m pytest` and `python -c` put it), the
+    top-level kernels/ folder must not stand in for Hugging Face's `kernels`, which transformers imports."""
+    code = ("import transformers.integrations.hub_kernels, kernels, ltxengine.kernels.qk_norm_rope as q\n"
+            "import pathlib; root = pathlib.Path.cwd().resolve()\n"
+            "assert pathlib.Path(kernels.__file__).resolve().parent != root / 'kernels', kernels.__file__\n"
+            "assert pathlib.Path(q.__file__).resolve().parent == root / 'kernels', q.__file__\n"
+            "print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_kernels_folder_without_the_real_package_is_not_importable_as_kernels():
+    """With no other `kernels` on sys.path, `import kernels` from the root fails as a missing package would."""
+    code = ("import sys; sys.path[:] = [p for p in sys.path if 'site-packages' not in p]\n"
+            "try:\n    import kernels\nexcept ModuleNotFoundError as e:\n    print('missing', e.name)\n"
+            "else:\n    print('found', kernels.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "missing kernels", (r.stdout, r.stderr[-2000:])
