@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import re
+import stat
 import weakref
 from fractions import Fraction
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl  # flock marks a temporary file as being written (POSIX only)
+except ImportError:  # pragma: no cover - Windows: no locks, so leftovers are never removed
+    fcntl = None
 
 __all__ = ["frame_rate_fraction", "write_mp4", "VideoWriter", "OutputPathError", "read_mp4", "read_audio", "read_media",
            "compress_image"]
@@ -64,9 +70,13 @@ class VideoWriter:
     """An H.264 (libx264, yuv420p) mp4 written chunk by chunk: ``write`` encodes uint8
     (n, H, W, 3) RGB frames as they come, so only the encoder holds frames.
 
-    The container goes to a temporary file next to ``path`` (created at the first frames) and is
-    renamed onto ``path`` only by a clean ``close``; an exception inside ``with``, a failing
-    ``close`` or ``abort()`` deletes it and leaves an existing file at ``path`` untouched.
+    The container goes to a hidden temporary file ``.NAME.PID.RANDOM.part`` next to ``path``
+    (created at the first frames) and is renamed onto ``path`` only by a clean ``close``; an
+    exception inside ``with``, a failing ``close`` or ``abort()`` deletes it and leaves an existing
+    file at ``path`` untouched. The writer holds a lock on its temporary file, so the next writer
+    to the same name can tell a killed writer's leftover (unlocked) from a live one and removes it.
+    A file replaced at ``path`` keeps its permission bits; a new one gets the umask's usual mode.
+    A symlink at ``path`` is written through: the file it points to is replaced, the link stays.
     ``width`` / ``height`` fix the size up front (else the first chunk sets it); every chunk must
     match. ``audio`` / ``sample_rate`` are taken as ``write_mp4`` takes them and muxed at ``close``,
     fitted to the video's final duration; ``set_audio`` may provide them later, but before the
@@ -77,14 +87,14 @@ class VideoWriter:
 
     def __init__(self, path, fps, *, crf=18, width: int | None = None, height: int | None = None, audio=None,
                  sample_rate: int | None = None):
-        self.path = _output_path(path, self._name)
+        self.path, self._target = _output_path(path, self._name)  # _target: path, or the file a link names
         self.fps = frame_rate_fraction(fps, f"{self._name}: fps")
         self.crf = _check_crf(crf, self._name)
         self._size = (_check_side(height, "height", self._name), _check_side(width, "width", self._name))
         self._size_source = "the given height and width"
         self.frames_written = 0
         self._state = "open"  # -> "closed" (renamed onto path) or "aborted" (nothing written)
-        self._container = self._video = self._sound = self._tmp = self._cleanup = None
+        self._container = self._video = self._sound = self._tmp = self._lock = self._cleanup = None
         self._audio = self._sample_rate = None
         if audio is not None:
             self.set_audio(audio, sample_rate)
@@ -182,12 +192,11 @@ class VideoWriter:
         """Temporary file, container and streams (all of them before the first packet)."""
         import av
 
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = tmp
+        _remove_stale_parts(self._target)
+        self._tmp, self._lock = _new_part(self._target)
         # also removes the file if the writer is dropped without close() or abort()
-        self._cleanup = weakref.finalize(self, Path(tmp).unlink, missing_ok=True)
-        self._container = av.open(tmp, mode="w", format="mp4")
+        self._cleanup = weakref.finalize(self, _drop_part, self._tmp, self._lock)
+        self._container = av.open(self._tmp, mode="w", format="mp4")
         self._video = _add_video_stream(self._container, self._size, self.fps, self.crf)
         self._sound = None if self._audio is None else _add_audio_stream(self._container, self._sample_rate)
 
@@ -199,12 +208,10 @@ class VideoWriter:
             _encode_audio(container, self._sound, pcm, self._sample_rate)
         self._container = None
         container.close()
-        # mkstemp creates 0600; give the file the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
+        _keep_mode(self._tmp, self._target)
+        os.replace(self._tmp, self._target)
         self._cleanup.detach()
+        os.close(self._lock)
 
 
 class _Mp4Writer(VideoWriter):
@@ -216,16 +223,127 @@ class OutputPathError(ValueError, OSError):
     before the checks moved to the start, these failures surfaced as OSErrors from the rename."""
 
 
-def _output_path(path, where: str) -> Path:
+def _output_path(path, where: str) -> tuple[Path, Path]:
+    """-> (path, the file a write replaces: path itself, or the file a symlink at path names)."""
     try:
         path = Path(path)
     except TypeError:
         raise ValueError(f"{where}: path must be a str or path-like, got {path!r}") from None
-    if not path.parent.is_dir():
-        raise OutputPathError(f"{where}: path's folder {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise OutputPathError(f"{where}: path {str(path)!r} is a folder, expected a file name")
-    return path
+    target = _link_target(path, where)
+    via = "" if target == path else f" (path {str(path)!r} is a symlink to {str(target)!r})"
+    if not target.parent.is_dir():
+        raise OutputPathError(f"{where}: path's folder {str(target.parent)!r} does not exist{via}")
+    if target.is_dir():
+        raise OutputPathError(f"{where}: path {str(target)!r} is a folder, expected a file name{via}")
+    return path, target
+
+
+def _link_target(path: Path, where: str) -> Path:
+    """A symlink is written through (the link stays and shows the new content, as ``open(path, "w")``
+    would do), so the temporary file goes next to the file it names: a rename cannot cross folders."""
+    if not path.is_symlink():
+        return path
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except FileNotFoundError:  # a dangling link: the file it names is created
+        return Path(os.path.realpath(path))
+    except OSError as error:
+        raise OutputPathError(f"{where}: path {str(path)!r} is a symlink that cannot be resolved "
+                              f"({error.strerror})") from None
+
+
+# ---- temporary files: "<folder>/.<name>.<pid>.<random>.part", flock-ed while their writer lives
+
+
+def _part_pattern(name: str) -> re.Pattern:
+    # the pid is optional and the random part allows "_": earlier versions named parts
+    # ".<name>.<mkstemp's 8 characters>.part", and their leftovers are removed too
+    return re.compile(re.escape(f".{name}.") + r"(?:\d+\.)?[a-z0-9_]+\.part")
+
+
+def _new_part(target: Path) -> tuple[str, int]:
+    """-> (path, fd holding an exclusive flock) of a new empty file next to ``target``, created
+    with mode 0666 so the umask (and a default ACL) apply as for any new file."""
+    while True:
+        tmp = str(target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        # A cleaner may have taken the unlocked file between open and flock and removed it: then
+        # the name no longer leads to this file, and a fresh one is made.
+        if not _try_lock(fd, blocking=True) or _same_file(fd, tmp):
+            return tmp, fd
+        os.close(fd)
+
+
+def _drop_part(tmp: str, fd: int) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Delete the temporary files of earlier writers to ``target`` that nobody holds locked (their
+    writer was killed). Best effort: a file that cannot be opened or locked is left alone."""
+    if fcntl is None:
+        return
+    pattern = _part_pattern(target.name)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        if pattern.fullmatch(name):
+            _remove_if_unlocked(str(target.parent / name))
+
+
+def _remove_if_unlocked(part: str) -> None:
+    try:
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # gone already, a symlink, or not ours to read
+        return
+    try:
+        # only a regular file, still at that name, that no live writer holds
+        if stat.S_ISREG(os.fstat(fd).st_mode) and _try_lock(fd, blocking=False) and _same_file(fd, part):
+            os.unlink(part)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int, blocking: bool) -> bool:
+    """Exclusive flock on ``fd``: True when taken, False when another open file holds it or the
+    file system has no locks (a writer then writes unlocked; a cleaner removes nothing)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:  # EWOULDBLOCK: held; ENOLCK, EOPNOTSUPP, ...: no locks on this file system
+        return False
+    return True
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        there = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _keep_mode(tmp: str, target: Path) -> None:
+    """A file saved over keeps its permission bits (the new one was created with the umask's)."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(tmp, mode)
 
 
 def _check_crf(crf, where: str):

@@ -8,6 +8,10 @@ front-end needs torchaudio; ours is checked against numpy in tests/models/test_a
 
 import math
 import os
+import signal
+import stat
+import subprocess
+import sys
 from fractions import Fraction
 
 import av
@@ -16,7 +20,8 @@ import pytest
 import torch
 
 from ltxengine import media
-from ltxengine.media import compress_image, read_audio, read_media, read_mp4, write_mp4
+from ltxengine.engine import GenerationResult
+from ltxengine.media import VideoWriter, compress_image, read_audio, read_media, read_mp4, write_mp4
 from ltxengine.models.audio_vae import AudioVAE, AudioVAEConfig
 from ltxengine.pipelines.audio_input import audio_latent_frames, load_audio_condition
 
@@ -148,6 +153,146 @@ def test_mp4_failure_while_encoding_audio_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="encoder exploded"):
         write_mp4(target, _frames(2, 16), FPS, audio=_tones(2000), sample_rate=SR)
     assert target.read_bytes() == b"keep me" and list(tmp_path.iterdir()) == [target]
+
+
+# ---------------------------------------------------------------- saving over files, leftovers
+
+
+_KILLED_WRITER = """
+import sys, numpy as np
+from ltxengine.media import VideoWriter
+writer = VideoWriter(sys.argv[1], 24)
+writer.write(np.zeros((2, 16, 16, 3), np.uint8))
+print("writing", flush=True)
+sys.stdin.read()  # killed here, mid-write
+"""
+
+
+def _parts(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".part"))
+
+
+def _killed_writer_part(target):
+    """The temporary file a writer leaves when it is killed with SIGKILL mid-write."""
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "writing\n", proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    (part,) = _parts(target.parent)
+    assert part.startswith(f".{target.name}.{proc.pid}.")  # the writer's pid, for whoever looks
+    return part
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals and flock")
+def test_next_writer_removes_a_killed_writers_part_but_not_a_live_one(tmp_path):
+    target = tmp_path / "out.mp4"
+    dead = _killed_writer_part(target)
+    old_format = tmp_path / ".out.mp4.k2j_x9ab.part"  # a leftover of the mkstemp names used before
+    old_format.write_bytes(b"stale")
+    other = tmp_path / ".other.mp4.1.abcd.part"  # another output's leftover is not this writer's business
+    other.write_bytes(b"stale")
+    live = VideoWriter(target, FPS)
+    live.write(_frames(2, 16))  # holds its part (locked) in this process
+    live_part = (set(_parts(tmp_path)) - {dead, old_format.name, other.name}).pop()
+    with VideoWriter(target, FPS) as writer:
+        writer.write(_frames(2, 16))
+        parts = _parts(tmp_path)
+        assert dead not in parts and old_format.name not in parts
+        assert live_part in parts and other.name in parts and len(parts) == 3  # live, other, this writer's
+    live.close()
+    assert sorted(os.listdir(tmp_path)) == [other.name, "out.mp4"]
+    assert len(read_mp4(target)[0]) == 2
+
+
+def test_writer_remakes_its_part_when_a_cleaner_takes_it_before_the_lock(tmp_path, monkeypatch):
+    """Between creating its file and locking it, a writer's part looks stale to a cleaner in another
+    process; if the cleaner removed it, the writer makes a fresh one instead of writing unlocked."""
+    real_lock, removed = media._try_lock, []
+
+    def cleaner_first(fd, blocking):
+        if blocking and not removed:
+            (part,) = _parts(tmp_path)
+            os.unlink(tmp_path / part)
+            removed.append(part)
+        return real_lock(fd, blocking)
+
+    monkeypatch.setattr(media, "_try_lock", cleaner_first)
+    with VideoWriter(tmp_path / "out.mp4", FPS) as writer:
+        writer.write(_frames(2, 16))
+        (part,) = _parts(tmp_path)
+        assert removed and part != removed[0]
+    assert os.listdir(tmp_path) == ["out.mp4"] and len(read_mp4(tmp_path / "out.mp4")[0]) == 2
+
+
+@pytest.fixture
+def _umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_saving_over_a_file_keeps_its_mode_and_a_new_file_gets_the_umasks(tmp_path, _umask_027):
+    fresh = write_mp4(tmp_path / "new.mp4", _frames(2, 16), FPS)
+    assert _mode(fresh) == 0o666 & ~0o027  # as open() makes it, not a temporary file's 0600
+    private = tmp_path / "private.mp4"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    write_mp4(private, _frames(2, 16), FPS)
+    assert _mode(private) == 0o600 and len(read_mp4(private)[0]) == 2
+    private.chmod(0o604)  # the streaming writer and result.save go the same way
+    with VideoWriter(private, FPS) as writer:
+        writer.write(_frames(3, 16))
+    assert _mode(private) == 0o604 and len(read_mp4(private)[0]) == 3
+    result = GenerationResult(frames=np.zeros((2, 16, 16, 3), np.float32), video=_frames(2, 16),
+                              latents=torch.zeros(1), fps=Fraction(FPS))
+    private.chmod(0o640)
+    assert result.save(private) == private and _mode(private) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["new.mp4", "private.mp4"]
+
+
+def test_saving_to_a_symlink_writes_through_it(tmp_path, _umask_027):
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "real.mp4"
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(real)
+    assert write_mp4(link, _frames(2, 16), FPS) == link
+    assert link.is_symlink() and os.readlink(link) == str(real)  # the link stays, pointing where it did
+    assert _mode(real) == 0o600 and len(read_mp4(real)[0]) == 2
+    assert os.listdir(tmp_path / "store") == ["real.mp4"]  # the temporary file went next to the target
+    chain = tmp_path / "chain.mp4"  # a link to a link: the last file is replaced
+    chain.symlink_to(link)
+    with VideoWriter(chain, FPS) as writer:
+        writer.write(_frames(3, 16))
+    assert chain.is_symlink() and link.is_symlink() and len(read_mp4(real)[0]) == 3
+    dangling = tmp_path / "dangling.mp4"  # creates the file it names, as open(path, "w") would
+    dangling.symlink_to(tmp_path / "store" / "made.mp4")
+    write_mp4(dangling, _frames(2, 16), FPS)
+    assert dangling.is_symlink() and _mode(tmp_path / "store" / "made.mp4") == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["chain.mp4", "dangling.mp4", "link.mp4", "store"]
+
+
+def test_symlink_errors_name_the_link_and_its_target(tmp_path):
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    to_folder = tmp_path / "folder.mp4"
+    to_folder.symlink_to(tmp_path)
+    nowhere = tmp_path / "nowhere.mp4"
+    nowhere.symlink_to(tmp_path / "missing" / "x.mp4")
+    for path, match in [(loop, r"write_mp4: path '.*loop.mp4' is a symlink that cannot be resolved"),
+                        (to_folder, r"is a folder, expected a file name \(path '.*folder.mp4' is a symlink to"),
+                        (nowhere, r"path's folder '.*missing' does not exist \(path '.*nowhere.mp4' is a symlink")]:
+        with pytest.raises(media.OutputPathError, match=match):
+            write_mp4(path, _frames(2, 16), FPS)
+    assert sorted(os.listdir(tmp_path)) == ["folder.mp4", "loop.mp4", "nowhere.mp4"]
 
 
 # ---------------------------------------------------------------- read_audio
