@@ -81,7 +81,9 @@ def test_float32_smoke_is_a_parity_check(runs):
         for r in records:
             if r["impl"] not in RAN:
                 continue
-            assert r["max_abs_diff_vs_ltxengine_torch"] == r["max_abs_err"], r
+            # per output the oracle is ltxengine-torch's output, so the largest error is the largest difference
+            # (the headline max_abs_err is the worst output relative to its own tolerance, maybe another one)
+            assert r["max_abs_diff_vs_ltxengine_torch"] == max(e for e, _ in r["errors"].values()), r
             scale = r["tolerance"] / M.REL_FP32  # max(1, max|output|)
             assert r["max_abs_err"] <= 1e-5 * scale, r
             if r["impl"] == "ltxengine-torch":
