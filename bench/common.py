@@ -24,6 +24,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import platform
 import subprocess
 import tempfile
@@ -217,7 +218,9 @@ def environment() -> dict:
     env = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "host": platform.node(), "python": platform.python_version(), "torch": torch.__version__,
            "triton": _triton_version(), "cuda": torch.version.cuda, "gpu": None, "sm": None,
-           "driver": None, "cudnn": None, "commit": _run(["git", "rev-parse", "HEAD"])}
+           "driver": None, "cudnn": None,
+           # a device machine gets the working tree without .git: gpu_session.sh passes the commit on
+           "commit": _run(["git", "rev-parse", "HEAD"]) or os.environ.get("LTXENGINE_COMMIT")}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         env.update(gpu=props.name, sm=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version(),
