@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_namespace_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent.resolve()
@@ -85,6 +85,11 @@ class BuildCudaExt(build_ext):
         subprocess.check_call(cmd)
 
 
+# Discovered, not listed by hand: a hand list once left out ltxengine/executor and ltxengine/quant, so a
+# non-editable install could not be imported. Namespace discovery because ltxengine/models has no
+# __init__.py. kernels/ is added under its installed name (package-dir in pyproject.toml maps it).
+PACKAGES = [*find_namespace_packages(str(ROOT), include=["ltxengine", "ltxengine.*"]), "ltxengine.kernels"]
+
 ext_modules = []
 cmdclass = {}
 if find_nvcc() is not None:
@@ -95,4 +100,4 @@ if find_nvcc() is not None:
 else:
     print("setup.py: nvcc not found or LTXENGINE_SKIP_CUDA set; building without ltxengine._C", file=sys.stderr)
 
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(packages=PACKAGES, ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,7 +1,14 @@
-"""The package works with no GPU and no compiled extension."""
+"""The package works with no GPU and no compiled extension, and its wheel and sdist hold all of it."""
 
+import fnmatch
+import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
+
+import pytest
 
 CODE = r"""
 import sys, torch
@@ -62,3 +69,84 @@ def test_kernels_folder_without_the_real_package_is_not_importable_as_kernels():
             "else:\n    print('found', kernels.__file__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "missing kernels", (r.stdout, r.stderr[-2000:])
+
+
+# ---- the wheel and the sdist hold every module (issue 17: a hand-written package list left out
+# ltxengine/executor and ltxengine/quant, so a non-editable install could not `import ltxengine`)
+
+# Never shipped, and never copied into the build tree: VCS, environments, build output, bytecode, an in-place _C.
+_NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", "*.so", ".pytest_cache",
+               ".benchmarks", "*.mp4")
+
+
+def _shipped_files(root):
+    """Files the wheel must hold, by their path in it: everything under ltxengine/, and kernels/ as ltxengine/kernels/."""
+    def source(p):
+        parts = p.relative_to(root).parts
+        return p.is_file() and not any(fnmatch.fnmatch(part, pat) for part in parts for pat in _NOT_SOURCE)
+
+    files = {p.relative_to(root).as_posix() for p in (root / "ltxengine").rglob("*") if source(p)}
+    kernels = {"ltxengine/" + p.relative_to(root).as_posix() for p in (root / "kernels").rglob("*") if source(p)}
+    assert "ltxengine/executor/__init__.py" in files and "ltxengine/kernels/__init__.py" in kernels  # the walk works
+    return files | kernels
+
+
+def _wheel_contents(wheel):
+    """(files outside the .dist-info, top-level names, top_level.txt, entry_points.txt) of a wheel."""
+    with zipfile.ZipFile(wheel) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        info = {n.rsplit("/", 1)[1]: z.read(n).decode() for n in names if n.split("/")[0].endswith(".dist-info")}
+    files = {n for n in names if not n.split("/")[0].endswith(".dist-info")}
+    return files, {n.split("/")[0] for n in names}, info["top_level.txt"].split(), info["entry_points.txt"]
+
+
+def _build(args, cwd, out):
+    env = dict(os.environ, LTXENGINE_SKIP_CUDA="1")  # compiling csrc/ is test_build.py's job
+    r = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    (built,) = out.iterdir()
+    return built
+
+
+@pytest.fixture(scope="module")
+def source_copy(tmp_path_factory):
+    """The checkout as a fresh clone has it (a build writes build/ and *.egg-info into its tree, and a
+    working tree may hold an in-place _C or bytecode), with tests/ and bench/ so their absence is tested."""
+    src = tmp_path_factory.mktemp("pkg") / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    return src
+
+
+def _check_wheel(wheel, src):
+    files, top, top_level, entry_points = _wheel_contents(wheel)
+    expected = _shipped_files(src)
+    assert files == expected, f"missing from the wheel: {sorted(expected - files)}; unexpected: {sorted(files - expected)}"
+    dist_info = {t for t in top if t.endswith(".dist-info")}
+    assert top - dist_info == {"ltxengine"} and top_level == ["ltxengine"], (top, top_level)  # no kernels/tests/bench
+    assert "ltxengine = ltxengine.cli:main" in entry_points
+
+
+def test_wheel_holds_every_package_and_only_ltxengine(source_copy, tmp_path):
+    """What `pip install .` installs: every directory of ltxengine/ (namespace ones too: models/ has no
+    __init__.py), kernels/ as ltxengine.kernels, and no top-level `kernels`, `tests` or `bench`."""
+    out = tmp_path / "wheel"
+    wheel = _build(["-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), "."],
+                   source_copy, out)
+    _check_wheel(wheel, source_copy)
+
+
+def test_sdist_rebuilds_the_same_wheel_and_carries_csrc(source_copy, tmp_path):
+    """The sdist holds what a wheel build needs: csrc/ (headers included) even when it was made without
+    nvcc, since the machine that builds from it may have one; and a wheel built from it is complete."""
+    out = tmp_path / "sdist"
+    code = f"from setuptools import build_meta as b; b.build_sdist({str(out)!r})"
+    sdist = _build(["-c", code], source_copy, out)
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    csrc = {p.relative_to(source_copy).as_posix() for p in (source_copy / "csrc").iterdir()}
+    assert csrc and csrc <= names, f"csrc files missing from the sdist: {sorted(csrc - names)}"
+    assert "setup.py" in names and "kernels/__init__.py" in names
+    wout = tmp_path / "wheel"
+    wheel = _build(["-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wout), str(sdist)],
+                   tmp_path, wout)
+    _check_wheel(wheel, source_copy)
