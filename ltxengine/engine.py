@@ -20,12 +20,16 @@ torch.Generator().manual_seed(seed)``) the frames equal diffusers' in fp32 (test
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import os
 import re
+import reprlib
+import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -47,7 +51,7 @@ from .models.video_vae import TilingConfig
 from .ops import FUSED, get_ops, with_fp8_attention
 from .pipelines import ltx_video as lv
 from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
-from .pipelines.streaming import decode_latents_frames, stream_to_file
+from .pipelines.streaming import check_finite, decode_latents_frames, stream_to_file
 from .pipelines.schedule import (
     DEFAULT_SCHEDULER_CONFIG,
     Schedule,
@@ -103,6 +107,27 @@ class TwoStage:
     guidance_rescale: float | None = None
     image_cond_noise_scale: float | None = None
 
+    def check(self, name: str = "two_stage") -> "TwoStage":
+        """Every field's type, finiteness and range, and that the refinement keeps at least one
+        step; -> the recipe with ``timesteps`` as a list. Needs no engine, so it runs before any work."""
+        _float(f"{name}.downscale_factor", self.downscale_factor, 0.0, 1.0, low_open=True)
+        _float(f"{name}.adain_factor", self.adain_factor, -10.0, 10.0)
+        _float(f"{name}.tone_map_compression_ratio", self.tone_map_compression_ratio, 0.0, 1.0)
+        strength = _float(f"{name}.denoise_strength", self.denoise_strength, 0.0, 1.0, low_open=True)
+        for field_name, high in (("guidance_scale", None), ("guidance_rescale", 1.0), ("image_cond_noise_scale", None)):
+            if getattr(self, field_name) is not None:  # None: the stage-1 value
+                _float(f"{name}.{field_name}", getattr(self, field_name), 0.0, high)
+        timesteps = self.timesteps
+        if timesteps is not None:
+            timesteps = _decreasing(f"{name}.timesteps", timesteps, 1000.0)
+        if timesteps is None or self.num_inference_steps is not None:  # ignored, but never nonsense
+            _steps(f"{name}.num_inference_steps", self.num_inference_steps)
+        if strength < 1:
+            steps_name = f"{name}.timesteps" if timesteps is not None else f"{name}.num_inference_steps"
+            _kept_steps(f"{name}.denoise_strength", strength, steps_name,
+                        len(timesteps) if timesteps is not None else self.num_inference_steps)
+        return replace(self, timesteps=timesteps)
+
 
 @dataclass
 class GenerationResult:
@@ -128,18 +153,40 @@ class GenerationResult:
 
 # -- argument checks -------------------------------------------------------------------------------
 
-def _int(name: str, value, minimum: int | None = None) -> int:
+# Upper bounds of the size-like arguments. Each keeps an absurd value (a typo, 10**12) from reaching
+# numpy, the tokenizer or the allocator, where it would fail without naming the argument or grow
+# memory until the process dies. They sit far above every released recipe: whether a request
+# within them fits the device is the memory plan's question, not theirs.
+MAX_SIDE = 8192  # height, width (pixels): 8K, ~7x the largest released LTX-Video size (1216 px)
+MAX_NUM_FRAMES = 4097  # 8 * 512 + 1: 16x the 257 frames of the longest LTX-Video recipes
+MAX_STEPS = 1000  # steps and timestep / sigma lists: the scheduler has 1000 training timesteps
+# T5 tokens: 4x the 256 of LTXConditionPipeline; the prompt is padded to this length and encoder
+# memory grows with its square
+MAX_SEQUENCE_LENGTH = 1024
+MAX_CONDITIONS = 64  # images / clips: each is VAE-encoded and adds up to 2 latent frames of tokens
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed's largest seed (seeds here are >= 0)
+
+
+def _short(value) -> str:
+    """repr of a value for an error message, cut short (a bad list may have millions of items)."""
+    return reprlib.repr(value)
+
+
+def _int(name: str, value, minimum: int | None = None, maximum: int | None = None, why: str = "") -> int:
+    """An int (not a bool) in [minimum, maximum]; ``why`` says where the maximum comes from."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
+        raise ValueError(f"{name} must be an int, got {_short(value)}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}{f' ({why})' if why else ''}, got {value!r}")
     return int(value)
 
 
 def _float(name: str, value, low: float | None = None, high: float | None = None, *,
            low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {_short(value)}")
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
@@ -154,21 +201,46 @@ def _float(name: str, value, low: float | None = None, high: float | None = None
     return v
 
 
+def _seed(value) -> int:
+    return _int("seed", value, 0, SEED_MAX, "2**64 - 1, the largest seed torch.Generator.manual_seed takes")
+
+
+def _steps(name: str, value) -> int:
+    return _int(name, value, 1, MAX_STEPS, "MAX_STEPS: the scheduler's 1000 training timesteps")
+
+
+def _output_file(out) -> Path:
+    """An output path whose folder exists and is writable, checked before any work is done (the
+    frames are written only after the denoising)."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"output must be a path (str or os.PathLike) or None, got {type(out).__name__}")
+    try:
+        path = Path(out).expanduser()
+    except TypeError:  # a PathLike whose __fspath__ returns bytes
+        raise ValueError(f"output must be a str path, got {out!r}") from None
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"output: the folder {str(folder)!r} does not exist (nothing was generated)")
+    if path.is_dir():
+        raise ValueError(f"output: {str(path)!r} is a folder, expected an mp4 file name (nothing was generated)")
+    try:  # os.access answers for the real uid and ignores read-only mounts: try it instead
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"output: cannot write into the folder {str(folder)!r} ({e.strerror or e}; nothing was "
+                         f"generated)") from None
+    return path
+
+
 def _call_args(a: dict[str, Any]) -> dict[str, Any]:
-    """generate()'s locals without self, the prompts checked (both engine families)."""
+    """generate()'s locals without self, the prompts and the output path checked (both engine families)."""
     a = {k: v for k, v in a.items() if k != "self"}
     if not isinstance(a["prompt"], str):
         raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
     if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
         raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
-    out = a.get("output")
-    if out is not None:
-        if not isinstance(out, (str, os.PathLike)):
-            raise ValueError(f"output must be a path (str or os.PathLike) or None, got {type(out).__name__}")
-        folder = Path(out).expanduser().parent
-        if not folder.is_dir():
-            raise ValueError(f"output: the folder {str(folder)!r} does not exist (nothing was generated)")
-        a["output"] = Path(out).expanduser()
+    if a.get("output") is not None:
+        a["output"] = _output_file(a["output"])
     return a
 
 
@@ -178,26 +250,42 @@ def _generator(gen: torch.Generator | None, seed: int | None) -> tuple[torch.Gen
     if gen is None:
         gen = torch.Generator("cpu")
         if seed is not None:
-            gen.manual_seed(seed)
+            gen.manual_seed(_seed(seed))
         else:
             seed = gen.seed()
     return gen, seed
 
 
-def _decreasing(name: str, values, high: float) -> list[float]:
+def _decreasing(name: str, values, high: float, max_len: int = MAX_STEPS) -> list[float]:
+    """A strictly decreasing list of 1 to ``max_len`` finite numbers in [0, high]."""
+    if isinstance(values, (torch.Tensor, np.ndarray)) and values.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {tuple(values.shape)}")
     if isinstance(values, torch.Tensor):
         values = values.tolist()
-    try:
-        vals = [float(v) for v in values]
-    except TypeError:
-        raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be a sequence of numbers, got {_short(values)}")
+    items = list(itertools.islice(values, max_len + 1))  # never more than one past the bound
+    if len(items) > max_len:
+        raise ValueError(f"{name} must hold at most {max_len} values (MAX_STEPS: the scheduler's 1000 training "
+                         f"timesteps), got more")
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))]
+    if bad:
+        raise ValueError(f"{name} must be a sequence of numbers, got {_short(bad[0])} in {_short(values)}")
+    vals = [float(v) for v in items]
     if not vals:
         raise ValueError(f"{name} must not be empty")
     if any(not math.isfinite(v) or v < 0 or v > high for v in vals):
-        raise ValueError(f"{name} must lie in [0, {high:g}], got {vals}")
+        raise ValueError(f"{name} must lie in [0, {high:g}], got {_short(vals)}")
     if any(b >= a for a, b in zip(vals, vals[1:])):
-        raise ValueError(f"{name} must be strictly decreasing, got {vals}")
+        raise ValueError(f"{name} must be strictly decreasing, got {_short(vals)}")
     return vals
+
+
+def _kept_steps(strength_name: str, strength: float, steps_name: str, n: int) -> None:
+    """A denoise strength < 1 runs the last int(n * strength) steps (Schedule.truncate): at least one."""
+    if int(n * strength) < 1:
+        raise ValueError(f"{strength_name}={strength!r} keeps no step of the {n}-step schedule of {steps_name} "
+                         f"(int({n} * {strength!r}) = 0); use a larger {strength_name} or more steps")
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -426,25 +514,40 @@ class Engine:
 
     # ---- internals -----------------------------------------------------------------------------
     def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:
+        """Every argument of ``generate`` (nested TwoStage, TilingConfig and Condition objects
+        included) checked and normalized, and what could fail later tried here (schedules,
+        pixels), so a bad call fails before any model work."""
         a = _call_args(a)
+        self._check_sizes(a)
+        a["fps"] = frame_rate_fraction(a["frame_rate"], "frame_rate")
+        self._check_numbers(a)
+        self._check_objects(a)
+        a["two_stage"] = self._check_two_stage(a["two_stage"])
+        self._check_pipeline(a)
+        self._check_schedules(a)
+        return a
+
+    def _check_sizes(self, a: dict[str, Any]) -> None:
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         for k in ("height", "width"):
-            v = _int(k, a[k], r)
+            v = _int(k, a[k], r, MAX_SIDE, "MAX_SIDE")
             if v % r:
                 raise ValueError(f"{k} must be a multiple of {r}, got {v}")
-        n = _int("num_frames", a["num_frames"], 1)
+        n = _int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
         if (n - 1) % rt:
             raise ValueError(f"num_frames must be of the form {rt}k+1 (e.g. {rt * ((n - 1) // rt) + 1} or "
                              f"{rt * ((n - 1) // rt + 1) + 1}), got {n}")
-        a["fps"] = frame_rate_fraction(a["frame_rate"], "frame_rate")
+
+    @staticmethod
+    def _check_numbers(a: dict[str, Any]) -> None:
         if a["timesteps"] is not None and a["sigmas"] is not None:
             raise ValueError("pass at most one of timesteps and sigmas, got both")
         if a["timesteps"] is not None:
             a["timesteps"] = _decreasing("timesteps", a["timesteps"], 1000.0)
         elif a["sigmas"] is not None:
             a["sigmas"] = _decreasing("sigmas", a["sigmas"], 1.0)
-        else:
-            _int("num_inference_steps", a["num_inference_steps"], 1)
+        if (a["timesteps"] is None and a["sigmas"] is None) or a["num_inference_steps"] is not None:
+            _steps("num_inference_steps", a["num_inference_steps"])  # may be None only when unused
         _float("guidance_scale", a["guidance_scale"], 0.0)
         _float("guidance_rescale", a["guidance_rescale"], 0.0, 1.0)
         _float("decode_timestep", a["decode_timestep"], 0.0, 1.0)
@@ -453,46 +556,43 @@ class Engine:
         _float("denoise_strength", a["denoise_strength"], 0.0, 1.0, low_open=True)
         _float("image_cond_noise_scale", a["image_cond_noise_scale"], 0.0)
         if a["max_sequence_length"] is not None:
-            _int("max_sequence_length", a["max_sequence_length"], 1)
+            _int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
+
+    def _check_objects(self, a: dict[str, Any]) -> None:
         if a["seed"] is not None and a["generator"] is not None:
             raise ValueError("pass seed or generator, not both")
         if a["seed"] is not None:
-            _int("seed", a["seed"], 0)
+            _seed(a["seed"])
         if a["generator"] is not None and not isinstance(a["generator"], torch.Generator):
             raise ValueError(f"generator must be a torch.Generator, got {type(a['generator']).__name__}")
         if a["callback"] is not None and not callable(a["callback"]):
             raise ValueError(f"callback must be callable, got {a['callback']!r}")
-        if a["vae_tiling"] is not None and not isinstance(a["vae_tiling"], TilingConfig):
-            raise ValueError(f"vae_tiling must be a TilingConfig or None, got {type(a['vae_tiling']).__name__}")
+        tiling = a["vae_tiling"]
+        if tiling is not None:
+            if not isinstance(tiling, TilingConfig):
+                raise ValueError(f"vae_tiling must be a TilingConfig or None, got {type(tiling).__name__}")
+            try:  # tile sizes and strides must be whole latent cells of this VAE
+                tiling.check(self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio)
+            except ValueError as e:
+                raise ValueError(f"vae_tiling: {e}") from None
         if a["image"] is not None and a["conditions"] is not None:
             raise ValueError("pass image or conditions, not both (an image is Condition(image=..., frame_index=0))")
 
-        two = a["two_stage"]
+    def _check_two_stage(self, two) -> TwoStage | None:
+        if two is None or two is False:
+            return None
         if two is True:
             two = TwoStage()
-        elif two is False:
-            two = None
-        if two is not None:
-            if not isinstance(two, TwoStage):
-                raise ValueError(f"two_stage must be a TwoStage, True or None, got {type(two).__name__}")
-            if self.latent_upsampler is None:
-                raise ValueError("two_stage needs a latent upsampler: load the engine with "
-                                 "Engine.from_pretrained(..., latent_upsampler=PATH)")
-            _float("two_stage.downscale_factor", two.downscale_factor, 0.0, 1.0, low_open=True)
-            _float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
-            _float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
-            _float("two_stage.denoise_strength", two.denoise_strength, 0.0, 1.0, low_open=True)
-            if two.timesteps is not None:
-                two = replace(two, timesteps=_decreasing("two_stage.timesteps", two.timesteps, 1000.0))
-            else:
-                _int("two_stage.num_inference_steps", two.num_inference_steps, 1)
-            h1 = int(a["height"] * two.downscale_factor) // r * r
-            w1 = int(a["width"] * two.downscale_factor) // r * r
-            if h1 < r or w1 < r:
-                raise ValueError(f"two_stage.downscale_factor {two.downscale_factor} makes the first stage "
-                                 f"{h1}x{w1}, below one latent pixel ({r}x{r}); use a larger size or factor")
-        a["two_stage"] = two
+        if not isinstance(two, TwoStage):
+            raise ValueError(f"two_stage must be a TwoStage, True or None, got {type(two).__name__}")
+        if self.latent_upsampler is None:
+            raise ValueError("two_stage needs a latent upsampler: load the engine with "
+                             "Engine.from_pretrained(..., latent_upsampler=PATH)")
+        return two.check("two_stage")
 
+    def _check_pipeline(self, a: dict[str, Any]) -> None:
+        """The pipeline, its inputs (image, conditions, latents) and the first stage's size."""
+        two, n = a["two_stage"], a["num_frames"]
         mode = a["pipeline"]
         if mode is None:
             mode = ("condition" if a["conditions"] is not None or a["denoise_strength"] < 1 or two is not None
@@ -512,15 +612,47 @@ class Engine:
             raise ValueError(f"two_stage runs the 'condition' pipeline, got pipeline={mode!r}")
         a["pipeline"] = mode
         a["conditions"] = self._check_conditions(a["conditions"], n) if mode == "condition" else []
-        a["stage1_size"] = (a["height"], a["width"]) if two is None else (h1, w1)
+        a["stage1_size"] = (a["height"], a["width"]) if two is None else self._stage1_size(a, two)
         # preprocess the pixels at the first stage's size now, so a bad image fails before any work
         a["_pixels"] = {}
         self._pixels(a, *a["stage1_size"])
         if a["max_sequence_length"] is None:
             a["max_sequence_length"] = 256 if mode == "condition" else 128
-        if a["latents"] is not None:
-            a["latents"] = self._check_latents(a["latents"], a["height"], a["width"], n)
-        return a
+        if a["latents"] is not None:  # they start the first stage: its size
+            a["latents"] = self._check_latents(a["latents"], *a["stage1_size"], n)
+
+    def _stage1_size(self, a: dict[str, Any], two: TwoStage) -> tuple[int, int]:
+        r = self.vae.spatial_compression_ratio
+        h1 = int(a["height"] * two.downscale_factor) // r * r
+        w1 = int(a["width"] * two.downscale_factor) // r * r
+        if h1 < r or w1 < r:
+            raise ValueError(f"two_stage.downscale_factor {two.downscale_factor} makes the first stage "
+                             f"{h1}x{w1}, below one latent pixel ({r}x{r}); use a larger size or factor")
+        return h1, w1
+
+    def _check_schedules(self, a: dict[str, Any]) -> None:
+        """Every stage's schedule built now (cheap: at most MAX_STEPS numbers), so one that cannot
+        run, or a denoise strength that keeps none of its steps, fails before any model work."""
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        f = (a["num_frames"] - 1) // rt + 1
+        h1, w1 = a["stage1_size"]
+        steps_name = ("timesteps" if a["timesteps"] is not None else "sigmas" if a["sigmas"] is not None
+                      else "num_inference_steps")
+        n = self._try_schedule(steps_name, a["pipeline"], f * (h1 // r) * (w1 // r), a["num_inference_steps"],
+                               a["timesteps"], a["sigmas"])
+        if a["pipeline"] == "condition" and a["denoise_strength"] < 1:
+            _kept_steps("denoise_strength", a["denoise_strength"], steps_name, n)
+        two = a["two_stage"]
+        if two is not None:  # TwoStage.check has checked its own strength against its steps
+            name = "two_stage.timesteps" if two.timesteps is not None else "two_stage.num_inference_steps"
+            self._try_schedule(name, "condition", f * (2 * h1 // r) * (2 * w1 // r), two.num_inference_steps,
+                               two.timesteps, None)
+
+    def _try_schedule(self, name: str, mode: str, seq_len: int, steps, timesteps, sigmas) -> int:
+        try:
+            return len(self._schedule(mode, seq_len, steps, timesteps, sigmas))
+        except ValueError as e:  # e.g. one step cannot be stretched to the config's shift_terminal
+            raise ValueError(f"{name}: {e}") from None
 
     def _check_conditions(self, conditions, num_frames: int) -> list[Condition]:
         if conditions is None:
@@ -529,6 +661,9 @@ class Engine:
             conditions = [conditions]
         if not isinstance(conditions, (list, tuple)):
             raise ValueError(f"conditions must be a list of Condition, got {type(conditions).__name__}")
+        if len(conditions) > MAX_CONDITIONS:
+            raise ValueError(f"conditions must hold at most {MAX_CONDITIONS} conditions (MAX_CONDITIONS), got "
+                             f"{len(conditions)}")
         for i, c in enumerate(conditions):
             if not isinstance(c, Condition):
                 raise ValueError(f"conditions[{i}] must be a ltxengine.Condition, got {type(c).__name__}")
@@ -628,6 +763,7 @@ class Engine:
             with self.residency.use("latent_upsampler", self.latent_upsampler):
                 up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
                                          two.tone_map_compression_ratio).to(torch.float32)
+            check_finite(up, "upsample", "latents")  # else stage 2 would be blamed for it
             gen = torch.Generator(gen.device)
             gen.set_state(start_state)
             h2, w2 = 2 * height1, 2 * width1
@@ -642,7 +778,8 @@ class Engine:
         decode = dict(decode_timestep=a["decode_timestep"], decode_noise_scale=a["decode_noise_scale"], generator=gen,
                       device=self.device, model_dtype=self.dtype, tiling=a["vae_tiling"])
         if a["output"] is None:
-            frames = lv.resize_frames(lv.decode_latents(self.vae, latents, **decode), height, width).cpu().numpy()
+            frames = lv.resize_frames(lv.decode_latents(self.vae, latents, **decode), height, width)
+            frames = check_finite(frames.cpu().numpy(), "decode")
         else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
             frames = stream_to_file(decode_latents_frames(self.vae, latents, height=height, width=width, **decode),
                                     a["output"], a["fps"])

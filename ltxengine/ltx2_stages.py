@@ -15,7 +15,7 @@ from .models.audio_vae import pack_audio_latents
 from .pipelines import ltx_video as lv
 from .pipelines import samplers
 from .pipelines.inputs import image_to_tensor
-from .pipelines.streaming import decode_ltx2_frames, join_frames, ltx2_frame_chunks, stream_to_file
+from .pipelines.streaming import check_finite, decode_ltx2_frames, join_frames, ltx2_frame_chunks, stream_to_file
 from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
                              ltx2_sigmas, video_state)
 
@@ -250,9 +250,10 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     if audio_frozen is not None:
         out.audio, out.sample_rate = a["_audio_waveform"]
     else:
-        out.audio, out.sample_rate = decode_audio(engine, audio), engine.vocoder.config.output_sampling_rate
+        out.audio = check_finite(decode_audio(engine, audio), "audio decode", "samples")
+        out.sample_rate = engine.vocoder.config.output_sampling_rate
     if a["output"] is None:
-        out.frames = decode_video(engine, a, video, gen)
+        out.frames = check_finite(decode_video(engine, a, video, gen), "decode")
     else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
         chunks = decode_ltx2_frames(engine.vae, video, decode_timestep=a["decode_timestep"],
                                     decode_noise_scale=a["decode_noise_scale"], generator=gen, tiling=a["vae_tiling"])

@@ -29,9 +29,17 @@ _INT_FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0}
 _SEEK_PREROLL_S = 1.0
 
 
+# Frame rates an mp4 written here can carry and be read back at (libx264 in PyAV's mp4 muxer):
+# above ~4000 fps the file holds no readable frames; 1/65534 fps, or terms of 2**31, fail in the
+# muxer. 1000 fps covers high-speed footage; 1/1000 fps is one frame every ~17 minutes.
+MIN_FRAME_RATE, MAX_FRAME_RATE = Fraction(1, 1000), Fraction(1000)
+MAX_FRAME_RATE_TERM = 10**6  # largest numerator / denominator of an exact rate (30000/1001 needs 30000)
+
+
 def frame_rate_fraction(value, name: str = "fps") -> Fraction:
     """A frame rate as an exact Fraction: a Fraction as is, 'num/den' strings parsed, numbers
-    snapped to the nearest fraction with denominator <= 1001 (23.976... -> 24000/1001)."""
+    snapped to the nearest fraction with denominator <= 1001 (23.976... -> 24000/1001). It must
+    lie in [MIN_FRAME_RATE, MAX_FRAME_RATE] with terms <= MAX_FRAME_RATE_TERM."""
     if isinstance(value, str):
         try:
             rate = Fraction(value)
@@ -41,11 +49,19 @@ def frame_rate_fraction(value, name: str = "fps") -> Fraction:
         rate = value
     elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
             and math.isfinite(value):
-        rate = Fraction(float(value)).limit_denominator(1001)
+        rate = Fraction(float(value))
     else:
         raise ValueError(f"{name} must be a positive number or 'num/den', got {value!r}")
     if rate <= 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
+    if not isinstance(value, (str, Fraction)):
+        rate = rate.limit_denominator(1001)  # a tiny rate may snap to 0: out of range below
+    if not MIN_FRAME_RATE <= rate <= MAX_FRAME_RATE:
+        raise ValueError(f"{name} must be in [1/1000, 1000] frames per second (MIN_FRAME_RATE, MAX_FRAME_RATE: what "
+                         f"an mp4 carries), got {value!r}")
+    if max(rate.numerator, rate.denominator) > MAX_FRAME_RATE_TERM:
+        raise ValueError(f"{name} must be a fraction whose numerator and denominator are at most "
+                         f"{MAX_FRAME_RATE_TERM} (MAX_FRAME_RATE_TERM: the mp4 time base), got {value!r}")
     return rate
 
 

@@ -19,7 +19,7 @@ import torch
 from ..media import read_audio
 from ..models.audio_vae import AudioVAE, AudioVAEConfig
 
-__all__ = ["audio_latent_frames", "load_audio_condition"]
+__all__ = ["as_waveform", "audio_latent_frames", "load_audio_condition"]
 
 # Audio read past the video's end. The released VAE is causal in time, so latent frame k sees mel
 # frames <= 4k only, and mel frame i sees samples up to i * hop + n_fft / 2 (0.032 s at 16 kHz)
@@ -96,17 +96,31 @@ def _waveform(audio, start, sample_rate, duration) -> tuple[torch.Tensor, int]:
                          f"got {sample_rate!r}")
     if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
         raise ValueError(f"load_audio_condition: start must be a finite number of seconds >= 0, got {start!r}")
-    wave = audio.detach() if isinstance(audio, torch.Tensor) else torch.from_numpy(np.asarray(audio))
-    if not wave.is_floating_point():
-        raise ValueError(f"load_audio_condition: audio waveform must be floating point in [-1, 1], got {wave.dtype}")
-    if wave.dim() != 2:
-        raise ValueError(f"load_audio_condition: audio waveform must be (channels, samples), "
-                         f"got shape {tuple(wave.shape)}")
-    if not torch.isfinite(wave).all():
-        raise ValueError("load_audio_condition: audio waveform must be finite (found NaN or inf)")
+    wave = as_waveform(audio, "load_audio_condition: audio")
     first = round(start * int(sample_rate))
     end = None if duration is None else first + round(duration * int(sample_rate))  # as read_audio
     return wave[:, first:end].float(), int(sample_rate)
+
+
+def as_waveform(audio, name: str = "audio") -> torch.Tensor:
+    """A floating-point waveform (channels, samples), numpy or torch -> a tensor of it (shared
+    memory where possible); ValueError naming ``name`` for anything else (the dtype, the shape,
+    NaN or inf). Any sample count passes, 0 included (the caller knows how much it needs)."""
+    if isinstance(audio, torch.Tensor):
+        wave = audio.detach()
+    else:
+        array = np.asarray(audio) if not isinstance(audio, (str, bytes)) else np.asarray(None)
+        if array.dtype.kind != "f":
+            got = array.dtype if array.dtype != object else type(audio).__name__
+            raise ValueError(f"{name} waveform must be floating point in [-1, 1], got {got}")
+        wave = torch.from_numpy(array)
+    if not wave.is_floating_point():
+        raise ValueError(f"{name} waveform must be floating point in [-1, 1], got {wave.dtype}")
+    if wave.dim() != 2:
+        raise ValueError(f"{name} waveform must be (channels, samples), got shape {tuple(wave.shape)}")
+    if not torch.isfinite(wave).all():
+        raise ValueError(f"{name} waveform must be finite (found NaN or inf)")
+    return wave
 
 
 def _check_audio(wave: torch.Tensor, rate: int, start: float, video_s: float, video: str) -> None:

@@ -12,10 +12,10 @@ same integer seed gives diffusers' LTX2Pipeline video:
 from __future__ import annotations
 
 import functools
-
 import math
-from dataclasses import dataclass, field
-from typing import Sequence
+import numbers
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import torch
 
@@ -81,23 +81,36 @@ class GuidanceParams:
     skip_step: int = 0
 
     def __post_init__(self):
-        object.__setattr__(self, "stg_blocks", tuple(self.stg_blocks))
+        try:
+            object.__setattr__(self, "stg_blocks", tuple(self.stg_blocks))
+        except TypeError:  # not a sequence: kept as given, so check() names it
+            pass
 
-    def check(self, name: str, num_layers: int) -> "GuidanceParams":
+    def check(self, name: str, num_layers: int, names: Mapping[str, str] | None = None) -> "GuidanceParams":
+        """Raise ValueError naming the field (``name.field``, or ``names[field]`` where the caller
+        spelled it otherwise, e.g. diffusers' ``guidance_scale``) unless every value is usable."""
+        def label(k: str) -> str:
+            return names[k] if names and k in names else f"{name}.{k}"
         for k in ("cfg", "stg", "rescale", "modality"):
             v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name}.{k} must be a finite number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{label(k)} must be a finite number >= 0, got {v!r}")
         if self.rescale > 1:
-            raise ValueError(f"{name}.rescale must be in [0, 1], got {self.rescale!r}")
+            raise ValueError(f"{label('rescale')} must be in [0, 1], got {self.rescale!r}")
         if isinstance(self.skip_step, bool) or not isinstance(self.skip_step, int) or self.skip_step < 0:
-            raise ValueError(f"{name}.skip_step must be an int >= 0, got {self.skip_step!r}")
-        bad = [b for b in self.stg_blocks if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < num_layers]
-        if bad:
-            raise ValueError(f"{name}.stg_blocks must be block indices in [0, {num_layers}), got {list(self.stg_blocks)}")
-        if self.stg != 0 and not self.stg_blocks:
-            raise ValueError(f"{name}.stg = {self.stg} needs stg_blocks (the blocks whose self-attention is skipped)")
-        return self
+            raise ValueError(f"{label('skip_step')} must be an int >= 0, got {self.skip_step!r}")
+        blocks = self.stg_blocks
+        if not isinstance(blocks, tuple) or any(isinstance(b, bool) or not isinstance(b, numbers.Integral)
+                                                or not 0 <= b < num_layers for b in blocks):
+            shown = repr(list(blocks)) if isinstance(blocks, tuple) else f"{blocks!r}, not a sequence of ints"
+            raise ValueError(f"{label('stg_blocks')} must be block indices in [0, {num_layers}), got {shown}")
+        if self.stg != 0 and not blocks:
+            blocks_name = names["stg_blocks"] if names and "stg_blocks" in names else "stg_blocks"
+            raise ValueError(f"{label('stg')} = {self.stg} needs {blocks_name} (the blocks whose self-attention "
+                             f"is skipped)")
+        # plain Python numbers (a numpy scalar times a tensor would not stay a tensor)
+        return replace(self, cfg=float(self.cfg), stg=float(self.stg), rescale=float(self.rescale),
+                       modality=float(self.modality), stg_blocks=tuple(int(b) for b in blocks))
 
     @property
     def uncond(self) -> bool:

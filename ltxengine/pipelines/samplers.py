@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["LatentState", "Denoise", "StepHook", "check_sigmas", "euler", "gradient_estimation", "post_process",
-           "res2s"]
+__all__ = ["LatentState", "Denoise", "StepHook", "check_sigmas", "check_schedule", "euler", "gradient_estimation",
+           "post_process", "res2s"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ def euler(denoise: Denoise, video: LatentState, audio: LatentState, sigmas: torc
         video = video.with_latent(_euler_step(video.latent, x0v, sigmas[i], sigmas[i + 1]))
         audio = audio.with_latent(_euler_step(audio.latent, x0a, sigmas[i], sigmas[i + 1]))
         _check_finite(video.latent, "video", i + 1, total)
+        _check_finite(audio.latent, "audio", i + 1, total)
         if hook is not None:
             hook(i + 1, total, values[i], video.latent, audio.latent)
     return video, audio
@@ -233,14 +234,24 @@ def _res2s_step(denoise: Denoise, states: tuple[LatentState, LatentState], sigma
     return states[0].with_latent(nexts[0].float()), states[1].with_latent(nexts[1].float())
 
 
-def _res2s_schedule(sigmas: torch.Tensor) -> torch.Tensor:
-    check_sigmas(sigmas)
+def check_schedule(sigmas: torch.Tensor, sampler: str, name: str = "sigmas") -> None:
+    """Raise ValueError naming ``name`` unless the loop ``sampler`` ("euler", "gradient-estimation"
+    or "res2s") accepts ``sigmas``: what the loop checks at its start, for callers that check a
+    schedule before any model work."""
+    if sampler == "res2s":
+        _res2s_schedule(sigmas, name)
+    else:
+        check_sigmas(sigmas, name)
+
+
+def _res2s_schedule(sigmas: torch.Tensor, name: str = "sigmas") -> torch.Tensor:
+    check_sigmas(sigmas, name)
     sigmas = sigmas.to(torch.float32)  # the reference's schedules are float32; its arithmetic follows
     if float(sigmas[-1]) != 0:
         return sigmas
     if float(sigmas[-2]) <= RES2S_LAST_SIGMA:
-        raise ValueError(f"sigmas: res2s inserts {RES2S_LAST_SIGMA} before a final 0, so the value before it must "
-                         f"be larger, got sigmas[-2] = {float(sigmas[-2])}")
+        raise ValueError(f"{name}: res2s inserts {RES2S_LAST_SIGMA} before a final 0, so the value before it must "
+                         f"be larger, got {name}[-2] = {float(sigmas[-2]):.7g}")
     tail = torch.tensor([RES2S_LAST_SIGMA, 0.0], dtype=torch.float32, device=sigmas.device)
     return torch.cat([sigmas[:-1], tail])
 

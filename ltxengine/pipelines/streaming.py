@@ -18,6 +18,7 @@ from ..media import VideoWriter
 from . import ltx_video as lv
 
 __all__ = [
+    "check_finite",
     "decode_latents_frames",
     "decode_ltx2_frames",
     "join_frames",
@@ -33,8 +34,22 @@ __all__ = [
 def video_to_frames(video: torch.Tensor) -> torch.Tensor:
     """VAE output (B, 3, n, H, W) in [-1, 1] -> the first sample's frames (n, H, W, 3) float32 in
     [0, 1], contiguous, on the same device (both pipelines' post-processing; x * 0.5 and x / 2
-    are the same IEEE operation, so LTX-2's form gives the same bits)."""
-    return (video[0].permute(1, 0, 2, 3).float() * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+    are the same IEEE operation, so LTX-2's form gives the same bits). A non-finite VAE output
+    becomes NaN (the clamp alone would turn inf into a plausible 0 or 1), which ``check_finite``
+    then refuses where the frames reach the host."""
+    x = video[0].permute(1, 0, 2, 3).float() * 0.5 + 0.5
+    x = torch.where(torch.isfinite(x), x.clamp(0, 1), torch.nan)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def check_finite(values, stage: str, what: str = "frames"):
+    """``values`` (tensor or array) unchanged, or FloatingPointError naming the stage that produced
+    NaN / inf: a broken or overflowing model must not become a saved video (NaN quantizes to black)."""
+    finite = torch.isfinite(values).all() if isinstance(values, torch.Tensor) else np.isfinite(values).all()
+    if not finite:
+        raise FloatingPointError(f"{stage} produced non-finite {what} (nan/inf): the model overflowed or its weights "
+                                 f"are broken (try dtype=torch.float32 or check the weights); nothing was saved")
+    return values
 
 
 def join_frames(chunks: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -122,7 +137,8 @@ def decode_ltx2_frames(vae, latents: torch.Tensor, *, decode_timestep=None, deco
 
 def _on_host(chunks: Iterator[torch.Tensor]) -> Iterator[np.ndarray]:
     for chunk in chunks:
-        yield chunk.cpu().numpy()  # the device copy is dropped before the next tile is decoded
+        # the device copy is dropped before the next tile is decoded
+        yield check_finite(chunk.cpu().numpy(), "decode")
 
 
 # -- to a file ---------------------------------------------------------------------------------------
