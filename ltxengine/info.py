@@ -3,7 +3,6 @@ weights are loaded)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from math import prod
 from pathlib import Path
@@ -40,44 +39,113 @@ def _vae_version(cfg: dict) -> str:
     return "0.9.1" if cfg.get("timestep_conditioning") else "0.9.0"
 
 
-def _transformer_size(cfg: dict) -> str:
+# released transformers by (family, version prefix) and (layers, heads); anything else is "custom"
+_RELEASED = {("LTX-Video", ""): {(28, 32): "2B", (48, 32): "13B"},
+             ("LTX-2", "2.0"): {(48, 32): "19B"}, ("LTX-2", "2.3"): {(48, 32): "22B"}}
+
+# Config options only later LTX-2 releases turn on: diffusers' names (folders), then ltx-core's
+# (single-file headers).
+_LTX2_LATER = {"gated_attn": "2.3", "audio_gated_attn": "2.3", "cross_attn_mod": "2.3", "audio_cross_attn_mod": "2.3",
+               "use_keyframes_abs_pos_embedding": "2.5", "apply_gated_attention": "2.3",
+               "cross_attention_adaln": "2.3", "caption_proj_before_connector": "2.3"}
+
+
+def _transformer_entry(family: str, version: str, cfg: dict) -> dict[str, Any]:
+    """Layers, heads and the release size (e.g. "2B", "19B") of a transformer config."""
     layers, heads = cfg.get("num_layers"), cfg.get("num_attention_heads")
-    return {(28, 32): "2B", (48, 32): "13B"}.get((layers, heads), f"custom ({layers} layers, {heads} heads)")
+    table = next((t for (fam, prefix), t in _RELEASED.items() if fam == family and version.startswith(prefix)), {})
+    size = table.get((layers, heads), f"custom ({layers} layers, {heads} heads)")
+    return {"layers": layers, "heads": heads, "size": size}
+
+
+def _ltx2_version(transformer_cfg: dict, later_sections=()) -> str:
+    """The LTX-2 release a config's layout belongs to: 2.0 unless a later release's option is on
+    (or a later release's header section, e.g. the 2.3 vocoder's 'bwe', is present)."""
+    later = [v for k, v in _LTX2_LATER.items() if transformer_cfg.get(k)]
+    later += ["2.3" for section in later_sections if section == "bwe"]
+    return max(later, default="2.0")
 
 
 def describe(path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
-        return _describe_folder(p)
+        return _finish(_describe_folder(p))
     if p.is_file():
-        return _describe_single_file(p)
+        return _finish(_describe_single_file(p))
     raise CheckpointError(f"{p}: no such file or folder")
+
+
+def family(path) -> str:
+    """"LTX-2" or "LTX-Video": the engine family ``Engine.from_pretrained`` picks for a local
+    checkpoint (the same header test), without loading anything."""
+    return "LTX-2" if is_ltx2(path) else "LTX-Video"
+
+
+def transformer_layers(path) -> int | None:
+    """The transformer's block count from the checkpoint's configs only (None when they do not
+    say or cannot be read: the loader then gives the error)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            cfg = _read_config(p / "transformer" if (p / "model_index.json").is_file() else p)
+            layers = cfg.get("num_layers")
+        else:
+            with SafetensorsFile(p) as f:
+                t = f.config_section().get("transformer", {}) if f.metadata.get("config") else {}
+            layers = t.get("num_layers", 48 if is_ltx2(p) else None)  # ltx-core's default
+    except (ValueError, OSError, AttributeError):
+        return None
+    return layers if isinstance(layers, int) and not isinstance(layers, bool) else None
+
+
+def _finish(out: dict[str, Any]) -> dict[str, Any]:
+    counts = [c["parameters"] for c in out["components"].values() if "parameters" in c]
+    if counts:
+        out["parameters"] = sum(counts)
+    return out
+
+
+def _component(folder: Path, class_name: str | None) -> dict[str, Any]:
+    comp: dict[str, Any] = {"class": class_name}
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        comp.update(_tensor_summary([SafetensorsFile(f) for f in files]))
+    return comp
+
+
+def _read_config(folder: Path) -> dict:
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        return {}
+    cfg = read_json(cfg_file, "config.json")
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _describe_folder(p: Path) -> dict[str, Any]:
     index = read_json(p / "model_index.json", "diffusers model_index.json")
     cls = index.get("_class_name", "?")
-    out: dict[str, Any] = {"path": str(p), "format": "diffusers folder", "pipeline": cls,
-                           "family": "LTX-2" if cls.startswith("LTX2") else "LTX-Video", "components": {}}
-    for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list):
-            continue
-        comp: dict[str, Any] = {"class": entry[1] if len(entry) > 1 else None}
-        folder = p / name
-        files = sorted(folder.glob("*.safetensors"))
-        if files:
-            opened = [SafetensorsFile(f) for f in files]
-            comp.update(_tensor_summary(opened))
-        cfg_file = folder / "config.json"
-        if cfg_file.is_file():
-            cfg = json.loads(cfg_file.read_text())
-            if name == "vae":
-                comp["version"] = _vae_version(cfg)
-            if name == "transformer":
-                comp["size"] = _transformer_size(cfg)
+    fam = "LTX-2" if str(cls).startswith("LTX2") else "LTX-Video"
+    out: dict[str, Any] = {"path": str(p), "format": "diffusers folder", "pipeline": cls, "family": fam,
+                           "components": {}}
+    entries = {k: v[1] if len(v) > 1 else None for k, v in index.items()
+               if not k.startswith("_") and isinstance(v, list)}
+    if "latent_upsampler" not in entries and (p / "latent_upsampler").is_dir():
+        # the engine picks up a folder's own latent_upsampler/ (not a diffusers pipeline component)
+        entries["latent_upsampler"] = _read_config(p / "latent_upsampler").get("_class_name")
+    configs = {name: _read_config(p / name) for name in entries}
+    if fam == "LTX-2":
+        out["version"] = _ltx2_version(configs.get("transformer", {}), configs.get("vocoder", {}))
+        out["version_source"] = "the transformer layout"
+    elif configs.get("vae"):
+        out["version"] = _vae_version(configs["vae"])
+        out["version_source"] = "the VAE layout"
+    for name, class_name in entries.items():
+        comp = _component(p / name, class_name)
+        if name == "vae" and fam == "LTX-Video" and configs[name]:
+            comp["version"] = out["version"]
+        if name == "transformer" and configs[name]:
+            comp.update(_transformer_entry(fam, out.get("version", ""), configs[name]))
         out["components"][name] = comp
-    if "vae" in out["components"] and "version" in out["components"]["vae"]:
-        out["version"] = out["components"]["vae"]["version"]
     return out
 
 
@@ -95,21 +163,18 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
         groups[comp].append(k)
     out: dict[str, Any] = {"path": str(p), "format": "Lightricks single file" if config else "safetensors file",
                            "family": "LTX-Video", "components": {}}
-    if "transformer" in groups and "audio_vae" in config:
-        out["family"] = "LTX-2"
+    if "vae" in groups and "vae" in config:
+        vcfg = original_config.vae_config(config["vae"], str(p))
+        out["version"] = _vae_version({"down_block_types": vcfg.down_block_types,
+                                       "timestep_conditioning": vcfg.timestep_conditioning})
+        out["version_source"] = "the VAE layout"
     for comp, keys in groups.items():
         entry = _tensor_summary([f], lambda _f, keys=keys: keys)
-        if comp == "vae" and "vae" in config:
-            vcfg = original_config.vae_config(config["vae"], str(p))
-            entry["version"] = _vae_version({"down_block_types": vcfg.down_block_types,
-                                             "timestep_conditioning": vcfg.timestep_conditioning})
+        if comp == "vae" and "version" in out:
+            entry["version"] = out["version"]
         if comp == "transformer" and "transformer" in config:
-            t = config["transformer"]
-            entry["size"] = _transformer_size({"num_layers": t.get("num_layers"),
-                                               "num_attention_heads": t.get("num_attention_heads")})
+            entry.update(_transformer_entry("LTX-Video", "", config["transformer"]))
         out["components"][comp] = entry
-    if "vae" in out["components"] and "version" in out["components"]["vae"]:
-        out["version"] = out["components"]["vae"]["version"]
     return out
 
 
@@ -122,15 +187,19 @@ def _describe_ltx2_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, 
         comp = next((name for name, ms in maps.items() if any(m.apply(k) is not None for m in ms)), None)
         comp = comp or next((name for name, ms in maps.items() if any(ltx2._claims(m, k) for m in ms)), "other")
         groups[comp].append(k)
-    out: dict[str, Any] = {"path": str(p), "format": "Lightricks single file", "family": "LTX-2", "components": {}}
+    t = config.get("transformer", {}) if isinstance(config.get("transformer"), dict) else {}
+    vocoder = config.get("vocoder", {}) if isinstance(config.get("vocoder"), dict) else {}
+    version = _ltx2_version(t, vocoder)
+    out: dict[str, Any] = {"path": str(p), "format": "Lightricks single file", "family": "LTX-2",
+                           "version": version, "version_source": "the transformer layout", "components": {}}
     if f.metadata.get("model_version"):
         out["model_version"] = f.metadata["model_version"]
+    # ltx-core's defaults for a header that leaves the size out
+    shape = {"num_layers": t.get("num_layers", 48), "num_attention_heads": t.get("num_attention_heads", 32)}
     for comp, keys in groups.items():
         entry = _tensor_summary([f], lambda _f, keys=keys: keys)
         if comp == "transformer":
-            t = config.get("transformer", {})
-            layers, heads = t.get("num_layers", 48), t.get("num_attention_heads", 32)
-            entry["size"] = "19B" if (layers, heads) == (48, 32) else f"custom ({layers} layers, {heads} heads)"
+            entry.update(_transformer_entry("LTX-2", version, shape))
         out["components"][comp] = entry
     return out
 
@@ -140,9 +209,11 @@ def format_description(d: dict[str, Any]) -> str:
     if "pipeline" in d:
         lines.append(f"  pipeline: {d['pipeline']}")
     if "version" in d:
-        lines.append(f"  version: {d['version']} (from the VAE layout)")
+        lines.append(f"  version: {d['version']} (from {d.get('version_source', 'the configs')})")
     if "model_version" in d:
         lines.append(f"  model_version: {d['model_version']} (header)")
+    if "parameters" in d:
+        lines.append(f"  parameters: {d['parameters']:,} in all (counted from the headers)")
     lines.append("  components:")
     for name, c in d["components"].items():
         bits = [c["class"]] if c.get("class") else []
