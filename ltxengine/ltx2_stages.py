@@ -67,14 +67,11 @@ def fit_image(image: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 
 def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
-    """Each condition's image after the H.264 round trip (once per call, at its own size)."""
+    """Each condition's image (uint8, converted by the argument check) after the H.264 round trip
+    (once per call, at its own size)."""
     from .media import compress_image
-    out = []
-    for i, c in enumerate(a["conditions"]):
-        arg = "image" if i == 0 and a["image"] is not None else f"conditions[{i}].image"
-        img = _uint8_image(c.image, arg)
-        out.append((compress_image(img, a["image_crf"]) if a["image_crf"] else img, c.frame_index, float(c.strength)))
-    return out
+    return [(compress_image(img, a["image_crf"]) if a["image_crf"] else img, frame_index, strength)
+            for img, frame_index, strength in a["_images"]]
 
 
 def encode_conditions(engine, images, height: int, width: int, fps: float):
@@ -181,12 +178,15 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
                         graph_variant=engine._lora.graph_variant if engine._lora is not None else ())
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a["sampler"]
-    if sampler == "euler":
-        video, audio = samplers.euler(denoiser, video, audio, sigmas, hook)
-    elif sampler == "gradient-estimation":
-        video, audio = samplers.gradient_estimation(denoiser, video, audio, sigmas, hook)
-    else:
-        video, audio = samplers.res2s(denoiser, video, audio, sigmas, hook, seed=seed)
+    try:
+        if sampler == "euler":
+            video, audio = samplers.euler(denoiser, video, audio, sigmas, hook)
+        elif sampler == "gradient-estimation":
+            video, audio = samplers.gradient_estimation(denoiser, video, audio, sigmas, hook)
+        else:
+            video, audio = samplers.res2s(denoiser, video, audio, sigmas, hook, seed=seed)
+    except FloatingPointError as e:  # the samplers' non-finite check knows the step, not the stage
+        raise FloatingPointError(f"{stage}: {e}") from None
     n = f * h * w
     return lv.unpack(video.latent[:, :n], f, h, w), audio.latent
 
@@ -208,13 +208,13 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     t0 = time.perf_counter()
     mode, two = a["pipeline"], a["two_stage"]
     vp, ap = a["video_guidance"], a["audio_guidance"]
+    images = prepare_images(a)
     audio_frozen = _audio_condition(engine, a)
     if audio_frozen is not None:
         ap = type(ap)()  # the audio is given: no audio guidance (ltx-pipelines' audio-to-video)
     two_stage = mode != "one-stage"
     need_neg = vp.uncond or ap.uncond or (two_stage and (two.video_guidance.uncond or two.audio_guidance.uncond))
     texts = encode_text(engine, a, need_neg)
-    images = prepare_images(a)
     timings["text"] = time.perf_counter() - t0
 
     height, width = a["height"], a["width"]
@@ -297,6 +297,8 @@ class _stage2_weights:
 
 
 def _audio_condition(engine, a):
+    """The frozen audio latents of an audio-to-video call (None without audio=). A waveform
+    arrives from the argument check already cut at audio_start; a file is read from there."""
     if a["audio"] is None:
         return None
     from .media import read_audio

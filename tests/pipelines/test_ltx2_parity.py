@@ -64,6 +64,10 @@ def test_text_to_video_with_full_guidance_matches_ltx2pipeline(setup):
                            max_sequence_length=SEQ)
     _compare(ours, video, audio, "t2v guided")
     assert ours.sample_rate == 24000
+    # diffusers' own keywords passed through: the same call, bit for bit
+    same = engine.generate(PROMPT, NEGATIVE, **kw, **GUIDED, pipeline="one-stage", shift_tokens=None, seed=3,
+                           max_sequence_length=SEQ)
+    assert np.array_equal(same.frames, ours.frames) and np.array_equal(same.audio, ours.audio)
 
 
 def test_unguided_and_batched_guidance_split(setup):
