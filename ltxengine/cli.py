@@ -1,91 +1,69 @@
-"""Console entry point ``ltxengine``: generate, info, demo."""
+"""Console entry point ``ltxengine``: generate, info, demo, bench.
+
+Every user error exits with status 2 and one line ``ltxengine <command>: error: ...`` naming the
+flag; ``generate`` finds bad arguments before it loads the model. SIGTERM is handled like Ctrl-C:
+the generation stops, the output's temporary file is removed, and the exit status is 128 + the
+signal (130 for SIGINT, 143 for SIGTERM).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-
-def _dtype(name: str):
-    import torch
-
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
-    if name not in table:
-        raise SystemExit(f"--dtype must be one of {sorted(table)}, got {name!r}")
-    return table[name]
+from .cli_generate import Progress
+from .cli_options import UsageError, add_arguments, frame_count, frame_rate, number
 
 
-def _read_image(path: str):
-    """First frame of an image or video file, as uint8 (H, W, 3), decoded with PyAV."""
-    import av
+class Interrupted(KeyboardInterrupt):
+    """A termination signal turned into the exception Ctrl-C raises, so every ``finally`` and
+    ``except BaseException`` on the way out runs (VideoWriter deletes its temporary file)."""
 
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with av.open(path) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    except (OSError, StopIteration, av.error.FFmpegError) as e:
-        raise SystemExit(f"--image: cannot decode {path!r} as an image ({e})") from None
-
-
-class _Progress:
-    """tqdm bars driven by Engine.generate's callback, one per stage."""
-
-    def __init__(self):
-        self.bar, self.stage = None, None
-
-    def __call__(self, stage, step, total, **_):
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage, self.bar = stage, tqdm(total=total, desc=stage, unit="step", leave=True)
-        self.bar.update(step - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-        self.bar = self.stage = None
-
-
-def _generate(args) -> int:
-    from . import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Engine, TwoStage
-
-    engine = Engine.from_pretrained(args.model, device=args.device, dtype=_dtype(args.dtype),
-                                    text_encoder=args.text_encoder, latent_upsampler=args.latent_upsampler,
-                                    kernels=args.kernels, quantization=args.quantization,
-                                    fp8_attention=args.fp8_attention, executor=args.executor,
-                                    offload=tuple(args.offload))
-    two = None
-    if args.two_stage or args.distilled:
-        two = TwoStage(downscale_factor=args.downscale_factor, adain_factor=args.adain_factor,
-                       tone_map_compression_ratio=args.tone_map,
-                       denoise_strength=0.999 if args.distilled else args.refine_strength,
-                       num_inference_steps=args.refine_steps,
-                       timesteps=list(DISTILLED_STAGE2_TIMESTEPS) if args.distilled else None)
-    progress = None if args.quiet else _Progress()
-    start = time.perf_counter()
-    try:
-        result = engine.generate(
-            args.prompt, negative_prompt=args.negative_prompt,
-            image=_read_image(args.image) if args.image else None,
-            height=args.height, width=args.width, num_frames=args.num_frames, frame_rate=args.frame_rate,
-            num_inference_steps=args.steps, guidance_scale=1.0 if args.distilled else args.guidance_scale,
-            guidance_rescale=args.guidance_rescale,
-            timesteps=list(DISTILLED_STAGE1_TIMESTEPS) if args.distilled else None,
-            decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, seed=args.seed,
-            two_stage=two, callback=progress, output=args.output)  # streamed to the file while decoding
+        yield
     finally:
-        if progress is not None:
-            progress.close()
-    out = Path(args.output)
-    torch_note = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
-    print(f"{out}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "
-          f"{result.fps} fps, seed {result.seed}, {time.perf_counter() - start:.1f}s ({torch_note})")
-    return 0
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (generate's usage alone is thirty lines), status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" for options whose help does not state its default already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or action.default == []:
+            return text
+        return super()._get_help_string(action)
 
 
 def _info(args) -> int:
@@ -148,138 +126,146 @@ def _bench(args) -> int:
 def _demo(args) -> int:
     import torch
 
-    from . import Engine, TwoStage
-    from .demo import write_demo_checkpoint
+    from . import Engine
+    from .cli_generate import check_output
+    from .demo import write_demo_checkpoint, write_demo_ltx2_checkpoint
 
-    if (args.frames - 1) % 8:
-        raise SystemExit(f"demo: --frames must be 8k+1 (e.g. 9, 17, 25), got {args.frames}")
-    if args.height % 64 or args.width % 64:
-        raise SystemExit(f"demo: --height and --width must be multiples of 64 (two stages of 32-pixel latents), "
-                         f"got {args.height}x{args.width}")
+    check_output(args.output)
+    keep = _keep_folder(args.keep) if args.keep is not None else None
     start = time.perf_counter()
-    if args.family == "ltx-2":
-        return _demo_ltx2(args, start)
+    ltx2 = args.family == "ltx-2"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_demo_checkpoint(Path(tmp) / "ltx-video-tiny", seed=args.seed)
+        folder = keep or Path(tmp) / ("ltx-2-tiny" if ltx2 else "ltx-video-tiny")
+        _write_demo(write_demo_ltx2_checkpoint if ltx2 else write_demo_checkpoint, folder, args.seed, keep)
         engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
-        progress = _Progress()
+        progress = Progress()
         try:
-            result = engine.generate(
-                "a red car drives through the city at night", height=args.height, width=args.width,
-                num_frames=args.frames, frame_rate=args.fps, num_inference_steps=args.steps, guidance_scale=3.0,
-                decode_timestep=0.05, decode_noise_scale=0.025, seed=args.seed, callback=progress,
+            result = engine.generate(_DEMO_PROMPT, **_demo_call(args), callback=progress)
+        finally:
+            progress.close()
+    out = result.save(args.output)
+    t = result.timings
+    params = sum(p.numel() for p in engine.transformer.parameters())
+    what = "LTX-2" if ltx2 else "LTX-Video"
+    sound = f", {result.audio.shape[0]}-channel {result.sample_rate} Hz AAC" if ltx2 else ""
+    print(f"demo: tiny random-weight {what} ({params:,} transformer parameters), two-stage "
+          f"{'video + audio ' if ltx2 else ''}{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: "
+          f"text {t['text']:.2f}s, stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode "
+          f"{t['decode']:.2f}s; {time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames "
+          f"@ {result.fps} fps{sound})")
+    if keep is not None:
+        print(_next_steps(args, keep))
+    return 0
+
+
+_DEMO_PROMPT = "a red car drives through the city at night"
+
+
+def _demo_call(args) -> dict:
+    """The demo's generate() arguments; ``_next_steps`` prints the same generation as a command."""
+    from . import TwoStage
+
+    common = dict(height=args.height, width=args.width, num_frames=args.frames, frame_rate=args.fps,
+                  num_inference_steps=args.steps, seed=args.seed)
+    if args.family == "ltx-2":
+        from .ltx2_engine import LTX2TwoStage
+        # two-stage (the folder has a latent upsampler); no distilled LoRA exists for random weights
+        return dict(common, max_sequence_length=64, two_stage=LTX2TwoStage(lora_strength=0.0))
+    return dict(common, guidance_scale=3.0, decode_timestep=0.05, decode_noise_scale=0.025,
                 two_stage=TwoStage(downscale_factor=0.5, num_inference_steps=args.steps, denoise_strength=0.5,
                                    tone_map_compression_ratio=0.6))
-        finally:
-            progress.close()
-    out = result.save(args.output)
-    t = result.timings
-    params = sum(p.numel() for p in engine.transformer.parameters())
-    print(f"demo: tiny random-weight LTX-Video ({params:,} transformer parameters), two-stage "
-          f"{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: text {t['text']:.2f}s, "
-          f"stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode {t['decode']:.2f}s; "
-          f"{time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames @ {result.fps} fps)")
-    return 0
 
 
-def _demo_ltx2(args, start: float) -> int:
-    import torch
-
-    from . import Engine
-    from .demo import write_demo_ltx2_checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = write_demo_ltx2_checkpoint(Path(tmp) / "ltx-2-tiny", seed=args.seed)
-        engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
-        progress = _Progress()
-        try:
-            result = engine.generate("a red car drives through the city at night", height=args.height,
-                                     width=args.width, num_frames=args.frames, frame_rate=args.fps,
-                                     num_inference_steps=args.steps, seed=args.seed, callback=progress,
-                                     max_sequence_length=64)
-        finally:
-            progress.close()
-    out = result.save(args.output)
-    t = result.timings
-    params = sum(p.numel() for p in engine.transformer.parameters())
-    print(f"demo: tiny random-weight LTX-2 ({params:,} transformer parameters), two-stage video + audio "
-          f"{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: text {t['text']:.2f}s, "
-          f"stage 1 {t['denoise']:.2f}s, stage 2 {t['refine']:.2f}s, decode {t['decode']:.2f}s; "
-          f"{time.perf_counter() - start:.1f}s in all -> {out} ({result.video.shape[0]} frames @ {result.fps} fps, "
-          f"{result.audio.shape[0]}-channel {result.sample_rate} Hz AAC)")
-    return 0
+def _next_steps(args, folder: Path) -> str:
+    q = shlex.quote
+    out = Path(args.output).with_name(Path(args.output).stem + "-again.mp4")
+    cmd = (f"ltxengine generate --model {q(str(folder))} --prompt {q(_DEMO_PROMPT)} --height {args.height} "
+           f"--width {args.width} --num-frames {args.frames} --frame-rate {args.fps} --steps {args.steps} "
+           f"--seed {args.seed} --dtype fp32 --device cpu ")
+    cmd += ("--pipeline two-stage --max-sequence-length 64" if args.family == "ltx-2" else
+            f"--two-stage --downscale-factor 0.5 --refine-steps {args.steps} --refine-strength 0.5 --tone-map 0.6")
+    return (f"demo: the checkpoint stays in {folder}; try\n  ltxengine info {q(str(folder))}\n"
+            f"  {cmd} --output {q(str(out))}\n(the same video as the demo's, from the command line)")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ltxengine", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _keep_folder(text: str) -> Path:
+    folder = Path(text).expanduser()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"--keep: {text!r} exists and is not an empty folder (the demo checkpoint needs one)")
+    if not folder.parent.is_dir():
+        raise UsageError(f"--keep: the folder {str(folder.parent)!r} does not exist")
+    return folder
 
-    gen = sub.add_parser("generate", help="generate a video from a checkpoint")
-    gen.add_argument("--model", required=True, help="diffusers folder, single-file .safetensors or HF repo id")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--output", default="out.mp4")
-    gen.add_argument("--image", default=None, help="image-to-video: first frame (any image/video file PyAV reads)")
-    gen.add_argument("--height", type=int, default=512)
-    gen.add_argument("--width", type=int, default=704)
-    gen.add_argument("--num-frames", type=int, default=121)
-    gen.add_argument("--frame-rate", default="25", help="e.g. 25, 24, 24000/1001")
-    gen.add_argument("--steps", type=int, default=50)
-    gen.add_argument("--guidance-scale", type=float, default=3.0)
-    gen.add_argument("--guidance-rescale", type=float, default=0.0)
-    gen.add_argument("--decode-timestep", type=float, default=0.05)
-    gen.add_argument("--decode-noise-scale", type=float, default=0.025)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--two-stage", action="store_true", help="reduced size -> latent upsampler x2 -> refine")
-    gen.add_argument("--distilled", action="store_true",
-                     help="distilled 0.9.7/0.9.8 recipe: two stages with the distilled timesteps, no guidance")
-    gen.add_argument("--downscale-factor", type=float, default=2 / 3)
-    gen.add_argument("--adain-factor", type=float, default=1.0)
-    gen.add_argument("--tone-map", type=float, default=0.0, help="tone_map_compression_ratio (0.6 for 0.9.8)")
-    gen.add_argument("--refine-strength", type=float, default=0.4)
-    gen.add_argument("--refine-steps", type=int, default=10)
-    gen.add_argument("--text-encoder", default=None, help="T5 location for single-file checkpoints")
-    gen.add_argument("--latent-upsampler", default=None, help="x2 latent upsampler (folder or .safetensors)")
-    gen.add_argument("--device", default=None)
-    gen.add_argument("--dtype", default="bf16")
-    gen.add_argument("--kernels", default="auto", help="auto | torch | triton | cuda")
-    gen.add_argument("--quantization", default=None, choices=("fp8-cast", "fp8-scaled-mm"),
-                     help="fp8 transformer weights: fp8-cast (fp8 storage, compute in --dtype) or fp8-scaled-mm "
-                          "(fp8 GEMM, Ada/Hopper); fp8 checkpoints keep fp8 storage without it")
-    gen.add_argument("--fp8-attention", action="store_true",
-                     help="q/k/v of every attention in e4m3 (opt-in: ~5%% relative error per attention)")
-    gen.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
-                     help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
-    gen.add_argument("--offload", action="append", default=[],
-                     choices=("text_encoder", "latent_upsampler", "vae_encoder"),
-                     help="keep this component in host memory, on the device only while used (repeatable)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    info = sub.add_parser("info", help="what a checkpoint holds (family, version, components, dtypes)")
-    info.add_argument("path")
-    info.add_argument("--json", action="store_true")
+def _write_demo(write, folder: Path, seed: int, keep: Path | None) -> None:
+    existed = folder.exists()
+    try:
+        write(folder, seed=seed)
+    except BaseException:
+        if keep is not None:  # no half-written checkpoint left behind
+            import shutil
+            shutil.rmtree(folder, ignore_errors=True)
+            if existed:
+                folder.mkdir()
+        raise
 
-    demo = sub.add_parser("demo", help="two-stage generation with a tiny random-weight checkpoint (no download)")
-    demo.add_argument("--output", default="demo.mp4")
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="ltxengine", description=__doc__.split("\n\n")[0],
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ltxengine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="generate a video (LTX-Video) or a video with audio (LTX-2)",
+                         formatter_class=_HelpFormatter,
+                         description="Generate a video from an LTX-Video or LTX-2 checkpoint; the family is read "
+                                     "from the checkpoint, and options of the other family are refused.")
+    add_arguments(gen)
+
+    info = sub.add_parser("info", help="what a checkpoint holds (family, version, components, parameters, dtypes)",
+                          formatter_class=_HelpFormatter)
+    info.add_argument("path", help="a diffusers folder or a .safetensors file (headers and configs only are read)")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    demo = sub.add_parser("demo", help="two-stage generation with a tiny random-weight checkpoint (no download)",
+                          formatter_class=_HelpFormatter)
+    demo.add_argument("--output", default="demo.mp4", help="the .mp4 to write")
     demo.add_argument("--family", choices=("ltx-video", "ltx-2"), default="ltx-video",
                       help="ltx-2: the two-stage video-and-audio path (the mp4 gets an AAC track)")
-    demo.add_argument("--frames", type=int, default=25)
-    demo.add_argument("--height", type=int, default=128)
-    demo.add_argument("--width", type=int, default=192)
-    demo.add_argument("--steps", type=int, default=4)
-    demo.add_argument("--fps", default="24")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--frames", type=frame_count, default=25, help="8k+1 frames")
+    demo.add_argument("--height", type=number(int, 64, multiple=64), default=128,
+                      help="pixels, a multiple of 64 (two stages of 32-pixel latents)")
+    demo.add_argument("--width", type=number(int, 64, multiple=64), default=192, help="pixels, a multiple of 64")
+    demo.add_argument("--steps", type=number(int, 2), default=4, help="denoising steps per stage")
+    demo.add_argument("--fps", type=frame_rate, default="24", help="frame rate, e.g. 24 or 24000/1001")
+    demo.add_argument("--seed", type=number(int, 0, 2 ** 64 - 1), default=0, help="random seed")
+    demo.add_argument("--keep", metavar="DIR", help="write the demo checkpoint to DIR (new or empty) and keep it, "
+                                                    "to try `ltxengine info` and `ltxengine generate` on (default: "
+                                                    "a temporary folder, deleted)")
 
-    bench = sub.add_parser("bench", help="run a benchmark of bench/ (a source checkout): 'list' names them")
+    bench = sub.add_parser("bench", help="run a benchmark of bench/ (a source checkout): 'list' names them",
+                           formatter_class=_HelpFormatter)
     bench.add_argument("name", help="a script of bench/ without .py (e.g. ops_adaln), a suite ('kernels': every "
                                     "ops_ script; '2b', '13b', 'ltx2': every scenario of that model) or 'list'")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the script (e.g. --smoke, --reps 50)")
+    return parser
 
-    args = parser.parse_args(argv)
-    handler = {"generate": _generate, "info": _info, "demo": _demo, "bench": _bench}[args.command]
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)  # argparse's own errors exit 2 with "ltxengine <command>: error:"
+    from .cli_generate import run
+
+    handler = {"generate": run, "info": _info, "demo": _demo, "bench": _bench}[args.command]
     try:
-        return handler(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
+        with _sigterm_as_interrupt():
+            return handler(args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Interrupted): the clean-up has run on the way here
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"ltxengine {args.command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except (ValueError, OSError) as e:
         # bad arguments or files: one clear line instead of a traceback
         print(f"ltxengine {args.command}: error: {e}", file=sys.stderr)
         return 2

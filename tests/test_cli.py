@@ -39,9 +39,13 @@ def test_ltx2_demo_writes_video_with_an_audio_track(tmp_path, capsys):
     assert "LTX-2" in capsys.readouterr().out
 
 
-def test_demo_rejects_bad_frame_count(tmp_path):
-    with pytest.raises(SystemExit, match=r"--frames must be 8k\+1 .* got 10"):
+def test_demo_rejects_bad_frame_count(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         main(["demo", "--output", str(tmp_path / "x.mp4"), "--frames", "10"])
+    assert e.value.code == 2  # a usage error, not the generic status 1 a message-only SystemExit gives
+    assert ("ltxengine demo: error: argument --frames: must be of the form 8k+1 (e.g. 9 or 17), got 10"
+            in capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +89,13 @@ def test_generate_two_stage_and_image(demo_folder, tmp_path):
 
 def test_generate_bad_argument_is_one_line(demo_folder, tmp_path, capsys):
     out = tmp_path / "bad.mp4"
-    assert main(["generate", "--model", str(demo_folder), "--prompt", "x", "--output", str(out), "--num-frames", "10",
-                 "--dtype", "fp32", "--quiet"]) == 2
-    assert "num_frames must be of the form 8k+1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--model", str(demo_folder), "--prompt", "x", "--output", str(out), "--num-frames", "10",
+              "--dtype", "fp32", "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "ltxengine generate: error: argument --num-frames: must be of the form 8k+1 (e.g. 9 or 17), got 10" in err
+    assert "Traceback" not in err
     assert not out.exists()
 
 
@@ -145,3 +153,36 @@ def test_bench_suite_runs_every_scenario_of_a_model_in_one_command(tmp_path):
     for path in tmp_path.glob("*.jsonl"):
         records = [json.loads(line) for line in path.read_text().splitlines()]
         assert records and all(r["smoke"] for r in records)
+
+
+@pytest.mark.parametrize("family", ["ltx-video", "ltx-2"])
+def test_demo_keep_leaves_a_checkpoint_the_printed_commands_run_on(tmp_path, capsys, family):
+    """`demo --keep DIR` keeps the checkpoint and prints `info` and `generate` commands for it; the
+    generate command makes the demo's own video (same seed, same settings)."""
+    import shlex
+
+    from ltxengine.media import read_media
+    keep, out = tmp_path / "tiny", tmp_path / "demo.mp4"
+    assert main(["demo", "--family", family, "--output", str(out), "--frames", "9", "--height", "64", "--width",
+                 "128", "--steps", "2", "--keep", str(keep)]) == 0
+    assert (keep / "model_index.json").is_file() and (keep / "latent_upsampler").is_dir()
+    printed = capsys.readouterr().out
+    commands = [line.strip() for line in printed.splitlines() if line.strip().startswith("ltxengine ")]
+    assert [c.split()[1] for c in commands] == ["info", "generate"], printed
+    assert main(shlex.split(commands[0])[1:]) == 0
+    assert ("LTX-2" if family == "ltx-2" else "LTX-Video") in capsys.readouterr().out
+    assert main(shlex.split(commands[1])[1:] + ["--quiet"]) == 0
+    again = tmp_path / "demo-again.mp4"
+    assert str(again) in commands[1]
+    demo_media, cli_media = read_media(out), read_media(again)
+    assert np.array_equal(demo_media[0], cli_media[0]) and demo_media[1] == cli_media[1]
+    if family == "ltx-2":
+        assert np.array_equal(demo_media[2], cli_media[2])
+
+
+def test_demo_keep_refuses_a_folder_in_use(tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["demo", "--output", str(tmp_path / "d.mp4"), "--keep", str(tmp_path / "busy")]) == 2
+    assert "ltxengine demo: error: --keep: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["busy", "notes.txt"]

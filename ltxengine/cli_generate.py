@@ -1,0 +1,377 @@
+"""``ltxengine generate`` for both model families: the options, their checks, the engine calls.
+
+LTX-Video options follow diffusers' LTX pipelines. LTX-2 options follow Lightricks' ltx-pipelines
+1.0.0 command lines (``ti2vid_two_stages``, ``distilled``, ``ti2vid_one_stage``,
+``a2vid_two_stage``) under their names where they have one: ``--gemma-root``,
+``--spatial-upsampler-path``, ``--distilled-lora PATH [STRENGTH]``, ``--image PATH FRAME STRENGTH
+[CRF]``, ``--video-cfg-guidance-scale`` ... The family is read from the checkpoint's headers (the
+test ``Engine.from_pretrained`` dispatches on) before anything loads, so an option of the other
+family, a missing file, an impossible size or a bad guidance value is refused first; the engine's
+own checks run as the last word, and their messages are given back with the CLI's flag names.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, IMAGE_CRF, LTX2_ONLY, LTX_VIDEO_ONLY, UsageError,
+                          flag_message, guidance_flags)
+
+
+# -- checks before loading --------------------------------------------------------------------------
+
+def check_device(name: str | None):
+    import torch
+    if name is None:
+        return None
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UsageError(f"--device: {name!r} is not a device name ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA build" if torch.version.cuda is None else "no GPU is visible"
+            raise UsageError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    elif dev.type != "cpu":
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    return dev
+
+
+def check_output(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.suffix.lower() != ".mp4":
+        raise UsageError(f"--output must name an .mp4 file (the only container written: H.264, with AAC for "
+                         f"LTX-2), got {text!r}")
+    if path.is_dir():
+        raise UsageError(f"--output {text!r} is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise UsageError(f"--output: the folder {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--output: the folder {str(path.parent)!r} is not writable")
+    return path
+
+
+def check_paths(args) -> None:
+    for dest, flag in (("text_encoder", "--text-encoder"), ("latent_upsampler", "--latent-upsampler"),
+                       ("audio", "--audio-path")):
+        value = getattr(args, dest)
+        if value is not None and not Path(value).expanduser().exists():
+            raise UsageError(f"{flag}: {value!r} does not exist")
+
+
+def resolve_model(model: str) -> Path:
+    from .engine import _resolve_source
+    try:
+        return _resolve_source(model, None, False)  # a local path as is; a repo id is downloaded
+    except FileNotFoundError as e:
+        raise UsageError(flag_message(str(e))) from None
+
+
+def _given(args) -> set[str]:
+    return {k for k, v in vars(args).items() if v is not None and v is not False and v != []}
+
+
+def settle(args, family: str, path: Path) -> None:
+    """Refuse the other family's options and inconsistent combinations; fill the family's defaults."""
+    given = _given(args)
+    other = LTX2_ONLY if family == "LTX-Video" else LTX_VIDEO_ONLY
+    for dest in sorted(given & set(other)):
+        hint = f" ({HINTS[dest]})" if dest in HINTS else ""
+        raise UsageError(f"{other[dest]} is an {'LTX-2' if family == 'LTX-Video' else 'LTX-Video'} option; "
+                         f"{args.model} is an {family} checkpoint{hint}")
+    for dest, value in DEFAULTS[family].items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    upsampler = args.latent_upsampler is not None or (path.is_dir() and (path / "latent_upsampler").is_dir())
+    if family == "LTX-Video":
+        _settle_ltx_video(args, given, upsampler)
+    else:
+        _settle_ltx2(args, given, upsampler)
+    for image in args.images or ():
+        if image.frame is not None and image.frame >= args.num_frames:
+            raise UsageError(f"--image {image.path}: FRAME must be < --num-frames ({args.num_frames}), got "
+                             f"{image.frame}")
+
+
+def _refuse(given: set[str], dests, why: str) -> None:
+    flags = {"steps": "--steps", "adain_factor": "--adain-factor", "tone_map": "--tone-map",
+             "distilled_lora": "--distilled-lora", **LTX_VIDEO_ONLY}
+    for dest in dests:
+        if dest in given:
+            raise UsageError(f"{flags[dest]}: {why}")
+
+
+def _settle_ltx_video(args, given: set[str], upsampler: bool) -> None:
+    two = args.two_stage or args.distilled
+    if not two:
+        _refuse(given, ("downscale_factor", "refine_strength", "refine_steps", "adain_factor", "tone_map"),
+                "configures stage 2, which only --two-stage and --distilled run")
+    elif not upsampler:
+        flag = "--distilled" if args.distilled else "--two-stage"
+        raise UsageError(f"{flag} needs a latent upsampler: pass --latent-upsampler PATH (the checkpoint has no "
+                         f"latent_upsampler/ folder)")
+    if args.distilled:
+        _refuse(given, ("steps", "guidance_scale", "guidance_rescale", "refine_strength", "refine_steps"),
+                "--distilled runs the fixed distilled schedules without guidance; leave it out")
+    if any(image.crf is not None for image in args.images or ()):
+        raise UsageError("--image CRF: LTX-Video uses condition images as they are (the H.264 round trip is "
+                         "LTX-2's); give PATH FRAME STRENGTH")
+
+
+def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
+    chosen = [m for m, on in (("two-stage", args.two_stage), ("distilled", args.distilled)) if on]
+    if len(chosen) > 1 or (args.pipeline and chosen and chosen != [args.pipeline]):
+        picked = ([f"--pipeline {args.pipeline}"] if args.pipeline else []) + [f"--{m}" for m in chosen]
+        raise UsageError(f"{' and '.join(picked)}: choose one pipeline")
+    mode = args.pipeline or (chosen[0] if chosen else "two-stage" if upsampler else "one-stage")
+    named = f"--pipeline {mode}" if args.pipeline else f"--{mode}" if chosen else f"the {mode} pipeline"
+    if mode != "one-stage":
+        if not upsampler:
+            raise UsageError(f"{named} needs the spatial latent upsampler: pass --spatial-upsampler-path PATH "
+                             f"(the checkpoint has no latent_upsampler/ folder)")
+        for flag, value in (("--height", args.height), ("--width", args.width)):
+            if value % 64:
+                raise UsageError(f"{flag} must be a multiple of 64 for {named} (stage 1 runs at half the size), "
+                                 f"got {value}")
+    else:
+        _refuse(given, ("distilled_lora", "adain_factor", "tone_map"),
+                "configures stage 2, which the one-stage pipeline does not have")
+    if mode == "distilled":
+        _refuse(given, ("steps",), "--pipeline distilled runs the fixed 8-sigma distilled schedule; leave it out")
+    elif args.steps < 2:
+        raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
+    args.pipeline = mode
+    images = args.images or ()
+    crfs = {image.crf for image in images if image.crf is not None}
+    if len(crfs) > 1:
+        raise UsageError(f"--image CRF: LTX-2 round-trips every condition image at one CRF, got {sorted(crfs)}")
+    if sum((image.frame or 0) == 0 for image in images) > 1:
+        raise UsageError("--image: at most one image may condition frame 0 (a plain PATH is frame 0)")
+    _settle_audio(args, given)
+
+
+def _settle_audio(args, given: set[str]) -> None:
+    if args.audio is None:
+        _refuse_audio(given, ("audio_start", "audio_max_duration"), "needs --audio-path")
+        return
+    audio_guidance = [f"audio_{k}" for k in GUIDANCE_FIELDS]
+    _refuse_audio(given, audio_guidance, "the audio is given with --audio-path, not generated, so it is not guided")
+    video_s = args.num_frames / args.frame_rate
+    if args.audio_max_duration is not None and args.audio_max_duration < video_s:
+        raise UsageError(f"--audio-max-duration {args.audio_max_duration:g} s is shorter than the video "
+                         f"({args.num_frames} frames at {args.frame_rate} fps = {float(video_s):.3f} s): the whole "
+                         f"video follows the given audio")
+
+
+def _refuse_audio(given: set[str], dests, why: str) -> None:
+    for dest in dests:
+        if dest in given:
+            raise UsageError(f"{LTX2_ONLY[dest]}: {why}")
+
+
+# -- inputs, read before loading ---------------------------------------------------------------------
+
+def read_image(path: Path):
+    """First frame of an image or video file, as uint8 (H, W, 3), decoded with PyAV."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+    except (OSError, StopIteration, av.error.FFmpegError) as e:
+        raise UsageError(f"--image: cannot decode {str(path)!r} as an image ({e})") from None
+
+
+def read_audio_input(args) -> dict[str, Any]:
+    """generate()'s audio arguments: the file and start, or (with --audio-max-duration) the
+    waveform read here, from the start time, at most that long."""
+    import av
+
+    from .media import read_audio
+    path = Path(args.audio).expanduser()
+    try:
+        with av.open(str(path)) as container:
+            streams = len(container.streams.audio)
+        if streams and args.audio_max_duration is not None:
+            wave, rate = read_audio(path, start=args.audio_start or 0.0, duration=args.audio_max_duration)
+    except (OSError, av.error.FFmpegError) as e:
+        raise UsageError(f"--audio-path: cannot read {args.audio!r} ({e})") from None
+    if not streams:
+        raise UsageError(f"--audio-path: {args.audio!r} has no audio stream")
+    if args.audio_max_duration is None:
+        return {"audio": str(path), "audio_start": args.audio_start or 0.0}
+    return {"audio": wave, "audio_sample_rate": rate}
+
+
+def guidance(args, modality: str, layers: int | None):
+    """GuidanceParams from the --{modality}-* flags over the pipeline's defaults (None: none given)."""
+    values = {k: getattr(args, f"{modality}_{k}") for k in GUIDANCE_FIELDS}
+    values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
+    if not values:
+        return None
+    from .ltx2_engine import _clip_blocks
+    from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
+    base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
+    params = replace(_clip_blocks(base, layers) if layers else base, **values)
+    if layers:
+        try:
+            params.check(f"{modality}_guidance", layers)
+        except ValueError as e:
+            raise UsageError(flag_message(str(e), {"stg_blocks": guidance_flags(modality)["stg_blocks"]})) from None
+    return params
+
+
+def ltx_video_call(args, images: list) -> dict[str, Any]:
+    from . import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Condition, TwoStage
+    two = None
+    if args.two_stage or args.distilled:
+        two = TwoStage(downscale_factor=args.downscale_factor, adain_factor=args.adain_factor,
+                       tone_map_compression_ratio=args.tone_map,
+                       denoise_strength=0.999 if args.distilled else args.refine_strength,
+                       num_inference_steps=args.refine_steps,
+                       timesteps=list(DISTILLED_STAGE2_TIMESTEPS) if args.distilled else None)
+    kw = dict(guidance_scale=1.0 if args.distilled else args.guidance_scale, guidance_rescale=args.guidance_rescale,
+              timesteps=list(DISTILLED_STAGE1_TIMESTEPS) if args.distilled else None,
+              decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, two_stage=two)
+    if len(images) == 1 and args.images[0].frame is None:
+        kw["image"] = images[0]
+    elif images:
+        kw["conditions"] = [Condition(image=image, frame_index=given.frame or 0,
+                                      strength=1.0 if given.strength is None else given.strength)
+                            for image, given in zip(images, args.images)]
+    return kw
+
+
+def ltx2_call(args, images: list, layers: int | None) -> dict[str, Any]:
+    from .ltx2_engine import LTX2TwoStage
+    from .pipelines import Condition
+    kw: dict[str, Any] = dict(pipeline=args.pipeline, sampler=args.sampler or "euler",
+                              video_guidance=guidance(args, "video", layers),
+                              audio_guidance=guidance(args, "audio", layers))
+    if args.pipeline != "one-stage":
+        kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else 1.0,
+                                       adain_factor=args.adain_factor, tone_map_compression_ratio=args.tone_map)
+    for dest in ("decode_timestep", "decode_noise_scale"):
+        if getattr(args, dest) is not None:
+            kw[dest] = getattr(args, dest)
+    if images:
+        kw["conditions"] = [Condition(image=image, frame_index=given.frame or 0,
+                                      strength=1.0 if given.strength is None else given.strength)
+                            for image, given in zip(images, args.images)]
+        kw["image_crf"] = next((given.crf for given in args.images if given.crf is not None), IMAGE_CRF)
+    if args.audio is not None:
+        kw.update(read_audio_input(args))
+    return kw
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+class Progress:
+    """tqdm bars driven by generate's callback, one per stage."""
+
+    def __init__(self):
+        self.bar, self.stage = None, None
+
+    def __call__(self, stage, step, total, **_):
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=total, desc=stage, unit="step", leave=True)
+        self.bar.update(step - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.stage = None
+
+
+class Quiet:
+    """transformers' and huggingface_hub's logging and progress bars off, restored on exit."""
+
+    def __enter__(self):
+        from huggingface_hub import utils as hub
+        from transformers.utils import logging
+        self._state = (logging.get_verbosity(), logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled())
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        hub.disable_progress_bars()
+        return self
+
+    def __exit__(self, *exc):
+        from huggingface_hub import utils as hub
+        from transformers.utils import logging
+        verbosity, bars, hub_off = self._state
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+        if not hub_off:
+            hub.enable_progress_bars()
+        return False
+
+
+def run(args) -> int:
+    import contextlib
+
+    import torch
+
+    from .engine import Engine
+    from .info import family as family_of, transformer_layers
+
+    device = check_device(args.device)
+    dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}[args.dtype]
+    output = check_output(args.output)
+    check_paths(args)
+    path = resolve_model(args.model)
+    family = family_of(path)
+    settle(args, family, path)
+    images = [read_image(image.path) for image in args.images or ()]
+    layers = transformer_layers(path) if family == "LTX-2" else None
+    call = ltx2_call(args, images, layers) if family == "LTX-2" else ltx_video_call(args, images)
+    call.update(negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+                num_frames=args.num_frames, frame_rate=args.frame_rate, num_inference_steps=args.steps,
+                seed=args.seed, output=output)
+    if args.max_sequence_length is not None:
+        call["max_sequence_length"] = args.max_sequence_length
+    with Quiet() if args.quiet else contextlib.nullcontext(), warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            engine = Engine.from_pretrained(
+                path, device=device, dtype=dtype, text_encoder=args.text_encoder,
+                latent_upsampler=args.latent_upsampler, distilled_lora=args.distilled_lora[0] if args.distilled_lora
+                else None, kernels=args.kernels, quantization=args.quantization, fp8_attention=args.fp8_attention,
+                executor=args.executor, offload=tuple(args.offload))
+        except ValueError as e:
+            raise UsageError(flag_message(str(e))) from e
+        return _generate(engine, args, call)
+
+
+def _show_warning(message, category, *_) -> None:
+    """The engine's warnings in the CLI's terms, one line each, as they happen."""
+    print(f"ltxengine generate: warning: {flag_message(str(message))}", file=sys.stderr)
+
+
+def _generate(engine, args, call: dict[str, Any]) -> int:
+    progress = None if args.quiet else Progress()
+    start = time.perf_counter()
+    try:
+        result = engine.generate(args.prompt, callback=progress, **call)  # streamed to the file while decoding
+    except ValueError as e:
+        raise UsageError(flag_message(str(e))) from e
+    finally:
+        if progress is not None:
+            progress.close()
+    sound = "" if result.audio is None else f" + {result.audio.shape[0]}-channel {result.sample_rate} Hz audio"
+    where = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
+    print(f"{call['output']}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "
+          f"{result.fps} fps{sound}, seed {result.seed}, {time.perf_counter() - start:.1f}s ({where})")
+    return 0
