@@ -213,7 +213,8 @@ def _write_demo(write, folder: Path, seed: int, keep: Path | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="ltxengine", description=__doc__.split("\n\n")[0],
+    parser = _Parser(prog="ltxengine", description="Lightricks' LTX-Video and LTX-2 models: generate videos (with "
+                                                   "audio for LTX-2), inspect checkpoints, run the demo or benchmarks.",
                                      formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ltxengine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
