@@ -1,13 +1,19 @@
 """Model configurations: frozen dataclasses whose field names follow diffusers' config.json.
 
-Parsing is strict: an unknown key or an unsupported value is an error that names the file and
-the key, because a silently ignored option changes outputs. Keys starting with "_" (diffusers'
-bookkeeping such as ``_class_name``) are checked where they matter and otherwise ignored.
+Parsing is strict: an unknown key, a value of the wrong JSON type or out of range, or an
+unsupported value is an error that names the file and the key, because a silently ignored or
+coerced option changes outputs (``"attention_bias": "false"`` is truthy). Types come from the
+dataclass annotations (see ``check_value``); keys starting with "_" (diffusers' bookkeeping such
+as ``_class_name``) are checked where they matter and otherwise ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,23 +22,158 @@ class ConfigError(ValueError):
     """A checkpoint configuration that ltxengine cannot build exactly."""
 
 
-def _tuple(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else v
+# Numbers in a config are sizes, counts, rates, epsilons and scales: positive unless named here.
+_NON_NEGATIVE = frozenset({"layers_per_block", "decoder_layers_per_block", "num_blocks_per_stage", "dropout",
+                           "causal_offset", "leaky_relu_negative_slope"})
+_ANY_SIGN = frozenset({"base_shift", "max_shift"})  # scheduler shift exponents
+# Far above any size a released config holds (widths 4096, 48 kHz audio); stops a typo such as
+# 10**12 from reaching a tensor allocation or an endless module-building loop.
+MAX_CONFIG_INT = 2 ** 20
 
 
-def parse_config(cls, data: dict[str, Any], source: str, ignore: tuple[str, ...] = ()):
-    """Build ``cls`` from a diffusers-style dict; unknown keys are refused by name."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value, hint):
+    """``value`` (parsed JSON) as ``hint`` says (lists become tuples, ints in float fields floats),
+    or _Mismatch. bool is not an int here, and a float field takes ints."""
+    if hint is Any:
+        return value
+    if hint in (bool, int, str, type(None)):
+        if type(value) is hint:
+            return value
+        raise _Mismatch
+    if hint is float:
+        if type(value) in (int, float):
+            return float(value)
+        raise _Mismatch
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _convert(value, option)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    raise TypeError(f"config annotation {hint!r} is not supported by the config checker")
+
+
+def _sign(field: str) -> str:
+    return "any" if field in _ANY_SIGN else ">= 0" if field in _NON_NEGATIVE else "positive"
+
+
+def _describe(hint, field: str) -> str:
+    """The rule for a value of type ``hint`` in ``field``, as the error message states it."""
+    sign = _sign(field)
+    if hint is int:
+        return {"any": "an int", ">= 0": "an int >= 0", "positive": "a positive int"}[sign]
+    if hint is float or set(typing.get_args(hint)) == {int, float}:
+        return {"any": "a finite number", ">= 0": "a finite number >= 0", "positive": "a finite positive number"}[sign]
+    names = {bool: "true or false", str: "a string", type(None): "null"}
+    if hint in names:
+        return names[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of ({_describe(args[0], field)})"
+        return f"a list of {len(args)} ({', '.join(_describe(a, field) for a in args)})"
+    return " or ".join(_describe(a, field) for a in args)
+
+
+def _numbers(value):
+    if isinstance(value, tuple):
+        for v in value:
+            yield from _numbers(v)
+    elif type(value) in (int, float):
+        yield value
+
+
+def _in_range(x, field: str) -> bool:
+    if not math.isfinite(x):
+        return False
+    sign = _sign(field)
+    if (sign == "positive" and x <= 0) or (sign == ">= 0" and x < 0):
+        return False
+    return not (isinstance(x, int) and x > MAX_CONFIG_INT)
+
+
+def check_value(value, hint, source: str, key: str, field: str | None = None):
+    """``value`` read from a checkpoint config, checked against the annotation ``hint`` -> the value
+    converted (lists to tuples, ints in float fields to floats). JSON types are exact (bool is not
+    an int, "false" is not false); numbers are finite, positive unless the field is named in
+    _NON_NEGATIVE / _ANY_SIGN, and ints at most MAX_CONFIG_INT. ``key`` is the name the file uses
+    (for the message), ``field`` ours (for the range rule; default ``key``)."""
+    field = field or key
+    try:
+        converted = _convert(value, hint)
+    except _Mismatch:
+        raise ConfigError(f"{source}: config option {key!r} must be {_describe(hint, field)}, "
+                          f"got {value!r} ({type(value).__name__})") from None
+    bad = [x for x in _numbers(converted) if not _in_range(x, field)]
+    if bad:
+        cap = f" (ints at most {MAX_CONFIG_INT})" if any(isinstance(x, int) and x > 0 for x in bad) else ""
+        entry = f" (entry {bad[0]!r})" if isinstance(converted, tuple) else ""
+        raise ConfigError(f"{source}: config option {key!r} must be {_describe(hint, field)}{cap}{entry}, "
+                          f"got {value!r}")
+    return converted
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_fields(cls, data, source: str, ignore: tuple[str, ...] = (), names: dict[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """``data`` (a config dict) -> constructor arguments for the dataclass ``cls``, every value
+    checked by ``check_value`` against the field's annotation. Unknown keys are refused by name;
+    keys starting with "_" and those in ``ignore`` are skipped. ``names`` maps our field names to
+    the names the file uses, for messages."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: config must be a JSON object, got {type(data).__name__}: {data!r:.200}")
+    fields, hints, names = {f.name for f in dataclasses.fields(cls)}, _hints(cls), names or {}
     kwargs = {}
     for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{source}: config keys must be strings, got {key!r}")
         if key.startswith("_") or key in ignore:
             continue
         if key not in fields:
-            raise ConfigError(f"{source}: unknown config option {key!r} = {value!r} for {cls.__name__}")
-        kwargs[key] = _tuple(value)
-    config = cls(**kwargs)
+            raise ConfigError(f"{source}: unknown config option {names.get(key, key)!r} = {value!r} "
+                              f"for {cls.__name__}")
+        kwargs[key] = check_value(value, hints[key], source, names.get(key, key), key)
+    return kwargs
+
+
+def parse_config(cls, data: dict[str, Any], source: str, ignore: tuple[str, ...] = (),
+                 names: dict[str, str] | None = None):
+    """Build ``cls`` from a diffusers-style dict: unknown keys refused by name, every value checked
+    for JSON type and range (``check_fields``), then the class's own ``validate``."""
+    config = cls(**check_fields(cls, data, source, ignore, names))
     config.validate(source)
     return config
+
+
+def same_value(got, want) -> bool:
+    """``got == want`` for JSON values without Python's bool/int mixing (``1 == True``); an int
+    equals the same float."""
+    if isinstance(want, bool) or isinstance(got, bool) or want is None or got is None:
+        return type(got) is type(want) and got == want
+    if isinstance(want, (list, tuple)):
+        return isinstance(got, (list, tuple)) and len(got) == len(want) and all(
+            same_value(g, w) for g, w in zip(got, want))
+    if isinstance(want, (int, float)):
+        return type(got) in (int, float) and got == want
+    return type(got) is type(want) and got == want
 
 
 def _require(cond: bool, source: str, key: str, rule: str, value) -> None:

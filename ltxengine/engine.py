@@ -439,7 +439,8 @@ class Engine:
             sched = scheduler_config if scheduler_config is not None else DEFAULT_SCHEDULER_CONFIG
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         te = text_encoder if isinstance(text_encoder, T5TextEncoder) else _load_text_encoder(te_root, te_device, dtype)
-        ups = load_latent_upsampler(up, device=device, dtype=dtype, ops=ops) if up is not None else None
+        ups = load_latent_upsampler(up, device=device, dtype=dtype, ops=ops, family="ltx-video") if up is not None \
+            else None
         return cls(ckpt.transformer, ckpt.vae, te, latent_upsampler=ups, scheduler_config=sched, device=device,
                    dtype=dtype, source=str(path), executor=executor, offload=offload)
 

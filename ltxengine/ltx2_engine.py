@@ -107,7 +107,8 @@ class LTX2Engine(Engine):
                              f"gemma-3-12b-it folder with its tokenizer)")
         if latent_upsampler is None and path.is_dir() and (path / "latent_upsampler").is_dir():
             latent_upsampler = path / "latent_upsampler"
-        ups = load_latent_upsampler(latent_upsampler, device=device, dtype=dtype, ops=ops) if latent_upsampler else None
+        ups = load_latent_upsampler(latent_upsampler, device=device, dtype=dtype, ops=ops,
+                                    family="ltx-2") if latent_upsampler else None
         lora = None
         if distilled_lora is not None:
             from .loading.lora import LoraWeights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ..config import TransformerConfig, VideoVAEConfig, parse_config
 from ..ops import TORCH_OPS, Ops
 from . import original_config
 from .keymaps import IDENTITY, TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE, KeyMap
-from .safetensors_io import CheckpointError, SafetensorsFile, read_json
+from .safetensors_io import CheckpointError, SafetensorsFile, check_regular_file, read_json
 from .strict import TensorSource, load_strict
 
 # diffusers class name expected in each component folder's config.json
@@ -60,12 +61,12 @@ def _source_from_files(files: list[SafetensorsFile], keymap: KeyMap) -> TensorSo
 def _component_files(folder: Path) -> list[SafetensorsFile]:
     single = folder / _WEIGHTS
     index = folder / (_WEIGHTS + ".index.json")
-    if single.is_file():
+    if os.path.lexists(single):  # a FIFO, device or symlink loop here is refused by name, not skipped
         return [SafetensorsFile(single)]
-    if index.is_file():
+    if os.path.lexists(index):
         weight_map = read_json(index, "sharded-weights index").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: no 'weight_map' object")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: no 'weight_map' object mapping tensor names to shard file names")
         shards = [SafetensorsFile(folder / name) for name in sorted(set(weight_map.values()))]
         for f in shards:
             for key in f.keys():
@@ -131,9 +132,13 @@ def _check_all_claimed(f: SafetensorsFile, keymaps: list[KeyMap]) -> None:
 
 
 def _resolve(path) -> Path:
+    """A checkpoint path that is a folder or a regular file (a FIFO or device would block or never
+    end; a symlink loop or dangling link is named as such)."""
     p = Path(path).expanduser()
-    if not p.exists():
+    if not os.path.lexists(p):
         raise CheckpointError(f"{p}: no such file or folder")
+    if not p.is_dir():
+        check_regular_file(p, "checkpoint path")
     return p
 
 
@@ -160,34 +165,65 @@ def load_vae(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> n
     return _component(path, "vae", device, dtype, ops)
 
 
-def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS) -> nn.Module:
+UPSAMPLER_FAMILIES = ("ltx-video", "ltx-2")
+
+
+def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
+                          family: str | None = None) -> nn.Module:
     """From a diffusers ``latent_upsampler/`` folder (or a pipeline folder holding one) or a
     Lightricks upscaler file (config in the header, diffusers keys): LTX-Video's
     ``ltxv-spatial-upscaler-*`` and LTX-2's ``ltx-2-spatial/temporal-upscaler-*`` (rational
-    resampler), which share one model class."""
+    resampler), which share one model class.
+
+    family: "ltx-video" or "ltx-2" refuses an upsampler known to belong to the other family (the
+    latents of the two VAEs have the same shape but different meanings, so a mismatch runs and
+    gives garbage). Known from a diffusers folder's ``_class_name``, or for a single file from
+    LTX-2-only header options (``rational_resampler``, ``spatial_scale``); a plain header is
+    accepted for both."""
     from .ltx2_vae import upsampler_config_from_diffusers, upsampler_config_from_original
+    if family not in (None,) + UPSAMPLER_FAMILIES:
+        raise ValueError(f"family must be None or one of {UPSAMPLER_FAMILIES}, got {family!r}")
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_dir():
         folder = p / "latent_upsampler" if (p / "latent_upsampler").is_dir() else p
         config_path = folder / "config.json"
-        config = upsampler_config_from_diffusers(read_json(config_path, "latent_upsampler config.json"),
-                                                 str(config_path))
+        raw = read_json(config_path, "latent_upsampler config.json")
+        config = upsampler_config_from_diffusers(raw, str(config_path))
+        _check_upsampler_family(config_path, family, *_folder_upsampler_family(raw))
         model = _build(_model_class("latent_upsampler"), config, ops)
         return load_strict(model, _source_from_files(_component_files(folder), IDENTITY), str(folder), device, dtype)
     f = SafetensorsFile(p)
     # LTX-Video's header keys are a subset of LTX-2's (whose absent rational-resampler keys
     # default to LTX-Video's plain pixel-shuffle upsampler).
-    config = upsampler_config_from_original(f.config_section(), str(p))
+    header = f.config_section()
+    config = upsampler_config_from_original(header, str(p))
+    ltx2_keys = [k for k in ("rational_resampler", "spatial_scale") if k in header]
+    if ltx2_keys:
+        _check_upsampler_family(p, family, "ltx-2", f"its header config has the LTX-2 option(s) {ltx2_keys}")
     model = _build(_model_class("latent_upsampler"), config, ops)
     return load_strict(model, _source_from_files([f], IDENTITY), str(p), device, dtype)
+
+
+def _folder_upsampler_family(raw: dict) -> tuple[str, str]:
+    name = raw.get("_class_name", "LTXLatentUpsamplerModel")
+    return ("ltx-2" if name == "LTX2LatentUpsamplerModel" else "ltx-video"), f"_class_name {name!r}"
+
+
+def _check_upsampler_family(where, wanted: str | None, found: str, why: str) -> None:
+    if wanted is None or wanted == found:
+        return
+    names = {"ltx-2": "LTX-2", "ltx-video": "LTX-Video"}
+    files = {"ltx-2": "ltx-2-spatial-upscaler-*", "ltx-video": "ltxv-spatial-upscaler-*"}
+    raise CheckpointError(f"{where}: this is an {names[found]} latent upsampler ({why}); an {names[wanted]} engine "
+                          f"needs an {names[wanted]} one ({files[wanted]}): the two families' latents differ")
 
 
 def _component(path, component: str, device, dtype, ops, quantization=None) -> nn.Module:
     device, dtype = _device_dtype(device, dtype)
     p = _resolve(path)
     if p.is_dir():
-        folder = p / component if (p / "model_index.json").is_file() else p
+        folder = p / component if os.path.lexists(p / "model_index.json") else p
         if not folder.is_dir():
             raise CheckpointError(f"{p}: pipeline folder has no {component}/ subfolder")
         return _load_folder(folder, component, device, dtype, ops, quantization)
@@ -201,6 +237,9 @@ def _load_single_file(p: Path, components, device, dtype, ops, quantization=None
     ckpt = LTXVideoCheckpoint(source=str(p))
     config = f.config_section()
     ckpt.scheduler_config = config.get("scheduler")
+    if ckpt.scheduler_config is not None and not isinstance(ckpt.scheduler_config, dict):
+        raise CheckpointError(f"{p}: header config section 'scheduler' must be a JSON object, got "
+                              f"{type(ckpt.scheduler_config).__name__}: {ckpt.scheduler_config!r:.200}")
     if "transformer" in components:
         cfg, options = original_config.transformer_config(f.config_section("transformer"), str(p))
         ckpt.causal_temporal_positioning = options["causal_temporal_positioning"]
@@ -241,5 +280,5 @@ def load_pipeline_folder(p: Path, ckpt, components, load_one):
             raise CheckpointError(f"{p / 'model_index.json'}: no {comp!r} entry")
         setattr(ckpt, comp, load_one(p / comp, comp))
     sched = p / "scheduler" / "scheduler_config.json"
-    ckpt.scheduler_config = read_json(sched, "scheduler config") if sched.is_file() else None
+    ckpt.scheduler_config = read_json(sched, "scheduler config") if os.path.lexists(sched) else None
     return ckpt

@@ -12,6 +12,7 @@ the latent upsampler are separate downloads with their own loaders.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,11 @@ def is_ltx2(path) -> bool:
             keys = set(f.keys())
         return any(k in keys for k in _DETECT)
     index = p / "model_index.json"
-    if index.is_file():
+    if os.path.lexists(index):  # read_json refuses one that is not a regular file
         name = read_json(index, "diffusers model_index.json").get("_class_name", "")
         return isinstance(name, str) and name.startswith("LTX2")
     config = p / "config.json"
-    if config.is_file():
+    if os.path.lexists(config):
         name = read_json(config, "config.json").get("_class_name", "")
         return name in {s.diffusers_class for s in _SPECS.values()}
     return False

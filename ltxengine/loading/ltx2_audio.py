@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, check_value, parse_config
 from ..models.audio_vae import N_FFT, AudioVAEConfig
 from ..models.vocoder import VocoderConfig
 from .keymaps import KeyMap
@@ -80,20 +80,40 @@ def audio_vae_config_from_original(section: dict, source: str) -> AudioVAEConfig
     n_fft = stft.get("filter_length", N_FFT)
     if n_fft != N_FFT:
         raise ConfigError(f"{src}: config option 'preprocessing.stft.filter_length' must be {N_FFT}, got {n_fft!r}")
-    mel_bins = (get["mel_bins"] or _section(preprocessing, "mel", src).get("n_mel_channels")
-                or _section(section, "variables", src).get("mel_bins"))
-    attn_res = get["attn_resolutions"]
-    config = AudioVAEConfig(
-        base_channels=get["ch"], output_channels=get["out_ch"], ch_mult=tuple(get["ch_mult"]),
+    mel_key, mel_bins = _mel_bins(get["mel_bins"], preprocessing, section, src)
+    attn_res = check_value(get["attn_resolutions"], tuple[int, ...] | None, src, _DD + "attn_resolutions")
+    fields = dict(
+        base_channels=get["ch"], output_channels=get["out_ch"], ch_mult=get["ch_mult"],
         num_res_blocks=get["num_res_blocks"], attn_resolutions=tuple(sorted(attn_res)) if attn_res else None,
         in_channels=get["in_channels"], resolution=get["resolution"], latent_channels=get["z_channels"],
         norm_type=get["norm_type"], causality_axis=get["causality_axis"], dropout=get["dropout"],
-        mid_block_add_attention=bool(get["mid_block_add_attention"]),
+        mid_block_add_attention=get["mid_block_add_attention"],
         sample_rate=params.get("sampling_rate", 16000), mel_hop_length=stft.get("hop_length", 160),
         is_causal=stft.get("causal", True), mel_bins=mel_bins, double_z=get["double_z"],
     )
-    config.validate(src)
-    return config
+    names = {ours: _DD + theirs for ours, theirs in _AUDIO_VAE_NAMES.items()}
+    names.update(sample_rate="model.params.sampling_rate", mel_hop_length="preprocessing.stft.hop_length",
+                 is_causal="preprocessing.stft.causal", mel_bins=mel_key)
+    return parse_config(AudioVAEConfig, fields, src, names=names)
+
+
+_DD = "model.params.ddconfig."
+# AudioVAEConfig field -> ddconfig key it comes from (for messages)
+_AUDIO_VAE_NAMES = {"base_channels": "ch", "output_channels": "out_ch", "ch_mult": "ch_mult",
+                    "num_res_blocks": "num_res_blocks", "attn_resolutions": "attn_resolutions",
+                    "in_channels": "in_channels", "resolution": "resolution", "latent_channels": "z_channels",
+                    "norm_type": "norm_type", "causality_axis": "causality_axis", "dropout": "dropout",
+                    "mid_block_add_attention": "mid_block_add_attention", "double_z": "double_z"}
+
+
+def _mel_bins(dd_value, preprocessing: dict, section: dict, src: str) -> tuple[str, Any]:
+    """ltx-core's fallback chain for the mel-bin count -> (the key it came from, its value)."""
+    for key, value in ((_DD + "mel_bins", dd_value),
+                       ("preprocessing.mel.n_mel_channels", _section(preprocessing, "mel", src).get("n_mel_channels")),
+                       ("variables.mel_bins", _section(section, "variables", src).get("mel_bins"))):
+        if value is not None and value != 0:  # ltx-core takes the first truthy one
+            return key, value
+    return _DD + "mel_bins", None
 
 
 # Vocoder section keys ltx-core reads for the 2.0 (non-BWE) vocoder -> its defaults.
@@ -125,13 +145,16 @@ def vocoder_config_from_original(section: dict, source: str) -> VocoderConfig:
                           f"BigVGAN block, not supported), got {get['resblock']!r}")
     if get["stereo"] is not True:
         raise ConfigError(f"{src}: config option 'stereo' must be true, got {get['stereo']!r}")
-    config = VocoderConfig(
+    tanh = check_value(get["use_tanh_at_final"], bool, src, "use_tanh_at_final")
+    fields = dict(
         in_channels=128, hidden_channels=get["upsample_initial_channel"], out_channels=2,
-        upsample_kernel_sizes=tuple(get["upsample_kernel_sizes"]), upsample_factors=tuple(get["upsample_rates"]),
-        resnet_kernel_sizes=tuple(get["resblock_kernel_sizes"]), resnet_dilations=get["resblock_dilation_sizes"],
+        upsample_kernel_sizes=get["upsample_kernel_sizes"], upsample_factors=get["upsample_rates"],
+        resnet_kernel_sizes=get["resblock_kernel_sizes"], resnet_dilations=get["resblock_dilation_sizes"],
         act_fn="leaky_relu", leaky_relu_negative_slope=0.1, antialias=False,
-        final_act_fn="tanh" if get["use_tanh_at_final"] else "clamp", final_bias=bool(get["use_bias_at_final"]),
+        final_act_fn="tanh" if tanh else "clamp", final_bias=get["use_bias_at_final"],
         output_sampling_rate=get["output_sampling_rate"],
     )
-    config.validate(src)
-    return config
+    return parse_config(VocoderConfig, fields, src, names=dict(
+        hidden_channels="upsample_initial_channel", upsample_kernel_sizes="upsample_kernel_sizes",
+        upsample_factors="upsample_rates", resnet_kernel_sizes="resblock_kernel_sizes",
+        resnet_dilations="resblock_dilation_sizes", final_bias="use_bias_at_final"))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import ConfigError, parse_config
+from ..config import ConfigError, check_value, parse_config
 from ..models.ltx2_text import TextConnectorsConfig
 from .keymaps import KeyMap
 
@@ -75,7 +75,7 @@ def config_from_original(section: dict[str, Any], source: str, *, text_proj_in_f
     if v2:
         raise ConfigError(f"{src}: config options {v2} select the LTX-2.3 feature extractor V2 (per-token RMS norm, "
                           "per-modality projections), which is not supported")
-    if section.get("connector_apply_gated_attention", False):
+    if check_value(section.get("connector_apply_gated_attention", False), bool, src, "connector_apply_gated_attention"):
         raise ConfigError(f"{src}: config option 'connector_apply_gated_attention' must be false (LTX-2.3 gated "
                           f"attention is not supported), got {section['connector_apply_gated_attention']!r}")
     if section.get("connector_norm_output", True) is not True:
@@ -111,7 +111,16 @@ def config_from_original(section: dict[str, Any], source: str, *, text_proj_in_f
         rope_double_precision=precision == "float64",
         rope_type=section.get("rope_type", "interleaved"),
     )
-    return parse_config(TextConnectorsConfig, fields, src)
+    names = dict(caption_channels="caption_channels", video_connector_num_attention_heads="connector_num_attention_heads",
+                 video_connector_attention_head_dim="connector_attention_head_dim",
+                 video_connector_num_layers="connector_num_layers",
+                 video_connector_num_learnable_registers="connector_num_learnable_registers",
+                 audio_connector_num_learnable_registers="connector_num_learnable_registers",
+                 connector_rope_base_seq_len="connector_positional_embedding_max_pos[0]")
+    for key in ("num_attention_heads", "attention_head_dim", "num_layers"):
+        names[f"audio_connector_{key}"] = f"audio_connector_{key}" if f"audio_connector_{key}" in section \
+            else f"connector_{key}"
+    return parse_config(TextConnectorsConfig, fields, src, names=names)
 
 
 def _is_int(*values) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, LTX2TransformerConfig, parse_config
+from ..config import ConfigError, LTX2TransformerConfig, parse_config, same_value
 from .keymaps import KeyMap
 
 # diffusers' converter renames, in an order that makes plain substring replacement exact: the
@@ -77,7 +77,7 @@ def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfi
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
     for table, why in ((_FIXED, "(the only value ltx-core builds)"), (_OFF, "(LTX-2.3+ feature, not supported)")):
         for key, want in table.items():
-            if key in raw and raw[key] != want:
+            if key in raw and not same_value(raw[key], want):
                 raise ConfigError(f"{src}: config option {key!r} must be {want!r} {why}, got {raw[key]!r}")
     missing = [k for k, want in _FIXED.items() if k not in raw and want is not None]
     if missing:
@@ -98,4 +98,8 @@ def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfi
         raise ConfigError(f"{src}: config option 'frequencies_precision' must be 'float32' or 'float64', "
                           f"got {precision!r}")
     fields["rope_double_precision"] = precision == "float64"
-    return parse_config(LTX2TransformerConfig, fields, src)
+    names = {ours: orig for orig, (ours, _) in _COPIED.items()}
+    names.update(pos_embed_max_pos="positional_embedding_max_pos[0]", base_height="positional_embedding_max_pos[1]",
+                 base_width="positional_embedding_max_pos[2]",
+                 audio_pos_embed_max_pos="audio_positional_embedding_max_pos[0]")
+    return parse_config(LTX2TransformerConfig, fields, src, names=names)

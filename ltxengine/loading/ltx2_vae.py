@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, parse_config
+from ..config import ConfigError, check_value, parse_config, same_value
 from ..models.latent_upsampler import LatentUpsamplerConfig, LTX2LatentUpsamplerConfig
 from ..models.video_vae import LTX2VideoVAEConfig
 from .keymaps import KeyMap
+from .original_config import check_block_params
 
 __all__ = ["KEYMAP", "vae_keymap", "vae_config_from_original", "config_from_original",
            "upsampler_config_from_original", "upsampler_config_from_diffusers"]
@@ -79,10 +80,11 @@ def vae_config_from_original(section: dict[str, Any], source: str) -> LTX2VideoV
         if not key.startswith("_") and key not in _READ and key not in _FIXED and key != "encoder_base_channels":
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
     for key, want in _FIXED.items():
-        if key in section and section[key] != want:
+        if key in section and not same_value(section[key], want):
             raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {section[key]!r}")
-    latent = section.get("latent_channels", 128)
-    if section.get("encoder_base_channels", latent) != latent:
+    latent = check_value(section.get("latent_channels", 128), int, src, "latent_channels")
+    decoder_base = check_value(section.get("decoder_base_channels", 128), int, src, "decoder_base_channels")
+    if not same_value(section.get("encoder_base_channels", latent), latent):
         raise ConfigError(f"{src}: config option 'encoder_base_channels' must equal latent_channels ({latent}): "
                           f"ltx-core's encoder starts at latent_channels, got {section['encoder_base_channels']!r}")
     padding = section.get("spatial_padding_mode")
@@ -94,9 +96,11 @@ def vae_config_from_original(section: dict[str, Any], source: str) -> LTX2VideoV
         encoder_spatial_padding_mode=padding or "zeros", decoder_spatial_padding_mode=padding or "reflect",
         **_encoder_fields(_block_list(section.get("encoder_blocks", []), src, "encoder_blocks"), latent, src),
         **_decoder_fields(_block_list(section.get("decoder_blocks", []), src, "decoder_blocks"),
-                          section.get("decoder_base_channels", 128) * 8, src),
+                          decoder_base * 8, src),
     )
-    return parse_config(LTX2VideoVAEConfig, fields, src)
+    return parse_config(LTX2VideoVAEConfig, fields, src, names={
+        "decoder_causal": "causal_decoder", "encoder_spatial_padding_mode": "spatial_padding_mode",
+        "decoder_spatial_padding_mode": "spatial_padding_mode"})
 
 
 config_from_original = vae_config_from_original
@@ -106,11 +110,13 @@ def _block_list(raw, src: str, key: str) -> list[tuple[str, dict]]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError(f"{src}: config option {key!r} must be a list of [name, params], got {raw!r}")
     out = []
-    for item in raw:
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], (int, dict))):
+    for i, item in enumerate(raw):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and (isinstance(item[1], dict) or type(item[1]) is int)):
             raise ConfigError(f"{src}: {key} entries must be [name, num_layers or params], got {item!r}")
         name, params = item
-        out.append((name, {"num_layers": params} if isinstance(params, int) else dict(params)))
+        out.append((name, check_block_params({"num_layers": params} if type(params) is int else params,
+                                             src, f"{key}[{i}]", name)))
     return out
 
 
@@ -187,7 +193,8 @@ def upsampler_config_from_original(raw: dict[str, Any], source: str) -> LTX2Late
         if not key.startswith("_") and key not in _UPSAMPLER_KEYS:
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
     fields = {ours: raw.get(theirs, default) for theirs, (ours, default) in _UPSAMPLER_KEYS.items()}
-    return parse_config(LTX2LatentUpsamplerConfig, fields, src)
+    return parse_config(LTX2LatentUpsamplerConfig, fields, src,
+                        names={ours: theirs for theirs, (ours, _) in _UPSAMPLER_KEYS.items()})
 
 
 def upsampler_config_from_diffusers(data: dict[str, Any], source: str) -> LatentUpsamplerConfig:

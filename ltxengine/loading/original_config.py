@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, TransformerConfig, VideoVAEConfig, parse_config
+from ..config import ConfigError, TransformerConfig, VideoVAEConfig, check_value, parse_config, same_value
 
 # original transformer field -> required value (fields that only describe what the model is)
 _TRANSFORMER_FIXED = {
@@ -48,13 +48,19 @@ def transformer_config(raw: dict[str, Any], source: str) -> tuple[TransformerCon
     for key, value in raw.items():
         if not key.startswith("_") and key not in known:
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
-    for key, want in _TRANSFORMER_FIXED.items():
-        if key in raw and raw[key] != want:
-            raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {raw[key]!r}")
+    _check_fixed(raw, _TRANSFORMER_FIXED, src)
     fields = {k: raw[k] for k in _TRANSFORMER_COPIED if k in raw}
     fields["qk_norm"] = "rms_norm_across_heads"
     cfg = parse_config(TransformerConfig, fields, src)
-    return cfg, {"causal_temporal_positioning": bool(raw.get("causal_temporal_positioning", False))}
+    causal = check_value(raw.get("causal_temporal_positioning", False), bool, src, "causal_temporal_positioning")
+    return cfg, {"causal_temporal_positioning": causal}
+
+
+def _check_fixed(raw: dict[str, Any], fixed: dict[str, Any], src: str) -> None:
+    """Options with the one value that can be built; compared as JSON values (1 is not true)."""
+    for key, want in fixed.items():
+        if key in raw and not same_value(raw[key], want):
+            raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {raw[key]!r}")
 
 
 _VAE_FIXED = {"dims": 3, "norm_layer": "pixel_norm", "latent_log_var": "uniform", "use_quant_conv": False,
@@ -67,13 +73,35 @@ _DOWNSAMPLE_RES = {"compress_space_res": "spatial", "compress_time_res": "tempor
                    "compress_all_res": "spatiotemporal"}
 
 
+# Block parameters read from the block lists -> (type, the field whose range rule applies).
+BLOCK_PARAMS = {"num_layers": (int, "layers_per_block"), "multiplier": (int, "multiplier"),
+                "inject_noise": (bool, "inject_noise"), "residual": (bool, "residual")}
+
+
 def _blocks(raw_blocks, src: str, key: str) -> list[tuple[str, dict]]:
+    """[[name, num_layers or {params}], ...] -> [(name, params)], every parameter this module reads
+    type-checked (a string multiplier would otherwise repeat a string, not scale a width)."""
+    if not isinstance(raw_blocks, (list, tuple)):
+        raise ConfigError(f"{src}: config option {key!r} must be a list of [name, params], got {raw_blocks!r}")
     out = []
-    for item in raw_blocks:
-        if not (isinstance(item, (list, tuple)) and len(item) == 2):
-            raise ConfigError(f"{src}: {key} entries must be [name, params], got {item!r}")
+    for i, item in enumerate(raw_blocks):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and (isinstance(item[1], dict) or type(item[1]) is int)):
+            raise ConfigError(f"{src}: {key} entries must be [name, num_layers or params], got {item!r}")
         name, params = item
-        out.append((name, {"num_layers": params} if isinstance(params, int) else dict(params)))
+        out.append((name, check_block_params({"num_layers": params} if type(params) is int else params,
+                                             src, f"{key}[{i}]", name)))
+    return out
+
+
+def check_block_params(params: dict, src: str, where: str, name: str) -> dict:
+    """A block's params with the known ones type- and range-checked; a 'res_x' block needs num_layers."""
+    if name == "res_x" and "num_layers" not in params:
+        raise ConfigError(f"{src}: {where} ('res_x') needs 'num_layers', got {params!r}")
+    out = dict(params)
+    for param, (hint, field) in BLOCK_PARAMS.items():
+        if param in out:
+            out[param] = check_value(out[param], hint, src, f"{where}.{param}", field)
     return out
 
 
@@ -185,21 +213,22 @@ def vae_config(raw: dict[str, Any], source: str) -> VideoVAEConfig:
     for key, value in raw.items():
         if key not in _VAE_KNOWN:
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
-    for key, want in _VAE_FIXED.items():
-        if key in raw and raw[key] != want:
-            raise ConfigError(f"{src}: config option {key!r} must be {want!r}, got {raw[key]!r}")
+    _check_fixed(raw, _VAE_FIXED, src)
     enc_raw = raw.get("encoder_blocks", raw.get("blocks"))
     dec_raw = raw.get("decoder_blocks", raw.get("blocks"))
     if enc_raw is None or dec_raw is None:
         raise ConfigError(f"{src}: config needs 'blocks' or 'encoder_blocks' and 'decoder_blocks'")
+    if "latent_channels" not in raw:
+        raise ConfigError(f"{src}: config option 'latent_channels' is missing")
+    base = {k: check_value(raw.get(k, 128), int, src, k) for k in ("encoder_base_channels", "decoder_base_channels")}
     widths, layers, scaling, types, down = _encoder(_blocks(enc_raw, src, "encoder_blocks"), src,
-                                                 raw.get("encoder_base_channels", 128))
+                                                 base["encoder_base_channels"])
     fields = dict(
         in_channels=raw.get("in_channels", 3), out_channels=raw.get("out_channels", 3),
         latent_channels=raw["latent_channels"], block_out_channels=widths, layers_per_block=layers,
         spatio_temporal_scaling=scaling, down_block_types=types, downsample_type=down,
         patch_size=raw.get("patch_size", 1), scaling_factor=raw.get("scaling_factor", 1.0),
         decoder_causal=raw.get("causal_decoder", False), timestep_conditioning=raw.get("timestep_conditioning", False),
-        **_decoder(_blocks(dec_raw, src, "decoder_blocks"), src, raw.get("decoder_base_channels", 128)),
+        **_decoder(_blocks(dec_raw, src, "decoder_blocks"), src, base["decoder_base_channels"]),
     )
-    return parse_config(VideoVAEConfig, fields, src)
+    return parse_config(VideoVAEConfig, fields, src, names={"decoder_causal": "causal_decoder"})

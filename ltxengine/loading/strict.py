@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .safetensors_io import CheckpointError
+from .safetensors_io import CheckpointError, is_float_dtype
 
 # A source of tensors: model key -> (shape, reader(device, dtype), description for messages[,
 # stored dtype name as safetensors spells it, e.g. "F8_E4M3"]). reader(device, None) returns the
@@ -46,6 +46,7 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
         if tuple(shape) != tuple(target.shape):
             raise CheckpointError(f"{where}: tensor {desc} has shape {tuple(shape)}, the model expects "
                                   f"{tuple(target.shape)} for {key!r}")
+    _check_weight_dtypes(model, expected, source, where)
     for key, target in expected.items():
         read, desc = source[key][1], source[key][2]
         if _keeps_dtype(model, key):
@@ -55,8 +56,24 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
                                       f"{target.dtype} for {key!r} (an fp8 layer's tensor keeps its stored dtype)")
             _set(model, key, tensor)
         else:
-            _set(model, key, read(device, dtype if target.is_floating_point() else None))
+            tensor = read(device, dtype if target.is_floating_point() else None)
+            if target.is_floating_point() != tensor.is_floating_point():
+                raise CheckpointError(f"{where}: tensor {desc} has dtype {tensor.dtype}, the model expects a "
+                                      f"{target.dtype} tensor for {key!r}")
+            _set(model, key, tensor)
     return model.eval()
+
+
+def _check_weight_dtypes(model: nn.Module, expected: dict, source: TensorSource, where: str) -> None:
+    """Before anything is read: a floating-point model tensor must be stored as floating point
+    (an integer or bool tensor would be cast into a valid-looking weight), and the other way round."""
+    for key, target in expected.items():
+        stored = source[key][3] if len(source[key]) > 3 else None
+        if stored is None or _keeps_dtype(model, key):
+            continue
+        if is_float_dtype(stored) != target.is_floating_point():
+            raise CheckpointError(f"{where}: tensor {source[key][2]} is stored as {stored}, the model expects a "
+                                  f"{target.dtype} tensor for {key!r}")
 
 
 def _keeps_dtype(model: nn.Module, key: str) -> bool:

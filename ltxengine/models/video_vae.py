@@ -104,12 +104,14 @@ class LTX2VideoVAEConfig:
     decoder_block_out_channels: tuple[int, ...] = (256, 512, 1024)  # up block inputs, encoder-side first
     layers_per_block: tuple[int, ...] = (4, 6, 6, 2, 2)  # last: encoder mid block
     decoder_layers_per_block: tuple[int, ...] = (5, 5, 5, 5)  # encoder-side first, last: mid block
-    spatio_temporal_scaling: tuple[bool, ...] = (True, True, True, True)
-    decoder_spatio_temporal_scaling: tuple[bool, ...] = (True, True, True)
-    decoder_inject_noise: tuple[bool, ...] = (False, False, False, False)
+    # The four per-block bool tuples also take one bool for every block, as diffusers' class does
+    # (expanded in __post_init__; the attribute is always a tuple).
+    spatio_temporal_scaling: tuple[bool, ...] | bool = (True, True, True, True)
+    decoder_spatio_temporal_scaling: tuple[bool, ...] | bool = (True, True, True)
+    decoder_inject_noise: tuple[bool, ...] | bool = (False, False, False, False)
     downsample_type: tuple[str, ...] = ("spatial", "temporal", "spatiotemporal", "spatiotemporal")
     upsample_type: tuple[str, ...] = ("spatiotemporal",) * 3  # in decoding order, unlike the other tuples
-    upsample_residual: tuple[bool, ...] = (True, True, True)
+    upsample_residual: tuple[bool, ...] | bool = (True, True, True)
     upsample_factor: tuple[int, ...] = (2, 2, 2)
     timestep_conditioning: bool = False
     patch_size: int = 4

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..config import check_fields
+
 __all__ = [
     "DISTILLED_STAGE1_TIMESTEPS",
     "DISTILLED_STAGE2_TIMESTEPS",
@@ -76,7 +78,7 @@ class SchedulerConfig:
         for k in ("base_shift", "max_shift"):
             if fields.get(k, 0) is None:
                 fields.pop(k)
-        return cls(**fields)
+        return cls(**check_fields(cls, fields, source))  # JSON types and ranges, key named
 
 
 @dataclass(frozen=True)
