@@ -319,26 +319,30 @@ class GemmaTextEncoder:
                     ) -> "GemmaTextEncoder":
         """Load a local Gemma 3 folder (``Gemma3ForConditionalGeneration`` as released by Google, or a
         text-only ``Gemma3ForCausalLM``). The tokenizer comes from ``tokenizer_dir``, else from a
-        ``tokenizer/`` subfolder when there is one, else from ``gemma_dir``. Nothing is downloaded."""
-        import json
+        ``tokenizer/`` subfolder when there is one, else from ``gemma_dir``. Nothing is downloaded, no
+        code from the folders runs (an ``auto_map`` is refused), and the weights must match the model
+        exactly (see ``ltxengine.loading.text_encoders``)."""
+        import os
 
         import transformers
 
+        from ..loading.safetensors_io import read_json
+        from ..loading.text_encoders import load_model, load_tokenizer
         from .text_encoder import _check_folder, _dtype_kwarg
 
         root = _check_folder(gemma_dir, "Gemma 3", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
         if tokenizer_dir is None:
             sub = root / "tokenizer"
-            tokenizer_dir = sub if any((sub / f).is_file() for f in _GEMMA_TOKENIZER_FILES) else root
+            tokenizer_dir = sub if any(os.path.lexists(sub / f) for f in _GEMMA_TOKENIZER_FILES) else root
         tok_dir = _check_folder(tokenizer_dir, "Gemma tokenizer", "tokenizer_dir", (), _GEMMA_TOKENIZER_FILES)
-        model_type = json.loads((root / "config.json").read_text()).get("model_type")
+        model_type = read_json(root / "config.json", "Gemma config.json").get("model_type")
         if model_type not in _GEMMA_CLASSES:
             raise ValueError(f"gemma_dir: {str(root)!r} holds a {model_type!r} model; LTX-2 needs Gemma 3 "
                              f"(model_type one of {sorted(_GEMMA_CLASSES)})")
         model_cls = getattr(transformers, _GEMMA_CLASSES[model_type])
-        model = model_cls.from_pretrained(root, local_files_only=True, **{_dtype_kwarg(): dtype})
+        model = load_model(model_cls, root, "Gemma 3 text encoder", **{_dtype_kwarg(): dtype})
         model = model.to(device).eval().requires_grad_(False)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        tokenizer = load_tokenizer(tok_dir, "Gemma tokenizer")
         return cls(model, tokenizer, connectors)
 
     @property

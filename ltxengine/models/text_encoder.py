@@ -19,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from ..loading.text_encoders import check_folder, load_model, load_tokenizer
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["T5TextEncoder"]
@@ -34,12 +36,14 @@ def _check_folder(path, what: str, arg: str, required: Sequence[str], any_of: Se
     if not p.is_dir():
         raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} does not exist or is not a folder "
                                 f"(expected a folder holding {expected})")
+    # lexists: a FIFO, device or symlink loop under an expected name is refused by check_folder, by name
     for name in required:
-        if not (p / name).is_file():
+        if not os.path.lexists(p / name):
             raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has no {name} (expected {expected})")
-    if not any((p / name).is_file() for name in any_of):
+    if not any(os.path.lexists(p / name) for name in any_of):
         raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has none of {', '.join(any_of)} "
                                 f"(expected {expected})")
+    check_folder(p, arg)
     return p
 
 
@@ -94,16 +98,18 @@ class T5TextEncoder:
     def from_folders(cls, text_encoder_dir, tokenizer_dir, device: torch.device | str = "cpu",
                      dtype: torch.dtype = torch.bfloat16) -> "T5TextEncoder":
         """Load diffusers' ``text_encoder/`` and ``tokenizer/`` subfolders (or any local
-        T5EncoderModel / T5 tokenizer folders). Nothing is downloaded."""
-        from transformers import AutoTokenizer, T5EncoderModel
+        T5EncoderModel / T5 tokenizer folders). Nothing is downloaded, no code from the folders
+        runs (an ``auto_map`` is refused), and the weights must match the model exactly (see
+        ``ltxengine.loading.text_encoders``)."""
+        from transformers import T5EncoderModel
 
         te_dir = _check_folder(text_encoder_dir, "T5 text encoder", "text_encoder_dir", ("config.json",),
                                _WEIGHT_FILES)
         tok_dir = _check_folder(tokenizer_dir, "T5 tokenizer", "tokenizer_dir", (), _TOKENIZER_FILES)
         _check_sentencepiece_support(tok_dir)
-        model = T5EncoderModel.from_pretrained(te_dir, local_files_only=True, **{_dtype_kwarg(): dtype})
+        model = load_model(T5EncoderModel, te_dir, "T5 text encoder", **{_dtype_kwarg(): dtype})
         model = model.to(device).eval().requires_grad_(False)
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        tokenizer = load_tokenizer(tok_dir, "T5 tokenizer")
         return cls(model, tokenizer)
 
     @property

@@ -1,0 +1,153 @@
+"""Loading the transformers text encoders (T5 for LTX-Video, Gemma 3 for LTX-2) safely and strictly.
+
+transformers is the reference implementation of these models, so it builds and fills them; this
+module wraps it so that its loading meets the rules of the diffusion models' loader:
+
+* **No code from a checkpoint.** A ``config.json`` or ``tokenizer_config.json`` with an
+  ``auto_map`` makes transformers' Auto classes import the folder's own Python (after a question on
+  stdin, or at once with ``trust_remote_code=True``). Such folders are refused by file and key before
+  transformers sees them, and every call passes ``trust_remote_code=False`` as well.
+* **Strict.** transformers fills a missing tensor with random values and skips an unknown one with
+  a log line; here both are errors naming the file and keys. The only differences allowed are those
+  transformers declares for the class: tied weights (T5's ``encoder.embed_tokens`` is ``shared``;
+  Gemma's ``lm_head`` is the embedding) and ``_keys_to_ignore_on_load_unexpected`` (T5EncoderModel:
+  the decoder half of a full T5 checkpoint), which its loading report already leaves out.
+* **Files named.** Every safetensors file is opened (header and size) before transformers reads it,
+  so a truncated or corrupt file, or an integer / bool weight (which transformers would cast into a
+  valid-looking float), is a CheckpointError naming the file; a FIFO, device or symlink loop in the
+  folder is refused by name instead of blocking a read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+
+from .safetensors_io import CheckpointError, SafetensorsFile, file_problem, is_float_dtype, read_json
+
+__all__ = ["check_folder", "check_weights", "load_model", "load_tokenizer"]
+
+_SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def check_folder(folder: Path, arg: str) -> None:
+    """Refuse ``folder`` (the ``arg`` argument) when an entry is not a regular file or folder (a FIFO
+    or device would block transformers' read; a symlink loop or dangling link), or when a config
+    asks for the folder's own code (``auto_map``)."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            continue
+        problem = file_problem(entry)
+        if problem is not None:
+            raise CheckpointError(f"{arg}: {entry} {problem}")
+        if entry.name.endswith("config.json"):
+            _refuse_remote_code(entry, arg)
+
+
+def _refuse_remote_code(path: Path, arg: str) -> None:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{arg}: {path} is not valid JSON ({e})") from e
+    found = _find_key(data, "auto_map")
+    if found is not None:
+        where, value = found
+        raise CheckpointError(
+            f"{arg}: {path} sets {where!r} = {json.dumps(value)[:200]}, which asks transformers to import Python "
+            "code shipped with the checkpoint; ltxengine never runs code from a checkpoint. Use a folder with the "
+            "stock transformers classes (remove 'auto_map' if the stock class is what the model is).")
+
+
+def _find_key(data: Any, key: str, path: str = "") -> tuple[str, Any] | None:
+    """The first ``key`` anywhere in parsed JSON -> (dotted path, value)."""
+    if isinstance(data, dict):
+        if key in data:
+            return path + key, data[key]
+        items = ((f"{path}{k}.", v) for k, v in data.items())
+    elif isinstance(data, list):
+        items = ((f"{path}{i}.", v) for i, v in enumerate(data))
+    else:
+        return None
+    for sub, value in items:
+        found = _find_key(value, key, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files transformers will read from ``folder`` (its own preference: the single
+    file, else the index's shards); [] for a folder holding only ``pytorch_model.bin`` weights."""
+    if os.path.lexists(folder / "model.safetensors"):
+        return [folder / "model.safetensors"]
+    index = folder / _SAFETENSORS_INDEX
+    if not os.path.lexists(index):
+        return []
+    weight_map = read_json(index, "sharded-weights index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: no 'weight_map' object mapping tensor names to shard file names")
+    return [folder / name for name in sorted(set(weight_map.values()))]
+
+
+def check_weights(folder: Path) -> list[Path]:
+    """Open every weight file (a truncated or corrupt one is named) and refuse integer or bool
+    tensors; returns the files."""
+    files = weight_files(folder)
+    for path in files:
+        with SafetensorsFile(path) as f:
+            bad = [(k, f.dtype(k)) for k in f.keys() if not is_float_dtype(f.dtype(k))]
+        if bad:
+            shown = ", ".join(f"{k!r} ({d})" for k, d in bad[:8])
+            raise CheckpointError(f"{path}: {len(bad)} tensors are not floating point ({shown}); a text encoder's "
+                                  "weights must be (quantized checkpoints are not supported)")
+    return files
+
+
+def load_model(model_cls, folder: Path, what: str, **kwargs):
+    """``model_cls.from_pretrained(folder)`` (local files, no remote code), refusing missing, unused
+    and mis-shaped tensors by name."""
+    files = check_weights(folder)
+    try:
+        model, info = model_cls.from_pretrained(folder, local_files_only=True, trust_remote_code=False,
+                                                output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # one named error, the cause chained
+        raise CheckpointError(f"{folder}: transformers cannot load the {what} ({type(e).__name__}: {e})") from e
+    problems = _report(info)
+    if problems:
+        where = ", ".join(str(p) for p in files) or str(folder)
+        raise CheckpointError(f"{where}: the {what} does not match its checkpoint exactly: " + "; ".join(problems))
+    return model
+
+
+def _report(info: dict) -> list[str]:
+    parts = []
+    for key, text in (("missing_keys", "model tensors missing from the checkpoint (transformers would fill them "
+                                       "with random values)"),
+                      ("unexpected_keys", "checkpoint tensors not used by the model")):
+        keys = sorted(info.get(key) or ())
+        if keys:
+            parts.append(f"{len(keys)} {text}: {_some(keys)}")
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
+    if mismatched:
+        shown = [f"{m[0]!r} {tuple(m[1])} vs model {tuple(m[2])}" if len(m) == 3 else repr(m) for m in mismatched[:8]]
+        parts.append(f"{len(mismatched)} tensors with the wrong shape: {', '.join(shown)}")
+    parts += [str(m) for m in info.get("error_msgs") or ()]
+    return parts
+
+
+def _some(names: list[str], n: int = 8) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def load_tokenizer(folder: Path, what: str):
+    """``AutoTokenizer.from_pretrained(folder)`` with local files only and no remote code."""
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder}: transformers cannot load the {what} ({type(e).__name__}: {e})") from e
