@@ -111,7 +111,7 @@ def config_from_original(section: dict[str, Any], source: str, *, text_proj_in_f
         rope_double_precision=precision == "float64",
         rope_type=section.get("rope_type", "interleaved"),
     )
-    names = dict(caption_channels="caption_channels", video_connector_num_attention_heads="connector_num_attention_heads",
+    names = dict(video_connector_num_attention_heads="connector_num_attention_heads",
                  video_connector_attention_head_dim="connector_attention_head_dim",
                  video_connector_num_layers="connector_num_layers",
                  video_connector_num_learnable_registers="connector_num_learnable_registers",
