@@ -675,6 +675,11 @@ class Engine:
             if fi >= num_frames:
                 raise ValueError(f"conditions[{i}].frame_index must be < num_frames ({num_frames}), got {fi}")
             _float(f"conditions[{i}].strength", c.strength, 0.0, 1.0)
+            # every frame is preprocessed before any work: bound them as num_frames is bounded
+            frames = len(c.video) if isinstance(c.video, (list, tuple)) or getattr(c.video, "ndim", 0) else 0
+            if frames > MAX_NUM_FRAMES:
+                raise ValueError(f"conditions[{i}].video must have at most {MAX_NUM_FRAMES} frames (MAX_NUM_FRAMES), "
+                                 f"got {frames}")
         return list(conditions)
 
     def _check_latents(self, latents, height: int, width: int, num_frames: int) -> torch.Tensor:

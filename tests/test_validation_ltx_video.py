@@ -237,6 +237,10 @@ BOUNDS_REFUSED = [
     (dict(sigmas=(1 - i / 10**12 for i in range(10**12))), r"sigmas must hold at most 1000 values"),
     (dict(conditions=[Condition(image=make_image(H, W, 1))] * (MAX_CONDITIONS + 1)),
      rf"conditions must hold at most {MAX_CONDITIONS} conditions \(MAX_CONDITIONS\), got {MAX_CONDITIONS + 1}"),
+    # a view: MAX_NUM_FRAMES + 1 frames without their memory (each was preprocessed before any work)
+    (dict(conditions=[Condition(video=torch.zeros(1, 3, H, W).expand(MAX_NUM_FRAMES + 1, 3, H, W))]),
+     rf"conditions\[0\]\.video must have at most {MAX_NUM_FRAMES} frames \(MAX_NUM_FRAMES\), got "
+     rf"{MAX_NUM_FRAMES + 1}"),
 ]
 
 
