@@ -40,7 +40,7 @@ import torch
 
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
-from .executor.plan import InsufficientMemoryError, MemoryPlan, available_bytes, fmt_bytes
+from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
 from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.ltx2 import is_ltx2
@@ -475,9 +475,10 @@ class Engine:
 
     def plan(self, prompt: str = "", negative_prompt: str | None = None, **kwargs) -> MemoryPlan:
         """The memory plan of ``generate(prompt, negative_prompt, **kwargs)`` without running it:
-        the peak per phase (text, denoise, upsample, refine, decode), whether it fits the device
-        memory available now, and if not the largest frame count / size that does. Nothing is
-        allocated (the phases are traced on fake tensors)."""
+        the peak per phase (text, denoise, upsample, refine, decode), whether it fits the memory
+        available now (device memory on CUDA, host RAM on the CPU), and if not the largest frame
+        count / size that does. Nothing is allocated (the phases are traced on fake tensors), so
+        any request within the argument bounds can be planned."""
         bound = inspect.signature(self.generate).bind(prompt, negative_prompt, **kwargs)
         bound.apply_defaults()
         args = self._check_args(dict(bound.arguments))
@@ -489,29 +490,34 @@ class Engine:
         return plan_ltx_video(self, args)
 
     def _check_memory(self, args: dict[str, Any]) -> None:
-        """On CUDA, refuse a generation whose planned peak does not fit before doing any work
-        (plans are cached per shape; ``engine.check_memory = False`` skips this)."""
-        if not self.check_memory or available_bytes(self.device) is None:  # None: not a CUDA device
+        """Refuse a generation whose planned peak does not fit the memory it can use (device
+        memory on CUDA, host RAM on the CPU) before doing any work. Plans are cached per shape;
+        ``engine.check_memory = False`` skips the check. A plan that fails stops the generation
+        too (MemoryPlanError): unchecked, an oversized request could take the machine down."""
+        if not self.check_memory or available_bytes(self.device) is None:  # None: free memory unknown
             return
+        from .planning import measure
         key = tuple(repr(args.get(k)) for k in _PLAN_KEYS) + (
-            len(args.get("conditions") or ()), args.get("image") is not None,
+            len(args.get("conditions") or ()), args.get("image") is not None, bool(args.get("images")),
             tuple(sorted(self.residency.offload)), self._graph_state())
         plan = self._plans.get(key)
         if plan is None:
             try:
                 plan = self._plans[key] = self._plan(args)
-            except Exception as e:  # noqa: BLE001 - the check is advisory: a plan that fails must not stop work
-                warnings.warn(f"generate: no memory plan ({type(e).__name__}: {e}); generating without the check",
-                              stacklevel=3)
-                return
+            except Exception as e:  # noqa: BLE001 - any failure: the fit is unknown
+                raise MemoryPlanError(
+                    f"generate: the memory plan of this generation failed ({type(e).__name__}: {e}), so "
+                    f"whether it fits in memory is unknown; nothing was generated. Set engine.check_memory = "
+                    f"False to generate without the check.") from e
         else:
-            plan.available_bytes = available_bytes(self.device)
+            measure(plan, self)
         if plan.fits is False:
             if plan.suggestion is None:
                 plan = self._plans[key] = self._plan(args)
             raise InsufficientMemoryError(f"generate: this generation needs {fmt_bytes(plan.peak_bytes)} at its "
                                           f"peak ({plan.peak_phase}), {fmt_bytes(plan.available_bytes)} are "
-                                          f"available on {self.device}.\n{plan}")
+                                          f"available on {self.device} (+ {fmt_bytes(plan.held_bytes)} of "
+                                          f"weights already there).\n{plan}")
 
     # ---- internals -----------------------------------------------------------------------------
     def _check_args(self, a: dict[str, Any]) -> dict[str, Any]:

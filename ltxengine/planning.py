@@ -5,6 +5,10 @@ refinement (two-stage), decoding. Transient memory comes from fake-tensor traces
 the generation runs (``executor.plan.transient_peak``); weights from the modules on the device;
 what the step executor keeps (static buffers, the activation arena / graph pool) from the step's
 argument shapes and its page plan. See ltxengine/executor/plan.py for what is not counted.
+
+Planning allocates nothing: every tensor of the video's size (latents, text embeddings, token
+ids) is made in a fake-tensor mode (``executor.plan.fake_mode``), so a request far beyond the
+machine's memory is planned, and refused, like any other.
 """
 
 from __future__ import annotations
@@ -13,15 +17,26 @@ from typing import Any
 
 import torch
 
-from .executor.plan import MemoryPlan, Phase, available_bytes, largest_fitting, module_bytes, transient_peak
+from .executor.plan import (MemoryPlan, Phase, available_bytes, fake_mode, largest_fitting, module_bytes,
+                            transient_peak)
 from .models.transformer import grid_positions
 from .pipelines import ltx_video as lv
 
 
 def plan_ltx_video(engine, a: dict[str, Any], *, suggest: bool = True) -> MemoryPlan:
-    plan = MemoryPlan(device=engine.device, phases=_phases(engine, a), available_bytes=available_bytes(engine.device))
+    plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
     if suggest and plan.fits is False:
-        plan.suggestion = _suggest(engine, a, plan.available_bytes)
+        plan.suggestion = _suggest(engine, a, plan.budget_bytes)
+    return plan
+
+
+def measure(plan: MemoryPlan, engine) -> MemoryPlan:
+    """Set what ``plan`` is compared with: the memory free now and the engine's weights already
+    on the device (counted in the phases, so not to be found free a second time)."""
+    plan.available_bytes = available_bytes(engine.device)
+    modules = [engine.transformer, engine.vae, getattr(engine.text_encoder, "model", engine.text_encoder),
+               *(getattr(engine, n, None) for n in ("latent_upsampler", "connectors", "audio_vae", "vocoder"))]
+    plan.held_bytes = module_bytes(*(m for m in modules if isinstance(m, torch.nn.Module)), device=engine.device)
     return plan
 
 
@@ -69,13 +84,10 @@ def _phases(engine, a) -> list[Phase]:
     return phases
 
 
-def _device_tensor(shape, dtype, engine):
-    return torch.zeros(shape, dtype=dtype, device=engine.device)
-
-
 def _text_peak(engine, a, cfg: bool) -> int:
     te = engine.text_encoder
-    ids = torch.zeros((2 if cfg else 1, a["max_sequence_length"]), dtype=torch.long, device=engine.device)
+    with fake_mode():
+        ids = torch.zeros((2 if cfg else 1, a["max_sequence_length"]), dtype=torch.long, device=engine.device)
     try:
         return transient_peak(lambda i: te.model(input_ids=i, attention_mask=torch.ones_like(i)), ids)
     except Exception:  # noqa: BLE001 - a text encoder the fake trace cannot follow: activations ~ 0 at <= 256 tokens
@@ -90,9 +102,10 @@ def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
     L = a["max_sequence_length"]
     n = f * h * w
     c = tr.config.in_channels
-    embeds = _device_tensor((1, L, tr.config.caption_channels), dtype, engine)
-    mask = torch.ones((1, L), dtype=torch.long, device=engine.device)
-    x = _device_tensor((1, n, c), torch.float32, engine)
+    with fake_mode():
+        embeds = torch.zeros((1, L, tr.config.caption_channels), dtype=dtype, device=engine.device)
+        mask = torch.ones((1, L), dtype=torch.long, device=engine.device)
+        x = torch.zeros((1, n, c), dtype=torch.float32, device=engine.device)
     per_token = a["pipeline"] != "text-to-video"
     spatial, temporal = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
     scale = (temporal / float(a["fps"]), spatial, spatial)
@@ -118,13 +131,20 @@ def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
     return peak, static
 
 
+def _latents(engine, f: int, h: int, w: int) -> torch.Tensor:
+    """Fake (1, C, F', H', W') float32 latents."""
+    with fake_mode():
+        return torch.zeros((1, engine.transformer.config.in_channels, f, h, w), dtype=torch.float32,
+                           device=engine.device)
+
+
 def _upsample_peak(engine, f: int, h: int, w: int) -> int:
-    z = _device_tensor((1, engine.transformer.config.in_channels, f, h, w), torch.float32, engine)
+    z = _latents(engine, f, h, w)
     return transient_peak(lambda z: lv.upsample_latents(engine.latent_upsampler, engine.vae, z), z)
 
 
 def _decode_peak(engine, a, f: int, h: int, w: int) -> int:
-    z = _device_tensor((1, engine.transformer.config.in_channels, f, h, w), torch.float32, engine)
+    z = _latents(engine, f, h, w)
 
     def decode(z):
         return lv.decode_latents(engine.vae, z, decode_timestep=a["decode_timestep"],
@@ -168,7 +188,7 @@ def _suggest(engine, a, budget: int) -> str:
 
 def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:
     """The same phases for an LTX-2 generation (video + audio), per ``ltx2_stages.run_generation``."""
-    plan = MemoryPlan(device=engine.device, phases=_ltx2_phases(engine, a), available_bytes=available_bytes(engine.device))
+    plan = measure(MemoryPlan(device=engine.device, phases=_ltx2_phases(engine, a)), engine)
     if plan.fits is False:
         plan.suggestion = ("lower num_frames or the size, offload the text encoder "
                            "(offload=('text_encoder',)), or quantize (quantization='fp8-scaled-mm')")
@@ -207,21 +227,23 @@ def _ltx2_phases(engine, a) -> list[Phase]:
 
 
 def _ltx2_step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
-    """One Denoiser call (all guidance passes of a step) at the stage's size, traced; the text
-    contexts are projected for real (a few MB), everything of the video's size is fake."""
+    """One Denoiser call (all guidance passes of a step) at the stage's size, traced on fake
+    tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check)."""
     from .pipelines.ltx2 import Denoiser
     tr, dev, dtype = engine.transformer, engine.device, engine.dtype
     cfg = tr.config
     L = a["max_sequence_length"]
     need_neg = vp.uncond or ap.uncond
-    text = torch.zeros((1, L, cfg.caption_channels), dtype=dtype, device=dev)
-    ctx = tr.prepare_context(text, text, torch.ones((1, L), dtype=torch.long, device=dev))
     nv, na = f * h * w, t_audio
-    vmask = torch.ones((1, nv, 1), device=dev)
-    amask = torch.ones((1, na, 1), device=dev)
-    den = Denoiser(tr, ctx, ctx if need_neg else None, None, vmask, amask, vp, ap, max_batch=a["guidance_batch"])
-    xv = torch.zeros((1, nv, cfg.in_channels), device=dev)
-    xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
+    with fake_mode():
+        text = torch.zeros((1, L, cfg.caption_channels), dtype=dtype, device=dev)
+        ctx = tr.prepare_context(text, text, None)
+        xv = torch.zeros((1, nv, cfg.in_channels), device=dev)
+        xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
+    # Every token is denoised (masks of ones): the Denoiser reads only that, from real tensors
+    # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
+    ones = torch.ones((1, 1, 1), device=dev)
+    den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a["guidance_batch"])
 
     def step(xv, xa):
         den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a["fps"]), device=dev),
@@ -239,9 +261,9 @@ def _ltx2_step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
 
 def _ltx2_decode_peak(engine, a, f, h, w, t_audio) -> int:
     from .ltx2_stages import decode_audio, decode_video
-    dev = engine.device
-    z = torch.zeros((1, engine.transformer.config.in_channels, f, h, w), device=dev)
-    tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=dev)
+    z = _latents(engine, f, h, w)
+    with fake_mode():
+        tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=engine.device)
     video = transient_peak(lambda z: decode_video(engine, a, z, None), z)
     try:
         audio = transient_peak(lambda t: torch.as_tensor(decode_audio(engine, t)), tokens)

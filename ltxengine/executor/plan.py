@@ -23,18 +23,38 @@ import torch.nn as nn
 GiB = 1024 ** 3
 
 
-def module_bytes(*modules: nn.Module | None) -> int:
-    """Bytes of the parameters and buffers of ``modules`` (shared tensors counted once)."""
+def module_bytes(*modules: nn.Module | None, device: torch.device | None = None) -> int:
+    """Bytes of the parameters and buffers of ``modules`` (shared tensors counted once); with
+    ``device``, only those stored there."""
     seen, total = set(), 0
     for m in modules:
         if m is None:
             continue
         for t in [*m.parameters(), *m.buffers()]:
+            if device is not None and not _on(t.device, device):
+                continue
             key = (t.untyped_storage().data_ptr(), t.device) if t.device.type != "meta" else id(t)
             if key not in seen:
                 seen.add(key)
                 total += t.untyped_storage().nbytes() if t.device.type != "meta" else t.nbytes
     return total
+
+
+def _on(where: torch.device, device: torch.device) -> bool:
+    """``where`` is ``device`` ("cuda" without an index meaning the current one)."""
+    if where.type != device.type:
+        return False
+    current = torch.cuda.current_device() if device.type == "cuda" else None
+    return (where.index if where.index is not None else current) == (
+        device.index if device.index is not None else current)
+
+
+def fake_mode():
+    """Tensors made inside this mode have shapes, dtypes and devices but no storage. The plans
+    build their trace inputs in one, so planning allocates nothing however large the request
+    (``transient_peak`` traces in its inputs' own mode; weights are converted as they are read)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    return FakeTensorMode(allow_non_fake_inputs=True)
 
 
 def transient_peak(fn: Callable, *args, **kwargs) -> int:
@@ -57,13 +77,21 @@ class Phase:
 
 @dataclass
 class MemoryPlan:
-    """What ``engine.plan(...)`` returns. ``fits`` compares the peak with the device memory free
-    to this process now (None on CPU: host memory is not planned against)."""
+    """What ``engine.plan(...)`` returns. ``fits`` compares the peak with what the generation can
+    use: the memory free to this process now (``available_bytes``: free device memory on CUDA,
+    the host's MemAvailable on the CPU; None where it cannot be read) plus what the peak counts
+    that is already allocated (``held_bytes``: the engine's weights on the device now)."""
 
     device: torch.device
     phases: list[Phase] = field(default_factory=list)
     available_bytes: int | None = None
     suggestion: str | None = None
+    held_bytes: int = 0
+
+    @property
+    def budget_bytes(self) -> int | None:
+        """The largest peak that fits (None: the free memory is unknown)."""
+        return None if self.available_bytes is None else self.available_bytes + self.held_bytes
 
     @property
     def peak_bytes(self) -> int:
@@ -75,7 +103,7 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.available_bytes is None else self.peak_bytes <= self.available_bytes
+        return None if self.available_bytes is None else self.peak_bytes <= self.budget_bytes
 
     def __str__(self) -> str:
         lines = [f"memory plan on {self.device}: peak {fmt_bytes(self.peak_bytes)} in {self.peak_phase!r}"]
@@ -83,7 +111,8 @@ class MemoryPlan:
             lines.append(f"  {p.name:<9} weights {fmt_bytes(p.weights_bytes):>10}  kept {fmt_bytes(p.kept_bytes):>10}"
                          f"  activations {fmt_bytes(p.transient_bytes):>10}  = {fmt_bytes(p.total_bytes):>10}")
         if self.available_bytes is not None:
-            lines.append(f"  available {fmt_bytes(self.available_bytes)}: {'fits' if self.fits else 'does NOT fit'}")
+            lines.append(f"  available {fmt_bytes(self.available_bytes)} free + {fmt_bytes(self.held_bytes)} of weights "
+                         f"already there: {'fits' if self.fits else 'does NOT fit'}")
         if self.suggestion:
             lines.append(f"  {self.suggestion}")
         return "\n".join(lines)
@@ -97,16 +126,36 @@ def fmt_bytes(n: int) -> str:
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Device memory this process can still get: the driver's free memory plus what torch's
-    caching allocator holds but does not use. None for non-CUDA devices."""
-    if device.type != "cuda":
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    """Memory this process can still get on ``device``. CUDA: the driver's free memory plus what
+    torch's caching allocator holds but does not use. CPU: the host's MemAvailable (what Linux
+    can hand out without swapping; a container's own memory limit is not read). None elsewhere."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "cpu":
+        return host_available_bytes()
+    return None
+
+
+def host_available_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemAvailable of ``meminfo`` in bytes; None where there is no such file (not Linux)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:
+        pass
+    return None
 
 
 class InsufficientMemoryError(MemoryError):
-    """A generation's planned peak exceeds the device memory available; raised before any work."""
+    """A generation's planned peak exceeds the memory available; raised before any work."""
+
+
+class MemoryPlanError(RuntimeError):
+    """The memory plan of a generation failed, so whether it fits is unknown; raised before any
+    work (``engine.check_memory = False`` generates without the check)."""
 
 
 def largest_fitting(candidates: Iterable, peak_of: Callable[[object], int], budget: int):

@@ -1,15 +1,20 @@
 """engine.plan(): the memory of a generation phase by phase, before it runs (ltxengine/planning.py,
-ltxengine/executor/plan.py). On CPU the accounting and the search for what fits are checked; the
-GPU-marked test compares the prediction with the measured peak."""
+ltxengine/executor/plan.py). On CPU the accounting, the search for what fits, the check against host
+memory and that planning allocates nothing are checked; the GPU-marked test compares the prediction
+with the measured peak."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import ltxengine.planning as planning
 from ltxengine import Engine, TwoStage
-from ltxengine.executor.plan import InsufficientMemoryError, MemoryPlan, Phase, largest_fitting, module_bytes
+from ltxengine.executor.plan import (InsufficientMemoryError, MemoryPlan, MemoryPlanError, Phase,
+                                     host_available_bytes, largest_fitting, module_bytes)
 from ltxengine.executor.residency import Residency
 from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder, make_image
 
@@ -23,6 +28,14 @@ def engine(tmp_path_factory):
     return Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, latent_upsampler=up)
 
 
+@pytest.fixture(scope="module")
+def ltx2_engine(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from tests.pipelines.ltx2_fixtures import build_pipeline
+    return Engine.from_pretrained(build_pipeline(tmp_path_factory.mktemp("ltx2plan"))[2], device="cpu",
+                                  dtype=torch.float32)
+
+
 def test_phases_follow_the_generation(engine):
     one = engine.plan("a", **TINY)
     assert [p.name for p in one.phases] == ["text", "denoise", "decode"]
@@ -30,7 +43,7 @@ def test_phases_follow_the_generation(engine):
                       two_stage=TwoStage(downscale_factor=0.5, num_inference_steps=2, denoise_strength=0.5))
     assert [p.name for p in two.phases] == ["text", "denoise", "upsample", "refine", "decode"]
     assert two.peak_bytes == max(p.total_bytes for p in two.phases)
-    assert one.fits is None and "memory plan on cpu" in str(one)  # CPU: not planned against host memory
+    assert "memory plan on cpu" in str(one)
     weights = module_bytes(engine.transformer, engine.vae, engine.latent_upsampler, engine.text_encoder.model)
     assert all(p.weights_bytes == weights for p in one.phases)  # everything resident
 
@@ -78,7 +91,8 @@ def test_a_plan_that_does_not_fit_names_the_largest_that_does(engine, monkeypatc
     full = engine.plan("a", **{**TINY, "num_frames": 41})
     smaller = engine.plan("a", **{**TINY, "num_frames": 17})
     budget = (smaller.peak_bytes + engine.plan("a", **{**TINY, "num_frames": 25}).peak_bytes) // 2
-    monkeypatch.setattr(planning, "available_bytes", lambda device: budget)
+    # the weights already on the device count as available on top of the free memory
+    monkeypatch.setattr(planning, "available_bytes", lambda device: budget - full.held_bytes)
     plan = engine.plan("a", **{**TINY, "num_frames": 41})
     assert plan.fits is False and plan.peak_bytes == full.peak_bytes
     assert "num_frames=17 at 64x96" in plan.suggestion
@@ -86,7 +100,7 @@ def test_a_plan_that_does_not_fit_names_the_largest_that_does(engine, monkeypatc
 
 
 def test_memory_check_refuses_before_any_work(engine, monkeypatch):
-    for where in ("ltxengine.engine", "ltxengine.planning"):  # as if a 1-byte CUDA device
+    for where in ("ltxengine.engine", "ltxengine.planning"):  # as if 1 byte were free
         monkeypatch.setattr(f"{where}.available_bytes", lambda device: 1)
     calls = []
     monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
@@ -124,11 +138,9 @@ def test_predicted_peak_within_5_percent_of_measured(tmp_path_factory):
     assert abs(plan.peak_bytes - measured) <= 0.05 * measured, (plan.peak_bytes, measured, str(plan))
 
 
-def test_ltx2_plan_has_the_two_stage_phases(tmp_path_factory):
-    pytest.importorskip("diffusers")
-    from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline
-    engine = Engine.from_pretrained(build_pipeline(tmp_path_factory.mktemp("ltx2plan"))[2], device="cpu",
-                                    dtype=torch.float32)
+def test_ltx2_plan_has_the_two_stage_phases(ltx2_engine):
+    from tests.pipelines.ltx2_fixtures import SEQ
+    engine = ltx2_engine
     small = engine.plan("a", height=128, width=128, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ)
     assert [p.name for p in small.phases] == ["text", "denoise", "upsample", "refine", "decode"]
     big = engine.plan("a", height=128, width=128, num_frames=25, num_inference_steps=2, max_sequence_length=SEQ)
@@ -138,14 +150,106 @@ def test_ltx2_plan_has_the_two_stage_phases(tmp_path_factory):
     assert [p.name for p in one.phases] == ["text", "denoise", "decode"]
 
 
-def test_a_failing_plan_warns_and_the_generation_goes_on(engine, monkeypatch):
-    monkeypatch.setattr("ltxengine.engine.available_bytes", lambda device: 1)  # as if on a CUDA device
-
+def test_a_failing_plan_stops_the_generation(engine, monkeypatch):
+    """A plan that fails leaves the fit unknown: the generation does not go on unchecked (it could
+    take the machine down); the error says how to skip the check."""
     def broken(a):
         raise RuntimeError("no fake kernel for some op")
     monkeypatch.setattr(engine, "_plan", broken)
     calls = []
     monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
-    with pytest.warns(UserWarning, match=r"generate: no memory plan \(RuntimeError: no fake kernel for some op\)"):
+    with pytest.raises(MemoryPlanError, match=r"generate: the memory plan of this generation failed \(RuntimeError: "
+                                              r"no fake kernel for some op\).*nothing was generated.*"
+                                              r"engine.check_memory = False") as info:
         engine.generate("a", **{**TINY, "num_frames": 17})
+    assert calls == [] and isinstance(info.value.__cause__, RuntimeError)
+    engine.check_memory = False
+    try:
+        engine.generate("a", **{**TINY, "num_frames": 17})
+    finally:
+        engine.check_memory = True
     assert len(calls) == 1
+
+
+# -- the CPU: host memory, and planning that allocates nothing -----------------------------------------
+
+LINUX = pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="host memory is read from /proc/meminfo")
+
+
+def test_host_available_bytes_reads_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:         1000 kB\nMemAvailable:   12345 kB\n")
+    assert host_available_bytes(str(meminfo)) == 12345 * 1024
+    assert host_available_bytes(str(tmp_path / "missing")) is None
+
+
+@LINUX
+def test_cpu_plans_against_host_memory(engine):
+    plan = engine.plan("a", **TINY)
+    weights = module_bytes(engine.transformer, engine.vae, engine.latent_upsampler, engine.text_encoder.model)
+    assert plan.available_bytes is not None and plan.available_bytes > 0
+    assert plan.held_bytes == weights  # on the CPU every weight is already in host memory
+    assert plan.fits is True and re.search(r"available .* free \+ .* of weights already there: fits", str(plan))
+
+
+def test_weights_already_on_the_device_count_as_available(engine, monkeypatch):
+    """The phases count the weights; the free memory no longer has them: they must not be needed twice."""
+    plan = engine.plan("a", **TINY)
+    assert plan.held_bytes > 0
+    monkeypatch.setattr(planning, "available_bytes", lambda device: plan.peak_bytes - plan.held_bytes)
+    assert engine.plan("a", **TINY).fits is True
+    monkeypatch.setattr(planning, "available_bytes", lambda device: plan.peak_bytes - plan.held_bytes - 1)
+    assert engine.plan("a", **TINY).fits is False
+
+
+@LINUX
+def test_cpu_generate_refuses_what_host_memory_cannot_hold(ltx2_engine, monkeypatch):
+    """~10 TB at its peak: refused with the plan before any work (the CPU had no check at all)."""
+    from tests.pipelines.ltx2_fixtures import SEQ
+    calls = []
+    monkeypatch.setattr(ltx2_engine, "_generate_ltx2", lambda a: calls.append(a))
+    with pytest.raises(InsufficientMemoryError, match=r"(?s)generate: this generation needs [\d.]+ GiB at its peak "
+                                                      r"\(decode\), .* are available on cpu.*memory plan on cpu"):
+        ltx2_engine.generate("a", height=8192, width=8192, num_frames=4097, max_sequence_length=SEQ)
+    assert calls == []
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory (VmHWM; Linux >= 4.0); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss() -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+@pytest.mark.parametrize("family", ["ltx-video", "ltx-2"])
+def test_planning_allocates_nothing(family, request, monkeypatch):
+    """The largest request the argument bounds allow: ~10 TB at its peak, ~1 GiB of latents.
+    Planning it takes no memory beyond the tracer's bookkeeping (it used to build latent-size
+    zero tensors: +1.0 GiB of resident memory for LTX-Video, +1.1 GiB for LTX-2)."""
+    engine = request.getfixturevalue("engine" if family == "ltx-video" else "ltx2_engine")
+    extra = {}
+    if family == "ltx-2":
+        from tests.pipelines.ltx2_fixtures import SEQ
+        extra["max_sequence_length"] = SEQ
+    # the frame/size search would trace some 15 more plans of this size: the same code, tested above
+    monkeypatch.setattr(planning, "_suggest", lambda engine, a, budget: "(search skipped)")
+    engine.plan("a", height=128, width=128, num_frames=9, **extra)  # the tracer's one-time set-up
+    if not _reset_peak_rss():
+        pytest.skip("the peak resident memory cannot be reset (/proc/self/clear_refs)")
+    before = _peak_rss()
+    plan = engine.plan("a", height=8192, width=8192, num_frames=4097, **extra)
+    grown = _peak_rss() - before
+    assert grown < 64 * 2**20, f"planning grew the peak resident memory by {grown / 2**20:.0f} MiB"
+    phases = {p.name: p for p in plan.phases}
+    frames = 4097 * 8192 * 8192 * 3 * 4  # the decoded video alone, float32
+    latents = 513 * 256 * 256 * engine.transformer.config.in_channels * 4
+    assert plan.peak_phase == "decode" and phases["decode"].transient_bytes > frames
+    assert max(p.kept_bytes for p in plan.phases) > 2 * latents  # the executor's latents in and out, at least
+    if plan.available_bytes is not None:
+        assert plan.fits is False
