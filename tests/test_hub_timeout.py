@@ -54,7 +54,8 @@ def _run_against_silent_hub(tmp_path, code: str) -> subprocess.CompletedProcess:
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HUB_ETAG_TIMEOUT="2", HF_HOME=str(tmp_path / "hf-home"),
                HF_HUB_DISABLE_TELEMETRY="1", NO_PROXY="127.0.0.1", no_proxy="127.0.0.1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
-    timed = f"import time\nt = time.monotonic()\ntry:\n    {code}\nfinally:\n    print(f'waited {{time.monotonic() - t:.1f}} s')\n"
+    timed = (f"import time\nt = time.monotonic()\ntry:\n    {code}\n"
+             f"finally:\n    print(f'waited {{time.monotonic() - t:.1f}} s')\n")
     try:
         return subprocess.run([sys.executable, "-c", "import ltxengine.engine\n" + timed], env=env, cwd=tmp_path,
                               capture_output=True, text=True,

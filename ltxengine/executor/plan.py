@@ -111,8 +111,8 @@ class MemoryPlan:
             lines.append(f"  {p.name:<9} weights {fmt_bytes(p.weights_bytes):>10}  kept {fmt_bytes(p.kept_bytes):>10}"
                          f"  activations {fmt_bytes(p.transient_bytes):>10}  = {fmt_bytes(p.total_bytes):>10}")
         if self.available_bytes is not None:
-            lines.append(f"  available {fmt_bytes(self.available_bytes)} free + {fmt_bytes(self.held_bytes)} of weights "
-                         f"already there: {'fits' if self.fits else 'does NOT fit'}")
+            lines.append(f"  available {fmt_bytes(self.available_bytes)} free + {fmt_bytes(self.held_bytes)} of "
+                         f"weights already there: {'fits' if self.fits else 'does NOT fit'}")
         if self.suggestion:
             lines.append(f"  {self.suggestion}")
         return "\n".join(lines)
