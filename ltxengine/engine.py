@@ -20,24 +20,21 @@ torch.Generator().manual_seed(seed)``) the frames equal diffusers' in fp32 (test
 from __future__ import annotations
 
 import inspect
-import itertools
-import math
 import os
 import re
-import reprlib
-import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from .checks import (MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX, call_args,
+                     check_conditions, check_decreasing, check_float, check_int, check_kept_steps, check_random,
+                     check_steps, make_generator)
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
@@ -45,7 +42,7 @@ from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import read_json
-from .media import frame_rate_fraction, write_mp4
+from .media import frame_rate_fraction
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
 from .ops import FUSED, get_ops, with_fp8_attention
@@ -60,11 +57,12 @@ from .pipelines.schedule import (
     linear_quadratic_schedule,
     make_schedule,
 )
+from .results import STOP, GenerationCancelled, GenerationResult, step_hook
 
-__all__ = ["STOP", "Engine", "GenerationCancelled", "GenerationResult", "TwoStage"]
-
-# A callback returning STOP cancels the generation (GenerationCancelled is raised to the caller).
-STOP = "stop"
+# the result types and the argument bounds live in results.py and checks.py; they stay importable
+# from here, where they were first documented
+__all__ = ["MAX_CONDITIONS", "MAX_NUM_FRAMES", "MAX_SEQUENCE_LENGTH", "MAX_SIDE", "MAX_STEPS", "SEED_MAX", "STOP",
+           "Engine", "GenerationCancelled", "GenerationResult", "TwoStage"]
 
 PIPELINES = ("text-to-video", "image-to-video", "condition")
 _HUB_PATTERNS = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*",
@@ -74,14 +72,6 @@ _HUB_PATTERNS = ["model_index.json", "transformer/*", "vae/*", "text_encoder/*",
 # generate() arguments that change a generation's memory plan
 _PLAN_KEYS = ("height", "width", "num_frames", "pipeline", "two_stage", "stage1_size", "guidance_scale",
               "max_sequence_length", "vae_tiling", "sampler", "guidance_batch", "video_guidance", "audio_guidance")
-
-
-class GenerationCancelled(Exception):
-    """Raised by ``generate`` when the callback returned ``STOP`` (or raised this itself)."""
-
-    def __init__(self, stage: str = "", step: int = 0, total: int = 0):
-        super().__init__(f"generation cancelled by the callback at {stage} step {step}/{total}")
-        self.stage, self.step, self.total = stage, step, total
 
 
 @dataclass(frozen=True)
@@ -110,182 +100,23 @@ class TwoStage:
     def check(self, name: str = "two_stage") -> "TwoStage":
         """Every field's type, finiteness and range, and that the refinement keeps at least one
         step; -> the recipe with ``timesteps`` as a list. Needs no engine, so it runs before any work."""
-        _float(f"{name}.downscale_factor", self.downscale_factor, 0.0, 1.0, low_open=True)
-        _float(f"{name}.adain_factor", self.adain_factor, -10.0, 10.0)
-        _float(f"{name}.tone_map_compression_ratio", self.tone_map_compression_ratio, 0.0, 1.0)
-        strength = _float(f"{name}.denoise_strength", self.denoise_strength, 0.0, 1.0, low_open=True)
+        check_float(f"{name}.downscale_factor", self.downscale_factor, 0.0, 1.0, low_open=True)
+        check_float(f"{name}.adain_factor", self.adain_factor, -10.0, 10.0)
+        check_float(f"{name}.tone_map_compression_ratio", self.tone_map_compression_ratio, 0.0, 1.0)
+        strength = check_float(f"{name}.denoise_strength", self.denoise_strength, 0.0, 1.0, low_open=True)
         for field_name, high in (("guidance_scale", None), ("guidance_rescale", 1.0), ("image_cond_noise_scale", None)):
             if getattr(self, field_name) is not None:  # None: the stage-1 value
-                _float(f"{name}.{field_name}", getattr(self, field_name), 0.0, high)
+                check_float(f"{name}.{field_name}", getattr(self, field_name), 0.0, high)
         timesteps = self.timesteps
         if timesteps is not None:
-            timesteps = _decreasing(f"{name}.timesteps", timesteps, 1000.0)
+            timesteps = check_decreasing(f"{name}.timesteps", timesteps, 1000.0)
         if timesteps is None or self.num_inference_steps is not None:  # ignored, but never nonsense
-            _steps(f"{name}.num_inference_steps", self.num_inference_steps)
+            check_steps(f"{name}.num_inference_steps", self.num_inference_steps)
         if strength < 1:
             steps_name = f"{name}.timesteps" if timesteps is not None else f"{name}.num_inference_steps"
-            _kept_steps(f"{name}.denoise_strength", strength, steps_name,
+            check_kept_steps(f"{name}.denoise_strength", strength, steps_name,
                         len(timesteps) if timesteps is not None else self.num_inference_steps)
         return replace(self, timesteps=timesteps)
-
-
-@dataclass
-class GenerationResult:
-    """frames: float32 (F, H, W, 3) in [0, 1], before quantization; video: the same as uint8;
-    latents: the final normalized latents (1, C, F', H', W') float32; seed: the seed of the call
-    (drawn at random when none was given; None when a generator was passed)."""
-
-    frames: np.ndarray
-    video: np.ndarray
-    latents: torch.Tensor
-    fps: Fraction
-    audio: np.ndarray | None = None
-    sample_rate: int | None = None
-    seed: int | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def save(self, path, crf: int = 18) -> Path:
-        """H.264 (libx264, yuv420p) mp4 at the exact frame rate, with the AAC audio track when the
-        result has audio (LTX-2); written to a temporary file and renamed, so a failure never
-        leaves a broken file."""
-        return write_mp4(path, self.video, self.fps, crf=crf, audio=self.audio, sample_rate=self.sample_rate)
-
-
-# -- argument checks -------------------------------------------------------------------------------
-
-# Upper bounds of the size-like arguments. Each keeps an absurd value (a typo, 10**12) from reaching
-# numpy, the tokenizer or the allocator, where it would fail without naming the argument or grow
-# memory until the process dies. They sit far above every released recipe: whether a request
-# within them fits the device is the memory plan's question, not theirs.
-MAX_SIDE = 8192  # height, width (pixels): 8K, ~7x the largest released LTX-Video size (1216 px)
-MAX_NUM_FRAMES = 4097  # 8 * 512 + 1: 16x the 257 frames of the longest LTX-Video recipes
-MAX_STEPS = 1000  # steps and timestep / sigma lists: the scheduler has 1000 training timesteps
-# T5 tokens: 4x the 256 of LTXConditionPipeline; the prompt is padded to this length and encoder
-# memory grows with its square
-MAX_SEQUENCE_LENGTH = 1024
-MAX_CONDITIONS = 64  # images / clips: each is VAE-encoded and adds up to 2 latent frames of tokens
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed's largest seed (seeds here are >= 0)
-
-
-def _short(value) -> str:
-    """repr of a value for an error message, cut short (a bad list may have millions of items)."""
-    return reprlib.repr(value)
-
-
-def _int(name: str, value, minimum: int | None = None, maximum: int | None = None, why: str = "") -> int:
-    """An int (not a bool) in [minimum, maximum]; ``why`` says where the maximum comes from."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {_short(value)}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}{f' ({why})' if why else ''}, got {value!r}")
-    return int(value)
-
-
-def _float(name: str, value, low: float | None = None, high: float | None = None, *,
-           low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number, got {_short(value)}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    below = low is not None and (v < low or (low_open and v == low))
-    above = high is not None and v > high
-    if below or above:
-        if high is None:
-            rule = f"> {low}" if low_open else f">= {low}"
-        else:
-            rule = f"in {'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return v
-
-
-def _seed(value) -> int:
-    return _int("seed", value, 0, SEED_MAX, "2**64 - 1, the largest seed torch.Generator.manual_seed takes")
-
-
-def _steps(name: str, value) -> int:
-    return _int(name, value, 1, MAX_STEPS, "MAX_STEPS: the scheduler's 1000 training timesteps")
-
-
-def _output_file(out) -> Path:
-    """An output path whose folder exists and is writable, checked before any work is done (the
-    frames are written only after the denoising)."""
-    if not isinstance(out, (str, os.PathLike)):
-        raise ValueError(f"output must be a path (str or os.PathLike) or None, got {type(out).__name__}")
-    try:
-        path = Path(out).expanduser()
-    except TypeError:  # a PathLike whose __fspath__ returns bytes
-        raise ValueError(f"output must be a str path, got {out!r}") from None
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"output: the folder {str(folder)!r} does not exist (nothing was generated)")
-    if path.is_dir():
-        raise ValueError(f"output: {str(path)!r} is a folder, expected an mp4 file name (nothing was generated)")
-    try:  # os.access answers for the real uid and ignores read-only mounts: try it instead
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ValueError(f"output: cannot write into the folder {str(folder)!r} ({e.strerror or e}; nothing was "
-                         f"generated)") from None
-    return path
-
-
-def _call_args(a: dict[str, Any]) -> dict[str, Any]:
-    """generate()'s locals without self, the prompts and the output path checked (both engine families)."""
-    a = {k: v for k, v in a.items() if k != "self"}
-    if not isinstance(a["prompt"], str):
-        raise ValueError(f"prompt must be a str (one video per call), got {type(a['prompt']).__name__}")
-    if a["negative_prompt"] is not None and not isinstance(a["negative_prompt"], str):
-        raise ValueError(f"negative_prompt must be a str or None, got {type(a['negative_prompt']).__name__}")
-    if a.get("output") is not None:
-        a["output"] = _output_file(a["output"])
-    return a
-
-
-def _generator(gen: torch.Generator | None, seed: int | None) -> tuple[torch.Generator, int | None]:
-    """The call's random stream: the caller's generator, else a CPU one seeded with ``seed``, else
-    a random seed that is reported on the result so the video can be reproduced."""
-    if gen is None:
-        gen = torch.Generator("cpu")
-        if seed is not None:
-            gen.manual_seed(_seed(seed))
-        else:
-            seed = gen.seed()
-    return gen, seed
-
-
-def _decreasing(name: str, values, high: float, max_len: int = MAX_STEPS) -> list[float]:
-    """A strictly decreasing list of 1 to ``max_len`` finite numbers in [0, high]."""
-    if isinstance(values, (torch.Tensor, np.ndarray)) and values.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {tuple(values.shape)}")
-    if isinstance(values, torch.Tensor):
-        values = values.tolist()
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a sequence of numbers, got {_short(values)}")
-    items = list(itertools.islice(values, max_len + 1))  # never more than one past the bound
-    if len(items) > max_len:
-        raise ValueError(f"{name} must hold at most {max_len} values (MAX_STEPS: the scheduler's 1000 training "
-                         f"timesteps), got more")
-    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))]
-    if bad:
-        raise ValueError(f"{name} must be a sequence of numbers, got {_short(bad[0])} in {_short(values)}")
-    vals = [float(v) for v in items]
-    if not vals:
-        raise ValueError(f"{name} must not be empty")
-    if any(not math.isfinite(v) or v < 0 or v > high for v in vals):
-        raise ValueError(f"{name} must lie in [0, {high:g}], got {_short(vals)}")
-    if any(b >= a for a, b in zip(vals, vals[1:])):
-        raise ValueError(f"{name} must be strictly decreasing, got {_short(vals)}")
-    return vals
-
-
-def _kept_steps(strength_name: str, strength: float, steps_name: str, n: int) -> None:
-    """A denoise strength < 1 runs the last int(n * strength) steps (Schedule.truncate): at least one."""
-    if int(n * strength) < 1:
-        raise ValueError(f"{strength_name}={strength!r} keeps no step of the {n}-step schedule of {steps_name} "
-                         f"(int({n} * {strength!r}) = 0); use a larger {strength_name} or more steps")
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -524,7 +355,7 @@ class Engine:
         """Every argument of ``generate`` (nested TwoStage, TilingConfig and Condition objects
         included) checked and normalized, and what could fail later tried here (schedules,
         pixels), so a bad call fails before any model work."""
-        a = _call_args(a)
+        a = call_args(a)
         self._check_sizes(a)
         a["fps"] = frame_rate_fraction(a["frame_rate"], "frame_rate")
         self._check_numbers(a)
@@ -537,10 +368,10 @@ class Engine:
     def _check_sizes(self, a: dict[str, Any]) -> None:
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         for k in ("height", "width"):
-            v = _int(k, a[k], r, MAX_SIDE, "MAX_SIDE")
+            v = check_int(k, a[k], r, MAX_SIDE, "MAX_SIDE")
             if v % r:
                 raise ValueError(f"{k} must be a multiple of {r}, got {v}")
-        n = _int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
+        n = check_int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
         if (n - 1) % rt:
             raise ValueError(f"num_frames must be of the form {rt}k+1 (e.g. {rt * ((n - 1) // rt) + 1} or "
                              f"{rt * ((n - 1) // rt + 1) + 1}), got {n}")
@@ -550,28 +381,23 @@ class Engine:
         if a["timesteps"] is not None and a["sigmas"] is not None:
             raise ValueError("pass at most one of timesteps and sigmas, got both")
         if a["timesteps"] is not None:
-            a["timesteps"] = _decreasing("timesteps", a["timesteps"], 1000.0)
+            a["timesteps"] = check_decreasing("timesteps", a["timesteps"], 1000.0)
         elif a["sigmas"] is not None:
-            a["sigmas"] = _decreasing("sigmas", a["sigmas"], 1.0)
+            a["sigmas"] = check_decreasing("sigmas", a["sigmas"], 1.0)
         if (a["timesteps"] is None and a["sigmas"] is None) or a["num_inference_steps"] is not None:
-            _steps("num_inference_steps", a["num_inference_steps"])  # may be None only when unused
-        _float("guidance_scale", a["guidance_scale"], 0.0)
-        _float("guidance_rescale", a["guidance_rescale"], 0.0, 1.0)
-        _float("decode_timestep", a["decode_timestep"], 0.0, 1.0)
+            check_steps("num_inference_steps", a["num_inference_steps"])  # may be None only when unused
+        check_float("guidance_scale", a["guidance_scale"], 0.0)
+        check_float("guidance_rescale", a["guidance_rescale"], 0.0, 1.0)
+        check_float("decode_timestep", a["decode_timestep"], 0.0, 1.0)
         if a["decode_noise_scale"] is not None:
-            _float("decode_noise_scale", a["decode_noise_scale"], 0.0, 1.0)
-        _float("denoise_strength", a["denoise_strength"], 0.0, 1.0, low_open=True)
-        _float("image_cond_noise_scale", a["image_cond_noise_scale"], 0.0)
+            check_float("decode_noise_scale", a["decode_noise_scale"], 0.0, 1.0)
+        check_float("denoise_strength", a["denoise_strength"], 0.0, 1.0, low_open=True)
+        check_float("image_cond_noise_scale", a["image_cond_noise_scale"], 0.0)
         if a["max_sequence_length"] is not None:
-            _int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
+            check_int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
 
     def _check_objects(self, a: dict[str, Any]) -> None:
-        if a["seed"] is not None and a["generator"] is not None:
-            raise ValueError("pass seed or generator, not both")
-        if a["seed"] is not None:
-            _seed(a["seed"])
-        if a["generator"] is not None and not isinstance(a["generator"], torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator, got {type(a['generator']).__name__}")
+        check_random(a["seed"], a["generator"], "a torch.Generator")
         if a["callback"] is not None and not callable(a["callback"]):
             raise ValueError(f"callback must be callable, got {a['callback']!r}")
         tiling = a["vae_tiling"]
@@ -648,7 +474,7 @@ class Engine:
         n = self._try_schedule(steps_name, a["pipeline"], f * (h1 // r) * (w1 // r), a["num_inference_steps"],
                                a["timesteps"], a["sigmas"])
         if a["pipeline"] == "condition" and a["denoise_strength"] < 1:
-            _kept_steps("denoise_strength", a["denoise_strength"], steps_name, n)
+            check_kept_steps("denoise_strength", a["denoise_strength"], steps_name, n)
         two = a["two_stage"]
         if two is not None:  # TwoStage.check has checked its own strength against its steps
             name = "two_stage.timesteps" if two.timesteps is not None else "two_stage.num_inference_steps"
@@ -662,31 +488,7 @@ class Engine:
             raise ValueError(f"{name}: {e}") from None
 
     def _check_conditions(self, conditions, num_frames: int) -> list[Condition]:
-        if conditions is None:
-            return []
-        if isinstance(conditions, Condition):
-            conditions = [conditions]
-        if not isinstance(conditions, (list, tuple)):
-            raise ValueError(f"conditions must be a list of Condition, got {type(conditions).__name__}")
-        if len(conditions) > MAX_CONDITIONS:
-            raise ValueError(f"conditions must hold at most {MAX_CONDITIONS} conditions (MAX_CONDITIONS), got "
-                             f"{len(conditions)}")
-        for i, c in enumerate(conditions):
-            if not isinstance(c, Condition):
-                raise ValueError(f"conditions[{i}] must be a ltxengine.Condition, got {type(c).__name__}")
-            if (c.image is None) == (c.video is None):
-                raise ValueError(f"conditions[{i}]: set exactly one of image and video, got image="
-                                 f"{type(c.image).__name__} and video={type(c.video).__name__}")
-            fi = _int(f"conditions[{i}].frame_index", c.frame_index, 0)
-            if fi >= num_frames:
-                raise ValueError(f"conditions[{i}].frame_index must be < num_frames ({num_frames}), got {fi}")
-            _float(f"conditions[{i}].strength", c.strength, 0.0, 1.0)
-            # every frame is preprocessed before any work: bound them as num_frames is bounded
-            frames = len(c.video) if isinstance(c.video, (list, tuple)) or getattr(c.video, "ndim", 0) else 0
-            if frames > MAX_NUM_FRAMES:
-                raise ValueError(f"conditions[{i}].video must have at most {MAX_NUM_FRAMES} frames (MAX_NUM_FRAMES), "
-                                 f"got {frames}")
-        return list(conditions)
+        return check_conditions(conditions, num_frames, check_item=_check_condition_media)
 
     def _check_latents(self, latents, height: int, width: int, num_frames: int) -> torch.Tensor:
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
@@ -724,25 +526,10 @@ class Engine:
             sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
         return make_schedule(cfg, sigmas=sigmas, timesteps=timesteps, mu=mu)
 
-    def _hook(self, callback, stage: str):
-        if callback is None:
-            return None
-
-        def hook(step, total, t, latents):
-            try:
-                stop = callback(stage, step, total, timestep=t, latents=latents) == STOP
-            except GenerationCancelled as e:
-                if e.stage:  # raised with its own position: pass it on unchanged
-                    raise
-                raise GenerationCancelled(stage, step, total) from None
-            if stop:
-                raise GenerationCancelled(stage, step, total)
-        return hook
-
     def _generate(self, a: dict[str, Any]) -> GenerationResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        gen, seed = _generator(a["generator"], a["seed"])
+        gen, seed = make_generator(a["generator"], a["seed"])
         # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
         # and a generator seeded with it give the same video
         start_state = gen.get_state()
@@ -797,11 +584,10 @@ class Engine:
                                     a["output"], a["fps"])
         timings["decode"] = time.perf_counter() - t3
         if a["callback"] is not None:
-            self._hook(a["callback"], "decode")(1, 1, 0.0, latents)
-        video = (frames * 255).round().astype(np.uint8)
+            step_hook(a["callback"], "decode")(1, 1, 0.0, latents)
+        result = GenerationResult.from_frames(frames, latents, a["fps"], seed=seed, timings=timings)
         timings["total"] = time.perf_counter() - t0
-        return GenerationResult(frames=frames, video=video, latents=latents.float().cpu(), fps=a["fps"],
-                                seed=seed, timings=timings)
+        return result
 
     def _denoise(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,
                  cond_noise, latents, stage) -> torch.Tensor:
@@ -814,7 +600,7 @@ class Engine:
 
     def _denoise_on_device(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
                            denoise_strength, cond_noise, latents, stage) -> torch.Tensor:
-        hook = self._hook(a["callback"], stage)
+        hook = step_hook(a["callback"], stage)
         r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
         ratios = (r, rt)
         fr = float(a["fps"])
@@ -869,6 +655,18 @@ class Engine:
                                  f"num_frames {num_frames}")
             pixels = pixels[:, :keep]
         return lv.EncodedCondition(pixels[None].to(self.device), c.frame_index, float(c.strength))
+
+
+def _check_condition_media(i: int, c: Condition) -> None:
+    """An LTX-Video condition is an image or a video clip (of at most MAX_NUM_FRAMES frames: every
+    frame is preprocessed before any work)."""
+    if (c.image is None) == (c.video is None):
+        raise ValueError(f"conditions[{i}]: set exactly one of image and video, got image="
+                         f"{type(c.image).__name__} and video={type(c.video).__name__}")
+    frames = len(c.video) if isinstance(c.video, (list, tuple)) or getattr(c.video, "ndim", 0) else 0
+    if frames > MAX_NUM_FRAMES:
+        raise ValueError(f"conditions[{i}].video must have at most {MAX_NUM_FRAMES} frames (MAX_NUM_FRAMES), "
+                         f"got {frames}")
 
 
 # -- sources -------------------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
-from .engine import (MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, Engine, _call_args,
-                     _decreasing, _float, _generator, _int, _seed)
+from .checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, call_args, check_conditions,
+                     check_decreasing, check_float, check_int, check_random, make_generator)
+from .engine import Engine
 from .loading import CheckpointError, load_latent_upsampler
 from .loading.ltx2 import load_ltx2
 from .media import frame_rate_fraction
@@ -39,6 +39,7 @@ from .models.ltx2_text import GemmaTextEncoder
 from .models.video_vae import TilingConfig
 from .pipelines.inputs import Condition
 from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams
+from .results import GenerationResult
 
 __all__ = ["LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS", "DIFFUSERS_GUIDANCE", "audio_frames"]
 
@@ -200,7 +201,7 @@ class LTX2Engine(Engine):
 
     # ---- argument checks -------------------------------------------------------------------------
     def _check_ltx2(self, a: dict[str, Any]) -> dict[str, Any]:
-        a = _call_args(a)
+        a = call_args(a)
         mode = self._check_pipeline(a)
         n = self._check_video_size(a, mode)
         self._check_guidance(a, mode == "distilled")
@@ -209,16 +210,16 @@ class LTX2Engine(Engine):
         self._check_stage1_schedule(a, mode)
         if mode != "one-stage":
             a["two_stage"] = self._check_two_stage(a["two_stage"], a)
-        crf = _int("image_crf", a["image_crf"], 0)
+        crf = check_int("image_crf", a["image_crf"], 0)
         if crf > 51:
             raise ValueError(f"image_crf must be in [0, 51] (H.264 CRF; 0 = no re-compression), got {crf}")
-        _int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
+        check_int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
         if a["guidance_batch"] is not None:
-            _int("guidance_batch", a["guidance_batch"], 1)
+            check_int("guidance_batch", a["guidance_batch"], 1)
         for k in ("decode_timestep", "decode_noise_scale"):
             if a[k] is not None:
-                _float(k, a[k], 0.0, 1.0)
-        _check_random(a["seed"], a["generator"])
+                check_float(k, a[k], 0.0, 1.0)
+        check_random(a["seed"], a["generator"])
         if a["callback"] is not None and not callable(a["callback"]):
             raise ValueError(f"callback must be callable (stage, step, total, timestep=, latents=), "
                              f"got {a['callback']!r}")
@@ -246,11 +247,11 @@ class LTX2Engine(Engine):
         """height, width, num_frames, frame_rate and vae_tiling; -> num_frames."""
         multiple = 32 if mode == "one-stage" else 64
         for k in ("height", "width"):
-            v = _int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")
+            v = check_int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")
             if v % multiple:
                 rule = "two-stage pipelines generate stage 1 at half size" if multiple == 64 else "the VAE's 32x32"
                 raise ValueError(f"{k} must be a multiple of {multiple} for pipeline={mode!r} ({rule}), got {v}")
-        n = _int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
+        n = check_int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
         if (n - 1) % 8:
             raise ValueError(f"num_frames must be of the form 8k+1 (e.g. {8 * ((n - 1) // 8) + 1} or "
                              f"{8 * ((n - 1) // 8 + 1) + 1}), got {n}")
@@ -310,13 +311,13 @@ class LTX2Engine(Engine):
         from .ltx2_stages import _stage1_sigmas
         from .pipelines.samplers import check_schedule
         if a["shift_tokens"] is not None:
-            _int("shift_tokens", a["shift_tokens"], 1)
+            check_int("shift_tokens", a["shift_tokens"], 1)
         if a["sigmas"] is not None:
-            a["sigmas"] = _decreasing("sigmas", a["sigmas"], 1.0)
+            a["sigmas"] = check_decreasing("sigmas", a["sigmas"], 1.0)
         elif mode == "distilled":
             return  # the fixed distilled sigmas
         else:
-            steps = _int("num_inference_steps", a["num_inference_steps"], 1, MAX_STEPS,
+            steps = check_int("num_inference_steps", a["num_inference_steps"], 1, MAX_STEPS,
                          "MAX_STEPS: the scheduler's 1000 training timesteps")
             if steps < 2:  # ltx2_sigmas' stretch divides by 1 - sigma_last = 0
                 raise ValueError(f"num_inference_steps must be >= 2 for the stretched LTX-2 schedule, got {steps} "
@@ -343,14 +344,14 @@ class LTX2Engine(Engine):
             if not isinstance(p, GuidanceParams):
                 raise ValueError(f"two_stage.{k} must be a GuidanceParams, got {type(p).__name__}")
             guidance[k] = p.check(f"two_stage.{k}", layers)
-        vals = _decreasing("two_stage.sigmas", two.sigmas, 1.0)
+        vals = check_decreasing("two_stage.sigmas", two.sigmas, 1.0)
         if len(vals) < 2:
             raise ValueError(f"two_stage.sigmas needs at least 2 values (start and end), got {vals}")
         check_schedule(torch.tensor(vals, dtype=torch.float32), a["sampler"], "two_stage.sigmas")
-        ns = vals[0] if two.noise_scale is None else _float("two_stage.noise_scale", two.noise_scale, 0.0, 1.0)
-        strength = _float("two_stage.lora_strength", two.lora_strength)
-        adain = _float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
-        tone = _float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
+        ns = vals[0] if two.noise_scale is None else check_float("two_stage.noise_scale", two.noise_scale, 0.0, 1.0)
+        strength = check_float("two_stage.lora_strength", two.lora_strength)
+        adain = check_float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
+        tone = check_float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
         per_channel = ((a["num_frames"] - 1) // 8 + 1) * (a["height"] // 64) * (a["width"] // 64)
         if adain > 0 and per_channel < 2:
             raise ValueError(f"two_stage.adain_factor = {adain} needs at least 2 stage-1 latent values per channel "
@@ -362,7 +363,7 @@ class LTX2Engine(Engine):
     def _check_audio_input(self, a: dict[str, Any], num_frames: int) -> None:
         """audio, audio_sample_rate, audio_start; a waveform is replaced by its part from audio_start."""
         audio, rate = a["audio"], a["audio_sample_rate"]
-        start = _float("audio_start", a["audio_start"], 0.0)
+        start = check_float("audio_start", a["audio_start"], 0.0)
         if audio is None:
             if rate is not None:
                 raise ValueError(f"audio_sample_rate is the rate of a waveform audio=, got "
@@ -384,7 +385,7 @@ class LTX2Engine(Engine):
         from .pipelines.audio_input import as_waveform
         if rate is None:
             raise ValueError("audio_sample_rate (Hz) is required with a waveform audio=, got None")
-        rate = _int("audio_sample_rate", rate, 1)
+        rate = check_int("audio_sample_rate", rate, 1)
         _check_aac_rate("audio_sample_rate", rate)
         wave = as_waveform(audio, "audio")
         if wave.shape[0] not in (1, 2):
@@ -398,42 +399,23 @@ class LTX2Engine(Engine):
         a["audio"], a["audio_sample_rate"] = wave[:, first:].cpu(), rate
 
     def _check_conditions_ltx2(self, image, conditions, num_frames: int) -> list[Condition]:
-        conds = [] if image is None else [Condition(image=image, frame_index=0, strength=1.0)]
-        if conditions is not None:
-            if isinstance(conditions, Condition):
-                conditions = [conditions]
-            if not isinstance(conditions, (list, tuple)):
-                raise ValueError(f"conditions must be a list of Condition, got {type(conditions).__name__}")
-            conds += list(conditions)
-        if len(conds) > MAX_CONDITIONS:
-            raise ValueError(f"conditions must hold at most {MAX_CONDITIONS} images, image= included "
-                             f"(MAX_CONDITIONS), got {len(conds)}")
-        for i, c in enumerate(conds):
-            if not isinstance(c, Condition):
-                raise ValueError(f"conditions[{i}] must be a ltxengine.Condition, got {type(c).__name__}")
-            if c.image is None:
-                raise ValueError(f"conditions[{i}]: LTX-2 conditions take image= (video conditions are not "
-                                 f"implemented for LTX-2)")
-            fi = _int(f"conditions[{i}].frame_index", c.frame_index, 0)
-            if fi >= num_frames:
-                raise ValueError(f"conditions[{i}].frame_index must be < num_frames ({num_frames}), got {fi}")
-            _float(f"conditions[{i}].strength", c.strength, 0.0, 1.0)
+        first = None if image is None else Condition(image=image, frame_index=0, strength=1.0)
+        conds = check_conditions(conditions, num_frames, first=first, what="images, image= included",
+                                 check_item=_check_condition_image)
         if sum(c.frame_index == 0 for c in conds) > 1:
             raise ValueError("conditions: at most one image may condition frame 0 (image= counts as one)")
         return conds
 
     # ---- generation internals ------------------------------------------------------------------
     def _generate_ltx2(self, a: dict[str, Any]):
-        from .engine import GenerationResult
         from .ltx2_stages import run_generation
         t0 = time.perf_counter()
-        gen, seed = _generator(a["generator"], a["seed"])
+        gen, seed = make_generator(a["generator"], a["seed"])
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
-        frames = out.frames.cpu().numpy() if isinstance(out.frames, torch.Tensor) else out.frames
-        video = (frames * 255).round().astype(np.uint8)
+        result = GenerationResult.from_frames(out.frames, out.latents, a["fps"], seed=seed, timings=out.timings,
+                                              audio=out.audio, sample_rate=out.sample_rate)
         out.timings["total"] = time.perf_counter() - t0
-        return GenerationResult(frames=frames, video=video, latents=out.latents.float().cpu(), fps=a["fps"],
-                                audio=out.audio, sample_rate=out.sample_rate, seed=seed, timings=out.timings)
+        return result
 
 
 # diffusers' LTX2Pipeline keyword -> (modality, GuidanceParams field): the other spelling of the
@@ -447,15 +429,10 @@ DIFFUSERS_GUIDANCE = {
 }
 
 
-def _check_random(seed, generator) -> None:
-    """seed and generator as LTX-Video's Engine checks them: at most one of them (the result
-    reports the seed, which a generator would make wrong), a seed torch takes, a real generator."""
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    if seed is not None:
-        _seed(seed)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+def _check_condition_image(i: int, c: Condition) -> None:
+    if c.image is None:
+        raise ValueError(f"conditions[{i}]: LTX-2 conditions take image= (video conditions are not implemented "
+                         f"for LTX-2)")
 
 
 def _check_aac_rate(what: str, rate: int) -> None:

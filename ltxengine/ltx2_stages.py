@@ -18,6 +18,7 @@ from .pipelines.inputs import image_to_tensor
 from .pipelines.streaming import check_finite, decode_ltx2_frames, join_frames, ltx2_frame_chunks, stream_to_file
 from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
                              ltx2_sigmas, video_state)
+from .results import step_hook
 
 
 @dataclass
@@ -192,7 +193,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
 
 
 def _hook(engine, a, stage: str, dims):
-    callback = engine._hook(a["callback"], stage)
+    callback = step_hook(a["callback"], stage)
     if callback is None:
         return None
 
@@ -262,7 +263,7 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     out.latents = video
     timings["decode"] = time.perf_counter() - t3
     if a["callback"] is not None:
-        engine._hook(a["callback"], "decode")(1, 1, 0.0, video)
+        step_hook(a["callback"], "decode")(1, 1, 0.0, video)
     out.timings = timings
     return out
 

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from ltxengine import Condition, Engine, TwoStage
-from ltxengine.engine import (MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX,
-                              _generator)
+from ltxengine.checks import make_generator as _generator
+from ltxengine.engine import MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX
 from ltxengine.media import frame_rate_fraction
 from ltxengine.models.video_vae import TilingConfig
 

@@ -1,0 +1,80 @@
+"""What a generation returns or raises, for both engine families: ``GenerationResult``,
+``GenerationCancelled``, ``STOP``, and ``step_hook``, which turns the user's callback into the
+samplers' per-step hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .media import write_mp4
+
+__all__ = ["STOP", "GenerationCancelled", "GenerationResult", "step_hook"]
+
+# A callback returning STOP cancels the generation (GenerationCancelled is raised to the caller).
+STOP = "stop"
+
+
+class GenerationCancelled(Exception):
+    """Raised by ``generate`` when the callback returned ``STOP`` (or raised this itself)."""
+
+    def __init__(self, stage: str = "", step: int = 0, total: int = 0):
+        super().__init__(f"generation cancelled by the callback at {stage} step {step}/{total}")
+        self.stage, self.step, self.total = stage, step, total
+
+
+@dataclass
+class GenerationResult:
+    """frames: float32 (F, H, W, 3) in [0, 1], before quantization; video: the same as uint8;
+    latents: the final normalized latents (1, C, F', H', W') float32; seed: the seed of the call
+    (drawn at random when none was given; None when a generator was passed)."""
+
+    frames: np.ndarray
+    video: np.ndarray
+    latents: torch.Tensor
+    fps: Fraction
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+    seed: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_frames(cls, frames, latents: torch.Tensor, fps: Fraction, *, seed: int | None,
+                    timings: dict[str, float], audio: np.ndarray | None = None,
+                    sample_rate: int | None = None) -> "GenerationResult":
+        """The result of float frames (numpy or a tensor) in [0, 1]: quantized to uint8, latents
+        moved to the host as float32 (both families end their generation here)."""
+        frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else frames
+        video = (frames * 255).round().astype(np.uint8)
+        return cls(frames=frames, video=video, latents=latents.float().cpu(), fps=fps, audio=audio,
+                   sample_rate=sample_rate, seed=seed, timings=timings)
+
+    def save(self, path, crf: int = 18) -> Path:
+        """H.264 (libx264, yuv420p) mp4 at the exact frame rate, with the AAC audio track when the
+        result has audio (LTX-2); written to a temporary file and renamed, so a failure never
+        leaves a broken file."""
+        return write_mp4(path, self.video, self.fps, crf=crf, audio=self.audio, sample_rate=self.sample_rate)
+
+
+def step_hook(callback: Callable | None, stage: str):
+    """``callback(stage, step, total, timestep=, latents=)`` as a sampler hook ``hook(step, total,
+    t, latents)`` (None without a callback); the callback returning STOP, or raising
+    GenerationCancelled without a position, raises GenerationCancelled at this stage and step."""
+    if callback is None:
+        return None
+
+    def hook(step, total, t, latents):
+        try:
+            stop = callback(stage, step, total, timestep=t, latents=latents) == STOP
+        except GenerationCancelled as e:
+            if e.stage:  # raised with its own position: pass it on unchanged
+                raise
+            raise GenerationCancelled(stage, step, total) from None
+        if stop:
+            raise GenerationCancelled(stage, step, total)
+    return hook
