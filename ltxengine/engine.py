@@ -48,7 +48,8 @@ from .models.video_vae import TilingConfig
 from .ops import FUSED, get_ops, with_fp8_attention
 from .pipelines import ltx_video as lv
 from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
-from .pipelines.streaming import check_finite, decode_latents_frames, stream_to_file
+from .pipelines.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
+from .pipelines.latents import upsample_latents
 from .pipelines.schedule import (
     DEFAULT_SCHEDULER_CONFIG,
     Schedule,
@@ -560,7 +561,7 @@ class Engine:
         if two is not None:
             t2 = time.perf_counter()
             with self.residency.use("latent_upsampler", self.latent_upsampler):
-                up = lv.upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
+                up = upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
                                          two.tone_map_compression_ratio).to(torch.float32)
             check_finite(up, "upsample", "latents")  # else stage 2 would be blamed for it
             gen = torch.Generator(gen.device)
@@ -576,12 +577,10 @@ class Engine:
         t3 = time.perf_counter()
         decode = dict(decode_timestep=a["decode_timestep"], decode_noise_scale=a["decode_noise_scale"], generator=gen,
                       device=self.device, model_dtype=self.dtype, tiling=a["vae_tiling"])
-        if a["output"] is None:
-            frames = lv.resize_frames(lv.decode_latents(self.vae, latents, **decode), height, width)
-            frames = check_finite(frames.cpu().numpy(), "decode")
-        else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
-            frames = stream_to_file(decode_latents_frames(self.vae, latents, height=height, width=width, **decode),
-                                    a["output"], a["fps"])
+        frames = decode_or_stream(
+            lambda: resize_frames(decode_latents(self.vae, latents, **decode), height, width),
+            lambda: decode_latents_frames(self.vae, latents, height=height, width=width, **decode), a["output"],
+            a["fps"])
         timings["decode"] = time.perf_counter() - t3
         if a["callback"] is not None:
             step_hook(a["callback"], "decode")(1, 1, 0.0, latents)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from .models.audio_vae import pack_audio_latents
-from .pipelines import ltx_video as lv
 from .pipelines import samplers
 from .pipelines.inputs import image_to_tensor
-from .pipelines.streaming import check_finite, decode_ltx2_frames, join_frames, ltx2_frame_chunks, stream_to_file
+from .pipelines.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
+from .pipelines.latents import pack, randn, unpack, upsample_latents
 from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
                              ltx2_sigmas, video_state)
 from .results import step_hook
@@ -23,7 +23,7 @@ from .results import step_hook
 
 @dataclass
 class StageOutput:
-    frames: torch.Tensor = None  # (F, H, W, 3) float32 in [0, 1]
+    frames: np.ndarray = None  # (F, H, W, 3) float32 in [0, 1]
     latents: torch.Tensor = None  # (1, C, F', H', W') normalized
     audio: np.ndarray | None = None  # (channels, samples) float32
     sample_rate: int | None = None
@@ -90,7 +90,7 @@ def _encode_conditions(engine, images, height: int, width: int, fps: float):
     for img, frame_index, strength in images:
         pixels = fit_image(img, height, width)[None, :, None].to(dev, dtype)
         z = vae.encode_normalized(pixels).float()  # (1, C, 1, h, w)
-        tokens = lv.pack(z)
+        tokens = pack(z)
         if frame_index == 0:
             first = (tokens, strength)
         else:
@@ -116,10 +116,6 @@ def encode_text(engine, a, need_negative: bool):
 
 # -- one stage ---------------------------------------------------------------------------------------
 
-def _randn(shape, gen, device):
-    return lv.randn(shape, gen, device)
-
-
 def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes, *, video_init=None,
                  audio_init=None, audio_frozen=None, noise_scale: float = 1.0):
     """The stage's video and audio LatentStates and noise. Fresh stages draw diffusers' unpacked
@@ -131,15 +127,15 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
     a_shape = (1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins)
     n_key = sum(k.tokens.shape[1] for k in keyframes)
     if video_init is None:
-        video_noise = lv.pack(_randn(latent_shape, gen, dev))
-        audio_noise = pack_audio_latents(_randn(a_shape, gen, dev))
-        key_noise = _randn((1, n_key, c), gen, dev) if n_key else None
+        video_noise = pack(randn(latent_shape, gen, dev))
+        audio_noise = pack_audio_latents(randn(a_shape, gen, dev))
+        key_noise = randn((1, n_key, c), gen, dev) if n_key else None
         video_noise = torch.cat([video_noise, key_noise], 1) if n_key else video_noise
         clean = torch.zeros_like(video_noise)
     else:
-        clean = torch.cat([lv.pack(video_init.float()), *[k.tokens for k in keyframes]], 1)
-        video_noise = _randn(clean.shape, gen, dev)
-        audio_noise = _randn((1, audio_frames, a_shape[1] * a_shape[3]), gen, dev)
+        clean = torch.cat([pack(video_init.float()), *[k.tokens for k in keyframes]], 1)
+        video_noise = randn(clean.shape, gen, dev)
+        audio_noise = randn((1, audio_frames, a_shape[1] * a_shape[3]), gen, dev)
     mask = torch.ones(clean.shape[:2] + (1,), device=dev)
     if first is not None:
         tokens, strength = first
@@ -189,7 +185,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     except FloatingPointError as e:  # the samplers' non-finite check knows the step, not the stage
         raise FloatingPointError(f"{stage}: {e}") from None
     n = f * h * w
-    return lv.unpack(video.latent[:, :n], f, h, w), audio.latent
+    return unpack(video.latent[:, :n], f, h, w), audio.latent
 
 
 def _hook(engine, a, stage: str, dims):
@@ -198,7 +194,7 @@ def _hook(engine, a, stage: str, dims):
         return None
 
     def hook(step, total, sigma, video, audio):
-        callback(step, total, 1000.0 * sigma, lv.unpack(video[:, :dims[0] * dims[1] * dims[2]], *dims))
+        callback(step, total, 1000.0 * sigma, unpack(video[:, :dims[0] * dims[1] * dims[2]], *dims))
     return hook
 
 
@@ -235,7 +231,7 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     if two_stage:
         t2 = time.perf_counter()
         with engine.residency.use("latent_upsampler", engine.latent_upsampler):
-            video = lv.upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
+            video = upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
                                         two.tone_map_compression_ratio).float()
         first, keys = encode_conditions(engine, images, height, width, float(a["fps"]))
         with _stage2_weights(engine, two):
@@ -253,13 +249,11 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     else:
         out.audio = check_finite(decode_audio(engine, audio), "audio decode", "samples")
         out.sample_rate = engine.vocoder.config.output_sampling_rate
-    if a["output"] is None:
-        out.frames = check_finite(decode_video(engine, a, video, gen), "decode")
-    else:  # frames go to the mp4 tile by tile: device memory does not grow with the clip
-        chunks = decode_ltx2_frames(engine.vae, video, decode_timestep=a["decode_timestep"],
-                                    decode_noise_scale=a["decode_noise_scale"], generator=gen, tiling=a["vae_tiling"])
-        out.frames = torch.from_numpy(stream_to_file(chunks, a["output"], a["fps"], audio=out.audio,
-                                                     sample_rate=out.sample_rate))
+    out.frames = decode_or_stream(
+        lambda: decode_video(engine, a, video, gen),
+        lambda: decode_ltx2_frames(engine.vae, video, decode_timestep=a["decode_timestep"],
+                                   decode_noise_scale=a["decode_noise_scale"], generator=gen, tiling=a["vae_tiling"]),
+        a["output"], a["fps"], audio=out.audio, sample_rate=out.sample_rate)
     out.latents = video
     timings["decode"] = time.perf_counter() - t3
     if a["callback"] is not None:

@@ -21,6 +21,8 @@ from .executor.plan import (MemoryPlan, Phase, available_bytes, fake_mode, large
                             transient_peak)
 from .models.transformer import grid_positions
 from .pipelines import ltx_video as lv
+from .pipelines.decode import decode_latents
+from .pipelines.latents import upsample_latents
 
 
 def plan_ltx_video(engine, a: dict[str, Any], *, suggest: bool = True) -> MemoryPlan:
@@ -140,14 +142,14 @@ def _latents(engine, f: int, h: int, w: int) -> torch.Tensor:
 
 def _upsample_peak(engine, f: int, h: int, w: int) -> int:
     z = _latents(engine, f, h, w)
-    return transient_peak(lambda z: lv.upsample_latents(engine.latent_upsampler, engine.vae, z), z)
+    return transient_peak(lambda z: upsample_latents(engine.latent_upsampler, engine.vae, z), z)
 
 
 def _decode_peak(engine, a, f: int, h: int, w: int) -> int:
     z = _latents(engine, f, h, w)
 
     def decode(z):
-        return lv.decode_latents(engine.vae, z, decode_timestep=a["decode_timestep"],
+        return decode_latents(engine.vae, z, decode_timestep=a["decode_timestep"],
                                  decode_noise_scale=a["decode_noise_scale"], generator=None, device=z.device,
                                  model_dtype=engine.dtype, tiling=a["vae_tiling"])
     return transient_peak(decode, z)

@@ -1,8 +1,8 @@
 """Streaming decode (VideoVAE.decode_frames, LTX2VideoVAE.decode_normalized_frames,
-ltxengine.pipelines.streaming) and the streaming mp4 writer (media.VideoWriter).
+ltxengine.pipelines.decode) and the streaming mp4 writer (media.VideoWriter).
 
 Oracles are our own whole-clip paths, which the model tests check against diffusers / ltx-core:
-VideoVAE.decode, LTX2VideoVAE.decode_normalized, ltx_video.decode_latents + resize_frames,
+VideoVAE.decode, LTX2VideoVAE.decode_normalized, decode.decode_latents + resize_frames,
 ltx2_stages.decode_video and media.write_mp4. Streaming must not change a single bit, so every
 comparison is exact (torch.equal / byte-identical files): the chunks run the same ops on the same
 tiles; libx264 is deterministic for the same frames and settings.
@@ -21,8 +21,7 @@ from ltxengine.config import VideoVAEConfig, parse_config
 from ltxengine.ltx2_stages import decode_video
 from ltxengine.media import VideoWriter, read_media, read_mp4, write_mp4
 from ltxengine.models.video_vae import LTX2VideoVAE, LTX2VideoVAEConfig, TilingConfig, VideoVAE
-from ltxengine.pipelines import ltx_video as lv
-from ltxengine.pipelines import streaming
+from ltxengine.pipelines import decode
 
 from .helpers import randomize_vae_
 
@@ -173,7 +172,7 @@ def test_ltx2_decode_normalized_frames(tiling, width, lengths):
         vae.decode_normalized_frames(z, 0.07, 1.5)
 
 
-# ---------------------------------------------------------------- pipelines.streaming decode
+# ------------------------------------------------------------------- pipelines.decode streaming
 
 @pytest.mark.parametrize("tiling, size", [(None, None), (TEMPORAL, (48, 80)), (BOTH, (96, 64))])
 def test_decode_latents_frames_equal_decode_latents(tiling, size):
@@ -182,17 +181,17 @@ def test_decode_latents_frames_equal_decode_latents(tiling, size):
               tiling=tiling)
     height, width = size or (64, 64)
     with torch.no_grad():
-        expected = lv.resize_frames(lv.decode_latents(vae, latents, generator=_gen(), **kw), height, width).numpy()
-        chunks = list(streaming.decode_latents_frames(vae, latents, generator=_gen(), height=height, width=width,
+        expected = decode.resize_frames(decode.decode_latents(vae, latents, generator=_gen(), **kw), height, width).numpy()
+        chunks = list(decode.decode_latents_frames(vae, latents, generator=_gen(), height=height, width=width,
                                                       **kw))
     assert all(isinstance(c, np.ndarray) and c.dtype == np.float32 for c in chunks)
     assert len(chunks) == (1 if tiling is None else 2)
     assert np.array_equal(np.concatenate(chunks), expected)
     with torch.no_grad():  # the device chunks, joined, are decode_latents itself (before resizing)
-        joined = streaming.join_frames(streaming.ltx_video_frame_chunks(vae, latents, generator=_gen(), **kw))
-        assert torch.equal(joined, lv.decode_latents(vae, latents, generator=_gen(), **kw))
+        joined = decode.join_frames(decode.ltx_video_frame_chunks(vae, latents, generator=_gen(), **kw))
+        assert torch.equal(joined, decode.decode_latents(vae, latents, generator=_gen(), **kw))
     with pytest.raises(ValueError, match="height and width must be given together"):
-        streaming.decode_latents_frames(vae, latents, generator=_gen(), height=64, **kw)
+        decode.decode_latents_frames(vae, latents, generator=_gen(), height=64, **kw)
 
 
 @pytest.mark.parametrize("tiling", [None, TEMPORAL])
@@ -201,12 +200,12 @@ def test_decode_ltx2_frames_equal_decode_video(tiling):
     a = dict(decode_timestep=0.07, decode_noise_scale=0.3, vae_tiling=tiling)
     with torch.no_grad():
         expected = decode_video(SimpleNamespace(vae=vae), a, latents, _gen()).numpy()
-        chunks = list(streaming.decode_ltx2_frames(vae, latents, decode_timestep=0.07, decode_noise_scale=0.3,
+        chunks = list(decode.decode_ltx2_frames(vae, latents, decode_timestep=0.07, decode_noise_scale=0.3,
                                                    generator=_gen(), tiling=tiling))
     assert len(chunks) == (1 if tiling is None else 2)
     assert np.array_equal(np.concatenate(chunks), expected)
     with torch.no_grad():
-        joined = streaming.join_frames(streaming.ltx2_frame_chunks(vae, latents, decode_timestep=0.07,
+        joined = decode.join_frames(decode.ltx2_frame_chunks(vae, latents, decode_timestep=0.07,
                                                                    decode_noise_scale=0.3, generator=_gen(),
                                                                    tiling=tiling))
     assert np.array_equal(joined.numpy(), expected)
@@ -364,12 +363,12 @@ def _float_chunks(frames, sizes, fail_after=None):
 def test_stream_to_file_equals_write_mp4(tmp_path):
     floats = np.random.default_rng(1).random((13, 32, 48, 3), dtype=np.float32)
     wave = _tones(SR // 2)
-    kept = streaming.stream_to_file(_float_chunks(floats, [5, 0, 8]), tmp_path / "s.mp4", FPS, crf=20, audio=wave,
+    kept = decode.stream_to_file(_float_chunks(floats, [5, 0, 8]), tmp_path / "s.mp4", FPS, crf=20, audio=wave,
                                     sample_rate=SR)
     assert kept.dtype == np.float32 and np.array_equal(kept, floats)
-    whole = write_mp4(tmp_path / "w.mp4", streaming.quantize_frames(floats), FPS, crf=20, audio=wave, sample_rate=SR)
+    whole = write_mp4(tmp_path / "w.mp4", decode.quantize_frames(floats), FPS, crf=20, audio=wave, sample_rate=SR)
     assert (tmp_path / "s.mp4").read_bytes() == whole.read_bytes()
-    assert streaming.stream_to_file(iter([floats]), tmp_path / "k.mp4", FPS, keep=False) is None
+    assert decode.stream_to_file(iter([floats]), tmp_path / "k.mp4", FPS, keep=False) is None
     assert np.array_equal(read_mp4(tmp_path / "k.mp4")[0], read_mp4(write_mp4(tmp_path / "k2.mp4", (
         floats * 255).round().astype(np.uint8), FPS))[0])
 
@@ -378,11 +377,11 @@ def test_stream_to_file_failure_mid_stream_leaves_no_file(tmp_path):
     target = tmp_path / "out.mp4"
     floats = np.random.default_rng(1).random((13, 32, 48, 3), dtype=np.float32)
     with pytest.raises(RuntimeError, match="tile failed"):
-        streaming.stream_to_file(_float_chunks(floats, [5, 8, 3], fail_after=2), target, FPS)
+        decode.stream_to_file(_float_chunks(floats, [5, 8, 3], fail_after=2), target, FPS)
     assert os.listdir(tmp_path) == []
     target.write_bytes(b"keep me")
     with pytest.raises(RuntimeError, match="tile failed"):
-        streaming.stream_to_file(_float_chunks(floats, [5, 8, 3], fail_after=1), target, FPS)
+        decode.stream_to_file(_float_chunks(floats, [5, 8, 3], fail_after=1), target, FPS)
     assert target.read_bytes() == b"keep me" and os.listdir(tmp_path) == ["out.mp4"]
 
 
@@ -395,9 +394,9 @@ def test_stream_to_file_failure_mid_stream_leaves_no_file(tmp_path):
 def test_stream_to_file_validation(tmp_path, chunk, match):
     target = tmp_path / "out.mp4"
     with pytest.raises(ValueError, match=match):
-        streaming.stream_to_file(iter([np.zeros((2, 32, 48, 3), np.float32), chunk]), target, FPS)
+        decode.stream_to_file(iter([np.zeros((2, 32, 48, 3), np.float32), chunk]), target, FPS)
     with pytest.raises(ValueError, match=r"keep must be a bool, got 1"):
-        streaming.stream_to_file(iter([]), target, FPS, keep=1)
+        decode.stream_to_file(iter([]), target, FPS, keep=1)
     assert os.listdir(tmp_path) == []
 
 
@@ -407,9 +406,9 @@ def test_decode_stream_to_file_end_to_end(tmp_path):
     vae, latents = _vae("0.9.1"), _z((1, 8, 4, 2, 2), seed=8)
     kw = dict(decode_timestep=0.05, decode_noise_scale=None, device="cpu", model_dtype=torch.float32, tiling=TEMPORAL)
     with torch.no_grad():
-        whole = lv.decode_latents(vae, latents, generator=_gen(), **kw).numpy()
-        chunks = streaming.ltx_video_frame_chunks(vae, latents, generator=_gen(), **kw)
-        kept = streaming.stream_to_file(chunks, tmp_path / "s.mp4", FPS)
+        whole = decode.decode_latents(vae, latents, generator=_gen(), **kw).numpy()
+        chunks = decode.ltx_video_frame_chunks(vae, latents, generator=_gen(), **kw)
+        kept = decode.stream_to_file(chunks, tmp_path / "s.mp4", FPS)
     assert np.array_equal(kept, whole)
-    write_mp4(tmp_path / "w.mp4", streaming.quantize_frames(whole), FPS)
+    write_mp4(tmp_path / "w.mp4", decode.quantize_frames(whole), FPS)
     assert (tmp_path / "s.mp4").read_bytes() == (tmp_path / "w.mp4").read_bytes()

@@ -284,7 +284,7 @@ def test_a_non_finite_result_names_its_stage(folder, monkeypatch):
         with pytest.raises(FloatingPointError, match="denoise: video latents became non-finite .* at step 1/2"):
             engine.generate("a dog", seed=0, **SMALL)
     with monkeypatch.context() as m:
-        m.setattr(ltx2_stages.lv, "upsample_latents", lambda *a, **k: torch.full((1, 8, 2, 4, 4), float("nan")))
+        m.setattr(ltx2_stages, "upsample_latents", lambda *a, **k: torch.full((1, 8, 2, 4, 4), float("nan")))
         with pytest.raises(FloatingPointError, match="refine: video latents became non-finite .* at step 1/3"):
             engine.generate("a dog", seed=0, **SMALL)
     with monkeypatch.context() as m:

@@ -1,6 +1,6 @@
-"""LTX-Video 0.9.x sampling: text-to-video, image-to-video, multi-condition, latent upsampling and
-decoding, reproducing diffusers' LTXPipeline, LTXImageToVideoPipeline, LTXConditionPipeline and
-LTXLatentUpsamplePipeline step for step, random draw for random draw.
+"""LTX-Video 0.9.x sampling: text-to-video, image-to-video and multi-condition, reproducing
+diffusers' LTXPipeline, LTXImageToVideoPipeline and LTXConditionPipeline step for step, random draw
+for random draw (latent upsampling: ``latents.py``; decoding: ``decode.py``).
 
 Latents here are the transformer's normalized latents, (1, C, F, H, W) float32, unless packed
 (1, F*H*W, C) in (f, h, w) raster order. Every random draw takes the caller's generator in the
@@ -14,43 +14,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from ..models.latent_upsampler import adain_filter_latent, tone_map_latents
 from ..models.transformer import coords_positions, grid_positions
+from .latents import pack, randn, unpack
 from .schedule import Schedule
 
 __all__ = [
     "Guidance",
     "StepHook",
-    "decode_latents",
     "encode_condition",
-    "pack",
     "sample_condition",
     "sample_image_to_video",
     "sample_text_to_video",
-    "unpack",
-    "upsample_latents",
 ]
 
 # hook(step, total, timestep, latents (1, C, F, H, W)): called after every step; raises to stop the loop
 StepHook = Callable[[int, int, float, torch.Tensor], None]
-
-
-def randn(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
-    """diffusers' ``randn_tensor``: drawn on the generator's device, then moved."""
-    gen_device = generator.device if generator is not None else torch.device(device)
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-def pack(latents: torch.Tensor) -> torch.Tensor:
-    b, c = latents.shape[:2]
-    return latents.reshape(b, c, -1).transpose(1, 2)
-
-
-def unpack(tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
-    b = tokens.shape[0]
-    return tokens.reshape(b, frames, height, width, -1).permute(0, 4, 1, 2, 3)
 
 
 # -- guidance ------------------------------------------------------------------------------------
@@ -386,41 +365,3 @@ def conditioned_update(x: torch.Tensor, v: torch.Tensor, timestep: torch.Tensor,
     stepped = per_token_update(x, v, timestep, all_sigmas)
     update = (t / 1000 - 1e-6 < (1.0 - mask)).unsqueeze(-1)
     return torch.where(update, stepped, x)
-
-
-# -- latent upsampling and decoding ----------------------------------------------------------------
-
-def upsample_latents(upsampler, vae, latents: torch.Tensor, adain_factor: float = 0.0,
-                     tone_map_compression_ratio: float = 0.0) -> torch.Tensor:
-    """LTXLatentUpsamplePipeline(latents=..., output_type="latent"): denormalize, x2, optional AdaIN
-    towards the input statistics and tone map, renormalize."""
-    dtype = next(upsampler.parameters()).dtype
-    z = vae.denormalize_latents(latents.to(torch.float32)).to(dtype)
-    up = upsampler(z)
-    if adain_factor > 0.0:
-        up = adain_filter_latent(up, z, adain_factor)
-    if tone_map_compression_ratio > 0.0:
-        up = tone_map_latents(up, tone_map_compression_ratio)
-    return vae.normalize_latents(up)
-
-
-def decode_latents(vae, latents: torch.Tensor, *, decode_timestep: float, decode_noise_scale: float | None,
-                   generator, device, model_dtype: torch.dtype, tiling=None) -> torch.Tensor:
-    """Normalized latents -> frames (F, H, W, 3) float32 in [0, 1].
-
-    With a timestep-conditioned decoder, noise is mixed in *after* denormalization (diffusers'
-    LTX-Video order; Lightricks' original mixes before) with scale decode_noise_scale (default:
-    decode_timestep) and the decoder is conditioned on decode_timestep.
-    """
-    from .streaming import join_frames, ltx_video_frame_chunks  # streaming imports this module
-    return join_frames(ltx_video_frame_chunks(vae, latents, decode_timestep=decode_timestep,
-                                              decode_noise_scale=decode_noise_scale, generator=generator,
-                                              device=device, model_dtype=model_dtype, tiling=tiling))
-
-
-def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(F, h, w, 3) -> (F, height, width, 3), bilinear (Lightricks' multi-scale pipeline)."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    x = F.interpolate(frames.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
-    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()

@@ -1,31 +1,36 @@
-"""Streaming decode: latents -> frame chunks on the host -> mp4, so that the device holds at most
-two temporal VAE tiles and the host never needs the whole clip as uint8 (ltxengine issue 7).
+"""Decoding, both families: normalized latents -> frames, as one clip or streamed as chunks to
+an mp4, so that the device holds at most two temporal VAE tiles and the host never needs the whole
+clip as uint8 (ltxengine issue 7).
 
-The chunk generators compute exactly what the whole-clip paths compute (``ltx_video.decode_latents``
-+ ``resize_frames`` for LTX-Video, ``ltx2_stages.decode_video`` for LTX-2): the frames of all
+The chunk generators compute exactly what the whole-clip paths compute (``decode_latents`` +
+``resize_frames`` for LTX-Video, ``ltx2_stages.decode_video`` for LTX-2): the frames of all
 chunks, concatenated, are bit-equal to theirs. Work happens as the chunks are consumed; argument
 checks and the decode-noise draws happen at the call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..media import VideoWriter
-from . import ltx_video as lv
+from .latents import randn
 
 __all__ = [
     "check_finite",
+    "decode_latents",
     "decode_latents_frames",
+    "decode_or_stream",
     "decode_ltx2_frames",
     "join_frames",
     "ltx2_frame_chunks",
     "ltx_video_decode_inputs",
     "ltx_video_frame_chunks",
     "quantize_frames",
+    "resize_frames",
     "stream_to_file",
     "video_to_frames",
 ]
@@ -72,11 +77,10 @@ def ltx_video_decode_inputs(vae, latents: torch.Tensor, *, decode_timestep: floa
     With a timestep-conditioned decoder, noise is mixed in *after* denormalization (diffusers'
     LTX-Video order) with scale decode_noise_scale (default: decode_timestep).
     """
-    # ltx_video.decode_latents runs these same lines; it is meant to call this function instead
     z = vae.denormalize_latents(latents).to(model_dtype)
     temb = None
     if vae.config.timestep_conditioning:
-        noise = lv.randn(z.shape, generator, device, dtype=z.dtype)
+        noise = randn(z.shape, generator, device, dtype=z.dtype)
         scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
         temb = torch.tensor([decode_timestep], device=device, dtype=z.dtype)
         s = torch.tensor([scale], device=device, dtype=z.dtype)[:, None, None, None, None]
@@ -101,7 +105,7 @@ def ltx_video_frame_chunks(vae, latents: torch.Tensor, *, decode_timestep: float
 
 
 def _resized(frames: torch.Tensor, height: int | None, width: int | None) -> torch.Tensor:
-    return frames if height is None else lv.resize_frames(frames, height, width)
+    return frames if height is None else resize_frames(frames, height, width)
 
 
 def decode_latents_frames(vae, latents: torch.Tensor, *, decode_timestep: float, decode_noise_scale: float | None,
@@ -111,6 +115,27 @@ def decode_latents_frames(vae, latents: torch.Tensor, *, decode_timestep: float,
     return _on_host(ltx_video_frame_chunks(vae, latents, decode_timestep=decode_timestep,
                                            decode_noise_scale=decode_noise_scale, generator=generator, device=device,
                                            model_dtype=model_dtype, tiling=tiling, height=height, width=width))
+
+
+def decode_latents(vae, latents: torch.Tensor, *, decode_timestep: float, decode_noise_scale: float | None,
+                   generator, device, model_dtype: torch.dtype, tiling=None) -> torch.Tensor:
+    """Normalized latents -> frames (F, H, W, 3) float32 in [0, 1].
+
+    With a timestep-conditioned decoder, noise is mixed in *after* denormalization (diffusers'
+    LTX-Video order; Lightricks' original mixes before) with scale decode_noise_scale (default:
+    decode_timestep) and the decoder is conditioned on decode_timestep.
+    """
+    return join_frames(ltx_video_frame_chunks(vae, latents, decode_timestep=decode_timestep,
+                                              decode_noise_scale=decode_noise_scale, generator=generator,
+                                              device=device, model_dtype=model_dtype, tiling=tiling))
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(F, h, w, 3) -> (F, height, width, 3), bilinear (Lightricks' multi-scale pipeline)."""
+    if frames.shape[1:3] == (height, width):
+        return frames
+    x = F.interpolate(frames.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+    return x.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
 
 
 # -- LTX-2 -------------------------------------------------------------------------------------------
@@ -173,3 +198,14 @@ def _check_float_chunk(chunk, index: int) -> np.ndarray:
         raise ValueError(f"stream_to_file: chunk {index} must hold values in [0, 1], got range "
                          f"[{chunk.min()}, {chunk.max()}]")
     return chunk.astype(np.float32, copy=False)
+
+
+def decode_or_stream(whole: Callable[[], torch.Tensor], chunks: Callable[[], Iterable[np.ndarray]], output, fps, *,
+                     audio=None, sample_rate: int | None = None) -> np.ndarray:
+    """The end of both families' generations -> float32 frames (F, H, W, 3) on the host: without
+    ``output`` the whole clip (``whole()``, on the device) is checked finite; with one, the host
+    chunks (``chunks()``) go to the mp4 as they are decoded, so device memory does not grow with
+    the clip."""
+    if output is None:
+        return check_finite(whole().cpu().numpy(), "decode")
+    return stream_to_file(chunks(), output, fps, audio=audio, sample_rate=sample_rate)
