@@ -1,6 +1,6 @@
 """The ltx2-19b case of scenario_generate.py (see its docstring): LTX-2 models built once and
 shared with diffusers, the distilled LoRA, and both sides of the two-stage video+audio recipe.
-Kept apart so each file stays readable; scenario_generate.main imports it only when asked for."""
+The LTX-Video cases are in generate_ltxv.py, what both share in generation.py."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 from bench import common
 from bench import models as M
-from bench.scenario_generate import (FRAME_RATE, FULL_SIZE, PROMPT, SEED, SMOKE_SIZE_LTX2, WORDS, build_upsampler,
-                                     measure, records_for)
+from bench.generation import (FRAME_RATE, FULL_SIZE, PROMPT, SEED, SMOKE_SIZE_LTX2, WORDS, build_upsampler, measure,
+                              records_for)
 
 # -- LTX-2 19B: models -----------------------------------------------------------------------------
 

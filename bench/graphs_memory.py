@@ -78,21 +78,21 @@ class PhaseMemory:
 
 
 def build_ltxv_engine(settings, dtype, ops, executor: str, offload):
-    from bench import scenario_generate as G
+    from bench import generate_ltxv as V
     from ltxengine import Engine
     from ltxengine.models.text_encoder import T5TextEncoder
 
-    cfg, dev = G.ltxv_configs(settings.smoke), settings.device
-    te = T5TextEncoder(G.build_t5(cfg["t5"], dev, dtype), G.t5_tokenizer())
+    cfg, dev = V.ltxv_configs(settings.smoke), settings.device
+    te = T5TextEncoder(V.build_t5(cfg["t5"], dev, dtype), V.t5_tokenizer())
     return Engine(M.build(cfg["transformer"], dev, dtype, ops), M.build(cfg["vae"], dev, dtype, ops), te,
-                  scheduler_config=dict(G.SCHEDULER), device=dev, dtype=dtype, source="bench", executor=executor,
+                  scheduler_config=dict(V.SCHEDULER), device=dev, dtype=dtype, source="bench", executor=executor,
                   offload=offload)
 
 
 def build_ltx2_engine(settings, dtype, ops, executor: str, offload):
     """generate_ltx2.build_ltx2's models (released configs, Gemma 3 12B, distilled LoRA), ours only."""
     from bench import generate_ltx2 as L
-    from bench.scenario_generate import build_upsampler
+    from bench.generation import build_upsampler
     from ltxengine.loading.lora import LoraWeights
     from ltxengine.loading.ltx2 import LTX2Checkpoint
     from ltxengine.ltx2_engine import LTX2Engine
@@ -116,7 +116,8 @@ def build_ltx2_engine(settings, dtype, ops, executor: str, offload):
 
 def generation(engine, name: str, args, smoke: bool):
     """(run() -> result timings, dims) of the scenario's recipe (module docstring)."""
-    from bench import scenario_generate as G
+    from bench import generate_ltxv as V
+    from bench import generation as G
     from bench.scenario_vae_decode import tiling_config
 
     if family(name) == "ltx2-19b":
@@ -132,11 +133,11 @@ def generation(engine, name: str, args, smoke: bool):
         return run, size, dims
     size = G.SMOKE_SIZE if smoke else G.FULL_SIZE
     kw = dict(height=size[0], width=size[1], num_frames=size[2], frame_rate=G.FRAME_RATE, seed=G.SEED,
-              pipeline="condition", **G.DECODE, **G.ltxv_recipe("ltxv-2b", args.ltxv_steps))
+              pipeline="condition", **V.DECODE, **V.ltxv_recipe("ltxv-2b", args.ltxv_steps))
     kw["guidance_scale"] = args.ltxv_guidance
     kw["vae_tiling"] = tiling_config(args.tiling, (size[2] - 1) // 8 + 1, 8, smoke)  # 0.9.5+ VAE: 8x in time
     dims = {"recipe": "one-stage", "num_inference_steps": args.ltxv_steps, "guidance_scale": args.ltxv_guidance,
-            "text_tokens": G.T5_SEQ, "vae_tiling": args.tiling}
+            "text_tokens": V.T5_SEQ, "vae_tiling": args.tiling}
     return (lambda: dict(engine.generate(G.PROMPT, **kw).timings)), size, dims
 
 

@@ -237,3 +237,31 @@ def test_conv3d_caps_frames_and_says_so(tmp_path):
     (record,) = common.read_results(tmp_path / "ops_conv3d.jsonl")
     assert rc == 0 and record["status"] == "ok"
     assert (record["dims"]["frames"], record["dims"]["frames_full"], record["dims"]["frames_capped"]) == (2, 3, True)
+
+
+def _bench_imports(path: Path) -> set[str]:
+    """The bench modules a bench file imports, at module level or inside functions (a lazy import
+    hides a cycle, it does not cut it)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "bench":
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bench."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("bench.")}
+    return names
+
+
+def test_bench_has_no_import_cycles():
+    folder = Path(common.__file__).parent
+    graph = {p.stem: _bench_imports(p) for p in folder.glob("*.py")}
+
+    def visit(name: str, path: tuple[str, ...]):
+        for dep in sorted(graph.get(name, ())):
+            assert dep not in path, f"bench import cycle: {' -> '.join(path + (dep,))}"
+            visit(dep, path + (dep,))
+    for name in graph:
+        visit(name, (name,))

@@ -1,6 +1,7 @@
-"""bench/scenario_generate.py: the end-to-end smoke runs (tiny models, float32, CPU) and the checks
-they are made of. The smoke run is an fp32 parity check of the whole Engine against diffusers'
-pipelines (text encoding, sampling, upsampling, refinement, decode) on one set of weights."""
+"""bench/scenario_generate.py (with generate_ltxv.py, generate_ltx2.py and generation.py): the end-to-end
+smoke runs (tiny models, float32, CPU) and the checks they are made of. The smoke run is an fp32 parity
+check of the whole Engine against diffusers' pipelines (text encoding, sampling, upsampling, refinement,
+decode) on one set of weights."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 import torch
 
 from bench import generate_ltx2 as L
-from bench import scenario_generate as G
+from bench import generate_ltxv as V
+from bench import generation as G
+from bench import scenario_generate as S
 from tests.helpers import run_bench_smokes
 
 pytest.importorskip("diffusers")
@@ -80,15 +83,15 @@ def test_compare_verdicts():
 
 
 def test_stage_sizes_follow_two_stage_rounding():
-    assert G.stage_sizes(G.FULL_SIZE, 32) == (320, 512)  # 2/3 of 512x768, down to multiples of 32
-    assert G.stage_sizes(G.SMOKE_SIZE, 32) == (64, 64)
+    assert V.stage_sizes(G.FULL_SIZE, 32) == (320, 512)  # 2/3 of 512x768, down to multiples of 32
+    assert V.stage_sizes(G.SMOKE_SIZE, 32) == (64, 64)
 
 
 def test_recipe_picks_distilled_timesteps():
     from ltxengine import DISTILLED_STAGE1_TIMESTEPS
-    assert G.ltxv_recipe("ltxv-098", 3)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
-    assert G.ltxv_recipe("ltxv-2b", 8)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
-    assert G.ltxv_recipe("ltxv-2b", 5)["num_inference_steps"] == 5
+    assert V.ltxv_recipe("ltxv-098", 3)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
+    assert V.ltxv_recipe("ltxv-2b", 8)["timesteps"] == list(DISTILLED_STAGE1_TIMESTEPS)
+    assert V.ltxv_recipe("ltxv-2b", 5)["num_inference_steps"] == 5
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -100,14 +103,14 @@ def test_recipe_picks_distilled_timesteps():
 ])
 def test_cli_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        G.main(argv)
+        S.main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of full-size runs")
 def test_full_size_needs_a_gpu(capsys):
     with pytest.raises(SystemExit):
-        G.main([])
+        S.main([])
     assert "no CUDA device" in capsys.readouterr().err
 
 
