@@ -38,7 +38,7 @@ from .media import frame_rate_fraction
 from .models.ltx2_text import GemmaTextEncoder
 from .models.video_vae import TilingConfig
 from .pipelines.inputs import Condition
-from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams
+from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
 from .results import GenerationResult
 
 __all__ = ["LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS", "DIFFUSERS_GUIDANCE", "audio_frames"]
@@ -473,11 +473,3 @@ def _clip_blocks(p: GuidanceParams, layers: int) -> GuidanceParams:
     if all(b < layers for b in p.stg_blocks):
         return p
     return replace(p, stg_blocks=tuple(min(b, layers - 1) for b in p.stg_blocks))
-
-
-def audio_frames(num_frames: int, fps: float, audio_vae) -> int:
-    """Audio latent frames of a clip: round(duration x latents per second) (25 for LTX-2.0)."""
-    cfg = audio_vae.config
-    per_second = cfg.sample_rate / cfg.mel_hop_length / 4
-    return round(num_frames / fps * per_second)
-

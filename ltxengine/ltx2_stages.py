@@ -16,8 +16,8 @@ from .pipelines import samplers
 from .pipelines.inputs import image_to_tensor
 from .pipelines.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
 from .pipelines.latents import pack, randn, unpack, upsample_latents
-from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, keyframe_positions,
-                             ltx2_sigmas, video_state)
+from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, audio_frames,
+                             keyframe_positions, ltx2_sigmas, video_state)
 from .results import step_hook
 
 
@@ -219,7 +219,6 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     c = engine.transformer.config.in_channels
     f = (a["num_frames"] - 1) // 8 + 1
     shape1 = (1, c, f, h1 // 32, w1 // 32)
-    from .ltx2_engine import audio_frames
     a["_audio_frames"] = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
     sigmas = _stage1_sigmas(a, mode, shape1)
     t1 = time.perf_counter()

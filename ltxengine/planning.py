@@ -198,7 +198,7 @@ def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:
 
 
 def _ltx2_phases(engine, a) -> list[Phase]:
-    from .ltx2_engine import audio_frames
+    from .pipelines.ltx2 import audio_frames
     w = _weights(engine, engine.connectors, engine.audio_vae, engine.vocoder)
     offload = engine.residency.offload
     resident = _on_device(w, offload)

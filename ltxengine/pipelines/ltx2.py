@@ -23,7 +23,7 @@ from ..models.ltx2_transformer import Skip, TextContext
 from .samplers import LatentState
 
 __all__ = ["DISTILLED_SIGMAS", "STAGE2_SIGMAS", "DEFAULT_NEGATIVE_PROMPT", "GuidanceParams", "VIDEO_GUIDANCE",
-           "AUDIO_GUIDANCE", "NO_GUIDANCE", "ltx2_sigmas", "guide", "Denoiser", "KeyframeTokens"]
+           "AUDIO_GUIDANCE", "NO_GUIDANCE", "ltx2_sigmas", "guide", "Denoiser", "KeyframeTokens", "audio_frames"]
 
 # ltx-pipelines utils/constants.py: the distilled model's schedule and stage 2's tail of it.
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0)
@@ -283,3 +283,10 @@ def video_state(clean: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, no
     """ltx-core GaussianNoiser on packed tokens: x = noise (mask s) + clean (1 - mask s)."""
     scaled = mask * noise_scale
     return LatentState(latent=noise * scaled + clean * (1 - scaled), clean=clean, mask=mask)
+
+
+def audio_frames(num_frames: int, fps: float, audio_vae) -> int:
+    """Audio latent frames of a clip: round(duration x latents per second) (25 for LTX-2.0)."""
+    cfg = audio_vae.config
+    per_second = cfg.sample_rate / cfg.mel_hop_length / 4
+    return round(num_frames / fps * per_second)
