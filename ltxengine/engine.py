@@ -42,6 +42,7 @@ from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import read_json
+from .ltx_video_plan import plan_ltx_video
 from .media import frame_rate_fraction
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
@@ -58,6 +59,7 @@ from .pipelines.schedule import (
     linear_quadratic_schedule,
     make_schedule,
 )
+from .planning import measure
 from .results import STOP, GenerationCancelled, GenerationResult, step_hook
 
 # the result types and the argument bounds live in results.py and checks.py; they stay importable
@@ -160,9 +162,9 @@ class Engine:
         self.check_memory = True
         self._plans: dict[tuple, MemoryPlan] = {}
         for name in self.OFFLOADABLE:
-            self.residency.park(name, self._offloadable(name))
+            self.residency.park(name, self.offloadable(name))
 
-    def _offloadable(self, name: str):
+    def offloadable(self, name: str):
         """The module an ``offload`` name moves."""
         if name == "vae_encoder":
             return self.vae.encoder
@@ -318,7 +320,6 @@ class Engine:
             return self._plan(args)
 
     def _plan(self, args: dict[str, Any]) -> MemoryPlan:
-        from .planning import plan_ltx_video
         return plan_ltx_video(self, args)
 
     def _check_memory(self, args: dict[str, Any]) -> None:
@@ -328,9 +329,8 @@ class Engine:
         too (MemoryPlanError): unchecked, an oversized request could take the machine down."""
         if not self.check_memory or available_bytes(self.device) is None:  # None: free memory unknown
             return
-        from .planning import measure
         key = tuple(repr(args.get(k)) for k in _PLAN_KEYS) + (
-            len(args.get("conditions") or ()), args.get("image") is not None, bool(args.get("images")),
+            len(args.get("conditions") or ()), args.get("image") is not None,
             tuple(sorted(self.residency.offload)), self._graph_state())
         plan = self._plans.get(key)
         if plan is None:

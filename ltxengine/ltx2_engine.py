@@ -34,6 +34,7 @@ from .checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, c
 from .engine import Engine
 from .loading import CheckpointError, load_latent_upsampler
 from .loading.ltx2 import load_ltx2
+from .ltx2_plan import plan_ltx2
 from .media import frame_rate_fraction
 from .models.ltx2_text import GemmaTextEncoder
 from .models.video_vae import TilingConfig
@@ -183,7 +184,6 @@ class LTX2Engine(Engine):
         return self._check_ltx2(a)  # Engine.plan binds generate()'s arguments and checks them here
 
     def _plan(self, args: dict[str, Any]):
-        from .planning import plan_ltx2
         return plan_ltx2(self, args)
 
     def _warn_base_weights_refine(self, a: dict[str, Any]) -> None:

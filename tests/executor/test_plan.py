@@ -1,7 +1,7 @@
 """engine.plan(): the memory of a generation phase by phase, before it runs (ltxengine/planning.py,
-ltxengine/executor/plan.py). On CPU the accounting, the search for what fits, the check against host
-memory and that planning allocates nothing are checked; the GPU-marked test compares the prediction
-with the measured peak."""
+ltx_video_plan.py, ltx2_plan.py, ltxengine/executor/plan.py). On CPU the accounting, the search for
+what fits, the check against host memory and that planning allocates nothing are checked; the
+GPU-marked test compares the prediction with the measured peak."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import ltxengine.ltx_video_plan as ltx_video_plan
 import ltxengine.planning as planning
 from ltxengine import Engine, TwoStage
 from ltxengine.executor.plan import (InsufficientMemoryError, MemoryPlan, MemoryPlanError, Phase,
@@ -238,7 +239,7 @@ def test_planning_allocates_nothing(family, request, monkeypatch):
         from tests.pipelines.ltx2_fixtures import SEQ
         extra["max_sequence_length"] = SEQ
     # the frame/size search would trace some 15 more plans of this size: the same code, tested above
-    monkeypatch.setattr(planning, "_suggest", lambda engine, a, budget: "(search skipped)")
+    monkeypatch.setattr(ltx_video_plan, "_suggest", lambda engine, a, budget: "(search skipped)")
     engine.plan("a", height=128, width=128, num_frames=9, **extra)  # the tracer's one-time set-up
     if not _reset_peak_rss():
         pytest.skip("the peak resident memory cannot be reset (/proc/self/clear_refs)")

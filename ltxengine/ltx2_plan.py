@@ -1,0 +1,97 @@
+"""``LTX2Engine.plan``: the memory plan of an LTX-2 generation (video + audio), phase by phase,
+before it runs; the phases follow ``ltx2_stages.run_generation``. How phases are measured (fake
+tensors, nothing allocated) is as for LTX-Video: see ``ltx_video_plan``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
+from .ltx2_stages import decode_audio, decode_video
+from .pipelines.ltx2 import Denoiser, audio_frames
+from .planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+
+
+def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:
+    """The same phases for an LTX-2 generation (video + audio), per ``ltx2_stages.run_generation``."""
+    plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
+    if plan.fits is False:
+        plan.suggestion = ("lower num_frames or the size, offload the text encoder "
+                           "(offload=('text_encoder',)), or quantize (quantization='fp8-scaled-mm')")
+    return plan
+
+
+def _phases(engine, a) -> list[Phase]:
+    w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
+    offload = engine.residency.offload
+    resident = on_device(w, offload)
+    encoding = ("vae_encoder",) if a.get("conditions") or a.get("image") is not None else ()
+    two_stage = a["pipeline"] != "one-stage"
+    h, wd = a["height"], a["width"]
+    h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)
+    f = (a["num_frames"] - 1) // 8 + 1
+    t_audio = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
+    vp, ap = a["video_guidance"], a["audio_guidance"]
+    phases = [Phase("text", on_device(w, offload, "text_encoder"), 0, 0)]
+    stages = [("denoise", h1, w1, vp, ap)]
+    if two_stage:
+        two = a["two_stage"]
+        stages.append(("refine", h, wd, two.video_guidance, two.audio_guidance))
+    kept = 0
+    keeps = engine.executor is not None
+    for i, (name, hh, ww, gv, ga) in enumerate(stages):
+        step, static = _step_peak(engine, a, f, hh // 32, ww // 32, t_audio, gv, ga)
+        if i == 1:
+            phases.append(Phase("upsample", on_device(w, offload, "latent_upsampler"), kept,
+                                upsample_peak(engine, f, h1 // 32, w1 // 32)))
+        phases.append(Phase(name, on_device(w, offload, *encoding), kept + (static if keeps else 0), step))
+        if keeps:
+            kept += static + (step if engine.executor.mode == "graphs" else 0)
+    phases.append(Phase("decode", resident, kept, _decode_peak(engine, a, f, h // 32, wd // 32, t_audio)))
+    return phases
+
+
+def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
+    """One Denoiser call (all guidance passes of a step) at the stage's size, traced on fake
+    tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check)."""
+    tr, dev, dtype = engine.transformer, engine.device, engine.dtype
+    cfg = tr.config
+    L = a["max_sequence_length"]
+    need_neg = vp.uncond or ap.uncond
+    nv, na = f * h * w, t_audio
+    with fake_mode():
+        text = torch.zeros((1, L, cfg.caption_channels), dtype=dtype, device=dev)
+        ctx = tr.prepare_context(text, text, None)
+        xv = torch.zeros((1, nv, cfg.in_channels), device=dev)
+        xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
+    # Every token is denoised (masks of ones): the Denoiser reads only that, from real tensors
+    # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
+    ones = torch.ones((1, 1, 1), device=dev)
+    den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a["guidance_batch"])
+
+    def step(xv, xa):
+        den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a["fps"]), device=dev),
+                           tr.audio_positions(1, t_audio, device=dev))
+        return den(xv, xa, 0.5, 0)
+
+    peak = transient_peak(step, xv, xa)
+    rows = len(den.passes)
+    item = torch.finfo(dtype).bits // 8
+    static = (2 * (nv * cfg.in_channels + na * cfg.audio_in_channels) * 4 * rows  # latents in, x0 out
+              + 2 * 4 * (nv * tr.config.inner_dim + na * tr.config.audio_inner_dim)  # RoPE tables (fp32)
+              + rows * L * (tr.config.inner_dim + tr.config.audio_inner_dim) * item)  # text contexts
+    return peak, static
+
+
+def _decode_peak(engine, a, f, h, w, t_audio) -> int:
+    z = fake_latents(engine, f, h, w)
+    with fake_mode():
+        tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=engine.device)
+    video = transient_peak(lambda z: decode_video(engine, a, z, None), z)
+    try:
+        audio = transient_peak(lambda t: torch.as_tensor(decode_audio(engine, t)), tokens)
+    except Exception:  # noqa: BLE001 - decode_audio ends on the host (numpy): trace up to there
+        audio = 0
+    return max(video, audio)
