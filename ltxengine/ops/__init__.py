@@ -10,6 +10,10 @@ reference (``TORCH_OPS``). Backends:
 - ``"cuda"``: the CUDA C++ kernels of ``ltxengine._C``, cuBLASLt (``torch._scaled_mm``) for fp8
   GEMMs, the references elsewhere;
 - ``"auto"``: per op, the implementation we expect to be fastest on the device (see ``AUTO``).
+
+Each fused op has one file here (``ada_norm.py``, ...) with its schema, the adapter to each
+backend's launcher, the function put on ``Ops`` and its ``auto`` preference; ``FUSED_OPS`` lists
+them and ``library.build`` makes a backend's ``Ops`` from that list.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from . import reference
+from . import library, reference
+from .ada_norm import ADA_NORM
+from .attention_fp8 import ATTENTION_FP8
+from .causal_conv3d import CAUSAL_CONV3D
+from .fp8_linear import FP8_LINEAR
+from .gated_residual import GATED_RESIDUAL
+from .qk_norm_rope import QK_NORM_ROPE
+from .quantize_fp8 import QUANTIZE_FP8
+from .scaled_mm import SCALED_MM
 
 BACKENDS = ("auto", "torch", "triton", "cuda")
 
@@ -50,23 +62,17 @@ class Ops:
 
 TORCH_OPS = Ops(name="torch")
 
-FUSED = ("qk_norm_rope", "ada_norm", "gated_residual", "causal_conv3d", "quantize_fp8", "scaled_mm", "fp8_linear",
-         "attention_fp8")
+# Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
+# backend's ``sources``' (ops composed of others, fp8_linear, come last there).
+FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8)
+FUSED = tuple(op.name for op in FUSED_OPS)
+SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 
-# kernels="auto" on a CUDA device: first available backend per op. A prior, not a measurement:
-# the memory-bound fusions replace 4-8 eager kernels each, so Triton is expected to win; the
-# implicit-GEMM conv and our fp8 GEMMs must first beat cuDNN / cuBLASLt in bench/ on the GPU
-# before they are preferred here (see bench/README.md).
-AUTO = {
-    "qk_norm_rope": ("triton", "cuda"),
-    "ada_norm": ("triton", "cuda"),
-    "gated_residual": ("triton", "cuda"),
-    "causal_conv3d": ("torch",),
-    "quantize_fp8": ("triton", "cuda"),
-    "scaled_mm": ("cuda", "triton"),
-    "fp8_linear": ("cuda", "triton"),
-    "attention_fp8": ("triton",),
-}
+# kernels="auto" on a CUDA device: first available backend per op (each op file's ``auto``). A
+# prior, not a measurement: the memory-bound fusions replace 4-8 eager kernels each, so Triton is
+# expected to win; the implicit-GEMM conv and our fp8 GEMMs must first beat cuDNN / cuBLASLt in
+# bench/ on the GPU before they are preferred there (see bench/README.md).
+AUTO = {op.name: op.auto for op in FUSED_OPS}
 
 _CACHE: dict[str, Ops] = {}
 
@@ -80,9 +86,7 @@ def _triton_ops(device: torch.device) -> Ops:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"kernels='triton' supports cuda (or cpu through the interpreter) devices, got {device}")
     if "triton" not in _CACHE:
-        from .triton_backend import build
-
-        _CACHE["triton"] = build()
+        _CACHE["triton"] = _build("triton")
     return _CACHE["triton"]
 
 
@@ -90,10 +94,18 @@ def _cuda_ops(device: torch.device) -> Ops:
     if device.type != "cuda":
         raise ValueError(f"kernels='cuda' needs a CUDA device, got {device}")
     if "cuda" not in _CACHE:
-        from .cuda_backend import build
+        from . import cuda
 
-        _CACHE["cuda"] = build()
+        if not cuda.available():
+            raise RuntimeError("kernels='cuda': ltxengine._C is missing or no CUDA device is usable")
+        _CACHE["cuda"] = _build("cuda")
     return _CACHE["cuda"]
+
+
+def _build(backend: str) -> Ops:
+    """Every fused op ``backend`` has a kernel for (see library.build); the rest stay the reference."""
+    fields, sources = library.build(backend, FUSED_OPS)
+    return Ops(name=backend, sources=tuple(sources.items()), **fields)
 
 
 def _auto_ops(device: torch.device) -> Ops:
@@ -147,4 +159,5 @@ def set_ops(model: nn.Module, ops: Ops) -> nn.Module:
     return model
 
 
-__all__ = ["Ops", "TORCH_OPS", "BACKENDS", "FUSED", "AUTO", "get_ops", "set_ops", "with_fp8_attention", "reference"]
+__all__ = ["Ops", "TORCH_OPS", "BACKENDS", "FUSED", "FUSED_OPS", "SCHEMAS", "AUTO", "get_ops", "set_ops",
+           "with_fp8_attention", "reference"]

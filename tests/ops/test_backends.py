@@ -8,7 +8,8 @@ import torch
 
 from ltxengine.ops import AUTO, FUSED, TORCH_OPS, get_ops, reference
 from ltxengine.ops import cublas
-from ltxengine.ops.library import SCHEMAS, conv_out_shape
+from ltxengine.ops.causal_conv3d import conv_out_shape
+from ltxengine.ops import SCHEMAS
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
