@@ -17,7 +17,7 @@ import pytest
 
 from bench import common
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_session.sh"
 LIMIT_S = 540  # one device command may run 10 minutes; the session must end by 9
 STAGE = re.compile(r"stage (\d+) (\S+) budget=(\d+)s deadline=(\d+)s command: (.*)")
