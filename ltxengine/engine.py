@@ -183,9 +183,15 @@ class Engine:
         if self.executor is not None:
             self.executor.invalidate(reason)
 
-    def _graph_state(self) -> tuple:
+    def graph_state(self) -> tuple:
         """What captured graphs depend on besides shapes: the weights' identity and how they run."""
         return (id(self.transformer), self.transformer.ops.name, self.quantization, self._weights_version)
+
+    def sync_executor(self) -> None:
+        """Before a stage's steps: the step executor learns the graph state in force (a change
+        drops the graphs captured under another)."""
+        if self.executor is not None:
+            self.executor.set_state(self.graph_state())
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -331,7 +337,7 @@ class Engine:
             return
         key = tuple(repr(args.get(k)) for k in _PLAN_KEYS) + (
             len(args.get("conditions") or ()), args.get("image") is not None,
-            tuple(sorted(self.residency.offload)), self._graph_state())
+            tuple(sorted(self.residency.offload)), self.graph_state())
         plan = self._plans.get(key)
         if plan is None:
             try:
@@ -544,8 +550,7 @@ class Engine:
                                                           use_mask=mode == "condition")
         timings["text"] = time.perf_counter() - t0
 
-        if self.executor is not None:
-            self.executor.set_state(self._graph_state())
+        self.sync_executor()
 
         def guide(scale, rescale):
             return lv.Guidance(self.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=self.executor)

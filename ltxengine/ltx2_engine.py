@@ -35,11 +35,13 @@ from .engine import Engine
 from .loading import CheckpointError, load_latent_upsampler
 from .loading.ltx2 import load_ltx2
 from .ltx2_plan import plan_ltx2
+from .ltx2_stages import run_generation, stage1_sigmas, uint8_image
 from .media import frame_rate_fraction
 from .models.ltx2_text import GemmaTextEncoder
 from .models.video_vae import TilingConfig
 from .pipelines.inputs import Condition
 from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
+from .pipelines.samplers import check_schedule
 from .results import GenerationResult
 
 __all__ = ["LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS", "DIFFUSERS_GUIDANCE", "audio_frames"]
@@ -119,15 +121,21 @@ class LTX2Engine(Engine):
                      source=str(path), executor=executor, offload=offload)
         engine.fp8_lora = fp8_lora
         if lora is not None:
-            engine._lora_manager().check(lora)  # a LoRA for another model fails at load, not in stage 2
+            engine.lora_manager().check(lora)  # a LoRA for another model fails at load, not in stage 2
         return engine
 
-    def _lora_manager(self):
+    def lora_manager(self):
+        """The LoraSet that fuses LoRAs into the transformer and connectors (made on first use)."""
         if self._lora is None:
             from .loading.lora import LoraSet
             self._lora = LoraSet({"transformer": self.transformer, "connectors": self.connectors},
                                  fp8_lora=self.fp8_lora)
         return self._lora
+
+    @property
+    def graph_variant(self) -> tuple:
+        """What captured graphs depend on besides ``graph_state``: the LoRA fused now, if any."""
+        return self._lora.graph_variant if self._lora is not None else ()
 
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
@@ -308,8 +316,6 @@ class LTX2Engine(Engine):
     def _check_stage1_schedule(self, a: dict[str, Any], mode: str) -> None:
         """sigmas / num_inference_steps / shift_tokens: stage 1's schedule is built now (at most
         MAX_STEPS numbers) and checked as its sampler will check it."""
-        from .ltx2_stages import _stage1_sigmas
-        from .pipelines.samplers import check_schedule
         if a["shift_tokens"] is not None:
             check_int("shift_tokens", a["shift_tokens"], 1)
         if a["sigmas"] is not None:
@@ -325,7 +331,7 @@ class LTX2Engine(Engine):
         half = 1 if mode == "one-stage" else 2
         shape = (1, 0, (a["num_frames"] - 1) // 8 + 1, a["height"] // half // 32, a["width"] // half // 32)
         try:
-            check_schedule(_stage1_sigmas(a, mode, shape), a["sampler"], "sigmas")
+            check_schedule(stage1_sigmas(a, mode, shape), a["sampler"], "sigmas")
         except (ValueError, OverflowError) as e:
             if a["sigmas"] is not None:
                 raise
@@ -336,7 +342,6 @@ class LTX2Engine(Engine):
 
     def _check_two_stage(self, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoStage:
         """Every field of stage 2's configuration; -> the checked copy (sigmas a tuple, noise_scale set)."""
-        from .pipelines.samplers import check_schedule
         layers = self.transformer.config.num_layers
         guidance = {}
         for k in ("video_guidance", "audio_guidance"):
@@ -408,7 +413,6 @@ class LTX2Engine(Engine):
 
     # ---- generation internals ------------------------------------------------------------------
     def _generate_ltx2(self, a: dict[str, Any]):
-        from .ltx2_stages import run_generation
         t0 = time.perf_counter()
         gen, seed = make_generator(a["generator"], a["seed"])
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
@@ -460,11 +464,10 @@ def _audio_file_rate(path: Path) -> int:
 
 def _condition_images(a: dict[str, Any]) -> list:
     """Each condition's image as uint8 (H, W, 3), converted now so a bad one fails before any work."""
-    from .ltx2_stages import _uint8_image
     out = []
     for i, c in enumerate(a["conditions"]):
         arg = "image" if i == 0 and a["image"] is not None else f"conditions[{i}].image"
-        out.append((_uint8_image(c.image, arg), c.frame_index, float(c.strength)))
+        out.append((uint8_image(c.image, arg), c.frame_index, float(c.strength)))
     return out
 
 

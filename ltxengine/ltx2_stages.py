@@ -32,7 +32,7 @@ class StageOutput:
 
 # -- inputs ------------------------------------------------------------------------------------------
 
-def _uint8_image(image, arg: str) -> np.ndarray:
+def uint8_image(image, arg: str) -> np.ndarray:
     """Any accepted image -> uint8 (H, W, 3), the form the H.264 round trip takes."""
     t = image_to_tensor(image, *_size_of(image, arg), arg)  # validates; (3, H, W) in [-1, 1]
     if isinstance(image, np.ndarray) and image.dtype == np.uint8:
@@ -168,11 +168,10 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     if keyframes:
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
-    if engine.executor is not None:
-        engine.executor.set_state(engine._graph_state())
+    engine.sync_executor()
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a["guidance_batch"], executor=engine.executor,
-                        graph_variant=engine._lora.graph_variant if engine._lora is not None else ())
+                        graph_variant=engine.graph_variant)
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a["sampler"]
     try:
@@ -220,7 +219,7 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     f = (a["num_frames"] - 1) // 8 + 1
     shape1 = (1, c, f, h1 // 32, w1 // 32)
     a["_audio_frames"] = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
-    sigmas = _stage1_sigmas(a, mode, shape1)
+    sigmas = stage1_sigmas(a, mode, shape1)
     t1 = time.perf_counter()
     first, keys = encode_conditions(engine, images, h1, w1, float(a["fps"]))
     video, audio = run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape1, sigmas=sigmas,
@@ -261,7 +260,7 @@ def run_generation(engine, a, gen, seed: int) -> StageOutput:
     return out
 
 
-def _stage1_sigmas(a, mode: str, shape) -> torch.Tensor:
+def stage1_sigmas(a, mode: str, shape) -> torch.Tensor:
     if mode == "distilled" and a["sigmas"] is None:
         return torch.tensor(DISTILLED_SIGMAS, dtype=torch.float32)
     tokens = a["shift_tokens"] if a["shift_tokens"] is not None else shape[2] * shape[3] * shape[4]
@@ -281,12 +280,12 @@ class _stage2_weights:
     def __enter__(self):
         e = self.engine
         if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e._lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
+            e.lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
 
     def __exit__(self, *exc):
         e = self.engine
         if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e._lora_manager().clear()
+            e.lora_manager().clear()
         return False
 
 
