@@ -40,7 +40,6 @@ from .executor.graphs import GraphExecutor
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
 from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
-from .loading.ltx2 import is_ltx2
 from .loading.safetensors_io import read_json
 from .ltx_video_plan import plan_ltx_video
 from .media import frame_rate_fraction
@@ -124,9 +123,23 @@ class TwoStage:
 
 # -- the engine ------------------------------------------------------------------------------------
 
+# The model families other than LTX-Video (the base class's own): name -> (detect(path) -> bool, engine
+# class). A family's engine class registers itself by subclassing Engine with family= and detect=
+# (ltxengine/__init__.py imports each family's module), so engine.py never names a family module.
+_FAMILIES: dict[str, tuple[Callable[[Path], bool], type]] = {}
+
+
 class Engine:
     """LTX-Video models on one device; ``generate`` calls are serialized by a lock, so concurrent
     calls from several threads run one after the other and each gets its own correct result."""
+
+    def __init_subclass__(cls, family: str | None = None, detect: Callable[[Path], bool] | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if family is not None:
+            if detect is None or family in _FAMILIES:
+                raise TypeError(f"{cls.__name__}: family {family!r} needs a detect= function and a name of its "
+                                f"own (registered: {sorted(_FAMILIES)})")
+            _FAMILIES[family] = (detect, cls)
 
     # the VAE encoder only encodes image / video conditions: a text-to-video engine never needs it
     OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder")
@@ -251,14 +264,17 @@ class Engine:
         if fp8_attention:
             ops = with_fp8_attention(ops)
         path = _resolve_source(path_or_repo_id, revision, local_files_only)
-        if is_ltx2(path):
-            if scheduler_config is not None:
-                raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
-                                 "shift_tokens=...), got a scheduler config")
-            from .ltx2_engine import LTX2Engine
-            return LTX2Engine.load(path, device, dtype, ops, text_encoder=text_encoder,
-                                   latent_upsampler=latent_upsampler, distilled_lora=distilled_lora,
-                                   quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload)
+        family = next((engine_cls for detect, engine_cls in _FAMILIES.values() if detect(path)), Engine)
+        return family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
+                           scheduler_config=scheduler_config, distilled_lora=distilled_lora,
+                           quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload)
+
+    @classmethod
+    def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
+             scheduler_config: dict | None = None, distilled_lora=None, quantization: str | None = None,
+             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = ()) -> "Engine":
+        """An LTX-Video engine from a local checkpoint (``from_pretrained`` has resolved the path
+        and checked the options; each family's engine class loads its own checkpoints)."""
         if distilled_lora is not None:
             raise ValueError("distilled_lora: only LTX-2 engines take a stage-2 LoRA, this is an LTX-Video "
                              "checkpoint")

@@ -33,7 +33,7 @@ from .checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, c
                      check_decreasing, check_float, check_int, check_random, make_generator)
 from .engine import Engine
 from .loading import CheckpointError, load_latent_upsampler
-from .loading.ltx2 import load_ltx2
+from .loading.ltx2 import is_ltx2, load_ltx2
 from .ltx2_plan import plan_ltx2
 from .ltx2_stages import run_generation, stage1_sigmas, uint8_image
 from .media import frame_rate_fraction
@@ -64,7 +64,7 @@ class LTX2TwoStage:
     tone_map_compression_ratio: float = 0.0
 
 
-class LTX2Engine(Engine):
+class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     """LTX-2 models on one device. ``generate`` calls are serialized by a lock."""
 
     def __init__(self, checkpoint, text_encoder: GemmaTextEncoder, *, latent_upsampler=None, distilled_lora=None,
@@ -95,8 +95,12 @@ class LTX2Engine(Engine):
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
-             distilled_lora=None, quantization: str | None = None, fp8_lora: str = "branch",
-             executor: str = "auto", offload: Sequence[str] = ()) -> "LTX2Engine":
+             scheduler_config: dict | None = None, distilled_lora=None, quantization: str | None = None,
+             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = ()) -> "LTX2Engine":
+        """An LTX-2 engine from a local bundle or diffusers folder (see ``Engine.load``)."""
+        if scheduler_config is not None:
+            raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
+                             "shift_tokens=...), got a scheduler config")
         ckpt = load_ltx2(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         if isinstance(text_encoder, GemmaTextEncoder):
