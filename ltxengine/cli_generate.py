@@ -68,9 +68,9 @@ def check_paths(args) -> None:
 
 
 def resolve_model(model: str) -> Path:
-    from .engine import _resolve_source
+    from .engine import resolve_source
     try:
-        return _resolve_source(model, None, False)  # a local path as is; a repo id is downloaded
+        return resolve_source(model, None, False)  # a local path as is; a repo id is downloaded
     except FileNotFoundError as e:
         raise UsageError(flag_message(str(e))) from None
 
@@ -217,10 +217,10 @@ def guidance(args, modality: str, layers: int | None):
     values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
     if not values:
         return None
-    from .ltx2_engine import _clip_blocks
+    from .ltx2_engine import clip_blocks
     from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
     base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
-    params = replace(_clip_blocks(base, layers) if layers else base, **values)
+    params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
         try:
             params.check(f"{modality}_guidance", layers)

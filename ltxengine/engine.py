@@ -263,7 +263,7 @@ class Engine:
         ops = get_ops(kernels, device)
         if fp8_attention:
             ops = with_fp8_attention(ops)
-        path = _resolve_source(path_or_repo_id, revision, local_files_only)
+        path = resolve_source(path_or_repo_id, revision, local_files_only)
         family = next((engine_cls for detect, engine_cls in _FAMILIES.values() if detect(path)), Engine)
         return family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                            scheduler_config=scheduler_config, distilled_lora=distilled_lora,
@@ -706,7 +706,7 @@ def _check_runtime_options(executor, offload, fp8_lora: str = "branch") -> None:
         raise ValueError(f"fp8_lora must be one of {FP8_LORA_MODES}, got {fp8_lora!r}")
 
 
-def _resolve_source(path_or_repo_id, revision, local_files_only) -> Path:
+def resolve_source(path_or_repo_id, revision, local_files_only) -> Path:
     p = Path(path_or_repo_id).expanduser()
     if p.exists():
         return p

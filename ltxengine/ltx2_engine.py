@@ -310,7 +310,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
             if p is not None and not isinstance(p, GuidanceParams):
                 raise ValueError(f"{k} must be a GuidanceParams or None, got {type(p).__name__}")
             if p is None:
-                p = NO_GUIDANCE if distilled else _clip_blocks(default, layers)
+                p = NO_GUIDANCE if distilled else clip_blocks(default, layers)
             if given:
                 fields = {f: given[name] for f, name in names.items() if name in given}
                 a[k] = replace(p, **fields).check(k, layers, names=names)
@@ -475,7 +475,7 @@ def _condition_images(a: dict[str, Any]) -> list:
     return out
 
 
-def _clip_blocks(p: GuidanceParams, layers: int) -> GuidanceParams:
+def clip_blocks(p: GuidanceParams, layers: int) -> GuidanceParams:
     """The released defaults name block 29 of 48; on smaller models (tests, demo) use the last block."""
     if all(b < layers for b in p.stg_blocks):
         return p

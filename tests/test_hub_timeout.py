@@ -88,7 +88,7 @@ def test_a_cached_snapshot_still_serves_when_the_hub_never_answers(tmp_path):
     snapshot = repo / "snapshots" / sha
     snapshot.mkdir(parents=True)
     (snapshot / "model_index.json").write_text("{}")
-    proc = _run_against_silent_hub(tmp_path, "print('resolved', ltxengine.engine._resolve_source("
+    proc = _run_against_silent_hub(tmp_path, "print('resolved', ltxengine.engine.resolve_source("
                                              "'owner/cached-repo', None, False))")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resolved {snapshot}" in proc.stdout and _waited(proc) < 30, proc.stdout
