@@ -264,7 +264,8 @@ class Engine:
         if fp8_attention:
             ops = with_fp8_attention(ops)
         path = resolve_source(path_or_repo_id, revision, local_files_only)
-        family = next((engine_cls for detect, engine_cls in _FAMILIES.values() if detect(path)), Engine)
+        # no registered family's checkpoint: LTX-Video, loaded by the class called (a subclass stays one)
+        family = next((engine_cls for detect, engine_cls in _FAMILIES.values() if detect(path)), cls)
         return family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                            scheduler_config=scheduler_config, distilled_lora=distilled_lora,
                            quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload)

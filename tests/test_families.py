@@ -61,6 +61,16 @@ def test_a_new_family_registers_by_subclassing(tmp_path, monkeypatch):
             pass
 
 
+def test_an_unregistered_subclass_loads_ltx_video_checkpoints_itself(tmp_path):
+    """As before the registry: Sub.from_pretrained builds the class it is called on."""
+    class Sub(Engine):
+        @classmethod
+        def load(cls, path, device, dtype, ops, **options):
+            return cls
+
+    assert Sub.from_pretrained(_index_only(tmp_path / "ltxv", "LTXPipeline"), device="cpu") is Sub
+
+
 def test_both_families_public_names_are_top_level_exports():
     from ltxengine.models.video_vae import TilingConfig
     from ltxengine.pipelines.ltx2 import GuidanceParams
