@@ -40,7 +40,7 @@ SIGLIP_TINY = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, nu
 
 
 def ltx2_configs(smoke: bool) -> dict:
-    """Released LTX-2.0 configs, or the demo's tiny consistent set (ltxengine/demo.py)."""
+    """Released LTX-2.0 configs, or the demo's tiny consistent set (ltxengine/presets.py)."""
     from ltxengine.config import LTX2_TRANSFORMER_19B
     from ltxengine.models.audio_vae import AudioVAEConfig
     from ltxengine.models.latent_upsampler import UPSAMPLER_LTX2
@@ -49,8 +49,8 @@ def ltx2_configs(smoke: bool) -> dict:
     from ltxengine.models.vocoder import VocoderConfig
 
     if smoke:
-        from ltxengine.demo import _ltx2_configs
-        cfg = dict(_ltx2_configs(), gemma=(GEMMA_TINY, SIGLIP_TINY, 4))
+        from ltxengine.presets import demo_ltx2
+        cfg = dict(demo_ltx2(), gemma=(GEMMA_TINY, SIGLIP_TINY, 4))
         cfg["vae"] = dataclasses.replace(cfg["vae"], timestep_conditioning=False)  # as the released VAE
     else:
         cfg = {"transformer": LTX2_TRANSFORMER_19B, "connectors": TextConnectorsConfig(), "vae": VAE_LTX2,

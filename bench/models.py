@@ -49,6 +49,7 @@ from ltxengine.models.ltx2_transformer import LTX2Transformer
 from ltxengine.models.transformer import LTXVideoTransformer
 from ltxengine.models.video_vae import VAE_LTX2, LTX2VideoVAE, LTX2VideoVAEConfig, VideoVAE
 from ltxengine.ops import TORCH_OPS, Ops
+from ltxengine.presets import TINY_2B, TINY_LTX2, TINY_VAE_095, TINY_VAE_LTX2
 
 BIAS_STD = 0.02
 NORM_WEIGHT_STD = 0.05
@@ -59,20 +60,7 @@ DIFFUSERS_COMPILE = "diffusers+compile"
 
 # -- configs ----------------------------------------------------------------------------------
 
-TINY_2B = TransformerConfig(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8,
-                            cross_attention_dim=16, num_layers=2, caption_channels=12)
-TINY_LTX2 = LTX2TransformerConfig(num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
-                                  audio_num_attention_heads=2, audio_attention_head_dim=8,
-                                  audio_cross_attention_dim=16, num_layers=2, caption_channels=24, in_channels=8,
-                                  out_channels=8, audio_in_channels=6, audio_out_channels=6)
-# The 0.9.5 and LTX-2 decoder layouts scaled down (tests/models/test_*video_vae.py).
-TINY_VAE_095 = dataclasses.replace(VAE_095, latent_channels=8, block_out_channels=(8, 16, 32, 64, 64),
-                                   decoder_block_out_channels=(16, 32, 64), layers_per_block=(1, 1, 1, 1, 1),
-                                   decoder_layers_per_block=(1, 1, 1, 1))
-TINY_VAE_LTX2 = dataclasses.replace(VAE_LTX2, latent_channels=8, block_out_channels=(16, 32, 64, 64),
-                                    decoder_block_out_channels=(16, 32, 64), layers_per_block=(1, 1, 1, 1, 1),
-                                    decoder_layers_per_block=(1, 1, 1, 1))
-
+# the released configs and the tiny ones (ltxengine/presets.py) by the names the scripts take
 TRANSFORMERS = {"2b": TRANSFORMER_2B, "13b": TRANSFORMER_13B, "ltx2-19b": LTX2_TRANSFORMER_19B,
                 "tiny-2b": TINY_2B, "tiny-ltx2": TINY_LTX2}
 VAES = {"ltxv-095": VAE_095, "ltx2": VAE_LTX2, "tiny-095": TINY_VAE_095, "tiny-ltx2": TINY_VAE_LTX2}

@@ -14,26 +14,15 @@ from pathlib import Path
 
 import torch
 
-from .config import LatentUpsamplerConfig, TransformerConfig, VideoVAEConfig
 from .loading.export import save_component, save_pipeline
 from .models.latent_upsampler import LatentUpsampler
 from .models.transformer import LTXVideoTransformer
 from .models.video_vae import VideoVAE
+from .presets import DEMO_TRANSFORMER, DEMO_UPSAMPLER, DEMO_VAE, demo_ltx2
 
 _WORDS = ("a the of and in on with at red blue green car cat dog man woman street city night day sky sea "
           "walks drives flies runs camera pans slowly fast bright dark light river forest mountain").split()
 
-TRANSFORMER = TransformerConfig(in_channels=32, out_channels=32, num_attention_heads=4, attention_head_dim=16,
-                                cross_attention_dim=64, num_layers=2, caption_channels=32)
-VAE = VideoVAEConfig(latent_channels=32, block_out_channels=(8, 16, 32, 64, 128),
-                     down_block_types=("LTXVideo095DownBlock3D",) * 4, decoder_block_out_channels=(32, 64, 128),
-                     layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
-                     spatio_temporal_scaling=(True,) * 4, decoder_spatio_temporal_scaling=(True,) * 3,
-                     decoder_inject_noise=(False,) * 4,
-                     downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-                     upsample_residual=(True,) * 3, upsample_factor=(2,) * 3, timestep_conditioning=True,
-                     spatial_compression_ratio=32, temporal_compression_ratio=8)
-UPSAMPLER = LatentUpsamplerConfig(in_channels=32, mid_channels=64, num_blocks_per_stage=1)
 SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
              "use_dynamic_shifting": False}
 
@@ -54,7 +43,7 @@ def write_demo_checkpoint(folder, seed: int = 0) -> Path:
     folder = Path(folder)
     torch.manual_seed(seed)
     with torch.no_grad():
-        transformer, vae = LTXVideoTransformer(TRANSFORMER), VideoVAE(VAE)
+        transformer, vae = LTXVideoTransformer(DEMO_TRANSFORMER), VideoVAE(DEMO_VAE)
         # random latent statistics and a non-zero decoder timestep table, as trained models have
         vae.latents_mean.normal_(0, 0.5)
         vae.latents_std.uniform_(0.5, 1.5)
@@ -62,10 +51,10 @@ def write_demo_checkpoint(folder, seed: int = 0) -> Path:
             if "scale_shift_table" in name:
                 p.normal_(0, 0.1)
     save_pipeline(folder, transformer=transformer, vae=vae)
-    save_component(LatentUpsampler(UPSAMPLER), folder / "latent_upsampler")
+    save_component(LatentUpsampler(DEMO_UPSAMPLER), folder / "latent_upsampler")
     tok = _tokenizer()
     tok.save_pretrained(folder / "tokenizer")
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TRANSFORMER.caption_channels, d_kv=8, num_heads=4,
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=DEMO_TRANSFORMER.caption_channels, d_kv=8, num_heads=4,
                                  d_ff=64, num_layers=2, feed_forward_proj="gated-gelu", dropout_rate=0.0))
     t5.save_pretrained(folder / "text_encoder")
     (folder / "scheduler").mkdir(exist_ok=True)
@@ -78,36 +67,6 @@ def write_demo_checkpoint(folder, seed: int = 0) -> Path:
 
 
 # -- LTX-2 (video + audio) ---------------------------------------------------------------------------
-
-def _ltx2_configs():
-    from .config import LTX2TransformerConfig
-    from .models.audio_vae import AudioVAEConfig
-    from .models.latent_upsampler import LTX2LatentUpsamplerConfig
-    from .models.ltx2_text import TextConnectorsConfig
-    from .models.video_vae import LTX2VideoVAEConfig
-    from .models.vocoder import VocoderConfig
-    width = 32  # Gemma hidden size = caption channels
-    return {
-        "transformer": LTX2TransformerConfig(
-            num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32, audio_num_attention_heads=2,
-            audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2, caption_channels=width,
-            in_channels=32, out_channels=32, audio_in_channels=16, audio_out_channels=16),
-        "connectors": TextConnectorsConfig(
-            caption_channels=width, text_proj_in_factor=4, video_connector_num_attention_heads=2,
-            video_connector_attention_head_dim=16, video_connector_num_layers=1,
-            video_connector_num_learnable_registers=16, audio_connector_num_attention_heads=2,
-            audio_connector_attention_head_dim=16, audio_connector_num_layers=1,
-            audio_connector_num_learnable_registers=16),
-        "vae": LTX2VideoVAEConfig(latent_channels=32, block_out_channels=(16, 32, 64, 64),
-                                  decoder_block_out_channels=(16, 32, 64), layers_per_block=(1, 1, 1, 1, 1),
-                                  decoder_layers_per_block=(1, 1, 1, 1), timestep_conditioning=True),
-        "audio_vae": AudioVAEConfig(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=1, latent_channels=4,
-                                    mel_bins=16),
-        "vocoder": VocoderConfig(in_channels=32, hidden_channels=32, upsample_kernel_sizes=(16, 15, 8, 4, 4),
-                                 upsample_factors=(6, 5, 2, 2, 2), resnet_kernel_sizes=(3,), resnet_dilations=((1, 3),)),
-        "latent_upsampler": LTX2LatentUpsamplerConfig(in_channels=32, mid_channels=32, num_blocks_per_stage=1),
-    }
-
 
 def _gemma(folder: Path, hidden: int = 32) -> None:
     """A 3-layer random Gemma 3 (4 hidden states) and a word-level tokenizer built offline."""
@@ -140,7 +99,7 @@ def write_demo_ltx2_checkpoint(folder, seed: int = 0) -> Path:
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    cfgs = _ltx2_configs()
+    cfgs = demo_ltx2()
     index = {"_class_name": "LTX2Pipeline"}
     for name, spec in _SPECS.items():
         model = _build(spec, cfgs[name])

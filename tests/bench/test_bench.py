@@ -265,3 +265,16 @@ def test_bench_has_no_import_cycles():
             visit(dep, path + (dep,))
     for name in graph:
         visit(name, (name,))
+
+
+def test_bench_imports_no_private_ltxengine_names():
+    """bench/ builds on ltxengine's public names (tiny configs: ltxengine.presets), so a refactor of the
+    package's internals cannot break the benchmarks silently."""
+    import ast
+
+    private = []
+    for path in Path(common.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ltxengine"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert not private, private

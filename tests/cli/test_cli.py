@@ -106,10 +106,10 @@ def test_info_command(demo_folder, capsys):
     assert main(["info", str(demo_folder), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     n = d["components"]["transformer"]["parameters"]
-    from ltxengine.demo import TRANSFORMER
+    from ltxengine.presets import DEMO_TRANSFORMER
     from ltxengine.models.transformer import LTXVideoTransformer
 
-    assert n == sum(p.numel() for p in LTXVideoTransformer(TRANSFORMER).parameters())
+    assert n == sum(p.numel() for p in LTXVideoTransformer(DEMO_TRANSFORMER).parameters())
     assert d["components"]["vae"]["dtypes"] == {"F32": d["components"]["vae"]["parameters"]}
 
 

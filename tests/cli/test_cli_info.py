@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from ltxengine.cli import main
-from ltxengine.demo import _ltx2_configs, write_demo_checkpoint, write_demo_ltx2_checkpoint
+from ltxengine.demo import write_demo_checkpoint, write_demo_ltx2_checkpoint
+from ltxengine.presets import demo_ltx2
 from ltxengine.info import describe, format_description, transformer_layers
 
 
@@ -31,7 +32,7 @@ def test_ltx2_folder_names_family_release_and_counts(demos, capsys):
 
     d = describe(demos[1])
     assert d["family"] == "LTX-2" and d["version"] == "2.0" and d["version_source"] == "the transformer layout"
-    cfgs = _ltx2_configs()
+    cfgs = demo_ltx2()
     with torch.device("meta"):
         transformer, upsampler = LTX2Transformer(cfgs["transformer"]), LatentUpsampler(cfgs["latent_upsampler"])
     t = d["components"]["transformer"]

@@ -14,7 +14,7 @@ import torch
 
 from ltxengine.config import (ConfigError, LatentUpsamplerConfig, TransformerConfig, VideoVAEConfig, check_value,
                               parse_config, same_value)
-from ltxengine.demo import TRANSFORMER, VAE, _ltx2_configs
+from ltxengine.presets import DEMO_TRANSFORMER, DEMO_VAE, demo_ltx2
 from ltxengine.loading import CheckpointError, load_latent_upsampler, load_ltx_video, load_transformer, load_vae
 from ltxengine.loading.ltx2 import load_ltx2, load_ltx2_component
 from ltxengine.loading.ltx2_audio import audio_vae_config_from_original, vocoder_config_from_original
@@ -105,8 +105,9 @@ def _write_config(folder, data):
 
 
 LTXV_FOLDERS = {
-    "transformer": (load_transformer, {"_class_name": "LTXVideoTransformer3DModel", **dataclasses.asdict(TRANSFORMER)}),
-    "vae": (load_vae, {"_class_name": "AutoencoderKLLTXVideo", **dataclasses.asdict(VAE)}),
+    "transformer": (load_transformer, {"_class_name": "LTXVideoTransformer3DModel",
+                                       **dataclasses.asdict(DEMO_TRANSFORMER)}),
+    "vae": (load_vae, {"_class_name": "AutoencoderKLLTXVideo", **dataclasses.asdict(DEMO_VAE)}),
     "latent_upsampler": (load_latent_upsampler, {"_class_name": "LTXLatentUpsamplerModel",
                                                  **dataclasses.asdict(LatentUpsamplerConfig())}),
 }
@@ -156,7 +157,7 @@ LTX2_COMPONENTS = {
 @pytest.mark.parametrize("component", sorted(LTX2_COMPONENTS))
 def test_ltx2_folder_config_values(component, tmp_path):
     class_name, key, value, message = LTX2_COMPONENTS[component]
-    config = dataclasses.asdict(_ltx2_configs()[component])
+    config = dataclasses.asdict(demo_ltx2()[component])
     folder = _write_config(tmp_path / component, {"_class_name": class_name, **config, key: value})
     with pytest.raises(ConfigError, match=rf"{folder / 'config.json'}: config option {message}"):
         load_ltx2_component(folder, component)
@@ -165,7 +166,7 @@ def test_ltx2_folder_config_values(component, tmp_path):
 # -- configs embedded in Lightricks single files -------------------------------------------------------
 
 def _ltxv_transformer_header(**changes):
-    cfg = {k: getattr(TRANSFORMER, k) for k in ("in_channels", "out_channels", "num_attention_heads",
+    cfg = {k: getattr(DEMO_TRANSFORMER, k) for k in ("in_channels", "out_channels", "num_attention_heads",
                                                  "attention_head_dim", "cross_attention_dim", "num_layers",
                                                  "caption_channels")}
     return {**original_transformer_config(cfg), **changes}

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ltxengine.demo import TRANSFORMER, UPSAMPLER, _ltx2_configs
+from ltxengine.presets import DEMO_TRANSFORMER, DEMO_UPSAMPLER, demo_ltx2
 from ltxengine.loading import CheckpointError, load_latent_upsampler, load_transformer, load_vae
 from ltxengine.loading.export import save_component
 from ltxengine.loading.ltx2 import load_ltx2
@@ -36,7 +36,7 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 @pytest.fixture(scope="module")
 def transformer_folder(tmp_path_factory):
     torch.manual_seed(0)
-    return save_component(LTXVideoTransformer(TRANSFORMER), tmp_path_factory.mktemp("ckpt") / "transformer")
+    return save_component(LTXVideoTransformer(DEMO_TRANSFORMER), tmp_path_factory.mktemp("ckpt") / "transformer")
 
 
 def _copy_config(src: Path, dst: Path) -> Path:
@@ -158,11 +158,11 @@ def test_integer_or_bool_weights_are_refused(dtype, name, transformer_folder, tm
 
 
 def test_integer_weight_in_a_single_file(tmp_path):
-    model = LatentUpsampler(UPSAMPLER)
+    model = LatentUpsampler(DEMO_UPSAMPLER)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     sd["final_conv.bias"] = torch.ones_like(sd["final_conv.bias"], dtype=torch.int64)
-    path = save_single_file(tmp_path / "up.safetensors", sd, {"in_channels": UPSAMPLER.in_channels,
-                                                               "mid_channels": UPSAMPLER.mid_channels,
+    path = save_single_file(tmp_path / "up.safetensors", sd, {"in_channels": DEMO_UPSAMPLER.in_channels,
+                                                               "mid_channels": DEMO_UPSAMPLER.mid_channels,
                                                                "num_blocks_per_stage": 1})
     with pytest.raises(CheckpointError, match=r"up\.safetensors: tensor 'final_conv\.bias' .* is stored as I64"):
         load_latent_upsampler(path)
@@ -187,11 +187,11 @@ def upsamplers(tmp_path_factory):
     from ltxengine.demo import _save
     root = tmp_path_factory.mktemp("upsamplers")
     torch.manual_seed(0)
-    ltxv, ltx2_cfg = LatentUpsampler(UPSAMPLER), _ltx2_configs()["latent_upsampler"]
+    ltxv, ltx2_cfg = LatentUpsampler(DEMO_UPSAMPLER), demo_ltx2()["latent_upsampler"]
     ltx2 = LatentUpsampler(ltx2_cfg)
     save_component(ltxv, root / "ltxv")
     _save(ltx2, root / "ltx2", "LTX2LatentUpsamplerModel", ltx2_cfg)
-    header_v = {"_class_name": "LatentUpsampler", "in_channels": 32, "mid_channels": UPSAMPLER.mid_channels,
+    header_v = {"_class_name": "LatentUpsampler", "in_channels": 32, "mid_channels": DEMO_UPSAMPLER.mid_channels,
                 "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": True, "temporal_upsample": False}
     header_2 = dict(header_v, mid_channels=ltx2_cfg.mid_channels, rational_resampler=True, spatial_scale=2.0)
     save_single_file(root / "ltxv.safetensors", dict(ltxv.state_dict()), header_v)
