@@ -187,7 +187,7 @@ def build_ltx2(settings: common.Settings, dtype, kernels: str) -> dict:
     engine = LTX2Engine(ckpt, GemmaTextEncoder(gemma, tok, ckpt.connectors), latent_upsampler=ups,
                         distilled_lora=LoraWeights.load(lora, name="distilled-lora"), device=dev, dtype=dtype,
                         source="bench")
-    engine._lora_manager().check(engine.distilled_lora)
+    engine.lora_manager().check(engine.distilled_lora)
     dvae = M.build_diffusers(ckpt.vae)
     pipe = diffusers.LTX2Pipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**LTX2_SCHEDULER), vae=dvae,
