@@ -68,3 +68,22 @@ def run_bench_smokes(runs: dict, tmp_path_factory, timeout: float = 300) -> dict
         output, _ = proc.communicate(timeout=timeout)
         result[name] = (proc.returncode, output, common.read_results(path) if path.exists() else [])
     return result
+
+
+def record_encoded_frames(monkeypatch) -> list:
+    """Every uint8 frame handed to the H.264 encoder (media._encode_frames), in order. Tests that two
+    paths make the same video compare these, not decoded mp4s: the same frames written to a
+    VideoWriter in chunks were seen to encode to different files about once in 10-40 runs on this
+    machine (libx264 through PyAV; also with x264 threads=1), which made such comparisons flaky."""
+    import numpy as np
+
+    from ltxengine import media
+
+    frames, encode = [], media._encode_frames
+
+    def record(container, stream, chunk):
+        frames.extend(np.array(f) for f in chunk)
+        encode(container, stream, chunk)
+
+    monkeypatch.setattr(media, "_encode_frames", record)
+    return frames

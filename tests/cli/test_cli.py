@@ -13,6 +13,8 @@ from ltxengine.cli import main
 from ltxengine.demo import write_demo_checkpoint
 from ltxengine.media import read_mp4, write_mp4
 
+from ..helpers import record_encoded_frames
+
 
 def test_demo_writes_a_playable_video(tmp_path, capsys):
     """The README's main job: a tiny checkpoint in the real diffusers format, full two-stage path."""
@@ -53,7 +55,8 @@ def demo_folder(tmp_path_factory):
     return write_demo_checkpoint(tmp_path_factory.mktemp("demo") / "tiny")
 
 
-def test_generate_command(demo_folder, tmp_path, capsys):
+def test_generate_command(demo_folder, tmp_path, capsys, monkeypatch):
+    encoded = record_encoded_frames(monkeypatch)
     out = tmp_path / "gen.mp4"
     argv = ["generate", "--model", str(demo_folder), "--prompt", "a red car at night", "--output", str(out),
             "--height", "64", "--width", "96", "--num-frames", "17", "--steps", "2", "--seed", "3", "--dtype",
@@ -62,18 +65,22 @@ def test_generate_command(demo_folder, tmp_path, capsys):
     frames, rate = read_mp4(out)
     assert frames.shape == (17, 64, 96, 3) and rate == Fraction(30000, 1001)
     assert "seed 3" in capsys.readouterr().out
-    # the same command through the API gives the same video (up to the codec)
+    cli_video = np.stack(encoded)
+    encoded.clear()
+    # the same command through the API gives the same video: the frames given to the encoder are equal
     from ltxengine import Engine
 
     eng = Engine.from_pretrained(demo_folder, device="cpu", dtype=torch.float32)
     api_out = tmp_path / "api.mp4"
     result = eng.generate("a red car at night", height=64, width=96, num_frames=17, num_inference_steps=2, seed=3,
                           frame_rate="30000/1001", decode_timestep=0.05, decode_noise_scale=0.025, output=api_out)
-    # random weights give noise-like frames that H.264 cannot keep, so compare through the same encoder
-    api_frames, _ = read_mp4(api_out)
-    assert np.array_equal(frames, api_frames), f"{(frames != api_frames).sum()} of {frames.size} values differ"
-    saved, _ = read_mp4(result.save(tmp_path / "saved.mp4"))  # the streamed file equals writing the result
-    assert np.array_equal(saved, api_frames)
+    api_video = np.stack(encoded)
+    assert np.array_equal(cli_video, api_video), f"{(cli_video != api_video).sum()} of {cli_video.size} values differ"
+    assert np.array_equal(api_video, result.video)  # what was streamed is the result
+    encoded.clear()
+    result.save(tmp_path / "saved.mp4")  # writing the result encodes the same frames
+    assert np.array_equal(np.stack(encoded), api_video)
+    assert read_mp4(api_out)[0].shape == read_mp4(tmp_path / "saved.mp4")[0].shape == (17, 64, 96, 3)
 
 
 def test_generate_two_stage_and_image(demo_folder, tmp_path):
@@ -156,13 +163,14 @@ def test_bench_suite_runs_every_scenario_of_a_model_in_one_command(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["ltx-video", "ltx-2"])
-def test_demo_keep_leaves_a_checkpoint_the_printed_commands_run_on(tmp_path, capsys, family):
+def test_demo_keep_leaves_a_checkpoint_the_printed_commands_run_on(tmp_path, capsys, family, monkeypatch):
     """`demo --keep DIR` keeps the checkpoint and prints `info` and `generate` commands for it; the
     generate command makes the demo's own video (same seed, same settings)."""
     import shlex
 
     from ltxengine.media import read_media
     keep, out = tmp_path / "tiny", tmp_path / "demo.mp4"
+    encoded = record_encoded_frames(monkeypatch)
     assert main(["demo", "--family", family, "--output", str(out), "--frames", "9", "--height", "64", "--width",
                  "128", "--steps", "2", "--keep", str(keep)]) == 0
     assert (keep / "model_index.json").is_file() and (keep / "latent_upsampler").is_dir()
@@ -171,11 +179,15 @@ def test_demo_keep_leaves_a_checkpoint_the_printed_commands_run_on(tmp_path, cap
     assert [c.split()[1] for c in commands] == ["info", "generate"], printed
     assert main(shlex.split(commands[0])[1:]) == 0
     assert ("LTX-2" if family == "ltx-2" else "LTX-Video") in capsys.readouterr().out
+    demo_video = np.stack(encoded)
+    encoded.clear()
     assert main(shlex.split(commands[1])[1:] + ["--quiet"]) == 0
     again = tmp_path / "demo-again.mp4"
     assert str(again) in commands[1]
+    # the same frames reach the encoder (decoded mp4s are not compared: see record_encoded_frames)
+    assert np.array_equal(demo_video, np.stack(encoded))
     demo_media, cli_media = read_media(out), read_media(again)
-    assert np.array_equal(demo_media[0], cli_media[0]) and demo_media[1] == cli_media[1]
+    assert demo_media[0].shape == cli_media[0].shape and demo_media[1] == cli_media[1]
     if family == "ltx-2":
         assert np.array_equal(demo_media[2], cli_media[2])
 
