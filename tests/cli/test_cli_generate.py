@@ -102,18 +102,6 @@ def test_generate_ltx2_from_the_command_line(folders, tmp_path, monkeypatch):
     engine = Engine.from_pretrained(folders["ltx-2"], device="cpu", dtype=torch.float32)
     still = read_image(folders["still"])
     api = tmp_path / "api.mp4"
-    engine.generate("a cat walks", "blurry", height=64, width=128, num_frames=9, num_inference_steps=2, seed=5,
-                    max_sequence_length=32, sampler="gradient-estimation", image_crf=20,
-                    conditions=[Condition(image=still, frame_index=0, strength=0.9),
-                                Condition(image=still, frame_index=8, strength=0.5)],
-                    video_guidance=GuidanceParams(cfg=2.0, stg=1.0, stg_blocks=(1,), rescale=0.7, modality=1.5),
-                    audio_guidance=GuidanceParams(cfg=7.0, stg=0.0, stg_blocks=(1,), rescale=0.3, modality=3.0),
-                    two_stage=LTX2TwoStage(adain_factor=0.5, lora_strength=0.0), output=api)  # (no LoRA to fuse)
-    expected = read_media(api)
-    assert frames.shape == expected[0].shape
-    assert np.array_equal(audio, expected[2])
-    # the same frames reach the encoder from the command and from the API (the command run again in this
-    # process to see them; decoded mp4s are not compared: see record_encoded_frames)
     encoded = record_encoded_frames(monkeypatch)
     engine.generate("a cat walks", "blurry", height=64, width=128, num_frames=9, num_inference_steps=2, seed=5,
                     max_sequence_length=32, sampler="gradient-estimation", image_crf=20,
@@ -121,9 +109,14 @@ def test_generate_ltx2_from_the_command_line(folders, tmp_path, monkeypatch):
                                 Condition(image=still, frame_index=8, strength=0.5)],
                     video_guidance=GuidanceParams(cfg=2.0, stg=1.0, stg_blocks=(1,), rescale=0.7, modality=1.5),
                     audio_guidance=GuidanceParams(cfg=7.0, stg=0.0, stg_blocks=(1,), rescale=0.3, modality=3.0),
-                    two_stage=LTX2TwoStage(adain_factor=0.5, lora_strength=0.0), output=tmp_path / "api2.mp4")
+                    two_stage=LTX2TwoStage(adain_factor=0.5, lora_strength=0.0), output=api)  # (no LoRA to fuse)
     api_video = np.stack(encoded)
     encoded.clear()
+    expected = read_media(api)
+    assert frames.shape == expected[0].shape
+    assert np.array_equal(audio, expected[2])
+    # the command hands the encoder the same frames as the API (run again in this process to see them;
+    # decoded mp4s are not compared: see record_encoded_frames)
     assert main(cli_args + ["--output-path", str(tmp_path / "cli2.mp4")]) == 0
     cli_video = np.stack(encoded)
     assert np.array_equal(cli_video, api_video), f"{(cli_video != api_video).sum()} of {cli_video.size} differ"
