@@ -23,18 +23,15 @@ import inspect
 import os
 import re
 import threading
-import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from .checks import (MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX, call_args,
                      check_conditions, check_decreasing, check_float, check_int, check_kept_steps, check_random,
-                     check_steps, make_generator)
+                     check_steps)
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
@@ -42,24 +39,15 @@ from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.safetensors_io import read_json
 from .ltx_video_plan import plan_ltx_video
+from .ltx_video_stages import run_generation, stage_pixels, stage_schedule
 from .media import frame_rate_fraction
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
 from .ops import FUSED, get_ops, with_fp8_attention
-from .pipelines import ltx_video as lv
-from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
-from .pipelines.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
-from .pipelines.latents import upsample_latents
-from .pipelines.schedule import (
-    DEFAULT_SCHEDULER_CONFIG,
-    Schedule,
-    SchedulerConfig,
-    calculate_shift,
-    linear_quadratic_schedule,
-    make_schedule,
-)
+from .pipelines.inputs import Condition
+from .pipelines.schedule import DEFAULT_SCHEDULER_CONFIG, SchedulerConfig
 from .planning import measure
-from .results import STOP, GenerationCancelled, GenerationResult, step_hook
+from .results import STOP, GenerationCancelled, GenerationResult
 
 # the result types and the argument bounds live in results.py and checks.py; they stay importable
 # from here, where they were first documented
@@ -472,7 +460,7 @@ class Engine:
         a["stage1_size"] = (a["height"], a["width"]) if two is None else self._stage1_size(a, two)
         # preprocess the pixels at the first stage's size now, so a bad image fails before any work
         a["_pixels"] = {}
-        self._pixels(a, *a["stage1_size"])
+        stage_pixels(self, a, *a["stage1_size"])
         if a["max_sequence_length"] is None:
             a["max_sequence_length"] = 256 if mode == "condition" else 128
         if a["latents"] is not None:  # they start the first stage: its size
@@ -507,7 +495,7 @@ class Engine:
 
     def _try_schedule(self, name: str, mode: str, seq_len: int, steps, timesteps, sigmas) -> int:
         try:
-            return len(self._schedule(mode, seq_len, steps, timesteps, sigmas))
+            return len(stage_schedule(self, mode, seq_len, steps, timesteps, sigmas))
         except ValueError as e:  # e.g. one step cannot be stretched to the config's shift_terminal
             raise ValueError(f"{name}: {e}") from None
 
@@ -524,158 +512,9 @@ class Engine:
             raise ValueError("latents must be finite")
         return latents
 
-    def _encode_prompt(self, prompt: str, negative: str | None, max_len: int, cfg: bool, use_mask: bool):
-        te = self.text_encoder
-        with self.residency.use("text_encoder", te.model):
-            return self._encode_prompt_on_device(te, prompt, negative, max_len, cfg, use_mask)
-
-    def _encode_prompt_on_device(self, te, prompt, negative, max_len, cfg, use_mask):
-        n_tokens = len(te.tokenizer(prompt).input_ids)
-        if n_tokens > max_len:
-            warnings.warn(f"prompt: {n_tokens} tokens is longer than max_sequence_length={max_len}; the text "
-                          f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=5)
-        embeds, mask = te.encode(prompt, max_len, self.device, dtype=te.dtype, use_attention_mask=use_mask)
-        neg = neg_mask = None
-        if cfg:
-            neg, neg_mask = te.encode(negative if negative is not None else "", max_len, self.device, dtype=te.dtype,
-                                      use_attention_mask=use_mask)
-        return embeds, mask, neg, neg_mask
-
-    def _schedule(self, mode: str, seq_len: int, num_steps: int, timesteps, sigmas) -> Schedule:
-        cfg = self.scheduler_config
-        mu = calculate_shift(seq_len, cfg) if cfg.use_dynamic_shifting else None
-        if mode == "condition" and timesteps is None and sigmas is None:
-            timesteps = linear_quadratic_schedule(num_steps) * 1000
-        elif mode != "condition" and timesteps is None and sigmas is None:
-            sigmas = np.linspace(1.0, 1 / num_steps, num_steps)
-        return make_schedule(cfg, sigmas=sigmas, timesteps=timesteps, mu=mu)
-
     def _generate(self, a: dict[str, Any]) -> GenerationResult:
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        gen, seed = make_generator(a["generator"], a["seed"])
-        # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
-        # and a generator seeded with it give the same video
-        start_state = gen.get_state()
-        mode, two = a["pipeline"], a["two_stage"]
-        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
-        height, width, n = a["height"], a["width"], a["num_frames"]
-        height1, width1 = a["stage1_size"]
-        cfg_on = a["guidance_scale"] > 1.0 or (two is not None and (two.guidance_scale or 0) > 1.0)
-        embeds, mask, neg, neg_mask = self._encode_prompt(a["prompt"], a["negative_prompt"],
-                                                          a["max_sequence_length"], cfg_on,
-                                                          use_mask=mode == "condition")
-        timings["text"] = time.perf_counter() - t0
-
-        self.sync_executor()
-
-        def guide(scale, rescale):
-            return lv.Guidance(self.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=self.executor)
-
-        c = self.transformer.config.in_channels
-        f = (n - 1) // rt + 1
-        t1 = time.perf_counter()
-        latents = self._denoise(mode, guide(a["guidance_scale"], a["guidance_rescale"]), gen, a, height1, width1,
-                                (1, c, f, height1 // r, width1 // r), a["num_inference_steps"], a["timesteps"],
-                                a["sigmas"], a["denoise_strength"], a["image_cond_noise_scale"], a["latents"],
-                                "denoise")
-        timings["denoise"] = time.perf_counter() - t1
-        if two is not None:
-            t2 = time.perf_counter()
-            with self.residency.use("latent_upsampler", self.latent_upsampler):
-                up = upsample_latents(self.latent_upsampler, self.vae, latents, two.adain_factor,
-                                         two.tone_map_compression_ratio).to(torch.float32)
-            check_finite(up, "upsample", "latents")  # else stage 2 would be blamed for it
-            gen = torch.Generator(gen.device)
-            gen.set_state(start_state)
-            h2, w2 = 2 * height1, 2 * width1
-            scale2 = a["guidance_scale"] if two.guidance_scale is None else two.guidance_scale
-            rescale2 = a["guidance_rescale"] if two.guidance_rescale is None else two.guidance_rescale
-            noise2 = a["image_cond_noise_scale"] if two.image_cond_noise_scale is None else two.image_cond_noise_scale
-            latents = self._denoise("condition", guide(scale2, rescale2), gen, a, h2, w2,
-                                    (1, c, f, h2 // r, w2 // r), two.num_inference_steps, two.timesteps, None,
-                                    two.denoise_strength, noise2, up, "refine")
-            timings["refine"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        decode = dict(decode_timestep=a["decode_timestep"], decode_noise_scale=a["decode_noise_scale"], generator=gen,
-                      device=self.device, model_dtype=self.dtype, tiling=a["vae_tiling"])
-        frames = decode_or_stream(
-            lambda: resize_frames(decode_latents(self.vae, latents, **decode), height, width),
-            lambda: decode_latents_frames(self.vae, latents, height=height, width=width, **decode), a["output"],
-            a["fps"])
-        timings["decode"] = time.perf_counter() - t3
-        if a["callback"] is not None:
-            step_hook(a["callback"], "decode")(1, 1, 0.0, latents)
-        result = GenerationResult.from_frames(frames, latents, a["fps"], seed=seed, timings=timings)
-        timings["total"] = time.perf_counter() - t0
-        return result
-
-    def _denoise(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,
-                 cond_noise, latents, stage) -> torch.Tensor:
-        if mode == "text-to-video":
-            return self._denoise_on_device(mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
-                                           denoise_strength, cond_noise, latents, stage)
-        with self.residency.use("vae_encoder", self.vae.encoder):  # conditions are encoded first
-            return self._denoise_on_device(mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
-                                           denoise_strength, cond_noise, latents, stage)
-
-    def _denoise_on_device(self, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
-                           denoise_strength, cond_noise, latents, stage) -> torch.Tensor:
-        hook = step_hook(a["callback"], stage)
-        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
-        ratios = (r, rt)
-        fr = float(a["fps"])
-        seq_len = shape[2] * shape[3] * shape[4]
-        schedule = self._schedule(mode, seq_len, steps, timesteps, sigmas)
-        if mode == "text-to-video":
-            return lv.sample_text_to_video(guide, schedule, shape, frame_rate=fr, ratios=ratios, generator=gen,
-                                           device=self.device, latents=latents, hook=hook, stage=stage)
-        image, conds = self._pixels(a, height, width)
-        if mode == "image-to-video":
-            return lv.sample_image_to_video(guide, schedule, self.vae, image, shape, frame_rate=fr,
-                                            ratios=ratios, generator=gen, device=self.device, latents=latents,
-                                            hook=hook, stage=stage)
-        sigma = None
-        run = schedule
-        if denoise_strength < 1:
-            run = schedule.truncate(denoise_strength)
-            if len(run) == 0:
-                raise ValueError(f"denoise_strength {denoise_strength} keeps no step of the {len(schedule)}-step "
-                                 f"schedule; use a larger denoise_strength or more steps")
-            sigma = run.sigmas[:1].to(self.device)
-        # At full strength diffusers' LTXConditionPipeline ignores given latents; here they replace the
-        # initial noise (the noise is still drawn, so the random stream stays aligned).
-        return lv.sample_condition(guide, run, schedule.sigmas, self.vae, conds, shape, frame_rate=fr,
-                                   ratios=ratios, generator=gen, device=self.device,
-                                   image_cond_noise_scale=cond_noise, latents=latents, denoise_sigma=sigma,
-                                   hook=hook, stage=stage)
-
-    def _pixels(self, a: dict[str, Any], height: int, width: int):
-        """The image (3, H, W) and conditions of a call at one stage's size, on the device;
-        preprocessed once per size and cached in the call's arguments."""
-        key = (height, width)
-        if key not in a["_pixels"]:
-            image = a["image"]
-            if image is not None:
-                image = image_to_tensor(image, height, width, "image").to(self.device)
-            conds = [self._encode_condition_pixels(i, c, height, width, a["num_frames"])
-                     for i, c in enumerate(a["conditions"])]
-            a["_pixels"][key] = (image, conds)
-        return a["_pixels"][key]
-
-    def _encode_condition_pixels(self, i: int, c: Condition, height: int, width: int, num_frames: int):
-        rt = self.vae.temporal_compression_ratio
-        if c.image is not None:
-            pixels = image_to_tensor(c.image, height, width, f"conditions[{i}].image")[:, None]
-        else:
-            pixels = video_to_tensor(c.video, height, width, f"conditions[{i}].video")
-            keep = min(pixels.shape[1], num_frames - c.frame_index)
-            keep = (keep - 1) // rt * rt + 1
-            if keep < 1:
-                raise ValueError(f"conditions[{i}].video: no frame fits between frame_index {c.frame_index} and "
-                                 f"num_frames {num_frames}")
-            pixels = pixels[:, :keep]
-        return lv.EncodedCondition(pixels[None].to(self.device), c.frame_index, float(c.strength))
+        """The checked call's run, stage by stage, in ltx_video_stages (one seam tests can replace)."""
+        return run_generation(self, a)
 
 
 def _check_condition_media(i: int, c: Condition) -> None:

@@ -1,6 +1,6 @@
 """``Engine.plan``: the memory plan of an LTX-Video generation, phase by phase, before it runs.
 
-Phases follow ``Engine._generate``: text encoding, denoising (stage 1), latent upsampling and
+Phases follow ``ltx_video_stages.run_generation``: text encoding, denoising (stage 1), latent upsampling and
 refinement (two-stage), decoding. Transient memory comes from fake-tensor traces of the same code
 the generation runs (``executor.plan.transient_peak``); weights from the modules on the device;
 what the step executor keeps (static buffers, the activation arena / graph pool) from the step's
