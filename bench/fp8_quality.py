@@ -47,8 +47,8 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench import common  # noqa: E402
 from bench import models as M  # noqa: E402
 from bench import scenario_transformer as T  # noqa: E402
-from ltxengine.pipelines.ltx2 import DISTILLED_SIGMAS  # noqa: E402
-from ltxengine.pipelines.schedule import DISTILLED_STAGE1_TIMESTEPS  # noqa: E402
+from ltxengine.ltx2.denoise import DISTILLED_SIGMAS  # noqa: E402
+from ltxengine.ltx_video.schedule import DISTILLED_STAGE1_TIMESTEPS  # noqa: E402
 from ltxengine.quant import POLICIES, convert_to_fp8, fp8_targets  # noqa: E402
 
 SCRIPT = "fp8_quality"

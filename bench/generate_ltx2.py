@@ -166,7 +166,7 @@ def build_ltx2(settings: common.Settings, dtype, kernels: str) -> dict:
 
     from ltxengine.loading.lora import LoraWeights
     from ltxengine.loading.ltx2 import LTX2Checkpoint
-    from ltxengine.ltx2_engine import LTX2Engine
+    from ltxengine.ltx2.engine import LTX2Engine
     from ltxengine.models.audio_vae import AudioVAE
     from ltxengine.models.ltx2_text import GemmaTextEncoder, TextConnectors
     from ltxengine.models.vocoder import Vocoder
@@ -208,7 +208,7 @@ def ltx2_guidance(layers: int) -> tuple[dict, dict]:
     LTX-2.0 values; STG block 29 clipped to the last block on the tiny model, as the engine does).
     Stage 2: diffusers' documented recipe passes guidance_scale=1.0 only, so its other guidance
     defaults (the same values) still act; ours is given exactly that."""
-    from ltxengine.pipelines.ltx2 import AUDIO_GUIDANCE, VIDEO_GUIDANCE
+    from ltxengine.ltx2.denoise import AUDIO_GUIDANCE, VIDEO_GUIDANCE
 
     v, a = VIDEO_GUIDANCE, AUDIO_GUIDANCE
     stage1 = dict(guidance_scale=v.cfg, stg_scale=v.stg, modality_scale=v.modality, guidance_rescale=v.rescale,
@@ -219,7 +219,7 @@ def ltx2_guidance(layers: int) -> tuple[dict, dict]:
 
 
 def guidance_params(d: dict, prefix: str = ""):
-    from ltxengine.pipelines.ltx2 import GuidanceParams
+    from ltxengine.ltx2.denoise import GuidanceParams
 
     return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"],
                           stg_blocks=tuple(d["spatio_temporal_guidance_blocks"]),
@@ -233,8 +233,8 @@ def ltx2_tiling(mode: str, size, smoke: bool):
 
 
 def ours_ltx2(built: dict, size, steps: int, tiling_mode: str, stages: list) -> Callable[[], dict]:
-    from ltxengine.ltx2_engine import LTX2TwoStage
-    from ltxengine.pipelines.ltx2 import DEFAULT_NEGATIVE_PROMPT
+    from ltxengine.ltx2.engine import LTX2TwoStage
+    from ltxengine.ltx2.denoise import DEFAULT_NEGATIVE_PROMPT
 
     s1, s2 = ltx2_guidance(built["engine"].transformer.config.num_layers)
     two = LTX2TwoStage(video_guidance=guidance_params(s2), audio_guidance=guidance_params(s2, "audio_"))
@@ -257,7 +257,7 @@ def diffusers_ltx2(built: dict, size, steps: int, tiling_mode: str) -> Callable[
     from bench.scenario_vae_decode import configure_diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from ltxengine.pipelines.ltx2 import DEFAULT_NEGATIVE_PROMPT, STAGE2_SIGMAS
+    from ltxengine.ltx2.denoise import DEFAULT_NEGATIVE_PROMPT, STAGE2_SIGMAS
 
     pipe, up_pipe = built["pipe"], built["up_pipe"]
     s1, s2 = ltx2_guidance(built["engine"].transformer.config.num_layers)
@@ -287,7 +287,7 @@ def diffusers_ltx2(built: dict, size, steps: int, tiling_mode: str) -> Callable[
 
 
 def bench_ltx2(settings, built: dict, dtype, steps: int, tiling_mode: str) -> list[dict]:
-    from ltxengine.pipelines.ltx2 import STAGE2_SIGMAS
+    from ltxengine.ltx2.denoise import STAGE2_SIGMAS
 
     size = SMOKE_SIZE_LTX2 if settings.smoke else FULL_SIZE
     built["smoke"] = settings.smoke

@@ -136,7 +136,7 @@ def ours_ltxv(built: dict, model: str, size, steps: int, stages: list) -> Callab
 
 def diffusers_ltxv(built: dict, model: str, size, steps: int) -> Callable[[], dict]:
     from ltxengine import DISTILLED_STAGE2_TIMESTEPS
-    from ltxengine.pipelines.decode import resize_frames
+    from ltxengine.components.decode import resize_frames
 
     pipe, up_pipe = built["pipe"], built["up_pipe"]
     common_kw = dict(prompt=PROMPT, num_frames=size[2], frame_rate=FRAME_RATE, **ltxv_recipe(model, steps))

@@ -95,7 +95,7 @@ def build_ltx2_engine(settings, dtype, ops, executor: str, offload):
     from bench.generation import build_upsampler
     from ltxengine.loading.lora import LoraWeights
     from ltxengine.loading.ltx2 import LTX2Checkpoint
-    from ltxengine.ltx2_engine import LTX2Engine
+    from ltxengine.ltx2.engine import LTX2Engine
     from ltxengine.models.audio_vae import AudioVAE
     from ltxengine.models.ltx2_text import GemmaTextEncoder, TextConnectors
     from ltxengine.models.vocoder import Vocoder

@@ -76,7 +76,7 @@ OVERHEAD_TARGET = 0.02
 def ltxv_step(model, geo, dtype, executor):
     """(call, verify, flops, dims) for Guidance.step with CFG through ``executor`` (None: plain)."""
     from ltxengine.models.transformer import grid_positions
-    from ltxengine.pipelines import ltx_video as lv
+    from ltxengine.ltx_video import sampling as lv
 
     dev, cfg = next(model.parameters()).device, model.config
     inp = T.make_inputs(cfg, geo, 2, dev, dtype)  # row 0 negative, row 1 positive
@@ -106,7 +106,7 @@ def ltxv_step(model, geo, dtype, executor):
 
 def ltx2_step(model, geo, dtype, executor):
     """(call, verify, flops, dims) for the LTX-2 Denoiser with the default guidance through ``executor``."""
-    from ltxengine.pipelines.ltx2 import AUDIO_GUIDANCE, VIDEO_GUIDANCE, Denoiser, ltx2_sigmas
+    from ltxengine.ltx2.denoise import AUDIO_GUIDANCE, VIDEO_GUIDANCE, Denoiser, ltx2_sigmas
 
     dev, cfg = next(model.parameters()).device, model.config
     inp = T.make_inputs(cfg, geo, 2, dev, dtype)

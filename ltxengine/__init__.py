@@ -4,10 +4,11 @@ __version__ = "0.1.0"
 
 from .engine import STOP, Engine, GenerationCancelled, GenerationResult, TwoStage  # noqa: E402
 # importing a family's engine module registers it with Engine.from_pretrained
-from .ltx2_engine import LTX2Engine, LTX2TwoStage  # noqa: E402
+from .ltx2.engine import LTX2Engine, LTX2TwoStage  # noqa: E402
 from .models.video_vae import TilingConfig  # noqa: E402
-from .pipelines import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS, Condition  # noqa: E402
-from .pipelines.ltx2 import GuidanceParams  # noqa: E402
+from .components import Condition  # noqa: E402
+from .ltx2.denoise import GuidanceParams  # noqa: E402
+from .ltx_video.schedule import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS  # noqa: E402
 
 __all__ = [
     "DISTILLED_STAGE1_TIMESTEPS",

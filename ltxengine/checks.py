@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .pipelines.inputs import Condition
+from .components.inputs import Condition
 
 __all__ = [
     "MAX_CONDITIONS", "MAX_NUM_FRAMES", "MAX_SEQUENCE_LENGTH", "MAX_SIDE", "MAX_STEPS", "SEED_MAX", "call_args",

@@ -168,7 +168,7 @@ def _demo_call(args) -> dict:
     common = dict(height=args.height, width=args.width, num_frames=args.frames, frame_rate=args.fps,
                   num_inference_steps=args.steps, seed=args.seed)
     if args.family == "ltx-2":
-        from .ltx2_engine import LTX2TwoStage
+        from .ltx2.engine import LTX2TwoStage
         # two-stage (the folder has a latent upsampler); no distilled LoRA exists for random weights
         return dict(common, max_sequence_length=64, two_stage=LTX2TwoStage(lora_strength=0.0))
     return dict(common, guidance_scale=3.0, decode_timestep=0.05, decode_noise_scale=0.025,

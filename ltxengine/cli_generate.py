@@ -217,8 +217,8 @@ def guidance(args, modality: str, layers: int | None):
     values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
     if not values:
         return None
-    from .ltx2_engine import clip_blocks
-    from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
+    from .ltx2.engine import clip_blocks
+    from .ltx2.denoise import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
     base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
     params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
@@ -251,8 +251,8 @@ def ltx_video_call(args, images: list) -> dict[str, Any]:
 
 
 def ltx2_call(args, images: list, layers: int | None) -> dict[str, Any]:
-    from .ltx2_engine import LTX2TwoStage
-    from .pipelines import Condition
+    from .ltx2.engine import LTX2TwoStage
+    from .components import Condition
     kw: dict[str, Any] = dict(pipeline=args.pipeline, sampler=args.sampler or "euler",
                               video_guidance=guidance(args, "video", layers),
                               audio_guidance=guidance(args, "audio", layers))

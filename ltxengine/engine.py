@@ -38,14 +38,14 @@ from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError,
 from .executor.residency import Residency
 from .loading import CheckpointError, load_latent_upsampler, load_ltx_video
 from .loading.safetensors_io import read_json
-from .ltx_video_plan import plan_ltx_video
-from .ltx_video_stages import run_generation, stage_pixels, stage_schedule
+from .ltx_video.plan import plan_ltx_video
+from .ltx_video.stages import run_generation, stage_pixels, stage_schedule
 from .media import frame_rate_fraction
 from .models.text_encoder import T5TextEncoder
 from .models.video_vae import TilingConfig
 from .ops import FUSED, get_ops, with_fp8_attention
-from .pipelines.inputs import Condition
-from .pipelines.schedule import DEFAULT_SCHEDULER_CONFIG, SchedulerConfig
+from .components.inputs import Condition
+from .ltx_video.schedule import DEFAULT_SCHEDULER_CONFIG, SchedulerConfig
 from .planning import measure
 from .results import STOP, GenerationCancelled, GenerationResult
 

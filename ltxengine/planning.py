@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .executor.plan import MemoryPlan, available_bytes, fake_mode, module_bytes, transient_peak
-from .pipelines.latents import upsample_latents
+from .components.latents import upsample_latents
 
 __all__ = ["component_bytes", "fake_latents", "measure", "on_device", "upsample_peak"]
 

@@ -11,7 +11,7 @@ import torch
 
 import ltxengine
 from ltxengine import engine as engine_module
-from ltxengine import ltx2_engine
+from ltxengine.ltx2 import engine as ltx2_engine
 from ltxengine.engine import Engine
 
 
@@ -73,7 +73,7 @@ def test_an_unregistered_subclass_loads_ltx_video_checkpoints_itself(tmp_path):
 
 def test_both_families_public_names_are_top_level_exports():
     from ltxengine.models.video_vae import TilingConfig
-    from ltxengine.pipelines.ltx2 import GuidanceParams
+    from ltxengine.ltx2.denoise import GuidanceParams
     assert ltxengine.LTX2Engine is ltx2_engine.LTX2Engine and ltxengine.LTX2TwoStage is ltx2_engine.LTX2TwoStage
     assert ltxengine.GuidanceParams is GuidanceParams and ltxengine.TilingConfig is TilingConfig
     assert {"LTX2Engine", "LTX2TwoStage", "GuidanceParams", "TilingConfig"} <= set(ltxengine.__all__)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ltxengine import STOP, Condition, Engine, GenerationCancelled
-from ltxengine.ltx2_engine import LTX2Engine, LTX2TwoStage
+from ltxengine.ltx2.engine import LTX2Engine, LTX2TwoStage
 from ltxengine.media import read_media, write_mp4
-from ltxengine.pipelines.ltx2 import GuidanceParams
+from ltxengine.ltx2.denoise import GuidanceParams
 from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline, write_lora
 
 pytest.importorskip("diffusers")

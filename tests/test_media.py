@@ -1,5 +1,5 @@
 """ltxengine.media (mp4 with AAC audio, audio reading, the conditioning-image CRF round trip) and
-ltxengine.pipelines.audio_input (audio conditioning latents).
+ltxengine.ltx2.audio_input (audio conditioning latents).
 
 Oracles: ltx-pipelines' media_io.preprocess and diffusers' apply_image_conditioning_crf (same
 libx264 through the same PyAV, so bit-exact); ltx-core's AudioEncoder (same weights) plus its
@@ -23,7 +23,7 @@ from ltxengine import media
 from ltxengine.engine import GenerationResult
 from ltxengine.media import VideoWriter, compress_image, read_audio, read_media, read_mp4, write_mp4
 from ltxengine.models.audio_vae import AudioVAE, AudioVAEConfig
-from ltxengine.pipelines.audio_input import audio_latent_frames, load_audio_condition
+from ltxengine.ltx2.audio_input import audio_latent_frames, load_audio_condition
 
 from .helpers import assert_close_scaled, perturb_
 from .models.test_audio_vae import CASES, REL_TOL, _header, _to_original

@@ -1,5 +1,5 @@
 """Streaming decode (VideoVAE.decode_frames, LTX2VideoVAE.decode_normalized_frames,
-ltxengine.pipelines.decode) and the streaming mp4 writer (media.VideoWriter).
+ltxengine.components.decode) and the streaming mp4 writer (media.VideoWriter).
 
 Oracles are our own whole-clip paths, which the model tests check against diffusers / ltx-core:
 VideoVAE.decode, LTX2VideoVAE.decode_normalized, decode.decode_latents + resize_frames,
@@ -18,10 +18,10 @@ import torch
 
 from ltxengine import media
 from ltxengine.config import VideoVAEConfig, parse_config
-from ltxengine.ltx2_stages import decode_video
+from ltxengine.ltx2.stages import decode_video
 from ltxengine.media import VideoWriter, read_media, read_mp4, write_mp4
 from ltxengine.models.video_vae import LTX2VideoVAE, LTX2VideoVAEConfig, TilingConfig, VideoVAE
-from ltxengine.pipelines import decode
+from ltxengine.components import decode
 
 from .helpers import randomize_vae_, record_encoded_frames
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ltxengine import Condition, Engine
-from ltxengine.ltx2_engine import DIFFUSERS_GUIDANCE, LTX2TwoStage
+from ltxengine.ltx2.engine import DIFFUSERS_GUIDANCE, LTX2TwoStage
 from ltxengine.models.video_vae import TilingConfig
-from ltxengine.pipelines.ltx2 import AUDIO_GUIDANCE, VIDEO_GUIDANCE, GuidanceParams
+from ltxengine.ltx2.denoise import AUDIO_GUIDANCE, VIDEO_GUIDANCE, GuidanceParams
 from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline, write_lora
 
 pytest.importorskip("diffusers")
@@ -277,7 +277,7 @@ def _nan_output(module, monkeypatch, first: int = 0):
 
 
 def test_a_non_finite_result_names_its_stage(folder, monkeypatch):
-    from ltxengine import ltx2_stages
+    from ltxengine.ltx2 import stages as ltx2_stages
     engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
     with monkeypatch.context() as m:
         _nan_output(engine.transformer, m)

@@ -80,8 +80,8 @@ def test_generate_ltx2_from_the_command_line(folders, tmp_path, monkeypatch):
     LTX-2 flags reach LTX2Engine.generate as the API spells them: same seed, same mp4."""
     from ltxengine import Condition
     from ltxengine.cli_generate import read_image
-    from ltxengine.ltx2_engine import LTX2TwoStage
-    from ltxengine.pipelines.ltx2 import GuidanceParams
+    from ltxengine.ltx2.engine import LTX2TwoStage
+    from ltxengine.ltx2.denoise import GuidanceParams
 
     out = tmp_path / "cli.mp4"
     cli_args = [str(a) for a in ["generate", "--checkpoint-path", str(folders["ltx-2"]), "--prompt", "a cat walks",
@@ -372,7 +372,8 @@ def test_version(capsys):
 
 
 def test_choices_match_the_engine():
-    from ltxengine import cli_options, ltx2_engine
+    from ltxengine import cli_options
+    import ltxengine.ltx2.engine as ltx2_engine
     from ltxengine.ops import BACKENDS
     assert cli_options.PIPELINES_LTX2 == ltx2_engine.PIPELINES_LTX2 and cli_options.SAMPLERS == ltx2_engine.SAMPLERS
     gen = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]

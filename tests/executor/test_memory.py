@@ -21,7 +21,7 @@ from ltxengine.executor.serve import PageLease, PagePool, PlanMismatch, PoolExha
 from ltxengine.models.transformer import LTXVideoTransformer, grid_positions
 from ltxengine.models.video_vae import VideoVAE
 from ltxengine.ops import get_ops, set_ops
-from ltxengine.pipelines.ltx_video import Guidance
+from ltxengine.ltx_video.sampling import Guidance
 
 from ..helpers import perturb_, randomize_vae_
 

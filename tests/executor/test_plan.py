@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ltxengine.ltx_video_plan as ltx_video_plan
+import ltxengine.ltx_video.plan as ltx_video_plan
 import ltxengine.planning as planning
 from ltxengine import Engine, TwoStage
 from ltxengine.executor.plan import (InsufficientMemoryError, MemoryPlan, MemoryPlanError, Phase,

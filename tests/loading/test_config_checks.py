@@ -26,7 +26,7 @@ from ltxengine.models.audio_vae import AudioVAEConfig
 from ltxengine.models.ltx2_text import TextConnectorsConfig
 from ltxengine.models.video_vae import LTX2VideoVAEConfig
 from ltxengine.models.vocoder import VocoderConfig
-from ltxengine.pipelines.schedule import SchedulerConfig
+from ltxengine.ltx_video.schedule import SchedulerConfig
 
 from .formats import original_transformer_config, save_single_file
 

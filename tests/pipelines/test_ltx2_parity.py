@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ltxengine import Engine
-from ltxengine.ltx2_engine import LTX2TwoStage
-from ltxengine.pipelines.ltx2 import STAGE2_SIGMAS, GuidanceParams
+from ltxengine.ltx2.engine import LTX2TwoStage
+from ltxengine.ltx2.denoise import STAGE2_SIGMAS, GuidanceParams
 from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline, write_lora
 
 diffusers = pytest.importorskip("diffusers")

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ltxengine import Engine
-from ltxengine.ltx2_stages import encode_conditions, encode_text, run_stage
-from ltxengine.pipelines import ltx_video as lv
-from ltxengine.pipelines.ltx2 import DISTILLED_SIGMAS, GuidanceParams, guide, ltx2_sigmas
+from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
+from ltxengine.ltx_video import sampling as lv
+from ltxengine.ltx2.denoise import DISTILLED_SIGMAS, GuidanceParams, guide, ltx2_sigmas
 from tests.helpers import assert_close_scaled
 from tests.models.test_ltx2_transformer import _ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines

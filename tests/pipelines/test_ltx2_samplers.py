@@ -14,8 +14,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ltxengine.pipelines import samplers as S
-from ltxengine.pipelines.samplers import LatentState, check_sigmas, euler, gradient_estimation, res2s
+from ltxengine.ltx2 import samplers as S
+from ltxengine.ltx2.samplers import LatentState, check_sigmas, euler, gradient_estimation, res2s
 
 from ..helpers import assert_close_scaled
 from ..oracles import ltx_core, ltx_pipelines

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltxengine.pipelines import ltx_video as lv
-from ltxengine.pipelines.schedule import (
+from ltxengine.ltx_video import sampling as lv
+from ltxengine.ltx_video.schedule import (
     DEFAULT_SCHEDULER_CONFIG,
     SchedulerConfig,
     calculate_shift,

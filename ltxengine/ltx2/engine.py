@@ -29,20 +29,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, call_args, check_conditions,
+from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, call_args, check_conditions,
                      check_decreasing, check_float, check_int, check_random, make_generator)
-from .engine import Engine
-from .loading import CheckpointError, load_latent_upsampler
-from .loading.ltx2 import is_ltx2, load_ltx2
-from .ltx2_plan import plan_ltx2
-from .ltx2_stages import run_generation, stage1_sigmas, uint8_image
-from .media import frame_rate_fraction
-from .models.ltx2_text import GemmaTextEncoder
-from .models.video_vae import TilingConfig
-from .pipelines.inputs import Condition
-from .pipelines.ltx2 import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
-from .pipelines.samplers import check_schedule
-from .results import GenerationResult
+from ..engine import Engine
+from ..loading import CheckpointError, load_latent_upsampler
+from ..loading.ltx2 import is_ltx2, load_ltx2
+from .plan import plan_ltx2
+from .stages import run_generation, stage1_sigmas, uint8_image
+from ..media import frame_rate_fraction
+from ..models.ltx2_text import GemmaTextEncoder
+from ..models.video_vae import TilingConfig
+from ..components.inputs import Condition
+from .denoise import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
+from .samplers import check_schedule
+from ..results import GenerationResult
 
 __all__ = ["LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS", "DIFFUSERS_GUIDANCE", "audio_frames"]
 
@@ -119,7 +119,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                                     family="ltx-2") if latent_upsampler else None
         lora = None
         if distilled_lora is not None:
-            from .loading.lora import LoraWeights
+            from ..loading.lora import LoraWeights
             lora = distilled_lora if isinstance(distilled_lora, LoraWeights) else LoraWeights.load(distilled_lora)
         engine = cls(ckpt, te, latent_upsampler=ups, distilled_lora=lora, device=device, dtype=dtype,
                      source=str(path), executor=executor, offload=offload)
@@ -131,7 +131,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     def lora_manager(self):
         """The LoraSet that fuses LoRAs into the transformer and connectors (made on first use)."""
         if self._lora is None:
-            from .loading.lora import LoraSet
+            from ..loading.lora import LoraSet
             self._lora = LoraSet({"transformer": self.transformer, "connectors": self.connectors},
                                  fp8_lora=self.fp8_lora)
         return self._lora
@@ -391,7 +391,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
             _check_aac_rate(f"audio: the sample rate of {str(path)!r}", _audio_file_rate(path))
             a["audio"] = path
             return
-        from .pipelines.audio_input import as_waveform
+        from .audio_input import as_waveform
         if rate is None:
             raise ValueError("audio_sample_rate (Hz) is required with a waveform audio=, got None")
         rate = check_int("audio_sample_rate", rate, 1)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..models.transformer import coords_positions, grid_positions
-from .latents import pack, randn, unpack
+from ..components.latents import pack, randn, unpack
 from .schedule import Schedule
 
 __all__ = [

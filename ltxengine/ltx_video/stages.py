@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checks import make_generator
-from .pipelines import ltx_video as lv
-from .pipelines.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
-from .pipelines.inputs import Condition, image_to_tensor, video_to_tensor
-from .pipelines.latents import upsample_latents
-from .pipelines.schedule import Schedule, calculate_shift, linear_quadratic_schedule, make_schedule
-from .results import GenerationResult, step_hook
+from ..checks import make_generator
+from . import sampling as lv
+from ..components.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
+from ..components.inputs import Condition, image_to_tensor, video_to_tensor
+from ..components.latents import upsample_latents
+from .schedule import Schedule, calculate_shift, linear_quadratic_schedule, make_schedule
+from ..results import GenerationResult, step_hook
 
 
 def run_generation(engine, a: dict[str, Any]) -> GenerationResult:

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
-from .models.transformer import grid_positions
-from .pipelines import ltx_video as lv
-from .pipelines.decode import decode_latents
-from .planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from ..executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
+from ..models.transformer import grid_positions
+from . import sampling as lv
+from ..components.decode import decode_latents
+from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
 
 
 def plan_ltx_video(engine, a: dict[str, Any], *, suggest: bool = True) -> MemoryPlan:

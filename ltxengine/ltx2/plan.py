@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from .executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
-from .ltx2_stages import decode_audio, decode_video
-from .pipelines.ltx2 import Denoiser, audio_frames
-from .planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
+from .stages import decode_audio, decode_video
+from .denoise import Denoiser, audio_frames
+from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
 
 
 def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models.audio_vae import pack_audio_latents
-from .pipelines import samplers
-from .pipelines.inputs import image_to_tensor
-from .pipelines.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
-from .pipelines.latents import pack, randn, unpack, upsample_latents
-from .pipelines.ltx2 import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, audio_frames,
+from ..models.audio_vae import pack_audio_latents
+from . import samplers
+from ..components.inputs import image_to_tensor
+from ..components.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
+from ..components.latents import pack, randn, unpack, upsample_latents
+from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, audio_frames,
                              keyframe_positions, ltx2_sigmas, video_state)
-from .results import step_hook
+from ..results import step_hook
 
 
 @dataclass
@@ -70,7 +70,7 @@ def fit_image(image: np.ndarray, height: int, width: int) -> torch.Tensor:
 def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
     """Each condition's image (uint8, converted by the argument check) after the H.264 round trip
     (once per call, at its own size)."""
-    from .media import compress_image
+    from ..media import compress_image
     return [(compress_image(img, a["image_crf"]) if a["image_crf"] else img, frame_index, strength)
             for img, frame_index, strength in a["_images"]]
 
@@ -294,8 +294,8 @@ def _audio_condition(engine, a):
     arrives from the argument check already cut at audio_start; a file is read from there."""
     if a["audio"] is None:
         return None
-    from .media import read_audio
-    from .pipelines.audio_input import load_audio_condition
+    from ..media import read_audio
+    from .audio_input import load_audio_condition
     audio, rate = a["audio"], a["audio_sample_rate"]
     if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
         audio, rate = read_audio(audio, start=a["audio_start"])
