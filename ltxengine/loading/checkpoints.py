@@ -14,13 +14,14 @@ from ..config import TransformerConfig, VideoVAEConfig, parse_config
 from ..ops import TORCH_OPS, Ops
 from . import original_config
 from .keymaps import IDENTITY, TRANSFORMER_SINGLE_FILE, VAE_SINGLE_FILE, KeyMap
-from .safetensors_io import CheckpointError, SafetensorsFile, check_regular_file, read_json
-from .strict import TensorSource, load_strict
+from .components import (build_on_meta, component_files, device_and_dtype, load_fp8_source, load_pipeline_folder,
+                         resolve_path, source_from_files)
+from .safetensors_io import CheckpointError, SafetensorsFile, read_json
+from .strict import load_strict
 
 # diffusers class name expected in each component folder's config.json
 _CLASS = {"transformer": "LTXVideoTransformer3DModel", "vae": "AutoencoderKLLTXVideo"}
 _CONFIG = {"transformer": TransformerConfig, "vae": VideoVAEConfig}
-_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @dataclass
@@ -37,45 +38,6 @@ class LTXVideoCheckpoint:
 
 
 # -- building blocks ---------------------------------------------------------------------------
-
-def _build(cls, config, ops: Ops) -> nn.Module:
-    with torch.device("meta"):
-        return cls(config, ops=ops)
-
-
-def _source_from_files(files: list[SafetensorsFile], keymap: KeyMap) -> TensorSource:
-    source: TensorSource = {}
-    for f in files:
-        for key in f.keys():
-            model_key = keymap.apply(key)
-            if model_key is None:
-                continue
-            desc = f"{key!r} in {f.path}"
-            if model_key in source:
-                raise CheckpointError(f"{f.path}: tensor {key!r} maps to {model_key!r}, which "
-                                      f"{source[model_key][2]} already provides")
-            source[model_key] = (f.shape(key), (lambda d, t, f=f, k=key: f.read(k, d, t)), desc, f.dtype(key))
-    return source
-
-
-def _component_files(folder: Path) -> list[SafetensorsFile]:
-    single = folder / _WEIGHTS
-    index = folder / (_WEIGHTS + ".index.json")
-    if os.path.lexists(single):  # a FIFO, device or symlink loop here is refused by name, not skipped
-        return [SafetensorsFile(single)]
-    if os.path.lexists(index):
-        weight_map = read_json(index, "sharded-weights index").get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise CheckpointError(f"{index}: no 'weight_map' object mapping tensor names to shard file names")
-        shards = [SafetensorsFile(folder / name) for name in sorted(set(weight_map.values()))]
-        for f in shards:
-            for key in f.keys():
-                if weight_map.get(key) != f.path.name:
-                    raise CheckpointError(f"{f.path}: tensor {key!r} is not listed for this shard in {index}")
-        return shards
-    found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    raise CheckpointError(f"{folder}: no {_WEIGHTS} (or sharded index) found; folder holds {found}")
-
 
 def _folder_config(folder: Path, component: str) -> Any:
     raw = read_json(folder / "config.json", f"{component} config.json")
@@ -99,20 +61,12 @@ def _model_class(component: str):
 
 def _load_folder(folder: Path, component: str, device, dtype, ops, quantization=None) -> nn.Module:
     config = _folder_config(folder, component)
-    files = _component_files(folder)
-    model = _build(_model_class(component), config, ops)
-    source = _source_from_files(files, IDENTITY)
+    files = component_files(folder)
+    model = build_on_meta(_model_class(component), config, ops)
+    source = source_from_files(files, IDENTITY)
     if component == "transformer":
         source = load_fp8_source(model, source, files, [IDENTITY], str(folder), quantization, device, dtype)
     return load_strict(model, source, str(folder), device, dtype)
-
-
-def load_fp8_source(model, source: TensorSource, files, keymaps, where: str, quantization, device, dtype):
-    """The transformer's source adapted to its fp8 layers (see fp8_formats); ``model.quantization``
-    records the policy in force (None: full precision)."""
-    from .fp8_formats import header_layers, prepare_fp8
-    return prepare_fp8(model, source, where, quantization=quantization, device=device, dtype=dtype,
-                       header_tags=header_layers(files, keymaps))
 
 
 def _vae_keymap(config: VideoVAEConfig) -> KeyMap:
@@ -129,23 +83,6 @@ def _check_all_claimed(f: SafetensorsFile, keymaps: list[KeyMap]) -> None:
         shown = ", ".join(repr(k) for k in foreign[:8])
         raise CheckpointError(f"{f.path}: {len(foreign)} tensors belong to no known component "
                               f"(transformer 'model.diffusion_model.*', VAE 'vae.*'): {shown}")
-
-
-def _resolve(path) -> Path:
-    """A checkpoint path that is a folder or a regular file (a FIFO or device would block or never
-    end; a symlink loop or dangling link is named as such)."""
-    p = Path(path).expanduser()
-    if not os.path.lexists(p):
-        raise CheckpointError(f"{p}: no such file or folder")
-    if not p.is_dir():
-        check_regular_file(p, "checkpoint path")
-    return p
-
-
-def _device_dtype(device, dtype):
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
-    return torch.device(device if device is not None else "cpu"), dtype
 
 
 # -- public loaders ----------------------------------------------------------------------------
@@ -183,16 +120,16 @@ def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TO
     from .ltx2_vae import upsampler_config_from_diffusers, upsampler_config_from_original
     if family not in (None,) + UPSAMPLER_FAMILIES:
         raise ValueError(f"family must be None or one of {UPSAMPLER_FAMILIES}, got {family!r}")
-    device, dtype = _device_dtype(device, dtype)
-    p = _resolve(path)
+    device, dtype = device_and_dtype(device, dtype)
+    p = resolve_path(path)
     if p.is_dir():
         folder = p / "latent_upsampler" if (p / "latent_upsampler").is_dir() else p
         config_path = folder / "config.json"
         raw = read_json(config_path, "latent_upsampler config.json")
         config = upsampler_config_from_diffusers(raw, str(config_path))
         _check_upsampler_family(config_path, family, *_folder_upsampler_family(raw))
-        model = _build(_model_class("latent_upsampler"), config, ops)
-        return load_strict(model, _source_from_files(_component_files(folder), IDENTITY), str(folder), device, dtype)
+        model = build_on_meta(_model_class("latent_upsampler"), config, ops)
+        return load_strict(model, source_from_files(component_files(folder), IDENTITY), str(folder), device, dtype)
     f = SafetensorsFile(p)
     # LTX-Video's header keys are a subset of LTX-2's (whose absent rational-resampler keys
     # default to LTX-Video's plain pixel-shuffle upsampler).
@@ -201,8 +138,8 @@ def load_latent_upsampler(path, device=None, dtype=torch.bfloat16, ops: Ops = TO
     ltx2_keys = [k for k in ("rational_resampler", "spatial_scale") if k in header]
     if ltx2_keys:
         _check_upsampler_family(p, family, "ltx-2", f"its header config has the LTX-2 option(s) {ltx2_keys}")
-    model = _build(_model_class("latent_upsampler"), config, ops)
-    return load_strict(model, _source_from_files([f], IDENTITY), str(p), device, dtype)
+    model = build_on_meta(_model_class("latent_upsampler"), config, ops)
+    return load_strict(model, source_from_files([f], IDENTITY), str(p), device, dtype)
 
 
 def _folder_upsampler_family(raw: dict) -> tuple[str, str]:
@@ -220,8 +157,8 @@ def _check_upsampler_family(where, wanted: str | None, found: str, why: str) -> 
 
 
 def _component(path, component: str, device, dtype, ops, quantization=None) -> nn.Module:
-    device, dtype = _device_dtype(device, dtype)
-    p = _resolve(path)
+    device, dtype = device_and_dtype(device, dtype)
+    p = resolve_path(path)
     if p.is_dir():
         folder = p / component if os.path.lexists(p / "model_index.json") else p
         if not folder.is_dir():
@@ -243,15 +180,15 @@ def _load_single_file(p: Path, components, device, dtype, ops, quantization=None
     if "transformer" in components:
         cfg, options = original_config.transformer_config(f.config_section("transformer"), str(p))
         ckpt.causal_temporal_positioning = options["causal_temporal_positioning"]
-        model = _build(_model_class("transformer"), cfg, ops)
+        model = build_on_meta(_model_class("transformer"), cfg, ops)
         where = f"{p} [transformer]"
-        source = load_fp8_source(model, _source_from_files([f], TRANSFORMER_SINGLE_FILE), [f],
+        source = load_fp8_source(model, source_from_files([f], TRANSFORMER_SINGLE_FILE), [f],
                                  [TRANSFORMER_SINGLE_FILE], where, quantization, device, dtype)
         ckpt.transformer = load_strict(model, source, where, device, dtype)
     if "vae" in components:
         cfg = original_config.vae_config(f.config_section("vae"), str(p))
-        model = _build(_model_class("vae"), cfg, ops)
-        ckpt.vae = load_strict(model, _source_from_files([f], _vae_keymap(cfg)), f"{p} [vae]", device, dtype)
+        model = build_on_meta(_model_class("vae"), cfg, ops)
+        ckpt.vae = load_strict(model, source_from_files([f], _vae_keymap(cfg)), f"{p} [vae]", device, dtype)
     return ckpt
 
 
@@ -263,22 +200,9 @@ def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS
     bad = [c for c in components if c not in ("transformer", "vae")]
     if bad:
         raise ValueError(f"components must be a subset of ('transformer', 'vae'), got {components!r}")
-    device, dtype = _device_dtype(device, dtype)
-    p = _resolve(path)
+    device, dtype = device_and_dtype(device, dtype)
+    p = resolve_path(path)
     if p.is_file():
         return _load_single_file(p, components, device, dtype, ops, quantization)
     return load_pipeline_folder(p, LTXVideoCheckpoint(source=str(p)), components,
                                 lambda folder, comp: _load_folder(folder, comp, device, dtype, ops, quantization))
-
-
-def load_pipeline_folder(p: Path, ckpt, components, load_one):
-    """Fill ``ckpt`` from a diffusers pipeline folder: each component from its subfolder
-    (``load_one(folder, name)``), the scheduler config when there is one."""
-    index = read_json(p / "model_index.json", "diffusers model_index.json")
-    for comp in components:
-        if comp not in index:
-            raise CheckpointError(f"{p / 'model_index.json'}: no {comp!r} entry")
-        setattr(ckpt, comp, load_one(p / comp, comp))
-    sched = p / "scheduler" / "scheduler_config.json"
-    ckpt.scheduler_config = read_json(sched, "scheduler config") if os.path.lexists(sched) else None
-    return ckpt

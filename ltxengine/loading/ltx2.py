@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from ..config import parse_config
 from ..ops import TORCH_OPS, Ops
-from .checkpoints import (_build, _component_files, _device_dtype, _resolve, _source_from_files,
-                          load_fp8_source, load_pipeline_folder)
+from .components import (build_on_meta, component_files, device_and_dtype, load_fp8_source, load_pipeline_folder,
+                         resolve_path, source_from_files)
 from .keymaps import IDENTITY, KeyMap
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
@@ -129,8 +129,8 @@ def load_ltx2(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
     ``quantization``: the transformer's fp8 policy (None, "fp8-cast", "fp8-scaled-mm"; see
     ``ltxengine.loading.load_transformer``); fp8 files keep their fp8 layers either way."""
     components = _check_components(components)
-    device, dtype = _device_dtype(device, dtype)
-    p = _resolve(path)
+    device, dtype = device_and_dtype(device, dtype)
+    p = resolve_path(path)
     if p.is_file():
         return _load_bundle(p, components, device, dtype, ops, quantization)
     return load_pipeline_folder(p, LTX2Checkpoint(source=str(p)), components,
@@ -143,8 +143,8 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     """One component from its diffusers folder (``config.json`` + weights); ``quantization``
     applies to the transformer."""
     _check_components([name])
-    device, dtype = _device_dtype(device, dtype)
-    folder = _resolve(folder)
+    device, dtype = device_and_dtype(device, dtype)
+    folder = resolve_path(folder)
     spec = _SPECS[name]
     raw = read_json(folder / "config.json", f"{name} config.json")
     got = raw.get("_class_name")
@@ -156,9 +156,9 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
         config = _attr(spec.from_diffusers)(raw, source)
     else:
         config = parse_config(_attr(spec.config), raw, source)
-    model = _build(_attr(spec.model), config, ops)
-    files = _component_files(folder)
-    source = _source_from_files(files, IDENTITY)
+    model = build_on_meta(_attr(spec.model), config, ops)
+    files = component_files(folder)
+    source = source_from_files(files, IDENTITY)
     if name == "transformer":
         source = load_fp8_source(model, source, files, [IDENTITY], str(folder), quantization, device, dtype)
     return load_strict(model, source, str(folder), device, dtype)
@@ -186,7 +186,7 @@ def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, op
         if not isinstance(section, dict):
             raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the {name})")
         config = _original_config(name, spec, section, f)
-        model = _build(_attr(spec.model), config, ops)
+        model = build_on_meta(_attr(spec.model), config, ops)
         where, source = f"{p} [{name}]", _bundle_source(f, maps[name])
         if name == "transformer":
             source = load_fp8_source(model, source, [f], maps[name], where, quantization, device, dtype)
@@ -220,7 +220,7 @@ def _claims(m, key: str) -> bool:
 def _bundle_source(f: SafetensorsFile, maps: list[KeyMap]):
     source = {}
     for m in maps:
-        for key, value in _source_from_files([f], m).items():
+        for key, value in source_from_files([f], m).items():
             if key in source:
                 raise CheckpointError(f"{f.path}: two tensors map to {key!r}: {source[key][2]} and {value[2]}")
             source[key] = value
