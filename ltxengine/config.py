@@ -176,19 +176,21 @@ def same_value(got, want) -> bool:
     return type(got) is type(want) and got == want
 
 
-def _require(cond: bool, source: str, key: str, rule: str, value) -> None:
+def require(cond: bool, source: str, key: str, rule: str, value) -> None:
+    """Refuse a config option by name: ConfigError "<source>: config option 'key' <rule>, got <value>"
+    unless ``cond`` (shared by every model config, here and beside the models)."""
     if not cond:
         raise ConfigError(f"{source}: config option {key!r} {rule}, got {value!r}")
 
 
 def _check_block_options(cfg, source: str) -> None:
     """Options every LTX transformer release fixes (LTX-Video and LTX-2 alike)."""
-    _require(cfg.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
-             cfg.activation_fn)
-    _require(cfg.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
-             cfg.qk_norm)
-    _require(not cfg.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
-             cfg.norm_elementwise_affine)
+    require(cfg.activation_fn == "gelu-approximate", source, "activation_fn", "must be 'gelu-approximate'",
+            cfg.activation_fn)
+    require(cfg.qk_norm == "rms_norm_across_heads", source, "qk_norm", "must be 'rms_norm_across_heads'",
+            cfg.qk_norm)
+    require(not cfg.norm_elementwise_affine, source, "norm_elementwise_affine", "must be false",
+            cfg.norm_elementwise_affine)
 
 
 @dataclass(frozen=True)
@@ -217,15 +219,15 @@ class TransformerConfig:
 
     def validate(self, source: str) -> None:
         _check_block_options(self, source)
-        _require(self.patch_size == 1, source, "patch_size", "must be 1 (no released model patchifies)",
-                 self.patch_size)
-        _require(self.patch_size_t == 1, source, "patch_size_t", "must be 1", self.patch_size_t)
-        _require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
-                 f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
-        _require(self.inner_dim % 2 == 0, source, "attention_head_dim", "must give an even inner width",
-                 self.attention_head_dim)
+        require(self.patch_size == 1, source, "patch_size", "must be 1 (no released model patchifies)",
+                self.patch_size)
+        require(self.patch_size_t == 1, source, "patch_size_t", "must be 1", self.patch_size_t)
+        require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
+                f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
+        require(self.inner_dim % 2 == 0, source, "attention_head_dim", "must give an even inner width",
+                self.attention_head_dim)
         for key in ("in_channels", "out_channels", "num_layers", "caption_channels", "num_attention_heads"):
-            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+            require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -265,26 +267,26 @@ class VideoVAEConfig:
     def validate(self, source: str) -> None:
         n_enc = len(self.block_out_channels) - (1 if self.is_095 else 0)
         for key in ("down_block_types", "spatio_temporal_scaling", "downsample_type"):
-            _require(len(getattr(self, key)) >= n_enc, source, key, f"needs at least {n_enc} entries",
-                     getattr(self, key))
-        _require(len(self.layers_per_block) == n_enc + 1, source, "layers_per_block",
-                 f"needs {n_enc + 1} entries (one per down block plus the mid block)", self.layers_per_block)
+            require(len(getattr(self, key)) >= n_enc, source, key, f"needs at least {n_enc} entries",
+                    getattr(self, key))
+        require(len(self.layers_per_block) == n_enc + 1, source, "layers_per_block",
+                f"needs {n_enc + 1} entries (one per down block plus the mid block)", self.layers_per_block)
         for t in self.down_block_types:
-            _require(t in ("LTXVideoDownBlock3D", "LTXVideo095DownBlock3D"), source, "down_block_types",
-                     "entries must be LTXVideoDownBlock3D or LTXVideo095DownBlock3D", t)
+            require(t in ("LTXVideoDownBlock3D", "LTXVideo095DownBlock3D"), source, "down_block_types",
+                    "entries must be LTXVideoDownBlock3D or LTXVideo095DownBlock3D", t)
         for t in self.downsample_type[:n_enc]:
-            _require(t in ("conv", "spatial", "temporal", "spatiotemporal"), source, "downsample_type",
-                     "entries must be conv, spatial, temporal or spatiotemporal", t)
+            require(t in ("conv", "spatial", "temporal", "spatiotemporal"), source, "downsample_type",
+                    "entries must be conv, spatial, temporal or spatiotemporal", t)
         n_dec = len(self.decoder_block_out_channels)
-        _require(len(self.decoder_layers_per_block) == n_dec + 1, source, "decoder_layers_per_block",
-                 f"needs {n_dec + 1} entries", self.decoder_layers_per_block)
-        _require(len(self.decoder_inject_noise) == n_dec + 1, source, "decoder_inject_noise",
-                 f"needs {n_dec + 1} entries", self.decoder_inject_noise)
+        require(len(self.decoder_layers_per_block) == n_dec + 1, source, "decoder_layers_per_block",
+                f"needs {n_dec + 1} entries", self.decoder_layers_per_block)
+        require(len(self.decoder_inject_noise) == n_dec + 1, source, "decoder_inject_noise",
+                f"needs {n_dec + 1} entries", self.decoder_inject_noise)
         for key in ("decoder_spatio_temporal_scaling", "upsample_residual", "upsample_factor"):
-            _require(len(getattr(self, key)) >= n_dec, source, key, f"needs at least {n_dec} entries",
-                     getattr(self, key))
-        _require(self.patch_size > 0 and self.patch_size_t > 0, source, "patch_size", "must be positive",
-                 (self.patch_size, self.patch_size_t))
+            require(len(getattr(self, key)) >= n_dec, source, key, f"needs at least {n_dec} entries",
+                    getattr(self, key))
+        require(self.patch_size > 0 and self.patch_size_t > 0, source, "patch_size", "must be positive",
+                (self.patch_size, self.patch_size_t))
 
 
 @dataclass(frozen=True)
@@ -299,13 +301,13 @@ class LatentUpsamplerConfig:
     temporal_upsample: bool = False
 
     def validate(self, source: str) -> None:
-        _require(self.dims in (2, 3), source, "dims", "must be 2 or 3", self.dims)
-        _require(self.spatial_upsample or self.temporal_upsample, source, "spatial_upsample",
-                 "or temporal_upsample must be true", (self.spatial_upsample, self.temporal_upsample))
-        _require(not (self.dims == 2 and self.temporal_upsample), source, "temporal_upsample",
-                 "needs dims=3", self.temporal_upsample)
-        _require(self.mid_channels % 32 == 0, source, "mid_channels", "must be a multiple of 32 (GroupNorm(32))",
-                 self.mid_channels)
+        require(self.dims in (2, 3), source, "dims", "must be 2 or 3", self.dims)
+        require(self.spatial_upsample or self.temporal_upsample, source, "spatial_upsample",
+                "or temporal_upsample must be true", (self.spatial_upsample, self.temporal_upsample))
+        require(not (self.dims == 2 and self.temporal_upsample), source, "temporal_upsample",
+                "needs dims=3", self.temporal_upsample)
+        require(self.mid_channels % 32 == 0, source, "mid_channels", "must be a multiple of 32 (GroupNorm(32))",
+                self.mid_channels)
 
 
 @dataclass(frozen=True)
@@ -372,36 +374,36 @@ class LTX2TransformerConfig:
     def validate(self, source: str) -> None:
         for key, later in (("gated_attn", "2.3"), ("audio_gated_attn", "2.3"), ("cross_attn_mod", "2.3"),
                            ("audio_cross_attn_mod", "2.3"), ("use_keyframes_abs_pos_embedding", "2.5")):
-            _require(not getattr(self, key), source, key, f"must be false (LTX-{later} feature, not supported)",
-                     getattr(self, key))
+            require(not getattr(self, key), source, key, f"must be false (LTX-{later} feature, not supported)",
+                    getattr(self, key))
         for key in ("ff_bias", "audio_ff_bias", "use_prompt_embeddings", "attention_bias", "attention_out_bias"):
-            _require(getattr(self, key) is True, source, key, "must be true (LTX-2.0 layout)", getattr(self, key))
+            require(getattr(self, key) is True, source, key, "must be true (LTX-2.0 layout)", getattr(self, key))
         _check_block_options(self, source)
-        _require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
-                 self.rope_type)
+        require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
+                self.rope_type)
         for key in ("patch_size", "patch_size_t", "audio_patch_size", "audio_patch_size_t"):
-            _require(getattr(self, key) == 1, source, key, "must be 1 (no released model patchifies)",
-                     getattr(self, key))
-        _require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
-                 f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
-        _require(self.audio_cross_attention_dim == self.audio_inner_dim, source, "audio_cross_attention_dim",
-                 f"must equal audio_num_attention_heads * audio_attention_head_dim = {self.audio_inner_dim}",
-                 self.audio_cross_attention_dim)
-        _require(len(self.vae_scale_factors) == 3, source, "vae_scale_factors", "needs 3 entries (t, h, w)",
-                 self.vae_scale_factors)
+            require(getattr(self, key) == 1, source, key, "must be 1 (no released model patchifies)",
+                    getattr(self, key))
+        require(self.cross_attention_dim == self.inner_dim, source, "cross_attention_dim",
+                f"must equal num_attention_heads * attention_head_dim = {self.inner_dim}", self.cross_attention_dim)
+        require(self.audio_cross_attention_dim == self.audio_inner_dim, source, "audio_cross_attention_dim",
+                f"must equal audio_num_attention_heads * audio_attention_head_dim = {self.audio_inner_dim}",
+                self.audio_cross_attention_dim)
+        require(len(self.vae_scale_factors) == 3, source, "vae_scale_factors", "needs 3 entries (t, h, w)",
+                self.vae_scale_factors)
         heads_v, heads_a = self.num_attention_heads, self.audio_num_attention_heads
         if self.rope_type == "split":
             # The width is partitioned into per-head halves; 3 axes (video) pad at the front.
-            _require(self.inner_dim % (2 * heads_v) == 0, source, "attention_head_dim",
-                     "must be even (split RoPE rotates half a head against the other half)", self.attention_head_dim)
-            _require(self.audio_inner_dim % (2 * heads_a) == 0 and self.audio_inner_dim % (2 * heads_v) == 0,
-                     source, "audio_attention_head_dim",
-                     "must give a width divisible by 2 x the video and the audio head counts (cross-modal RoPE "
-                     "tables are sliced per video head)", self.audio_attention_head_dim)
+            require(self.inner_dim % (2 * heads_v) == 0, source, "attention_head_dim",
+                    "must be even (split RoPE rotates half a head against the other half)", self.attention_head_dim)
+            require(self.audio_inner_dim % (2 * heads_a) == 0 and self.audio_inner_dim % (2 * heads_v) == 0,
+                    source, "audio_attention_head_dim",
+                    "must give a width divisible by 2 x the video and the audio head counts (cross-modal RoPE "
+                    "tables are sliced per video head)", self.audio_attention_head_dim)
         for key in ("in_channels", "out_channels", "audio_in_channels", "audio_out_channels", "num_layers",
                     "caption_channels", "num_attention_heads", "audio_num_attention_heads", "audio_scale_factor",
                     "audio_sampling_rate", "audio_hop_length", "timestep_scale_multiplier"):
-            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+            require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
 
 
 # Presets of the released checkpoints (the values diffusers' conversion script writes).

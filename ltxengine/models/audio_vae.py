@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import _require
+from ..config import require
 from ..ops import TORCH_OPS, Ops
 from .common import pixel_norm
 
@@ -65,20 +65,20 @@ class AudioVAEConfig:
     double_z: bool = True  # encoder emits mean and log-variance
 
     def validate(self, source: str) -> None:
-        _require(self.norm_type == "pixel", source, "norm_type",
-                 "must be 'pixel' (group norm is only defined for non-causal layouts)", self.norm_type)
-        _require(self.causality_axis == "height", source, "causality_axis",
-                 "must be 'height' (time-causal, the only layout released)", self.causality_axis)
-        _require(self.double_z, source, "double_z", "must be true (both references take the first half of the "
-                 "encoder output as the mean)", self.double_z)
-        _require(isinstance(self.mel_bins, int) and self.mel_bins > 0, source, "mel_bins",
-                 "must be a positive integer", self.mel_bins)
-        _require(len(self.ch_mult) >= 1 and all(m > 0 for m in self.ch_mult), source, "ch_mult",
-                 "must be a non-empty list of positive integers", self.ch_mult)
+        require(self.norm_type == "pixel", source, "norm_type",
+                "must be 'pixel' (group norm is only defined for non-causal layouts)", self.norm_type)
+        require(self.causality_axis == "height", source, "causality_axis",
+                "must be 'height' (time-causal, the only layout released)", self.causality_axis)
+        require(self.double_z, source, "double_z", "must be true (both references take the first half of the "
+                "encoder output as the mean)", self.double_z)
+        require(isinstance(self.mel_bins, int) and self.mel_bins > 0, source, "mel_bins",
+                "must be a positive integer", self.mel_bins)
+        require(len(self.ch_mult) >= 1 and all(m > 0 for m in self.ch_mult), source, "ch_mult",
+                "must be a non-empty list of positive integers", self.ch_mult)
         for key in ("base_channels", "output_channels", "in_channels", "latent_channels", "resolution",
                     "sample_rate", "mel_hop_length"):
-            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
-        _require(self.num_res_blocks >= 1, source, "num_res_blocks", "must be >= 1", self.num_res_blocks)
+            require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+        require(self.num_res_blocks >= 1, source, "num_res_blocks", "must be >= 1", self.num_res_blocks)
 
     @property
     def latent_mel_bins(self) -> int:

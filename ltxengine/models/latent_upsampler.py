@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import LatentUpsamplerConfig, _require
+from ..config import LatentUpsamplerConfig, require
 from ..ops import TORCH_OPS, Ops
 
 __all__ = ["LatentUpsampler", "LTX2LatentUpsamplerConfig", "UPSAMPLER_LTX2", "UpsamplerResBlock", "PixelShuffleND",
@@ -56,8 +56,8 @@ class LTX2LatentUpsamplerConfig(LatentUpsamplerConfig):
 
     def validate(self, source: str) -> None:
         super().validate(source)
-        _require(self.rational_spatial_scale in RATIONAL_SCALES, source, "rational_spatial_scale",
-                 f"must be one of {sorted(RATIONAL_SCALES)}", self.rational_spatial_scale)
+        require(self.rational_spatial_scale in RATIONAL_SCALES, source, "rational_spatial_scale",
+                f"must be one of {sorted(RATIONAL_SCALES)}", self.rational_spatial_scale)
 
 
 UPSAMPLER_LTX2 = LTX2LatentUpsamplerConfig()  # ltx-2-spatial-upscaler-x2-1.0

@@ -47,7 +47,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..config import _require
+from ..config import require
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear
 from .transformer import Attention, FeedForward
@@ -96,35 +96,35 @@ class TextConnectorsConfig:
 
     def validate(self, source: str) -> None:
         v2 = "is the LTX-2.3 feature extractor V2 (per-token RMS norm, per-modality projections), not supported"
-        _require(not self.per_modality_projections, source, "per_modality_projections", f"must be false: true {v2}",
-                 self.per_modality_projections)
-        _require(not self.proj_bias, source, "proj_bias", f"must be false: a biased projection {v2}", self.proj_bias)
+        require(not self.per_modality_projections, source, "per_modality_projections", f"must be false: true {v2}",
+                self.per_modality_projections)
+        require(not self.proj_bias, source, "proj_bias", f"must be false: a biased projection {v2}", self.proj_bias)
         for key in ("video_gated_attn", "audio_gated_attn"):
-            _require(not getattr(self, key), source, key, "must be false (LTX-2.3 gated attention is not supported)",
-                     getattr(self, key))
-        _require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
-                 self.rope_type)
+            require(not getattr(self, key), source, key, "must be false (LTX-2.3 gated attention is not supported)",
+                    getattr(self, key))
+        require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
+                self.rope_type)
         for key in ("connector_rope_base_seq_len", "rope_theta"):
             value = getattr(self, key)
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, source, key,
-                     "must be a positive number", value)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, source, key,
+                    "must be a positive number", value)
         for which in ("video", "audio"):
             heads, head_dim, layers, registers = self.connector(which)
             p = f"{which}_connector_"
             for key, value in (("num_attention_heads", heads), ("num_layers", layers)):
-                _require(_positive_int(value), source, p + key, "must be a positive int", value)
-            _require(_positive_int(head_dim) and head_dim % 2 == 0, source, p + "attention_head_dim",
-                     "must be a positive even int (RoPE rotates pairs)", head_dim)
-            _require(_positive_int(registers), source, p + "num_learnable_registers",
-                     "must be a positive int (every released LTX-2 connector fills padding with registers)", registers)
+                require(_positive_int(value), source, p + key, "must be a positive int", value)
+            require(_positive_int(head_dim) and head_dim % 2 == 0, source, p + "attention_head_dim",
+                    "must be a positive even int (RoPE rotates pairs)", head_dim)
+            require(_positive_int(registers), source, p + "num_learnable_registers",
+                    "must be a positive int (every released LTX-2 connector fills padding with registers)", registers)
         for key in ("caption_channels", "text_proj_in_factor"):
-            _require(_positive_int(getattr(self, key)), source, key, "must be a positive int", getattr(self, key))
+            require(_positive_int(getattr(self, key)), source, key, "must be a positive int", getattr(self, key))
         for which in ("video", "audio"):
             heads, head_dim, _, _ = self.connector(which)
             p = f"{which}_connector_"
-            _require(heads * head_dim == self.caption_channels, source, p + "num_attention_heads",
-                     f"times attention_head_dim must equal caption_channels = {self.caption_channels} (both "
-                     "connectors read the projected Gemma features)", (heads, head_dim))
+            require(heads * head_dim == self.caption_channels, source, p + "num_attention_heads",
+                    f"times attention_head_dim must equal caption_channels = {self.caption_channels} (both "
+                    "connectors read the projected Gemma features)", (heads, head_dim))
 
 
 def _positive_int(value) -> bool:

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, VideoVAEConfig, _require
+from ..config import ConfigError, VideoVAEConfig, require
 from ..ops import TORCH_OPS, Ops
 from .common import PIXEL_NORM_EPS, CausalConv3d, TimestepEmbedder, pixel_norm
 
@@ -133,47 +133,47 @@ class LTX2VideoVAEConfig:
 
     def validate(self, source: str) -> None:
         widths, n = (self.latent_channels,) + tuple(self.block_out_channels), len(self.block_out_channels)
-        _require(len(self.layers_per_block) == n + 1, source, "layers_per_block",
-                 f"needs {n + 1} entries (one per down block plus the mid block)", self.layers_per_block)
+        require(len(self.layers_per_block) == n + 1, source, "layers_per_block",
+                f"needs {n + 1} entries (one per down block plus the mid block)", self.layers_per_block)
         for key in ("down_block_types", "spatio_temporal_scaling", "downsample_type"):
-            _require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
+            require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
         for i in range(n):
             kind, scale = self.downsample_type[i], self.spatio_temporal_scaling[i]
-            _require(self.down_block_types[i] == "LTX2VideoDownBlock3D", source, "down_block_types",
-                     "entries must be LTX2VideoDownBlock3D", self.down_block_types[i])
-            _require(kind in _DOWN_STRIDES, source, "downsample_type", f"entries must be one of {list(_DOWN_STRIDES)}",
-                     kind)
+            require(self.down_block_types[i] == "LTX2VideoDownBlock3D", source, "down_block_types",
+                    "entries must be LTX2VideoDownBlock3D", self.down_block_types[i])
+            require(kind in _DOWN_STRIDES, source, "downsample_type", f"entries must be one of {list(_DOWN_STRIDES)}",
+                    kind)
             if not scale or kind == "conv":  # these blocks keep their width
-                _require(widths[i + 1] == widths[i], source, "block_out_channels",
-                         f"entry {i} must equal the block's input width {widths[i]} (block {i} has no "
-                         "space-to-depth downsampler)", self.block_out_channels)
+                require(widths[i + 1] == widths[i], source, "block_out_channels",
+                        f"entry {i} must equal the block's input width {widths[i]} (block {i} has no "
+                        "space-to-depth downsampler)", self.block_out_channels)
             else:
                 k = prod(_DOWN_STRIDES[kind])
-                _require(widths[i + 1] % k == 0 and (widths[i] * k) % widths[i + 1] == 0, source, "block_out_channels",
-                         f"entry {i} must divide {widths[i]}*{k} and be a multiple of {k}", self.block_out_channels)
+                require(widths[i + 1] % k == 0 and (widths[i] * k) % widths[i + 1] == 0, source, "block_out_channels",
+                        f"entry {i} must divide {widths[i]}*{k} and be a multiple of {k}", self.block_out_channels)
         self._validate_decoder(source)
         for key in ("encoder_spatial_padding_mode", "decoder_spatial_padding_mode"):
-            _require(getattr(self, key) in _PADDING_MODES, source, key, f"must be one of {_PADDING_MODES}",
-                     getattr(self, key))
-        _require(self.patch_size > 0 and self.patch_size_t == 1, source, "patch_size_t",
-                 "must be 1 (and patch_size positive)", (self.patch_size, self.patch_size_t))
+            require(getattr(self, key) in _PADDING_MODES, source, key, f"must be one of {_PADDING_MODES}",
+                    getattr(self, key))
+        require(self.patch_size > 0 and self.patch_size_t == 1, source, "patch_size_t",
+                "must be 1 (and patch_size positive)", (self.patch_size, self.patch_size_t))
 
     def _validate_decoder(self, source: str) -> None:
         n = len(self.decoder_block_out_channels)
         for key, size in (("decoder_layers_per_block", n + 1), ("decoder_inject_noise", n + 1)):
-            _require(len(getattr(self, key)) == size, source, key, f"needs {size} entries", getattr(self, key))
+            require(len(getattr(self, key)) == size, source, key, f"needs {size} entries", getattr(self, key))
         for key in ("decoder_spatio_temporal_scaling", "upsample_type", "upsample_residual", "upsample_factor"):
-            _require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
+            require(len(getattr(self, key)) >= n, source, key, f"needs at least {n} entries", getattr(self, key))
         chs, factor = self.decoder_block_out_channels[::-1], self.upsample_factor[::-1]
         for t in self.upsample_type[:n]:
-            _require(t in _UP_STRIDES, source, "upsample_type", f"entries must be one of {list(_UP_STRIDES)}", t)
+            require(t in _UP_STRIDES, source, "upsample_type", f"entries must be one of {list(_UP_STRIDES)}", t)
         for i in range(1, n):
             # A width change inside an up block needs a conv_in resnet, whose shortcut norm differs
             # between diffusers (LayerNorm over channels) and ltx-core (GroupNorm(1)); no release has it.
             cin, cout = chs[i - 1] // factor[i - 1] // factor[i], chs[i] // factor[i]
-            _require(cin == cout, source, "decoder_block_out_channels",
-                     f"must give every up block equal input and output widths (up block {i}: {cin} -> {cout})",
-                     self.decoder_block_out_channels)
+            require(cin == cout, source, "decoder_block_out_channels",
+                    f"must give every up block equal input and output widths (up block {i}: {cin} -> {cout})",
+                    self.decoder_block_out_channels)
 
 
 VAE_LTX2 = LTX2VideoVAEConfig()  # LTX-2.0 as diffusers converts it (timestep_conditioning False)

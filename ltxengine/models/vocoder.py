@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ConfigError, _require, parse_config
+from ..config import ConfigError, parse_config, require
 from ..ops import TORCH_OPS, Ops
 
 __all__ = ["VocoderConfig", "Vocoder", "vocoder_config_from_diffusers"]
@@ -50,22 +50,22 @@ class VocoderConfig:
         object.__setattr__(self, "resnet_dilations", tuple(tuple(d) for d in self.resnet_dilations))
 
     def validate(self, source: str) -> None:
-        _require(self.act_fn == "leaky_relu", source, "act_fn", "must be 'leaky_relu' (the LTX-2.3 BigVGAN-style "
-                 "vocoder with snake activations is not supported)", self.act_fn)
-        _require(not self.antialias, source, "antialias", "must be false (LTX-2.3 anti-aliased activations are "
-                 "not supported)", self.antialias)
-        _require(self.final_act_fn in ("tanh", "clamp", None), source, "final_act_fn",
-                 "must be 'tanh', 'clamp' or null", self.final_act_fn)
+        require(self.act_fn == "leaky_relu", source, "act_fn", "must be 'leaky_relu' (the LTX-2.3 BigVGAN-style "
+                "vocoder with snake activations is not supported)", self.act_fn)
+        require(not self.antialias, source, "antialias", "must be false (LTX-2.3 anti-aliased activations are "
+                "not supported)", self.antialias)
+        require(self.final_act_fn in ("tanh", "clamp", None), source, "final_act_fn",
+                "must be 'tanh', 'clamp' or null", self.final_act_fn)
         n = len(self.upsample_factors)
-        _require(n >= 1 and len(self.upsample_kernel_sizes) == n, source, "upsample_kernel_sizes",
-                 f"needs one entry per upsample factor ({n})", self.upsample_kernel_sizes)
-        _require(len(self.resnet_kernel_sizes) >= 1 and len(self.resnet_dilations) == len(self.resnet_kernel_sizes),
-                 source, "resnet_dilations", f"needs one list per resnet kernel size ({len(self.resnet_kernel_sizes)})",
-                 self.resnet_dilations)
-        _require(self.hidden_channels % 2 ** n == 0 and self.hidden_channels > 0, source, "hidden_channels",
-                 f"must be a positive multiple of 2**{n} (each upsampler halves it)", self.hidden_channels)
+        require(n >= 1 and len(self.upsample_kernel_sizes) == n, source, "upsample_kernel_sizes",
+                f"needs one entry per upsample factor ({n})", self.upsample_kernel_sizes)
+        require(len(self.resnet_kernel_sizes) >= 1 and len(self.resnet_dilations) == len(self.resnet_kernel_sizes),
+                source, "resnet_dilations", f"needs one list per resnet kernel size ({len(self.resnet_kernel_sizes)})",
+                self.resnet_dilations)
+        require(self.hidden_channels % 2 ** n == 0 and self.hidden_channels > 0, source, "hidden_channels",
+                f"must be a positive multiple of 2**{n} (each upsampler halves it)", self.hidden_channels)
         for key in ("in_channels", "out_channels", "output_sampling_rate"):
-            _require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
+            require(getattr(self, key) > 0, source, key, "must be positive", getattr(self, key))
 
     @property
     def upsample_factor(self) -> int:
