@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from safetensors import SafetensorError
 
 from .safetensors_io import CheckpointError, SafetensorsFile, file_problem, is_float_dtype, read_json
 
-__all__ = ["check_folder", "check_weights", "load_model", "load_tokenizer"]
+__all__ = ["check_folder", "check_weights", "checked_folder", "dtype_kwarg", "load_model", "load_tokenizer"]
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -46,6 +46,25 @@ def check_folder(folder: Path, arg: str) -> None:
             raise CheckpointError(f"{arg}: {entry} {problem}")
         if entry.name.endswith("config.json"):
             _refuse_remote_code(entry, arg)
+
+
+def checked_folder(path, what: str, arg: str, required: Sequence[str], any_of: Sequence[str]) -> Path:
+    """The folder given as argument ``arg`` (a ``what`` folder), refused by name unless it holds every
+    file in ``required`` and one of ``any_of`` and passes check_folder."""
+    p = Path(os.fspath(path))
+    expected = (f"{', '.join(required)} and " if required else "") + f"one of {', '.join(any_of)}"
+    if not p.is_dir():
+        raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} does not exist or is not a folder "
+                                f"(expected a folder holding {expected})")
+    # lexists: a FIFO, device or symlink loop under an expected name is refused by check_folder, by name
+    for name in required:
+        if not os.path.lexists(p / name):
+            raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has no {name} (expected {expected})")
+    if not any(os.path.lexists(p / name) for name in any_of):
+        raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has none of {', '.join(any_of)} "
+                                f"(expected {expected})")
+    check_folder(p, arg)
+    return p
 
 
 def _refuse_remote_code(path: Path, arg: str) -> None:
@@ -105,6 +124,14 @@ def check_weights(folder: Path) -> list[Path]:
             raise CheckpointError(f"{path}: {len(bad)} tensors are not floating point ({shown}); a text encoder's "
                                   "weights must be (quantized checkpoints are not supported)")
     return files
+
+
+def dtype_kwarg() -> str:
+    """transformers >= 4.56 takes ``dtype=``; older releases only ``torch_dtype=``."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
 
 
 def load_model(model_cls, folder: Path, what: str, **kwargs):

@@ -327,20 +327,19 @@ class GemmaTextEncoder:
         import transformers
 
         from ..loading.safetensors_io import read_json
-        from ..loading.text_encoders import load_model, load_tokenizer
-        from .text_encoder import _check_folder, _dtype_kwarg
+        from ..loading.text_encoders import checked_folder, dtype_kwarg, load_model, load_tokenizer
 
-        root = _check_folder(gemma_dir, "Gemma 3", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
+        root = checked_folder(gemma_dir, "Gemma 3", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
         if tokenizer_dir is None:
             sub = root / "tokenizer"
             tokenizer_dir = sub if any(os.path.lexists(sub / f) for f in _GEMMA_TOKENIZER_FILES) else root
-        tok_dir = _check_folder(tokenizer_dir, "Gemma tokenizer", "tokenizer_dir", (), _GEMMA_TOKENIZER_FILES)
+        tok_dir = checked_folder(tokenizer_dir, "Gemma tokenizer", "tokenizer_dir", (), _GEMMA_TOKENIZER_FILES)
         model_type = read_json(root / "config.json", "Gemma config.json").get("model_type")
         if model_type not in _GEMMA_CLASSES:
             raise ValueError(f"gemma_dir: {str(root)!r} holds a {model_type!r} model; LTX-2 needs Gemma 3 "
                              f"(model_type one of {sorted(_GEMMA_CLASSES)})")
         model_cls = getattr(transformers, _GEMMA_CLASSES[model_type])
-        model = load_model(model_cls, root, "Gemma 3 text encoder", **{_dtype_kwarg(): dtype})
+        model = load_model(model_cls, root, "Gemma 3 text encoder", **{dtype_kwarg(): dtype})
         model = model.to(device).eval().requires_grad_(False)
         tokenizer = load_tokenizer(tok_dir, "Gemma tokenizer")
         return cls(model, tokenizer, connectors)

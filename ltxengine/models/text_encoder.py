@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..loading.text_encoders import check_folder, load_model, load_tokenizer
+from ..loading.text_encoders import checked_folder, dtype_kwarg, load_model, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -28,23 +27,6 @@ __all__ = ["T5TextEncoder"]
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-
-
-def _check_folder(path, what: str, arg: str, required: Sequence[str], any_of: Sequence[str]) -> Path:
-    p = Path(os.fspath(path))
-    expected = (f"{', '.join(required)} and " if required else "") + f"one of {', '.join(any_of)}"
-    if not p.is_dir():
-        raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} does not exist or is not a folder "
-                                f"(expected a folder holding {expected})")
-    # lexists: a FIFO, device or symlink loop under an expected name is refused by check_folder, by name
-    for name in required:
-        if not os.path.lexists(p / name):
-            raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has no {name} (expected {expected})")
-    if not any(os.path.lexists(p / name) for name in any_of):
-        raise FileNotFoundError(f"{arg}: {what} folder {str(p)!r} has none of {', '.join(any_of)} "
-                                f"(expected {expected})")
-    check_folder(p, arg)
-    return p
 
 
 def _missing_modules(names: Sequence[str]) -> list[str]:
@@ -79,14 +61,6 @@ def _check_sentencepiece_support(tok_dir: Path) -> None:
         )
 
 
-def _dtype_kwarg() -> str:
-    """transformers >= 4.56 takes ``dtype=``; older releases only ``torch_dtype=``."""
-    import transformers
-    from packaging.version import Version
-
-    return "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
-
-
 class T5TextEncoder:
     """A T5 encoder (``transformers.T5EncoderModel``) and its tokenizer."""
 
@@ -103,11 +77,11 @@ class T5TextEncoder:
         ``ltxengine.loading.text_encoders``)."""
         from transformers import T5EncoderModel
 
-        te_dir = _check_folder(text_encoder_dir, "T5 text encoder", "text_encoder_dir", ("config.json",),
-                               _WEIGHT_FILES)
-        tok_dir = _check_folder(tokenizer_dir, "T5 tokenizer", "tokenizer_dir", (), _TOKENIZER_FILES)
+        te_dir = checked_folder(text_encoder_dir, "T5 text encoder", "text_encoder_dir", ("config.json",),
+                                _WEIGHT_FILES)
+        tok_dir = checked_folder(tokenizer_dir, "T5 tokenizer", "tokenizer_dir", (), _TOKENIZER_FILES)
         _check_sentencepiece_support(tok_dir)
-        model = load_model(T5EncoderModel, te_dir, "T5 text encoder", **{_dtype_kwarg(): dtype})
+        model = load_model(T5EncoderModel, te_dir, "T5 text encoder", **{dtype_kwarg(): dtype})
         model = model.to(device).eval().requires_grad_(False)
         tokenizer = load_tokenizer(tok_dir, "T5 tokenizer")
         return cls(model, tokenizer)
