@@ -1,5 +1,7 @@
 """Shared test utilities."""
 
+import dataclasses
+
 import torch
 
 
@@ -13,6 +15,14 @@ def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, rel: float
     scale = max(1.0, expected.abs().max().item())
     assert err <= rel * scale, f"{what}: max abs error {err:.3e} > {rel:.1e} * {scale:.3e}"
     return err
+
+
+def preset_kwargs(preset, base) -> dict:
+    """The fields where a tiny config of ltxengine/presets.py differs from ``base`` (the release it
+    scales down), as keyword arguments: for the config class, and for the diffusers class it mirrors,
+    whose argument names the config fields follow."""
+    return {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)
+            if getattr(preset, f.name) != getattr(base, f.name)}
 
 
 def perturb_(module: torch.nn.Module, seed: int = 0, std: float = 0.1) -> None:

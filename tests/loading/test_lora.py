@@ -22,8 +22,8 @@ from ltxengine.loading.lora import LoraError, LoraSet, LoraWeights
 from ltxengine.loading.safetensors_io import CheckpointError
 
 from ..helpers import assert_close_scaled
-from ..models import test_ltx2_text as text_case
-from ..models import test_ltx2_transformer as ltx2_case
+from ..models import ltx2_text_fixtures as text_case
+from ..models import ltx2_transformer_fixtures as ltx2_case
 from ..models.test_transformer import make_pair as ltxv_pair
 from ..oracles import ltx_core
 
@@ -35,7 +35,7 @@ RANK = 4
 # -- helpers -----------------------------------------------------------------------------------
 
 def ltx2_model(dtype=torch.float32):
-    _, ours, cfg = ltx2_case._pair("split64")
+    _, ours, cfg = ltx2_case.pair("split64")
     return ours.to(dtype), cfg
 
 
@@ -136,7 +136,7 @@ def ltx_core_fused(tmp_path, cfg, base_state, loras):
 def ltx_core_forward(core, ours, cfg):
     modality = ltx_core("model.transformer.modality")
     pert = ltx_core("guidance.perturbations")
-    x, b, c = ltx2_case._inputs(cfg), 2, ltx2_case
+    x, b, c = ltx2_case.inputs(cfg), 2, ltx2_case
     video = modality.Modality(latent=x["video"], sigma=x["sigma_v"], timesteps=x["vt"],
                               positions=ours.video_positions(b, c.F, c.H, c.W, c.FPS), context=x["vtext"],
                               context_mask=x["mask"])
@@ -164,11 +164,11 @@ def test_fused_weights_and_outputs_match_ltx_core(tmp_path):
 
     # Outputs (fp32 copies of the bit-equal fused weights), with a control: the LoRA matters.
     (rv, ra), x = ltx_core_forward(core.float(), ours.float(), cfg)
-    v, a = ltx2_case._ours(ours, x)
+    v, a = ltx2_case.run_ours(ours, x)
     assert_close_scaled(v, rv, ltx2_case.REL, "fused video vs ltx-core")
     assert_close_scaled(a, ra, ltx2_case.REL, "fused audio vs ltx-core")
     ours.load_state_dict(base)
-    plain, _ = ltx2_case._ours(ours, x)
+    plain, _ = ltx2_case.run_ours(ours, x)
     assert (plain - v).abs().max() > 1e-2
 
 

@@ -25,7 +25,7 @@ from ltxengine.quant.fp8 import Fp8Linear, convert_to_fp8, fp8_targets
 from bench.fp8_lora_quality import make_case, quality
 
 from ..helpers import assert_close_scaled
-from ..models import test_ltx2_transformer as ltx2_case
+from ..models import ltx2_transformer_fixtures as ltx2_case
 from .test_lora import bits_equal, linears, ltx2_model, random_lora
 
 FP8 = ("q", "ff")  # layers of Tiny stored in fp8; "out" stays dense (a mixed model)
@@ -261,9 +261,9 @@ def test_ltx2_mixed_model_matches_dense_model(mode):
         for name in names:
             _to_dense(dense, name, model.get_submodule(name).dequantized(torch.float32))
         LoraSet(dense).apply([(weights, 0.6)])
-    x = ltx2_case._inputs(cfg)
-    v, a = ltx2_case._ours(model, x)
-    rv, ra = ltx2_case._ours(dense, x)
+    x = ltx2_case.inputs(cfg)
+    v, a = ltx2_case.run_ours(model, x)
+    rv, ra = ltx2_case.run_ours(dense, x)
     # "merge": bit-equal weights, the model tolerance. "branch": x Wq^T + (x A^T) B^T vs
     # x (Wq + B A)^T in fp32 per layer, then the model: 1e-5 relative, like the fp32 model tests.
     assert_close_scaled(v, rv, ltx2_case.REL, f"{mode} video")

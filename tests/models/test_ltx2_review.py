@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from ltxengine.models.ltx2_transformer import LTX2Transformer, Skip
 from tests.helpers import assert_close_scaled
-from tests.models import test_ltx2_transformer as t
+from tests.models import ltx2_transformer_fixtures as t
 
 pytest.importorskip("diffusers.models.transformers.transformer_ltx2")
 
@@ -41,8 +41,8 @@ def _audio_tokens(x):
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_per_token_audio_timesteps_match_diffusers(legacy):
-    ref, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    ref, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     at = _audio_tokens(x)
     v, a = _run(ours, x, at=at, legacy=legacy)
     with torch.no_grad():
@@ -59,8 +59,8 @@ def test_per_token_audio_timesteps_match_diffusers(legacy):
 
 
 def test_constant_per_token_timesteps_equal_per_sample():
-    _, ours, cfg = t._pair("split_heads")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split_heads")
+    x = t.inputs(cfg)
     x = {**x, "vt": x["sigma_v"]}
     v0, a0 = _run(ours, x)
     x1 = {**x, "vt": x["sigma_v"][:, None].expand(2, F * H * W)}
@@ -74,8 +74,8 @@ def test_constant_per_token_timesteps_equal_per_sample():
 
 @pytest.mark.parametrize("name", list(t.TINY))
 def test_batch1_rope_broadcasts_against_batch2(name):
-    _, ours, cfg = t._pair(name)
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair(name)
+    x = t.inputs(cfg)
     v2, a2 = _run(ours, x, skip=[Skip.stg([0]), Skip(a2v=[1])])
     v1, a1 = _run(ours, x, skip=[Skip.stg([0]), Skip(a2v=[1])], rope_batch=1)
     assert torch.equal(v1, v2) and torch.equal(a1, a2)
@@ -83,8 +83,8 @@ def test_batch1_rope_broadcasts_against_batch2(name):
 
 @pytest.mark.parametrize("name", ["split64", "interleaved32"])
 def test_per_sample_skips_equal_separate_calls(name):
-    _, ours, cfg = t._pair(name)
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair(name)
+    x = t.inputs(cfg)
     at = _audio_tokens(x)
     skips = [Skip(video_self_attn=[1], v2a=ALL_), Skip(audio_self_attn="all", a2v=[0])]
     bv, ba = _run(ours, x, at=at, skip=skips)
@@ -98,8 +98,8 @@ def test_per_sample_skips_equal_separate_calls(name):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_close_to_fp32(dtype):
-    _, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     at = _audio_tokens(x)
     skips = [Skip.stg([1]), Skip()]
     rv, ra = _run(ours, x, at=at, skip=skips)
@@ -123,8 +123,8 @@ def test_half_precision_close_to_fp32(dtype):
 
 
 def test_bad_inputs_have_clear_errors():
-    _, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     rope = ours.rope(ours.video_positions(2, F, H, W, FPS), ours.audio_positions(2, NA))
     ctx = ours.prepare_context(x["vtext"], x["atext"], x["mask"])
     kw = dict(video_sigma=x["sigma_v"], context=ctx, rope=rope)
@@ -145,8 +145,8 @@ def test_bad_inputs_have_clear_errors():
 
 
 def test_text_mask_bias_is_per_sample_and_finite_in_half():
-    _, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     half = LTX2Transformer(cfg).eval()
     half.load_state_dict(ours.state_dict())
     half.to(torch.float16)
@@ -168,8 +168,8 @@ def test_skip_from_a_one_shot_iterable_keeps_its_blocks():
 
 def test_skip_block_out_of_range_is_refused():
     """Skip.stg([num_layers]) (an off-by-one block index) silently perturbs nothing."""
-    _, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     with pytest.raises(ValueError, match="block"):
         _run(ours, x, skip=Skip.stg([cfg.num_layers]))
 
@@ -178,8 +178,8 @@ def test_audio_context_batch_mismatch_is_refused():
     """Only context.video's batch is checked: an audio text context of batch 1 broadcasts
     sample 0's audio prompt over the whole batch without an error."""
     from ltxengine.models.ltx2_transformer import TextContext
-    _, ours, cfg = t._pair("split64")
-    x = t._inputs(cfg)
+    _, ours, cfg = t.pair("split64")
+    x = t.inputs(cfg)
     rope = ours.rope(ours.video_positions(2, F, H, W, FPS), ours.audio_positions(2, NA))
     ctx = ours.prepare_context(x["vtext"], x["atext"], x["mask"])
     for bad in (TextContext(ctx.video, ctx.audio[:1], ctx.bias), TextContext(ctx.video, ctx.audio, ctx.bias[:1])):
@@ -190,7 +190,7 @@ def test_audio_context_batch_mismatch_is_refused():
 # -- loading -------------------------------------------------------------------------------------
 
 def _dit_bundle(tmp_path, header_extra=None, extra=None, drop_section=False):
-    ref, ours, cfg = t._pair("split64")
+    ref, ours, cfg = t.pair("split64")
     tensors = {"model.diffusion_model." + t.to_original(k): v.detach().contiguous()
                for k, v in ours.state_dict().items()}
     tensors.update(extra or {})

@@ -14,72 +14,11 @@ import pytest
 import torch
 
 from ltxengine.config import ConfigError, LTX2TransformerConfig, parse_config
-from ltxengine.models.ltx2_transformer import LTX2Transformer, Skip, count_parameters
-from tests.helpers import assert_close_scaled, perturb_
+from ltxengine.models.ltx2_transformer import Skip, count_parameters
+from tests.helpers import assert_close_scaled
+from tests.models.ltx2_transformer_fixtures import (FPS, NA, REL, TINY, F, H, W, inputs, ltx_core_model,
+                                                    original_section, pair, run_ours, to_original)
 from tests.oracles import ltx_core
-
-diffusers_ltx2 = pytest.importorskip("diffusers.models.transformers.transformer_ltx2")
-
-REL = 1e-5
-
-# Tiny configs covering the 2.0 switches: split/interleaved RoPE, float64/float32 frequency grid,
-# causal offset, gate timestep multiplier (1000 = diffusers' converter, 1 = ltx-core's default),
-# equal and different video/audio head counts (the cross-modal RoPE is sliced per *video* head).
-TINY = {
-    "split64": dict(num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32, audio_num_attention_heads=2,
-                    audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2, caption_channels=24,
-                    in_channels=8, out_channels=8, audio_in_channels=6, audio_out_channels=6, rope_type="split",
-                    rope_double_precision=True),
-    "interleaved32": dict(num_attention_heads=4, attention_head_dim=8, cross_attention_dim=32,
-                          audio_num_attention_heads=2, audio_attention_head_dim=8, audio_cross_attention_dim=16,
-                          num_layers=3, caption_channels=20, in_channels=8, out_channels=8, audio_in_channels=4,
-                          audio_out_channels=4, rope_type="interleaved", rope_double_precision=False,
-                          causal_offset=0, cross_attn_timestep_scale_multiplier=1),
-    "split_heads": dict(num_attention_heads=4, attention_head_dim=12, cross_attention_dim=48,
-                        audio_num_attention_heads=2, audio_attention_head_dim=16, audio_cross_attention_dim=32,
-                        num_layers=2, caption_channels=16, in_channels=8, out_channels=8, audio_in_channels=6,
-                        audio_out_channels=6, rope_type="split", rope_double_precision=True),
-}
-
-F, H, W, NA, L, FPS = 3, 2, 3, 5, 7, 24.0
-
-
-def _pair(name, perturbed_attn=False):
-    torch.manual_seed(0)
-    ref = diffusers_ltx2.LTX2VideoTransformer3DModel(**TINY[name], perturbed_attn=perturbed_attn).eval()
-    perturb_(ref, seed=1, std=0.2)
-    cfg = parse_config(LTX2TransformerConfig, dict(ref.config), "test")
-    ours = LTX2Transformer(cfg).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours, cfg
-
-
-def _inputs(cfg, batch=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    nv = F * H * W
-    video = torch.randn(batch, nv, cfg.in_channels, generator=g)
-    audio = torch.randn(batch, NA, cfg.audio_in_channels, generator=g)
-    vtext = torch.randn(batch, L, cfg.caption_channels, generator=g)
-    atext = torch.randn(batch, L, cfg.caption_channels, generator=g)
-    mask = torch.ones(batch, L, dtype=torch.long)
-    mask[0, -2:] = 0
-    sigma_v = torch.tensor([0.7, 0.3])[:batch]
-    sigma_a = torch.tensor([0.6, 0.3])[:batch]
-    # Image conditioning: first latent frame clean (mask 0), so per-token video timesteps.
-    den = torch.ones(batch, nv)
-    den[:, : H * W] = 0.0
-    return dict(video=video, audio=audio, vtext=vtext, atext=atext, mask=mask, sigma_v=sigma_v, sigma_a=sigma_a,
-                vt=sigma_v[:, None] * den)
-
-
-def _ours(model, x, skip=None, legacy=False):
-    b = x["video"].shape[0]
-    rope = model.rope(model.video_positions(b, F, H, W, FPS), model.audio_positions(b, NA))
-    ctx = model.prepare_context(x["vtext"], x["atext"], x["mask"])
-    with torch.no_grad():
-        return model(x["video"], x["audio"], video_sigma=x["sigma_v"], audio_sigma=x["sigma_a"],
-                     video_timesteps=x["vt"], context=ctx, rope=rope, skip=skip, legacy_cross_timestep=legacy)
-
 
 def _diffusers(ref, x, **kw):
     with torch.no_grad():
@@ -93,112 +32,55 @@ def _diffusers(ref, x, **kw):
 
 @pytest.mark.parametrize("name", list(TINY))
 def test_matches_diffusers(name):
-    ref, ours, cfg = _pair(name)
-    x = _inputs(cfg)
-    v, a = _ours(ours, x)
+    ref, ours, cfg = pair(name)
+    x = inputs(cfg)
+    v, a = run_ours(ours, x)
     rv, ra = _diffusers(ref, x, use_cross_timestep=True)
     assert_close_scaled(v, rv, REL, f"{name} video")
     assert_close_scaled(a, ra, REL, f"{name} audio")
 
 
 def test_legacy_cross_timestep_matches_diffusers_and_differs():
-    ref, ours, cfg = _pair("split64")
-    x = _inputs(cfg)
-    v, a = _ours(ours, x, legacy=True)
+    ref, ours, cfg = pair("split64")
+    x = inputs(cfg)
+    v, a = run_ours(ours, x, legacy=True)
     rv, ra = _diffusers(ref, x, use_cross_timestep=False)
     assert_close_scaled(v, rv, REL, "legacy video")
     assert_close_scaled(a, ra, REL, "legacy audio")
-    v_new, _ = _ours(ours, x)
+    v_new, _ = run_ours(ours, x)
     assert (v_new - v).abs().max() > 1e-3  # the convention matters when sigmas differ / tokens are conditioned
 
 
 def test_stg_and_isolation_match_diffusers():
-    ref, ours, cfg = _pair("split64", perturbed_attn=True)
-    x = _inputs(cfg)
+    ref, ours, cfg = pair("split64", perturbed_attn=True)
+    x = inputs(cfg)
     # Sample 0 perturbed at block 1, sample 1 not (per-sample blend), then all perturbed.
-    v, a = _ours(ours, x, skip=[Skip.stg([1]), Skip()])
+    v, a = run_ours(ours, x, skip=[Skip.stg([1]), Skip()])
     rv, ra = _diffusers(ref, x, use_cross_timestep=True, spatio_temporal_guidance_blocks=[1],
                         perturbation_mask=torch.tensor([0.0, 1.0]))
     assert_close_scaled(v, rv, REL, "stg mixed video")
     assert_close_scaled(a, ra, REL, "stg mixed audio")
-    v, a = _ours(ours, x, skip=Skip.stg([0, 1]))
+    v, a = run_ours(ours, x, skip=Skip.stg([0, 1]))
     rv, ra = _diffusers(ref, x, use_cross_timestep=True, spatio_temporal_guidance_blocks=[0, 1])
     assert_close_scaled(v, rv, REL, "stg all video")
-    v, a = _ours(ours, x, skip=Skip.isolate())
+    v, a = run_ours(ours, x, skip=Skip.isolate())
     rv, ra = _diffusers(ref, x, use_cross_timestep=True, isolate_modalities=True)
     assert_close_scaled(v, rv, REL, "isolated video")
     assert_close_scaled(a, ra, REL, "isolated audio")
-    plain, _ = _ours(ours, x)
+    plain, _ = run_ours(ours, x)
     assert (plain - v).abs().max() > 1e-3
 
 
 # -- ltx-core ----------------------------------------------------------------------------------
 
-_TO_ORIGINAL = (
-    ("audio_proj_in", "audio_patchify_proj"), ("proj_in", "patchify_proj"),
-    ("av_cross_attn_video_scale_shift", "av_ca_video_scale_shift_adaln_single"),
-    ("av_cross_attn_audio_scale_shift", "av_ca_audio_scale_shift_adaln_single"),
-    ("av_cross_attn_video_a2v_gate", "av_ca_a2v_gate_adaln_single"),
-    ("av_cross_attn_audio_v2a_gate", "av_ca_v2a_gate_adaln_single"),
-    ("video_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_video"),
-    ("audio_a2v_cross_attn_scale_shift_table", "scale_shift_table_a2v_ca_audio"),
-    ("norm_q", "q_norm"), ("norm_k", "k_norm"),
-)
-
-
-def to_original(key: str) -> str:
-    """Our (diffusers) key -> Lightricks' original module path (without the file prefix)."""
-    if key.startswith("time_embed."):
-        key = "adaln_single." + key[len("time_embed."):]
-    elif key.startswith("audio_time_embed."):
-        key = "audio_adaln_single." + key[len("audio_time_embed."):]
-    for new, old in _TO_ORIGINAL:
-        key = key.replace(new, old)
-    return key
-
-
-def original_section(cfg: LTX2TransformerConfig) -> dict:
-    """The header ``transformer`` section ltx-core's configurator reads, for ``cfg``."""
-    return {
-        "num_attention_heads": cfg.num_attention_heads, "attention_head_dim": cfg.attention_head_dim,
-        "in_channels": cfg.in_channels, "out_channels": cfg.out_channels, "num_layers": cfg.num_layers,
-        "cross_attention_dim": cfg.cross_attention_dim, "norm_eps": cfg.norm_eps,
-        "positional_embedding_theta": cfg.rope_theta,
-        "positional_embedding_max_pos": [cfg.pos_embed_max_pos, cfg.base_height, cfg.base_width],
-        "timestep_scale_multiplier": cfg.timestep_scale_multiplier, "use_middle_indices_grid": True,
-        "audio_num_attention_heads": cfg.audio_num_attention_heads,
-        "audio_attention_head_dim": cfg.audio_attention_head_dim, "audio_in_channels": cfg.audio_in_channels,
-        "audio_out_channels": cfg.audio_out_channels, "audio_cross_attention_dim": cfg.audio_cross_attention_dim,
-        "audio_positional_embedding_max_pos": [cfg.audio_pos_embed_max_pos],
-        "av_ca_timestep_scale_multiplier": cfg.cross_attn_timestep_scale_multiplier, "rope_type": cfg.rope_type,
-        "frequencies_precision": "float64" if cfg.rope_double_precision else "float32",
-        "caption_channels": cfg.caption_channels,
-        # Fixed values ltx-core's configurator insists on (so real headers carry them).
-        "dropout": 0.0, "attention_bias": True, "num_vector_embeds": None, "activation_fn": "gelu-approximate",
-        "num_embeds_ada_norm": 1000, "use_linear_projection": False, "only_cross_attention": False,
-        "cross_attention_norm": True, "double_self_attention": False, "upcast_attention": False,
-        "standardization_norm": "rms_norm", "norm_elementwise_affine": False, "qk_norm": "rms_norm",
-        "positional_embedding_type": "rope", "use_audio_video_cross_attention": True, "share_ff": False,
-        "av_cross_ada_norm": True,
-    }
-
-
-def _ltx_core_model(cfg: LTX2TransformerConfig, state: dict):
-    configurator = ltx_core("model.transformer.model_configurator")
-    with torch.device("meta"):
-        model = configurator.LTXModelConfigurator.from_config({"transformer": original_section(cfg)})
-    model.load_state_dict({to_original(k): v for k, v in state.items()}, strict=True, assign=True)
-    return model.eval()
-
-
 @pytest.mark.parametrize("name", ["split64", "split_heads"])
 @pytest.mark.parametrize("skip", [None, "stg", "isolate"])
 def test_matches_ltx_core(name, skip):
-    _, ours, cfg = _pair(name)
-    core = _ltx_core_model(cfg, ours.state_dict())
+    _, ours, cfg = pair(name)
+    core = ltx_core_model(cfg, ours.state_dict())
     modality = ltx_core("model.transformer.modality")
     pert = ltx_core("guidance.perturbations")
-    x = _inputs(cfg)
+    x = inputs(cfg)
     b = x["video"].shape[0]
     vpos = ours.video_positions(b, F, H, W, FPS)
     apos = ours.audio_positions(b, NA)
@@ -219,7 +101,7 @@ def test_matches_ltx_core(name, skip):
                                           pert.Perturbation(T.SKIP_V2A_CROSS_ATTN, None)])
     with torch.no_grad():
         rv, ra = core(video, audio, pert.BatchedPerturbationConfig([sample] * b))
-    v, a = _ours(ours, x, skip=ours_skip)
+    v, a = run_ours(ours, x, skip=ours_skip)
     assert_close_scaled(v, rv, REL, f"{name}/{skip} video vs ltx-core")
     assert_close_scaled(a, ra, REL, f"{name}/{skip} audio vs ltx-core")
 
@@ -241,12 +123,12 @@ def test_ltx_core_positions_equal_ours():
 
 
 def test_mixed_perturbation_per_sample_equals_separate_calls():
-    _, ours, cfg = _pair("split64")
-    x = _inputs(cfg)
-    both_v, both_a = _ours(ours, x, skip=[Skip.stg([0]), Skip.isolate()])
+    _, ours, cfg = pair("split64")
+    x = inputs(cfg)
+    both_v, both_a = run_ours(ours, x, skip=[Skip.stg([0]), Skip.isolate()])
     for i, s in enumerate([Skip.stg([0]), Skip.isolate()]):
         one = {k: v[i:i + 1] for k, v in x.items()}
-        v, a = _ours(ours, one, skip=s)
+        v, a = run_ours(ours, one, skip=s)
         assert_close_scaled(both_v[i:i + 1], v, REL, f"sample {i} video")
         assert_close_scaled(both_a[i:i + 1], a, REL, f"sample {i} audio")
 
@@ -270,31 +152,31 @@ def test_refuses_later_release_options():
 
 
 def test_bad_inputs_are_named():
-    _, ours, cfg = _pair("split64")
-    x = _inputs(cfg)
+    _, ours, cfg = pair("split64")
+    x = inputs(cfg)
     with pytest.raises(ValueError, match="video_timesteps"):
-        _ours(ours, {**x, "vt": x["vt"][:, :3]})
+        run_ours(ours, {**x, "vt": x["vt"][:, :3]})
     with pytest.raises(ValueError, match="audio must be"):
-        _ours(ours, {**x, "audio": x["audio"][..., :2]})
+        run_ours(ours, {**x, "audio": x["audio"][..., :2]})
     with pytest.raises(ValueError, match="Skip.video_self_attn"):
         Skip(video_self_attn=[-1])
     with pytest.raises(ValueError, match="one per sample"):
-        _ours(ours, x, skip=[Skip()])
+        run_ours(ours, x, skip=[Skip()])
     with pytest.raises(ValueError, match="mask must be"):
         ours.prepare_context(x["vtext"], x["atext"], x["mask"][:, :3])
 
 
 def test_controls_wiring_matters():
     """A swapped cross-modal table row or a dropped text mask changes the output."""
-    _, ours, cfg = _pair("split64")
-    x = _inputs(cfg)
-    v0, a0 = _ours(ours, x)
-    v1, _ = _ours(ours, {**x, "mask": torch.ones_like(x["mask"])})
+    _, ours, cfg = pair("split64")
+    x = inputs(cfg)
+    v0, a0 = run_ours(ours, x)
+    v1, _ = run_ours(ours, {**x, "mask": torch.ones_like(x["mask"])})
     assert (v1 - v0).abs().max() > 1e-3
     with torch.no_grad():
         t = ours.transformer_blocks[0].video_a2v_cross_attn_scale_shift_table
         t.copy_(t[[1, 0, 2, 3, 4]])
-    v2, _ = _ours(ours, x)
+    v2, _ = run_ours(ours, x)
     assert (v2 - v0).abs().max() > 1e-3
 
 
@@ -302,7 +184,7 @@ def test_controls_wiring_matters():
 
 def test_keymap_recovers_our_keys_and_drops_connectors():
     from ltxengine.loading.ltx2_transformer import KEYMAP
-    _, ours, _ = _pair("split64")
+    _, ours, _ = pair("split64")
     for key in ours.state_dict():
         assert KEYMAP.apply("model.diffusion_model." + to_original(key)) == key
     assert KEYMAP.apply("model.diffusion_model.video_embeddings_connector.learnable_registers") is None
@@ -312,7 +194,7 @@ def test_keymap_recovers_our_keys_and_drops_connectors():
 @pytest.mark.parametrize("name", list(TINY))
 def test_original_config_converts_to_the_diffusers_config(name):
     from ltxengine.loading.ltx2_transformer import transformer_config
-    _, _, cfg = _pair(name)
+    _, _, cfg = pair(name)
     # ltx-core has no causal-offset option: its positions always get the causal fix (offset 1).
     assert transformer_config(original_section(cfg), "ckpt") == dataclasses.replace(cfg, causal_offset=1)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.helpers import perturb_, randomize_vae_
-from tests.models import test_ltx2_text as text_t
-from tests.models import test_ltx2_transformer as dit_t
+from tests.models import ltx2_text_fixtures as text_t
+from tests.models import ltx2_transformer_fixtures as dit_t
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -17,7 +17,7 @@ from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
 from ltxengine.ltx_video import sampling as lv
 from ltxengine.ltx2.denoise import DISTILLED_SIGMAS, GuidanceParams, guide, ltx2_sigmas
 from tests.helpers import assert_close_scaled
-from tests.models.test_ltx2_transformer import _ltx_core_model
+from tests.models.ltx2_transformer_fixtures import ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines
 from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline
 
@@ -52,8 +52,8 @@ def _reference_stage(engine, texts, first, keys, shape, t_audio, sigmas, vp, ap,
     cond = ltx_core("conditioning")
     types, tools, patch = ltx_core("types"), ltx_core("tools"), ltx_core("components.patchifiers")
     steps = ltx_core("components.diffusion_steps")
-    x0model = ltx_core("model.transformer.model").X0Model(_ltx_core_model(engine.transformer.config,
-                                                                         engine.transformer.state_dict()))
+    x0model = ltx_core("model.transformer.model").X0Model(ltx_core_model(engine.transformer.config,
+                                                                        engine.transformer.state_dict()))
     _, c, f, h, w = shape
     acfg = engine.audio_vae.config
     vtools = tools.VideoLatentTools(patch.VideoLatentPatchifier(1), types.VideoLatentShape(1, c, f, h, w), fps)

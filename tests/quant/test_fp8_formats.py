@@ -189,7 +189,7 @@ def test_named_policy_on_an_fp8_file_adds_its_targets(tmp_path, sd):
 
 
 def test_ltx2_bundle_and_folder(tmp_path):
-    from tests.models.test_ltx2_transformer import TINY, original_section, to_original
+    from tests.models.ltx2_transformer_fixtures import TINY, original_section, to_original
 
     from ltxengine.models.ltx2_transformer import LTX2Transformer
     cfg = parse_config(LTX2TransformerConfig, dict(TINY["split64"], num_layers=7), "test")

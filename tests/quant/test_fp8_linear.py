@@ -244,7 +244,7 @@ def test_targets_on_released_ltx_video_configs(size, layers, head_dim):
 def test_targets_on_ltx2_19b_match_ltx_core():
     """Both rules against ltx-core's own: its fp8-cast state-dict ops (which keys it downcasts)
     and its scaled-mm module swap (which nn.Linear become FP8Linear), on the 19B config on meta."""
-    from tests.models.test_ltx2_transformer import original_section, to_original
+    from tests.models.ltx2_transformer_fixtures import original_section, to_original
     from tests.oracles import ltx_core
 
     from ltxengine.models.ltx2_transformer import LTX2Transformer
