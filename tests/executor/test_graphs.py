@@ -14,8 +14,6 @@ from ltxengine.executor.graphs import GraphExecutor, bucket_key, resolve_mode
 from ltxengine.executor.residency import Residency
 from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder, make_image
 
-CUDA = torch.cuda.is_available()
-
 
 def axpy(x, y, a):
     return x * a + y
@@ -238,7 +236,6 @@ def test_offload_names_are_checked_and_cpu_engines_ignore_offload():
 # -- GPU ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
 def test_graph_replay_equals_eager_and_allocates_nothing():
     lin = torch.nn.Linear(256, 256, device="cuda")
 
@@ -264,7 +261,6 @@ def test_graph_replay_equals_eager_and_allocates_nothing():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
 def test_engine_graphs_equal_eager_on_the_gpu(tmp_path_factory):
     root = tmp_path_factory.mktemp("execgpu")
     folder = build_pipeline_folder(root, "tiny-095")

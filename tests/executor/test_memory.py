@@ -450,7 +450,6 @@ def test_reserve_fits_the_plan():
 
 # -- GPU: CUDA graphs and the predicted peak ------------------------------------------------------------
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 # mid-size: D = 1024, 8 blocks, 3072 tokens, CFG batch 2, bf16 (~150 MiB of activations)
 MID = dict(in_channels=128, out_channels=128, num_attention_heads=16, attention_head_dim=64,
            cross_attention_dim=1024, num_layers=8, caption_channels=256)
@@ -465,14 +464,12 @@ def cuda_step():
 
 
 @pytest.mark.gpu
-@gpu
 def test_cuda_fake_trace_equals_real_trace(cuda_step):
     guide, x, t, trace = cuda_step
     assert trace == trace_allocations(guide, x, t, fake=False)
 
 
 @pytest.mark.gpu
-@gpu
 def test_cuda_predicted_peak_within_5_percent(cuda_step):
     guide, x, t, trace = cuda_step
     plan = plan_pages(trace)  # 2 MiB pages
@@ -490,7 +487,6 @@ def test_cuda_predicted_peak_within_5_percent(cuda_step):
 
 
 @pytest.mark.gpu
-@gpu
 def test_cuda_served_ops_allocate_only_what_the_plan_leaves_to_the_allocator(cuda_step):
     guide, x, t, trace = cuda_step
     plan = plan_pages(trace)
@@ -506,7 +502,6 @@ def test_cuda_served_ops_allocate_only_what_the_plan_leaves_to_the_allocator(cud
 
 
 @pytest.mark.gpu
-@gpu
 def test_cuda_graph_of_a_served_step_replays_without_allocating(cuda_step):
     guide, x, t, trace = cuda_step
     plan = plan_pages(trace)

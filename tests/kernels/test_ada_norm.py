@@ -109,7 +109,6 @@ def test_errors_name_argument_rule_and_value(call, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (production shapes)")
 @pytest.mark.parametrize("b, n, d", [(2, 6144, 2048), (2, 6144, 4096), (2, 126, 2048)])
 @pytest.mark.parametrize("per_token", [False, True])
 def test_production_shapes_on_gpu(b, n, d, per_token):

@@ -279,7 +279,6 @@ PRODUCTION = [  # x shape, Cout, padding mode, causal, prologue, channels-last x
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="production shapes need a CUDA GPU")
 @pytest.mark.parametrize("shape,cout,mode,causal,prologue,channels_last", PRODUCTION)
 def test_production_shapes_gpu(shape, cout, mode, causal, prologue, channels_last):
     g = torch.Generator(device="cuda").manual_seed(0)

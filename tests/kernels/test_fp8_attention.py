@@ -392,9 +392,6 @@ def test_reference_contract():
 # GPU: production shapes
 
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="production shapes need a CUDA device")
-
-
 def _chunked(fn, q, k, v, heads, mask, group):
     """fn over groups of ``group`` heads (per-head scales: the same result as one call)."""
     d = q.shape[-1] // heads
@@ -407,7 +404,6 @@ def _chunked(fn, q, k, v, heads, mask, group):
 
 
 @pytest.mark.gpu
-@needs_gpu
 @pytest.mark.parametrize("nk,d,masked", [(6144, 64, 0), (6144, 128, 0), (128, 64, 40), (1024, 128, 300)],
                          ids=["ltxv-2b-self", "d128-self", "ltxv-cross", "ltx2-cross"])
 def test_production_shapes_gpu(nk, d, masked):

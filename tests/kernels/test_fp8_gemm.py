@@ -444,7 +444,6 @@ def _ref_quantize_gpu(x, per_row):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (production shapes)")
 @pytest.mark.parametrize("m, n, k", GPU_SHAPES)
 @pytest.mark.parametrize("per_row", [False, True])
 def test_production_scaled_mm_on_gpu(m, n, k, per_row):
@@ -459,7 +458,6 @@ def test_production_scaled_mm_on_gpu(m, n, k, per_row):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (production shapes)")
 @pytest.mark.parametrize("per_row", [False, True])
 @pytest.mark.parametrize("k", [2048, 4096])
 def test_production_quantize_on_gpu_bit_exact(per_row, k):
@@ -471,7 +469,6 @@ def test_production_quantize_on_gpu_bit_exact(per_row, k):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (production shapes)")
 @pytest.mark.parametrize("n, k", [(4096, 4096), (16384, 4096), (2048, 8192)])
 def test_production_fp8_linear_on_gpu(n, k):
     x = torch.randn(2, 3072, k, device="cuda", dtype=BF16)

@@ -73,12 +73,10 @@ def _inputs():
 
 
 CUDA_OPS = ("qk_norm_rope", "ada_norm", "gated_residual", "quantize_fp8")
-_CUDA_READY = torch.cuda.is_available()
 
 
 @pytest.mark.parametrize("backend, op", [("triton", op) for op in sorted(SCHEMAS)] + [
-    pytest.param("cuda", op, marks=[pytest.mark.gpu, pytest.mark.skipif(not _CUDA_READY, reason="needs a CUDA GPU")])
-    for op in CUDA_OPS])
+    pytest.param("cuda", op, marks=pytest.mark.gpu) for op in CUDA_OPS])
 def test_custom_ops_pass_opcheck(triton_ops, backend, op):
     """Schema (the mutated outputs are declared), fake tensor, autograd registration and AOT
     dispatch: what torch.compile and CUDA graph capture rely on."""
@@ -182,7 +180,6 @@ def test_cublas_scaled_mm_errors(bad, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_auto_on_gpu_follows_the_preference_table():
     ops = get_ops("auto", "cuda")
     sources = dict(ops.sources)
