@@ -24,20 +24,14 @@ from ltxengine.loading.safetensors_io import CheckpointError
 from ..helpers import assert_close_scaled
 from ..models import ltx2_text_fixtures as text_case
 from ..models import ltx2_transformer_fixtures as ltx2_case
-from ..models.test_transformer import make_pair as ltxv_pair
+from ..models.transformer_fixtures import make_pair as ltxv_pair
 from ..oracles import ltx_core
+from .lora_fixtures import RANK, bits_equal, linears, ltx2_model, random_lora
 
 lora_pipeline = pytest.importorskip("diffusers.loaders.lora_pipeline")
 
-RANK = 4
-
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def ltx2_model(dtype=torch.float32):
-    _, ours, cfg = ltx2_case.pair("split64")
-    return ours.to(dtype), cfg
-
 
 def ltxv_model():
     return ltxv_pair()[1]
@@ -50,37 +44,8 @@ def ltxv_to_original(path: str) -> str:
     return path.replace("proj_in", "patchify_proj")
 
 
-def linears(model) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-
-
-def random_lora(model, rename=ltx2_case.to_original, modules=None, seed=0, exact=False, dtype=torch.float32,
-                prefix="diffusion_model.", down_up=False):
-    """A LoRA over ``modules`` (default: every linear layer) of ``model`` in the Lightricks layout
-    (or the diffusers one with prefix="transformer." and rename=str)."""
-    g = torch.Generator().manual_seed(seed)
-    names = ("lora_down", "lora_up") if down_up else ("lora_A", "lora_B")
-    sd = {}
-    for path in modules or linears(model):
-        out_f, in_f = model.get_submodule(path).weight.shape
-        if exact:  # entries k/8: every product and sum below is exact in bf16
-            a = torch.randint(-1, 2, (RANK, in_f), generator=g) / 8.0
-            b = torch.randint(-1, 2, (out_f, RANK), generator=g) / 8.0
-        else:
-            a = torch.randn(RANK, in_f, generator=g) * 0.3
-            b = torch.randn(out_f, RANK, generator=g) * 0.3
-        sd[f"{prefix}{rename(path)}.{names[0]}.weight"] = a.to(dtype)
-        sd[f"{prefix}{rename(path)}.{names[1]}.weight"] = b.to(dtype)
-    return sd
-
-
 def snapshot(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(ints), b.view(ints))
 
 
 def assert_state(model, expected: dict[str, torch.Tensor], what=""):

@@ -26,7 +26,7 @@ from bench.fp8_lora_quality import make_case, quality
 
 from ..helpers import assert_close_scaled
 from ..models import ltx2_transformer_fixtures as ltx2_case
-from .test_lora import bits_equal, linears, ltx2_model, random_lora
+from .lora_fixtures import bits_equal, linears, ltx2_model, random_lora
 
 FP8 = ("q", "ff")  # layers of Tiny stored in fp8; "out" stays dense (a mixed model)
 

@@ -6,7 +6,8 @@ import torch
 from ltxengine.config import TRANSFORMER_13B, TRANSFORMER_2B, ConfigError, TransformerConfig, parse_config
 from ltxengine.models.transformer import LTXVideoTransformer, coords_positions, grid_positions
 
-from ..helpers import assert_close_scaled, perturb_
+from ..helpers import assert_close_scaled
+from .transformer_fixtures import TINY, make_pair
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -14,19 +15,6 @@ diffusers = pytest.importorskip("diffusers")
 # (torch RMSNorm, SDPA). Measured errors are ~1e-7 of the output scale; 1e-5 leaves headroom
 # without hiding a wiring error (those show up at >1e-2).
 REL_TOL = 1e-5
-
-TINY = dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-            num_layers=2, caption_channels=12)
-
-
-def make_pair(**overrides):
-    cfg = dict(TINY, **overrides)
-    torch.manual_seed(0)
-    ref = diffusers.LTXVideoTransformer3DModel(**cfg).eval()
-    perturb_(ref, seed=1)
-    ours = LTXVideoTransformer(parse_config(TransformerConfig, cfg, "test")).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
 
 
 def inputs(batch=2, f=3, h=4, w=5, L=7, cin=8, cap=12, seed=0):

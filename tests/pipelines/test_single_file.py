@@ -14,7 +14,7 @@ from ltxengine.info import describe, format_description
 from ..helpers import perturb_
 from ..loading.formats import original_transformer_config, original_transformer_keys, original_vae_keys, \
     save_single_file
-from ..loading.test_vae_loading import make_ref, original_config
+from ..loading.vae_fixtures import make_ref, original_config
 from . import fixtures as fx
 
 diffusers = pytest.importorskip("diffusers")
