@@ -8,8 +8,9 @@ import torch
 from ltxengine.config import VideoVAEConfig
 from ltxengine.models.video_vae import TilingConfig, VideoVAE
 from ltxengine.ops import TORCH_OPS
+from ltxengine.presets import TINY_VAE_095
 
-from ..helpers import assert_close_scaled, randomize_vae_
+from ..helpers import assert_close_scaled, preset_kwargs, randomize_vae_
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLLTXVideo  # noqa: E402
@@ -19,12 +20,8 @@ from diffusers import AutoencoderKLLTXVideo  # noqa: E402
 # wiring error shows up at >1e-2.
 REL_TOL = 1e-5
 
-_095 = dict(block_out_channels=(8, 16, 32, 64, 64), down_block_types=("LTXVideo095DownBlock3D",) * 4,
-            spatio_temporal_scaling=(True,) * 4, downsample_type=("spatial", "temporal", "spatiotemporal",
-                                                                  "spatiotemporal"),
-            decoder_block_out_channels=(16, 32, 64), decoder_spatio_temporal_scaling=(True,) * 3,
-            decoder_inject_noise=(False,) * 4, upsample_residual=(True,) * 3, upsample_factor=(2, 2, 2),
-            timestep_conditioning=True, spatial_compression_ratio=32, temporal_compression_ratio=8)
+# 0.9.5 (presets.TINY_VAE_095, bench's --smoke VAE): space-to-depth downsamplers of all three kinds
+_095 = preset_kwargs(TINY_VAE_095, VideoVAEConfig())
 CASES = {
     # 0.9.0: strided-conv downsamplers, channel-changing conv_out / conv_in resnets, no conditioning
     "0.9.0": dict(latent_channels=8, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),
@@ -34,11 +31,10 @@ CASES = {
                   layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 2, 1),
                   decoder_spatio_temporal_scaling=(True, True, True), decoder_inject_noise=(True, True, True, False),
                   upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), timestep_conditioning=True),
-    # 0.9.5: space-to-depth downsamplers of all three kinds
-    "0.9.5": dict(latent_channels=8, layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1), **_095),
+    "0.9.5": _095,
 }
 # Few layers -> a receptive field of ~3 latents, so tiles have interiors untouched by tile borders.
-SHALLOW = dict(latent_channels=8, layers_per_block=(0,) * 5, decoder_layers_per_block=(0,) * 4, **_095)
+SHALLOW = dict(_095, layers_per_block=(0,) * 5, decoder_layers_per_block=(0,) * 4)
 SMALL_TILES = TilingConfig(64, 64, 16, 32, 32, 8)  # 2x2 latent tiles, stride 1; 2-latent-frame tiles
 
 
@@ -270,10 +266,8 @@ def test_diffusers_temporal_tiled_decode_is_one_frame_late():
     """Documents why our temporal tiling departs from diffusers: its tiled output, from the first
     seam on, matches the untiled decode one frame earlier (so its last frame is lost)."""
     torch.manual_seed(0)
-    ref = diffusers.AutoencoderKLLTXVideo(latent_channels=8, layers_per_block=(0,) * 5,
-                                          decoder_layers_per_block=(0,) * 4, **_095).eval()
-    ours = VideoVAE(VideoVAEConfig(latent_channels=8, layers_per_block=(0,) * 5, decoder_layers_per_block=(0,) * 4,
-                                   **_095)).eval()
+    ref = diffusers.AutoencoderKLLTXVideo(**SHALLOW).eval()
+    ours = VideoVAE(VideoVAEConfig(**SHALLOW)).eval()
     ours.load_state_dict(ref.state_dict())
     ref.enable_tiling(64, 64, 96, 64, 64, 64)
     ref.use_framewise_decoding = True
