@@ -3,7 +3,7 @@ ltxengine.components.decode) and the streaming mp4 writer (media.VideoWriter).
 
 Oracles are our own whole-clip paths, which the model tests check against diffusers / ltx-core:
 VideoVAE.decode, LTX2VideoVAE.decode_normalized, decode.decode_latents + resize_frames,
-ltx2_stages.decode_video and media.write_mp4. Streaming must not change a single bit, so every
+ltx2.stages.decode_video and media.write_mp4. Streaming must not change a single bit, so every
 comparison is exact (torch.equal / byte-identical files): the chunks run the same ops on the same
 tiles; libx264 is deterministic for the same frames and settings.
 """
@@ -21,9 +21,10 @@ from ltxengine.config import VideoVAEConfig, parse_config
 from ltxengine.ltx2.stages import decode_video
 from ltxengine.media import VideoWriter, read_media, read_mp4, write_mp4
 from ltxengine.models.video_vae import LTX2VideoVAE, LTX2VideoVAEConfig, TilingConfig, VideoVAE
+from ltxengine.presets import TINY_VAE_LTX2
 from ltxengine.components import decode
 
-from .helpers import randomize_vae_, record_encoded_frames
+from .helpers import preset_kwargs, randomize_vae_, record_encoded_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
 
@@ -35,8 +36,7 @@ VAE_091 = dict(latent_channels=8, block_out_channels=(8, 16, 32, 32), decoder_bl
                upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), timestep_conditioning=True)
 VAE_090 = dict(latent_channels=8, block_out_channels=(8, 16, 32, 32), decoder_block_out_channels=(8, 16, 32, 32),
                layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 2, 1))
-VAE_LTX2 = dict(latent_channels=8, block_out_channels=(16, 32, 64, 64), decoder_block_out_channels=(16, 32, 64),
-                layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1))
+VAE_LTX2 = preset_kwargs(TINY_VAE_LTX2, LTX2VideoVAEConfig())
 # 3-latent-frame tiles (24 px frames) with a 2-latent stride (16): 8-frame cross-fades; 2x2-latent
 # spatial tiles with stride 1 (LTX-2's reflect padding needs tiles of >= 2 latents: 3, stride 2).
 TEMPORAL = TilingConfig(512, 512, 24, 448, 448, 16)
@@ -197,7 +197,7 @@ def test_decode_latents_frames_equal_decode_latents(tiling, size):
 @pytest.mark.parametrize("tiling", [None, TEMPORAL])
 def test_decode_ltx2_frames_equal_decode_video(tiling):
     vae, latents = _vae("ltx2"), _z((1, 8, 4, 2, 2), seed=4)
-    a = dict(decode_timestep=0.07, decode_noise_scale=0.3, vae_tiling=tiling)
+    a = SimpleNamespace(decode_timestep=0.07, decode_noise_scale=0.3, vae_tiling=tiling)  # the request fields it reads
     with torch.no_grad():
         expected = decode_video(SimpleNamespace(vae=vae), a, latents, _gen()).numpy()
         chunks = list(decode.decode_ltx2_frames(vae, latents, decode_timestep=0.07, decode_noise_scale=0.3,

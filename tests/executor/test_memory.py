@@ -21,19 +21,14 @@ from ltxengine.executor.serve import PageLease, PagePool, PlanMismatch, PoolExha
 from ltxengine.models.transformer import LTXVideoTransformer, grid_positions
 from ltxengine.models.video_vae import VideoVAE
 from ltxengine.ops import get_ops, set_ops
+from ltxengine.presets import TINY_2B, TINY_VAE_095
 from ltxengine.ltx_video.sampling import Guidance
 
-from ..helpers import perturb_, randomize_vae_
+from ..helpers import perturb_, preset_kwargs, randomize_vae_
 
-TINY = dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-            num_layers=2, caption_channels=12)
-VAE_095 = dict(latent_channels=8, block_out_channels=(8, 16, 32, 64, 64),
-               down_block_types=("LTXVideo095DownBlock3D",) * 4, spatio_temporal_scaling=(True,) * 4,
-               downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-               decoder_block_out_channels=(16, 32, 64), decoder_spatio_temporal_scaling=(True,) * 3,
-               decoder_inject_noise=(False,) * 4, upsample_residual=(True,) * 3, upsample_factor=(2, 2, 2),
-               timestep_conditioning=True, spatial_compression_ratio=32, temporal_compression_ratio=8,
-               layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 4)
+# bench's --smoke models (ltxengine/presets.py)
+TINY = preset_kwargs(TINY_2B, TransformerConfig())
+VAE_095 = preset_kwargs(TINY_VAE_095, VideoVAEConfig())
 PAGE = 512  # the smallest page the pool takes: tiny CPU tensors are a few KiB
 
 

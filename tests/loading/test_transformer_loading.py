@@ -6,16 +6,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ltxengine.config import ConfigError
+from ltxengine.config import ConfigError, TransformerConfig
 from ltxengine.loading import CheckpointError, load_ltx_video, load_transformer
+from ltxengine.presets import TINY_2B
 
-from ..helpers import perturb_
+from ..helpers import perturb_, preset_kwargs
 from .formats import original_transformer_config, original_transformer_keys, save_diffusers_pipeline, save_single_file
 
 diffusers = pytest.importorskip("diffusers")
 
-CFG = dict(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-           num_layers=2, caption_channels=12)
+CFG = preset_kwargs(TINY_2B, TransformerConfig())  # bench's --smoke LTX-Video transformer
 
 
 @pytest.fixture(scope="module")
