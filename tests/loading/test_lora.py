@@ -6,7 +6,7 @@ Tolerances. With LoRA entries in {-1, 0, 1} / 8 every product B @ A, its scaled 
 exact, so ours and ltx-core must agree bit for bit. With Gaussian LoRAs ltx-core rounds the scaled B,
 the product and the sum into bf16 before adding, ours rounds once, so they may differ by about one
 bf16 ulp (bound stated in the test). Model outputs from bit-equal weights use the fp32 model tolerance
-of tests/models/test_ltx2_transformer.py (1e-5 relative).
+of the LTX-2 transformer tests (tests/models/ltx2_transformer_fixtures.REL, 1e-5 relative).
 """
 
 from __future__ import annotations
