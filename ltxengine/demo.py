@@ -94,14 +94,14 @@ def _gemma(folder: Path, hidden: int = 32) -> None:
 def write_demo_ltx2_checkpoint(folder, seed: int = 0) -> Path:
     """A tiny random-weight LTX-2 diffusers folder (DiT, connectors, video and audio VAEs, vocoder,
     Gemma 3 + tokenizer, spatial x2 upsampler) for the two-stage video-and-audio demo."""
-    from .loading.ltx2 import _SPECS
+    from .loading.ltx2 import COMPONENT_SPECS
     from .models.latent_upsampler import LatentUpsampler
 
     folder = Path(folder)
     torch.manual_seed(seed)
     cfgs = demo_ltx2()
     index = {"_class_name": "LTX2Pipeline"}
-    for name, spec in _SPECS.items():
+    for name, spec in COMPONENT_SPECS.items():
         model = _build(spec, cfgs[name])
         _save(model, folder / name, spec.diffusers_class, cfgs[name])
         index[name] = ["diffusers", spec.diffusers_class]

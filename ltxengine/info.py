@@ -181,11 +181,12 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
 def _describe_ltx2_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, Any]:
     """Group the bundle's tensors by the LTX-2 component key maps (connectors live under the
     DiT's prefix but are their own component)."""
-    maps = {name: ltx2._keymaps(ltx2._SPECS[name]) for name in ltx2.COMPONENTS}
+    maps = {name: ltx2.component_keymaps(name) for name in ltx2.COMPONENTS}
     groups: dict[str, list[str]] = defaultdict(list)
     for k in f.keys():
         comp = next((name for name, ms in maps.items() if any(m.apply(k) is not None for m in ms)), None)
-        comp = comp or next((name for name, ms in maps.items() if any(ltx2._claims(m, k) for m in ms)), "other")
+        comp = comp or next((name for name, ms in maps.items() if any(ltx2.keymap_claims(m, k) for m in ms)),
+                            "other")
         groups[comp].append(k)
     t = config.get("transformer", {}) if isinstance(config.get("transformer"), dict) else {}
     vocoder = config.get("vocoder", {}) if isinstance(config.get("vocoder"), dict) else {}

@@ -12,22 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# (importing module, source module, name): private imports that are not fixed yet, each with why.
-ALLOWED_PRIVATE = {
-    # loading/ltx2.py reuses the LTX-Video loader's machinery; it gets a public home when the
-    # loaders are split by family (architecture review, step 9: loading/components.py)
-    *(("ltxengine.loading.ltx2", "ltxengine.loading.checkpoints", n)
-      for n in ("_build", "_component_files", "_device_dtype", "_resolve", "_source_from_files")),
-    # config._require (a missing config key -> CheckpointError) is shared by the model configs
-    # that live beside their models; it moves with them to the one preset/config home
-    *((f"ltxengine.models.{m}", "ltxengine.config", "_require")
-      for m in ("audio_vae", "latent_upsampler", "ltx2_text", "video_vae", "vocoder")),
-    # the Gemma encoder reuses the T5 encoder's folder check and dtype keyword
-    ("ltxengine.models.ltx2_text", "ltxengine.models.text_encoder", "_check_folder"),
-    ("ltxengine.models.ltx2_text", "ltxengine.models.text_encoder", "_dtype_kwarg"),
-    # the demo writes LTX-2 bundles with the loader's component table
-    ("ltxengine.demo", "ltxengine.loading.ltx2", "_SPECS"),
-}
+# (importing module, source module, name): private imports let through. Empty: every shared name
+# has a public home. A new entry needs a comment saying why the name cannot be public and where
+# it will go.
+ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
 
 
 def package_modules(root: Path = ROOT) -> dict[str, Path]:

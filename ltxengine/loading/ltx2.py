@@ -32,7 +32,7 @@ COMPONENTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
 
 
 @dataclass(frozen=True)
-class _Spec:
+class ComponentSpec:
     """Where a component's pieces live: ``model``/``config`` as "module:attr"; the single-file
     key maps and header-config converter as "module:attr"; the header section it reads."""
 
@@ -45,23 +45,28 @@ class _Spec:
     from_diffusers: str | None = None  # config parser for the folder's config.json, if not parse_config
 
 
-_SPECS = {
-    "transformer": _Spec("LTX2VideoTransformer3DModel", "ltxengine.models.ltx2_transformer:LTX2Transformer",
-                         "ltxengine.config:LTX2TransformerConfig", ("ltxengine.loading.ltx2_transformer:KEYMAP",),
-                         "ltxengine.loading.ltx2_transformer:transformer_config", "transformer"),
-    "connectors": _Spec("LTX2TextConnectors", "ltxengine.models.ltx2_text:TextConnectors",
-                        "ltxengine.models.ltx2_text:TextConnectorsConfig", ("ltxengine.loading.ltx2_text:KEYMAP",),
-                        "ltxengine.loading.ltx2_text:config_from_original", "transformer"),
-    "vae": _Spec("AutoencoderKLLTX2Video", "ltxengine.models.video_vae:LTX2VideoVAE",
-                 "ltxengine.models.video_vae:LTX2VideoVAEConfig", ("ltxengine.loading.ltx2_vae:KEYMAP",),
-                 "ltxengine.loading.ltx2_vae:vae_config_from_original", "vae"),
-    "audio_vae": _Spec("AutoencoderKLLTX2Audio", "ltxengine.models.audio_vae:AudioVAE",
-                       "ltxengine.models.audio_vae:AudioVAEConfig", ("ltxengine.loading.ltx2_audio:AUDIO_VAE_KEYMAP",),
-                       "ltxengine.loading.ltx2_audio:audio_vae_config_from_original", "audio_vae"),
-    "vocoder": _Spec("LTX2Vocoder", "ltxengine.models.vocoder:Vocoder", "ltxengine.models.vocoder:VocoderConfig",
-                     ("ltxengine.loading.ltx2_audio:VOCODER_KEYMAP",),
-                     "ltxengine.loading.ltx2_audio:vocoder_config_from_original", "vocoder",
-                     from_diffusers="ltxengine.models.vocoder:vocoder_config_from_diffusers"),
+COMPONENT_SPECS = {
+    "transformer": ComponentSpec(
+        "LTX2VideoTransformer3DModel", "ltxengine.models.ltx2_transformer:LTX2Transformer",
+        "ltxengine.config:LTX2TransformerConfig", ("ltxengine.loading.ltx2_transformer:KEYMAP",),
+        "ltxengine.loading.ltx2_transformer:transformer_config", "transformer"),
+    "connectors": ComponentSpec(
+        "LTX2TextConnectors", "ltxengine.models.ltx2_text:TextConnectors",
+        "ltxengine.models.ltx2_text:TextConnectorsConfig", ("ltxengine.loading.ltx2_text:KEYMAP",),
+        "ltxengine.loading.ltx2_text:config_from_original", "transformer"),
+    "vae": ComponentSpec(
+        "AutoencoderKLLTX2Video", "ltxengine.models.video_vae:LTX2VideoVAE",
+        "ltxengine.models.video_vae:LTX2VideoVAEConfig", ("ltxengine.loading.ltx2_vae:KEYMAP",),
+        "ltxengine.loading.ltx2_vae:vae_config_from_original", "vae"),
+    "audio_vae": ComponentSpec(
+        "AutoencoderKLLTX2Audio", "ltxengine.models.audio_vae:AudioVAE",
+        "ltxengine.models.audio_vae:AudioVAEConfig", ("ltxengine.loading.ltx2_audio:AUDIO_VAE_KEYMAP",),
+        "ltxengine.loading.ltx2_audio:audio_vae_config_from_original", "audio_vae"),
+    "vocoder": ComponentSpec(
+        "LTX2Vocoder", "ltxengine.models.vocoder:Vocoder", "ltxengine.models.vocoder:VocoderConfig",
+        ("ltxengine.loading.ltx2_audio:VOCODER_KEYMAP",),
+        "ltxengine.loading.ltx2_audio:vocoder_config_from_original", "vocoder",
+        from_diffusers="ltxengine.models.vocoder:vocoder_config_from_diffusers"),
 }
 
 # Any of these keys marks a single file as LTX-2 (diffusers' detection keys).
@@ -74,7 +79,9 @@ def _attr(ref: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _keymaps(spec: _Spec) -> list[KeyMap]:
+def component_keymaps(name: str) -> list[KeyMap]:
+    """The single-file key maps of component ``name`` (one of COMPONENTS)."""
+    spec = COMPONENT_SPECS[name]
     maps: list[KeyMap] = []
     for ref in spec.keymaps:
         value = _attr(ref)
@@ -111,7 +118,7 @@ def is_ltx2(path) -> bool:
     config = p / "config.json"
     if os.path.lexists(config):
         name = read_json(config, "config.json").get("_class_name", "")
-        return name in {s.diffusers_class for s in _SPECS.values()}
+        return name in {s.diffusers_class for s in COMPONENT_SPECS.values()}
     return False
 
 
@@ -145,7 +152,7 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     _check_components([name])
     device, dtype = device_and_dtype(device, dtype)
     folder = resolve_path(folder)
-    spec = _SPECS[name]
+    spec = COMPONENT_SPECS[name]
     raw = read_json(folder / "config.json", f"{name} config.json")
     got = raw.get("_class_name")
     if got is not None and got != spec.diffusers_class:
@@ -171,17 +178,17 @@ def _load_bundle(p: Path, components, device, dtype, ops, quantization=None) -> 
 
 def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, ops,
                       quantization=None) -> LTX2Checkpoint:
-    maps = {name: _keymaps(_SPECS[name]) for name in COMPONENTS}
+    maps = {name: component_keymaps(name) for name in COMPONENTS}
     # Every tensor must belong to some component (a dropped key counts: the map claims it).
     claimed = [m for ms in maps.values() for m in ms]
-    foreign = [k for k in f.keys() if not any(_claims(m, k) for m in claimed)]
+    foreign = [k for k in f.keys() if not any(keymap_claims(m, k) for m in claimed)]
     if foreign:
         shown = ", ".join(repr(k) for k in foreign[:8])
         raise CheckpointError(f"{p}: {len(foreign)} tensors belong to no LTX-2 component: {shown}")
     header = f.config_section()
     ckpt = LTX2Checkpoint(source=str(p), model_version=f.metadata.get("model_version"))
     for name in components:
-        spec = _SPECS[name]
+        spec = COMPONENT_SPECS[name]
         section = header.get(spec.section)
         if not isinstance(section, dict):
             raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the {name})")
@@ -194,7 +201,7 @@ def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, op
     return ckpt
 
 
-def _original_config(name: str, spec: _Spec, section: dict, f: SafetensorsFile):
+def _original_config(name: str, spec: ComponentSpec, section: dict, f: SafetensorsFile):
     convert = _attr(spec.from_original)
     if name != "connectors":
         return convert(section, str(f.path))
@@ -210,7 +217,7 @@ def _original_config(name: str, spec: _Spec, section: dict, f: SafetensorsFile):
     return convert(section, str(f.path), text_proj_in_factor=in_features // out_features)
 
 
-def _claims(m, key: str) -> bool:
+def keymap_claims(m, key: str) -> bool:
     """``m`` maps ``key`` to a model key or deliberately drops it (statistics nobody reads)."""
     if m.apply(key) is not None:
         return True

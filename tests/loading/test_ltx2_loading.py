@@ -189,7 +189,7 @@ def test_meta_build_of_the_19b_bundle_sizes():
     expected = {"transformer": 18_876_174_592, "connectors": 1_431_475_200, "vae": 1_222_479_601,
                 "audio_vae": 53_248_146, "vocoder": 55_592_802}
     for name, count in expected.items():
-        spec = L._SPECS[name]
+        spec = L.COMPONENT_SPECS[name]
         cfg = L._attr(spec.config)()
         with torch.device("meta"):
             model = L._attr(spec.model)(cfg)
