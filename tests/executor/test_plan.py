@@ -125,7 +125,6 @@ def test_largest_fitting_bisects():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the measured peak needs a CUDA device")
 def test_predicted_peak_within_5_percent_of_measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("plangpu")
     folder = build_pipeline_folder(root, "tiny-095")
