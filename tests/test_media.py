@@ -26,7 +26,7 @@ from ltxengine.models.audio_vae import AudioVAE, AudioVAEConfig
 from ltxengine.ltx2.audio_input import audio_latent_frames, load_audio_condition
 
 from .helpers import assert_close_scaled, perturb_
-from .models.test_audio_vae import CASES, REL_TOL, _header, _to_original
+from .models.audio_vae_fixtures import CASES, REL_TOL, original_header, to_original
 from .oracles import ltx_core, ltx_pipelines
 
 pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
@@ -484,9 +484,9 @@ def _vae_pair(name):
     with torch.no_grad():
         ours.latents_mean.copy_(torch.randn(ours.latents_mean.shape, generator=g))
         ours.latents_std.copy_(torch.rand(ours.latents_std.shape, generator=g) + 0.5)
-    encoder = mc.AudioEncoderConfigurator.from_config(_header(CASES[name])).eval()
+    encoder = mc.AudioEncoderConfigurator.from_config(original_header(CASES[name])).eval()
     sd = {mc.AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER.apply_to_key(k): v
-          for k, v in _to_original(ours.state_dict()).items()}
+          for k, v in to_original(ours.state_dict()).items()}
     encoder.load_state_dict({k: v for k, v in sd.items() if k is not None}, strict=True)
     return ours, encoder
 

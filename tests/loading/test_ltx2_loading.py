@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 from ltxengine.loading import CheckpointError
 from ltxengine.loading.ltx2 import COMPONENTS, is_ltx2, load_ltx2, load_ltx2_component
 from tests.helpers import perturb_
-from tests.models import test_audio_vae as audio_t
-from tests.models import test_ltx2_text as text_t
-from tests.models import test_ltx2_transformer as dit_t
-from tests.models import test_ltx2_video_vae as vae_t
-from tests.models import test_vocoder as voc_t
+from tests.models import audio_vae_fixtures as audio_t
+from tests.models import ltx2_text_fixtures as text_t
+from tests.models import ltx2_transformer_fixtures as dit_t
+from tests.models import ltx2_video_vae_fixtures as vae_t
+from tests.models import vocoder_fixtures as voc_t
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -58,8 +58,8 @@ def _header(models) -> dict:
                        connector_positional_embedding_max_pos=[c.connector_rope_base_seq_len])
     from ltxengine.models.video_vae import LTX2VideoVAEConfig
     vae_cfg = parse_config(LTX2VideoVAEConfig, vae_t.CASES["2.0"], "test")
-    return {"transformer": transformer, "vae": vae_t._original_section(vae_cfg),
-            "audio_vae": audio_t._header(audio_t.CASES["release"])["audio_vae"],
+    return {"transformer": transformer, "vae": vae_t.original_section(vae_cfg),
+            "audio_vae": audio_t.original_header(audio_t.CASES["release"])["audio_vae"],
             "vocoder": {"resblock": "1", "stereo": True, "upsample_initial_channel": 32}}
 
 
@@ -71,9 +71,9 @@ def _original_tensors(models) -> dict:
     from ltxengine.config import parse_config
     ours_vae = LTX2VideoVAE(parse_config(LTX2VideoVAEConfig, vae_t.CASES["2.0"], "test"))
     ours_vae.load_state_dict(models["vae"].state_dict())
-    sd.update(vae_t._original_state_dict(ours_vae))
-    sd.update(audio_t._to_original(models["audio_vae"].state_dict()))
-    sd.update(voc_t._to_original(models["vocoder"].state_dict()))
+    sd.update(vae_t.original_state_dict(ours_vae))
+    sd.update(audio_t.to_original(models["audio_vae"].state_dict()))
+    sd.update(voc_t.to_original(models["vocoder"].state_dict()))
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 

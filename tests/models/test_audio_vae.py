@@ -13,18 +13,13 @@ from ltxengine.loading.ltx2_audio import AUDIO_VAE_KEYMAP, audio_vae_config_from
 from ltxengine.models.audio_vae import (AudioVAE, AudioVAEConfig, log_mel_spectrogram, pack_audio_latents, resample,
                                         slaney_mel_filterbank, unpack_audio_latents)
 
-from ..helpers import assert_close_scaled, perturb_
+from ..helpers import assert_close_scaled
 from ..oracles import ltx_core
+from .audio_vae_fixtures import CASES, REL_TOL, ddconfig, make_pair, original_header, to_original
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import AutoencoderKLLTX2Audio  # noqa: E402
 from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline  # noqa: E402
-
-# fp32 CPU, same convs on all sides; the only difference is pixel norm computed as x * rsqrt(.)
-# (ours, fp32) vs x / sqrt(.) (references): ~1 ulp per norm. Measured <= ~2e-6 relative to the
-# output scale; a wiring error is >1e-2.
-REL_TOL = 1e-5
-
 
 pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
 
@@ -35,49 +30,6 @@ def _plain_cpu_convs():
     CPU convs are the same math and keep the file fast."""
     with torch.backends.mkldnn.flags(enabled=False):
         yield
-
-# Statistics have base_channels entries and apply to packed (latent_channels * latent mel) features,
-# so each case keeps base_channels = latent_channels * mel_bins / 2**(levels - 1).
-CASES = {
-    # the 2.0 layout: 3 levels, 2 resnets per level, pixel norm, time-causal, no attention
-    "release": dict(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=2, latent_channels=4, mel_bins=16),
-    # attention at one level (nominal 64 -> 32) in encoder and decoder, plus the mid block
-    "attention": dict(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=1, latent_channels=4, mel_bins=16,
-                      resolution=64, attn_resolutions=(32,), mid_block_add_attention=True),
-    # 2 levels: the decoder's 4T-3 frames rule no longer matches the network, so it crops and pads
-    "two_level": dict(base_channels=32, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, mel_bins=16),
-}
-
-
-def _ddconfig(cfg):
-    """Original (ltx-core) ddconfig for a diffusers config."""
-    return {"ch": cfg["base_channels"], "out_ch": 2, "in_channels": 2, "ch_mult": list(cfg["ch_mult"]),
-            "num_res_blocks": cfg["num_res_blocks"], "attn_resolutions": list(cfg.get("attn_resolutions") or []),
-            "resolution": cfg.get("resolution", 256), "z_channels": cfg["latent_channels"], "double_z": True,
-            "dropout": 0.0, "mid_block_add_attention": cfg.get("mid_block_add_attention", False),
-            "norm_type": "pixel", "causality_axis": "height", "mel_bins": cfg["mel_bins"], "downsample_time": False}
-
-
-def _header(cfg):
-    return {"audio_vae": {"model": {"params": {"ddconfig": _ddconfig(cfg), "sampling_rate": 16000}},
-                          "preprocessing": {"stft": {"filter_length": 1024, "hop_length": 160, "causal": True}}}}
-
-
-def _to_original(state_dict):
-    """Our (= diffusers') keys -> the single file's, written from ltx-core's module names."""
-    stats = {"latents_mean": "per_channel_statistics.mean-of-means",
-             "latents_std": "per_channel_statistics.std-of-means"}
-    return {"audio_vae." + stats.get(k, k): v for k, v in state_dict.items()}
-
-
-def make_pair(name, seed=0):
-    cfg = CASES[name]
-    torch.manual_seed(seed)
-    ref = AutoencoderKLLTX2Audio(**cfg).eval()
-    perturb_(ref, seed=seed + 1)
-    ours = AudioVAE(AudioVAEConfig(**cfg)).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
 
 
 def _mel(cfg, frames=21, batch=2, seed=3):
@@ -140,8 +92,8 @@ def test_matches_ltx_core_from_original_keys(name):
     against ours built from the same header through our config conversion and key map."""
     mc = ltx_core("model.audio_vae.model_configurator")
     ref, _ = make_pair(name)
-    original = _to_original(ref.state_dict())
-    header = _header(CASES[name])
+    original = to_original(ref.state_dict())
+    header = original_header(CASES[name])
     config = audio_vae_config_from_original(header["audio_vae"], "test.safetensors")
     assert config == AudioVAEConfig(**CASES[name])
     ours = AudioVAE(config).eval()
@@ -249,8 +201,8 @@ def test_full_size_parameter_count():
 
 # ---------------------------------------------------------------- header config and key map
 
-RELEASE_SECTION = {"model": {"params": {"ddconfig": _ddconfig(dict(base_channels=128, ch_mult=(1, 2, 4),
-                                                                   num_res_blocks=2, latent_channels=8, mel_bins=64)),
+RELEASE_SECTION = {"model": {"params": {"ddconfig": ddconfig(dict(base_channels=128, ch_mult=(1, 2, 4),
+                                                                  num_res_blocks=2, latent_channels=8, mel_bins=64)),
                                         "sampling_rate": 16000}},
                    "preprocessing": {"audio": {"sampling_rate": 16000, "stereo": True},
                                      "stft": {"filter_length": 1024, "hop_length": 160, "win_length": 1024,
@@ -303,7 +255,7 @@ def test_header_refusals(change, match):
 
 def test_keymap_round_trip():
     _, ours = make_pair("attention")
-    original = _to_original(ours.state_dict())
+    original = to_original(ours.state_dict())
     assert {AUDIO_VAE_KEYMAP.apply(k) for k in original} == set(ours.state_dict())
     assert AUDIO_VAE_KEYMAP.apply("audio_vae.encoder.down.1.attn.0.q.weight") == "encoder.down.1.attn.0.q.weight"
     for key in ("audio_vae.per_channel_statistics.channel", "audio_vae.per_channel_statistics.mean-of-stds",

@@ -10,25 +10,14 @@ from ltxengine.models.vocoder import Vocoder, VocoderConfig, vocoder_config_from
 
 from ..helpers import assert_close_scaled, perturb_
 from ..oracles import ltx_core
+from .vocoder_fixtures import CASES, make_pair, to_original
 
 diffusers = pytest.importorskip("diffusers")
-from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
 
 # Same torch convs in the same order on every side; measured bit-equal (0) against both references.
 REL_TOL = 1e-6
-
-CASES = {
-    # the 2.0 structure (128 mel channels in, 5 stages x240, kernels 3/7/11) at 1/32 of the width
-    "release": dict(hidden_channels=32),
-    # every other switch: 2 x 16 mel, two stages, uneven resnet lists, other slope, clamp, no final bias
-    "variant": dict(in_channels=32, hidden_channels=16, upsample_kernel_sizes=(4, 7), upsample_factors=(2, 3),
-                    resnet_kernel_sizes=(3, 5), resnet_dilations=((1, 2), (1, 3, 5)), leaky_relu_negative_slope=0.2,
-                    final_act_fn="clamp", final_bias=False, output_sampling_rate=16000),
-    "no_final_act": dict(in_channels=32, hidden_channels=8, upsample_kernel_sizes=(4,), upsample_factors=(2,),
-                         resnet_kernel_sizes=(3,), resnet_dilations=((1, 3, 5),), final_act_fn=None),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -38,30 +27,8 @@ def _plain_cpu_convs():
         yield
 
 
-def make_pair(name, seed=0):
-    cfg = CASES[name]
-    torch.manual_seed(seed)
-    ref = LTX2Vocoder(**cfg).eval()
-    perturb_(ref, seed=seed + 1)
-    ours = Vocoder(VocoderConfig(**cfg)).eval()
-    ours.load_state_dict(ref.state_dict(), strict=True)
-    return ref, ours
-
-
 def _mel(mel_bins=64, frames=5, seed=2):
     return torch.randn(2, 2, frames, mel_bins, generator=torch.Generator().manual_seed(seed))
-
-
-def _to_original(state_dict):
-    """Our (= diffusers') keys -> the single file's HiFi-GAN names (ltx-core's Vocoder modules)."""
-    names = (("conv_in", "conv_pre"), ("upsamplers.", "ups."), ("resnets.", "resblocks."), ("conv_out", "conv_post"))
-    out = {}
-    for key, value in state_dict.items():
-        for ours, theirs in names:
-            if key.startswith(ours):
-                key = theirs + key[len(ours):]
-        out["vocoder." + key] = value
-    return out
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -93,7 +60,7 @@ def test_matches_ltx_core_from_original_keys(tanh, bias):
     torch.manual_seed(1)
     source = Vocoder(config)
     perturb_(source, seed=3)
-    original = _to_original(source.state_dict())
+    original = to_original(source.state_dict())
 
     ours = Vocoder(config).eval()
     ours.load_state_dict({VOCODER_KEYMAP.apply(k): v for k, v in original.items()}, strict=True)
@@ -190,7 +157,7 @@ def test_header_refusals(section, match):
 
 def test_keymap_round_trip():
     _, ours = make_pair("release")
-    original = _to_original(ours.state_dict())
+    original = to_original(ours.state_dict())
     assert "vocoder.ups.4.weight" in original and "vocoder.resblocks.14.convs2.2.bias" in original
     assert {VOCODER_KEYMAP.apply(k) for k in original} == set(ours.state_dict())
     for key in ("audio_vae.encoder.conv_in.conv.weight", "vae.decoder.conv_out.conv.weight"):
