@@ -140,3 +140,36 @@ def test_the_walk_sees_lazy_imports_and_reports_cycles_and_private_names(tmp_pat
     graph, private = import_graph(tmp_path)
     assert find_cycles(graph) == [["ltxengine.a", "ltxengine.sub.b", "ltxengine.a"]]
     assert private == ["ltxengine.sub.b:4 imports ltxengine.a._hidden"]
+
+
+def imports_of_test_modules(root: Path = ROOT) -> list[str]:
+    """["tests/x.py:line imports tests.y.test_z"] for every import, anywhere in a file under tests/, of a
+    test module (a file named test_*.py): shared fixtures live in non-test modules beside the tests."""
+    files = {".".join(f.relative_to(root).with_suffix("").parts): f for f in sorted((root / "tests").rglob("*.py"))}
+    modules = {(m[: -len(".__init__")] if m.endswith(".__init__") else m): f for m, f in files.items()}
+    test_modules = {m for m, f in modules.items() if f.name.startswith("test_")}
+    found = []
+    for module, path in modules.items():
+        for target, name, line in _imports(module, path):
+            imported = f"{target}.{name}" if f"{target}.{name}" in test_modules else target
+            if imported in test_modules and imported != module:
+                found.append(f"{path.relative_to(root).as_posix()}:{line} imports {imported}")
+    return list(dict.fromkeys(found))  # one line per statement, not per imported name
+
+
+def test_no_test_module_imports_another_test_module(tmp_path):
+    """Fixtures shared by several test files live in fixture modules (tests/models/*_fixtures.py,
+    tests/loading/formats.py, ...), never in a test module another file imports: importing one runs
+    its module-level set-up and skips, and hides which file owns what. Checked on a toy tree first."""
+    (tmp_path / "tests" / "models").mkdir(parents=True)
+    for name in ("__init__.py", "models/__init__.py", "models/fixtures.py", "models/test_a.py"):
+        (tmp_path / "tests" / name).write_text("X = 1\n")
+    (tmp_path / "tests" / "models" / "test_b.py").write_text(
+        "from tests.models.test_a import X\nfrom tests.models import test_a\nfrom .test_a import X\n"
+        "from . import fixtures, test_a\nimport tests.models.test_a\nfrom .fixtures import X\n\n"
+        "def f():\n    from ..models.test_a import X\n")
+    assert imports_of_test_modules(tmp_path) == [f"tests/models/test_b.py:{n} imports tests.models.test_a"
+                                                 for n in (1, 2, 3, 4, 5, 9)]
+    found = imports_of_test_modules()
+    assert not found, "test modules imported by other modules (move what they share to a fixture module):\n" + \
+        "\n".join(found)
