@@ -75,7 +75,7 @@ def build_ltxv(settings: common.Settings, dtype, kernels: str) -> dict:
     """ltxengine's Engine and diffusers' pipelines over one set of weights."""
     import diffusers
 
-    from ltxengine import Engine
+    from ltxengine import LTXVideoEngine
 
     # diffusers warns on every explicit-timesteps call (they are the distilled recipe's, unshifted)
     diffusers.utils.logging.set_verbosity_error()
@@ -90,8 +90,8 @@ def build_ltxv(settings: common.Settings, dtype, kernels: str) -> dict:
     vae = M.build(cfg["vae"], dev, dtype, ops)
     upsampler = build_upsampler(cfg["upsampler"], dev, dtype, ops)
     t5, tok = build_t5(cfg["t5"], dev, dtype), t5_tokenizer()
-    engine = Engine(transformer, vae, T5TextEncoder(t5, tok), latent_upsampler=upsampler,
-                    scheduler_config=dict(SCHEDULER), device=dev, dtype=dtype, source="bench")
+    engine = LTXVideoEngine(transformer, vae, T5TextEncoder(t5, tok), latent_upsampler=upsampler,
+                            scheduler_config=dict(SCHEDULER), device=dev, dtype=dtype, source="bench")
     dvae = M.build_diffusers(vae)
     pipe = diffusers.LTXConditionPipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**SCHEDULER), vae=dvae, text_encoder=t5,

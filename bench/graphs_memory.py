@@ -79,14 +79,14 @@ class PhaseMemory:
 
 def build_ltxv_engine(settings, dtype, ops, executor: str, offload):
     from bench import generate_ltxv as V
-    from ltxengine import Engine
+    from ltxengine import LTXVideoEngine
     from ltxengine.models.text_encoder import T5TextEncoder
 
     cfg, dev = V.ltxv_configs(settings.smoke), settings.device
     te = T5TextEncoder(V.build_t5(cfg["t5"], dev, dtype), V.t5_tokenizer())
-    return Engine(M.build(cfg["transformer"], dev, dtype, ops), M.build(cfg["vae"], dev, dtype, ops), te,
-                  scheduler_config=dict(V.SCHEDULER), device=dev, dtype=dtype, source="bench", executor=executor,
-                  offload=offload)
+    return LTXVideoEngine(M.build(cfg["transformer"], dev, dtype, ops), M.build(cfg["vae"], dev, dtype, ops), te,
+                          scheduler_config=dict(V.SCHEDULER), device=dev, dtype=dtype, source="bench",
+                          executor=executor, offload=offload)
 
 
 def build_ltx2_engine(settings, dtype, ops, executor: str, offload):

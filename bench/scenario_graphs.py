@@ -9,7 +9,7 @@ of full generations (issue 7).
 
 Part "step": the engine's denoising step at 768x512x121, bf16, random weights (bench/models.py):
   2b        ``Guidance.step`` of LTX-Video 2B with classifier-free guidance (batch 2, scale 3), the guided
-            model call and the Euler update as one pure function (what ltx_video_stages.denoise calls per step);
+            model call and the Euler update as one pure function (what ltx_video/stages.py's denoise calls per step);
   ltx2-19b  the LTX-2 19B ``Denoiser`` call with the default LTX-2.0 guidance: 4 passes (cond, negative,
             STG, isolated modality) as one batch of 4 (what the stage-1 sampler calls per step).
 Each runs three ways on the same weights: ``none`` (executor None: the plain eager call), ``eager``

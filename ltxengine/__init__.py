@@ -2,8 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .engine import STOP, Engine, GenerationCancelled, GenerationResult, TwoStage  # noqa: E402
+from .engine import STOP, Engine, GenerationCancelled, GenerationResult  # noqa: E402
 # importing a family's engine module registers it with Engine.from_pretrained
+from .ltx_video.engine import LTXVideoEngine, TwoStage  # noqa: E402
 from .ltx2.engine import LTX2Engine, LTX2TwoStage  # noqa: E402
 from .models.video_vae import TilingConfig  # noqa: E402
 from .components import Condition  # noqa: E402
@@ -21,6 +22,7 @@ __all__ = [
     "GuidanceParams",
     "LTX2Engine",
     "LTX2TwoStage",
+    "LTXVideoEngine",
     "TilingConfig",
     "TwoStage",
     "__version__",

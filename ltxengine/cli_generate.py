@@ -68,7 +68,7 @@ def check_paths(args) -> None:
 
 
 def resolve_model(model: str) -> Path:
-    from .engine import resolve_source
+    from .loading.sources import resolve_source
     try:
         return resolve_source(model, None, False)  # a local path as is; a repo id is downloaded
     except FileNotFoundError as e:
@@ -217,7 +217,7 @@ def guidance(args, modality: str, layers: int | None):
     values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
     if not values:
         return None
-    from .ltx2.engine import clip_blocks
+    from .ltx2.request import clip_blocks
     from .ltx2.denoise import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
     base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
     params = replace(clip_blocks(base, layers) if layers else base, **values)

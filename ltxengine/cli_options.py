@@ -179,7 +179,7 @@ class LoraAction(argparse.Action):
 
 # -- the parser ---------------------------------------------------------------------------------------
 
-PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage")  # ltx2_engine's (a test keeps them equal)
+PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage")  # LTX-2's recipes (a test keeps them equal)
 SAMPLERS = ("euler", "gradient-estimation", "res2s")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 

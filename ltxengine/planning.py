@@ -1,4 +1,4 @@
-"""What both families' memory plans share (``ltx_video_plan``, ``ltx2_plan``): what a plan is
+"""What both families' memory plans share (``ltx_video/plan.py``, ``ltx2/plan.py``): what a plan is
 compared with (``measure``), the weights on the device per phase, and the latent upsampler's
 phase. See ltxengine/executor/plan.py for the plan itself and what is not counted."""
 

@@ -57,7 +57,7 @@ def _run_against_silent_hub(tmp_path, code: str) -> subprocess.CompletedProcess:
     timed = (f"import time\nt = time.monotonic()\ntry:\n    {code}\n"
              f"finally:\n    print(f'waited {{time.monotonic() - t:.1f}} s')\n")
     try:
-        return subprocess.run([sys.executable, "-c", "import ltxengine.engine\n" + timed], env=env, cwd=tmp_path,
+        return subprocess.run([sys.executable, "-c", "import ltxengine.loading.sources\n" + timed], env=env, cwd=tmp_path,
                               capture_output=True, text=True,
                               timeout=90)  # the old code never returns: this fails the test instead of hanging
     finally:
@@ -88,7 +88,7 @@ def test_a_cached_snapshot_still_serves_when_the_hub_never_answers(tmp_path):
     snapshot = repo / "snapshots" / sha
     snapshot.mkdir(parents=True)
     (snapshot / "model_index.json").write_text("{}")
-    proc = _run_against_silent_hub(tmp_path, "print('resolved', ltxengine.engine.resolve_source("
+    proc = _run_against_silent_hub(tmp_path, "print('resolved', ltxengine.loading.sources.resolve_source("
                                              "'owner/cached-repo', None, False))")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resolved {snapshot}" in proc.stdout and _waited(proc) < 30, proc.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -83,11 +83,11 @@ def refuse(engine, match, exc=ValueError, **kw):
     assert engine._lora is lora_state
 
 
-def checked(engine, **kw) -> dict:
+def checked(engine, **kw):
     """generate()'s arguments after the argument check (no generation)."""
     bound = inspect.signature(engine.generate).bind("a dog", **kw)
     bound.apply_defaults()
-    return engine._check_ltx2(dict(bound.arguments))
+    return engine._request(dict(bound.arguments))
 
 
 def _clip(p: GuidanceParams) -> GuidanceParams:
@@ -114,17 +114,17 @@ def test_diffusers_keywords_generate_what_guidance_params_generate(engine):
 
 def test_a_keyword_left_out_keeps_that_fields_default(engine):
     a = checked(engine, **TINY, guidance_scale=5.0)
-    assert a["video_guidance"] == replace(_clip(VIDEO_GUIDANCE), cfg=5.0)
-    assert a["audio_guidance"] == _clip(AUDIO_GUIDANCE)  # unlike diffusers' None, not the video value
+    assert a.video_guidance == replace(_clip(VIDEO_GUIDANCE), cfg=5.0)
+    assert a.audio_guidance == _clip(AUDIO_GUIDANCE)  # unlike diffusers' None, not the video value
     a = checked(engine, **TINY, audio_stg_scale=0.0, spatio_temporal_guidance_blocks=(0,))
-    assert a["video_guidance"] == replace(_clip(VIDEO_GUIDANCE), stg_blocks=(0,))
-    assert a["audio_guidance"] == replace(_clip(AUDIO_GUIDANCE), stg=0.0, stg_blocks=(0,))  # 0 is off here
+    assert a.video_guidance == replace(_clip(VIDEO_GUIDANCE), stg_blocks=(0,))
+    assert a.audio_guidance == replace(_clip(AUDIO_GUIDANCE), stg=0.0, stg_blocks=(0,))  # 0 is off here
     a = checked(engine, **dict(TINY, pipeline="distilled", height=128, width=128), guidance_scale=2.0)
-    assert a["video_guidance"] == GuidanceParams(cfg=2.0) and a["audio_guidance"] == GuidanceParams()
+    assert a.video_guidance == GuidanceParams(cfg=2.0) and a.audio_guidance == GuidanceParams()
     # one modality per spelling: a GuidanceParams for one and keywords for the other is fine
     a = checked(engine, **TINY, video_guidance=GuidanceParams(cfg=2.0), audio_guidance_scale=3.0)
-    assert a["video_guidance"] == GuidanceParams(cfg=2.0) and a["audio_guidance"].cfg == 3.0
-    assert not set(DIFFUSERS_KW) & set(a)  # only one spelling travels on
+    assert a.video_guidance == GuidanceParams(cfg=2.0) and a.audio_guidance.cfg == 3.0
+    assert not set(DIFFUSERS_KW) & {f.name for f in fields(a)}  # only one spelling travels on
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -277,14 +277,14 @@ def _nan_output(module, monkeypatch, first: int = 0):
 
 
 def test_a_non_finite_result_names_its_stage(folder, monkeypatch):
-    from ltxengine.ltx2 import stages as ltx2_stages
+    from ltxengine.ltx2.recipes import two_stage
     engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
     with monkeypatch.context() as m:
         _nan_output(engine.transformer, m)
         with pytest.raises(FloatingPointError, match="denoise: video latents became non-finite .* at step 1/2"):
             engine.generate("a dog", seed=0, **SMALL)
     with monkeypatch.context() as m:
-        m.setattr(ltx2_stages, "upsample_latents", lambda *a, **k: torch.full((1, 8, 2, 4, 4), float("nan")))
+        m.setattr(two_stage, "upsample_latents", lambda *a, **k: torch.full((1, 8, 2, 4, 4), float("nan")))
         with pytest.raises(FloatingPointError, match="refine: video latents became non-finite .* at step 1/3"):
             engine.generate("a dog", seed=0, **SMALL)
     with monkeypatch.context() as m:

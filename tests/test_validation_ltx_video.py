@@ -260,12 +260,12 @@ def test_upper_bounds_themselves_are_accepted(engine):
     """The bounds refuse only what is past them (checked without generating: these are huge)."""
     def check(**kw):
         args = {"prompt": PROMPT, "negative_prompt": None, "image": None, "conditions": None, **BASE_ARGS, **kw}
-        return engine._check_args(args)
+        return engine._request(args)
     a = check(height=MAX_SIDE, width=MAX_SIDE, num_frames=MAX_NUM_FRAMES, num_inference_steps=MAX_STEPS,
               max_sequence_length=MAX_SEQUENCE_LENGTH, seed=SEED_MAX)
-    assert (a["height"], a["num_frames"], a["num_inference_steps"]) == (MAX_SIDE, MAX_NUM_FRAMES, MAX_STEPS)
-    assert len(check(timesteps=np.linspace(1000, 0, MAX_STEPS))["timesteps"]) == MAX_STEPS
-    assert len(check(conditions=[Condition(image=make_image(H, W, 1))] * MAX_CONDITIONS, **TINY)["conditions"]) \
+    assert (a.height, a.num_frames, a.num_inference_steps) == (MAX_SIDE, MAX_NUM_FRAMES, MAX_STEPS)
+    assert len(check(timesteps=np.linspace(1000, 0, MAX_STEPS)).timesteps) == MAX_STEPS
+    assert len(check(conditions=[Condition(image=make_image(H, W, 1))] * MAX_CONDITIONS, **TINY).conditions) \
         == MAX_CONDITIONS
 
 

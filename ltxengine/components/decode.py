@@ -3,7 +3,7 @@ an mp4, so that the device holds at most two temporal VAE tiles and the host nev
 clip as uint8 (ltxengine issue 7).
 
 The chunk generators compute exactly what the whole-clip paths compute (``decode_latents`` +
-``resize_frames`` for LTX-Video, ``ltx2_stages.decode_video`` for LTX-2): the frames of all
+``resize_frames`` for LTX-Video, ``ltx2.stages.decode_video`` for LTX-2): the frames of all
 chunks, concatenated, are bit-equal to theirs. Work happens as the chunks are consumed; argument
 checks and the decode-noise draws happen at the call.
 """
@@ -142,7 +142,7 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 def ltx2_frame_chunks(vae, latents: torch.Tensor, *, decode_timestep=None, decode_noise_scale=None, generator=None,
                       tiling=None) -> Iterator[torch.Tensor]:
-    """Device chunks (n, H, W, 3) float32 in [0, 1] of ``ltx2_stages.decode_video``: normalized
+    """Device chunks (n, H, W, 3) float32 in [0, 1] of ``ltx2.stages.decode_video``: normalized
     latents through ``LTX2VideoVAE.decode_normalized_frames`` (decode timestep and noise scale
     only for a timestep-conditioned decoder; None means ltx-core's defaults)."""
     kw = {}

@@ -1,21 +1,19 @@
 """``LTX2Engine.plan``: the memory plan of an LTX-2 generation (video + audio), phase by phase,
-before it runs; the phases follow ``ltx2_stages.run_generation``. How phases are measured (fake
-tensors, nothing allocated) is as for LTX-Video: see ``ltx_video_plan``."""
+before it runs; the phases follow the recipes (``ltx2/recipes/``). How phases are measured (fake
+tensors, nothing allocated) is as for LTX-Video: see ``ltx_video/plan.py``."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
-from .stages import decode_audio, decode_video
-from .denoise import Denoiser, audio_frames
 from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from .denoise import Denoiser
+from .stages import decode_audio, decode_video
 
 
-def plan_ltx2(engine, a: dict[str, Any]) -> MemoryPlan:
-    """The same phases for an LTX-2 generation (video + audio), per ``ltx2_stages.run_generation``."""
+def plan_ltx2(engine, a) -> MemoryPlan:
+    """The same phases for an LTX-2 generation (video + audio), per the recipes (``ltx2/recipes/``)."""
     plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
     if plan.fits is False:
         plan.suggestion = ("lower num_frames or the size, offload the text encoder "
@@ -27,17 +25,17 @@ def _phases(engine, a) -> list[Phase]:
     w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
     offload = engine.residency.offload
     resident = on_device(w, offload)
-    encoding = ("vae_encoder",) if a.get("conditions") or a.get("image") is not None else ()
-    two_stage = a["pipeline"] != "one-stage"
-    h, wd = a["height"], a["width"]
+    encoding = ("vae_encoder",) if a.conditions else ()  # the image is conditions[0]
+    two_stage = a.pipeline != "one-stage"
+    h, wd = a.height, a.width
     h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)
-    f = (a["num_frames"] - 1) // 8 + 1
-    t_audio = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
-    vp, ap = a["video_guidance"], a["audio_guidance"]
+    f = (a.num_frames - 1) // 8 + 1
+    t_audio = a.audio_frames
+    vp, ap = a.video_guidance, a.audio_guidance
     phases = [Phase("text", on_device(w, offload, "text_encoder"), 0, 0)]
     stages = [("denoise", h1, w1, vp, ap)]
     if two_stage:
-        two = a["two_stage"]
+        two = a.two_stage
         stages.append(("refine", h, wd, two.video_guidance, two.audio_guidance))
     kept = 0
     keeps = engine.executor is not None
@@ -58,7 +56,7 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
     tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check)."""
     tr, dev, dtype = engine.transformer, engine.device, engine.dtype
     cfg = tr.config
-    L = a["max_sequence_length"]
+    L = a.max_sequence_length
     need_neg = vp.uncond or ap.uncond
     nv, na = f * h * w, t_audio
     with fake_mode():
@@ -69,10 +67,10 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
     # Every token is denoised (masks of ones): the Denoiser reads only that, from real tensors
     # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
     ones = torch.ones((1, 1, 1), device=dev)
-    den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a["guidance_batch"])
+    den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a.guidance_batch)
 
     def step(xv, xa):
-        den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a["fps"]), device=dev),
+        den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a.fps), device=dev),
                            tr.audio_positions(1, t_audio, device=dev))
         return den(xv, xa, 0.5, 0)
 

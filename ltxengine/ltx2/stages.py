@@ -1,5 +1,7 @@
-"""One LTX-2 generation, stage by stage (called by ``LTX2Engine.generate`` with checked arguments):
-text -> stage 1 -> (upsample -> stage 2) -> decode video and audio."""
+"""The stages LTX-2's recipes (``recipes/``, one file per pipeline) are built from: the inputs
+(condition images, audio to generate to), the text contexts, one stage (noise, denoise with the
+Denoiser and a sampler), and decoding video and audio. Every function reads the checked request
+(``request.LTX2Request``) and never writes it."""
 
 from __future__ import annotations
 
@@ -11,14 +13,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.audio_vae import pack_audio_latents
-from . import samplers
-from ..components.inputs import image_to_tensor
 from ..components.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
-from ..components.latents import pack, randn, unpack, upsample_latents
-from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, KeyframeTokens, audio_frames,
-                             keyframe_positions, ltx2_sigmas, video_state)
+from ..components.inputs import image_to_tensor
+from ..components.latents import pack, randn, unpack
+from ..models.audio_vae import pack_audio_latents
 from ..results import step_hook
+from . import samplers
+from .denoise import (
+    DEFAULT_NEGATIVE_PROMPT,
+    DISTILLED_SIGMAS,
+    Denoiser,
+    GuidanceParams,
+    KeyframeTokens,
+    keyframe_positions,
+    ltx2_sigmas,
+    video_state,
+)
 
 
 @dataclass
@@ -71,8 +81,8 @@ def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
     """Each condition's image (uint8, converted by the argument check) after the H.264 round trip
     (once per call, at its own size)."""
     from ..media import compress_image
-    return [(compress_image(img, a["image_crf"]) if a["image_crf"] else img, frame_index, strength)
-            for img, frame_index, strength in a["_images"]]
+    return [(compress_image(img, a.image_crf) if a.image_crf else img, frame_index, strength)
+            for img, frame_index, strength in a.images]
 
 
 def encode_conditions(engine, images, height: int, width: int, fps: float):
@@ -102,12 +112,12 @@ def _encode_conditions(engine, images, height: int, width: int, fps: float):
 def encode_text(engine, a, need_negative: bool):
     te, tr = engine.text_encoder, engine.transformer
     dtype = next(tr.parameters()).dtype
-    prompts = [a["prompt"]]
+    prompts = [a.prompt]
     if need_negative:
-        neg = a["negative_prompt"] if a["negative_prompt"] is not None else DEFAULT_NEGATIVE_PROMPT
-        prompts = [neg, a["prompt"]]  # one batch, as diffusers encodes [negative, positive]
+        neg = a.negative_prompt if a.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
+        prompts = [neg, a.prompt]  # one batch, as diffusers encodes [negative, positive]
     with engine.residency.use("text_encoder", te.model):
-        v, au, mask = te.encode(prompts, a["max_sequence_length"])
+        v, au, mask = te.encode(prompts, a.max_sequence_length)
     v, au, mask = v.to(engine.device, dtype), au.to(engine.device, dtype), mask.to(engine.device)
     pos = tr.prepare_context(v[-1:], au[-1:], mask[-1:])
     negative = tr.prepare_context(v[:1], au[:1], mask[:1]) if need_negative else None
@@ -160,8 +170,8 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
               first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0):
     """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D))."""
     _, c, f, h, w = latent_shape
-    tr, fps, dev = engine.transformer, float(a["fps"]), engine.device
-    t_audio = a["_audio_frames"]
+    tr, fps, dev = engine.transformer, float(a.fps), engine.device
+    t_audio = a.audio_frames
     video, audio = build_states(engine, gen, latent_shape, t_audio, first, keyframes, video_init=video_init,
                                 audio_init=audio_init, audio_frozen=audio_frozen, noise_scale=noise_scale)
     vpos = tr.video_positions(1, f, h, w, fps, device=dev)
@@ -170,10 +180,10 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
     engine.sync_executor()
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
-                        max_batch=a["guidance_batch"], executor=engine.executor,
+                        max_batch=a.guidance_batch, executor=engine.executor,
                         graph_variant=engine.graph_variant)
     hook = _hook(engine, a, stage, (f, h, w))
-    sampler = a["sampler"]
+    sampler = a.sampler
     try:
         if sampler == "euler":
             video, audio = samplers.euler(denoiser, video, audio, sigmas, hook)
@@ -188,7 +198,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
 
 
 def _hook(engine, a, stage: str, dims):
-    callback = step_hook(a["callback"], stage)
+    callback = step_hook(a.callback, stage)
     if callback is None:
         return None
 
@@ -197,118 +207,96 @@ def _hook(engine, a, stage: str, dims):
     return hook
 
 
-# -- the whole generation ----------------------------------------------------------------------------
+# -- what every recipe does before and after its stages -------------------------------------------------
 
-def run_generation(engine, a, gen, seed: int) -> StageOutput:
-    out, timings = StageOutput(), {}
-    t0 = time.perf_counter()
-    mode, two = a["pipeline"], a["two_stage"]
-    vp, ap = a["video_guidance"], a["audio_guidance"]
+@dataclass(frozen=True)
+class Given:
+    """What a call gives besides the prompt, prepared once before the first stage: each condition
+    image after the H.264 round trip, and for audio-to-video the frozen audio latents and the
+    waveform the result carries."""
+
+    images: list
+    audio_latents: torch.Tensor | None = None
+    waveform: tuple[np.ndarray, int] | None = None
+
+    def guidance(self, video: GuidanceParams, audio: GuidanceParams) -> tuple[GuidanceParams, GuidanceParams]:
+        """A stage's guidance: given audio is not generated, so it is not guided (ltx-pipelines'
+        audio-to-video)."""
+        return video, (audio if self.audio_latents is None else GuidanceParams())
+
+
+def prepare(engine, a) -> Given:
     images = prepare_images(a)
-    audio_frozen = _audio_condition(engine, a)
-    if audio_frozen is not None:
-        ap = type(ap)()  # the audio is given: no audio guidance (ltx-pipelines' audio-to-video)
-    two_stage = mode != "one-stage"
-    need_neg = vp.uncond or ap.uncond or (two_stage and (two.video_guidance.uncond or two.audio_guidance.uncond))
-    texts = encode_text(engine, a, need_neg)
-    timings["text"] = time.perf_counter() - t0
+    latents, waveform = _audio_condition(engine, a)
+    return Given(images, latents, waveform)
 
-    height, width = a["height"], a["width"]
-    h1, w1 = (height // 2, width // 2) if two_stage else (height, width)
-    c = engine.transformer.config.in_channels
-    f = (a["num_frames"] - 1) // 8 + 1
-    shape1 = (1, c, f, h1 // 32, w1 // 32)
-    a["_audio_frames"] = audio_frames(a["num_frames"], float(a["fps"]), engine.audio_vae)
-    sigmas = stage1_sigmas(a, mode, shape1)
-    t1 = time.perf_counter()
-    first, keys = encode_conditions(engine, images, h1, w1, float(a["fps"]))
-    video, audio = run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape1, sigmas=sigmas,
-                             video_params=vp, audio_params=ap, texts=texts, first=first, keyframes=keys,
-                             audio_frozen=audio_frozen)
-    timings["denoise"] = time.perf_counter() - t1
-    if two_stage:
-        t2 = time.perf_counter()
-        with engine.residency.use("latent_upsampler", engine.latent_upsampler):
-            video = upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
-                                        two.tone_map_compression_ratio).float()
-        first, keys = encode_conditions(engine, images, height, width, float(a["fps"]))
-        with _stage2_weights(engine, two):
-            video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=(1, c, f, height // 32,
-                                                                                          width // 32),
-                                     sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=two.video_guidance,
-                                     audio_params=two.audio_guidance if audio_frozen is None else type(ap)(),
-                                     texts=texts, first=first, keyframes=keys, video_init=video,
-                                     audio_init=audio, audio_frozen=audio_frozen, noise_scale=two.noise_scale)
-        timings["refine"] = time.perf_counter() - t2
+
+def first_stage(engine, a, given: Given, texts, gen, seed: int, height: int, width: int):
+    """Stage 1 ("denoise") from noise at (height, width) with the request's schedule and stage-1
+    guidance -> (video latents (1, C, F', H', W'), audio tokens)."""
+    shape = (1, engine.transformer.config.in_channels, (a.num_frames - 1) // 8 + 1, height // 32, width // 32)
+    sigmas = stage1_sigmas(a.pipeline, a.sigmas, a.num_inference_steps, a.shift_tokens, shape)
+    vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
+    first, keys = encode_conditions(engine, given.images, height, width, float(a.fps))
+    return run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape, sigmas=sigmas, video_params=vp,
+                     audio_params=ap, texts=texts, first=first, keyframes=keys, audio_frozen=given.audio_latents)
+
+
+def finish(engine, a, given: Given, video: torch.Tensor, audio: torch.Tensor, gen, timings: dict) -> StageOutput:
+    """Decode audio and video (streamed to ``a.output`` when given) -> the recipe's output."""
+    out = StageOutput()
     t3 = time.perf_counter()
     # audio first (it draws no random numbers): a streamed mp4 needs it before the first frame
-    if audio_frozen is not None:
-        out.audio, out.sample_rate = a["_audio_waveform"]
+    if given.waveform is not None:
+        out.audio, out.sample_rate = given.waveform
     else:
         out.audio = check_finite(decode_audio(engine, audio), "audio decode", "samples")
         out.sample_rate = engine.vocoder.config.output_sampling_rate
     out.frames = decode_or_stream(
         lambda: decode_video(engine, a, video, gen),
-        lambda: decode_ltx2_frames(engine.vae, video, decode_timestep=a["decode_timestep"],
-                                   decode_noise_scale=a["decode_noise_scale"], generator=gen, tiling=a["vae_tiling"]),
-        a["output"], a["fps"], audio=out.audio, sample_rate=out.sample_rate)
+        lambda: decode_ltx2_frames(engine.vae, video, decode_timestep=a.decode_timestep,
+                                   decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling),
+        a.output, a.fps, audio=out.audio, sample_rate=out.sample_rate)
     out.latents = video
     timings["decode"] = time.perf_counter() - t3
-    if a["callback"] is not None:
-        step_hook(a["callback"], "decode")(1, 1, 0.0, video)
+    if a.callback is not None:
+        step_hook(a.callback, "decode")(1, 1, 0.0, video)
     out.timings = timings
     return out
 
 
-def stage1_sigmas(a, mode: str, shape) -> torch.Tensor:
-    if mode == "distilled" and a["sigmas"] is None:
+def stage1_sigmas(mode: str, sigmas, num_inference_steps: int, shift_tokens: int | None, shape) -> torch.Tensor:
+    """Stage 1's sigmas: the given ones (a final 0 appended), the distilled ones, or the shifted
+    LTX-2 schedule (shifted for ``shift_tokens``, else the video's own token count)."""
+    if mode == "distilled" and sigmas is None:
         return torch.tensor(DISTILLED_SIGMAS, dtype=torch.float32)
-    tokens = a["shift_tokens"] if a["shift_tokens"] is not None else shape[2] * shape[3] * shape[4]
-    if a["sigmas"] is not None:
-        s = torch.tensor(a["sigmas"], dtype=torch.float32)
+    tokens = shift_tokens if shift_tokens is not None else shape[2] * shape[3] * shape[4]
+    if sigmas is not None:
+        s = torch.tensor(sigmas, dtype=torch.float32)
         return s if float(s[-1]) == 0.0 else torch.cat([s, torch.zeros(1)])
-    return ltx2_sigmas(a["num_inference_steps"], tokens)
-
-
-class _stage2_weights:
-    """The distilled LoRA fused for stage 2 only (the base weights are restored afterwards, also
-    when stage 2 fails)."""
-
-    def __init__(self, engine, two):
-        self.engine, self.two = engine, two
-
-    def __enter__(self):
-        e = self.engine
-        if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e.lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
-
-    def __exit__(self, *exc):
-        e = self.engine
-        if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e.lora_manager().clear()
-        return False
+    return ltx2_sigmas(num_inference_steps, tokens)
 
 
 def _audio_condition(engine, a):
-    """The frozen audio latents of an audio-to-video call (None without audio=). A waveform
-    arrives from the argument check already cut at audio_start; a file is read from there."""
-    if a["audio"] is None:
-        return None
+    """(the frozen audio latents, (waveform, rate)) of an audio-to-video call; (None, None) without
+    audio=. A waveform arrives from the argument check already cut at audio_start; a file is read
+    from there."""
+    if a.audio is None:
+        return None, None
     from ..media import read_audio
     from .audio_input import load_audio_condition
-    audio, rate = a["audio"], a["audio_sample_rate"]
+    audio, rate = a.audio, a.audio_sample_rate
     if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
-        audio, rate = read_audio(audio, start=a["audio_start"])
-    tokens = load_audio_condition(engine.audio_vae, audio, num_frames=a["num_frames"], frame_rate=float(a["fps"]),
+        audio, rate = read_audio(audio, start=a.audio_start)
+    tokens = load_audio_condition(engine.audio_vae, audio, num_frames=a.num_frames, frame_rate=float(a.fps),
                                   sample_rate=rate)
-    a["_audio_waveform"] = (np.asarray(audio, dtype=np.float32), int(rate))
-    return tokens.to(engine.device, torch.float32)
+    return tokens.to(engine.device, torch.float32), (np.asarray(audio, dtype=np.float32), int(rate))
 
 
 def decode_video(engine, a, latents: torch.Tensor, gen) -> torch.Tensor:
-    return join_frames(ltx2_frame_chunks(engine.vae, latents, decode_timestep=a["decode_timestep"],
-                                         decode_noise_scale=a["decode_noise_scale"], generator=gen,
-                                         tiling=a["vae_tiling"]))
+    return join_frames(ltx2_frame_chunks(engine.vae, latents, decode_timestep=a.decode_timestep,
+                                         decode_noise_scale=a.decode_noise_scale, generator=gen,
+                                         tiling=a.vae_tiling))
 
 
 def decode_audio(engine, tokens: torch.Tensor) -> np.ndarray:

@@ -1,6 +1,6 @@
 """``Engine.plan``: the memory plan of an LTX-Video generation, phase by phase, before it runs.
 
-Phases follow ``ltx_video_stages.run_generation``: text encoding, denoising (stage 1), latent upsampling and
+Phases follow ``stages.run_generation``: text encoding, denoising (stage 1), latent upsampling and
 refinement (two-stage), decoding. Transient memory comes from fake-tensor traces of the same code
 the generation runs (``executor.plan.transient_peak``); weights from the modules on the device;
 what the step executor keeps (static buffers, the activation arena / graph pool) from the step's
@@ -13,18 +13,19 @@ machine's memory is planned, and refused, like any other.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import torch
 
+from ..components.decode import decode_latents
 from ..executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
 from ..models.transformer import grid_positions
-from . import sampling as lv
-from ..components.decode import decode_latents
 from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from . import sampling as lv
 
 
-def plan_ltx_video(engine, a: dict[str, Any], *, suggest: bool = True) -> MemoryPlan:
+def plan_ltx_video(engine, a, *, suggest: bool = True) -> MemoryPlan:
+    """The plan of a checked ``LTXVideoRequest``."""
     plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
     if suggest and plan.fits is False:
         plan.suggestion = _suggest(engine, a, plan.budget_bytes)
@@ -35,17 +36,17 @@ def _phases(engine, a) -> list[Phase]:
     w = component_bytes(engine)
     offload = engine.residency.offload
     resident = on_device(w, offload)
-    encoding = ("vae_encoder",) if a["pipeline"] != "text-to-video" else ()
+    encoding = ("vae_encoder",) if a.pipeline != "text-to-video" else ()
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
-    f = (a["num_frames"] - 1) // rt + 1
-    cfg = a["guidance_scale"] > 1.0
-    two = a["two_stage"]
+    f = (a.num_frames - 1) // rt + 1
+    cfg = a.guidance_scale > 1.0
+    two = a.two_stage
     phases = [Phase("text", on_device(w, offload, "text_encoder"), 0, _text_peak(engine, a, cfg))]
     kept = 0
-    h1, w1 = a["stage1_size"]
+    h1, w1 = a.stage1_size
     stages = [("denoise", h1, w1, cfg)]
     if two is not None:
-        cfg2 = (a["guidance_scale"] if two.guidance_scale is None else two.guidance_scale) > 1.0
+        cfg2 = (a.guidance_scale if two.guidance_scale is None else two.guidance_scale) > 1.0
         stages.append(("refine", 2 * h1, 2 * w1, cfg2))
     for i, (name, h, wd, guided) in enumerate(stages):
         step, static = _step_peak(engine, a, f, h // r, wd // r, guided)
@@ -66,7 +67,7 @@ def _phases(engine, a) -> list[Phase]:
 def _text_peak(engine, a, cfg: bool) -> int:
     te = engine.text_encoder
     with fake_mode():
-        ids = torch.zeros((2 if cfg else 1, a["max_sequence_length"]), dtype=torch.long, device=engine.device)
+        ids = torch.zeros((2 if cfg else 1, a.max_sequence_length), dtype=torch.long, device=engine.device)
     try:
         return transient_peak(lambda i: te.model(input_ids=i, attention_mask=torch.ones_like(i)), ids)
     except Exception:  # noqa: BLE001 - a text encoder the fake trace cannot follow: activations ~ 0 at <= 256 tokens
@@ -78,20 +79,20 @@ def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
     the step's arguments the executor copies into static buffers)."""
     tr = engine.transformer
     dtype = engine.dtype
-    L = a["max_sequence_length"]
+    L = a.max_sequence_length
     n = f * h * w
     c = tr.config.in_channels
     with fake_mode():
         embeds = torch.zeros((1, L, tr.config.caption_channels), dtype=dtype, device=engine.device)
         mask = torch.ones((1, L), dtype=torch.long, device=engine.device)
         x = torch.zeros((1, n, c), dtype=torch.float32, device=engine.device)
-    per_token = a["pipeline"] != "text-to-video"
+    per_token = a.pipeline != "text-to-video"
     spatial, temporal = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
-    scale = (temporal / float(a["fps"]), spatial, spatial)
+    scale = (temporal / float(a.fps), spatial, spatial)
 
     def step(embeds, mask, x):
         guide = lv.Guidance(tr, embeds, mask, embeds if cfg else None, mask if cfg else None,
-                            a["guidance_scale"] if cfg else 1.0, a["guidance_rescale"])
+                            a.guidance_scale if cfg else 1.0, a.guidance_rescale)
         guide.set_positions(grid_positions(1, f, h, w, scale, device=x.device))
         t = torch.full((guide.batch,), 500.0, device=x.device)
         temb = guide.embed(t)
@@ -114,9 +115,9 @@ def _decode_peak(engine, a, f: int, h: int, w: int) -> int:
     z = fake_latents(engine, f, h, w)
 
     def decode(z):
-        return decode_latents(engine.vae, z, decode_timestep=a["decode_timestep"],
-                                 decode_noise_scale=a["decode_noise_scale"], generator=None, device=z.device,
-                                 model_dtype=engine.dtype, tiling=a["vae_tiling"])
+        return decode_latents(engine.vae, z, decode_timestep=a.decode_timestep,
+                                 decode_noise_scale=a.decode_noise_scale, generator=None, device=z.device,
+                                 model_dtype=engine.dtype, tiling=a.vae_tiling)
     return transient_peak(decode, z)
 
 
@@ -126,26 +127,25 @@ def _suggest(engine, a, budget: int) -> str:
     rt, r = engine.vae.temporal_compression_ratio, engine.vae.spatial_compression_ratio
 
     def peak(**change) -> int:
-        b = dict(a, **change)
         if "height" in change:
-            scale = b["height"] / a["height"]
-            h1, w1 = a["stage1_size"]
-            b["stage1_size"] = (max(r, int(h1 * scale) // r * r), max(r, int(w1 * scale) // r * r))
-        return max(p.total_bytes for p in _phases(engine, b))
+            scale = change["height"] / a.height
+            h1, w1 = a.stage1_size
+            change["stage1_size"] = (max(r, int(h1 * scale) // r * r), max(r, int(w1 * scale) // r * r))
+        return max(p.total_bytes for p in _phases(engine, replace(a, **change)))
 
-    frames = largest_fitting(range(1, a["num_frames"], rt), lambda n: peak(num_frames=n), budget)
+    frames = largest_fitting(range(1, a.num_frames, rt), lambda n: peak(num_frames=n), budget)
     sizes = []
     for k in range(1, 64):
-        hh = a["height"] * k // 64 // r * r
-        ww = a["width"] * k // 64 // r * r
+        hh = a.height * k // 64 // r * r
+        ww = a.width * k // 64 // r * r
         if hh >= r and ww >= r and (hh, ww) not in sizes:
             sizes.append((hh, ww))
     size = largest_fitting(sizes, lambda s: peak(height=s[0], width=s[1]), budget)
     parts = []
     if frames is not None:
-        parts.append(f"num_frames={frames} at {a['height']}x{a['width']}")
+        parts.append(f"num_frames={frames} at {a.height}x{a.width}")
     if size is not None:
-        parts.append(f"{size[0]}x{size[1]} at num_frames={a['num_frames']}")
+        parts.append(f"{size[0]}x{size[1]} at num_frames={a.num_frames}")
     if not parts:
         return "nothing smaller fits either: free device memory, offload components or quantize the weights"
     return "largest that fits: " + ", or ".join(parts)

@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from ..models.transformer import coords_positions, grid_positions
 from ..components.latents import pack, randn, unpack
+from ..models.transformer import coords_positions, grid_positions
 from .schedule import Schedule
 
 __all__ = [

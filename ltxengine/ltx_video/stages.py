@@ -1,39 +1,38 @@
-"""One LTX-Video generation, stage by stage (called by ``Engine.generate`` with checked arguments):
-text -> stage 1 -> (upsample -> stage 2) -> decode. ``stage_schedule`` and ``stage_pixels`` also serve
-the engine's argument checks, which build every schedule and preprocess the pixels before any work."""
+"""One LTX-Video generation, stage by stage (called by ``LTXVideoEngine.generate`` with the checked
+request, ``request.LTXVideoRequest``, which it only reads): text -> stage 1 -> (upsample -> stage 2)
+-> decode. ``stage_schedule`` and ``condition_pixels`` also serve the request's checks, which build
+every schedule and preprocess the first stage's pixels before any work."""
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..checks import make_generator
-from . import sampling as lv
 from ..components.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
 from ..components.inputs import Condition, image_to_tensor, video_to_tensor
 from ..components.latents import upsample_latents
-from .schedule import Schedule, calculate_shift, linear_quadratic_schedule, make_schedule
 from ..results import GenerationResult, step_hook
+from . import sampling as lv
+from .schedule import Schedule, calculate_shift, linear_quadratic_schedule, make_schedule
 
 
-def run_generation(engine, a: dict[str, Any]) -> GenerationResult:
+def run_generation(engine, a) -> GenerationResult:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    gen, seed = make_generator(a["generator"], a["seed"])
+    gen, seed = make_generator(a.generator, a.seed)
     # stage 2 restarts from this state (diffusers' recipe re-seeds its second call), so a seed
     # and a generator seeded with it give the same video
     start_state = gen.get_state()
-    mode, two = a["pipeline"], a["two_stage"]
+    mode, two = a.pipeline, a.two_stage
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
-    height, width, n = a["height"], a["width"], a["num_frames"]
-    height1, width1 = a["stage1_size"]
-    cfg_on = a["guidance_scale"] > 1.0 or (two is not None and (two.guidance_scale or 0) > 1.0)
-    embeds, mask, neg, neg_mask = encode_prompt(engine, a["prompt"], a["negative_prompt"],
-                                                 a["max_sequence_length"], cfg_on, use_mask=mode == "condition")
+    height, width, n = a.height, a.width, a.num_frames
+    height1, width1 = a.stage1_size
+    embeds, mask, neg, neg_mask = encode_prompt(engine, a.prompt, a.negative_prompt,
+                                                 a.max_sequence_length, a.cfg, use_mask=mode == "condition")
     timings["text"] = time.perf_counter() - t0
 
     engine.sync_executor()
@@ -44,9 +43,9 @@ def run_generation(engine, a: dict[str, Any]) -> GenerationResult:
     c = engine.transformer.config.in_channels
     f = (n - 1) // rt + 1
     t1 = time.perf_counter()
-    latents = denoise(engine, mode, guide(a["guidance_scale"], a["guidance_rescale"]), gen, a, height1, width1,
-                      (1, c, f, height1 // r, width1 // r), a["num_inference_steps"], a["timesteps"],
-                      a["sigmas"], a["denoise_strength"], a["image_cond_noise_scale"], a["latents"],
+    latents = denoise(engine, mode, guide(a.guidance_scale, a.guidance_rescale), gen, a, height1, width1,
+                      (1, c, f, height1 // r, width1 // r), a.num_inference_steps, a.timesteps,
+                      a.sigmas, a.denoise_strength, a.image_cond_noise_scale, a.latents,
                       "denoise")
     timings["denoise"] = time.perf_counter() - t1
     if two is not None:
@@ -58,24 +57,24 @@ def run_generation(engine, a: dict[str, Any]) -> GenerationResult:
         gen = torch.Generator(gen.device)
         gen.set_state(start_state)
         h2, w2 = 2 * height1, 2 * width1
-        scale2 = a["guidance_scale"] if two.guidance_scale is None else two.guidance_scale
-        rescale2 = a["guidance_rescale"] if two.guidance_rescale is None else two.guidance_rescale
-        noise2 = a["image_cond_noise_scale"] if two.image_cond_noise_scale is None else two.image_cond_noise_scale
+        scale2 = a.guidance_scale if two.guidance_scale is None else two.guidance_scale
+        rescale2 = a.guidance_rescale if two.guidance_rescale is None else two.guidance_rescale
+        noise2 = a.image_cond_noise_scale if two.image_cond_noise_scale is None else two.image_cond_noise_scale
         latents = denoise(engine, "condition", guide(scale2, rescale2), gen, a, h2, w2,
                           (1, c, f, h2 // r, w2 // r), two.num_inference_steps, two.timesteps, None,
                           two.denoise_strength, noise2, up, "refine")
         timings["refine"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    decode = dict(decode_timestep=a["decode_timestep"], decode_noise_scale=a["decode_noise_scale"], generator=gen,
-                  device=engine.device, model_dtype=engine.dtype, tiling=a["vae_tiling"])
+    decode = dict(decode_timestep=a.decode_timestep, decode_noise_scale=a.decode_noise_scale, generator=gen,
+                  device=engine.device, model_dtype=engine.dtype, tiling=a.vae_tiling)
     frames = decode_or_stream(
         lambda: resize_frames(decode_latents(engine.vae, latents, **decode), height, width),
-        lambda: decode_latents_frames(engine.vae, latents, height=height, width=width, **decode), a["output"],
-        a["fps"])
+        lambda: decode_latents_frames(engine.vae, latents, height=height, width=width, **decode), a.output,
+        a.fps)
     timings["decode"] = time.perf_counter() - t3
-    if a["callback"] is not None:
-        step_hook(a["callback"], "decode")(1, 1, 0.0, latents)
-    result = GenerationResult.from_frames(frames, latents, a["fps"], seed=seed, timings=timings)
+    if a.callback is not None:
+        step_hook(a.callback, "decode")(1, 1, 0.0, latents)
+    result = GenerationResult.from_frames(frames, latents, a.fps, seed=seed, timings=timings)
     timings["total"] = time.perf_counter() - t0
     return result
 
@@ -92,10 +91,10 @@ def denoise(engine, mode, guide, gen, a, height, width, shape, steps, timesteps,
 
 def _denoise_on_device(engine, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas,
                        denoise_strength, cond_noise, latents, stage) -> torch.Tensor:
-    hook = step_hook(a["callback"], stage)
+    hook = step_hook(a.callback, stage)
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
     ratios = (r, rt)
-    fr = float(a["fps"])
+    fr = float(a.fps)
     seq_len = shape[2] * shape[3] * shape[4]
     schedule = stage_schedule(engine, mode, seq_len, steps, timesteps, sigmas)
     if mode == "text-to-video":
@@ -140,9 +139,9 @@ def encode_prompt(engine, prompt: str, negative: str | None, max_len: int, cfg: 
 
 def _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mask):
     n_tokens = len(te.tokenizer(prompt).input_ids)
-    if n_tokens > max_len:  # stacklevel: the caller of Engine.generate (via _generate, run_generation)
+    if n_tokens > max_len:  # stacklevel: the caller of Engine.generate (via _run, _generate, run_generation)
         warnings.warn(f"prompt: {n_tokens} tokens is longer than max_sequence_length={max_len}; the text "
-                      f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=6)
+                      f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=7)
     embeds, mask = te.encode(prompt, max_len, engine.device, dtype=te.dtype, use_attention_mask=use_mask)
     neg = neg_mask = None
     if cfg:
@@ -151,18 +150,20 @@ def _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mas
     return embeds, mask, neg, neg_mask
 
 
-def stage_pixels(engine, a: dict[str, Any], height: int, width: int):
-    """The image (3, H, W) and conditions of a call at one stage's size, on the device;
-    preprocessed once per size and cached in the call's arguments."""
-    key = (height, width)
-    if key not in a["_pixels"]:
-        image = a["image"]
-        if image is not None:
-            image = image_to_tensor(image, height, width, "image").to(engine.device)
-        conds = [_encode_condition_pixels(engine, i, c, height, width, a["num_frames"])
-                 for i, c in enumerate(a["conditions"])]
-        a["_pixels"][key] = (image, conds)
-    return a["_pixels"][key]
+def stage_pixels(engine, a, height: int, width: int):
+    """The image (3, H, W) and conditions of a call at one stage's size, on the device (the first
+    stage's were preprocessed by the request's check)."""
+    if (height, width) == a.stage1_size:
+        return a.stage1_pixels
+    return condition_pixels(engine, a.image, a.conditions, a.num_frames, height, width)
+
+
+def condition_pixels(engine, image, conditions, num_frames: int, height: int, width: int):
+    """The image (3, H, W) and each condition's pixels at (height, width), on the device."""
+    if image is not None:
+        image = image_to_tensor(image, height, width, "image").to(engine.device)
+    conds = [_encode_condition_pixels(engine, i, c, height, width, num_frames) for i, c in enumerate(conditions)]
+    return image, conds
 
 
 def _encode_condition_pixels(engine, i: int, c: Condition, height: int, width: int, num_frames: int):

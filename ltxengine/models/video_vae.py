@@ -572,7 +572,7 @@ class VideoVAE(nn.Module):
             raise ValueError(f"x frames must be of the form {rt}k+1 (temporal compression {rt}), got {x.shape[2]}")
         if tiling is not None:
             tiling.check(r, rt)
-        self._check_reflect_grid("encoder", "x", x.shape[3] // r, x.shape[4] // r, tiling)
+        self.check_reflect_grid("encoder", "x", x.shape[3] // r, x.shape[4] // r, tiling)
         if tiling is None:
             return self.encoder(x)
         if x.shape[2] > tiling.tile_sample_min_num_frames:
@@ -660,7 +660,7 @@ class VideoVAE(nn.Module):
         temb = self._check_temb(temb, z)
         if tiling is not None:
             tiling.check(self.spatial_compression_ratio, self.temporal_compression_ratio)
-        self._check_reflect_grid("decoder", "z", z.shape[3], z.shape[4], tiling)
+        self.check_reflect_grid("decoder", "z", z.shape[3], z.shape[4], tiling)
         return temb
 
     def _decode_chunks(self, z, temb, generator, tiling: TilingConfig | None) -> Iterator[torch.Tensor]:
@@ -677,7 +677,7 @@ class VideoVAE(nn.Module):
         if z.shape[1] != self.config.latent_channels:
             raise ValueError(f"z must have {self.config.latent_channels} channels (dim 1), got {z.shape[1]}")
 
-    def _check_reflect_grid(self, half: str, name: str, h: int, w: int, tiling: TilingConfig | None) -> None:
+    def check_reflect_grid(self, half: str, name: str, h: int, w: int, tiling: TilingConfig | None) -> None:
         """Reflect padding needs every conv input at least 2 wide; the smallest are the (tiles')
         latent grids. Without this check torch fails deep inside the model (so does diffusers)."""
         if getattr(self.config, f"{half}_spatial_padding_mode", "zeros") != "reflect":

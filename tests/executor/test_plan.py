@@ -1,5 +1,5 @@
 """engine.plan(): the memory of a generation phase by phase, before it runs (ltxengine/planning.py,
-ltx_video_plan.py, ltx2_plan.py, ltxengine/executor/plan.py). On CPU the accounting, the search for
+ltx_video/plan.py, ltx2/plan.py, ltxengine/executor/plan.py). On CPU the accounting, the search for
 what fits, the check against host memory and that planning allocates nothing are checked; the
 GPU-marked test compares the prediction with the measured peak."""
 
@@ -207,7 +207,7 @@ def test_cpu_generate_refuses_what_host_memory_cannot_hold(ltx2_engine, monkeypa
     """~10 TB at its peak: refused with the plan before any work (the CPU had no check at all)."""
     from tests.pipelines.ltx2_fixtures import SEQ
     calls = []
-    monkeypatch.setattr(ltx2_engine, "_generate_ltx2", lambda a: calls.append(a))
+    monkeypatch.setattr(ltx2_engine, "_generate", lambda a: calls.append(a))
     with pytest.raises(InsufficientMemoryError, match=r"(?s)generate: this generation needs [\d.]+ GiB at its peak "
                                                       r"\(decode\), .* are available on cpu.*memory plan on cpu"):
         ltx2_engine.generate("a", height=8192, width=8192, num_frames=4097, max_sequence_length=SEQ)

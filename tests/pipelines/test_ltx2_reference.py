@@ -8,14 +8,16 @@ the reference gets our noise through a replay noiser; everything else is theirs.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from ltxengine import Engine
-from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
-from ltxengine.ltx_video import sampling as lv
+from ltxengine.components import latents as lv
 from ltxengine.ltx2.denoise import DISTILLED_SIGMAS, GuidanceParams, guide, ltx2_sigmas
+from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
 from tests.helpers import assert_close_scaled
 from tests.models.ltx2_transformer_fixtures import ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines
@@ -92,8 +94,9 @@ def _run_both(engine, *, strength=1.0, keyframe=None, vp, ap, steps=3, video_ini
     if keyframe is not None:
         images.append((rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), keyframe, 0.8))
     first, keys = encode_conditions(engine, images, 64, 96, fps)
-    a = dict(prompt="a cat sits on the mat", negative_prompt="red car", max_sequence_length=SEQ, fps=fps,
-             _audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None)
+    # the fields of the request (LTX2Request) that encode_text and run_stage read
+    a = SimpleNamespace(prompt="a cat sits on the mat", negative_prompt="red car", max_sequence_length=SEQ, fps=fps,
+                        audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None)
     pos, neg = encode_text(engine, a, True)
     sigmas = ltx2_sigmas(steps) if sigmas is None else sigmas
     gen = torch.Generator().manual_seed(9)

@@ -1,0 +1,62 @@
+"""pipeline="two-stage" (ltx-pipelines' ti2vid_two_stages) and "distilled" (its distilled
+pipeline: the same recipe on the distilled stage-1 schedule without guidance, resolved by the
+request): text -> stage 1 at half the size -> latent upsampling x2 -> stage 2 ("refine") at the
+requested size on ``two_stage.sigmas``, re-noised at ``two_stage.noise_scale``, with the distilled
+LoRA fused for this stage only -> decode video and audio."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ...components.latents import upsample_latents
+from ..stages import StageOutput, encode_conditions, encode_text, finish, first_stage, prepare, run_stage
+
+
+def run(engine, a, gen, seed: int) -> StageOutput:
+    two = a.two_stage
+    timings = {}
+    t0 = time.perf_counter()
+    given = prepare(engine, a)
+    vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
+    texts = encode_text(engine, a, vp.uncond or ap.uncond or two.video_guidance.uncond
+                        or two.audio_guidance.uncond)
+    timings["text"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    video, audio = first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2)
+    timings["denoise"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    with engine.residency.use("latent_upsampler", engine.latent_upsampler):
+        video = upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
+                                 two.tone_map_compression_ratio).float()
+    first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps))
+    vp2, ap2 = given.guidance(two.video_guidance, two.audio_guidance)
+    shape = (1, engine.transformer.config.in_channels, video.shape[2], a.height // 32, a.width // 32)
+    with _stage2_weights(engine, two):
+        video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=shape,
+                                 sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=vp2,
+                                 audio_params=ap2, texts=texts, first=first, keyframes=keys, video_init=video,
+                                 audio_init=audio, audio_frozen=given.audio_latents, noise_scale=two.noise_scale)
+    timings["refine"] = time.perf_counter() - t2
+    return finish(engine, a, given, video, audio, gen, timings)
+
+
+class _stage2_weights:
+    """The distilled LoRA fused for stage 2 only (the base weights are restored afterwards, also
+    when stage 2 fails)."""
+
+    def __init__(self, engine, two):
+        self.engine, self.two = engine, two
+
+    def __enter__(self):
+        e = self.engine
+        if e.distilled_lora is not None and self.two.lora_strength != 0:
+            e.lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
+
+    def __exit__(self, *exc):
+        e = self.engine
+        if e.distilled_lora is not None and self.two.lora_strength != 0:
+            e.lora_manager().clear()
+        return False
+

@@ -1,0 +1,374 @@
+"""The checked call of ``LTX2Engine.generate``: ``build_request`` checks and normalizes every
+argument (GuidanceParams in either spelling, LTX2TwoStage, conditions, audio, tiling), builds stage
+1's schedule as its sampler will, and converts what could fail later (the condition images, the
+audio's rate and length) before any model work; it returns a frozen ``LTX2Request`` that the
+recipes and the memory plan read and never write."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ..checks import (
+    MAX_NUM_FRAMES,
+    MAX_SEQUENCE_LENGTH,
+    MAX_SIDE,
+    MAX_STEPS,
+    call_args,
+    check_conditions,
+    check_decreasing,
+    check_float,
+    check_int,
+    check_random,
+)
+from ..components.inputs import Condition
+from ..media import frame_rate_fraction
+from ..models.video_vae import TilingConfig
+from .denoise import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
+from .recipes import RECIPES
+from .samplers import check_schedule
+from .stages import stage1_sigmas, uint8_image
+
+__all__ = ["DIFFUSERS_GUIDANCE", "LTX2Request", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS", "build_request",
+           "clip_blocks"]
+
+PIPELINES_LTX2 = tuple(RECIPES)  # ("two-stage", "distilled", "one-stage")
+SAMPLERS = ("euler", "gradient-estimation", "res2s")
+
+
+@dataclass(frozen=True)
+class LTX2TwoStage:
+    """Stage 2 of the two-stage pipelines. Defaults are ltx-pipelines': the 3 distilled sigmas,
+    re-noising at the first of them, no guidance, the engine's distilled LoRA at strength 1."""
+
+    sigmas: Sequence[float] = STAGE2_SIGMAS
+    noise_scale: float | None = None  # None: sigmas[0]
+    video_guidance: GuidanceParams = NO_GUIDANCE
+    audio_guidance: GuidanceParams = NO_GUIDANCE
+    lora_strength: float = 1.0
+    adain_factor: float = 0.0
+    tone_map_compression_ratio: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class LTX2Request:
+    """One checked ``generate`` call. Fields keep ``generate``'s names (diffusers' guidance keywords
+    are folded into ``video_guidance`` / ``audio_guidance``); resolved ones hold what the call means:
+    ``pipeline`` (never None), ``two_stage`` (an LTX2TwoStage: checked, sigmas a tuple and
+    noise_scale set, for the two-stage pipelines; the unused default for "one-stage"),
+    ``conditions`` (a tuple, ``image`` folded in as frame 0), ``audio`` (a Path, or the waveform
+    from ``audio_start`` on), ``sigmas`` (a list or None). Derived: ``fps``
+    (the exact frame rate), ``images`` (each condition as (uint8 (H, W, 3), frame_index, strength))
+    and ``audio_frames`` (the audio latent frames of the clip)."""
+
+    prompt: str
+    negative_prompt: str | None
+    image: Any
+    conditions: tuple[Condition, ...]
+    audio: Any
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: Any
+    fps: Fraction
+    num_inference_steps: int
+    sigmas: list[float] | None
+    video_guidance: GuidanceParams
+    audio_guidance: GuidanceParams
+    shift_tokens: int | None
+    pipeline: str
+    two_stage: "LTX2TwoStage | None"
+    sampler: str
+    image_crf: int
+    audio_start: float
+    audio_sample_rate: int | None
+    decode_timestep: float | None
+    decode_noise_scale: float | None
+    seed: int | None
+    generator: torch.Generator | None
+    callback: Callable | None
+    max_sequence_length: int
+    guidance_batch: int | None
+    vae_tiling: TilingConfig | None
+    output: Any
+    images: tuple
+    audio_frames: int
+
+    def plan_key(self) -> tuple:
+        """What the memory plan depends on (plans are cached per key)."""
+        return (self.height, self.width, self.num_frames, self.audio_frames, self.pipeline, self.sampler,
+                self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
+                self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None)
+
+
+def build_request(engine, args: dict[str, Any]) -> LTX2Request:
+    """``generate``'s arguments (its locals) -> the checked request, or ValueError naming the argument."""
+    a = _checked(engine, args)
+    return LTX2Request(**{f.name: a[f.name] for f in fields(LTX2Request)})
+
+
+def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
+    a = call_args(a)
+    mode = _check_pipeline(engine, a)
+    n = _check_video_size(engine, a, mode)
+    _check_guidance(engine, a, mode == "distilled")
+    if a["sampler"] not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {a['sampler']!r}")
+    _check_stage1_schedule(engine, a, mode)
+    if mode != "one-stage":
+        a["two_stage"] = _check_two_stage(engine, a["two_stage"], a)
+    crf = check_int("image_crf", a["image_crf"], 0)
+    if crf > 51:
+        raise ValueError(f"image_crf must be in [0, 51] (H.264 CRF; 0 = no re-compression), got {crf}")
+    check_int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
+    if a["guidance_batch"] is not None:
+        check_int("guidance_batch", a["guidance_batch"], 1)
+    for k in ("decode_timestep", "decode_noise_scale"):
+        if a[k] is not None:
+            check_float(k, a[k], 0.0, 1.0)
+    check_random(a["seed"], a["generator"])
+    if a["callback"] is not None and not callable(a["callback"]):
+        raise ValueError(f"callback must be callable (stage, step, total, timestep=, latents=), "
+                         f"got {a['callback']!r}")
+    _check_audio_input(engine, a, n)
+    a["conditions"] = tuple(_check_conditions_ltx2(engine, a["image"], a["conditions"], n))
+    a["images"] = _condition_images(a)
+    a["audio_frames"] = audio_frames(n, float(a["fps"]), engine.audio_vae)
+    return a
+
+def _check_pipeline(engine, a: dict[str, Any]) -> str:
+    mode = a["pipeline"] or ("two-stage" if engine.latent_upsampler is not None else "one-stage")
+    if mode not in PIPELINES_LTX2:
+        raise ValueError(f"pipeline must be one of {PIPELINES_LTX2} or None, got {mode!r}")
+    if mode != "one-stage" and engine.latent_upsampler is None:
+        raise ValueError(f"pipeline={mode!r} needs the spatial latent upsampler: pass latent_upsampler=PATH to "
+                         f"Engine.from_pretrained")
+    two = a["two_stage"] if a["two_stage"] is not None else LTX2TwoStage()
+    if not isinstance(two, LTX2TwoStage):
+        raise ValueError(f"two_stage must be an LTX2TwoStage or None, got {type(two).__name__}")
+    if mode == "one-stage" and a["two_stage"] is not None:
+        raise ValueError("two_stage= configures stage 2, which pipeline='one-stage' does not have")
+    a["pipeline"], a["two_stage"] = mode, two
+    return mode
+
+def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
+    """height, width, num_frames, frame_rate and vae_tiling; -> num_frames."""
+    multiple = 32 if mode == "one-stage" else 64
+    for k in ("height", "width"):
+        v = check_int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")
+        if v % multiple:
+            rule = "two-stage pipelines generate stage 1 at half size" if multiple == 64 else "the VAE's 32x32"
+            raise ValueError(f"{k} must be a multiple of {multiple} for pipeline={mode!r} ({rule}), got {v}")
+    n = check_int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
+    if (n - 1) % 8:
+        raise ValueError(f"num_frames must be of the form 8k+1 (e.g. {8 * ((n - 1) // 8) + 1} or "
+                         f"{8 * ((n - 1) // 8 + 1) + 1}), got {n}")
+    a["fps"] = frame_rate_fraction(a["frame_rate"], "frame_rate")
+    if audio_frames(n, float(a["fps"]), engine.audio_vae) < 1:
+        cfg = engine.audio_vae.config
+        latent_s = 4 * cfg.mel_hop_length / cfg.sample_rate
+        raise ValueError(f"frame_rate: {n} frames at {a['frame_rate']} fps last {n / float(a['fps']):.3g} s, "
+                         f"less than one audio latent frame ({latent_s:g} s), so the audio would be empty; "
+                         f"lower frame_rate or generate more frames")
+    tiling = a["vae_tiling"]
+    if tiling is not None:
+        if not isinstance(tiling, TilingConfig):
+            raise ValueError(f"vae_tiling must be a ltxengine TilingConfig or None, got {type(tiling).__name__}")
+        try:
+            tiling.check(engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio)
+        except ValueError as e:
+            raise ValueError(f"vae_tiling: {e}") from None
+    r = engine.vae.spatial_compression_ratio
+    h, w = a["height"], a["width"]
+    try:  # the decoder's padding needs 2x2 latents (per tile): refuse now, not after denoising
+        engine.vae.check_reflect_grid("decoder", f"height x width = {h}x{w}", h // r, w // r, tiling)
+    except ValueError as e:
+        raise ValueError(f"{e}; one latent is {r}x{r} pixels{' (tiles from vae_tiling)' if tiling else ''}") \
+            from None
+    return n
+
+def _check_guidance(engine, a: dict[str, Any], distilled: bool) -> None:
+    """Stage 1's GuidanceParams per modality, from the GuidanceParams or diffusers' keywords."""
+    layers = engine.transformer.config.num_layers
+    blocks = a.pop("spatio_temporal_guidance_blocks")
+    spelled = {k: a.pop(k) for k in DIFFUSERS_GUIDANCE}
+    for modality, default in (("video", VIDEO_GUIDANCE), ("audio", AUDIO_GUIDANCE)):
+        k = f"{modality}_guidance"
+        names = {f: name for name, (m, f) in DIFFUSERS_GUIDANCE.items() if m == modality}
+        given = {name: spelled[name] for name in names.values() if spelled[name] is not None}
+        if blocks is not None:
+            given["spatio_temporal_guidance_blocks"] = blocks
+        names["stg_blocks"] = "spatio_temporal_guidance_blocks"
+        p = a[k]
+        if p is not None and given:
+            raise ValueError(f"{k} and {', '.join(given)} are two spellings of the same guidance: pass the "
+                             f"GuidanceParams or diffusers' keywords, not both")
+        if p is not None and not isinstance(p, GuidanceParams):
+            raise ValueError(f"{k} must be a GuidanceParams or None, got {type(p).__name__}")
+        if p is None:
+            p = NO_GUIDANCE if distilled else clip_blocks(default, layers)
+        if given:
+            fields = {f: given[name] for f, name in names.items() if name in given}
+            a[k] = replace(p, **fields).check(k, layers, names=names)
+        else:
+            a[k] = p.check(k, layers)
+
+def _check_stage1_schedule(engine, a: dict[str, Any], mode: str) -> None:
+    """sigmas / num_inference_steps / shift_tokens: stage 1's schedule is built now (at most
+    MAX_STEPS numbers) and checked as its sampler will check it."""
+    if a["shift_tokens"] is not None:
+        check_int("shift_tokens", a["shift_tokens"], 1)
+    if a["sigmas"] is not None:
+        a["sigmas"] = check_decreasing("sigmas", a["sigmas"], 1.0)
+    elif mode == "distilled":
+        return  # the fixed distilled sigmas
+    else:
+        steps = check_int("num_inference_steps", a["num_inference_steps"], 1, MAX_STEPS,
+                     "MAX_STEPS: the scheduler's 1000 training timesteps")
+        if steps < 2:  # ltx2_sigmas' stretch divides by 1 - sigma_last = 0
+            raise ValueError(f"num_inference_steps must be >= 2 for the stretched LTX-2 schedule, got {steps} "
+                             f"(pass sigmas= for a custom schedule)")
+    half = 1 if mode == "one-stage" else 2
+    shape = (1, 0, (a["num_frames"] - 1) // 8 + 1, a["height"] // half // 32, a["width"] // half // 32)
+    try:
+        sigmas = stage1_sigmas(mode, a["sigmas"], a["num_inference_steps"], a["shift_tokens"], shape)
+        check_schedule(sigmas, a["sampler"], "sigmas")
+    except (ValueError, OverflowError) as e:
+        if a["sigmas"] is not None:
+            raise
+        tokens = a["shift_tokens"] or f"None (the video's {shape[2] * shape[3] * shape[4]} tokens)"
+        raise ValueError(f"shift_tokens={tokens}: the {a['num_inference_steps']}-step LTX-2 schedule shifted for "
+                         f"that many tokens degenerates ({e}); use a smaller shift_tokens (ltx-pipelines: "
+                         f"4096)") from None
+
+def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoStage:
+    """Every field of stage 2's configuration; -> the checked copy (sigmas a tuple, noise_scale set)."""
+    layers = engine.transformer.config.num_layers
+    guidance = {}
+    for k in ("video_guidance", "audio_guidance"):
+        p = getattr(two, k)
+        if not isinstance(p, GuidanceParams):
+            raise ValueError(f"two_stage.{k} must be a GuidanceParams, got {type(p).__name__}")
+        guidance[k] = p.check(f"two_stage.{k}", layers)
+    vals = check_decreasing("two_stage.sigmas", two.sigmas, 1.0)
+    if len(vals) < 2:
+        raise ValueError(f"two_stage.sigmas needs at least 2 values (start and end), got {vals}")
+    check_schedule(torch.tensor(vals, dtype=torch.float32), a["sampler"], "two_stage.sigmas")
+    ns = vals[0] if two.noise_scale is None else check_float("two_stage.noise_scale", two.noise_scale, 0.0, 1.0)
+    strength = check_float("two_stage.lora_strength", two.lora_strength)
+    adain = check_float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
+    tone = check_float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
+    per_channel = ((a["num_frames"] - 1) // 8 + 1) * (a["height"] // 64) * (a["width"] // 64)
+    if adain > 0 and per_channel < 2:
+        raise ValueError(f"two_stage.adain_factor = {adain} needs at least 2 stage-1 latent values per channel "
+                         f"(AdaIN matches their std), got 1 for {a['num_frames']} frames at "
+                         f"{a['height']}x{a['width']}; use adain_factor=0 or a larger video")
+    return replace(two, sigmas=tuple(vals), noise_scale=ns, lora_strength=strength, adain_factor=adain,
+                   tone_map_compression_ratio=tone, **guidance)
+
+def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
+    """audio, audio_sample_rate, audio_start; a waveform is replaced by its part from audio_start."""
+    audio, rate = a["audio"], a["audio_sample_rate"]
+    start = check_float("audio_start", a["audio_start"], 0.0)
+    if audio is None:
+        if rate is not None:
+            raise ValueError(f"audio_sample_rate is the rate of a waveform audio=, got "
+                             f"audio_sample_rate={rate!r} without audio")
+        if start != 0:
+            raise ValueError(f"audio_start skips the start of audio=, got audio_start={a['audio_start']!r} "
+                             f"without audio")
+        _check_aac_rate("the vocoder's output_sampling_rate (config.json of the checkpoint's vocoder)",
+                        engine.vocoder.config.output_sampling_rate)
+        return
+    if isinstance(audio, (str, os.PathLike)):
+        if rate is not None:
+            raise ValueError(f"audio_sample_rate is for a waveform audio= (a file carries its own rate), got "
+                             f"audio_sample_rate={rate!r} with a path")
+        path = Path(audio).expanduser()
+        _check_aac_rate(f"audio: the sample rate of {str(path)!r}", _audio_file_rate(path))
+        a["audio"] = path
+        return
+    from .audio_input import as_waveform
+    if rate is None:
+        raise ValueError("audio_sample_rate (Hz) is required with a waveform audio=, got None")
+    rate = check_int("audio_sample_rate", rate, 1)
+    _check_aac_rate("audio_sample_rate", rate)
+    wave = as_waveform(audio, "audio")
+    if wave.shape[0] not in (1, 2):
+        raise ValueError(f"audio waveform must have 1 or 2 channels, got shape {tuple(wave.shape)}")
+    first = round(start * rate)
+    video_s = num_frames / float(a["fps"])
+    if wave.shape[1] - first < video_s * rate:
+        raise ValueError(f"audio is {max(wave.shape[1] - first, 0) / rate:.3f} s long from audio_start={start} s, "
+                         f"shorter than the video's {video_s:.3f} s ({num_frames} frames at {a['frame_rate']} "
+                         f"fps); trim the video or give longer audio")
+    a["audio"], a["audio_sample_rate"] = wave[:, first:].cpu(), rate
+
+def _check_conditions_ltx2(engine, image, conditions, num_frames: int) -> list[Condition]:
+    first = None if image is None else Condition(image=image, frame_index=0, strength=1.0)
+    conds = check_conditions(conditions, num_frames, first=first, what="images, image= included",
+                             check_item=_check_condition_image)
+    if sum(c.frame_index == 0 for c in conds) > 1:
+        raise ValueError("conditions: at most one image may condition frame 0 (image= counts as one)")
+    return conds
+
+
+# diffusers' LTX2Pipeline keyword -> (modality, GuidanceParams field): the other spelling of the
+# stage-1 guidance (spatio_temporal_guidance_blocks is stg_blocks of both modalities). Same
+# formula and "off" values (cfg 1, stg 0, modality 1, rescale 0) on both sides.
+DIFFUSERS_GUIDANCE = {
+    "guidance_scale": ("video", "cfg"), "stg_scale": ("video", "stg"), "modality_scale": ("video", "modality"),
+    "guidance_rescale": ("video", "rescale"), "audio_guidance_scale": ("audio", "cfg"),
+    "audio_stg_scale": ("audio", "stg"), "audio_modality_scale": ("audio", "modality"),
+    "audio_guidance_rescale": ("audio", "rescale"),
+}
+
+
+def _check_condition_image(i: int, c: Condition) -> None:
+    if c.image is None:
+        raise ValueError(f"conditions[{i}]: LTX-2 conditions take image= (video conditions are not implemented "
+                         f"for LTX-2)")
+
+
+def _check_aac_rate(what: str, rate: int) -> None:
+    """The result's mp4 carries its audio as AAC, which takes only some rates (PyAV's encoder:
+    7350 to 96000 Hz, 13 of them): refuse another before the generation, not when saving it."""
+    import av
+    rates = sorted(av.codec.Codec("aac", "w").audio_rates)
+    if rate not in rates:
+        raise ValueError(f"{what} must be one AAC (the mp4's audio codec) can carry, one of {rates}; got {rate!r}")
+
+
+def _audio_file_rate(path: Path) -> int:
+    """The sample rate of the first audio stream of ``path`` (the container is opened, nothing decoded)."""
+    import av
+    if not path.is_file():
+        raise ValueError(f"audio: no file at {str(path)!r}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"audio: {str(path)!r} has no audio stream")
+            return container.streams.audio[0].codec_context.sample_rate
+    except av.error.FFmpegError as e:
+        raise ValueError(f"audio: cannot read {str(path)!r} as media ({e})") from None
+
+
+def _condition_images(a: dict[str, Any]) -> tuple:
+    """Each condition's image as uint8 (H, W, 3), converted now so a bad one fails before any work."""
+    out = []
+    for i, c in enumerate(a["conditions"]):
+        arg = "image" if i == 0 and a["image"] is not None else f"conditions[{i}].image"
+        out.append((uint8_image(c.image, arg), c.frame_index, float(c.strength)))
+    return tuple(out)
+
+
+def clip_blocks(p: GuidanceParams, layers: int) -> GuidanceParams:
+    """The released defaults name block 29 of 48; on smaller models (tests, demo) use the last block."""
+    if all(b < layers for b in p.stg_blocks):
+        return p
+    return replace(p, stg_blocks=tuple(min(b, layers - 1) for b in p.stg_blocks))
