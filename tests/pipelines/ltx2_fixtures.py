@@ -6,19 +6,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers import perturb_, randomize_vae_
+from ltxengine.models.audio_vae import AudioVAEConfig
+from ltxengine.models.video_vae import VAE_LTX2
+from ltxengine.presets import TINY_VAE_LTX2, demo_ltx2
+from tests.helpers import perturb_, preset_kwargs, randomize_vae_
 from tests.models import ltx2_text_fixtures as text_t
 from tests.models import ltx2_transformer_fixtures as dit_t
 
 diffusers = pytest.importorskip("diffusers")
 
 LAYERS = 2
+# DIT: presets.TINY_LTX2 at the text/audio widths; it, VOCODER and UPSAMPLER are below demo_ltx2()'s (latents 8 wide).
 DIT = dict(dit_t.TINY["split64"], caption_channels=text_t.D, in_channels=8, out_channels=8, audio_in_channels=16,
            audio_out_channels=16, num_layers=LAYERS)
-VAE = dict(latent_channels=8, block_out_channels=(16, 32, 64, 64), decoder_block_out_channels=(16, 32, 64),
-           layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1), decoder_causal=False,
-           spatial_compression_ratio=32, temporal_compression_ratio=8)
-AUDIO_VAE = dict(base_channels=16, ch_mult=(1, 2, 4), num_res_blocks=1, latent_channels=4, mel_bins=16)
+# The video VAE is presets.TINY_VAE_LTX2 (bench's --smoke VAE), the audio VAE the demo checkpoint's.
+VAE = dict(preset_kwargs(TINY_VAE_LTX2, VAE_LTX2), decoder_causal=False, spatial_compression_ratio=32,
+           temporal_compression_ratio=8)
+AUDIO_VAE = preset_kwargs(demo_ltx2()["audio_vae"], AudioVAEConfig())
 VOCODER = dict(in_channels=32, hidden_channels=16, upsample_kernel_sizes=(4, 7), upsample_factors=(2, 3),
                resnet_kernel_sizes=(3,), resnet_dilations=((1, 3),), output_sampling_rate=24000)
 UPSAMPLER = dict(in_channels=8, mid_channels=32, num_blocks_per_stage=1)
