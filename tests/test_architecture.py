@@ -128,6 +128,24 @@ def test_no_module_imports_another_modules_private_names():
     assert not private, "private names imported across modules:\n" + "\n".join(private)
 
 
+FAMILIES = ("ltxengine.ltx_video", "ltxengine.ltx2")
+
+
+def test_the_families_are_peers_the_core_imports_neither():
+    """engine.py (the core) and the shared floors import no family package, and neither family
+    imports the other (a family reaches the core and the shared floors only)."""
+    graph, _ = import_graph()
+
+    def family(module: str) -> str | None:
+        return next((f for f in FAMILIES if module == f or module.startswith(f + ".")), None)
+
+    crossing = [f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                if family(t) is not None and family(m) != family(t)
+                and m not in ("ltxengine", "ltxengine.cli", "ltxengine.cli_generate", "ltxengine.demo")]
+    assert crossing == [], "\n".join(crossing)
+    assert {"ltxengine.ltx_video.engine", "ltxengine.ltx2.engine"} <= graph["ltxengine"]  # the walk sees both
+
+
 def test_the_walk_sees_lazy_imports_and_reports_cycles_and_private_names(tmp_path):
     """The checks on a toy package: a function-level import closing a cycle, a private import."""
     pkg = tmp_path / "ltxengine"

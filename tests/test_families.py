@@ -4,6 +4,8 @@ engine.py never imports a family module; the public names of both families are t
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 
 import pytest
@@ -77,3 +79,79 @@ def test_both_families_public_names_are_top_level_exports():
     assert ltxengine.LTX2Engine is ltx2_engine.LTX2Engine and ltxengine.LTX2TwoStage is ltx2_engine.LTX2TwoStage
     assert ltxengine.GuidanceParams is GuidanceParams and ltxengine.TilingConfig is TilingConfig
     assert {"LTX2Engine", "LTX2TwoStage", "GuidanceParams", "TilingConfig"} <= set(ltxengine.__all__)
+
+
+# -- the families' requests ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ltx_video_engine(tmp_path_factory):
+    from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder
+    root = tmp_path_factory.mktemp("families-ltxv")
+    return Engine.from_pretrained(build_pipeline_folder(root, "tiny-095"), device="cpu", dtype=torch.float32,
+                                  latent_upsampler=build_upsampler_folder(root, "tiny-095"))
+
+
+@pytest.fixture(scope="module")
+def ltx2_engine_(tmp_path_factory):
+    pytest.importorskip("diffusers")
+    from tests.pipelines.ltx2_fixtures import build_pipeline
+    return Engine.from_pretrained(build_pipeline(tmp_path_factory.mktemp("families-ltx2"))[2], device="cpu",
+                                  dtype=torch.float32)
+
+
+def _request_and_run(engine, kw):
+    """The checked request of generate("a dog", **kw), a snapshot of its fields, and the request
+    after the generation ran from it."""
+    bound = inspect.signature(engine.generate).bind("a dog", **kw)
+    bound.apply_defaults()
+    request = engine._request(dict(bound.arguments))
+    before = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    with torch.inference_mode():
+        engine._generate(request)
+    return request, before
+
+
+def _check_request(request, before, cls_name: str):
+    assert type(request).__name__ == cls_name and dataclasses.is_dataclass(request)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.height = 64
+    # no field is a container a stage could fill in (what used to be stashed in the argument dict)
+    mutable = {k: type(v).__name__ for k, v in before.items() if isinstance(v, (list, dict, set, bytearray))}
+    assert mutable == {}
+    after = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+    assert all(after[k] is before[k] for k in before)  # the run rebound nothing
+
+
+def test_ltx_video_request_is_frozen_and_the_run_only_reads_it(ltx_video_engine):
+    from ltxengine.components import Condition
+    from tests.pipelines.fixtures import make_image
+    kw = dict(height=64, width=96, num_frames=9, num_inference_steps=2, seed=0,
+              conditions=[Condition(image=make_image(64, 96, 1), frame_index=0)], two_stage=ltxengine.TwoStage(),
+              timesteps=[1000.0, 500.0])
+    request, before = _request_and_run(ltx_video_engine, kw)
+    _check_request(request, before, "LTXVideoRequest")
+    assert request.pipeline == "condition" and request.stage1_size == (32, 64) and len(request.stage1_pixels[1]) == 1
+    assert request.timesteps == (1000.0, 500.0) and isinstance(request.conditions, tuple)
+
+
+def test_ltx2_request_is_frozen_and_the_run_only_reads_it(ltx2_engine_):
+    from tests.pipelines.fixtures import make_image
+    from tests.pipelines.ltx2_fixtures import SEQ
+    kw = dict(height=128, width=128, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ, seed=0,
+              image=make_image(128, 128, 2), two_stage=ltxengine.LTX2TwoStage(lora_strength=0), sigmas=[1.0, 0.5])
+    request, before = _request_and_run(ltx2_engine_, kw)
+    _check_request(request, before, "LTX2Request")
+    assert request.pipeline == "two-stage" and request.sigmas == (1.0, 0.5) and len(request.images) == 1
+    assert request.audio_frames > 0 and request.two_stage.sigmas == tuple(ltxengine.LTX2TwoStage().sigmas)
+
+
+def test_every_ltx2_pipeline_has_a_recipe():
+    from ltxengine.ltx2 import recipes, request
+    assert request.PIPELINES_LTX2 == tuple(recipes.RECIPES) == ("two-stage", "distilled", "one-stage")
+
+
+def test_engine_built_directly_is_an_ltx_video_engine_with_a_deprecation_warning(ltx_video_engine):
+    e = ltx_video_engine
+    with pytest.warns(DeprecationWarning, match=r"Engine\(\.\.\.\) builds an LTXVideoEngine"):
+        built = Engine(e.transformer, e.vae, e.text_encoder, device="cpu", dtype=torch.float32)
+    assert type(built) is ltxengine.LTXVideoEngine and built.family == "ltx-video"

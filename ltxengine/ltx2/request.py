@@ -62,7 +62,7 @@ class LTX2Request:
     ``pipeline`` (never None), ``two_stage`` (an LTX2TwoStage: checked, sigmas a tuple and
     noise_scale set, for the two-stage pipelines; the unused default for "one-stage"),
     ``conditions`` (a tuple, ``image`` folded in as frame 0), ``audio`` (a Path, or the waveform
-    from ``audio_start`` on), ``sigmas`` (a list or None). Derived: ``fps``
+    from ``audio_start`` on), ``sigmas`` (a tuple or None). Derived: ``fps``
     (the exact frame rate), ``images`` (each condition as (uint8 (H, W, 3), frame_index, strength))
     and ``audio_frames`` (the audio latent frames of the clip)."""
 
@@ -77,7 +77,7 @@ class LTX2Request:
     frame_rate: Any
     fps: Fraction
     num_inference_steps: int
-    sigmas: list[float] | None
+    sigmas: tuple[float, ...] | None
     video_guidance: GuidanceParams
     audio_guidance: GuidanceParams
     shift_tokens: int | None
@@ -109,6 +109,8 @@ class LTX2Request:
 def build_request(engine, args: dict[str, Any]) -> LTX2Request:
     """``generate``'s arguments (its locals) -> the checked request, or ValueError naming the argument."""
     a = _checked(engine, args)
+    if a["sigmas"] is not None:
+        a["sigmas"] = tuple(a["sigmas"])
     return LTX2Request(**{f.name: a[f.name] for f in fields(LTX2Request)})
 
 

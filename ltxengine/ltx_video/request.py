@@ -85,7 +85,7 @@ class LTXVideoRequest:
     """One checked ``generate`` call. Fields keep ``generate``'s names; resolved ones hold what the
     call means: ``pipeline`` (never None), ``conditions`` (a tuple, the image folded in for the
     condition pipeline), ``max_sequence_length`` (the pipeline's default when None was given),
-    ``two_stage`` (a checked TwoStage or None), ``timesteps`` / ``sigmas`` (lists). Derived:
+    ``two_stage`` (a checked TwoStage or None), ``timesteps`` / ``sigmas`` (tuples). Derived:
     ``fps`` (the exact frame rate), ``stage1_size`` (the first stage's (height, width)) and
     ``stage1_pixels`` (the image and conditions preprocessed at that size, on the device)."""
 
@@ -101,8 +101,8 @@ class LTXVideoRequest:
     num_inference_steps: int | None
     guidance_scale: float
     guidance_rescale: float
-    timesteps: list[float] | None
-    sigmas: list[float] | None
+    timesteps: tuple[float, ...] | None
+    sigmas: tuple[float, ...] | None
     decode_timestep: float
     decode_noise_scale: float | None
     seed: int | None
@@ -135,6 +135,7 @@ class LTXVideoRequest:
 def build_request(engine, args: dict[str, Any]) -> LTXVideoRequest:
     """``generate``'s arguments (its locals) -> the checked request, or ValueError naming the argument."""
     a = _checked(engine, args)
+    a.update({k: tuple(a[k]) for k in ("timesteps", "sigmas") if a[k] is not None})
     return LTXVideoRequest(**{f.name: a[f.name] for f in fields(LTXVideoRequest)})
 
 

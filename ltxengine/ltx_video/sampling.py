@@ -11,7 +11,7 @@ any device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -245,7 +245,7 @@ def _video_ids(frames: int, height: int, width: int, ratios: tuple[int, int], fr
     return ids
 
 
-def _prepare_condition_latents(vae, conditions: list[EncodedCondition], shape, ratios, generator, device,
+def _prepare_condition_latents(vae, conditions: Sequence[EncodedCondition], shape, ratios, generator, device,
                                latents: torch.Tensor | None, sigma: torch.Tensor | None,
                                num_prefix_latent_frames: int = 2):
     """-> packed latents (1, N_extra + N, C), conditioning mask (1, N_extra + N), coords (1, 3, ...),
@@ -309,7 +309,7 @@ def per_token_step(x: torch.Tensor, velocity: torch.Tensor, token_sigmas: torch.
 
 
 def sample_condition(guide: Guidance, schedule: Schedule, all_sigmas: torch.Tensor, vae,
-                     conditions: list[EncodedCondition], shape, *, frame_rate: float, ratios: tuple[int, int],
+                     conditions: Sequence[EncodedCondition], shape, *, frame_rate: float, ratios: tuple[int, int],
                      generator, device, image_cond_noise_scale: float = 0.15, latents: torch.Tensor | None = None,
                      denoise_sigma: torch.Tensor | None = None, hook: StepHook | None = None,
                      stage: str = "denoise") -> torch.Tensor:

@@ -163,7 +163,7 @@ def condition_pixels(engine, image, conditions, num_frames: int, height: int, wi
     if image is not None:
         image = image_to_tensor(image, height, width, "image").to(engine.device)
     conds = [_encode_condition_pixels(engine, i, c, height, width, num_frames) for i, c in enumerate(conditions)]
-    return image, conds
+    return image, tuple(conds)
 
 
 def _encode_condition_pixels(engine, i: int, c: Condition, height: int, width: int, num_frames: int):
