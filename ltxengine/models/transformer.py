@@ -29,7 +29,7 @@ class Attention(nn.Module):
     and LTX-2; ``eps`` 1e-5 and 1e-6 respectively)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None, bias: bool, out_bias: bool,
-                 ops: Ops = TORCH_OPS, eps: float = QK_NORM_EPS):
+                 ops: Ops = TORCH_OPS, eps: float = QK_NORM_EPS, gated: bool = False):
         super().__init__()
         inner = heads * head_dim
         context_dim = context_dim or dim
@@ -42,6 +42,9 @@ class Attention(nn.Module):
         self.to_k = OpsLinear(context_dim, inner, bias=bias, ops=ops)
         self.to_v = OpsLinear(context_dim, inner, bias=bias, ops=ops)
         self.to_out = nn.ModuleList([OpsLinear(inner, dim, bias=out_bias, ops=ops)])
+        # LTX-2.3+ gated attention: head h of the output is scaled by 2 sigmoid(to_gate_logits(x))_h
+        # before to_out (1 at zero logits); None keeps the 2.0 layout (no key).
+        self.to_gate_logits = OpsLinear(dim, heads, ops=ops) if gated else None
         self.ops = ops
 
     def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None):
@@ -52,7 +55,7 @@ class Attention(nn.Module):
         context = x if context is None else context
         k_proj, v = kv if kv is not None else (None, self.to_v(context))
         if keep is False:
-            return self.to_out[0](v)
+            return self.to_out[0](self._gate(v, x))
         if k_proj is None:
             k_proj = self.to_k(context)
         q, k = self.ops.qk_norm_rope(self.to_q(x), k_proj, self.norm_q.weight, self.norm_k.weight,
@@ -60,7 +63,13 @@ class Attention(nn.Module):
         out = self.ops.attention(q, k, v, self.heads, mask)
         if keep is not None:
             out = out * keep + v * (1 - keep)
-        return self.to_out[0](out)
+        return self.to_out[0](self._gate(out, x))
+
+    def _gate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # The gate reads the query input and also scales an STG value pass-through (both references).
+        if self.to_gate_logits is None:
+            return out
+        return self.ops.head_gate(out, self.to_gate_logits(x))
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(to_k(context), to_v(context)): constant over a generation for cross-attention."""
@@ -68,20 +77,22 @@ class Attention(nn.Module):
 
 
 class GeluProj(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int, ops: Ops):
+    def __init__(self, dim_in: int, dim_out: int, ops: Ops, bias: bool = True):
         super().__init__()
-        self.proj = OpsLinear(dim_in, dim_out, ops=ops)
+        self.proj = OpsLinear(dim_in, dim_out, bias=bias, ops=ops)
 
     def forward(self, x):
         return F.gelu(self.proj(x), approximate="tanh")
 
 
 class FeedForward(nn.Module):
-    """Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D); keys ff.net.0.proj, ff.net.2."""
+    """Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D); keys ff.net.0.proj, ff.net.2. ``bias=False``:
+    neither linear has a bias (the LTX-2.5 video FFN)."""
 
-    def __init__(self, dim: int, ops: Ops = TORCH_OPS):
+    def __init__(self, dim: int, ops: Ops = TORCH_OPS, bias: bool = True):
         super().__init__()
-        self.net = nn.ModuleList([GeluProj(dim, 4 * dim, ops), nn.Identity(), OpsLinear(4 * dim, dim, ops=ops)])
+        self.net = nn.ModuleList([GeluProj(dim, 4 * dim, ops, bias), nn.Identity(),
+                                  OpsLinear(4 * dim, dim, bias=bias, ops=ops)])
 
     def forward(self, x):
         return self.net[2](self.net[0](x))

@@ -46,6 +46,9 @@ class Ops:
     qk_norm_rope: Callable = reference.qk_norm_rope
     ada_norm: Callable = reference.ada_norm
     gated_residual: Callable = reference.gated_residual
+    # LTX-2.3+ per-head attention output gate; a fusable epilogue of attention / prologue of to_out,
+    # no kernel of its own yet (every backend uses the reference)
+    head_gate: Callable = reference.head_gate
     linear: Callable = reference.linear
     attention: Callable = reference.attention
     causal_conv3d: Callable = reference.causal_conv3d

@@ -127,6 +127,14 @@ def gated_residual(
     return _into(out, (x.float() + y.float() * gate.float()).to(x.dtype))
 
 
+def head_gate(x: torch.Tensor, logits: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Gated attention's output gate (LTX-2.3+): head h of x (..., H*Dh) times 2 sigmoid(logits[..., h]),
+    logits (..., H) from the query input; 1 at zero logits. fp32 math, result in x.dtype."""
+    gate = 2.0 * torch.sigmoid(logits.float())
+    y = x.float().unflatten(-1, (logits.shape[-1], -1)) * gate.unsqueeze(-1)
+    return _into(out, y.flatten(-2).to(x.dtype))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return F.linear(x, weight, bias)
 
