@@ -54,7 +54,9 @@ def _index(pattern: str) -> int:
     return int(pattern.rstrip(".").rsplit(".", 1)[1])
 
 
-KEYMAP = vae_keymap()  # the LTX-2.0 layout: 4 down blocks, 3 up blocks
+# 4 down and 4 up blocks: the LTX-2.3 / 2.5 layout, and the 2.0 one (3 up blocks), whose keys the
+# rules for original up_blocks.7 / .8 never match. One map for both: a bundle's keys need no version.
+KEYMAP = vae_keymap(num_up_blocks=4)
 
 # Header keys ltx-core reads, and keys of the original (LTX-Video era) config format that must keep
 # the value ltx-core assumes because it does not read them.

@@ -14,6 +14,8 @@ Parameter and buffer names equal diffusers' state-dict keys. Layouts:
   (diffusers' ``block_out_channels`` then lists only the down blocks' outputs). Up blocks may
   upsample in space, time or both (``upsample_type``). See ``LTX2VideoVAE`` for the ltx-core
   conventions (normalized latents, decode noise).
+* LTX-2.3 / 2.5 (``VAE_LTX23``): the same blocks in another layout (a width-keeping last down block,
+  four non-residual up blocks of which one upsamples time and one space, zero padding everywhere).
 
 Tiling reproduces diffusers' ``tiled_encode`` / ``tiled_decode`` / ``_temporal_tiled_*``
 including their quirks (see ``decode``), so outputs match diffusers' tiled paths.
@@ -33,7 +35,7 @@ from ..config import ConfigError, VideoVAEConfig, require
 from ..ops import TORCH_OPS, Ops
 from .common import PIXEL_NORM_EPS, CausalConv3d, TimestepEmbedder, pixel_norm
 
-__all__ = ["VideoVAE", "TilingConfig", "LTX2VideoVAE", "LTX2VideoVAEConfig", "VAE_LTX2", "ConvSpec"]
+__all__ = ["VideoVAE", "TilingConfig", "LTX2VideoVAE", "LTX2VideoVAEConfig", "VAE_LTX2", "VAE_LTX23", "ConvSpec"]
 
 _DOWN_STRIDES = {"conv": (2, 2, 2), "spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}
 _UP_STRIDES = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}
@@ -177,6 +179,16 @@ class LTX2VideoVAEConfig:
 
 
 VAE_LTX2 = LTX2VideoVAEConfig()  # LTX-2.0 as diffusers converts it (timestep_conditioning False)
+# LTX-2.3 (and 2.5's conv VAE, whose header is byte-identical): the last encoder block keeps 1024 channels
+# and the decoder has four up blocks (upsample_type in decoding order: 2x2x2 halving, 2x2x2 keeping the
+# width, time, space), none residual, zero-padded. As the checkpoint header states it (no decoder
+# timestep conditioning) and diffusers' converter writes it (scripts/convert_ltx2_to_diffusers.py "2.3").
+VAE_LTX23 = LTX2VideoVAEConfig(
+    block_out_channels=(256, 512, 1024, 1024), layers_per_block=(4, 6, 4, 2, 2),
+    decoder_block_out_channels=(256, 512, 512, 1024), decoder_layers_per_block=(4, 6, 4, 2, 2),
+    decoder_spatio_temporal_scaling=(True,) * 4, decoder_inject_noise=(False,) * 5,
+    upsample_type=("spatiotemporal", "spatiotemporal", "temporal", "spatial"), upsample_residual=(False,) * 4,
+    upsample_factor=(2, 2, 1, 2), decoder_spatial_padding_mode="zeros")
 
 
 def _space_to_depth(x: torch.Tensor, st: int, sh: int, sw: int) -> torch.Tensor:
