@@ -20,7 +20,8 @@ LTX-2 (diffusers' ``LTX2LatentUpsamplerModel``, ltx-core's ``LatentUpsampler``) 
 spatial resampler (``use_rational_resampler``): ``upsampler.conv`` to num^2 * mid_channels, a pixel
 shuffle by num, then a binomial blur with stride den (``upsampler.blur_down.kernel``, a buffer the
 checkpoints contain) for a scale num/den in {3/4, 3/2, 2, 4}; at the released scale 2 the stride
-is 1 and the blur is skipped.
+is 1 and the blur is skipped. LTX-2.3's x2 upscaler drops the resampler again (``upsampler.0``, the
+pixel shuffle), its x1.5 is the resampler at 3/2, and its temporal x2 is the Conv3d one above.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import torch.nn.functional as F
 from ..config import LatentUpsamplerConfig, require
 from ..ops import TORCH_OPS, Ops
 
-__all__ = ["LatentUpsampler", "LTX2LatentUpsamplerConfig", "UPSAMPLER_LTX2", "UpsamplerResBlock", "PixelShuffleND",
+__all__ = ["LatentUpsampler", "LTX2LatentUpsamplerConfig", "UPSAMPLER_LTX2", "UPSAMPLER_LTX23_X2",
+           "UPSAMPLER_LTX23_X1_5", "UPSAMPLER_LTX23_TEMPORAL_X2", "UpsamplerResBlock", "PixelShuffleND",
            "RationalResampler", "adain_filter_latent", "tone_map_latents"]
 
 # spatial scale -> (upsampling pixel-shuffle factor, blur-downsampling stride)
@@ -61,6 +63,14 @@ class LTX2LatentUpsamplerConfig(LatentUpsamplerConfig):
 
 
 UPSAMPLER_LTX2 = LTX2LatentUpsamplerConfig()  # ltx-2-spatial-upscaler-x2-1.0
+# LTX-2.3's three upscaler files. x2 (1.0 and 1.1): diffusers' converter config "2.3", the plain pixel
+# shuffle (keys upsampler.0.*, no blur kernel). x1.5 and temporal x2 have no diffusers converter entry:
+# the only x1.5 path in ltx-core is the rational resampler, and the released files' sizes fit these
+# configs exactly (bf16 bytes = 2 x parameters + a 7.6-7.9 kB header; see test_ltx2_latent_upsampler.py).
+UPSAMPLER_LTX23_X2 = LTX2LatentUpsamplerConfig(use_rational_resampler=False)  # ltx-2.3-spatial-upscaler-x2-1.1
+UPSAMPLER_LTX23_X1_5 = LTX2LatentUpsamplerConfig(rational_spatial_scale=1.5)  # ltx-2.3-spatial-upscaler-x1.5-1.0
+UPSAMPLER_LTX23_TEMPORAL_X2 = LTX2LatentUpsamplerConfig(  # ltx-2.3-temporal-upscaler-x2-1.0
+    mid_channels=512, spatial_upsample=False, temporal_upsample=True, use_rational_resampler=False)
 
 
 def _conv(dims: int, in_channels: int, out_channels: int) -> nn.Module:

@@ -2,15 +2,19 @@
 LatentUpsampler, same weights, fp32; the upscaler file's header config."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
 from ltxengine.config import ConfigError, LatentUpsamplerConfig, parse_config
 from ltxengine.loading.ltx2_vae import upsampler_config_from_diffusers, upsampler_config_from_original
-from ltxengine.models.latent_upsampler import UPSAMPLER_LTX2, LatentUpsampler, LTX2LatentUpsamplerConfig
+from ltxengine.loading import CheckpointError, load_latent_upsampler
+from ltxengine.models.latent_upsampler import (UPSAMPLER_LTX2, UPSAMPLER_LTX23_TEMPORAL_X2, UPSAMPLER_LTX23_X1_5,
+                                               UPSAMPLER_LTX23_X2, LatentUpsampler, LTX2LatentUpsamplerConfig)
 
 from ..helpers import assert_close_scaled, perturb_
+from ..loading.formats import save_single_file
 from ..oracles import ltx_core
 
 diffusers = pytest.importorskip("diffusers")
@@ -32,6 +36,11 @@ CASES = {
     "temporal": dict(BASE, spatial_upsample=False, temporal_upsample=True),  # temporal x2 upscaler
     "spatiotemporal": dict(BASE, temporal_upsample=True),
 }
+# The LTX-2.3 upscalers (the presets), narrowed to mid 32 and 2 blocks per stage.
+RELEASES_V23 = {"2.3_x2": UPSAMPLER_LTX23_X2, "2.3_x1.5": UPSAMPLER_LTX23_X1_5,
+                "2.3_temporal_x2": UPSAMPLER_LTX23_TEMPORAL_X2}
+CASES.update({name: dict(dataclasses.asdict(cfg), in_channels=8, mid_channels=32, num_blocks_per_stage=2)
+              for name, cfg in RELEASES_V23.items()})
 
 
 def make_pair(name, seed=0):
@@ -79,7 +88,8 @@ def _ltx_core_model(name):
     return raw, model
 
 
-@pytest.mark.parametrize("name", ["rational_2.0", "rational_1.5", "pixel_shuffle", "temporal", "spatiotemporal"])
+@pytest.mark.parametrize("name", ["rational_2.0", "rational_1.5", "pixel_shuffle", "temporal", "spatiotemporal",
+                                  *RELEASES_V23])
 def test_matches_ltx_core_and_header_config(name):
     """The upscaler file's keys load without renaming; its header config gives our config."""
     raw, core = _ltx_core_model(name)
@@ -136,3 +146,62 @@ def test_release_builds_on_meta():
     assert ours.output_shape((1, 128, 4, 16, 24)) == (1, 128, 4, 32, 48)
     # the preset equals diffusers' class defaults (= the converter's 2.0 config), key for key
     assert dataclasses.asdict(UPSAMPLER_LTX2) == {k: ref.config[k] for k in dataclasses.asdict(UPSAMPLER_LTX2)}
+
+
+# ---- LTX-2.3 ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(RELEASES_V23))
+def test_v23_folder_and_single_file_load_strictly(tmp_path, name):
+    """A diffusers ``latent_upsampler/`` folder (save_pretrained) and an upscaler file (diffusers keys,
+    ltx-core's header config) load to diffusers' weights and bit-equal outputs."""
+    ref, _ = make_pair(name)
+    ref.save_pretrained(tmp_path / "pipe" / "latent_upsampler")
+    raw, _ = _ltx_core_model(name)
+    single = save_single_file(tmp_path / f"ltx-{name}.safetensors", ref.state_dict(), raw)
+    x = torch.randn(1, 8, 3, 4, 6, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = ref(x)
+    for src in (tmp_path / "pipe", tmp_path / "pipe" / "latent_upsampler", single):
+        model = load_latent_upsampler(src, dtype=torch.float32, family="ltx-2")
+        assert model.config == parse_config(LTX2LatentUpsamplerConfig, CASES[name], "test")
+        assert model.state_dict().keys() == ref.state_dict().keys()
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.state_dict().items())
+        with torch.no_grad():
+            assert torch.equal(model(x), expected)
+
+
+def test_v23_x2_refuses_rational_weights(tmp_path):
+    """Strict: the 2.0 (rational resampler) weights under the 2.3 x2 config name what is missing and
+    what is left over (upsampler.0.* against upsampler.conv.* and the blur kernel)."""
+    ref, _ = make_pair("rational_2.0")
+    ref.save_pretrained(tmp_path / "latent_upsampler")
+    config = tmp_path / "latent_upsampler" / "config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), use_rational_resampler=False)))
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: 'upsampler\.0\.weight', "
+                                              r"'upsampler\.0\.bias'; 3 checkpoint tensors not used by the "
+                                              r"model: .*'upsampler\.blur_down\.kernel'"):
+        load_latent_upsampler(tmp_path / "latent_upsampler")
+
+
+@pytest.mark.parametrize("name, params, kernel, out", [
+    ("2.3_x2", 497_867_904, False, (1, 128, 4, 32, 48)),
+    ("2.3_x1.5", 545_058_944, True, (1, 128, 4, 24, 36)),
+    ("2.3_temporal_x2", 130_968_192, False, (1, 128, 7, 16, 24)),
+])
+def test_v23_releases_build_on_meta(name, params, kernel, out):
+    """ltx-2.3-spatial-upscaler-x2-1.1 / -x1.5-1.0 / temporal-upscaler-x2-1.0. The released bf16 files
+    have 995,743,560 / 1,090,125,794 / 261,944,000 bytes: 2 bytes a parameter (and kernel tap) plus a
+    header of 7,752 / 7,856 / 7,616 bytes, so these configs are the released ones (a block more or less,
+    or mid_channels 1024 for the temporal one, is off by megabytes). x2 is diffusers' converter "2.3"."""
+    cfg = RELEASES_V23[name]
+    with torch.device("meta"):
+        ours = LatentUpsampler(cfg)
+        ref = LTX2LatentUpsamplerModel(**dataclasses.asdict(cfg))
+    assert sum(p.numel() for p in ours.parameters()) == params
+    assert ("upsampler.blur_down.kernel" in ours.state_dict()) == kernel
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert ours.output_shape((1, 128, 4, 16, 24)) == out
+    if name == "2.3_x2":
+        converter = dict(in_channels=128, mid_channels=1024, num_blocks_per_stage=4, dims=3, spatial_upsample=True,
+                         temporal_upsample=False, rational_spatial_scale=2.0, use_rational_resampler=False)
+        assert dataclasses.asdict(cfg) == converter
