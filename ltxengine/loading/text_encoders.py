@@ -1,4 +1,4 @@
-"""Loading the transformers text encoders (T5 for LTX-Video, Gemma 3 for LTX-2) safely and strictly.
+"""Loading the transformers text encoders (T5 for LTX-Video, Gemma 3 / Gemma 4 for LTX-2) safely and strictly.
 
 transformers is the reference implementation of these models, so it builds and fills them; this
 module wraps it so that its loading meets the rules of the diffusion models' loader:
@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 
 from .safetensors_io import CheckpointError, SafetensorsFile, file_problem, is_float_dtype, read_json
 
-__all__ = ["check_folder", "check_weights", "checked_folder", "dtype_kwarg", "load_model", "load_tokenizer"]
+__all__ = ["check_folder", "check_gemma_version", "check_weights", "checked_folder", "dtype_kwarg", "load_model",
+           "load_tokenizer", "model_version_tuple"]
 
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -178,3 +179,66 @@ def load_tokenizer(folder: Path, what: str):
         return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder}: transformers cannot load the {what} ({type(e).__name__}: {e})") from e
+
+
+# LTX checkpoints from this model_version on must name the Gemma they were trained with (ltx-core's
+# _GEMMA_SOURCE_CHECKPOINT_REQUIRED_SINCE: below the 2.5 stamp, so pre-release 2.4 builds count).
+GEMMA_VERSION_REQUIRED_SINCE = (2, 4, 0)
+
+
+def check_gemma_version(metadata: dict, gemma_config: dict, where: str) -> None:
+    """ltx-core's ``_check_gemma_version`` (encoder_configurator.py @400fd31): the LTX checkpoint's
+    header ``metadata`` (raw safetensors strings or parsed) against the Gemma folder's config.json.
+
+    * ``gemma_source_checkpoint`` present (LTX-2.5): its ``gemma_version`` must equal the Gemma
+      config's top-level ``gemma_version``.
+    * absent, ``model_version`` >= 2.4.0: an error, unless the Gemma config has no ``gemma_version``
+      either (then a warning, as the reference).
+    * absent, older or no ``model_version`` (2.0, 2.3): the Gemma must be Gemma 3.
+    """
+    import logging
+
+    source = metadata.get("gemma_source_checkpoint")
+    if isinstance(source, str):
+        try:
+            source = json.loads(source)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' is not JSON ({e})") from e
+    actual = gemma_config.get("gemma_version")
+    model_version = metadata.get("model_version")
+    if source is not None:
+        if not isinstance(source, dict):
+            raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' must be a JSON object, got "
+                                  f"{source!r}")
+        expected = source.get("gemma_version")
+        if expected != actual:
+            raise CheckpointError(f"{where}: Gemma version mismatch: the checkpoint's gemma_source_checkpoint expects "
+                                  f"gemma_version={expected!r}, the Gemma config has gemma_version={actual!r}")
+        return
+    if model_version_tuple(model_version) >= GEMMA_VERSION_REQUIRED_SINCE:
+        if actual is None:
+            logging.getLogger(__name__).warning(
+                "%s: model_version=%r should declare gemma_source_checkpoint.gemma_version and does not, and the "
+                "Gemma config has no gemma_version either; version check skipped, verify compatibility manually",
+                where, model_version)
+            return
+        raise CheckpointError(f"{where}: model_version={model_version!r} must declare "
+                              "gemma_source_checkpoint.gemma_version in its header, and none was found")
+    model_type = gemma_config.get("model_type")
+    if model_type != "gemma3":
+        raise CheckpointError(f"{where}: the checkpoint has no gemma_source_checkpoint (model_version="
+                              f"{model_version!r}), so it needs a Gemma 3 text encoder (model_type 'gemma3'), got "
+                              f"model_type={model_type!r}")
+
+
+def model_version_tuple(version) -> tuple[int, ...]:
+    """ltx-core's ``parse_model_version``: the leading dot-separated integers ("2.3.rc1" -> (2, 3));
+    () for None or a non-numeric version (compares below every release)."""
+    if not isinstance(version, str) or not version:
+        return ()
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)

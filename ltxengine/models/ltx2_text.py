@@ -1,12 +1,13 @@
-"""LTX-2 text path: Gemma 3 hidden states -> feature extractor V1 -> video / audio text connectors.
+"""LTX-2 text path: Gemma hidden states -> feature extractor (V1 / V2) -> video / audio text connectors.
 
 Two pieces, split the way Lightricks' single file stores them:
 
-* ``GemmaTextEncoder`` (transformers, the stock Gemma 3 folder): tokenises with left padding to
-  ``max_sequence_length`` and returns every hidden state (embedding output + one per layer).
-* ``TextConnectors`` (weights in the LTX-2 checkpoint: ``text_embedding_projection.aggregate_embed``
+* ``GemmaTextEncoder`` (transformers, the stock Gemma 3 folder, or the Gemma 4 "unified" folder of
+  LTX-2.5): tokenises with left padding to ``max_sequence_length`` and returns every hidden state
+  (embedding output + one per layer).
+* ``TextConnectors`` (weights in the LTX-2 checkpoint: ``text_embedding_projection.*aggregate_embed``
   and ``model.diffusion_model.{video,audio}_embeddings_connector``; diffusers' ``LTX2TextConnectors``,
-  whose state-dict keys are ours): feature extractor V1 + ``text_proj_in`` + two 1-D connector
+  whose state-dict keys are ours): a feature extractor + its projection(s) + two 1-D connector
   transformers.
 
 Feature extractor V1 (LTX-2.0). For each sample and each hidden state l, over the valid tokens
@@ -15,11 +16,21 @@ positions are zeroed; the L states are flattened with the layer index fastest (f
 and projected by ``text_proj_in`` (Linear(D * L -> D), no bias). Both connectors read the same
 projected features.
 
+Feature extractor V2 (LTX-2.3 and 2.5, ``per_modality_projections``). Each hidden state of each token
+is RMS-normalised over its D channels (x / sqrt(mean(x^2) + 1e-6), no weight), padded positions are
+zeroed, the states are flattened as in V1, and two biased projections read them:
+``video_text_proj_in`` (D * L -> video_hidden_dim) on the features times sqrt(video_hidden_dim / D),
+``audio_text_proj_in`` (D * L -> audio_hidden_dim) on the features times sqrt(audio_hidden_dim / D).
+Each connector then runs at its own width (2.3: video 32 x 128, audio 32 x 64).
+
 Connector (``video_connector`` / ``audio_connector``): valid tokens move to the front (order kept)
 and every later position p is filled with ``learnable_registers[p % R]``; from then on every
 position is valid, so attention needs no mask and the returned mask is all ones. Then ``num_layers``
 blocks x += Attn(RMSNorm(x)); x += FF(RMSNorm(x)) with 1-D RoPE (position p / base_seq_len) and Q/K
-RMSNorm across heads, and a final weightless RMSNorm.
+RMSNorm across heads, and a final weightless RMSNorm. LTX-2.3+ connectors gate the attention
+(``{video,audio}_gated_attn``: head h of the attention output times 2 sigmoid(to_gate_logits(x))_h
+before ``to_out``); ltx-core's ``connector_ff_bias`` = False drops the feed-forward biases (no
+released checkpoint does; diffusers has no such option).
 
 Where the references differ (ltx-core 1.0.0 followed):
 * Both derive the normalisation mask from the sequence lengths and a padding side; ltx-core's
@@ -35,6 +46,8 @@ Where the references differ (ltx-core 1.0.0 followed):
   casts cos/sin to bf16 and rotates in bf16); we do those in fp32 and cast the result, so bf16 runs
   differ from the references at bf16 rounding level (~2 bf16 ulps, as the references differ from
   each other). fp32 runs agree to ~5e-7 of the output scale (feature statistics summed per layer).
+  V2 likewise: the references take the per-token RMS and the sqrt(target / D) rescale in the
+  states' dtype; we take the RMS in fp32 and round the normalised features once.
 """
 
 from __future__ import annotations
@@ -54,11 +67,12 @@ from .transformer import Attention, FeedForward
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TextConnectorsConfig", "TextConnectors", "ConnectorTransformer1d", "GemmaTextEncoder",
-           "normalize_text_features", "connector_rope"]
+__all__ = ["TextConnectorsConfig", "CONNECTORS_LTX20", "CONNECTORS_LTX23", "CONNECTORS_LTX25", "TextConnectors",
+           "ConnectorTransformer1d", "GemmaTextEncoder", "normalize_text_features", "rms_text_features",
+           "connector_rope"]
 
 NORM_EPS = 1e-6  # block pre-norms, Q/K norms and the final norm of the connectors
-FEATURE_EPS = 1e-6  # feature extractor V1: added to the valid-element count and to the range
+FEATURE_EPS = 1e-6  # V1: added to the valid-element count and to the range; V2: inside the RMS root
 FEATURE_SCALE = 8.0
 
 
@@ -66,27 +80,28 @@ FEATURE_SCALE = 8.0
 class TextConnectorsConfig:
     """diffusers' ``LTX2TextConnectors`` config.json; defaults are the LTX-2.0 release values."""
 
-    caption_channels: int = 3840  # Gemma-3-12B hidden size = text_proj_in output = connector width
+    caption_channels: int = 3840  # Gemma hidden size (3840 for Gemma-3-12B and Gemma-4-12B); V1: connector width
     text_proj_in_factor: int = 49  # Gemma hidden states stacked: 48 layers + the embedding output
     video_connector_num_attention_heads: int = 30
     video_connector_attention_head_dim: int = 128
     video_connector_num_layers: int = 2
     video_connector_num_learnable_registers: int | None = 128
-    video_gated_attn: bool = False  # LTX-2.3
+    video_gated_attn: bool = False  # LTX-2.3+: per-head output gate in the connector's attention
     audio_connector_num_attention_heads: int = 30
     audio_connector_attention_head_dim: int = 128
     audio_connector_num_layers: int = 2
     audio_connector_num_learnable_registers: int | None = 128
-    audio_gated_attn: bool = False  # LTX-2.3
+    audio_gated_attn: bool = False  # LTX-2.3+
     connector_rope_base_seq_len: int | float = 4096  # ltx-core: connector_positional_embedding_max_pos[0]
     rope_theta: float = 10000.0
     rope_double_precision: bool = True  # frequency grid computed in float64, then rounded to fp32
     causal_temporal_positioning: bool = False  # stored by diffusers, used by neither reference
     rope_type: str = "split"  # "split" (2.0 release) or "interleaved" (ltx-core's default)
-    per_modality_projections: bool = False  # LTX-2.3 feature extractor V2
-    video_hidden_dim: int = 4096  # only read by V2
-    audio_hidden_dim: int = 2048  # only read by V2
-    proj_bias: bool = False  # V2 projections have a bias
+    per_modality_projections: bool = False  # LTX-2.3+: feature extractor V2, one projection per connector
+    video_hidden_dim: int = 4096  # V2 only: video projection output = video connector width
+    audio_hidden_dim: int = 2048  # V2 only: audio projection output = audio connector width
+    proj_bias: bool = False  # the feature projection(s) have a bias (V2 releases: true)
+    connector_ff_bias: bool = True  # ltx-core's connector_ff_bias; not a diffusers option (always biased there)
 
     def connector(self, which: str) -> tuple[int, int, int, int]:
         """(heads, head_dim, layers, registers) of the "video" or "audio" connector."""
@@ -94,14 +109,11 @@ class TextConnectorsConfig:
         return (getattr(self, p + "num_attention_heads"), getattr(self, p + "attention_head_dim"),
                 getattr(self, p + "num_layers"), getattr(self, p + "num_learnable_registers"))
 
+    def connector_width(self, which: str) -> int:
+        """The width the "video" / "audio" connector reads: caption_channels (V1) or its projection's output."""
+        return getattr(self, f"{which}_hidden_dim") if self.per_modality_projections else self.caption_channels
+
     def validate(self, source: str) -> None:
-        v2 = "is the LTX-2.3 feature extractor V2 (per-token RMS norm, per-modality projections), not supported"
-        require(not self.per_modality_projections, source, "per_modality_projections", f"must be false: true {v2}",
-                self.per_modality_projections)
-        require(not self.proj_bias, source, "proj_bias", f"must be false: a biased projection {v2}", self.proj_bias)
-        for key in ("video_gated_attn", "audio_gated_attn"):
-            require(not getattr(self, key), source, key, "must be false (LTX-2.3 gated attention is not supported)",
-                    getattr(self, key))
         require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
                 self.rope_type)
         for key in ("connector_rope_base_seq_len", "rope_theta"):
@@ -117,14 +129,33 @@ class TextConnectorsConfig:
                     "must be a positive even int (RoPE rotates pairs)", head_dim)
             require(_positive_int(registers), source, p + "num_learnable_registers",
                     "must be a positive int (every released LTX-2 connector fills padding with registers)", registers)
-        for key in ("caption_channels", "text_proj_in_factor"):
+        keys = ("caption_channels", "text_proj_in_factor") + (
+            ("video_hidden_dim", "audio_hidden_dim") if self.per_modality_projections else ())
+        for key in keys:
             require(_positive_int(getattr(self, key)), source, key, "must be a positive int", getattr(self, key))
         for which in ("video", "audio"):
             heads, head_dim, _, _ = self.connector(which)
-            p = f"{which}_connector_"
-            require(heads * head_dim == self.caption_channels, source, p + "num_attention_heads",
-                    f"times attention_head_dim must equal caption_channels = {self.caption_channels} (both "
-                    "connectors read the projected Gemma features)", (heads, head_dim))
+            if self.per_modality_projections:
+                rule = f"times attention_head_dim must equal {which}_hidden_dim = {self.connector_width(which)} " \
+                       f"(the {which} connector reads the {which} projection)"
+            else:
+                rule = f"times attention_head_dim must equal caption_channels = {self.caption_channels} (both " \
+                       "connectors read the projected Gemma features)"
+            require(heads * head_dim == self.connector_width(which), source, f"{which}_connector_num_attention_heads",
+                    rule, (heads, head_dim))
+
+
+# The released connector configs (diffusers' converter, scripts/convert_ltx2_to_diffusers.py @58eb52c,
+# get_ltx2_connectors_config; the same values from ltx-core's header keys). 2.0 is the defaults.
+CONNECTORS_LTX20 = TextConnectorsConfig()
+CONNECTORS_LTX23 = TextConnectorsConfig(
+    video_connector_num_attention_heads=32, video_connector_attention_head_dim=128, video_connector_num_layers=8,
+    video_gated_attn=True, audio_connector_num_attention_heads=32, audio_connector_attention_head_dim=64,
+    audio_connector_num_layers=8, audio_gated_attn=True, per_modality_projections=True, video_hidden_dim=4096,
+    audio_hidden_dim=2048, proj_bias=True)
+# 2.5: the 2.3 connectors; the converter takes caption_channels / text_proj_in_factor from the Gemma 4
+# config, and Gemma-4-12B (48 layers of width 3840, per its model card) gives 2.3's 3840 x 49.
+CONNECTORS_LTX25 = CONNECTORS_LTX23
 
 
 def _positive_int(value) -> bool:
@@ -155,6 +186,24 @@ def normalize_text_features(states: torch.Tensor | Sequence[torch.Tensor], mask:
     return out.flatten(2)
 
 
+def rms_text_features(states: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Feature extractor V2 without the rescale and projections -> (B, T, D * L), feature index d * L + l.
+
+    Each hidden state of each token divided by its RMS over the D channels (eps 1e-6 inside the
+    root); same inputs, fp32 arithmetic, output dtype and zeroed padding as ``normalize_text_features``.
+    """
+    layers = list(states) if isinstance(states, (list, tuple)) else list(states.unbind(-1))
+    b, t, d = layers[0].shape
+    out = torch.empty(b, t, d, len(layers), dtype=dtype or layers[0].dtype, device=layers[0].device)
+    valid = mask[:, :, None]
+    for i, h in enumerate(layers):
+        hf = h.float()
+        normed = hf * torch.rsqrt(hf.square().mean(-1, keepdim=True) + FEATURE_EPS)
+        out[..., i] = torch.where(valid, normed, 0.0)
+    return out.flatten(2)
+
+
 def connector_rope(seq_len: int, heads: int, head_dim: int, base_seq_len: float, theta: float,
                    double_precision: bool, rope_type: str, device) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D RoPE tables, fp32. Angle of frequency i at position p: f_i * (2 * p / base_seq_len - 1),
@@ -178,12 +227,14 @@ def connector_rope(seq_len: int, heads: int, head_dim: int, base_seq_len: float,
 
 class ConnectorBlock(nn.Module):
     """x += Attn(RMSNorm(x)); x += FF(RMSNorm(x)), parameter-free pre-norms. Keys attn1.* (to_q/k/v, to_out.0,
-    norm_q/k: the shared ``Attention``, Q/K RMSNorm + RoPE through ``ops.qk_norm_rope``), ff.net.0.proj, ff.net.2."""
+    norm_q/k: the shared ``Attention``, Q/K RMSNorm + RoPE through ``ops.qk_norm_rope``; gated: to_gate_logits),
+    ff.net.0.proj, ff.net.2."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, ops: Ops = TORCH_OPS):
+    def __init__(self, dim: int, heads: int, head_dim: int, ops: Ops = TORCH_OPS, gated: bool = False,
+                 ff_bias: bool = True):
         super().__init__()
-        self.attn1 = Attention(dim, heads, head_dim, None, True, True, ops, eps=NORM_EPS)
-        self.ff = FeedForward(dim, ops)
+        self.attn1 = Attention(dim, heads, head_dim, None, True, True, ops, eps=NORM_EPS, gated=gated)
+        self.ff = FeedForward(dim, ops, bias=ff_bias)
         self.ops = ops
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -204,7 +255,9 @@ class ConnectorTransformer1d(nn.Module):
         self.rope_args = (config.connector_rope_base_seq_len, config.rope_theta, config.rope_double_precision,
                           config.rope_type)
         self.learnable_registers = nn.Parameter(torch.zeros(registers, dim))
-        self.transformer_blocks = nn.ModuleList([ConnectorBlock(dim, heads, head_dim, ops) for _ in range(layers)])
+        gated, ff_bias = getattr(config, f"{which}_gated_attn"), config.connector_ff_bias
+        self.transformer_blocks = nn.ModuleList([ConnectorBlock(dim, heads, head_dim, ops, gated, ff_bias)
+                                                 for _ in range(layers)])
         self.ops = ops
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -228,15 +281,30 @@ class ConnectorTransformer1d(nn.Module):
 
 
 class TextConnectors(nn.Module):
-    """Feature extractor V1 + ``text_proj_in`` + ``video_connector`` + ``audio_connector``."""
+    """Feature extractor V1 + ``text_proj_in``, or V2 + ``video_text_proj_in`` / ``audio_text_proj_in``;
+    then ``video_connector`` + ``audio_connector``."""
 
     def __init__(self, config: TextConnectorsConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         self.config = config
-        d = config.caption_channels
-        self.text_proj_in = OpsLinear(d * config.text_proj_in_factor, d, bias=False, ops=ops)
+        flat = config.caption_channels * config.text_proj_in_factor
+        if config.per_modality_projections:
+            self.video_text_proj_in = OpsLinear(flat, config.video_hidden_dim, bias=config.proj_bias, ops=ops)
+            self.audio_text_proj_in = OpsLinear(flat, config.audio_hidden_dim, bias=config.proj_bias, ops=ops)
+        else:
+            self.text_proj_in = OpsLinear(flat, config.caption_channels, bias=config.proj_bias, ops=ops)
         self.video_connector = ConnectorTransformer1d(config, "video", ops)
         self.audio_connector = ConnectorTransformer1d(config, "audio", ops)
+
+    @property
+    def _weight(self) -> torch.Tensor:
+        """A projection weight: the device and dtype the connectors compute in."""
+        proj = self.video_text_proj_in if self.config.per_modality_projections else self.text_proj_in
+        return proj.weight
+
+    @property
+    def device(self) -> torch.device:
+        return self._weight.device
 
     @property
     def sequence_multiple(self) -> int:
@@ -250,14 +318,24 @@ class TextConnectors(nn.Module):
 
         hidden_states: (B, T, D, L), (B, T, D * L) with the layer index fastest (diffusers'
         ``prompt_embeds``), or a sequence of L tensors (B, T, D); attention_mask: (B, T), 1/True =
-        token. Returns contexts (B, T, D) in the weights' dtype and an all-ones (B, T) int64 mask.
+        token. Returns contexts (B, T, video width) and (B, T, audio width) in the weights' dtype and
+        an all-ones (B, T) int64 mask.
         """
         states, valid = self._check_inputs(hidden_states, attention_mask)
-        features = normalize_text_features(states, valid, self.text_proj_in.weight.dtype)
-        projected = self.text_proj_in(features)
-        video = self.video_connector(projected, valid)
-        audio = self.audio_connector(projected, valid)
+        video_in, audio_in = self._features(states, valid)
+        video = self.video_connector(video_in, valid)
+        audio = self.audio_connector(audio_in, valid)
         return video, audio, torch.ones(valid.shape, dtype=torch.long, device=valid.device)
+
+    def _features(self, states, valid) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected features each connector reads (one shared tensor for V1)."""
+        cfg = self.config
+        if not cfg.per_modality_projections:
+            projected = self.text_proj_in(normalize_text_features(states, valid, self._weight.dtype))
+            return projected, projected
+        features = rms_text_features(states, valid, self._weight.dtype)
+        return (self.video_text_proj_in(features * math.sqrt(cfg.video_hidden_dim / cfg.caption_channels)),
+                self.audio_text_proj_in(features * math.sqrt(cfg.audio_hidden_dim / cfg.caption_channels)))
 
     def _check_inputs(self, hidden_states, attention_mask):
         d, n_layers = self.config.caption_channels, self.config.text_proj_in_factor
@@ -287,19 +365,25 @@ class TextConnectors(nn.Module):
         if t % self.sequence_multiple:
             raise ValueError(f"TextConnectors: sequence length must be a multiple of {self.sequence_multiple} (the "
                              f"connectors' learnable registers), got {t}")
-        return states, attention_mask.to(device=self.text_proj_in.weight.device, dtype=torch.bool)
+        return states, attention_mask.to(device=self.device, dtype=torch.bool)
 
 
-_GEMMA_CLASSES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma3_text": "Gemma3ForCausalLM"}
+# model_type -> transformers class: Gemma 3 (LTX-2.0, 2.3) as Google releases it or text-only, and the
+# Gemma 4 "unified" 12B LTX-2.5 encodes with (diffusers' and ltx-core's choice). The dense Gemma 4
+# ("gemma4", e.g. gemma-4-E2B-it) is only ltx-core's prompt enhancer, not an encoder.
+_GEMMA_CLASSES = {"gemma3": "Gemma3ForConditionalGeneration", "gemma3_text": "Gemma3ForCausalLM",
+                  "gemma4_unified": "Gemma4UnifiedForConditionalGeneration"}
 _GEMMA_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _GEMMA_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class GemmaTextEncoder:
-    """Gemma 3 (transformers) + its tokenizer, optionally with the LTX-2 ``TextConnectors``.
+    """Gemma 3 or Gemma 4 unified (transformers) + its tokenizer, optionally with the LTX-2 ``TextConnectors``.
 
     Like ltx-core, the forward runs the model's backbone (``model.model``: no LM head, whose
-    logits diffusers computes and discards); the hidden states are the same.
+    logits diffusers computes and discards); the hidden states are the same. Like ltx-core (not
+    diffusers), every prompt starts with ``<bos>``: Gemma 3's tokenizer adds it, Gemma 4's does not,
+    so it is prepended where missing.
     """
 
     def __init__(self, model, tokenizer, connectors: TextConnectors | None = None):
@@ -315,31 +399,38 @@ class GemmaTextEncoder:
 
     @classmethod
     def from_folder(cls, gemma_dir, tokenizer_dir=None, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.bfloat16, connectors: TextConnectors | None = None
-                    ) -> "GemmaTextEncoder":
-        """Load a local Gemma 3 folder (``Gemma3ForConditionalGeneration`` as released by Google, or a
-        text-only ``Gemma3ForCausalLM``). The tokenizer comes from ``tokenizer_dir``, else from a
-        ``tokenizer/`` subfolder when there is one, else from ``gemma_dir``. Nothing is downloaded, no
-        code from the folders runs (an ``auto_map`` is refused), and the weights must match the model
-        exactly (see ``ltxengine.loading.text_encoders``)."""
+                    dtype: torch.dtype = torch.bfloat16, connectors: TextConnectors | None = None,
+                    checkpoint_metadata: dict | None = None) -> "GemmaTextEncoder":
+        """Load a local Gemma folder: Gemma 3 (``Gemma3ForConditionalGeneration`` as released by Google,
+        or a text-only ``Gemma3ForCausalLM``) or Gemma 4 unified (``Gemma4UnifiedForConditionalGeneration``,
+        LTX-2.5). The tokenizer comes from ``tokenizer_dir``, else from a ``tokenizer/`` subfolder when
+        there is one, else from ``gemma_dir``. Nothing is downloaded, no code from the folders runs (an
+        ``auto_map`` is refused), and the weights must match the model exactly (see
+        ``ltxengine.loading.text_encoders``). ``checkpoint_metadata``: the LTX checkpoint's header
+        metadata; when given, the Gemma must be the one it names (ltx-core's version check,
+        ``loading.text_encoders.check_gemma_version``), checked before any weight is read."""
         import os
 
         import transformers
 
         from ..loading.safetensors_io import read_json
-        from ..loading.text_encoders import checked_folder, dtype_kwarg, load_model, load_tokenizer
+        from ..loading.text_encoders import (check_gemma_version, checked_folder, dtype_kwarg, load_model,
+                                             load_tokenizer)
 
-        root = checked_folder(gemma_dir, "Gemma 3", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
+        root = checked_folder(gemma_dir, "Gemma", "gemma_dir", ("config.json",), _GEMMA_WEIGHTS)
         if tokenizer_dir is None:
             sub = root / "tokenizer"
             tokenizer_dir = sub if any(os.path.lexists(sub / f) for f in _GEMMA_TOKENIZER_FILES) else root
         tok_dir = checked_folder(tokenizer_dir, "Gemma tokenizer", "tokenizer_dir", (), _GEMMA_TOKENIZER_FILES)
-        model_type = read_json(root / "config.json", "Gemma config.json").get("model_type")
+        config = read_json(root / "config.json", "Gemma config.json")
+        model_type = config.get("model_type")
         if model_type not in _GEMMA_CLASSES:
-            raise ValueError(f"gemma_dir: {str(root)!r} holds a {model_type!r} model; LTX-2 needs Gemma 3 "
-                             f"(model_type one of {sorted(_GEMMA_CLASSES)})")
+            raise ValueError(f"gemma_dir: {str(root)!r} holds a {model_type!r} model; LTX-2 needs Gemma 3 (2.0, 2.3) "
+                             f"or Gemma 4 unified (2.5) (model_type one of {sorted(_GEMMA_CLASSES)})")
+        if checkpoint_metadata is not None:
+            check_gemma_version(checkpoint_metadata, config, f"gemma_dir {str(root)!r}")
         model_cls = getattr(transformers, _GEMMA_CLASSES[model_type])
-        model = load_model(model_cls, root, "Gemma 3 text encoder", **{dtype_kwarg(): dtype})
+        model = load_model(model_cls, root, "Gemma text encoder", **{dtype_kwarg(): dtype})
         model = model.to(device).eval().requires_grad_(False)
         tokenizer = load_tokenizer(tok_dir, "Gemma tokenizer")
         return cls(model, tokenizer, connectors)
@@ -378,14 +469,19 @@ class GemmaTextEncoder:
         prompts = _check_prompts(prompts, max_sequence_length)
         enc = self.tokenizer(prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
                              add_special_tokens=True, return_tensors="pt")
-        full = self.tokenizer(prompts, add_special_tokens=True).input_ids
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            raise ValueError("tokenize: the Gemma tokenizer has no bos_token_id (every prompt starts with <bos>)")
+        full = [ids if ids[:1] == [bos] else [bos] + ids
+                for ids in self.tokenizer(prompts, add_special_tokens=True).input_ids]
+        input_ids, mask = _with_bos(enc.input_ids, enc.attention_mask, bos, self.tokenizer.pad_token_id)
         for i, ids in enumerate(full):
             if len(ids) > max_sequence_length:
                 left = getattr(self.tokenizer, "truncation_side", "right") == "left"
                 dropped = ids[:len(ids) - max_sequence_length] if left else ids[max_sequence_length:]
                 logger.warning("prompt %d has %d tokens, more than max_sequence_length = %d; dropped: %r", i,
                                len(ids), max_sequence_length, self.tokenizer.decode(dropped))
-        return enc.input_ids, enc.attention_mask
+        return input_ids, mask
 
     @torch.no_grad()
     def _run(self, prompts, max_sequence_length: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
@@ -413,8 +509,26 @@ class GemmaTextEncoder:
             raise ValueError(f"encode: max_sequence_length must be a multiple of {multiple} (the connectors' "
                              f"learnable registers), got {max_sequence_length}")
         states, mask = self._run(prompts, max_sequence_length)
-        device = self.connectors.text_proj_in.weight.device
+        device = self.connectors.device
         return self.connectors([h.to(device) for h in states], mask.to(device))
+
+
+def _with_bos(ids: torch.Tensor, mask: torch.Tensor, bos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded rows whose first token is not ``bos`` get it prepended, dropping their last token
+    when the row is full (ltx-core's ``LTXGemmaTokenizer``: [bos, *ids][:max_length]). Rows that
+    start with it (every Gemma 3 prompt) are returned as they are."""
+    t = ids.shape[1]
+    lengths = mask.sum(1)
+    first = ids.gather(1, (t - lengths).clamp(max=t - 1)[:, None])[:, 0]
+    missing = (lengths == 0) | (first != bos)
+    if not bool(missing.any()):
+        return ids, mask
+    ids, mask = ids.clone(), mask.clone()
+    for i in missing.nonzero()[:, 0].tolist():
+        row = torch.cat([ids.new_tensor([bos]), ids[i, t - int(lengths[i]):]])[:t]
+        ids[i], mask[i] = pad, 0
+        ids[i, t - len(row):], mask[i, t - len(row):] = row, 1
+    return ids, mask
 
 
 def _check_prompts(prompts, max_sequence_length) -> list[str]:

@@ -14,17 +14,12 @@ from ltxengine.models.ltx2_text import GemmaTextEncoder, TextConnectors, TextCon
 
 from ..helpers import assert_close_scaled, perturb_
 from ..oracles import ltx_core
-from .ltx2_text_fixtures import SEQ, WORDS, D, L, make_pair, to_original, write_gemma
+from .ltx2_text_fixtures import (SEQ, WORDS, D, L, compare, left_mask, ltx_processor, ltx_run, make_pair,
+                                 random_states, to_original, write_gemma)
 
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
-
-# fp32 on the CPU with the same torch ops on every side; what differs is summation order (feature
-# statistics, the D*L -> D projection) and SDPA with / without an all-zero mask. Measured: <= 5e-7
-# relative to the output scale; a wiring error (layer order, register position, RoPE layout) moves
-# the outputs by > 1e-2.
-REL_TOL = 1e-5
 
 # Every switch of the 2.0 release: split RoPE with a float64 grid (the release), and ltx-core's
 # defaults for a header without those keys (interleaved, float32).
@@ -33,58 +28,6 @@ VARIANTS = {"split-f64": dict(rope_type="split", rope_double_precision=True),
             "interleaved-f64": dict(rope_type="interleaved", rope_double_precision=True),
             "interleaved-f32": dict(rope_type="interleaved", rope_double_precision=False)}
 PROMPTS = ["a cat sits on the mat", "  red car drives fast at night  ", "dog"]
-
-
-def left_mask(lengths, t=SEQ):
-    mask = torch.zeros(len(lengths), t, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, t - n:] = 1
-    return mask
-
-
-def random_states(b, t=SEQ, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    # per-layer offsets and scales, as Gemma's hidden states have
-    return torch.randn(b, t, D, L, generator=g) * torch.linspace(0.5, 4, L) + torch.linspace(-1, 1, L)
-
-
-def ltx_processor(cfg: TextConnectorsConfig, original_sd):
-    """ltx-core's EmbeddingsProcessor (FeatureExtractorV1 + two Embeddings1DConnector) from original keys."""
-    conn = ltx_core("text_encoders.gemma.embeddings_connector")
-    rope = ltx_core("model.transformer.rope")
-    fe = ltx_core("text_encoders.gemma.feature_extractor")
-    proc = ltx_core("text_encoders.gemma.embeddings_processor")
-    key_ops = ltx_core("text_encoders.gemma.encoders.encoder_configurator").EMBEDDINGS_PROCESSOR_KEY_OPS
-
-    def connector(which):
-        heads, head_dim, layers, registers = cfg.connector(which)
-        return conn.Embeddings1DConnector(
-            attention_head_dim=head_dim, num_attention_heads=heads, num_layers=layers,
-            positional_embedding_theta=cfg.rope_theta, positional_embedding_max_pos=[cfg.connector_rope_base_seq_len],
-            num_learnable_registers=registers, rope_type=rope.LTXRopeType(cfg.rope_type),
-            double_precision_rope=cfg.rope_double_precision)
-
-    aggregate = torch.nn.Linear(cfg.caption_channels * cfg.text_proj_in_factor, cfg.caption_channels, bias=False)
-    model = proc.EmbeddingsProcessor(feature_extractor=fe.FeatureExtractorV1(aggregate, is_av=True),
-                                     video_connector=connector("video"), audio_connector=connector("audio"))
-    model = model.float().eval()  # ltx-core creates its registers in bf16
-    model.load_state_dict({key_ops.apply_to_key(k): v for k, v in original_sd.items()}, strict=True)
-    return model
-
-
-def ltx_run(processor, states, mask):
-    """ltx-core processes one prompt at a time (its register gather assumes batch 1)."""
-    outs = [processor.process_hidden_states(tuple(states[i:i + 1].unbind(-1)), mask[i:i + 1], "left")
-            for i in range(states.shape[0])]
-    return tuple(torch.cat([o[j] for o in outs]) for j in range(3))
-
-
-def compare(actual, expected, what):
-    (v, a, m), (ev, ea, em) = actual, expected
-    errs = [assert_close_scaled(v, ev, REL_TOL, f"{what} video"), assert_close_scaled(a, ea, REL_TOL, f"{what} audio")]
-    assert m.dtype == torch.long and torch.equal(m, em.long()), f"{what} mask"
-    print(f"{what}: max abs error {max(errs):.2e} (output scale {ev.abs().max().item():.2f})")
-    return max(errs)
 
 
 # ---------------------------------------------------------------------------------------------- connectors
@@ -177,9 +120,8 @@ def test_config_refusals():
                "rope_double_precision": True, "causal_temporal_positioning": False, "rope_type": "split",
                "per_modality_projections": False, "proj_bias": False, "_class_name": "LTX2TextConnectors"}
     assert dataclasses.asdict(parse_config(TextConnectorsConfig, release, "2.0")) == defaults
-    bad = {"per_modality_projections": (True, "feature extractor V2"), "proj_bias": (True, "V2"),
-           "video_gated_attn": (True, "gated attention"), "audio_gated_attn": (True, "gated attention"),
-           "video_connector_num_learnable_registers": (None, "registers"), "rope_type": ("rope", "'split' or"),
+    # (the 2.3 switches, per_modality_projections and the gated attention, are checked in test_ltx2_text_v23.py)
+    bad = {"video_connector_num_learnable_registers": (None, "registers"), "rope_type": ("rope", "'split' or"),
            "audio_connector_num_attention_heads": (16, "must equal caption_channels = 3840"),
            "video_connector_attention_head_dim": (127, "even"), "connector_rope_base_seq_len": (0, "positive"),
            "text_proj_in_factor": (0, "positive"), "video_connector_num_layers": (0, "positive")}
@@ -200,14 +142,14 @@ def test_keymap_selects_and_renames():
     assert "model.diffusion_model.video_embeddings_connector.transformer_1d_blocks.1.attn1.q_norm.weight" in original
     others = ["model.diffusion_model.transformer_blocks.0.attn1.q_norm.weight", "model.diffusion_model.proj_in.weight",
               "model.diffusion_model.caption_projection.linear_1.weight", "vae.decoder.conv_in.conv.weight",
-              "text_embedding_projection.video_aggregate_embed.weight", "audio_vae.encoder.conv_in.conv.weight"]
+              "audio_vae.encoder.conv_in.conv.weight"]
     assert {KEYMAP.apply(k) for k in original} == set(ours.state_dict())
     assert all(KEYMAP.apply(k) == ours_k for k, ours_k in zip(original, ours.state_dict()))
     assert [KEYMAP.apply(k) for k in others] == [None] * len(others)
     # ltx-core's own key ops claim the same keys
     key_ops = ltx_core("text_encoders.gemma.encoders.encoder_configurator").EMBEDDINGS_PROCESSOR_KEY_OPS
     assert all(key_ops.apply_to_key(k) is not None for k in original)
-    assert all(key_ops.apply_to_key(k) is None for k in others if "video_aggregate" not in k)
+    assert all(key_ops.apply_to_key(k) is None for k in others)
     # strict fill of a model built on meta: every entry comes from the file, nothing else is needed
     with torch.device("meta"):
         meta = TextConnectors(ours.config)
@@ -238,7 +180,6 @@ def test_config_from_original():
                                 "audio_connector_num_layers": 3}, "ckpt", text_proj_in_factor=4)
     assert cfg.caption_channels == 32 and cfg.connector("audio") == (4, 8, 3, 128)
     bad = {"caption_proj_before_connector": (True, "feature extractor V2"),
-           "connector_apply_gated_attention": (True, "gated attention"),
            "frequencies_precision": ("bfloat16", "'float32' or 'float64'"),
            "connector_positional_embedding_max_pos": ([20, 2048], "one-element list"),
            "connector_norm_output": (False, "must be true"), "rope_type": ("3d", "'split' or 'interleaved'"),
