@@ -194,7 +194,8 @@ def check_gemma_version(metadata: dict, gemma_config: dict, where: str) -> None:
       config's top-level ``gemma_version``.
     * absent, ``model_version`` >= 2.4.0: an error, unless the Gemma config has no ``gemma_version``
       either (then a warning, as the reference).
-    * absent, older or no ``model_version`` (2.0, 2.3): the Gemma must be Gemma 3.
+    * absent, older or no ``model_version`` (2.0, 2.3): the Gemma must be Gemma 3 (ours also takes the
+      text-only ``gemma3_text`` folder GemmaTextEncoder loads; the reference only loads the full model).
     """
     import logging
 
@@ -225,7 +226,7 @@ def check_gemma_version(metadata: dict, gemma_config: dict, where: str) -> None:
         raise CheckpointError(f"{where}: model_version={model_version!r} must declare "
                               "gemma_source_checkpoint.gemma_version in its header, and none was found")
     model_type = gemma_config.get("model_type")
-    if model_type != "gemma3":
+    if model_type not in ("gemma3", "gemma3_text"):
         raise CheckpointError(f"{where}: the checkpoint has no gemma_source_checkpoint (model_version="
                               f"{model_version!r}), so it needs a Gemma 3 text encoder (model_type 'gemma3'), got "
                               f"model_type={model_type!r}")

@@ -331,6 +331,7 @@ GEMMA3 = {"model_type": "gemma3"}
     ({"model_version": "2.5.0", "gemma_source_checkpoint": GSC}, GEMMA4),
     ({"gemma_source_checkpoint": {"gemma_version": "gemma4-12b-ltx-v1"}}, GEMMA4),  # parsed metadata
     ({"model_version": "2.3.0"}, GEMMA3), ({}, GEMMA3), ({"model_version": "2.3.rc1"}, GEMMA3),
+    ({"model_version": "2.0.0"}, {"model_type": "gemma3_text"}),  # the text-only Gemma 3 we also load
 ])
 def test_gemma_version_accepted(metadata, gemma):
     check_gemma_version(metadata, gemma, "here")
@@ -343,7 +344,7 @@ def test_gemma_version_accepted(metadata, gemma):
     ({"model_version": "2.5.0"}, GEMMA4, "must declare gemma_source_checkpoint.gemma_version"),
     ({"model_version": "2.4.0"}, GEMMA4, "must declare"),
     ({"model_version": "2.3.0"}, GEMMA4, "needs a Gemma 3 text encoder .* got model_type='gemma4_unified'"),
-    ({}, {"model_type": "gemma3_text"}, "got model_type='gemma3_text'"),
+    ({}, {"model_type": "gemma4"}, "got model_type='gemma4'"),
     ({"gemma_source_checkpoint": "{oops"}, GEMMA4, "'gemma_source_checkpoint' is not JSON"),
     ({"gemma_source_checkpoint": "[1]"}, GEMMA4, "must be a JSON object"),
 ])
