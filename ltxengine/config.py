@@ -312,7 +312,8 @@ class LatentUpsamplerConfig:
 
 @dataclass(frozen=True)
 class LTX2TransformerConfig:
-    """LTX2VideoTransformer3DModel (LTX-2.0 audio+video DiT); defaults are the 2.0 release."""
+    """LTX2VideoTransformer3DModel (LTX-2.x audio+video DiT); defaults are the 2.0 release, the
+    2.3 / 2.5 switches are off (LTX2_TRANSFORMER_22B_V23 / _V25 turn them on)."""
 
     in_channels: int = 128
     out_channels: int = 128
@@ -325,8 +326,8 @@ class LTX2TransformerConfig:
     pos_embed_max_pos: int = 20  # RoPE base for time (seconds)
     base_height: int = 2048  # RoPE base for rows (pixels)
     base_width: int = 2048
-    gated_attn: bool = False  # LTX-2.3
-    cross_attn_mod: bool = False  # LTX-2.3
+    gated_attn: bool = False  # LTX-2.3+: per-head output gate in the video-query attentions (attn1/2, a2v)
+    cross_attn_mod: bool = False  # LTX-2.3+: 9-row adaLN tables, modulated text query/K/V, gated attn2
     audio_in_channels: int = 128  # 8 latent channels x 16 mel bins
     audio_out_channels: int = 128
     audio_patch_size: int = 1
@@ -338,7 +339,7 @@ class LTX2TransformerConfig:
     audio_pos_embed_max_pos: int = 20
     audio_sampling_rate: int = 16000
     audio_hop_length: int = 160
-    audio_gated_attn: bool = False
+    audio_gated_attn: bool = False  # the same for the audio-query attentions (audio attn1/2, v2a)
     audio_cross_attn_mod: bool = False
     num_layers: int = 48
     activation_fn: str = "gelu-approximate"
@@ -356,12 +357,15 @@ class LTX2TransformerConfig:
     # sigma * timestep_scale_multiplier * (this / timestep_scale_multiplier).
     cross_attn_timestep_scale_multiplier: int = 1000
     rope_type: str = "split"
-    use_prompt_embeddings: bool = True  # caption projections live in the DiT (2.0)
+    use_prompt_embeddings: bool = True  # caption projections live in the DiT (2.0); 2.3+ in the connectors
     perturbed_attn: bool = False  # diffusers installs its STG processor only when true; ours always has STG
-    ff_bias: bool = True
+    ff_bias: bool = True  # False in LTX-2.5's video FFN
     audio_ff_bias: bool = True
-    use_prompt_adaln_single: bool = True  # only meaningful with cross_attn_mod (2.3)
-    use_keyframes_abs_pos_embedding: bool = False  # LTX-2.5
+    # With cross_attn_mod: text K/V shift/scale from prompt_adaln(sigma) + the per-block table;
+    # false keeps only the static table (K/V cacheable per prompt; no released checkpoint)
+    use_prompt_adaln_single: bool = True
+    # LTX-2.5: a learned (1, D) vector added after proj_in to single-pixel-frame video tokens
+    use_keyframes_abs_pos_embedding: bool = False
 
     @property
     def inner_dim(self) -> int:
@@ -371,13 +375,22 @@ class LTX2TransformerConfig:
     def audio_inner_dim(self) -> int:
         return self.audio_num_attention_heads * self.audio_attention_head_dim
 
+    @property
+    def video_mod_rows(self) -> int:
+        return 9 if self.cross_attn_mod else 6
+
+    @property
+    def audio_mod_rows(self) -> int:
+        return 9 if self.audio_cross_attn_mod else 6
+
+    @property
+    def kv_mod(self) -> bool:
+        """Text K/V modulated in both streams (diffusers: as soon as either stream has cross_attn_mod)."""
+        return self.cross_attn_mod or self.audio_cross_attn_mod
+
     def validate(self, source: str) -> None:
-        for key, later in (("gated_attn", "2.3"), ("audio_gated_attn", "2.3"), ("cross_attn_mod", "2.3"),
-                           ("audio_cross_attn_mod", "2.3"), ("use_keyframes_abs_pos_embedding", "2.5")):
-            require(not getattr(self, key), source, key, f"must be false (LTX-{later} feature, not supported)",
-                    getattr(self, key))
-        for key in ("ff_bias", "audio_ff_bias", "use_prompt_embeddings", "attention_bias", "attention_out_bias"):
-            require(getattr(self, key) is True, source, key, "must be true (LTX-2.0 layout)", getattr(self, key))
+        for key in ("attention_bias", "attention_out_bias"):
+            require(getattr(self, key) is True, source, key, "must be true (every LTX-2.x release)", getattr(self, key))
         _check_block_options(self, source)
         require(self.rope_type in ("split", "interleaved"), source, "rope_type", "must be 'split' or 'interleaved'",
                 self.rope_type)
@@ -438,3 +451,10 @@ VAE_095 = VideoVAEConfig(
 )
 UPSAMPLER_097 = LatentUpsamplerConfig()
 LTX2_TRANSFORMER_19B = LTX2TransformerConfig()
+# diffusers' converter (scripts/convert_ltx2_to_diffusers.py, version "2.3"); 2.5 = 2.3 without the
+# video FFN bias, with the keyframe embedding (ltx-core model_configurator.py @400fd31).
+LTX2_TRANSFORMER_22B_V23 = LTX2TransformerConfig(
+    gated_attn=True, cross_attn_mod=True, audio_gated_attn=True, audio_cross_attn_mod=True,
+    use_prompt_embeddings=False, perturbed_attn=True)
+LTX2_TRANSFORMER_22B_V25 = dataclasses.replace(LTX2_TRANSFORMER_22B_V23, ff_bias=False,
+                                               use_keyframes_abs_pos_embedding=True)

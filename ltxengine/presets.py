@@ -68,6 +68,11 @@ TINY_LTX2 = LTX2TransformerConfig(num_attention_heads=2, attention_head_dim=16, 
                                   audio_num_attention_heads=2, audio_attention_head_dim=8,
                                   audio_cross_attention_dim=16, num_layers=2, caption_channels=24, in_channels=8,
                                   out_channels=8, audio_in_channels=6, audio_out_channels=6)
+# TINY_LTX2 with every LTX-2.3 switch on (gated attention, cross-attention adaLN, text from the
+# connectors' per-modality outputs, STG processor), and the 2.5 one (no video FFN bias, keyframe embedding).
+TINY_LTX23 = dataclasses.replace(TINY_LTX2, gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+                                 audio_cross_attn_mod=True, use_prompt_embeddings=False, perturbed_attn=True)
+TINY_LTX25 = dataclasses.replace(TINY_LTX23, ff_bias=False, use_keyframes_abs_pos_embedding=True)
 # The 0.9.5 and LTX-2 decoder layouts scaled down (tests/models/test_*video_vae.py).
 TINY_VAE_095 = dataclasses.replace(VAE_095, latent_channels=8, block_out_channels=(8, 16, 32, 64, 64),
                                    decoder_block_out_channels=(16, 32, 64), layers_per_block=(1, 1, 1, 1, 1),

@@ -15,7 +15,8 @@ from ..config import ConfigError, LTX2TransformerConfig, parse_config, same_valu
 from .keymaps import KeyMap
 
 # diffusers' converter renames, in an order that makes plain substring replacement exact: the
-# audio<->video adaLN names contain "adaln_single", so they go before the two global ones.
+# audio<->video and prompt (2.3+) adaLN names contain "adaln_single", so they go before the two
+# global ones.
 KEYMAP = KeyMap(
     prefix="model.diffusion_model.",
     renames=(
@@ -27,6 +28,7 @@ KEYMAP = KeyMap(
         ("scale_shift_table_a2v_ca_video", "video_a2v_cross_attn_scale_shift_table"),
         ("scale_shift_table_a2v_ca_audio", "audio_a2v_cross_attn_scale_shift_table"),
         ("q_norm", "norm_q"), ("k_norm", "norm_k"),
+        ("audio_prompt_adaln_single.", "audio_prompt_adaln."), ("prompt_adaln_single.", "prompt_adaln."),
         ("audio_adaln_single.", "audio_time_embed."), ("adaln_single.", "time_embed."),
     ),
     # The text connectors live under the DiT prefix but are their own component.
@@ -42,8 +44,14 @@ _FIXED = {
     "positional_embedding_type": "rope", "use_audio_video_cross_attention": True, "share_ff": False,
     "av_cross_ada_norm": True, "use_middle_indices_grid": True,
 }
-# LTX-2.x options the 2.0 model does not have: accepted only at their 2.0 value.
-_OFF = {"apply_gated_attention": False, "cross_attention_adaln": False, "caption_proj_before_connector": False}
+# LTX-2.3 / 2.5 switches (ltx-core @400fd31 model_configurator.py): original name -> (our fields, default).
+_SWITCHES = {
+    "apply_gated_attention": (("gated_attn", "audio_gated_attn"), False),
+    "cross_attention_adaln": (("cross_attn_mod", "audio_cross_attn_mod"), False),
+    "use_prompt_adaln_single": (("use_prompt_adaln_single",), True),
+    "ff_bias": (("ff_bias",), True), "audio_ff_bias": (("audio_ff_bias",), True),
+    "use_keyframes_abs_pos_embedding": (("use_keyframes_abs_pos_embedding",), False),
+}
 # original name -> (our field, ltx-core default when absent)
 _COPIED = {
     "num_attention_heads": ("num_attention_heads", 32), "attention_head_dim": ("attention_head_dim", 128),
@@ -61,30 +69,44 @@ _COPIED = {
 # Read from this section by other components (text connectors) or without effect on the math
 # (attention backend choice, diffusers bookkeeping).
 _IGNORED_PREFIXES = ("connector_", "audio_connector_", "_")
-_IGNORED = {"attention_type", "caption_channels_audio"}
+_IGNORED = {"attention_type", "caption_channels_audio", "caption_projection_first_linear", "caption_proj_input_norm",
+            "caption_projection_second_linear"}
 
 
 def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfig:
     src = f"{source} [transformer]"
-    if "caption_channels" not in raw:
+    # 2.3+ project the caption in the text connectors (caption_proj_before_connector), not here.
+    projected_outside = raw.get("caption_proj_before_connector", False)
+    if not isinstance(projected_outside, bool):
+        raise ConfigError(f"{src}: config option 'caption_proj_before_connector' must be true or false, "
+                          f"got {projected_outside!r}")
+    if "caption_channels" not in raw and not projected_outside:
         raise ConfigError(f"{src}: config option 'caption_channels' is missing (ltx-core needs it to build the "
                           "caption projections)")
-    known = set(_FIXED) | set(_OFF) | set(_COPIED) | _IGNORED | {
-        "caption_channels", "positional_embedding_max_pos", "audio_positional_embedding_max_pos",
-        "frequencies_precision"}
+    known = set(_FIXED) | set(_SWITCHES) | set(_COPIED) | _IGNORED | {
+        "caption_channels", "caption_proj_before_connector", "positional_embedding_max_pos",
+        "audio_positional_embedding_max_pos", "frequencies_precision"}
     for key, value in raw.items():
         if key not in known and not key.startswith(_IGNORED_PREFIXES):
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
-    for table, why in ((_FIXED, "(the only value ltx-core builds)"), (_OFF, "(LTX-2.3+ feature, not supported)")):
-        for key, want in table.items():
-            if key in raw and not same_value(raw[key], want):
-                raise ConfigError(f"{src}: config option {key!r} must be {want!r} {why}, got {raw[key]!r}")
+    for key, want in _FIXED.items():
+        if key in raw and not same_value(raw[key], want):
+            raise ConfigError(f"{src}: config option {key!r} must be {want!r} (the only value ltx-core builds), "
+                              f"got {raw[key]!r}")
     missing = [k for k, want in _FIXED.items() if k not in raw and want is not None]
     if missing:
         # ltx-core refuses a header without them; so do we (it is not an LTX-2 transformer config).
         raise ConfigError(f"{src}: config options missing that ltx-core requires: {missing}")
     fields = {ours: raw.get(orig, default) for orig, (ours, default) in _COPIED.items()}
-    fields["caption_channels"] = raw["caption_channels"]
+    names = {ours: orig for orig, (ours, _) in _COPIED.items()}
+    for orig, (ours, default) in _SWITCHES.items():
+        for field in ours:
+            fields[field], names[field] = raw.get(orig, default), orig
+    fields["use_prompt_embeddings"] = not projected_outside
+    # No effect here (our blocks always have STG); set as diffusers' converter does for 2.3+.
+    fields["perturbed_attn"] = projected_outside
+    if "caption_channels" in raw:
+        fields["caption_channels"] = raw["caption_channels"]
     pos = raw.get("positional_embedding_max_pos", [20, 2048, 2048])
     if not (isinstance(pos, (list, tuple)) and len(pos) == 3):
         raise ConfigError(f"{src}: config option 'positional_embedding_max_pos' must be [t, h, w], got {pos!r}")
@@ -98,7 +120,6 @@ def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfi
         raise ConfigError(f"{src}: config option 'frequencies_precision' must be 'float32' or 'float64', "
                           f"got {precision!r}")
     fields["rope_double_precision"] = precision == "float64"
-    names = {ours: orig for orig, (ours, _) in _COPIED.items()}
     names.update(pos_embed_max_pos="positional_embedding_max_pos[0]", base_height="positional_embedding_max_pos[1]",
                  base_width="positional_embedding_max_pos[2]",
                  audio_pos_embed_max_pos="audio_positional_embedding_max_pos[0]")

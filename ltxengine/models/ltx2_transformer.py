@@ -17,6 +17,17 @@ Conventions (ltx-core 1.0.0, which diffusers 0.42.1 reproduces with ``use_cross_
 * STG replaces a self-attention's output by its value projection (ltx-core 1.0.0 and diffusers'
   perturbed processor); the initial LTX-2 release removed the branch instead. ``Skip`` selects
   per sample which attentions are skipped in which blocks, so guidance passes can share a batch.
+
+LTX-2.3 / 2.5 (config switches, off by default; diffusers' names, ltx-core @400fd31's math):
+``gated_attn`` scales each head of every attention's output by 2 sigmoid(to_gate_logits(query
+input)) (``ops.head_gate``), STG value pass-throughs included; ``cross_attn_mod`` grows the block
+tables to 9 rows (text query shift/scale and a gate on the text attention) and modulates the text
+context with ``prompt_scale_shift_table`` + ``prompt_adaln(sigma)``, so the text K/V are recomputed
+every step from the context ``prepare_context`` returns once; ``use_prompt_embeddings=False`` takes
+the connectors' per-modality outputs unprojected; ``ff_bias=False`` drops the video FFN biases;
+``use_keyframes_abs_pos_embedding`` adds a learned vector to the tokens the caller marks
+(``keyframes``): Lightricks' reference marks the first latent frame of every video state, diffusers'
+pipelines mark none (it applies the vector only when given a mask).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from .common import OpsLinear
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
-           "rope_tables"]
+           "rope_tables", "first_frame_keyframes"]
 
 ALL = "all"
 
@@ -87,20 +98,24 @@ class RopeTables(NamedTuple):
 
 
 class TextContext(NamedTuple):
-    video: torch.Tensor  # (B, L, D) projected
-    audio: torch.Tensor  # (B, L, Da) projected
+    video: torch.Tensor  # (B, L, D) projected (2.0) or the connectors' video output (2.3+)
+    audio: torch.Tensor  # (B, L, Da)
     bias: torch.Tensor | None  # additive mask bias (B, 1, 1, L) or None when every token is valid
 
 
 class _Temb(NamedTuple):
-    video: torch.Tensor  # (B, T', 6, D)
-    audio: torch.Tensor  # (B, T', 6, Da)
+    video: torch.Tensor  # (B, T', 6, D); 9 rows with cross_attn_mod (+ shift_q, scale_q, gate of attn2)
+    audio: torch.Tensor  # (B, T', 6 or 9, Da)
     video_embedded: torch.Tensor  # (B, T', D) for the output modulation
     audio_embedded: torch.Tensor
     video_cross: torch.Tensor  # (B, T', 4, D): scale/shift rows of the a2v/v2a tables
     video_gate: torch.Tensor  # (B, T', 1, D)
     audio_cross: torch.Tensor
     audio_gate: torch.Tensor
+    # Text K/V modulation (shift, scale) from prompt_adaln (sigma): (B, 1, 2, D) / (B, 1, 2, Da);
+    # None without cross_attn_mod or with use_prompt_adaln_single=False (static table only).
+    video_prompt: torch.Tensor | None = None
+    audio_prompt: torch.Tensor | None = None
 
 
 # -- positions and RoPE --------------------------------------------------------------------------
@@ -185,20 +200,29 @@ class LTX2Block(nn.Module):
         hv, ha = cfg.num_attention_heads, cfg.audio_num_attention_heads
         cv, ca = cfg.attention_head_dim, cfg.audio_attention_head_dim
 
-        def attn(dim, heads, head_dim, context_dim):
-            return Attention(dim, heads, head_dim, context_dim, True, True, ops, eps=eps)
+        def attn(dim, heads, head_dim, context_dim, gated):
+            return Attention(dim, heads, head_dim, context_dim, True, True, ops, eps=eps, gated=gated)
 
-        self.attn1 = attn(dv, hv, cv, None)
-        self.attn2 = attn(dv, hv, cv, cfg.cross_attention_dim)
-        self.audio_attn1 = attn(da, ha, ca, None)
-        self.audio_attn2 = attn(da, ha, ca, cfg.audio_cross_attention_dim)
+        # Gating follows the query's stream: a2v is gated with the video flag, v2a with the audio's.
+        gv, ga = cfg.gated_attn, cfg.audio_gated_attn
+        self.attn1 = attn(dv, hv, cv, None, gv)
+        self.attn2 = attn(dv, hv, cv, cfg.cross_attention_dim, gv)
+        self.audio_attn1 = attn(da, ha, ca, None, ga)
+        self.audio_attn2 = attn(da, ha, ca, cfg.audio_cross_attention_dim, ga)
         # Both audio<->video attentions use the audio head geometry.
-        self.audio_to_video_attn = attn(dv, ha, ca, da)
-        self.video_to_audio_attn = attn(da, ha, ca, dv)
-        self.ff = FeedForward(dv, ops)
-        self.audio_ff = FeedForward(da, ops)
-        self.scale_shift_table = nn.Parameter(torch.randn(6, dv) / dv**0.5)
-        self.audio_scale_shift_table = nn.Parameter(torch.randn(6, da) / da**0.5)
+        self.audio_to_video_attn = attn(dv, ha, ca, da, gv)
+        self.video_to_audio_attn = attn(da, ha, ca, dv, ga)
+        self.ff = FeedForward(dv, ops, bias=cfg.ff_bias)
+        self.audio_ff = FeedForward(da, ops, bias=cfg.audio_ff_bias)
+        self.q_mod, self.audio_q_mod = cfg.cross_attn_mod, cfg.audio_cross_attn_mod
+        self.scale_shift_table = nn.Parameter(torch.randn(cfg.video_mod_rows, dv) / dv**0.5)
+        self.audio_scale_shift_table = nn.Parameter(torch.randn(cfg.audio_mod_rows, da) / da**0.5)
+        if cfg.kv_mod:
+            # Text K/V modulation rows [shift, scale] of each stream (both streams as soon as either
+            # modality has cross_attn_mod, as diffusers builds it; the reference has one flag).
+            self.prompt_scale_shift_table = nn.Parameter(torch.randn(2, dv))
+            self.audio_prompt_scale_shift_table = nn.Parameter(torch.randn(2, da))
+        self.kv_mod = cfg.kv_mod
         # Rows: [scale_a2v, shift_a2v, scale_v2a, shift_v2a, gate]
         self.video_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, dv))
         self.audio_a2v_cross_attn_scale_shift_table = nn.Parameter(torch.randn(5, da))
@@ -207,17 +231,20 @@ class LTX2Block(nn.Module):
 
     def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict):
         ops, eps = self.ops, self.eps
-        # Self-attention (modulated, gated) then text cross-attention (rms norm only), per stream.
-        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table + temb.video).unbind(2)
+        # Self-attention (modulated, gated) then text cross-attention, per stream.
+        mod = (self.scale_shift_table + temb.video).unbind(2)
+        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         h = ops.ada_norm(xv, shift, scale, eps, "rms")
         xv = ops.gated_residual(xv, self.attn1(h, rope=rope.video, keep=keep["video_self_attn"]), gate)
-        xv = ops.gated_residual(xv, self.attn2(ops.ada_norm(xv, None, None, eps), ctx.video, ctx.bias), None)
+        xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
+                             getattr(self, "prompt_scale_shift_table", None), temb.video_prompt)
 
-        a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = (
-            self.audio_scale_shift_table + temb.audio).unbind(2)
+        a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
+        a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
         h = ops.ada_norm(xa, a_shift, a_scale, eps, "rms")
         xa = ops.gated_residual(xa, self.audio_attn1(h, rope=rope.audio, keep=keep["audio_self_attn"]), a_gate)
-        xa = ops.gated_residual(xa, self.audio_attn2(ops.ada_norm(xa, None, None, eps), ctx.audio, ctx.bias), None)
+        xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
+                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt)
 
         # Audio<->video: both read the streams as they are now (v2a sees the video before the
         # a2v residual is added).
@@ -245,6 +272,21 @@ class LTX2Block(nn.Module):
                                 a_gate_mlp)
         return xv, xa
 
+    def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb):
+        """Text cross-attention. 2.0: rms(x) attends to the context, ungated. cross_attn_mod (2.3+):
+        the query is rms(x)(1 + scale_q) + shift_q and the output is gated (rows 6-8 of the table);
+        the context becomes ctx(1 + scale_kv) + shift_kv, per step (prompt_adaln reads sigma), so
+        its K/V are recomputed every step."""
+        ops, eps = self.ops, self.eps
+        if self.kv_mod:
+            kv = kv_table if kv_temb is None else kv_table + kv_temb  # (2, D) or (B, 1, 2, D)
+            shift_kv, scale_kv = kv.unbind(-2)
+            context = context * (1 + scale_kv) + shift_kv
+        if not q_on:
+            return ops.gated_residual(x, attn(ops.ada_norm(x, None, None, eps), context, bias), None)
+        shift_q, scale_q, gate_q = q_mod
+        return ops.gated_residual(x, attn(ops.ada_norm(x, shift_q, scale_q, eps, "rms"), context, bias), gate_q)
+
 
 class LTX2Transformer(nn.Module):
     def __init__(self, config: LTX2TransformerConfig, ops: Ops = TORCH_OPS):
@@ -253,10 +295,19 @@ class LTX2Transformer(nn.Module):
         dv, da = config.inner_dim, config.audio_inner_dim
         self.proj_in = OpsLinear(config.in_channels, dv, ops=ops)
         self.audio_proj_in = OpsLinear(config.audio_in_channels, da, ops=ops)
-        self.caption_projection = CaptionProjection(config.caption_channels, dv, ops)
-        self.audio_caption_projection = CaptionProjection(config.caption_channels, da, ops)
-        self.time_embed = AdaLNSingle(dv, ops, rows=6)
-        self.audio_time_embed = AdaLNSingle(da, ops, rows=6)
+        if config.use_keyframes_abs_pos_embedding:
+            # LTX-2.5: added after proj_in to single-pixel-frame tokens (see ``keyframes``)
+            self.keyframes_abs_pos_embedding = nn.Parameter(torch.zeros(1, dv))
+        if config.use_prompt_embeddings:
+            # 2.0 only: 2.3+ take the connectors' per-modality outputs as they are
+            self.caption_projection = CaptionProjection(config.caption_channels, dv, ops)
+            self.audio_caption_projection = CaptionProjection(config.caption_channels, da, ops)
+        self.time_embed = AdaLNSingle(dv, ops, rows=config.video_mod_rows)
+        self.audio_time_embed = AdaLNSingle(da, ops, rows=config.audio_mod_rows)
+        if config.kv_mod and config.use_prompt_adaln_single:
+            # Text K/V shift/scale driven by sigma (ltx-core: prompt_adaln_single)
+            self.prompt_adaln = AdaLNSingle(dv, ops, rows=2)
+            self.audio_prompt_adaln = AdaLNSingle(da, ops, rows=2)
         self.av_cross_attn_video_scale_shift = AdaLNSingle(dv, ops, rows=4)
         self.av_cross_attn_audio_scale_shift = AdaLNSingle(da, ops, rows=4)
         self.av_cross_attn_video_a2v_gate = AdaLNSingle(dv, ops, rows=1)
@@ -303,15 +354,20 @@ class LTX2Transformer(nn.Module):
 
     def prepare_context(self, video_text: torch.Tensor, audio_text: torch.Tensor,
                         mask: torch.Tensor | None = None) -> TextContext:
-        """Caption projections of the connectors' outputs (B, L, caption_channels); a 0/1 mask
-        (B, L) becomes the additive bias (mask - 1) * finfo.max (ltx-core), None when all valid."""
+        """The connectors' outputs as the blocks read them: 2.0 projects both (B, L, caption_channels)
+        to the stream widths; 2.3+ (use_prompt_embeddings=False) take video (B, L, D) and audio
+        (B, L, Da) as they are. A 0/1 mask (B, L) becomes the additive bias (mask - 1) * finfo.max
+        (ltx-core), None when all valid."""
         c = self.config
-        for name, t in (("video_text", video_text), ("audio_text", audio_text)):
-            if t.ndim != 3 or t.shape[-1] != c.caption_channels or t.shape[:2] != video_text.shape[:2]:
-                raise ValueError(f"prepare_context: {name} must be (B, L, {c.caption_channels}) with the video "
+        widths = ((c.caption_channels,) * 2 if c.use_prompt_embeddings else (c.inner_dim, c.audio_inner_dim))
+        for name, t, width in (("video_text", video_text, widths[0]), ("audio_text", audio_text, widths[1])):
+            if t.ndim != 3 or t.shape[-1] != width or t.shape[:2] != video_text.shape[:2]:
+                raise ValueError(f"prepare_context: {name} must be (B, L, {width}) with the video "
                                  f"text's B, L = {tuple(video_text.shape[:2])}, got {tuple(t.shape)}")
-        v = self.caption_projection(video_text)
-        a = self.audio_caption_projection(audio_text)
+        if c.use_prompt_embeddings:
+            v, a = self.caption_projection(video_text), self.audio_caption_projection(audio_text)
+        else:
+            v, a = video_text, audio_text
         bias = None
         if mask is not None:
             if mask.shape != video_text.shape[:2]:
@@ -339,8 +395,13 @@ class LTX2Transformer(nn.Module):
         c = self.config
         m = c.timestep_scale_multiplier
         gate_factor = c.cross_attn_timestep_scale_multiplier / m
-        tv, ev = self._embed(self.time_embed, video_timesteps * m, batch, 6, dtype)
-        ta, ea = self._embed(self.audio_time_embed, audio_timesteps * m, batch, 6, dtype)
+        tv, ev = self._embed(self.time_embed, video_timesteps * m, batch, c.video_mod_rows, dtype)
+        ta, ea = self._embed(self.audio_time_embed, audio_timesteps * m, batch, c.audio_mod_rows, dtype)
+        pv = pa = None
+        if hasattr(self, "prompt_adaln"):
+            # Per-sample sigma, never per token (both references).
+            pv, _ = self._embed(self.prompt_adaln, video_sigma * m, batch, 2, dtype)
+            pa, _ = self._embed(self.audio_prompt_adaln, audio_sigma * m, batch, 2, dtype)
         if legacy_cross_timestep:
             v_cross_t, a_cross_t = video_timesteps * m, audio_timesteps * m
         else:
@@ -349,14 +410,14 @@ class LTX2Transformer(nn.Module):
         v_gate, _ = self._embed(self.av_cross_attn_video_a2v_gate, v_cross_t * gate_factor, batch, 1, dtype)
         a_cross, _ = self._embed(self.av_cross_attn_audio_scale_shift, a_cross_t, batch, 4, dtype)
         a_gate, _ = self._embed(self.av_cross_attn_audio_v2a_gate, a_cross_t * gate_factor, batch, 1, dtype)
-        return _Temb(tv, ta, ev, ea, v_cross, v_gate, a_cross, a_gate)
+        return _Temb(tv, ta, ev, ea, v_cross, v_gate, a_cross, a_gate, pv, pa)
 
     # -- one denoising step ----------------------------------------------------------------
     def forward(self, video: torch.Tensor, audio: torch.Tensor, *, video_sigma: torch.Tensor,
                 audio_sigma: torch.Tensor | None = None, video_timesteps: torch.Tensor | None = None,
                 audio_timesteps: torch.Tensor | None = None, context: TextContext, rope: RopeTables,
-                skip: Skip | Sequence[Skip] | None = None,
-                legacy_cross_timestep: bool = False, temb: _Temb | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                skip: Skip | Sequence[Skip] | None = None, legacy_cross_timestep: bool = False,
+                temb: _Temb | None = None, keyframes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed latents video (B, Nv, in_channels) and audio (B, Na, audio_in_channels) ->
         velocities of the same shapes.
 
@@ -365,6 +426,10 @@ class LTX2Transformer(nn.Module):
         (default: the sigma). context: ``prepare_context``; rope: ``rope``. skip: one ``Skip``
         for the whole batch or one per sample. temb: ``embed_timesteps(...)`` of the same
         arguments computed beforehand (work done once per step list, outside a captured graph).
+        keyframes: (B or 1, Nv) marker of single-pixel-frame video tokens, which get
+        keyframes_abs_pos_embedding (use_keyframes_abs_pos_embedding models need it; others ignore
+        it). Lightricks' reference marks the first latent frame of every video state
+        (``first_frame_keyframes``) and generated keyframe slots; diffusers' pipelines mark none.
         """
         b = video.shape[0]
         audio_sigma = video_sigma if audio_sigma is None else audio_sigma
@@ -374,6 +439,8 @@ class LTX2Transformer(nn.Module):
                             rope, skip)
         xv = self.proj_in(video)
         xa = self.audio_proj_in(audio)
+        if self.config.use_keyframes_abs_pos_embedding:
+            xv = self._mark_keyframes(xv, keyframes)
         if temb is None:
             temb = self.embed_timesteps(video_sigma, audio_sigma, video_timesteps, audio_timesteps, b, xv.dtype,
                                         legacy_cross_timestep)
@@ -386,6 +453,17 @@ class LTX2Transformer(nn.Module):
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
         xa = self.ops.ada_norm(xa, mod[:, :, 0], mod[:, :, 1], eps, "layer")
         return self.proj_out(xv), self.audio_proj_out(xa)
+
+    def _mark_keyframes(self, xv: torch.Tensor, keyframes: torch.Tensor | None) -> torch.Tensor:
+        b, n = xv.shape[:2]
+        if keyframes is None:
+            raise ValueError("transformer: keyframes is required by a use_keyframes_abs_pos_embedding model (LTX-2.5): "
+                             f"a (B, {n}) marker of single-pixel-frame tokens, e.g. first_frame_keyframes(...) as "
+                             "Lightricks' reference marks them, or zeros for diffusers' pipelines")
+        if keyframes.ndim != 2 or keyframes.shape[0] not in (1, b) or keyframes.shape[1] != n:
+            raise ValueError(f"transformer: keyframes must be (B={b} or 1, {n}), got {tuple(keyframes.shape)}")
+        marker = (keyframes > 0).to(xv.dtype).unsqueeze(-1)
+        return xv + marker * self.keyframes_abs_pos_embedding.to(xv.dtype)
 
     def _check(self, video, audio, video_sigma, audio_sigma, video_timesteps, audio_timesteps, context, rope,
                skip) -> list[Skip]:
@@ -425,6 +503,15 @@ class LTX2Transformer(nn.Module):
                     raise ValueError(f"transformer: Skip.{kind} block indices must be < num_layers = {c.num_layers} "
                                      f"(0-based), got {sorted(blocks)}")
         return skips
+
+
+def first_frame_keyframes(batch: int, frames: int, height: int, width: int, device=None) -> torch.Tensor:
+    """(B, F*H*W) marker of the first latent frame's tokens (the causal frame that encodes one pixel
+    frame), which Lightricks' reference gives every video state (ltx-core tools.py
+    ``_first_frame_keyframes_mask``)."""
+    marker = torch.zeros(batch, frames * height * width, device=device)
+    marker[:, : height * width] = 1.0
+    return marker
 
 
 def count_parameters(config: LTX2TransformerConfig) -> int:

@@ -168,9 +168,14 @@ def test_missing_tensor_and_section_are_named(models, tmp_path):
 
 def test_refused_options_are_named(models, tmp_path):
     header = _header(models)
-    header["transformer"]["apply_gated_attention"] = True
+    header["transformer"]["apply_gated_attention"] = "true"
     path = write_bundle(tmp_path / "g.safetensors", models, header=header)
     with pytest.raises(ValueError, match="apply_gated_attention"):
+        load_ltx2(path, dtype=torch.float32, components=("transformer",))
+    # A 2.3 switch over 2.0 weights: the gate tensors it needs are missing, by name.
+    header["transformer"]["apply_gated_attention"] = True
+    path = write_bundle(tmp_path / "g2.safetensors", models, header=header)
+    with pytest.raises(ValueError, match="to_gate_logits"):
         load_ltx2(path, dtype=torch.float32, components=("transformer",))
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ltxengine.config import LTX2TransformerConfig, parse_config
 from ltxengine.models.ltx2_transformer import LTX2Transformer
-from ltxengine.presets import TINY_LTX2
+from ltxengine.presets import TINY_LTX2, TINY_LTX23, TINY_LTX25
 from tests.helpers import perturb_, preset_kwargs
 from tests.oracles import ltx_core
 
@@ -37,13 +37,29 @@ TINY = {
                         audio_out_channels=6, rope_type="split", rope_double_precision=True),
 }
 
+# Tiny configs covering the 2.3 / 2.5 switches (diffusers' names): the presets (every switch on), the
+# same switches on the other RoPE layout and head geometry, diffusers' per-stream flags set apart
+# (the reference has one flag for both streams), and the static K/V modulation (use_prompt_adaln_single).
+_BASE = LTX2TransformerConfig()
+TINY_V23 = {
+    "v23": preset_kwargs(TINY_LTX23, _BASE),
+    "v25": preset_kwargs(TINY_LTX25, _BASE),
+    "v25_interleaved32": dict(TINY["interleaved32"], **{k: v for k, v in preset_kwargs(TINY_LTX25, _BASE).items()
+                                                       if k not in preset_kwargs(TINY_LTX2, _BASE)}),
+    "video_gate_audio_mod": dict(TINY["split_heads"], gated_attn=True, audio_cross_attn_mod=True, ff_bias=False,
+                                 perturbed_attn=True),
+    "static_kv": dict(preset_kwargs(TINY_LTX23, _BASE), use_prompt_adaln_single=False),
+}
+
 F, H, W, NA, L, FPS = 3, 2, 3, 5, 7, 24.0
 
 
 def pair(name, perturbed_attn=False):
-    """(diffusers model, ours, config) with the same random weights."""
+    """(diffusers model, ours, config) with the same random weights; ``name`` in TINY or TINY_V23."""
     torch.manual_seed(0)
-    ref = diffusers_ltx2.LTX2VideoTransformer3DModel(**TINY[name], perturbed_attn=perturbed_attn).eval()
+    kwargs = dict(TINY[name] if name in TINY else TINY_V23[name])
+    kwargs["perturbed_attn"] = kwargs.get("perturbed_attn", False) or perturbed_attn
+    ref = diffusers_ltx2.LTX2VideoTransformer3DModel(**kwargs).eval()
     perturb_(ref, seed=1, std=0.2)
     cfg = parse_config(LTX2TransformerConfig, dict(ref.config), "test")
     ours = LTX2Transformer(cfg).eval()
@@ -56,8 +72,10 @@ def inputs(cfg, batch=2, seed=0):
     nv = F * H * W
     video = torch.randn(batch, nv, cfg.in_channels, generator=g)
     audio = torch.randn(batch, NA, cfg.audio_in_channels, generator=g)
-    vtext = torch.randn(batch, L, cfg.caption_channels, generator=g)
-    atext = torch.randn(batch, L, cfg.caption_channels, generator=g)
+    # 2.0 projects the caption in the DiT; 2.3+ read the connectors' per-modality widths.
+    widths = (cfg.caption_channels,) * 2 if cfg.use_prompt_embeddings else (cfg.inner_dim, cfg.audio_inner_dim)
+    vtext = torch.randn(batch, L, widths[0], generator=g)
+    atext = torch.randn(batch, L, widths[1], generator=g)
     mask = torch.ones(batch, L, dtype=torch.long)
     mask[0, -2:] = 0
     sigma_v = torch.tensor([0.7, 0.3])[:batch]
@@ -69,14 +87,25 @@ def inputs(cfg, batch=2, seed=0):
                 vt=sigma_v[:, None] * den)
 
 
-def run_ours(model, x, skip=None, legacy=False):
+def run_ours(model, x, skip=None, legacy=False, keyframes=None):
     """Our transformer on ``inputs``: (video, audio) outputs."""
     b = x["video"].shape[0]
     rope = model.rope(model.video_positions(b, F, H, W, FPS), model.audio_positions(b, NA))
     ctx = model.prepare_context(x["vtext"], x["atext"], x["mask"])
     with torch.no_grad():
         return model(x["video"], x["audio"], video_sigma=x["sigma_v"], audio_sigma=x["sigma_a"],
-                     video_timesteps=x["vt"], context=ctx, rope=rope, skip=skip, legacy_cross_timestep=legacy)
+                     video_timesteps=x["vt"], context=ctx, rope=rope, skip=skip, legacy_cross_timestep=legacy,
+                     keyframes=keyframes)
+
+
+def run_diffusers(ref, x, **kw):
+    """diffusers' transformer on ``inputs`` (timesteps scaled to [0, 1000]), ltx-core's cross timestep."""
+    with torch.no_grad():
+        return ref(hidden_states=x["video"], audio_hidden_states=x["audio"], encoder_hidden_states=x["vtext"],
+                   audio_encoder_hidden_states=x["atext"], timestep=x["vt"] * 1000,
+                   audio_timestep=x["sigma_a"] * 1000, sigma=x["sigma_v"] * 1000, audio_sigma=x["sigma_a"] * 1000,
+                   encoder_attention_mask=x["mask"], audio_encoder_attention_mask=x["mask"], num_frames=F, height=H,
+                   width=W, fps=FPS, audio_num_frames=NA, return_dict=False, use_cross_timestep=True, **kw)
 
 
 # -- the original (Lightricks / ltx-core) layout ---------------------------------------------------
@@ -99,14 +128,17 @@ def to_original(key: str) -> str:
         key = "adaln_single." + key[len("time_embed."):]
     elif key.startswith("audio_time_embed."):
         key = "audio_adaln_single." + key[len("audio_time_embed."):]
+    elif key.startswith(("prompt_adaln.", "audio_prompt_adaln.")):
+        key = key.replace("prompt_adaln.", "prompt_adaln_single.", 1)
     for new, old in _TO_ORIGINAL:
         key = key.replace(new, old)
     return key
 
 
 def original_section(cfg: LTX2TransformerConfig) -> dict:
-    """The header ``transformer`` section ltx-core's configurator reads, for ``cfg``."""
-    return {
+    """The header ``transformer`` section ltx-core's configurator reads, for ``cfg``; the 2.3 / 2.5
+    switches (ltx-core @400fd31 names; one flag for both streams) only where they are on."""
+    section = {
         "num_attention_heads": cfg.num_attention_heads, "attention_head_dim": cfg.attention_head_dim,
         "in_channels": cfg.in_channels, "out_channels": cfg.out_channels, "num_layers": cfg.num_layers,
         "cross_attention_dim": cfg.cross_attention_dim, "norm_eps": cfg.norm_eps,
@@ -128,6 +160,22 @@ def original_section(cfg: LTX2TransformerConfig) -> dict:
         "positional_embedding_type": "rope", "use_audio_video_cross_attention": True, "share_ff": False,
         "av_cross_ada_norm": True,
     }
+    if cfg.gated_attn or cfg.audio_gated_attn:
+        assert cfg.gated_attn == cfg.audio_gated_attn, "the original format has one gating flag"
+        section["apply_gated_attention"] = True
+    if cfg.kv_mod:
+        assert cfg.cross_attn_mod == cfg.audio_cross_attn_mod, "the original format has one adaLN flag"
+        section["cross_attention_adaln"] = True
+        if not cfg.use_prompt_adaln_single:
+            section["use_prompt_adaln_single"] = False
+    if not cfg.use_prompt_embeddings:
+        section["caption_proj_before_connector"] = True
+    for key in ("ff_bias", "audio_ff_bias"):
+        if not getattr(cfg, key):
+            section[key] = False
+    if cfg.use_keyframes_abs_pos_embedding:
+        section["use_keyframes_abs_pos_embedding"] = True
+    return section
 
 
 def ltx_core_model(cfg: LTX2TransformerConfig, state: dict):

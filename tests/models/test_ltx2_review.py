@@ -116,7 +116,7 @@ def test_half_precision_close_to_fp32(dtype):
     # the timestep embedding sees fp32 sigmas: tables in the model dtype, per-token gather consistent
     temb = half.embed_timesteps(x["sigma_v"], x["sigma_a"], x["vt"], at, 2, dtype)
     for f in temb:
-        assert f.dtype == dtype
+        assert f is None or f.dtype == dtype  # None: the 2.3 text K/V modulation, off here
     per_sample = half.embed_timesteps(x["sigma_v"], x["sigma_a"], x["sigma_v"], x["sigma_a"], 2, dtype)
     # token 0 of each sample is clean (timestep 0); the last video token carries the sample sigma
     assert torch.equal(temb.video[:, -1], per_sample.video[:, 0])

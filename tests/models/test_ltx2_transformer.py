@@ -139,12 +139,11 @@ def test_19b_parameter_count():
     assert count_parameters(LTX2TransformerConfig()) == 18_876_174_592
 
 
-def test_refuses_later_release_options():
-    for key in ("gated_attn", "cross_attn_mod", "use_keyframes_abs_pos_embedding"):
+def test_refuses_unsupported_options():
+    # The 2.3 / 2.5 switches are accepted (tests/models/test_ltx2_transformer_v23.py); biases are not optional.
+    for key in ("attention_bias", "attention_out_bias"):
         with pytest.raises(ConfigError, match=key):
-            parse_config(LTX2TransformerConfig, {key: True}, "cfg.json")
-    with pytest.raises(ConfigError, match="ff_bias"):
-        parse_config(LTX2TransformerConfig, {"ff_bias": False}, "cfg.json")
+            parse_config(LTX2TransformerConfig, {key: False}, "cfg.json")
     with pytest.raises(ConfigError, match="unknown config option 'foo'"):
         parse_config(LTX2TransformerConfig, {"foo": 1}, "cfg.json")
     with pytest.raises(ConfigError, match="audio_cross_attention_dim"):
@@ -210,7 +209,7 @@ def test_original_config_defaults_and_refusals():
     assert (cfg.rope_type, cfg.rope_double_precision, cfg.cross_attn_timestep_scale_multiplier) == (
         "interleaved", False, 1)
     assert transformer_config({**full, "connector_num_layers": 2, "attention_type": "xformers"}, "ckpt")
-    for key, value in (("apply_gated_attention", True), ("share_ff", True), ("qk_norm", "layer_norm")):
+    for key, value in (("apply_gated_attention", "true"), ("share_ff", True), ("qk_norm", "layer_norm")):
         with pytest.raises(ConfigError, match=key):
             transformer_config({**full, key: value}, "ckpt")
     with pytest.raises(ConfigError, match="unknown config option 'mystery'"):
