@@ -17,7 +17,7 @@ from ..models.video_vae import LTX2VideoVAEConfig
 from .keymaps import KeyMap
 from .original_config import check_block_params
 
-__all__ = ["KEYMAP", "vae_keymap", "vae_config_from_original", "config_from_original",
+__all__ = ["KEYMAP", "KEYMAP_VAE_FILE", "vae_keymap", "vae_config_from_original", "config_from_original",
            "upsampler_config_from_original", "upsampler_config_from_diffusers"]
 
 _STATS = (("per_channel_statistics.mean-of-means", "latents_mean"),
@@ -26,9 +26,9 @@ _STATS = (("per_channel_statistics.mean-of-means", "latents_mean"),
 _DROP = ("per_channel_statistics.channel", "per_channel_statistics.mean-of-stds")
 
 
-def vae_keymap(num_down_blocks: int = 4, num_up_blocks: int = 3) -> KeyMap:
+def vae_keymap(num_down_blocks: int = 4, num_up_blocks: int = 3, prefix: str = "vae.") -> KeyMap:
     """Original keys -> ours for encoder/decoder block lists that alternate resnet groups and
-    resamplers (what ``vae_config_from_original`` accepts).
+    resamplers (what ``vae_config_from_original`` accepts). ``prefix``: "vae." in the bundles.
 
     Original encoder ``down_blocks`` are flat: 2i -> down_blocks.i, 2i+1 -> its downsampler,
     2n -> mid_block. The decoder list is flat in decoding order: 0 -> mid_block, 2i+1 -> up block
@@ -47,7 +47,7 @@ def vae_keymap(num_down_blocks: int = 4, num_up_blocks: int = 3) -> KeyMap:
     renames = sorted(enc, key=lambda r: _index(r[0])) + dec + [
         ("res_blocks", "resnets"), ("last_time_embedder", "time_embedder"),
         ("last_scale_shift_table", "scale_shift_table"), *_STATS]
-    return KeyMap(prefix="vae.", renames=tuple(renames), drop=_DROP)
+    return KeyMap(prefix=prefix, renames=tuple(renames), drop=_DROP)
 
 
 def _index(pattern: str) -> int:
@@ -57,6 +57,11 @@ def _index(pattern: str) -> int:
 # 4 down and 4 up blocks: the LTX-2.3 / 2.5 layout, and the 2.0 one (3 up blocks), whose keys the
 # rules for original up_blocks.7 / .8 never match. One map for both: a bundle's keys need no version.
 KEYMAP = vae_keymap(num_up_blocks=4)
+# A VAE-only file with bare keys (encoder.*, decoder.*, per_channel_statistics.*): LTX-2.5's per-component
+# vae/ files and ComfyUI's split VAEs. ltx-core accepts both spellings (model_configurator.py,
+# VAE_ENCODER/DECODER_COMFY_KEYS_FILTER); diffusers' converter loads such a file as is. It claims every
+# key, so it is for a file that holds nothing but the VAE, never for a bundle.
+KEYMAP_VAE_FILE = vae_keymap(num_up_blocks=4, prefix="")
 
 # Header keys ltx-core reads, and keys of the original (LTX-Video era) config format that must keep
 # the value ltx-core assumes because it does not read them.

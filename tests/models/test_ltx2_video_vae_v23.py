@@ -10,7 +10,7 @@ import torch
 from ltxengine.config import parse_config
 from ltxengine.loading import CheckpointError
 from ltxengine.loading.ltx2 import load_ltx2, load_ltx2_component
-from ltxengine.loading.ltx2_vae import KEYMAP, vae_config_from_original
+from ltxengine.loading.ltx2_vae import KEYMAP, KEYMAP_VAE_FILE, vae_config_from_original
 from ltxengine.models.video_vae import VAE_LTX23, LTX2VideoVAE, LTX2VideoVAEConfig, TilingConfig
 
 from ..helpers import assert_close_scaled
@@ -157,6 +157,16 @@ def test_header_and_key_names_round_trip(name):
     mapped = {KEYMAP.apply(k): v for k, v in original.items() if KEYMAP.apply(k) is not None}
     assert set(mapped) == set(ours.state_dict())
     assert all(torch.equal(mapped[k], v) for k, v in ours.state_dict().items())
+
+
+def test_bare_key_names_of_a_vae_only_file():
+    """2.5's per-component vae/ files spell the same keys without "vae." (ltx-core strips either)."""
+    _, ours = make_pair("2.3")
+    bare = {k[len("vae."):]: v for k, v in original_state_dict(ours).items()}
+    mapped = {KEYMAP_VAE_FILE.apply(k): v for k, v in bare.items() if KEYMAP_VAE_FILE.apply(k) is not None}
+    assert set(mapped) == set(ours.state_dict())
+    assert all(torch.equal(mapped[k], v) for k, v in ours.state_dict().items())
+    assert KEYMAP_VAE_FILE.apply("per_channel_statistics.channel") is None
 
 
 @pytest.mark.parametrize("name", NAMES)
