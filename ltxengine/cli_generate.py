@@ -352,7 +352,20 @@ def run(args) -> int:
                 executor=args.executor, offload=tuple(args.offload))
         except ValueError as e:
             raise UsageError(flag_message(str(e))) from e
+        _load_loras(engine, args.loras or ())
         return _generate(engine, args, call)
+
+
+def _load_loras(engine, loras) -> None:
+    """``--lora PATH [STRENGTH]`` ...: each loaded as an adapter, all active with their strengths."""
+    names = []
+    for i, (path, strength) in enumerate(loras):
+        try:
+            names.append(engine.load_lora_weights(path, adapter_name=f"lora_{i}"))
+        except ValueError as e:
+            raise UsageError(f"--lora {str(path)!r}: {e}") from e
+    if names:
+        engine.set_adapters(names, [strength for _, strength in loras])
 
 
 def _show_warning(message, category, *_) -> None:

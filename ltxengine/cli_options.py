@@ -177,6 +177,15 @@ class LoraAction(argparse.Action):
         setattr(namespace, self.dest, (Path(values[0]).expanduser(), strength))
 
 
+class LorasAction(LoraAction):
+    """``--lora PATH [STRENGTH]``, repeatable (ltx-pipelines' ``--lora``): a list of (path, strength)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = list(getattr(namespace, self.dest) or [])
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, self.dest, before + [getattr(namespace, self.dest)])
+
+
 # -- the parser ---------------------------------------------------------------------------------------
 
 PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage")  # LTX-2's recipes (a test keeps them equal)
@@ -203,6 +212,10 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     src.add_argument("--distilled-lora", nargs="+", action=LoraAction, metavar=("PATH", "STRENGTH"),
                      help="LTX-2: the distilled LoRA fused for stage 2 of the two-stage pipelines, and its strength "
                           "(default strength: 1.0)")
+
+    src.add_argument("--lora", dest="loras", nargs="+", action=LorasAction, metavar=("PATH", "STRENGTH"),
+                     help="a LoRA (diffusers/PEFT or Lightricks/ComfyUI .safetensors) fused for the whole generation, "
+                          "and its strength (default 1.0); repeatable. LTX-2's stage 2 adds the distilled LoRA to them")
 
     what = gen.add_argument_group("what to generate")
     what.add_argument("--prompt", required=True, help="what the video shows (and, for LTX-2, sounds like)")

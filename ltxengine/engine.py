@@ -30,6 +30,7 @@ from .checks import MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SID
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
+from .adapters import Adapters
 from .executor.residency import Residency
 from .loading.sources import resolve_source
 from .ops import FUSED, get_ops, with_fp8_attention
@@ -100,6 +101,9 @@ class Engine:
         "none" calls the model directly) and where offloadable components live between uses."""
         _check_runtime_options(executor, offload)
         self._lock = threading.Lock()
+        self._lora = None  # the LoraSet, made on first use (lora_manager)
+        self.fp8_lora = getattr(self, "fp8_lora", "branch")
+        self.adapters = Adapters(self.lora_manager)
         self.executor = None if executor == "none" else GraphExecutor(self.device, executor)
         self.residency = Residency(self.device, offload, self.OFFLOADABLE)
         self._weights_version = 0
@@ -136,6 +140,47 @@ class Engine:
         drops the graphs captured under another)."""
         if self.executor is not None:
             self.executor.set_state(self.graph_state())
+
+    # ---- LoRA adapters (diffusers' names; see adapters.py) -------------------------------------------
+    def load_lora_weights(self, path_or_state_dict, adapter_name: str | None = None) -> str:
+        """Load a LoRA (a .safetensors path or a state dict, diffusers/PEFT or Lightricks/ComfyUI
+        layout) as ``adapter_name`` (default "default_<i>"); it is checked against the model and
+        becomes active at weight 1.0 alongside the active ones. -> the adapter's name."""
+        with self._lock:
+            return self.adapters.load(path_or_state_dict, adapter_name)
+
+    def set_adapters(self, adapter_names, adapter_weights=None) -> None:
+        """Make exactly these loaded adapters active, with these weights (one for all, or one each)."""
+        with self._lock:
+            self.adapters.set(adapter_names, adapter_weights)
+
+    def get_active_adapters(self) -> list[str]:
+        return self.adapters.get_active()
+
+    def delete_adapters(self, adapter_names) -> None:
+        with self._lock:
+            self.adapters.delete(adapter_names)
+
+    def unload_lora_weights(self) -> None:
+        """Remove every adapter: the weights are bit-exact the checkpoint's again."""
+        with self._lock:
+            self.adapters.unload()
+
+    def lora_manager(self):
+        """The LoraSet that fuses LoRAs into the modules of ``_lora_modules`` (made on first use)."""
+        if self._lora is None:
+            from .loading.lora import LoraSet
+            self._lora = LoraSet(self._lora_modules(), fp8_lora=self.fp8_lora)
+        return self._lora
+
+    def _lora_modules(self) -> dict:
+        """The modules LoRAs may touch, by the component names of LoRA files."""
+        return {"transformer": self.transformer}
+
+    @property
+    def graph_variant(self) -> tuple:
+        """What captured graphs depend on besides ``graph_state``: the fp8 LoRA branches active now."""
+        return self._lora.graph_variant if self._lora is not None else ()
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -214,7 +259,8 @@ class Engine:
         memory checked before any work."""
         with self._lock, torch.inference_mode():
             self._check_memory(request)
-            return self._generate(request)
+            with self.adapters.for_call(request.loras):
+                return self._generate(request)
 
     def plan(self, prompt: str = "", negative_prompt: str | None = None, **kwargs) -> MemoryPlan:
         """The memory plan of ``generate(prompt, negative_prompt, **kwargs)`` without running it:

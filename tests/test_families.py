@@ -37,8 +37,6 @@ def test_from_pretrained_hands_each_checkpoint_to_its_family(tmp_path):
         Engine.from_pretrained(ltx2, device="cpu", dtype=torch.float32, scheduler_config={})
     with pytest.raises(ValueError, match=r"distilled_lora: only LTX-2 engines take a stage-2 LoRA"):
         Engine.from_pretrained(ltxv, device="cpu", dtype=torch.float32, distilled_lora="x.safetensors")
-    with pytest.raises(ValueError, match=r"fp8_lora: only LTX-2 engines load LoRAs"):
-        Engine.from_pretrained(ltxv, device="cpu", dtype=torch.float32, fp8_lora="merge")
 
 
 def test_a_new_family_registers_by_subclassing(tmp_path, monkeypatch):

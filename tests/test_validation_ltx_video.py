@@ -253,7 +253,7 @@ BASE_ARGS = dict(height=512, width=704, num_frames=161, frame_rate=25, num_infer
                  guidance_rescale=0.0, timesteps=None, sigmas=None, decode_timestep=0.0, decode_noise_scale=None,
                  seed=None, generator=None, latents=None, callback=None, denoise_strength=1.0,
                  image_cond_noise_scale=0.15, max_sequence_length=None, two_stage=None, pipeline=None,
-                 vae_tiling=None, output=None)
+                 vae_tiling=None, output=None, loras=None)
 
 
 def test_upper_bounds_themselves_are_accepted(engine):

@@ -61,8 +61,6 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         self.dtype = dtype
         self.source = source
         self.model_version = getattr(checkpoint, "model_version", None)
-        self._lora = None
-        self.fp8_lora = "branch"
         self._setup_runtime(executor, offload)
         cfg = self.transformer.config
         if self.vae.config.latent_channels != cfg.in_channels:
@@ -105,18 +103,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
             engine.lora_manager().check(lora)  # a LoRA for another model fails at load, not in stage 2
         return engine
 
-    def lora_manager(self):
-        """The LoraSet that fuses LoRAs into the transformer and connectors (made on first use)."""
-        if self._lora is None:
-            from ..loading.lora import LoraSet
-            self._lora = LoraSet({"transformer": self.transformer, "connectors": self.connectors},
-                                 fp8_lora=self.fp8_lora)
-        return self._lora
-
-    @property
-    def graph_variant(self) -> tuple:
-        """What captured graphs depend on besides ``graph_state``: the LoRA fused now, if any."""
-        return self._lora.graph_variant if self._lora is not None else ()
+    def _lora_modules(self) -> dict:
+        return {"transformer": self.transformer, "connectors": self.connectors}
 
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
@@ -134,7 +122,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  decode_timestep: float | None = None, decode_noise_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, callback: Callable | None = None,
                  max_sequence_length: int = 1024, guidance_batch: int | None = None, vae_tiling=None,
-                 output=None):
+                 output=None, loras: dict[str, float] | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' LTX-2.0
@@ -161,6 +149,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         A non-finite value (nan/inf) in the latents or the decoded video or audio raises
         FloatingPointError naming the stage ("denoise", "refine" or "decode").
         output: an mp4 path written (video + audio) while the VAE decodes, as in Engine.generate.
+        loras: {adapter name: strength} of loaded adapters for this call only (None: the active
+        adapters; {}: none); both stages use them, stage 2 with the distilled LoRA added.
         Every argument is checked before any model work.
         """
         return self._run(self._request(locals()))

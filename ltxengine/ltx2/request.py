@@ -96,6 +96,7 @@ class LTX2Request:
     guidance_batch: int | None
     vae_tiling: TilingConfig | None
     output: Any
+    loras: tuple[tuple[str, float], ...] | None
     images: tuple
     audio_frames: int
 
@@ -109,6 +110,7 @@ class LTX2Request:
 def build_request(engine, args: dict[str, Any]) -> LTX2Request:
     """``generate``'s arguments (its locals) -> the checked request, or ValueError naming the argument."""
     a = _checked(engine, args)
+    a["loras"] = engine.adapters.check_call(a["loras"])
     if a["sigmas"] is not None:
         a["sigmas"] = tuple(a["sigmas"])
     return LTX2Request(**{f.name: a[f.name] for f in fields(LTX2Request)})

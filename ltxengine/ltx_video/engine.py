@@ -73,9 +73,6 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
         if distilled_lora is not None:
             raise ValueError("distilled_lora: only LTX-2 engines take a stage-2 LoRA, this is an LTX-Video "
                              "checkpoint")
-        if fp8_lora != "branch":
-            raise ValueError(f"fp8_lora: only LTX-2 engines load LoRAs, this is an LTX-Video checkpoint (got "
-                             f"{fp8_lora!r})")
         ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         if path.is_dir():
             te_root = path if text_encoder is None else text_encoder
@@ -92,8 +89,15 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
         te = text_encoder if isinstance(text_encoder, T5TextEncoder) else _load_t5(te_root, te_device, dtype)
         ups = load_latent_upsampler(up, device=device, dtype=dtype, ops=ops, family="ltx-video") if up is not None \
             else None
-        return cls(ckpt.transformer, ckpt.vae, te, latent_upsampler=ups, scheduler_config=sched, device=device,
-                   dtype=dtype, source=str(path), executor=executor, offload=offload)
+        engine = cls(ckpt.transformer, ckpt.vae, te, latent_upsampler=ups, scheduler_config=sched, device=device,
+                     dtype=dtype, source=str(path), executor=executor, offload=offload)
+        engine.fp8_lora = fp8_lora
+        return engine
+
+    def graph_state(self) -> tuple:
+        # the LTX-Video step keys its graphs on shapes only: fp8 LoRA branches (forward hooks) are
+        # part of the state, so a changed set re-captures once
+        return super().graph_state() + (self.graph_variant,)
 
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
@@ -107,7 +111,8 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
                  denoise_strength: float = 1.0, image_cond_noise_scale: float = 0.15,
                  max_sequence_length: int | None = None, two_stage: TwoStage | bool | None = None,
                  pipeline: str | None = None, vae_tiling: TilingConfig | None = None,
-                 output: str | os.PathLike | None = None) -> GenerationResult:
+                 output: str | os.PathLike | None = None,
+                 loras: dict[str, float] | None = None) -> GenerationResult:
         """Generate one video. See the module docstring for which diffusers pipeline a call follows.
 
         callback(stage, step, total, timestep=..., latents=...) runs after every denoising step
@@ -118,6 +123,8 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
         output: an mp4 path the frames are written to as the VAE decodes them (temporal tiles with
         ``vae_tiling``), so device memory does not grow with the clip; the file appears only when
         complete (the result also holds the frames).
+        loras: {adapter name: strength} of loaded adapters for this call only (None: the active
+        adapters, see ``load_lora_weights`` / ``set_adapters``; {}: none).
         """
         return self._run(self._request(locals()))
 

@@ -116,6 +116,7 @@ class LTXVideoRequest:
     pipeline: str
     vae_tiling: TilingConfig | None
     output: Any
+    loras: tuple[tuple[str, float], ...] | None
     stage1_size: tuple[int, int]
     stage1_pixels: tuple
 
@@ -135,6 +136,7 @@ class LTXVideoRequest:
 def build_request(engine, args: dict[str, Any]) -> LTXVideoRequest:
     """``generate``'s arguments (its locals) -> the checked request, or ValueError naming the argument."""
     a = _checked(engine, args)
+    a["loras"] = engine.adapters.check_call(a["loras"])
     a.update({k: tuple(a[k]) for k in ("timesteps", "sigmas") if a[k] is not None})
     return LTXVideoRequest(**{f.name: a[f.name] for f in fields(LTXVideoRequest)})
 

@@ -429,3 +429,50 @@ def test_sigterm_while_writing_removes_the_partial_file_and_exits_143(folders, t
     assert proc.returncode == 143, err
     assert "ltxengine generate: interrupted by SIGTERM" in err
     assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)
+
+
+def test_lora_flags_fuse_the_same_adapters_as_the_api(folders, tmp_path, monkeypatch, capsys):
+    """--lora PATH [STRENGTH] (repeatable) loads each file as an adapter and activates all of them
+    with their strengths: the encoder gets the same frames as load_lora_weights + set_adapters."""
+    from safetensors.torch import save_file
+
+    from ..loading.lora_fixtures import random_lora
+    engine = Engine.from_pretrained(folders["ltx-video"], device="cpu", dtype=torch.float32)
+    paths = []
+    for seed, layout in ((1, "diffusers"), (2, "lightricks")):
+        prefix = "transformer." if layout == "diffusers" else "diffusion_model."
+        sd = random_lora(engine.transformer, rename=str, seed=seed, exact=True, prefix=prefix,
+                         modules=["transformer_blocks.0.attn1.to_q", "transformer_blocks.1.ff.net.2"])
+        paths.append(tmp_path / f"{layout}.safetensors")
+        save_file(sd, str(paths[-1]))
+    size = ["--height", "64", "--width", "96", "--num-frames", "9", "--steps", "2", "--seed", "3", "--dtype", "fp32",
+            "--quiet"]
+    encoded = record_encoded_frames(monkeypatch)
+    code, _, err = _cli(["generate", "--model", folders["ltx-video"], "--prompt", "a red car", "--output",
+                         tmp_path / "cli.mp4", "--lora", paths[0], "--lora", paths[1], "0.5", *size], capsys)
+    assert code == 0, err
+    cli_frames = np.stack(encoded)
+    encoded.clear()
+    engine.load_lora_weights(paths[0], adapter_name="a")
+    engine.load_lora_weights(paths[1], adapter_name="b")
+    engine.set_adapters(["a", "b"], [1.0, 0.5])
+    api = dict(height=64, width=96, num_frames=9, num_inference_steps=2, seed=3, decode_timestep=0.05,
+               decode_noise_scale=0.025)  # the command's LTX-Video decode defaults
+    engine.generate("a red car", output=tmp_path / "api.mp4", **api)
+    assert np.array_equal(cli_frames, np.stack(encoded))
+    encoded.clear()
+    engine.unload_lora_weights()
+    engine.generate("a red car", output=tmp_path / "plain.mp4", **api)
+    assert not np.array_equal(cli_frames, np.stack(encoded))  # the LoRAs changed the video
+
+
+def test_a_lora_for_another_model_is_a_usage_error_naming_the_flag(folders, tmp_path, capsys):
+    from safetensors.torch import save_file
+    bad = tmp_path / "other.safetensors"
+    save_file({"transformer.no_such_layer.lora_A.weight": torch.ones(2, 8),
+               "transformer.no_such_layer.lora_B.weight": torch.ones(8, 2)}, str(bad))
+    out = tmp_path / "never.mp4"
+    code, _, err = _cli(["generate", "--model", folders["ltx-video"], "--prompt", "x", "--output", out, "--lora", bad,
+                         "--height", "64", "--width", "96", "--num-frames", "9", "--steps", "2", "--quiet"], capsys)
+    assert code == 2 and "--lora" in err and "match no linear layer of the model" in err, err
+    assert not out.exists()

@@ -43,20 +43,22 @@ def run(engine, a, gen, seed: int) -> StageOutput:
 
 
 class _stage2_weights:
-    """The distilled LoRA fused for stage 2 only (the base weights are restored afterwards, also
-    when stage 2 fails)."""
+    """The distilled LoRA added to the LoRAs fused now (the user's: ltx-pipelines' stage 2 adds it
+    to its ``loras`` list) for stage 2 only; afterwards, also when stage 2 fails, the set fused
+    before is fused again."""
 
     def __init__(self, engine, two):
         self.engine, self.two = engine, two
+        self.on = engine.distilled_lora is not None and two.lora_strength != 0
 
     def __enter__(self):
-        e = self.engine
-        if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e.lora_manager().apply([(e.distilled_lora, self.two.lora_strength)])
+        if self.on:
+            lora_set = self.engine.lora_manager()
+            self.before = list(lora_set.active)
+            lora_set.apply(self.before + [(self.engine.distilled_lora, self.two.lora_strength)])
 
     def __exit__(self, *exc):
-        e = self.engine
-        if e.distilled_lora is not None and self.two.lora_strength != 0:
-            e.lora_manager().clear()
+        if self.on:
+            self.engine.lora_manager().apply(self.before)
         return False
 
