@@ -179,7 +179,7 @@ class LTX2VideoVAEConfig:
 
 
 VAE_LTX2 = LTX2VideoVAEConfig()  # LTX-2.0 as diffusers converts it (timestep_conditioning False)
-# LTX-2.3 (and 2.5's conv VAE, whose header is byte-identical): the last encoder block keeps 1024 channels
+# LTX-2.3 (and 2.5's conv VAE: byte-identical block lists): the last encoder block keeps 1024 channels
 # and the decoder has four up blocks (upsample_type in decoding order: 2x2x2 halving, 2x2x2 keeping the
 # width, time, space), none residual, zero-padded. As the checkpoint header states it (no decoder
 # timestep conditioning) and diffusers' converter writes it (scripts/convert_ltx2_to_diffusers.py "2.3").
