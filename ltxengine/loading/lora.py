@@ -260,6 +260,8 @@ def _make_pair(slot, component: str, peft_alpha: float | None, name: str) -> Lor
         if t.ndim != 2 or not t.is_floating_point() or 0 in t.shape:
             raise LoraError(f"lora {name!r}: tensor {key!r} must be a non-empty 2-D floating tensor, got shape "
                             f"{tuple(t.shape)} {t.dtype}")
+        if not torch.isfinite(t).all():  # nan / inf would spread through every weight it touches
+            raise LoraError(f"lora {name!r}: tensor {key!r} holds non-finite values (nan or inf)")
     rank = a.shape[0]
     if b.shape[1] != rank:
         raise LoraError(f"lora {name!r}: tensor {key_b!r} has shape {tuple(b.shape)}, expected ({b.shape[0]}, "
@@ -269,6 +271,8 @@ def _make_pair(slot, component: str, peft_alpha: float | None, name: str) -> Lor
         key_alpha, alpha = slot["alpha"]
         if alpha.numel() != 1:
             raise LoraError(f"lora {name!r}: tensor {key_alpha!r} must be a scalar, got shape {tuple(alpha.shape)}")
+        if not math.isfinite(float(alpha)) or float(alpha) == 0:
+            raise LoraError(f"lora {name!r}: tensor {key_alpha!r} must be a finite, non-zero alpha, got {float(alpha)}")
         if peft_alpha is not None:
             raise LoraError(f"lora {name!r}: {key_alpha!r} and the header's {component}.lora_alpha both give an "
                             "alpha; keep one")
