@@ -335,6 +335,30 @@ def test_original_layout_keys_and_header(name):
     assert transformer_config(section, "ckpt") == dataclasses.replace(cfg, causal_offset=1)
 
 
+@pytest.mark.parametrize("name", ["v23", "v25"])
+def test_single_file_and_folder_load_identical_weights(name, tmp_path):
+    """A transformer-only bundle in Lightricks' layout (original names, header section) and the diffusers
+    folder of the same weights load strictly to equal tensors."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ltxengine.loading.ltx2 import load_ltx2, load_ltx2_component
+
+    ref, ours, cfg = _pair(name)
+    tensors = {"model.diffusion_model." + to_original(k): v.contiguous() for k, v in ours.state_dict().items()}
+    meta = {"config": json.dumps({"transformer": original_section(cfg)}), "model_version": "2.3.0"}
+    save_file(tensors, str(tmp_path / "dit.safetensors"), metadata=meta)
+    bundle = load_ltx2(tmp_path / "dit.safetensors", device="cpu", dtype=torch.float32,
+                       components=("transformer",)).transformer
+    ref.save_pretrained(tmp_path / "folder")
+    folder = load_ltx2_component(tmp_path / "folder", "transformer", device="cpu", dtype=torch.float32)
+    assert bundle.config == dataclasses.replace(folder.config, causal_offset=1) == dataclasses.replace(cfg,
+                                                                                                       causal_offset=1)
+    a, b = bundle.state_dict(), folder.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_original_header_of_a_22b_release():
     from ltxengine.loading.ltx2_transformer import transformer_config
 
