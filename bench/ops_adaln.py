@@ -1,4 +1,4 @@
-"""Benchmark the modulation ops: ada_norm (RMS / LayerNorm, then x (1 + scale) + shift) and gated_residual.
+"""Benchmark the modulation ops: ada_norm (RMS / LayerNorm, then x (1 + scale) + shift), gated_residual, head_gate.
 
     python bench/ops_adaln.py [--shapes NAME,...] [--reps N] [--out DIR] [--smoke]
 
@@ -10,6 +10,7 @@ Variants (the "op" of a record):
   ada_norm/layer/per-sample   final LayerNorm with (B, 1, D) shift/scale
   gated_residual/per-sample   x + gate * y, gate (B, 1, D)
   gated_residual/per-token    x + gate * y, gate (B, N, D)
+  head_gate/32-heads          LTX-2.3+ gated attention: head h of x (B, N, D) times 2 sigmoid(logits (B, N, 32))
 
 Implementations: torch (the fp32 reference, eager), torch.compile(reference), triton, cuda.
 Bytes moved: every input read once (bf16) and the output written once (bf16).
@@ -39,7 +40,9 @@ VARIANTS = {
     "ada_norm/layer/per-sample": ("ada_norm", "layer", "sample"),
     "gated_residual/per-sample": ("gated_residual", None, "sample"),
     "gated_residual/per-token": ("gated_residual", None, "token"),
+    "head_gate/32-heads": ("head_gate", None, "token"),
 }
+HEADS = 32  # every LTX-2 stream (video 32 x 128, audio 32 x 64)
 
 
 def make_inputs(variant: str, stream: common.Stream, batch: int, device: torch.device) -> dict:
@@ -54,6 +57,8 @@ def make_inputs(variant: str, stream: common.Stream, batch: int, device: torch.d
 
     if op == "ada_norm":
         return {"x": rand(shape), "shift": rand(mod_shape, 0.5), "scale": rand(mod_shape, 0.5)}
+    if op == "head_gate":
+        return {"x": rand(shape), "logits": rand((batch, stream.tokens, HEADS))}
     return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5)}
 
 
@@ -61,6 +66,8 @@ def call(variant: str, inp: dict):
     op, kind, _ = VARIANTS[variant]
     if op == "ada_norm":
         return lambda fn: fn(inp["x"], inp["shift"], inp["scale"], EPS, kind)
+    if op == "head_gate":
+        return lambda fn: fn(inp["x"], inp["logits"])
     return lambda fn: fn(inp["x"], inp["y"], inp["gate"])
 
 

@@ -33,6 +33,7 @@ from .attention_fp8 import ATTENTION_FP8
 from .causal_conv3d import CAUSAL_CONV3D
 from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
+from .head_gate import HEAD_GATE
 from .qk_norm_rope import QK_NORM_ROPE
 from .quantize_fp8 import QUANTIZE_FP8
 from .scaled_mm import SCALED_MM
@@ -46,9 +47,7 @@ class Ops:
     qk_norm_rope: Callable = reference.qk_norm_rope
     ada_norm: Callable = reference.ada_norm
     gated_residual: Callable = reference.gated_residual
-    # LTX-2.3+ per-head attention output gate; a fusable epilogue of attention / prologue of to_out,
-    # no kernel of its own yet (every backend uses the reference)
-    head_gate: Callable = reference.head_gate
+    head_gate: Callable = reference.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
     attention: Callable = reference.attention
     causal_conv3d: Callable = reference.causal_conv3d
@@ -67,7 +66,8 @@ TORCH_OPS = Ops(name="torch")
 
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
-FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8)
+FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
+             HEAD_GATE)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 
