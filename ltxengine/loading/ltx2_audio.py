@@ -2,8 +2,10 @@
 
 Tensors live under ``audio_vae.`` and ``vocoder.``. The audio VAE's module names already equal
 ours (diffusers kept ltx-core's ``encoder.down.{l}.block.{j}.conv1.conv`` ...); only the latent
-statistics are renamed. The vocoder uses HiFi-GAN names (``conv_pre``, ``ups``, ``resblocks``,
-``conv_post``), renamed as diffusers' conversion script does.
+statistics are renamed. The vocoder uses HiFi-GAN / BigVGAN names (``conv_pre``, ``ups``, ``resblocks``,
+``act_post``, ``downsample.lowpass``, ``conv_post``), renamed as diffusers' conversion script does;
+the LTX-2.3 vocoder with bandwidth extension nests them under ``vocoder.vocoder.`` and
+``vocoder.bwe_generator.`` beside ``vocoder.mel_stft.*``, which keep their names.
 
 The header's ``audio_vae`` and ``vocoder`` sections are read the way ltx-core 1.0.0's
 configurators read them (``ltx_core/model/audio_vae/model_configurator.py``), with their defaults
@@ -14,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ConfigError, check_value, parse_config
+from ..config import ConfigError, check_value, parse_config, same_value
 from ..models.audio_vae import N_FFT, AudioVAEConfig
-from ..models.vocoder import VocoderConfig
+from ..models.vocoder import VocoderConfig, VocoderWithBWEConfig
 from .keymaps import KeyMap
 
 __all__ = ["AUDIO_VAE_KEYMAP", "VOCODER_KEYMAP", "audio_vae_config_from_original", "vocoder_config_from_original"]
@@ -32,8 +34,9 @@ AUDIO_VAE_KEYMAP = KeyMap(
 
 VOCODER_KEYMAP = KeyMap(
     prefix="vocoder.",
+    # "ups." cannot hit "upsample." (BigVGAN's filter modules): the dot follows "ups" only in "ups.{i}".
     renames=(("conv_pre", "conv_in"), ("ups.", "upsamplers."), ("resblocks.", "resnets."),
-             ("conv_post", "conv_out")),
+             ("conv_post", "conv_out"), ("act_post", "act_out"), ("downsample.lowpass", "downsample")),
 )
 
 # ddconfig keys ltx-core reads (-> its default when absent), and keys it ignores.
@@ -126,23 +129,22 @@ _VOCODER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def vocoder_config_from_original(section: dict, source: str) -> VocoderConfig:
-    """The header's ``vocoder`` section -> VocoderConfig (LTX-2.0 HiFi-GAN vocoder only).
+def vocoder_config_from_original(section: dict, source: str) -> VocoderConfig | VocoderWithBWEConfig:
+    """The header's ``vocoder`` section -> VocoderConfig (LTX-2.0), or VocoderWithBWEConfig when it
+    nests ``vocoder`` + ``bwe`` sections (LTX-2.3/2.5, see ``_bwe_config_from_original``).
 
-    ltx-core requires ``resblock == "1"`` and ``stereo == true`` to be present; a nested
-    ``vocoder`` + ``bwe`` section is the LTX-2.3 BigVGAN vocoder with bandwidth extension, refused.
-    The network is fixed at 128 input channels (2 x 64 mel bins) and 2 outputs, LeakyReLU 0.1."""
+    For 2.0 ltx-core requires ``resblock == "1"`` and ``stereo == true`` to be present. The
+    network is fixed at 128 input channels (2 x 64 mel bins) and 2 outputs, LeakyReLU 0.1."""
     src = f"{source} [vocoder]"
     if "bwe" in section:
-        raise ConfigError(f"{src}: the LTX-2.3 vocoder with bandwidth extension (sections 'vocoder' + 'bwe', "
-                          "BigVGAN-v2 blocks, 48 kHz) is not supported; only the LTX-2.0 vocoder is")
+        return _bwe_config_from_original(section, src)
     for key, value in section.items():
         if key not in _VOCODER_DEFAULTS:
             raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
     get = {k: section.get(k, v) for k, v in _VOCODER_DEFAULTS.items()}
     if get["resblock"] != "1":
-        raise ConfigError(f"{src}: config option 'resblock' must be '1' (HiFi-GAN ResBlock1; 'AMP1' is the LTX-2.3 "
-                          f"BigVGAN block, not supported), got {get['resblock']!r}")
+        raise ConfigError(f"{src}: config option 'resblock' must be '1' (HiFi-GAN ResBlock1; the LTX-2.3 BigVGAN "
+                          f"block 'AMP1' belongs in nested 'vocoder' + 'bwe' sections), got {get['resblock']!r}")
     if get["stereo"] is not True:
         raise ConfigError(f"{src}: config option 'stereo' must be true, got {get['stereo']!r}")
     tanh = check_value(get["use_tanh_at_final"], bool, src, "use_tanh_at_final")
@@ -158,3 +160,74 @@ def vocoder_config_from_original(section: dict, source: str) -> VocoderConfig:
         hidden_channels="upsample_initial_channel", upsample_kernel_sizes="upsample_kernel_sizes",
         upsample_factors="upsample_rates", resnet_kernel_sizes="resblock_kernel_sizes",
         resnet_dilations="resblock_dilation_sizes", final_bias="use_bias_at_final"))
+
+
+# The BWE section's keys beyond a generator's: ltx-core indexes these (no defaults) ...
+_BWE_REQUIRED = ("input_sampling_rate", "output_sampling_rate", "hop_length", "n_fft", "num_mels")
+# ... and ignores these (the STFT window is always n_fft long, the generator never gets a final
+# activation), so only the values it behaves as are accepted.
+_BWE_FIXED = ("win_size", "apply_final_activation")
+
+
+def _bwe_config_from_original(section: dict, src: str) -> VocoderWithBWEConfig:
+    """Nested ``vocoder`` (BigVGAN-v2 stage 1) + ``bwe`` sections -> VocoderWithBWEConfig, read as
+    ltx-core's VocoderConfigurator does: both generators are "AMP1" + "snakebeta" + stereo; stage 1
+    gets the final activation (tanh, or a clamp with use_tanh_at_final false) and the rate
+    bwe.input_sampling_rate (its own output_sampling_rate is ignored); the BWE generator gets
+    none; the mel front end is STFT n_fft / hop_length with num_mels bands, 128 = 2 x 64 inputs."""
+    for key, value in section.items():
+        if key not in ("vocoder", "bwe"):
+            raise ConfigError(f"{src}: unknown config option {key!r} = {value!r} (beside 'vocoder' and 'bwe')")
+    stage1 = _amp_generator(_section(section, "vocoder", src), f"{src} [vocoder]", ())
+    bwe_section = _section(section, "bwe", src)
+    bwe = _amp_generator(bwe_section, f"{src} [bwe]", _BWE_REQUIRED + _BWE_FIXED)
+    missing = [k for k in _BWE_REQUIRED if k not in bwe_section]
+    if missing:
+        raise ConfigError(f"{src} [bwe]: config options {missing} are required (ltx-core has no defaults)")
+    n_fft, num_mels = bwe_section["n_fft"], bwe_section["num_mels"]
+    if not same_value(bwe_section.get("win_size", n_fft), n_fft):
+        raise ConfigError(f"{src} [bwe]: config option 'win_size' must equal n_fft ({n_fft!r}; ltx-core's STFT "
+                          f"window is n_fft long), got {bwe_section['win_size']!r}")
+    if not same_value(bwe_section.get("apply_final_activation", False), False):
+        raise ConfigError(f"{src} [bwe]: config option 'apply_final_activation' must be false (ltx-core never "
+                          f"applies one to the BWE generator), got {bwe_section['apply_final_activation']!r}")
+    if not same_value(num_mels, 64):
+        raise ConfigError(f"{src} [bwe]: config option 'num_mels' must be 64 (ltx-core's generators take "
+                          f"2 x 64 = 128 input channels), got {num_mels!r}")
+    fields = {**stage1, **{"bwe_" + k: v for k, v in bwe.items()}}
+    fields.update(final_act_fn="tanh" if fields.pop("tanh") else "clamp", bwe_final_act_fn=None,
+                  filter_length=n_fft, hop_length=bwe_section["hop_length"], window_length=n_fft,
+                  num_mel_channels=num_mels, input_sampling_rate=bwe_section["input_sampling_rate"],
+                  output_sampling_rate=bwe_section["output_sampling_rate"])
+    del fields["bwe_tanh"]
+    names = {ours: "vocoder." + theirs for ours, theirs in _GENERATOR_NAMES.items()}
+    names.update({"bwe_" + ours: "bwe." + theirs for ours, theirs in _GENERATOR_NAMES.items()})
+    names.update(filter_length="bwe.n_fft", hop_length="bwe.hop_length", window_length="bwe.n_fft",
+                 num_mel_channels="bwe.num_mels", input_sampling_rate="bwe.input_sampling_rate",
+                 output_sampling_rate="bwe.output_sampling_rate")
+    return parse_config(VocoderWithBWEConfig, fields, src, names=names)
+
+
+# VocoderConfig field -> the generator section's key it comes from (for messages)
+_GENERATOR_NAMES = {"hidden_channels": "upsample_initial_channel", "upsample_kernel_sizes": "upsample_kernel_sizes",
+                    "upsample_factors": "upsample_rates", "resnet_kernel_sizes": "resblock_kernel_sizes",
+                    "resnet_dilations": "resblock_dilation_sizes", "final_bias": "use_bias_at_final"}
+
+
+def _amp_generator(sub: dict, src: str, extra: tuple[str, ...]) -> dict:
+    """One nested BigVGAN-v2 generator section -> VocoderConfig fields (+ ``tanh``), with ltx-core's
+    defaults for absent keys and its required values."""
+    for key, value in sub.items():
+        if key not in _VOCODER_DEFAULTS and key not in extra:
+            raise ConfigError(f"{src}: unknown config option {key!r} = {value!r}")
+    get = {k: sub.get(k, v) for k, v in _VOCODER_DEFAULTS.items()}
+    for key, want in (("resblock", "AMP1"), ("stereo", True), ("activation", "snakebeta")):
+        if not same_value(get[key], want) or key not in sub:
+            raise ConfigError(f"{src}: config option {key!r} must be {want!r} (ltx-core's vocoder with bandwidth "
+                              f"extension), got {sub.get(key)!r}")
+    return dict(in_channels=128, hidden_channels=get["upsample_initial_channel"], out_channels=2,
+                upsample_kernel_sizes=get["upsample_kernel_sizes"], upsample_factors=get["upsample_rates"],
+                resnet_kernel_sizes=get["resblock_kernel_sizes"], resnet_dilations=get["resblock_dilation_sizes"],
+                act_fn="snakebeta", antialias=True, antialias_ratio=2, antialias_kernel_size=12,
+                final_bias=get["use_bias_at_final"],
+                tanh=check_value(get["use_tanh_at_final"], bool, src, "use_tanh_at_final"))

@@ -7,6 +7,7 @@ import torch
 from ltxengine.config import ConfigError, parse_config
 from ltxengine.loading.ltx2_audio import VOCODER_KEYMAP, vocoder_config_from_original
 from ltxengine.models.vocoder import Vocoder, VocoderConfig, vocoder_config_from_diffusers
+from ltxengine.models.vocoder import VocoderWithBWEConfig
 
 from ..helpers import assert_close_scaled, perturb_
 from ..oracles import ltx_core
@@ -94,6 +95,11 @@ def test_dtype_preserved():
         assert ours.to(torch.bfloat16)(_mel(16).bfloat16()).dtype == torch.bfloat16
 
 
+def test_bwe_config_needs_build_vocoder():
+    with pytest.raises(TypeError, match="build_vocoder"):
+        Vocoder(VocoderWithBWEConfig())
+
+
 def test_bad_inputs():
     _, ours = make_pair("release")
     with pytest.raises(ValueError, match="in_channels = 128"):
@@ -105,7 +111,9 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(act_fn="snakebeta"), "BigVGAN"), (dict(act_fn="snake"), "BigVGAN"), (dict(antialias=True), "antialias"),
+    (dict(act_fn="gelu"), "'act_fn' must be 'leaky_relu', 'snake' or 'snakebeta'"),
+    (dict(antialias=True), "'antialias' must be false with act_fn 'leaky_relu'"),
+    (dict(act_fn="snakebeta", antialias_kernel_size=0), "antialias_kernel_size"),
     (dict(final_act_fn="relu"), "final_act_fn"), (dict(upsample_kernel_sizes=(16, 15)), "upsample_kernel_sizes"),
     (dict(resnet_dilations=((1, 3, 5),)), "resnet_dilations"), (dict(hidden_channels=48), "hidden_channels"),
 ])
@@ -114,9 +122,13 @@ def test_refused_config(change, match):
         parse_config(VocoderConfig, change, "config.json")
 
 
-def test_diffusers_bwe_class_refused():
-    with pytest.raises(ConfigError, match="LTX2VocoderWithBWE"):
-        vocoder_config_from_diffusers({"_class_name": "LTX2VocoderWithBWE", "hidden_channels": 1536}, "vocoder")
+def test_diffusers_class_names():
+    """LTX2Vocoder -> VocoderConfig; LTX2VocoderWithBWE -> VocoderWithBWEConfig (see test_vocoder_bwe.py);
+    another class, or a BWE key in an LTX2Vocoder config, is refused."""
+    assert isinstance(vocoder_config_from_diffusers({"_class_name": "LTX2VocoderWithBWE"}, "vocoder"),
+                      VocoderWithBWEConfig)
+    with pytest.raises(ConfigError, match="_class_name must be 'LTX2Vocoder' or 'LTX2VocoderWithBWE'"):
+        vocoder_config_from_diffusers({"_class_name": "HifiGANVocoder"}, "vocoder")
     with pytest.raises(ConfigError, match="unknown config option 'bwe_hidden_channels'"):
         vocoder_config_from_diffusers({"bwe_hidden_channels": 512}, "vocoder")
     config = vocoder_config_from_diffusers({"_class_name": "LTX2Vocoder", "resnet_dilations": [[1, 3, 5]] * 3},
@@ -142,8 +154,8 @@ def test_header_defaults_follow_ltx_core():
 
 
 @pytest.mark.parametrize("section, match", [
-    ({"vocoder": {"resblock": "AMP1", "stereo": True}, "bwe": {"input_sampling_rate": 16000}}, "bandwidth extension"),
-    ({"resblock": "AMP1", "stereo": True, "activation": "snakebeta"}, "AMP1"),
+    ({"vocoder": {"resblock": "AMP1", "stereo": True}, "bwe": {"input_sampling_rate": 16000}}, "'activation'"),
+    ({"resblock": "AMP1", "stereo": True, "activation": "snakebeta"}, "'AMP1' belongs in nested"),
     ({"stereo": True}, "'resblock' must be '1'"),
     ({"resblock": "1"}, "stereo"),
     ({"resblock": "1", "stereo": False}, "stereo"),
