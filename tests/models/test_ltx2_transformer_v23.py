@@ -204,16 +204,20 @@ def test_text_kv_depend_on_sigma_only_with_prompt_adaln(name, depends):
     assert (not torch.equal(k_hi, k_lo)) == depends
 
 
-def test_denoiser_steps_recompute_the_modulated_text():
-    """The LTX-2 Denoiser (the executor's step) on a 2.3 model: x0 per step equals diffusers' at that
-    sigma, with one TextContext for the whole generation."""
+@pytest.mark.parametrize("executor", [False, True])
+def test_denoiser_steps_recompute_the_modulated_text(executor):
+    """The LTX-2 Denoiser on a 2.3 model, called directly or through the static-graph executor (eager
+    mode: the data flow of a replay; the context is copied into the bucket once): x0 per step equals
+    diffusers' at that sigma, with one TextContext for the whole generation and one bucket for both steps."""
+    from ltxengine.executor.graphs import GraphExecutor
     from ltxengine.ltx2.denoise import Denoiser
 
     ref, ours, cfg = _pair("v23")
     x = inputs(cfg, batch=1)
     rope = ours.rope(ours.video_positions(1, F, H, W, FPS), ours.audio_positions(1, NA))
     ctx = ours.prepare_context(x["vtext"], x["atext"], x["mask"])
-    den = Denoiser(ours, ctx, None, rope, torch.ones(1, F * H * W, 1), torch.ones(1, NA, 1))
+    graphs = GraphExecutor("cpu", "eager") if executor else None
+    den = Denoiser(ours, ctx, None, rope, torch.ones(1, F * H * W, 1), torch.ones(1, NA, 1), executor=graphs)
     for step, sigma in enumerate((0.95, 0.5)):
         with torch.no_grad():
             x0v, x0a = den(x["video"], x["audio"], sigma, step)
@@ -221,6 +225,8 @@ def test_denoiser_steps_recompute_the_modulated_text():
         rv, ra = run_diffusers(ref, {**x, "sigma_v": s, "sigma_a": s, "vt": s})
         assert_close_scaled(x0v, x["video"] - rv * sigma, REL, f"step {step} video x0")
         assert_close_scaled(x0a, x["audio"] - ra * sigma, REL, f"step {step} audio x0")
+    if executor:
+        assert len(graphs.buckets) == 1
 
 
 # -- controls: each switch matters --------------------------------------------------------------
