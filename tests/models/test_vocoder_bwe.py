@@ -4,6 +4,7 @@ causal mel front end), the whole class, a diffusers folder and the single file's
 config loaded strictly, the released config on meta."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -220,6 +221,27 @@ def test_diffusers_folder_loads_strictly(tmp_path, monkeypatch):
     save_file(dict(tensors, **{"resampler.filter": torch.zeros(29)}), weights)
     with pytest.raises(CheckpointError, match="resampler.filter"):
         ltx2_loading.load_ltx2_component(tmp_path / "vocoder", "vocoder", device="cpu", dtype=torch.float32)
+
+
+def test_single_file_and_folder_load_identical_weights(tmp_path, monkeypatch):
+    """The same weights as an LTX-2.3-style single file (nested header section, ltx-core key names,
+    ``vocoder.`` prefix) through load_ltx2 and as a diffusers folder through load_ltx2_component:
+    identical state dicts, configs and outputs."""
+    _bwe_spec(monkeypatch)
+    ref, _ = make_bwe_pair("release")
+    ref.save_pretrained(tmp_path / "vocoder")
+    path = tmp_path / "ltx-2.3-vocoder.safetensors"
+    tensors = {k: v.contiguous() for k, v in bwe_to_original(ref.state_dict()).items()}
+    header = {"vocoder": release_bwe_section(vocoder=64, bwe=32)}
+    save_file(tensors, str(path), metadata={"config": json.dumps(header), "model_version": "2.3.0"})
+    single = ltx2_loading.load_ltx2(path, device="cpu", dtype=torch.float32, components=("vocoder",)).vocoder
+    folder = ltx2_loading.load_ltx2_component(tmp_path / "vocoder", "vocoder", device="cpu", dtype=torch.float32)
+    assert isinstance(single, VocoderWithBWE) and single.config == folder.config
+    a, b = single.state_dict(), folder.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    mel = _mel(single.config)
+    with torch.no_grad():
+        assert torch.equal(single(mel), folder(mel))
 
 
 def test_release_config_on_meta():
