@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..models.ltx2_transformer import Skip, TextContext
+from ..models.ltx2_transformer import Skip, TextContext, first_frame_keyframes
 from .samplers import LatentState
 
 __all__ = ["DISTILLED_SIGMAS", "STAGE2_SIGMAS", "DEFAULT_NEGATIVE_PROMPT", "GuidanceParams", "VIDEO_GUIDANCE",
@@ -179,6 +179,7 @@ class Denoiser:
     legacy_cross_timestep: bool = False
     executor: object = None  # a GraphExecutor running each batch's model call (None: called directly)
     graph_variant: tuple = ()  # what the model computes beyond its weights (LoraSet.graph_variant)
+    keyframes: torch.Tensor | None = None  # (1, Nv) marker for LTX-2.5's keyframe embedding (keyframe_marker)
     _last: tuple | None = field(default=None, repr=False)
     _rows: list | None = field(default=None, repr=False)
 
@@ -220,7 +221,8 @@ class Denoiser:
             temb = self.transformer.embed_timesteps(s, s, tv, ta, b, self._dtype, self.legacy_cross_timestep)
             tv_tok = tv[:1, :, None] if tv.ndim == 2 else s[:1]
             ta_tok = ta[:1, :, None] if ta.ndim == 2 else s[:1]
-            args = (xv, xa, s, tv, ta, temb, ctx, self.rope, tuple(skips), self.legacy_cross_timestep, tv_tok, ta_tok)
+            args = (xv, xa, s, tv, ta, temb, ctx, self.rope, tuple(skips), self.legacy_cross_timestep, tv_tok, ta_tok,
+                    self.keyframes)
             if self.executor is None:
                 x0v, x0a = _x0_step(self.transformer, *args)
             else:
@@ -245,13 +247,14 @@ class Denoiser:
         return x0v, x0a
 
 
-def _x0_step(transformer, xv, xa, s, tv, ta, temb, ctx, rope, skips, legacy: bool, tv_tok, ta_tok):
+def _x0_step(transformer, xv, xa, s, tv, ta, temb, ctx, rope, skips, legacy: bool, tv_tok, ta_tok, keyframes=None):
     """One batch of guidance passes: x0 = x - v * timestep per row (rows = passes), float32."""
     b = s.shape[0]
     dtype = ctx.video.dtype
+    extra = {} if keyframes is None else {"keyframes": keyframes}
     vv, va = transformer(xv.expand(b, -1, -1).to(dtype), xa.expand(b, -1, -1).to(dtype), video_sigma=s,
                          audio_sigma=s, video_timesteps=tv, audio_timesteps=ta, context=ctx, rope=rope,
-                         skip=list(skips), legacy_cross_timestep=legacy, temb=temb)
+                         skip=list(skips), legacy_cross_timestep=legacy, temb=temb, **extra)
     return xv - vv.float() * tv_tok, xa - va.float() * ta_tok
 
 
@@ -265,6 +268,16 @@ class KeyframeTokens:
     tokens: torch.Tensor
     positions: torch.Tensor
     strength: float
+
+
+def keyframe_marker(transformer, frames: int, height: int, width: int, appended: int, device=None):
+    """The (1, Nv) marker LTX-2.5's keyframe embedding reads (None for models without it): the first
+    latent frame's tokens, as Lightricks' reference marks every video state, and the appended
+    keyframe tokens (each encodes one pixel frame). diffusers' pipelines mark none."""
+    if not transformer.config.use_keyframes_abs_pos_embedding:
+        return None
+    first = first_frame_keyframes(1, frames, height, width, device=device)
+    return torch.cat([first, torch.ones(1, appended, device=device)], dim=1)
 
 
 def keyframe_positions(transformer, frames: int, height: int, width: int, frame_index: int, fps: float,

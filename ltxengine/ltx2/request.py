@@ -14,18 +14,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..checks import (
-    MAX_NUM_FRAMES,
-    MAX_SEQUENCE_LENGTH,
-    MAX_SIDE,
-    MAX_STEPS,
-    call_args,
-    check_conditions,
-    check_decreasing,
-    check_float,
-    check_int,
-    check_random,
-)
+from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, call_args, check_conditions,
+                      check_decreasing, check_float, check_int, check_random)
 from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig

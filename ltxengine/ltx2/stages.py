@@ -19,16 +19,8 @@ from ..components.latents import pack, randn, unpack
 from ..models.audio_vae import pack_audio_latents
 from ..results import step_hook
 from . import samplers
-from .denoise import (
-    DEFAULT_NEGATIVE_PROMPT,
-    DISTILLED_SIGMAS,
-    Denoiser,
-    GuidanceParams,
-    KeyframeTokens,
-    keyframe_positions,
-    ltx2_sigmas,
-    video_state,
-)
+from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, GuidanceParams, KeyframeTokens,
+                      keyframe_marker, keyframe_positions, ltx2_sigmas, video_state)
 
 
 @dataclass
@@ -179,9 +171,10 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
     engine.sync_executor()
+    marker = keyframe_marker(tr, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a.guidance_batch, executor=engine.executor,
-                        graph_variant=engine.graph_variant)
+                        graph_variant=engine.graph_variant, keyframes=marker)
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a.sampler
     try:

@@ -12,19 +12,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..checks import (
-    MAX_NUM_FRAMES,
-    MAX_SEQUENCE_LENGTH,
-    MAX_SIDE,
-    call_args,
-    check_conditions,
-    check_decreasing,
-    check_float,
-    check_int,
-    check_kept_steps,
-    check_random,
-    check_steps,
-)
+from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, call_args, check_conditions, check_decreasing,
+                      check_float, check_int, check_kept_steps, check_random, check_steps)
 from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig

@@ -87,3 +87,69 @@ def write_lora(path, transformer, rank: int = 2, seed: int = 7, scale: float = 0
         deltas[f"{name}.weight"] = b @ a
     save_file(tensors, str(path))
     return path, deltas
+
+
+# -- LTX-2.3 / 2.5-like pipelines (issue 19) -------------------------------------------------------------
+
+# Every 2.3 switch of the DiT (presets.TINY_LTX23's) on the tiny pipeline's DiT; 2.5 adds no video FFN
+# bias and the keyframe embedding. With use_prompt_embeddings=False the DiT reads the connectors'
+# per-modality outputs, so the connectors run at the DiT's widths (video 2 x 16, audio 2 x 8).
+DIT_V23 = dict(DIT, gated_attn=True, audio_gated_attn=True, cross_attn_mod=True, audio_cross_attn_mod=True,
+               use_prompt_embeddings=False)
+DIT_V25 = dict(DIT_V23, ff_bias=False, use_keyframes_abs_pos_embedding=True)
+CONNECTORS_V23 = dict(text_t.TINY, per_modality_projections=True, proj_bias=True, video_hidden_dim=32,
+                      audio_hidden_dim=16, video_connector_num_attention_heads=2, video_connector_attention_head_dim=16,
+                      video_connector_num_layers=2, audio_connector_num_attention_heads=2,
+                      audio_connector_attention_head_dim=8, audio_connector_num_layers=1, video_gated_attn=True,
+                      audio_gated_attn=True)
+UPSAMPLER_V23 = dict(UPSAMPLER, use_rational_resampler=False)  # the 2.3 x2 upscaler
+
+
+def build_pipeline_version(root, version: str):
+    """A tiny LTX-2.3-like ("2.3") or 2.5-like ("2.5": Gemma 4 unified text encoder) LTX2Pipeline folder
+    (+ latent_upsampler/); -> (pipeline, upsampler, folder). The vocoder is still the 2.0 HiFi-GAN."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
+    from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
+    from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
+    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
+    from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    import transformers
+
+    from tests.models.ltx2_video_vae_fixtures import DIFFUSERS_EXTRA, RELEASE_V23
+    assert version in ("2.3", "2.5"), version
+    if version == "2.3":
+        gemma = text_t.write_gemma(root / "gemma")
+        text_encoder = transformers.Gemma3ForConditionalGeneration.from_pretrained(gemma).eval()
+        width, layers = text_t.D, text_t.L
+    else:
+        gemma = text_t.write_gemma4(root / "gemma4")
+        text_encoder = transformers.Gemma4UnifiedForConditionalGeneration.from_pretrained(gemma).eval()
+        width, layers = text_t.D4, text_t.L4
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gemma / "tokenizer")
+    torch.manual_seed(0)
+    dit = dict(DIT_V23 if version == "2.3" else DIT_V25, caption_channels=width)
+    transformer = LTX2VideoTransformer3DModel(**dit, perturbed_attn=True).eval()
+    perturb_(transformer, seed=1, std=0.2)
+    connectors = LTX2TextConnectors(**dict(CONNECTORS_V23, caption_channels=width, text_proj_in_factor=layers)).eval()
+    perturb_(connectors, seed=6)
+    vae = AutoencoderKLLTX2Video(**{**DIFFUSERS_EXTRA, **RELEASE_V23}).eval()
+    randomize_vae_(vae, 1)
+    audio_vae = AutoencoderKLLTX2Audio(**AUDIO_VAE).eval()
+    perturb_(audio_vae, seed=2)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(5)
+        audio_vae.latents_mean.copy_(torch.randn(audio_vae.latents_mean.shape, generator=g) * 0.3)
+        audio_vae.latents_std.copy_(torch.rand(audio_vae.latents_std.shape, generator=g) + 0.5)
+    vocoder = LTX2Vocoder(**VOCODER).eval()
+    perturb_(vocoder, seed=3)
+    upsampler = LTX2LatentUpsamplerModel(**UPSAMPLER_V23).eval()
+    perturb_(upsampler, seed=4)
+    pipe = LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), vae=vae, audio_vae=audio_vae,
+                        text_encoder=text_encoder, tokenizer=tokenizer, connectors=connectors,
+                        transformer=transformer, vocoder=vocoder)
+    folder = root / f"ltx{version}-tiny"
+    pipe.save_pretrained(folder)
+    upsampler.save_pretrained(folder / "latent_upsampler")
+    return pipe, upsampler, folder
