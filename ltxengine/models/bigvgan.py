@@ -108,8 +108,12 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, L) -> (B, C, L * ratio)
         channels = x.shape[1]
+        if self.filter.device != x.device:
+            # The Hann filter stays on the CPU when strict loading places the weights on another
+            # device (it is not in the checkpoint): move it once, not on every call.
+            self.filter = self.filter.to(x.device)
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
-        taps = self.filter.to(device=x.device, dtype=x.dtype).expand(channels, -1, -1)
+        taps = self.filter.to(x.dtype).expand(channels, -1, -1)
         x = self.ratio * F.conv_transpose1d(x, taps, stride=self.ratio, groups=channels)
         return x[..., self.crop[0]:-self.crop[1]]
 

@@ -64,6 +64,15 @@ def test_resamplers_match_diffusers(ratio, kernel):
         assert torch.equal(got, expected), type(ours).__name__
 
 
+def test_hann_filter_moves_once_to_the_input_device():
+    """Not in the checkpoint, so strict loading leaves it on the CPU; the first call moves it (meta
+    stands in for a GPU here)."""
+    up = Upsample(3, window="hann")
+    assert "filter" not in up.state_dict() and up.filter.device.type == "cpu"
+    assert up(torch.empty(1, 2, 9, device="meta")).shape == (1, 2, 27)
+    assert up.filter.device.type == "meta"
+
+
 @pytest.mark.parametrize("use_beta", [True, False])
 def test_snake_matches_diffusers(use_beta):
     g = torch.Generator().manual_seed(0)
