@@ -43,13 +43,13 @@ import torch
 import torch.nn as nn
 
 from bench import common
-from ltxengine.config import (LTX2_TRANSFORMER_19B, TRANSFORMER_2B, TRANSFORMER_13B, VAE_095,
-                              LTX2TransformerConfig, TransformerConfig, VideoVAEConfig)
+from ltxengine.config import (LTX2_TRANSFORMER_19B, LTX2_TRANSFORMER_22B_V23, LTX2_TRANSFORMER_22B_V25, TRANSFORMER_2B,
+                              TRANSFORMER_13B, VAE_095, LTX2TransformerConfig, TransformerConfig, VideoVAEConfig)
 from ltxengine.models.ltx2_transformer import LTX2Transformer
 from ltxengine.models.transformer import LTXVideoTransformer
 from ltxengine.models.video_vae import VAE_LTX2, LTX2VideoVAE, LTX2VideoVAEConfig, VideoVAE
 from ltxengine.ops import TORCH_OPS, Ops
-from ltxengine.presets import TINY_2B, TINY_LTX2, TINY_VAE_095, TINY_VAE_LTX2
+from ltxengine.presets import TINY_2B, TINY_LTX2, TINY_LTX23, TINY_LTX25, TINY_VAE_095, TINY_VAE_LTX2
 
 BIAS_STD = 0.02
 NORM_WEIGHT_STD = 0.05
@@ -62,7 +62,10 @@ DIFFUSERS_COMPILE = "diffusers+compile"
 
 # the released configs and the tiny ones (ltxengine/presets.py) by the names the scripts take
 TRANSFORMERS = {"2b": TRANSFORMER_2B, "13b": TRANSFORMER_13B, "ltx2-19b": LTX2_TRANSFORMER_19B,
-                "tiny-2b": TINY_2B, "tiny-ltx2": TINY_LTX2}
+                "tiny-2b": TINY_2B, "tiny-ltx2": TINY_LTX2,
+                # LTX-2.3 / 2.5: by name (--models), not in any script's default list yet
+                "ltx2.3-22b": LTX2_TRANSFORMER_22B_V23, "ltx2.5-22b": LTX2_TRANSFORMER_22B_V25,
+                "tiny-ltx2.3": TINY_LTX23, "tiny-ltx2.5": TINY_LTX25}
 VAES = {"ltxv-095": VAE_095, "ltx2": VAE_LTX2, "tiny-095": TINY_VAE_095, "tiny-ltx2": TINY_VAE_LTX2}
 
 # config type -> (our class, diffusers class name)

@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench import common  # noqa: E402
 from bench import models as M  # noqa: E402
 from ltxengine.config import VAE_095, LTX2TransformerConfig  # noqa: E402
+from ltxengine.models.ltx2_transformer import first_frame_keyframes  # noqa: E402
 from ltxengine.models.transformer import grid_positions  # noqa: E402
 from ltxengine.models.video_vae import VideoVAE  # noqa: E402
 from ltxengine.ops import TORCH_OPS  # noqa: E402
@@ -98,8 +99,9 @@ def transformer_flops(config, video_tokens: int, text_tokens: int, audio_tokens:
         dv, da, cap = config.inner_dim, config.audio_inner_dim, config.caption_channels
         block = ltx2_block_flops(config, nv, audio_tokens, l)
         outer = (2 * nv * config.in_channels * dv + 2 * nv * dv * config.out_channels
-                 + 2 * audio_tokens * config.audio_in_channels * da + 2 * audio_tokens * da * config.audio_out_channels
-                 + 2 * l * cap * dv + 2 * l * dv * dv + 2 * l * cap * da + 2 * l * da * da)
+                 + 2 * audio_tokens * config.audio_in_channels * da + 2 * audio_tokens * da * config.audio_out_channels)
+        if config.use_prompt_embeddings:  # 2.3+ project the caption in the text connectors
+            outer += 2 * l * cap * dv + 2 * l * dv * dv + 2 * l * cap * da + 2 * l * da * da
     else:
         d = config.inner_dim
         block = ltxv_block_flops(config, nv, l)
@@ -151,14 +153,25 @@ def make_inputs(config, geo: Geometry, batch: int, device, dtype, seed: int = 0)
     f, h, w = latent_grid(config, geo)
     n, l = f * h * w, geo.text_tokens
     mask = torch.ones(batch, l, device=device)
-    inp = {"video": randn(batch, n, config.in_channels), "text": randn(batch, l, config.caption_channels),
+    ltx2 = isinstance(config, LTX2TransformerConfig)
+    # LTX-2.3+ read the connectors' per-modality outputs (stream widths) instead of caption features
+    widths = ((config.inner_dim, config.audio_inner_dim) if ltx2 and not config.use_prompt_embeddings
+              else (config.caption_channels,) * 2)
+    inp = {"video": randn(batch, n, config.in_channels), "text": randn(batch, l, widths[0]),
            "mask": mask, "sigma": torch.full((batch,), SIGMA, device=device)}
-    if isinstance(config, LTX2TransformerConfig):
+    if ltx2:
         inp["audio"] = randn(batch, audio_tokens(config, geo), config.audio_in_channels)
-        inp["audio_text"] = randn(batch, l, config.caption_channels)
+        inp["audio_text"] = randn(batch, l, widths[1])
     else:
         mask[:, l - l // 4:] = 0
     return inp
+
+
+def _keyframes(config, f: int, h: int, w: int, device):
+    """LTX-2.5: the reference's first-latent-frame marker (the same work for both implementations)."""
+    if not config.use_keyframes_abs_pos_embedding:
+        return None
+    return first_frame_keyframes(1, f, h, w, device=device)
 
 
 def ltxengine_call(model, inp: dict, geo: Geometry):
@@ -169,9 +182,11 @@ def ltxengine_call(model, inp: dict, geo: Geometry):
         rope = model.rope(model.video_positions(1, f, h, w, geo.fps, device=dev),
                           model.audio_positions(1, inp["audio"].shape[1], device=dev))
         ctx = model.prepare_context(inp["text"], inp["audio_text"], inp["mask"])
+        keyframes = _keyframes(model.config, f, h, w, dev)
 
         def step():
-            v, a = model(inp["video"], inp["audio"], video_sigma=inp["sigma"], context=ctx, rope=rope)
+            v, a = model(inp["video"], inp["audio"], video_sigma=inp["sigma"], context=ctx, rope=rope,
+                         keyframes=keyframes)
             return {"video": v, "audio": a}
         return M.no_grad(step)
     rt, r = ltxv_vae_ratios()
@@ -189,13 +204,15 @@ def diffusers_call(ref, config, inp: dict, geo: Geometry):
         b, na, dev = inp["video"].shape[0], inp["audio"].shape[1], inp["video"].device
         coords = ref.rope.prepare_video_coords(b, f, h, w, dev, fps=geo.fps)  # per generation in the pipeline
         audio_coords = ref.audio_rope.prepare_audio_coords(b, na, dev)
+        keyframes = _keyframes(config, f, h, w, dev)
+        marker = {} if keyframes is None else {"video_keyframes_mask": keyframes[..., None]}
 
         def step():
             v, a = ref(hidden_states=inp["video"], audio_hidden_states=inp["audio"],
                        encoder_hidden_states=inp["text"], audio_encoder_hidden_states=inp["audio_text"], timestep=t,
                        sigma=t, encoder_attention_mask=inp["mask"], audio_encoder_attention_mask=inp["mask"],
                        num_frames=f, height=h, width=w, fps=geo.fps, audio_num_frames=na, video_coords=coords,
-                       audio_coords=audio_coords, use_cross_timestep=True, return_dict=False)
+                       audio_coords=audio_coords, use_cross_timestep=True, return_dict=False, **marker)
             return {"video": v, "audio": a}
         return M.no_grad(step)
     rt, r = ltxv_vae_ratios()
