@@ -119,7 +119,7 @@ def _mel_bins(dd_value, preprocessing: dict, section: dict, src: str) -> tuple[s
     return _DD + "mel_bins", None
 
 
-# Vocoder section keys ltx-core reads for the 2.0 (non-BWE) vocoder -> its defaults.
+# Generator keys ltx-core reads (the 2.0 section, each nested 2.3 section) -> its defaults.
 _VOCODER_DEFAULTS: dict[str, Any] = {
     "resblock_kernel_sizes": [3, 7, 11], "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
     "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "upsample_initial_channel": 1024,
