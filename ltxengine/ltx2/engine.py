@@ -37,6 +37,7 @@ from ..results import GenerationResult
 from .denoise import GuidanceParams
 from .plan import plan_ltx2
 from .recipes import run_generation
+from .releases import release_of
 from .request import DIFFUSERS_GUIDANCE, PIPELINES_LTX2, SAMPLERS, LTX2Request, LTX2TwoStage, build_request
 
 # the request's names stay importable from here, where they were first documented
@@ -61,6 +62,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         self.dtype = dtype
         self.source = source
         self.model_version = getattr(checkpoint, "model_version", None)
+        self.release = release_of(self.transformer.config, self.model_version)  # 2.0, 2.3 or 2.5
         self._setup_runtime(executor, offload)
         cfg = self.transformer.config
         if self.vae.config.latent_channels != cfg.in_channels:
@@ -109,7 +111,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     # ---- generation ----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str | None = None, image=None,
                  conditions: Sequence[Condition] | None = None, audio=None, *, height: int = 512, width: int = 768,
-                 num_frames: int = 121, frame_rate=24, num_inference_steps: int = 40,
+                 num_frames: int = 121, frame_rate=24, num_inference_steps: int | None = None,
                  sigmas: Sequence[float] | None = None, video_guidance: GuidanceParams | None = None,
                  audio_guidance: GuidanceParams | None = None, guidance_scale: float | None = None,
                  stg_scale: float | None = None, modality_scale: float | None = None,
@@ -118,15 +120,18 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  audio_guidance_rescale: float | None = None,
                  spatio_temporal_guidance_blocks: Sequence[int] | None = None, shift_tokens: int | None = 4096,
                  pipeline: str | None = None, two_stage: LTX2TwoStage | None = None, sampler: str = "euler",
-                 image_crf: int = 33, audio_start: float = 0.0, audio_sample_rate: int | None = None,
+                 image_crf: int | None = None, audio_start: float = 0.0, audio_sample_rate: int | None = None,
                  decode_timestep: float | None = None, decode_noise_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, callback: Callable | None = None,
                  max_sequence_length: int = 1024, guidance_batch: int | None = None, vae_tiling=None,
                  output=None, loras: dict[str, float] | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
-        video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' LTX-2.0
-        values; none for "distilled"). The same guidance may be spelled with diffusers'
+        Defaults that change between releases follow the checkpoint's (``engine.release``, see
+        releases.py): num_inference_steps 40 / 30 / 30 for 2.0 / 2.3 / 2.5, the default guidance's
+        STG block 29 / 28 / 28, image_crf 33 / 33 / 18.
+        video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' values for
+        the release; none for "distilled"). The same guidance may be spelled with diffusers'
         LTX2Pipeline keywords instead (see ``DIFFUSERS_GUIDANCE``): guidance_scale = cfg, stg_scale
         = stg, modality_scale = modality, guidance_rescale = rescale for video, the ``audio_*``
         ones for audio, spatio_temporal_guidance_blocks = stg_blocks of both; a keyword left None

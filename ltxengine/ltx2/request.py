@@ -108,6 +108,11 @@ def build_request(engine, args: dict[str, Any]) -> LTX2Request:
 
 def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     a = call_args(a)
+    release = engine.release  # the defaults that change between LTX-2 releases (releases.py)
+    if a["num_inference_steps"] is None:
+        a["num_inference_steps"] = release.num_inference_steps
+    if a["image_crf"] is None:
+        a["image_crf"] = release.image_crf
     mode = _check_pipeline(engine, a)
     n = _check_video_size(engine, a, mode)
     _check_guidance(engine, a, mode == "distilled")
@@ -135,6 +140,7 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     a["audio_frames"] = audio_frames(n, float(a["fps"]), engine.audio_vae)
     return a
 
+
 def _check_pipeline(engine, a: dict[str, Any]) -> str:
     mode = a["pipeline"] or ("two-stage" if engine.latent_upsampler is not None else "one-stage")
     if mode not in PIPELINES_LTX2:
@@ -149,6 +155,7 @@ def _check_pipeline(engine, a: dict[str, Any]) -> str:
         raise ValueError("two_stage= configures stage 2, which pipeline='one-stage' does not have")
     a["pipeline"], a["two_stage"] = mode, two
     return mode
+
 
 def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
     """height, width, num_frames, frame_rate and vae_tiling; -> num_frames."""
@@ -186,12 +193,15 @@ def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
             from None
     return n
 
+
 def _check_guidance(engine, a: dict[str, Any], distilled: bool) -> None:
     """Stage 1's GuidanceParams per modality, from the GuidanceParams or diffusers' keywords."""
     layers = engine.transformer.config.num_layers
     blocks = a.pop("spatio_temporal_guidance_blocks")
     spelled = {k: a.pop(k) for k in DIFFUSERS_GUIDANCE}
+    stg_blocks = engine.release.stg_blocks
     for modality, default in (("video", VIDEO_GUIDANCE), ("audio", AUDIO_GUIDANCE)):
+        default = replace(default, stg_blocks=stg_blocks)
         k = f"{modality}_guidance"
         names = {f: name for name, (m, f) in DIFFUSERS_GUIDANCE.items() if m == modality}
         given = {name: spelled[name] for name in names.values() if spelled[name] is not None}
@@ -211,6 +221,7 @@ def _check_guidance(engine, a: dict[str, Any], distilled: bool) -> None:
             a[k] = replace(p, **fields).check(k, layers, names=names)
         else:
             a[k] = p.check(k, layers)
+
 
 def _check_stage1_schedule(engine, a: dict[str, Any], mode: str) -> None:
     """sigmas / num_inference_steps / shift_tokens: stage 1's schedule is built now (at most
@@ -240,6 +251,7 @@ def _check_stage1_schedule(engine, a: dict[str, Any], mode: str) -> None:
                          f"that many tokens degenerates ({e}); use a smaller shift_tokens (ltx-pipelines: "
                          f"4096)") from None
 
+
 def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoStage:
     """Every field of stage 2's configuration; -> the checked copy (sigmas a tuple, noise_scale set)."""
     layers = engine.transformer.config.num_layers
@@ -264,6 +276,7 @@ def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoSta
                          f"{a['height']}x{a['width']}; use adain_factor=0 or a larger video")
     return replace(two, sigmas=tuple(vals), noise_scale=ns, lora_strength=strength, adain_factor=adain,
                    tone_map_compression_ratio=tone, **guidance)
+
 
 def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
     """audio, audio_sample_rate, audio_start; a waveform is replaced by its part from audio_start."""
@@ -302,6 +315,7 @@ def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
                          f"shorter than the video's {video_s:.3f} s ({num_frames} frames at {a['frame_rate']} "
                          f"fps); trim the video or give longer audio")
     a["audio"], a["audio_sample_rate"] = wave[:, first:].cpu(), rate
+
 
 def _check_conditions_ltx2(engine, image, conditions, num_frames: int) -> list[Condition]:
     first = None if image is None else Condition(image=image, frame_index=0, strength=1.0)

@@ -144,6 +144,7 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     _check_schedules(engine, a)
     return a
 
+
 def _check_sizes(engine, a: dict[str, Any]) -> None:
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio
     for k in ("height", "width"):
@@ -154,6 +155,7 @@ def _check_sizes(engine, a: dict[str, Any]) -> None:
     if (n - 1) % rt:
         raise ValueError(f"num_frames must be of the form {rt}k+1 (e.g. {rt * ((n - 1) // rt) + 1} or "
                          f"{rt * ((n - 1) // rt + 1) + 1}), got {n}")
+
 
 def _check_numbers(a: dict[str, Any]) -> None:
     if a["timesteps"] is not None and a["sigmas"] is not None:
@@ -174,6 +176,7 @@ def _check_numbers(a: dict[str, Any]) -> None:
     if a["max_sequence_length"] is not None:
         check_int("max_sequence_length", a["max_sequence_length"], 1, MAX_SEQUENCE_LENGTH, "MAX_SEQUENCE_LENGTH")
 
+
 def _check_objects(engine, a: dict[str, Any]) -> None:
     check_random(a["seed"], a["generator"], "a torch.Generator")
     if a["callback"] is not None and not callable(a["callback"]):
@@ -189,6 +192,7 @@ def _check_objects(engine, a: dict[str, Any]) -> None:
     if a["image"] is not None and a["conditions"] is not None:
         raise ValueError("pass image or conditions, not both (an image is Condition(image=..., frame_index=0))")
 
+
 def _check_two_stage(engine, two) -> TwoStage | None:
     if two is None or two is False:
         return None
@@ -200,6 +204,7 @@ def _check_two_stage(engine, two) -> TwoStage | None:
         raise ValueError("two_stage needs a latent upsampler: load the engine with "
                          "Engine.from_pretrained(..., latent_upsampler=PATH)")
     return two.check("two_stage")
+
 
 def _check_pipeline(engine, a: dict[str, Any]) -> None:
     """The pipeline, its inputs (image, conditions, latents) and the first stage's size."""
@@ -231,6 +236,7 @@ def _check_pipeline(engine, a: dict[str, Any]) -> None:
     if a["latents"] is not None:  # they start the first stage: its size
         a["latents"] = _check_latents(engine, a["latents"], *a["stage1_size"], n)
 
+
 def _stage1_size(engine, a: dict[str, Any], two: TwoStage) -> tuple[int, int]:
     r = engine.vae.spatial_compression_ratio
     h1 = int(a["height"] * two.downscale_factor) // r * r
@@ -239,6 +245,7 @@ def _stage1_size(engine, a: dict[str, Any], two: TwoStage) -> tuple[int, int]:
         raise ValueError(f"two_stage.downscale_factor {two.downscale_factor} makes the first stage "
                          f"{h1}x{w1}, below one latent pixel ({r}x{r}); use a larger size or factor")
     return h1, w1
+
 
 def _check_schedules(engine, a: dict[str, Any]) -> None:
     """Every stage's schedule built now (cheap: at most MAX_STEPS numbers), so one that cannot
@@ -258,14 +265,17 @@ def _check_schedules(engine, a: dict[str, Any]) -> None:
         _try_schedule(engine, name, "condition", f * (2 * h1 // r) * (2 * w1 // r), two.num_inference_steps,
                            two.timesteps, None)
 
+
 def _try_schedule(engine, name: str, mode: str, seq_len: int, steps, timesteps, sigmas) -> int:
     try:
         return len(stage_schedule(engine, mode, seq_len, steps, timesteps, sigmas))
     except ValueError as e:  # e.g. one step cannot be stretched to the config's shift_terminal
         raise ValueError(f"{name}: {e}") from None
 
+
 def _check_conditions(engine, conditions, num_frames: int) -> list[Condition]:
     return check_conditions(conditions, num_frames, check_item=_check_condition_media)
+
 
 def _check_latents(engine, latents, height: int, width: int, num_frames: int) -> torch.Tensor:
     r, rt = engine.vae.spatial_compression_ratio, engine.vae.temporal_compression_ratio

@@ -57,3 +57,38 @@ def test_one_stage_matches_ltx2pipeline(tmp_path, version):
         with torch.no_grad():
             engine.transformer.keyframes_abs_pos_embedding.normal_(0, 1.0)
         assert np.abs(_ours(engine, 3).frames - ours.frames).max() > 1e-3  # ours applies the embedding
+
+
+def test_each_release_brings_its_defaults(tmp_path):
+    """ltx-pipelines' per-release defaults (constants.py): steps 40 / 30 / 30, STG block 29 / 28 / 28
+    (clipped to the tiny model's last block), image CRF 33 / 33 / 18; a header's model_version names
+    the release directly (2.4 is 2.5's internal name)."""
+    import dataclasses
+    import inspect
+
+    from ltxengine.config import LTX2TransformerConfig
+    from ltxengine.ltx2.releases import release_of
+    from tests.pipelines.ltx2_fixtures import build_pipeline
+
+    def checked(engine):
+        bound = inspect.signature(engine.generate).bind("a dog", height=128, width=128, num_frames=9,
+                                                        max_sequence_length=SEQ)
+        bound.apply_defaults()
+        return engine._request(dict(bound.arguments))
+
+    folders = {"2.0": build_pipeline(tmp_path / "v20")[2], "2.3": build_pipeline_version(tmp_path, "2.3")[2],
+               "2.5": build_pipeline_version(tmp_path, "2.5")[2]}
+    expected = {"2.0": (40, 33), "2.3": (30, 33), "2.5": (30, 18)}
+    for version, folder in folders.items():
+        engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+        assert engine.release.version == version
+        r = checked(engine)
+        assert (r.num_inference_steps, r.image_crf) == expected[version], version
+        assert r.video_guidance.stg_blocks == r.audio_guidance.stg_blocks == (1,)  # 29 / 28 -> the last of 2 blocks
+        engine.release = dataclasses.replace(engine.release, stg_blocks=(0,))  # the default guidance reads it
+        assert checked(engine).video_guidance.stg_blocks == checked(engine).audio_guidance.stg_blocks == (0,)
+    base = LTX2TransformerConfig()
+    assert release_of(base).version == "2.0" and release_of(base, "2.3.0").version == "2.3"
+    assert release_of(base, "2.4.1").version == "2.5" and release_of(base, "9.9").version == "2.0"
+    from ltxengine.ltx2.releases import RELEASES
+    assert RELEASES["2.0"].stg_blocks == (29,) and RELEASES["2.3"].stg_blocks == (28,)

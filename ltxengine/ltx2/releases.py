@@ -1,0 +1,46 @@
+"""The LTX-2 releases and the generation defaults that change between them (ltx-pipelines'
+``utils/constants.py``: 2.0, 2.3, and 2.4 = the internal name of 2.5).
+
+The release of a loaded checkpoint is its header's ``model_version`` when the file has one, else
+read from the transformer's layout: gated attention / cross-attention adaLN appear in 2.3, a video
+FFN without bias and the keyframe embedding in 2.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RELEASES", "Release", "release_of"]
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str  # "2.0", "2.3", "2.5"
+    num_inference_steps: int  # stage 1's steps (non-distilled)
+    stg_blocks: tuple[int, ...]  # the STG block of the default guidance (both modalities)
+    image_crf: int  # the H.264 round trip of condition images
+    ancestral_distilled: bool  # distilled stage 1 samples with Euler-ancestral (eta 1, seed + 10000)
+
+
+RELEASES = {
+    "2.0": Release("2.0", num_inference_steps=40, stg_blocks=(29,), image_crf=33, ancestral_distilled=False),
+    "2.3": Release("2.3", num_inference_steps=30, stg_blocks=(28,), image_crf=33, ancestral_distilled=False),
+    "2.5": Release("2.5", num_inference_steps=30, stg_blocks=(28,), image_crf=18, ancestral_distilled=True),
+}
+
+
+def release_of(config, model_version: str | None = None) -> Release:
+    """The release of a transformer ``config`` (an LTX2TransformerConfig); a header ``model_version``
+    ("2.3.0", "2.5.1", ...) names it directly (the reference keys its choices off that string)."""
+    if model_version:
+        parts = str(model_version).split(".")
+        major_minor = ".".join(parts[:2])
+        if major_minor == "2.4":  # the internal name of 2.5 (diffusers' pipelines/ltx2/utils.py)
+            major_minor = "2.5"
+        if major_minor in RELEASES:
+            return RELEASES[major_minor]
+    if config.use_keyframes_abs_pos_embedding or not config.ff_bias:
+        return RELEASES["2.5"]
+    if config.gated_attn or config.cross_attn_mod or not config.use_prompt_embeddings:
+        return RELEASES["2.3"]
+    return RELEASES["2.0"]
