@@ -43,6 +43,7 @@ class ComponentSpec:
     from_original: str
     section: str
     from_diffusers: str | None = None  # config parser for the folder's config.json, if not parse_config
+    other_diffusers_classes: tuple[str, ...] = ()  # later releases' classes of the same component
 
 
 COMPONENT_SPECS = {
@@ -63,10 +64,11 @@ COMPONENT_SPECS = {
         "ltxengine.models.audio_vae:AudioVAEConfig", ("ltxengine.loading.ltx2_audio:AUDIO_VAE_KEYMAP",),
         "ltxengine.loading.ltx2_audio:audio_vae_config_from_original", "audio_vae"),
     "vocoder": ComponentSpec(
-        "LTX2Vocoder", "ltxengine.models.vocoder:Vocoder", "ltxengine.models.vocoder:VocoderConfig",
+        "LTX2Vocoder", "ltxengine.models.vocoder:build_vocoder", "ltxengine.models.vocoder:VocoderConfig",
         ("ltxengine.loading.ltx2_audio:VOCODER_KEYMAP",),
         "ltxengine.loading.ltx2_audio:vocoder_config_from_original", "vocoder",
-        from_diffusers="ltxengine.models.vocoder:vocoder_config_from_diffusers"),
+        from_diffusers="ltxengine.models.vocoder:vocoder_config_from_diffusers",
+        other_diffusers_classes=("LTX2VocoderWithBWE",)),  # 2.3 / 2.5: BigVGAN-v2 + bandwidth extension
 }
 
 # Any of these keys marks a single file as LTX-2 (diffusers' detection keys).
@@ -118,7 +120,7 @@ def is_ltx2(path) -> bool:
     config = p / "config.json"
     if os.path.lexists(config):
         name = read_json(config, "config.json").get("_class_name", "")
-        return name in {s.diffusers_class for s in COMPONENT_SPECS.values()}
+        return name in {c for s in COMPONENT_SPECS.values() for c in (s.diffusers_class, *s.other_diffusers_classes)}
     return False
 
 
@@ -155,9 +157,9 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     spec = COMPONENT_SPECS[name]
     raw = read_json(folder / "config.json", f"{name} config.json")
     got = raw.get("_class_name")
-    if got is not None and got != spec.diffusers_class:
-        raise CheckpointError(f"{folder / 'config.json'}: _class_name must be {spec.diffusers_class!r} for the "
-                              f"{name}, got {got!r}")
+    if got is not None and got not in (spec.diffusers_class, *spec.other_diffusers_classes):
+        wanted = " or ".join(repr(c) for c in (spec.diffusers_class, *spec.other_diffusers_classes))
+        raise CheckpointError(f"{folder / 'config.json'}: _class_name must be {wanted} for the {name}, got {got!r}")
     source = str(folder / "config.json")
     if spec.from_diffusers:
         config = _attr(spec.from_diffusers)(raw, source)

@@ -182,9 +182,10 @@ def test_refused_options_are_named(models, tmp_path):
 def test_folder_with_wrong_class_is_refused(models, tmp_path):
     folder = write_folder(tmp_path / "f", {"vocoder": models["vocoder"]})
     cfg = json.loads((folder / "vocoder" / "config.json").read_text())
-    cfg["_class_name"] = "LTX2VocoderWithBWE"
+    cfg["_class_name"] = "LTX2VideoTransformer3DModel"
     (folder / "vocoder" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="_class_name must be 'LTX2Vocoder'"):
+    with pytest.raises(CheckpointError, match="_class_name must be 'LTX2Vocoder' or 'LTX2VocoderWithBWE' for the "
+                                              "vocoder, got 'LTX2VideoTransformer3DModel'"):
         load_ltx2_component(folder / "vocoder", "vocoder")
 
 

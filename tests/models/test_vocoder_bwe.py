@@ -3,7 +3,6 @@ VocoderWithBWE (same weights, fp32): each piece (SnakeBeta, the kaiser and Hann-
 causal mel front end), the whole class, a diffusers folder and the single file's keys and header
 config loaded strictly, the released config on meta."""
 
-import dataclasses
 import json
 
 import pytest
@@ -197,19 +196,10 @@ def test_bad_inputs():
 # ---------------------------------------------------------------- loading
 
 
-def _bwe_spec(monkeypatch):
-    """COMPONENT_SPECS["vocoder"] as it must read for a BWE folder (loading/ltx2.py is the lead's):
-    the _class_name LTX2VocoderWithBWE accepted, the model built by build_vocoder."""
-    spec = dataclasses.replace(ltx2_loading.COMPONENT_SPECS["vocoder"], diffusers_class="LTX2VocoderWithBWE",
-                               model="ltxengine.models.vocoder:build_vocoder")
-    monkeypatch.setitem(ltx2_loading.COMPONENT_SPECS, "vocoder", spec)
-
-
-def test_diffusers_folder_loads_strictly(tmp_path, monkeypatch):
+def test_diffusers_folder_loads_strictly(tmp_path):
     """A diffusers-format folder as its converter writes it (final_act_fn null), saved by
     LTX2VocoderWithBWE.save_pretrained, through load_ltx2_component: identical outputs (stage 1
     stays inside [-1, 1], where the clamp is the identity); a missing or extra tensor is refused."""
-    _bwe_spec(monkeypatch)
     ref, _ = make_bwe_pair("variant")
     folder_model = dv.LTX2VocoderWithBWE(**dict(BWE_CASES["variant"], final_act_fn=None)).eval()
     folder_model.load_state_dict(ref.state_dict(), strict=True)
@@ -232,11 +222,10 @@ def test_diffusers_folder_loads_strictly(tmp_path, monkeypatch):
         ltx2_loading.load_ltx2_component(tmp_path / "vocoder", "vocoder", device="cpu", dtype=torch.float32)
 
 
-def test_single_file_and_folder_load_identical_weights(tmp_path, monkeypatch):
+def test_single_file_and_folder_load_identical_weights(tmp_path):
     """The same weights as an LTX-2.3-style single file (nested header section, ltx-core key names,
     ``vocoder.`` prefix) through load_ltx2 and as a diffusers folder through load_ltx2_component:
     identical state dicts, configs and outputs."""
-    _bwe_spec(monkeypatch)
     ref, _ = make_bwe_pair("release")
     ref.save_pretrained(tmp_path / "vocoder")
     path = tmp_path / "ltx-2.3-vocoder.safetensors"

@@ -107,17 +107,18 @@ UPSAMPLER_V23 = dict(UPSAMPLER, use_rational_resampler=False)  # the 2.3 x2 upsc
 
 def build_pipeline_version(root, version: str):
     """A tiny LTX-2.3-like ("2.3") or 2.5-like ("2.5": Gemma 4 unified text encoder) LTX2Pipeline folder
-    (+ latent_upsampler/); -> (pipeline, upsampler, folder). The vocoder is still the 2.0 HiFi-GAN."""
+    (+ latent_upsampler/); -> (pipeline, upsampler, folder). The vocoder is the BWE one (BigVGAN-v2 +
+    bandwidth extension to 48 kHz: tests/models/vocoder_fixtures.py's "variant", reading this audio VAE's mels)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, LTX2Pipeline
     from diffusers.models.autoencoders.autoencoder_kl_ltx2 import AutoencoderKLLTX2Video
     from diffusers.models.autoencoders.autoencoder_kl_ltx2_audio import AutoencoderKLLTX2Audio
     from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
     from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
     from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
-    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     import transformers
 
     from tests.models.ltx2_video_vae_fixtures import DIFFUSERS_EXTRA, RELEASE_V23
+    from tests.models.vocoder_fixtures import make_bwe_pair
     assert version in ("2.3", "2.5"), version
     if version == "2.3":
         gemma = text_t.write_gemma(root / "gemma")
@@ -142,8 +143,7 @@ def build_pipeline_version(root, version: str):
         g = torch.Generator().manual_seed(5)
         audio_vae.latents_mean.copy_(torch.randn(audio_vae.latents_mean.shape, generator=g) * 0.3)
         audio_vae.latents_std.copy_(torch.rand(audio_vae.latents_std.shape, generator=g) + 0.5)
-    vocoder = LTX2Vocoder(**VOCODER).eval()
-    perturb_(vocoder, seed=3)
+    vocoder, _ = make_bwe_pair("variant", seed=3, in_channels=VOCODER["in_channels"])
     upsampler = LTX2LatentUpsamplerModel(**UPSAMPLER_V23).eval()
     perturb_(upsampler, seed=4)
     pipe = LTX2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), vae=vae, audio_vae=audio_vae,

@@ -1,6 +1,6 @@
 """LTX-2.3 and LTX-2.5 end to end (issue 19): the engine on tiny 2.3-like and 2.5-like diffusers folders
 (every new switch of the DiT, the feature extractor V2 and gated connectors, the 2.3 video VAE and x2
-upsampler; Gemma 4 for 2.5) reproduces diffusers' LTX2Pipeline for the same seed, video and audio,
+upsampler, the BWE vocoder at 48 kHz; Gemma 4 for 2.5) reproduces diffusers' LTX2Pipeline for the same seed, video and audio,
 within 1e-4 in fp32 (the 2.0 contract, tests/pipelines/test_ltx2_parity.py).
 
 2.5's keyframe embedding: the reference adds it to the first latent frame's tokens of every video
@@ -51,6 +51,7 @@ def test_one_stage_matches_ltx2pipeline(tmp_path, version):
     ours = _ours(engine, 3)
     dv, da = np.abs(ours.frames - video[0]).max(), np.abs(ours.audio - audio[0].numpy()).max()
     assert ours.frames.shape == video[0].shape and ours.audio.shape == tuple(audio[0].shape)
+    assert ours.sample_rate == 48000  # the BWE vocoder's rate, carried into the result (and its mp4)
     assert dv <= BUDGET and da <= BUDGET, f"{version}: max |d| video {dv:.2e}, audio {da:.2e}"
     assert np.abs(video[0] - video[0].mean()).max() > 0.05  # not flat: the comparison means something
     if version == "2.5":
