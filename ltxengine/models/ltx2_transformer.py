@@ -13,7 +13,11 @@ Conventions (ltx-core 1.0.0, which diffusers 0.42.1 reproduces with ``use_cross_
   ``video_timesteps`` / ``audio_timesteps`` are per token (sigma x denoise mask) or per sample.
 * The audio<->video modulation tables of one modality are driven by the *other* modality's
   per-sample sigma. ``legacy_cross_timestep=True`` gives the original 2.0 release behaviour
-  (each modality's own per-token timesteps).
+  (each modality's own per-token timesteps). ``cross_timestep`` names the three conventions the
+  references have used (``CROSS_TIMESTEPS``); "mixed" is Lightricks' since ltx-core 1.1.4
+  (2026-05-28, still at @400fd31): scale/shift from the own per-token timesteps, gate from the other
+  modality's sigma. Checked once against that source (not a test dependency): the tiny 2.0, 2.3 and
+  2.5 configs agree with it to ~1e-6 of the output scale in "mixed" and differ by 0.2-1.1 otherwise.
 * STG replaces a self-attention's output by its value projection (ltx-core 1.0.0 and diffusers'
   perturbed processor); the initial LTX-2 release removed the branch instead. ``Skip`` selects
   per sample which attentions are skipped in which blocks, so guidance passes can share a batch.
@@ -45,9 +49,14 @@ from .common import OpsLinear
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
-           "rope_tables", "first_frame_keyframes"]
+           "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
 
 ALL = "all"
+# What drives the audio<->video tables (scale/shift, gate) of one modality: "sigma" both the other
+# modality's sigma (ltx-core 1.0.0-1.1.3, diffusers use_cross_timestep=True); "own" both the own
+# per-token timesteps (the 2.0 release, diffusers False); "mixed" scale/shift own, gate the other's
+# sigma (ltx-core >= 1.1.4, @400fd31).
+CROSS_TIMESTEPS = ("sigma", "own", "mixed")
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,16 @@ def rope_tables(positions: torch.Tensor, max_pos: Sequence[float], dim: int, hea
 
 
 # -- model ---------------------------------------------------------------------------------------
+
+def _cross_mode(legacy: bool, cross_timestep: str | None) -> str:
+    if cross_timestep is None:
+        return "own" if legacy else "sigma"
+    if cross_timestep not in CROSS_TIMESTEPS:
+        raise ValueError(f"transformer: cross_timestep must be one of {CROSS_TIMESTEPS}, got {cross_timestep!r}")
+    if legacy and cross_timestep != "own":
+        raise ValueError(f"transformer: legacy_cross_timestep=True is cross_timestep='own', got {cross_timestep!r}")
+    return cross_timestep
+
 
 def _keep(skips: list[Skip], kind: str, block: int, like: torch.Tensor):
     """None: nothing skipped; False: skipped for every sample; else a (B, 1, 1) 0/1 tensor."""
@@ -391,7 +410,10 @@ class LTX2Transformer(nn.Module):
         return mod.view(batch, -1, rows, dim), emb.view(batch, -1, dim)
 
     def embed_timesteps(self, video_sigma, audio_sigma, video_timesteps, audio_timesteps, batch, dtype,
-                        legacy_cross_timestep: bool = False) -> _Temb:
+                        legacy_cross_timestep: bool = False, cross_timestep: str | None = None) -> _Temb:
+        """Every timestep-driven table of one step; ``cross_timestep`` one of CROSS_TIMESTEPS (None:
+        "own" with ``legacy_cross_timestep``, else "sigma")."""
+        mode = _cross_mode(legacy_cross_timestep, cross_timestep)
         c = self.config
         m = c.timestep_scale_multiplier
         gate_factor = c.cross_attn_timestep_scale_multiplier / m
@@ -402,14 +424,14 @@ class LTX2Transformer(nn.Module):
             # Per-sample sigma, never per token (both references).
             pv, _ = self._embed(self.prompt_adaln, video_sigma * m, batch, 2, dtype)
             pa, _ = self._embed(self.audio_prompt_adaln, audio_sigma * m, batch, 2, dtype)
-        if legacy_cross_timestep:
-            v_cross_t, a_cross_t = video_timesteps * m, audio_timesteps * m
-        else:
-            v_cross_t, a_cross_t = audio_sigma * m, video_sigma * m
-        v_cross, _ = self._embed(self.av_cross_attn_video_scale_shift, v_cross_t, batch, 4, dtype)
-        v_gate, _ = self._embed(self.av_cross_attn_video_a2v_gate, v_cross_t * gate_factor, batch, 1, dtype)
-        a_cross, _ = self._embed(self.av_cross_attn_audio_scale_shift, a_cross_t, batch, 4, dtype)
-        a_gate, _ = self._embed(self.av_cross_attn_audio_v2a_gate, a_cross_t * gate_factor, batch, 1, dtype)
+        own_v, own_a = video_timesteps * m, audio_timesteps * m
+        other_v, other_a = audio_sigma * m, video_sigma * m  # the other modality's sigma, per table
+        v_ss, a_ss = (other_v, other_a) if mode == "sigma" else (own_v, own_a)
+        v_gt, a_gt = (own_v, own_a) if mode == "own" else (other_v, other_a)
+        v_cross, _ = self._embed(self.av_cross_attn_video_scale_shift, v_ss, batch, 4, dtype)
+        v_gate, _ = self._embed(self.av_cross_attn_video_a2v_gate, v_gt * gate_factor, batch, 1, dtype)
+        a_cross, _ = self._embed(self.av_cross_attn_audio_scale_shift, a_ss, batch, 4, dtype)
+        a_gate, _ = self._embed(self.av_cross_attn_audio_v2a_gate, a_gt * gate_factor, batch, 1, dtype)
         return _Temb(tv, ta, ev, ea, v_cross, v_gate, a_cross, a_gate, pv, pa)
 
     # -- one denoising step ----------------------------------------------------------------
@@ -417,7 +439,8 @@ class LTX2Transformer(nn.Module):
                 audio_sigma: torch.Tensor | None = None, video_timesteps: torch.Tensor | None = None,
                 audio_timesteps: torch.Tensor | None = None, context: TextContext, rope: RopeTables,
                 skip: Skip | Sequence[Skip] | None = None, legacy_cross_timestep: bool = False,
-                temb: _Temb | None = None, keyframes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                temb: _Temb | None = None, keyframes: torch.Tensor | None = None,
+                cross_timestep: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed latents video (B, Nv, in_channels) and audio (B, Na, audio_in_channels) ->
         velocities of the same shapes.
 
@@ -430,6 +453,7 @@ class LTX2Transformer(nn.Module):
         keyframes_abs_pos_embedding (use_keyframes_abs_pos_embedding models need it; others ignore
         it). Lightricks' reference marks the first latent frame of every video state
         (``first_frame_keyframes``) and generated keyframe slots; diffusers' pipelines mark none.
+        legacy_cross_timestep / cross_timestep: see ``embed_timesteps`` and CROSS_TIMESTEPS.
         """
         b = video.shape[0]
         audio_sigma = video_sigma if audio_sigma is None else audio_sigma
@@ -443,7 +467,7 @@ class LTX2Transformer(nn.Module):
             xv = self._mark_keyframes(xv, keyframes)
         if temb is None:
             temb = self.embed_timesteps(video_sigma, audio_sigma, video_timesteps, audio_timesteps, b, xv.dtype,
-                                        legacy_cross_timestep)
+                                        legacy_cross_timestep, cross_timestep)
         for i, block in enumerate(self.transformer_blocks):
             keep = {kind: _keep(skips, kind, i, xv) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
             xv, xa = block(xv, xa, context, temb, rope, keep)

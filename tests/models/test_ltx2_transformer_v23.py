@@ -23,7 +23,7 @@ import torch
 
 from ltxengine.config import (LTX2_TRANSFORMER_22B_V23, LTX2_TRANSFORMER_22B_V25, LTX2TransformerConfig,
                               parse_config)
-from ltxengine.models.ltx2_transformer import Skip, count_parameters, first_frame_keyframes
+from ltxengine.models.ltx2_transformer import CROSS_TIMESTEPS, Skip, count_parameters, first_frame_keyframes
 from ltxengine.ops import reference
 from ltxengine.presets import TINY_LTX2, TINY_LTX23, TINY_LTX25
 from tests.helpers import assert_close_scaled
@@ -227,6 +227,48 @@ def test_denoiser_steps_recompute_the_modulated_text(executor):
         assert_close_scaled(x0a, x["audio"] - ra * sigma, REL, f"step {step} audio x0")
     if executor:
         assert len(graphs.buckets) == 1
+
+
+# -- the audio<->video timestep conventions --------------------------------------------------------
+
+def test_cross_timestep_conventions():
+    """"mixed" (Lightricks since ltx-core 1.1.4, @400fd31) = the own per-token timesteps' scale/shift
+    tables ("own") with the other modality's sigma's gates ("sigma"); "own" is diffusers'
+    use_cross_timestep=False, also on a 2.3 model."""
+    ref, ours, cfg = _pair("v23")
+    x = inputs(cfg)
+    b = x["video"].shape[0]
+    at = x["sigma_a"][:, None].expand(b, NA)
+    args = (x["sigma_v"], x["sigma_a"], x["vt"], at, b, torch.float32)
+    sigma, own, mixed = (ours.embed_timesteps(*args, cross_timestep=m) for m in ("sigma", "own", "mixed"))
+    legacy = ours.embed_timesteps(*args, legacy_cross_timestep=True)
+    for a_, b_ in ((sigma, ours.embed_timesteps(*args)), (own, legacy)):
+        assert all(p is None and q is None or torch.equal(p, q) for p, q in zip(a_, b_))
+    assert torch.equal(mixed.video_cross, own.video_cross) and torch.equal(mixed.audio_cross, own.audio_cross)
+    assert torch.equal(mixed.video_gate, sigma.video_gate) and torch.equal(mixed.audio_gate, sigma.audio_gate)
+    assert not torch.equal(mixed.video_cross, sigma.video_cross) and not torch.equal(mixed.video_gate, own.video_gate)
+
+    rope = ours.rope(ours.video_positions(b, F, H, W, FPS), ours.audio_positions(b, NA))
+    ctx = ours.prepare_context(x["vtext"], x["atext"], x["mask"])
+    outs = {}
+    for m in CROSS_TIMESTEPS:
+        with torch.no_grad():
+            outs[m] = ours(x["video"], x["audio"], video_sigma=x["sigma_v"], audio_sigma=x["sigma_a"],
+                           video_timesteps=x["vt"], context=ctx, rope=rope, cross_timestep=m)
+    with torch.no_grad():
+        rv, ra = ref(hidden_states=x["video"], audio_hidden_states=x["audio"], encoder_hidden_states=x["vtext"],
+                     audio_encoder_hidden_states=x["atext"], timestep=x["vt"] * 1000, audio_timestep=at * 1000,
+                     sigma=x["sigma_v"] * 1000, audio_sigma=x["sigma_a"] * 1000, encoder_attention_mask=x["mask"],
+                     audio_encoder_attention_mask=x["mask"], num_frames=F, height=H, width=W, fps=FPS,
+                     audio_num_frames=NA, return_dict=False, use_cross_timestep=False)
+    assert_close_scaled(outs["own"][0], rv, REL, "own video vs diffusers use_cross_timestep=False")
+    assert_close_scaled(outs["own"][1], ra, REL, "own audio vs diffusers use_cross_timestep=False")
+    for m in ("sigma", "own"):
+        assert (outs["mixed"][0] - outs[m][0]).abs().max() > 1e-3, m
+    with pytest.raises(ValueError, match="cross_timestep must be one of"):
+        ours.embed_timesteps(*args, cross_timestep="other")
+    with pytest.raises(ValueError, match="legacy_cross_timestep=True is cross_timestep='own'"):
+        ours.embed_timesteps(*args, legacy_cross_timestep=True, cross_timestep="mixed")
 
 
 # -- controls: each switch matters --------------------------------------------------------------
