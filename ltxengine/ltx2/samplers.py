@@ -7,8 +7,9 @@ step)`` returns the guided x0 predictions of both streams for the packed latents
 (ltx-pipelines keeps its states in the model dtype, bf16).
 
 Loops: ``euler`` (first order), ``gradient_estimation`` (Euler with a velocity correction from the
-previous step) and ``res2s`` (two-stage exponential integrator with SDE noise, two model calls per
-step). Every schedule is checked by ``check_sigmas`` first.
+previous step), ``euler_ancestral`` (Euler to a lower sigma, then fresh noise back up to the next
+one; LTX-2.5's distilled stage 1) and ``res2s`` (two-stage exponential integrator with SDE noise,
+two model calls per step). Every schedule is checked by ``check_sigmas`` first.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["LatentState", "Denoise", "StepHook", "check_sigmas", "check_schedule", "euler", "gradient_estimation",
-           "post_process", "res2s"]
+__all__ = ["LatentState", "Denoise", "StepHook", "check_sigmas", "check_schedule", "euler", "euler_ancestral",
+           "gradient_estimation", "post_process", "res2s"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,76 @@ def gradient_estimation(denoise: Denoise, video: LatentState, audio: LatentState
         else:
             video, prev_v = _corrected_step(video, x0v, prev_v, sigmas[i], sigmas[i + 1], gamma)
             audio, prev_a = _corrected_step(audio, x0a, prev_a, sigmas[i], sigmas[i + 1], gamma)
+        _check_finite(video.latent, "video", i + 1, total)
+        _check_finite(audio.latent, "audio", i + 1, total)
+        if hook is not None:
+            hook(i + 1, total, values[i], video.latent, audio.latent)
+    return video, audio
+
+
+# --- Euler ancestral ------------------------------------------------------------------------------
+
+def _ancestral_step(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float,
+                    noise: torch.Tensor | None) -> torch.Tensor:
+    """One rectified-flow ancestral step (sigma, sigma_next > 0: 0-dim float32 tensors): Euler to
+    sigma_down = sigma_next (1 + (sigma_next / sigma - 1) eta), then the signal rescaled by
+    alpha_next / alpha_down (alpha = 1 - sigma) and ``noise`` added back up to sigma_next; no noise
+    (None) leaves the Euler step to sigma_down. The Euler step is written as the reference writes it,
+    an interpolation between x and x0, so its rounding is the reference's."""
+    sigma_down = sigma_next * (1.0 + (sigma_next / sigma - 1.0) * eta)
+    ratio = sigma_down / sigma
+    x_next = ratio * x + (1.0 - ratio) * x0
+    if noise is None:
+        return x_next
+    alpha_next, alpha_down = 1.0 - sigma_next, 1.0 - sigma_down
+    up = (sigma_next ** 2 - sigma_down ** 2 * alpha_next ** 2 / alpha_down ** 2).clamp(min=0) ** 0.5
+    return (alpha_next / alpha_down) * x_next + noise * up
+
+
+def _ancestral_update(state: LatentState, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+                      eta: float, generator: torch.Generator | None, noise_dtype: torch.dtype) -> LatentState:
+    if eta == 0:  # the reference draws nothing and does not re-apply the mask
+        return state.with_latent(_ancestral_step(state.latent, x0, sigma, sigma_next, eta, None))
+    # Drawn packed, in the reference's state dtype: CPU randn gives other numbers per dtype.
+    noise = torch.randn(state.latent.shape, generator=generator, dtype=noise_dtype, device=state.latent.device)
+    x = _ancestral_step(state.latent, x0, sigma, sigma_next, eta, noise.float())
+    return state.with_latent(post_process(x, state))  # the noise hit every token: re-clean the conditioned
+
+
+def _check_eta(eta: float, generator: torch.Generator | None) -> None:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"euler_ancestral: eta must be a number in [0, 1] (0 = plain Euler, 1 = fully ancestral), "
+                         f"got {eta!r}")
+    if eta > 0 and not isinstance(generator, torch.Generator):
+        raise ValueError(f"euler_ancestral: eta > 0 draws noise and needs a torch.Generator on the latents' device "
+                         f"(LTX-2.5 distilled: seeded seed + 10000), got {generator!r}")
+
+
+def euler_ancestral(denoise: Denoise, video: LatentState, audio: LatentState, sigmas: torch.Tensor,
+                    hook: StepHook | None = None, generator: torch.Generator | None = None, eta: float = 1.0, *,
+                    noise_dtype: torch.dtype = torch.bfloat16) -> tuple[LatentState, LatentState]:
+    """Euler ancestral (ltx-pipelines' euler_ancestral_denoising_loop): per step, Euler to a lower
+    sigma_down, then fresh standard normal noise back up to sigma_next and the mask re-applied, so
+    conditioned tokens stay clean. A step that ends at sigma 0 returns the post-processed x0 and draws
+    nothing. Noise comes from ``generator`` as the reference draws it: each non-final step one
+    tensor of the video latent's packed (B, N, C) shape, then one of the audio's, in ``noise_dtype``
+    (the reference's state dtype: bfloat16 in its distilled pipeline) on the latents' device. eta = 0
+    draws nothing and is Euler written as an interpolation (equal to ``euler`` up to rounding).
+    Unlike the reference, which casts the states to the model dtype between steps, they stay float32.
+    ``hook`` runs after every step."""
+    check_sigmas(sigmas)
+    _check_eta(eta, generator)
+    total = len(sigmas) - 1
+    values = sigmas.tolist()
+    sig = sigmas.to(device=video.latent.device, dtype=torch.float32)  # the reference's schedule dtype
+    for i in range(total):
+        x0v, x0a = denoise(video.latent, audio.latent, values[i], i)
+        x0v, x0a = post_process(x0v, video), post_process(x0a, audio)
+        if values[i + 1] == 0:  # only possibly the last step (check_sigmas)
+            video, audio = video.with_latent(x0v), audio.with_latent(x0a)
+        else:
+            video = _ancestral_update(video, x0v, sig[i], sig[i + 1], eta, generator, noise_dtype)
+            audio = _ancestral_update(audio, x0a, sig[i], sig[i + 1], eta, generator, noise_dtype)
         _check_finite(video.latent, "video", i + 1, total)
         _check_finite(audio.latent, "audio", i + 1, total)
         if hook is not None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ltxengine.ltx2 import samplers as S
-from ltxengine.ltx2.samplers import LatentState, check_sigmas, euler, gradient_estimation, res2s
+from ltxengine.ltx2.samplers import LatentState, check_sigmas, euler, euler_ancestral, gradient_estimation, res2s
 
 from ..helpers import assert_close_scaled
 from ..oracles import ltx_core, ltx_pipelines
@@ -230,10 +230,11 @@ LOOPS = {
     "euler": euler,
     "gradient_estimation": gradient_estimation,
     "res2s": lambda *a, **k: res2s(*a, seed=0, **k),
+    "euler_ancestral": lambda *a, **k: euler_ancestral(*a, generator=torch.Generator().manual_seed(0), **k),
 }
 # hook calls = steps; res2s counts its full steps only (the final x0 at 0.0011 is not one)
-EXPECTED_STEPS = {"euler": 5, "gradient_estimation": 5, "res2s": 5}
-CALLS_PER_STEP = {"euler": 1, "gradient_estimation": 1, "res2s": 2}
+EXPECTED_STEPS = {"euler": 5, "gradient_estimation": 5, "res2s": 5, "euler_ancestral": 5}
+CALLS_PER_STEP = {"euler": 1, "gradient_estimation": 1, "res2s": 2, "euler_ancestral": 1}
 
 
 @pytest.mark.parametrize("name", LOOPS)
