@@ -70,7 +70,8 @@ _COPIED = {
 # (attention backend choice, diffusers bookkeeping).
 _IGNORED_PREFIXES = ("connector_", "audio_connector_", "_")
 _IGNORED = {"attention_type", "caption_channels_audio", "caption_projection_first_linear", "caption_proj_input_norm",
-            "caption_projection_second_linear"}
+            "caption_projection_second_linear", "use_embeddings_connector", "text_encoder_norm_type",
+            "causal_temporal_positioning"}
 
 
 def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfig:
@@ -99,6 +100,10 @@ def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfi
         raise ConfigError(f"{src}: config options missing that ltx-core requires: {missing}")
     fields = {ours: raw.get(orig, default) for orig, (ours, default) in _COPIED.items()}
     names = {ours: orig for orig, (ours, _) in _COPIED.items()}
+    gate_multiplier = fields["cross_attn_timestep_scale_multiplier"]
+    if type(gate_multiplier) is float and gate_multiplier.is_integer():
+        # 2.3 headers write 1000.0; ltx-core only divides by it
+        fields["cross_attn_timestep_scale_multiplier"] = int(gate_multiplier)
     for orig, (ours, default) in _SWITCHES.items():
         for field in ours:
             fields[field], names[field] = raw.get(orig, default), orig

@@ -407,6 +407,21 @@ def test_single_file_and_folder_load_identical_weights(name, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_original_header_keys_of_the_23_release():
+    """Keys the released 2.3 header carries beside ltx-core's (restated by public ports): the
+    connectors' and text encoder's, read elsewhere; the gate multiplier written as 1000.0."""
+    from ltxengine.loading.ltx2_transformer import transformer_config
+
+    _, _, cfg = _pair("v23")
+    section = {**original_section(cfg), "av_ca_timestep_scale_multiplier": 1000.0, "use_embeddings_connector": True,
+               "text_encoder_norm_type": "per_token_rms", "causal_temporal_positioning": True,
+               "connector_norm_output": True, "connector_apply_gated_attention": True,
+               "_class_name": "AVTransformer3DModel"}
+    assert transformer_config(section, "ckpt") == dataclasses.replace(cfg, causal_offset=1)
+    with pytest.raises(ValueError, match="av_ca_timestep_scale_multiplier"):
+        transformer_config({**section, "av_ca_timestep_scale_multiplier": 999.5}, "ckpt")
+
+
 def test_original_header_of_a_22b_release():
     from ltxengine.loading.ltx2_transformer import transformer_config
 
