@@ -25,6 +25,7 @@ from ..ops import TORCH_OPS, Ops
 from .components import (build_on_meta, component_files, device_and_dtype, load_fp8_source, load_pipeline_folder,
                          resolve_path, source_from_files)
 from .keymaps import IDENTITY, KeyMap
+from .ltx2_text import GEMMA_HIDDEN_SIZE
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
 
@@ -71,9 +72,12 @@ COMPONENT_SPECS = {
         other_diffusers_classes=("LTX2VocoderWithBWE",)),  # 2.3 / 2.5: BigVGAN-v2 + bandwidth extension
 }
 
-# Any of these keys marks a single file as LTX-2 (diffusers' detection keys).
+# Any of these keys marks a single file as LTX-2 (diffusers' detection keys). The DiT's and the audio VAE's
+# are in every release's bundle; the vocoder's is 2.0's HiFi-GAN, then 2.3+'s BWE vocoder (its stage-1
+# generator, ltx-core's VocoderWithBWE.vocoder), for vocoder-only files.
 _DETECT = ("model.diffusion_model.av_ca_a2v_gate_adaln_single.emb.timestep_embedder.linear_1.weight",
-           "audio_vae.per_channel_statistics.mean-of-means", "vocoder.conv_pre.weight")
+           "audio_vae.per_channel_statistics.mean-of-means", "vocoder.conv_pre.weight",
+           "vocoder.vocoder.conv_pre.weight")
 
 
 def _attr(ref: str) -> Any:
@@ -207,16 +211,39 @@ def _original_config(name: str, spec: ComponentSpec, section: dict, f: Safetenso
     convert = _attr(spec.from_original)
     if name != "connectors":
         return convert(section, str(f.path))
-    # The header does not say how many Gemma hidden states feed the projection (49 for
-    # Gemma-3-12B); the projection weight's shape does.
-    key = "text_embedding_projection.aggregate_embed.weight"
-    if key not in f.keys():
-        raise CheckpointError(f"{f.path}: no {key!r} (the Gemma feature projection of the text connectors)")
-    out_features, in_features = f.shape(key)
-    if in_features % out_features:
-        raise CheckpointError(f"{f.path}: {key!r} has shape {(out_features, in_features)}; the input width must be "
-                              "a multiple of the output width (hidden-state count x Gemma width)")
-    return convert(section, str(f.path), text_proj_in_factor=in_features // out_features)
+    return convert(section, str(f.path), **_gemma_input(section, f))
+
+
+_V1_PROJECTION = "text_embedding_projection.aggregate_embed.weight"  # 2.0: feature extractor V1
+_V2_PROJECTION = "text_embedding_projection.video_aggregate_embed.weight"  # 2.3+: V2, per modality
+
+
+def _gemma_input(section: dict, f: SafetensorsFile) -> dict[str, int]:
+    """What feeds the connectors' Gemma projection, which the header does not say: the number of
+    Gemma hidden states (49 for Gemma-3-12B) and, for V2, their width. V1 maps (states x width) ->
+    width, so its shape gives both (the width stays the header's caption_channels, as before). V2
+    maps (states x width) -> the DiT's width: ltx-core takes the width from its Gemma config (3840);
+    we take the header's caption_channels (the Gemma width, as 2.0 headers name it), else 3840.
+    ltx-core's V1 / V2 choice is the header's (ltx2_text.config_from_original); a projection of the
+    other kind then fails strict loading by name."""
+    keys = f.keys()
+    if _V1_PROJECTION in keys:
+        key, (width, in_features) = _V1_PROJECTION, f.shape(_V1_PROJECTION)
+    elif _V2_PROJECTION in keys:
+        key, in_features = _V2_PROJECTION, f.shape(_V2_PROJECTION)[1]
+        width = section.get("caption_channels", GEMMA_HIDDEN_SIZE)
+        if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+            raise CheckpointError(f"{f.path}: header config transformer.caption_channels (the Gemma width) must be "
+                                  f"a positive integer, got {width!r}")
+    else:
+        raise CheckpointError(f"{f.path}: no {_V1_PROJECTION!r} or {_V2_PROJECTION!r} (the Gemma feature projection "
+                              "of the text connectors)")
+    if in_features % width:
+        raise CheckpointError(f"{f.path}: {key!r} has {in_features} input features; that must be a multiple of the "
+                              f"Gemma width {width} (hidden-state count x Gemma width)")
+    if key == _V1_PROJECTION:
+        return {"text_proj_in_factor": in_features // width}
+    return {"text_proj_in_factor": in_features // width, "caption_channels": width}
 
 
 def keymap_claims(m, key: str) -> bool:

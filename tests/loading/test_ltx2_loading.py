@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from ltxengine.loading import CheckpointError
 from ltxengine.loading.ltx2 import COMPONENTS, is_ltx2, load_ltx2, load_ltx2_component
+from ltxengine.loading.ltx2_text import V2_EXPECTED
 from tests.helpers import perturb_
 from tests.models import audio_vae_fixtures as audio_t
 from tests.models import ltx2_text_fixtures as text_t
@@ -215,3 +216,134 @@ def test_info_describes_the_bundle(checkpoints):
     assert "model_version: 2.0.0" in format_description(d)
     folder = describe(checkpoints[1])
     assert folder["family"] == "LTX-2" and set(folder["components"]) == set(COMPONENTS)
+
+
+# -- LTX-2.3 (issue 19): the 22B bundle, ltx-2.3-22b-dev.safetensors ------------------------------------------
+
+# The tiny 2.3 DiT (every 2.3 switch) at the connectors' RoPE (one header key serves both) and the Gemma width
+# as caption_channels (the DiT no longer projects the caption; the header still names the width).
+DIT_V23 = dict(dit_t.TINY_V23["v23"], rope_type="split", rope_double_precision=True, caption_channels=text_t.D)
+# Feature extractor V2 and gated connectors at the DiT's widths (2 x 16 video, 2 x 8 audio), one register
+# count (the header has one key).
+CONNECTORS_V23 = dict(text_t.V23, video_hidden_dim=32, audio_hidden_dim=16, video_connector_num_attention_heads=2,
+                      video_connector_attention_head_dim=16, audio_connector_num_attention_heads=2,
+                      audio_connector_attention_head_dim=8, audio_connector_num_learnable_registers=16)
+
+
+@pytest.fixture(scope="module")
+def models_v23():
+    """diffusers modules of an LTX-2.3-like bundle with random weights, one per component."""
+    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
+    torch.manual_seed(0)
+    dit = LTX2VideoTransformer3DModel(**DIT_V23).eval()
+    perturb_(dit, seed=3)
+    _, connectors = text_t.make_pair(**CONNECTORS_V23)
+    vae, _ = vae_t.make_pair("2.3")
+    audio_vae, _ = audio_t.make_pair("release")
+    vocoder, _ = voc_t.make_bwe_pair("release")
+    return {"transformer": dit, "connectors": connectors, "vae": vae, "audio_vae": audio_vae, "vocoder": vocoder}
+
+
+def _header_v23(models) -> dict:
+    from ltxengine.config import parse_config
+    from ltxengine.models.video_vae import LTX2VideoVAEConfig
+    header = _header(models)
+    # ltx-core's feature extractor V2 switches (the DiT's writer sets only caption_proj_before_connector)
+    header["transformer"].update(V2_EXPECTED, connector_apply_gated_attention=True)
+    header["vae"] = vae_t.original_section(parse_config(LTX2VideoVAEConfig, vae_t.CASES_V23["2.3"], "test"))
+    header["vocoder"] = voc_t.release_bwe_section(vocoder=voc_t.BWE_CASES["release"]["hidden_channels"],
+                                                  bwe=voc_t.BWE_CASES["release"]["bwe_hidden_channels"])
+    return header
+
+
+def _original_tensors_v23(models) -> dict:
+    sd = {"model.diffusion_model." + dit_t.to_original(k): v for k, v in models["transformer"].state_dict().items()}
+    sd.update(text_t.to_original(models["connectors"].state_dict()))
+    sd.update(vae_t.original_state_dict(vae_t.make_pair("2.3")[1]))
+    sd.update(audio_t.to_original(models["audio_vae"].state_dict()))
+    sd.update(voc_t.bwe_to_original(models["vocoder"].state_dict()))
+    return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+@pytest.fixture(scope="module")
+def checkpoints_v23(models_v23, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ltx23")
+    meta = {"config": json.dumps(_header_v23(models_v23)), "model_version": "2.3.0"}
+    save_file(_original_tensors_v23(models_v23), str(root / "ltx-2.3-tiny.safetensors"), metadata=meta)
+    return root / "ltx-2.3-tiny.safetensors", write_folder(root / "folder", models_v23)
+
+
+def test_v23_bundle_and_folder_load_identical_weights(models_v23, checkpoints_v23):
+    """An LTX-2.3 bundle (all five components, ltx-core names, per-component header sections, the
+    feature extractor V2 projections) and the diffusers folder of the same weights: identical state
+    dicts, component by component, equal to the diffusers modules'."""
+    bundle, folder = checkpoints_v23
+    a = load_ltx2(bundle, dtype=torch.float32)
+    b = load_ltx2(folder, dtype=torch.float32)
+    assert a.model_version == "2.3.0"
+    for name in COMPONENTS:
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        ref = models_v23[name].state_dict()
+        assert sa.keys() == sb.keys() == ref.keys(), name
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]) and torch.equal(sa[k], ref[k]), f"{name}: {k}"
+        assert type(getattr(a, name)).__name__ == type(getattr(b, name)).__name__
+    # the connectors' Gemma input (width x hidden states) comes from the projection's shape and the header
+    cfg = a.connectors.config
+    assert (cfg.caption_channels, cfg.text_proj_in_factor) == (text_t.D, text_t.L)
+    assert cfg == b.connectors.config
+    assert a.vocoder.config == b.vocoder.config
+
+
+def test_v23_detection(checkpoints_v23, models_v23, tmp_path):
+    assert is_ltx2(checkpoints_v23[0])
+    # a 2.3 vocoder on its own: the BWE vocoder nests its generators under vocoder.vocoder / vocoder.bwe_generator
+    vocoder = {k: v for k, v in _original_tensors_v23(models_v23).items() if k.startswith("vocoder.")}
+    save_file(vocoder, str(tmp_path / "vocoder.safetensors"))
+    assert is_ltx2(tmp_path / "vocoder.safetensors")
+
+
+def test_v23_gemma_projection_errors_are_named(models_v23, tmp_path):
+    """The connectors' Gemma input comes from the V2 projection's shape over the header's Gemma width:
+    a width that does not divide it, a width that is not a positive integer, and a bundle with neither
+    projection are refused by key."""
+    tensors = _original_tensors_v23(models_v23)
+
+    def load(header, tensors=tensors):
+        path = tmp_path / "c.safetensors"
+        save_file(tensors, str(path), metadata={"config": json.dumps(header), "model_version": "2.3.0"})
+        return load_ltx2(path, dtype=torch.float32, components=("connectors",))
+
+    header = _header_v23(models_v23)
+    header["transformer"]["caption_channels"] = text_t.D * text_t.L - 1
+    with pytest.raises(CheckpointError, match="'text_embedding_projection.video_aggregate_embed.weight' has 128 input "
+                                              "features; that must be a multiple of the Gemma width 127"):
+        load(header)
+    header["transformer"]["caption_channels"] = "3840"
+    with pytest.raises(CheckpointError, match="transformer.caption_channels \\(the Gemma width\\) must be a positive "
+                                              "integer, got '3840'"):
+        load(header)
+    del header["transformer"]["caption_channels"]  # -> Gemma-3-12B's 3840, which 128 inputs do not fit
+    with pytest.raises(CheckpointError, match="multiple of the Gemma width 3840"):
+        load(header)
+    no_projection = {k: v for k, v in tensors.items() if not k.startswith("text_embedding_projection.")}
+    with pytest.raises(CheckpointError, match="no 'text_embedding_projection.aggregate_embed.weight' or "
+                                              "'text_embedding_projection.video_aggregate_embed.weight'"):
+        load(_header_v23(models_v23), no_projection)
+
+
+def test_v23_engine_from_the_bundle(checkpoints_v23, tmp_path):
+    """Engine.from_pretrained on the 2.3 bundle (with a Gemma folder) builds an LTX-2 engine of release
+    2.3 whose prompt encoding (feature extractor V2, gated connectors) equals the folder engine's."""
+    from ltxengine import Engine
+    bundle, folder = checkpoints_v23
+    gemma = text_t.write_gemma(tmp_path / "gemma")
+    a = Engine.from_pretrained(bundle, device="cpu", dtype=torch.float32, text_encoder=gemma)
+    b = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, text_encoder=gemma)
+    assert (a.family, a.model_version, a.release.version) == ("ltx-2", "2.3.0", "2.3")
+    assert b.release.version == "2.3"
+    with torch.no_grad():
+        encoded = a.text_encoder.encode(["a red car drives at night"], max_sequence_length=text_t.SEQ)
+        expected = b.text_encoder.encode(["a red car drives at night"], max_sequence_length=text_t.SEQ)
+    assert encoded[0].shape[-1] == 32 and encoded[1].shape[-1] == 16  # the DiT's video / audio widths
+    assert all(torch.equal(x, y) for x, y in zip(encoded, expected))
