@@ -250,6 +250,12 @@ def _header_v23(models) -> dict:
     header = _header(models)
     # ltx-core's feature extractor V2 switches (the DiT's writer sets only caption_proj_before_connector)
     header["transformer"].update(V2_EXPECTED, connector_apply_gated_attention=True)
+    # keys the released 2.3 header carries that ltx-core reads nowhere (public ports' restatements of it), and
+    # its float gate multiplier
+    header["transformer"].update(use_embeddings_connector=True, text_encoder_norm_type="per_token_rms",
+                                 causal_temporal_positioning=True)
+    multiplier = header["transformer"]["av_ca_timestep_scale_multiplier"]
+    header["transformer"]["av_ca_timestep_scale_multiplier"] = float(multiplier)
     header["vae"] = vae_t.original_section(parse_config(LTX2VideoVAEConfig, vae_t.CASES_V23["2.3"], "test"))
     header["vocoder"] = voc_t.release_bwe_section(vocoder=voc_t.BWE_CASES["release"]["hidden_channels"],
                                                   bwe=voc_t.BWE_CASES["release"]["bwe_hidden_channels"])
