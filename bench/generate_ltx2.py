@@ -112,8 +112,11 @@ def build_module(cls, config, device, dtype, ops, seed: int):
 
 def diffusers_twin(cls, model):
     """diffusers' class over the same storage (the config fields are its arguments, the names its keys)."""
+    kwargs = dataclasses.asdict(model.config)
+    if kwargs.get("connector_ff_bias") is True:  # ltx-core's option; diffusers' connectors always have the bias
+        del kwargs["connector_ff_bias"]
     with torch.device("meta"):
-        ref = cls(**dataclasses.asdict(model.config))
+        ref = cls(**kwargs)
     ref.load_state_dict(model.state_dict(), strict=True, assign=True)
     return ref.eval()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import shlex
 import signal
 import sys
@@ -133,10 +134,12 @@ def _demo(args) -> int:
     check_output(args.output)
     keep = _keep_folder(args.keep) if args.keep is not None else None
     start = time.perf_counter()
-    ltx2 = args.family == "ltx-2"
+    ltx2 = args.family.startswith("ltx-2")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = keep or Path(tmp) / ("ltx-2-tiny" if ltx2 else "ltx-video-tiny")
-        _write_demo(write_demo_ltx2_checkpoint if ltx2 else write_demo_checkpoint, folder, args.seed, keep)
+        folder = keep or Path(tmp) / (f"{args.family}-tiny" if ltx2 else "ltx-video-tiny")
+        version = {"ltx-2": "2.0", "ltx-2.3": "2.3", "ltx-2.5": "2.5"}.get(args.family)
+        write = functools.partial(write_demo_ltx2_checkpoint, version=version) if ltx2 else write_demo_checkpoint
+        _write_demo(write, folder, args.seed, keep)
         engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
         progress = Progress()
         try:
@@ -146,7 +149,7 @@ def _demo(args) -> int:
     out = result.save(args.output)
     t = result.timings
     params = sum(p.numel() for p in engine.transformer.parameters())
-    what = "LTX-2" if ltx2 else "LTX-Video"
+    what = ("LTX-2" if version == "2.0" else f"LTX-{version}") if ltx2 else "LTX-Video"
     sound = f", {result.audio.shape[0]}-channel {result.sample_rate} Hz AAC" if ltx2 else ""
     print(f"demo: tiny random-weight {what} ({params:,} transformer parameters), two-stage "
           f"{'video + audio ' if ltx2 else ''}{args.height // 2}x{args.width // 2} -> {args.height}x{args.width}: "
@@ -167,7 +170,7 @@ def _demo_call(args) -> dict:
 
     common = dict(height=args.height, width=args.width, num_frames=args.frames, frame_rate=args.fps,
                   num_inference_steps=args.steps, seed=args.seed)
-    if args.family == "ltx-2":
+    if args.family.startswith("ltx-2"):
         from .ltx2.engine import LTX2TwoStage
         # two-stage (the folder has a latent upsampler); no distilled LoRA exists for random weights
         return dict(common, max_sequence_length=64, two_stage=LTX2TwoStage(lora_strength=0.0))
@@ -182,7 +185,7 @@ def _next_steps(args, folder: Path) -> str:
     cmd = (f"ltxengine generate --model {q(str(folder))} --prompt {q(_DEMO_PROMPT)} --height {args.height} "
            f"--width {args.width} --num-frames {args.frames} --frame-rate {args.fps} --steps {args.steps} "
            f"--seed {args.seed} --dtype fp32 --device cpu ")
-    cmd += ("--pipeline two-stage --max-sequence-length 64" if args.family == "ltx-2" else
+    cmd += ("--pipeline two-stage --max-sequence-length 64" if args.family.startswith("ltx-2") else
             f"--two-stage --downscale-factor 0.5 --refine-steps {args.steps} --refine-strength 0.5 --tone-map 0.6")
     return (f"demo: the checkpoint stays in {folder}; try\n  ltxengine info {q(str(folder))}\n"
             f"  {cmd} --output {q(str(out))}\n(the same video as the demo's, from the command line)")
@@ -233,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="two-stage generation with a tiny random-weight checkpoint (no download)",
                           formatter_class=_HelpFormatter)
     demo.add_argument("--output", default="demo.mp4", help="the .mp4 to write")
-    demo.add_argument("--family", choices=("ltx-video", "ltx-2"), default="ltx-video",
-                      help="ltx-2: the two-stage video-and-audio path (the mp4 gets an AAC track)")
+    demo.add_argument("--family", choices=("ltx-video", "ltx-2", "ltx-2.3", "ltx-2.5"), default="ltx-video",
+                      help="ltx-2: the two-stage video-and-audio path (the mp4 gets an AAC track); ltx-2.3 / "
+                           "ltx-2.5: the same with those releases' layouts (48 kHz audio; 2.5: Gemma 4)")
     demo.add_argument("--frames", type=frame_count, default=25, help="8k+1 frames")
     demo.add_argument("--height", type=number(int, 64, multiple=64), default=128,
                       help="pixels, a multiple of 64 (two stages of 32-pixel latents)")

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, IMAGE_CRF, LTX2_ONLY, LTX_VIDEO_ONLY, UsageError,
+from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, UsageError,
                           flag_message, guidance_flags)
 
 
@@ -146,7 +146,7 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
                 "configures stage 2, which the one-stage pipeline does not have")
     if mode == "distilled":
         _refuse(given, ("steps",), "--pipeline distilled runs the fixed 8-sigma distilled schedule; leave it out")
-    elif args.steps < 2:
+    elif args.steps is not None and args.steps < 2:
         raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
     args.pipeline = mode
     images = args.images or ()
@@ -211,7 +211,7 @@ def read_audio_input(args) -> dict[str, Any]:
     return {"audio": wave, "audio_sample_rate": rate}
 
 
-def guidance(args, modality: str, layers: int | None):
+def guidance(args, modality: str, layers: int | None, release: str = "2.0"):
     """GuidanceParams from the --{modality}-* flags over the pipeline's defaults (None: none given)."""
     values = {k: getattr(args, f"{modality}_{k}") for k in GUIDANCE_FIELDS}
     values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
@@ -219,7 +219,10 @@ def guidance(args, modality: str, layers: int | None):
         return None
     from .ltx2.request import clip_blocks
     from .ltx2.denoise import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
+    from .ltx2.releases import RELEASES
     base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
+    if base is not NO_GUIDANCE:  # the release's STG block (29 for 2.0, 28 for 2.3 / 2.5)
+        base = replace(base, stg_blocks=RELEASES[release].stg_blocks)
     params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
         try:
@@ -250,12 +253,12 @@ def ltx_video_call(args, images: list) -> dict[str, Any]:
     return kw
 
 
-def ltx2_call(args, images: list, layers: int | None) -> dict[str, Any]:
+def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> dict[str, Any]:
     from .ltx2.engine import LTX2TwoStage
     from .components import Condition
-    kw: dict[str, Any] = dict(pipeline=args.pipeline, sampler=args.sampler or "euler",
-                              video_guidance=guidance(args, "video", layers),
-                              audio_guidance=guidance(args, "audio", layers))
+    kw: dict[str, Any] = dict(pipeline=args.pipeline, sampler=args.sampler,  # None: the release's
+                              video_guidance=guidance(args, "video", layers, release),
+                              audio_guidance=guidance(args, "audio", layers, release))
     if args.pipeline != "one-stage":
         kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else 1.0,
                                        adain_factor=args.adain_factor, tone_map_compression_ratio=args.tone_map)
@@ -266,7 +269,9 @@ def ltx2_call(args, images: list, layers: int | None) -> dict[str, Any]:
         kw["conditions"] = [Condition(image=image, frame_index=given.frame or 0,
                                       strength=1.0 if given.strength is None else given.strength)
                             for image, given in zip(images, args.images)]
-        kw["image_crf"] = next((given.crf for given in args.images if given.crf is not None), IMAGE_CRF)
+        crf = next((given.crf for given in args.images if given.crf is not None), None)
+        if crf is not None:  # else the release's (33; 18 for 2.5)
+            kw["image_crf"] = crf
     if args.audio is not None:
         kw.update(read_audio_input(args))
     return kw
@@ -324,7 +329,7 @@ def run(args) -> int:
     import torch
 
     from .engine import Engine
-    from .info import family as family_of, transformer_layers
+    from .info import family as family_of, ltx2_release, transformer_layers
 
     device = check_device(args.device)
     dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -336,7 +341,8 @@ def run(args) -> int:
     settle(args, family, path)
     images = [read_image(image.path) for image in args.images or ()]
     layers = transformer_layers(path) if family == "LTX-2" else None
-    call = ltx2_call(args, images, layers) if family == "LTX-2" else ltx_video_call(args, images)
+    call = (ltx2_call(args, images, layers, ltx2_release(path)) if family == "LTX-2"
+            else ltx_video_call(args, images))
     call.update(negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                 num_frames=args.num_frames, frame_rate=args.frame_rate, num_inference_steps=args.steps,
                 seed=args.seed, output=output)

@@ -30,11 +30,10 @@ DEFAULTS = {
                   "guidance_scale": 3.0, "guidance_rescale": 0.0, "decode_timestep": 0.05,
                   "decode_noise_scale": 0.025, "downscale_factor": 2 / 3, "adain_factor": 1.0, "tone_map": 0.0,
                   "refine_strength": 0.4, "refine_steps": 10},
-    # LTX2Engine.generate's defaults (ltx-pipelines' LTX-2.0 stage-1 size; decode settings from the model)
-    "LTX-2": {"height": 512, "width": 768, "num_frames": 121, "frame_rate": Fraction(24), "steps": 40,
+    # LTX2Engine.generate's defaults (ltx-pipelines' stage-1 size; steps and decode settings from the model)
+    "LTX-2": {"height": 512, "width": 768, "num_frames": 121, "frame_rate": Fraction(24), "steps": None,
               "adain_factor": 0.0, "tone_map": 0.0},
 }
-IMAGE_CRF = 33  # ltx-pipelines' DEFAULT_IMAGE_CRF
 GUIDANCE_FIELDS = ("cfg", "stg", "stg_blocks", "rescale", "modality", "skip_step")
 
 
@@ -189,7 +188,7 @@ class LorasAction(LoraAction):
 # -- the parser ---------------------------------------------------------------------------------------
 
 PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage")  # LTX-2's recipes (a test keeps them equal)
-SAMPLERS = ("euler", "gradient-estimation", "res2s")
+SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
 
@@ -226,7 +225,8 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     what.add_argument("--image", dest="images", nargs="+", action=ImageAction, metavar="ARG",
                       help="image condition PATH [FRAME STRENGTH [CRF]] (repeatable; any image or video file PyAV "
                            "reads, its first frame): plain PATH conditions frame 0 at strength 1; CRF is LTX-2's "
-                           f"H.264 round trip of the image (0: none; default: {IMAGE_CRF}). Example: --image a.png "
+                           "H.264 round trip of the image (0: none; default: the release's, 33, or 18 for LTX-2.5). "
+                           "Example: --image a.png "
                            "0 1.0 --image b.png 120 0.8")
     what.add_argument("--height", type=number(int, 32, multiple=32), help=f"pixels, a multiple of 32 (the VAE's "
                       f"latent pixel), of 64 for LTX-2's two-stage pipelines {_per_family('height')}")

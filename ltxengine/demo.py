@@ -68,8 +68,9 @@ def write_demo_checkpoint(folder, seed: int = 0) -> Path:
 
 # -- LTX-2 (video + audio) ---------------------------------------------------------------------------
 
-def _gemma(folder: Path, hidden: int = 32) -> None:
-    """A 3-layer random Gemma 3 (4 hidden states) and a word-level tokenizer built offline."""
+def _gemma(folder: Path, hidden: int = 32, gemma4: bool = False) -> None:
+    """A 3-layer random Gemma 3 (or LTX-2.5's Gemma 4 unified; 4 hidden states) and a word-level
+    tokenizer built offline."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
@@ -80,36 +81,54 @@ def _gemma(folder: Path, hidden: int = 32) -> None:
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
                                                 unk_token="<unk>", pad_token="<pad>")
+    if gemma4:
+        text4 = transformers.Gemma4UnifiedTextConfig(
+            vocab_size=len(words), hidden_size=hidden, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=32, sliding_window=4,
+            max_position_embeddings=256, layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+        vision4 = transformers.Gemma4UnifiedVisionConfig(patch_size=4, pooling_kernel_size=2, mm_embed_dim=hidden,
+                                                         mm_posemb_size=16, output_proj_dims=hidden)
+        audio4 = transformers.Gemma4UnifiedAudioConfig(audio_embed_dim=16)
+        config4 = transformers.Gemma4UnifiedConfig(text_config=text4.to_dict(), vision_config=vision4.to_dict(),
+                                                   audio_config=audio4.to_dict())
+        transformers.Gemma4UnifiedForConditionalGeneration(config4).save_pretrained(folder / "text_encoder")
+        fast.save_pretrained(folder / "tokenizer")
+        return
     text = transformers.Gemma3TextConfig(vocab_size=len(words), hidden_size=hidden, intermediate_size=64,
                                          num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1,
                                          head_dim=16, sliding_window=4, max_position_embeddings=256,
                                          layer_types=["sliding_attention", "full_attention", "sliding_attention"])
     vision = transformers.SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                              num_attention_heads=2, image_size=28, patch_size=14)
-    config = transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    config = transformers.Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                                       mm_tokens_per_image=4)
     transformers.Gemma3ForConditionalGeneration(config).save_pretrained(folder / "text_encoder")
     fast.save_pretrained(folder / "tokenizer")
 
 
-def write_demo_ltx2_checkpoint(folder, seed: int = 0) -> Path:
+def write_demo_ltx2_checkpoint(folder, seed: int = 0, version: str = "2.0") -> Path:
     """A tiny random-weight LTX-2 diffusers folder (DiT, connectors, video and audio VAEs, vocoder,
-    Gemma 3 + tokenizer, spatial x2 upsampler) for the two-stage video-and-audio demo."""
+    Gemma + tokenizer, spatial x2 upsampler) of a release ("2.0", "2.3": the 2.3 layouts and the BWE
+    vocoder at 48 kHz, "2.5": also Gemma 4) for the two-stage video-and-audio demo."""
     from .loading.ltx2 import COMPONENT_SPECS
     from .models.latent_upsampler import LatentUpsampler
+    from .models.vocoder import VocoderWithBWEConfig
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    cfgs = demo_ltx2()
+    cfgs = demo_ltx2(version)
     index = {"_class_name": "LTX2Pipeline"}
     for name, spec in COMPONENT_SPECS.items():
         model = _build(spec, cfgs[name])
-        _save(model, folder / name, spec.diffusers_class, cfgs[name])
-        index[name] = ["diffusers", spec.diffusers_class]
+        class_name = "LTX2VocoderWithBWE" if isinstance(cfgs[name], VocoderWithBWEConfig) else spec.diffusers_class
+        _save(model, folder / name, class_name, cfgs[name])
+        index[name] = ["diffusers", class_name]
     with torch.no_grad():
         up = LatentUpsampler(cfgs["latent_upsampler"])
     _save(up, folder / "latent_upsampler", "LTX2LatentUpsamplerModel", cfgs["latent_upsampler"])
-    _gemma(folder)
-    index.update(text_encoder=["transformers", "Gemma3ForConditionalGeneration"],
+    _gemma(folder, gemma4=version == "2.5")
+    gemma = "Gemma4UnifiedForConditionalGeneration" if version == "2.5" else "Gemma3ForConditionalGeneration"
+    index.update(text_encoder=["transformers", gemma],
                  tokenizer=["transformers", "PreTrainedTokenizerFast"])
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder

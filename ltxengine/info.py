@@ -41,7 +41,8 @@ def _vae_version(cfg: dict) -> str:
 
 # released transformers by (family, version prefix) and (layers, heads); anything else is "custom"
 _RELEASED = {("LTX-Video", ""): {(28, 32): "2B", (48, 32): "13B"},
-             ("LTX-2", "2.0"): {(48, 32): "19B"}, ("LTX-2", "2.3"): {(48, 32): "22B"}}
+             ("LTX-2", "2.0"): {(48, 32): "19B"}, ("LTX-2", "2.3"): {(48, 32): "22B"},
+             ("LTX-2", "2.5"): {(48, 32): "22B"}}
 
 # Config options only later LTX-2 releases turn on: diffusers' names (folders), then ltx-core's
 # (single-file headers).
@@ -62,8 +63,32 @@ def _ltx2_version(transformer_cfg: dict, later_sections=()) -> str:
     """The LTX-2 release a config's layout belongs to: 2.0 unless a later release's option is on
     (or a later release's header section, e.g. the 2.3 vocoder's 'bwe', is present)."""
     later = [v for k, v in _LTX2_LATER.items() if transformer_cfg.get(k)]
+    later += ["2.5" for k in ("ff_bias",) if transformer_cfg.get(k) is False]  # 2.5's video FFN has no bias
     later += ["2.3" for section in later_sections if section == "bwe"]
     return max(later, default="2.0")
+
+
+def ltx2_release(path) -> str:
+    """The LTX-2 release ("2.0", "2.3", "2.5") of a local checkpoint from its configs only, as the
+    engine reads it (ltx2/releases.py): the header's model_version, else the transformer's layout;
+    "2.0" when the configs cannot be read (the loader then gives the error)."""
+    from .ltx2.releases import RELEASES
+    p = Path(path)
+    try:
+        if p.is_dir():
+            cfg = _read_config(p / "transformer" if (p / "model_index.json").is_file() else p)
+            return _ltx2_version(cfg)
+        with SafetensorsFile(p) as f:
+            version = str(f.metadata.get("model_version") or "")
+            config = f.config_section() if f.metadata.get("config") else {}
+    except (ValueError, OSError, AttributeError):
+        return "2.0"
+    major_minor = {"2.4": "2.5"}.get(".".join(version.split(".")[:2]), ".".join(version.split(".")[:2]))
+    if major_minor in RELEASES:
+        return major_minor
+    t = config.get("transformer", {}) if isinstance(config.get("transformer"), dict) else {}
+    v = config.get("vocoder", {}) if isinstance(config.get("vocoder"), dict) else {}
+    return _ltx2_version(t, v)
 
 
 def describe(path) -> dict[str, Any]:

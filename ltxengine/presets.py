@@ -28,9 +28,49 @@ DEMO_UPSAMPLER = LatentUpsamplerConfig(in_channels=32, mid_channels=64, num_bloc
 
 # -- the LTX-2 demo checkpoint (demo.write_demo_ltx2_checkpoint) ----------------------------------
 
-def demo_ltx2() -> dict:
-    """Component name -> config of the tiny, mutually consistent LTX-2 set (Gemma hidden size 32).
-    A function: the LTX-2 config classes live beside their models, imported only when asked for."""
+def demo_ltx2(version: str = "2.0") -> dict:
+    """Component name -> config of the tiny, mutually consistent LTX-2 set of a release ("2.0", "2.3",
+    "2.5"; Gemma hidden size 32). A function: the LTX-2 config classes live beside their models,
+    imported only when asked for."""
+    if version not in ("2.0", "2.3", "2.5"):
+        raise ValueError(f"version must be one of ('2.0', '2.3', '2.5'), got {version!r}")
+    cfgs = _demo_ltx20()
+    if version == "2.0":
+        return cfgs
+    from .models.latent_upsampler import LTX2LatentUpsamplerConfig
+    from .models.video_vae import VAE_LTX23
+    from .models.vocoder import VocoderWithBWEConfig
+    t = cfgs["transformer"]
+    # 2.3: gated attention, cross-attention adaLN, text straight from the connectors' per-modality
+    # projections (so they run at the DiT's widths), the STG processor; 2.5 adds no video FFN bias
+    # and the keyframe embedding
+    cfgs["transformer"] = dataclasses.replace(t, gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+                                              audio_cross_attn_mod=True, use_prompt_embeddings=False,
+                                              perturbed_attn=True)
+    if version == "2.5":
+        cfgs["transformer"] = dataclasses.replace(cfgs["transformer"], ff_bias=False,
+                                                  use_keyframes_abs_pos_embedding=True)
+    cfgs["connectors"] = dataclasses.replace(
+        cfgs["connectors"], per_modality_projections=True, proj_bias=True, video_hidden_dim=t.inner_dim,
+        audio_hidden_dim=t.audio_inner_dim, audio_connector_attention_head_dim=t.audio_inner_dim // 2,
+        video_gated_attn=True, audio_gated_attn=True)
+    cfgs["vae"] = dataclasses.replace(VAE_LTX23, latent_channels=32, block_out_channels=(16, 32, 64, 64),
+                                      layers_per_block=(1, 1, 1, 1, 1), decoder_block_out_channels=(16, 32, 32, 64),
+                                      decoder_layers_per_block=(1, 1, 1, 1, 1))
+    # BigVGAN-v2 to 24 kHz, then the bandwidth extension to 48 kHz (the release: 16 -> 48 kHz)
+    cfgs["vocoder"] = VocoderWithBWEConfig(
+        in_channels=32, hidden_channels=32, upsample_kernel_sizes=(12, 10, 4, 4, 4),
+        upsample_factors=(6, 5, 2, 2, 2), resnet_kernel_sizes=(3,), resnet_dilations=((1, 3),),
+        bwe_in_channels=12, bwe_hidden_channels=16, bwe_upsample_kernel_sizes=(8, 4, 4),
+        bwe_upsample_factors=(4, 2, 2), bwe_resnet_kernel_sizes=(3,), bwe_resnet_dilations=((1, 3),),
+        filter_length=32, hop_length=8, window_length=32, num_mel_channels=6, input_sampling_rate=24000,
+        output_sampling_rate=48000)
+    cfgs["latent_upsampler"] = LTX2LatentUpsamplerConfig(in_channels=32, mid_channels=32, num_blocks_per_stage=1,
+                                                         use_rational_resampler=False)
+    return cfgs
+
+
+def _demo_ltx20() -> dict:
     from .models.audio_vae import AudioVAEConfig
     from .models.latent_upsampler import LTX2LatentUpsamplerConfig
     from .models.ltx2_text import TextConnectorsConfig

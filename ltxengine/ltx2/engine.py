@@ -119,7 +119,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  audio_stg_scale: float | None = None, audio_modality_scale: float | None = None,
                  audio_guidance_rescale: float | None = None,
                  spatio_temporal_guidance_blocks: Sequence[int] | None = None, shift_tokens: int | None = 4096,
-                 pipeline: str | None = None, two_stage: LTX2TwoStage | None = None, sampler: str = "euler",
+                 pipeline: str | None = None, two_stage: LTX2TwoStage | None = None, sampler: str | None = None,
                  image_crf: int | None = None, audio_start: float = 0.0, audio_sample_rate: int | None = None,
                  decode_timestep: float | None = None, decode_noise_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, callback: Callable | None = None,
@@ -129,7 +129,9 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
 
         Defaults that change between releases follow the checkpoint's (``engine.release``, see
         releases.py): num_inference_steps 40 / 30 / 30 for 2.0 / 2.3 / 2.5, the default guidance's
-        STG block 29 / 28 / 28, image_crf 33 / 33 / 18.
+        STG block 29 / 28 / 28, image_crf 33 / 33 / 18, and the sampler: "euler", except 2.5's
+        pipeline="distilled", whose stage 1 is "euler-ancestral" (eta 1, noise from seed + 10000;
+        stage 2 stays Euler).
         video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' values for
         the release; none for "distilled"). The same guidance may be spelled with diffusers'
         LTX2Pipeline keywords instead (see ``DIFFUSERS_GUIDANCE``): guidance_scale = cfg, stg_scale

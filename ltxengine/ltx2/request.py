@@ -28,7 +28,7 @@ __all__ = ["DIFFUSERS_GUIDANCE", "LTX2Request", "LTX2TwoStage", "PIPELINES_LTX2"
            "clip_blocks"]
 
 PIPELINES_LTX2 = tuple(RECIPES)  # ("two-stage", "distilled", "one-stage")
-SAMPLERS = ("euler", "gradient-estimation", "res2s")
+SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,8 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     mode = _check_pipeline(engine, a)
     n = _check_video_size(engine, a, mode)
     _check_guidance(engine, a, mode == "distilled")
+    if a["sampler"] is None:  # the release's: 2.5's distilled stage 1 is ancestral (ltx-pipelines distilled.py)
+        a["sampler"] = "euler-ancestral" if release.ancestral_distilled and mode == "distilled" else "euler"
     if a["sampler"] not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {a['sampler']!r}")
     _check_stage1_schedule(engine, a, mode)

@@ -177,9 +177,16 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
                         graph_variant=engine.graph_variant, keyframes=marker)
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a.sampler
+    if stage != "denoise" and sampler == "euler-ancestral":
+        sampler = "euler"  # the reference's stage 2 stays deterministic Euler
     try:
         if sampler == "euler":
             video, audio = samplers.euler(denoiser, video, audio, sigmas, hook)
+        elif sampler == "euler-ancestral":
+            # the reference: eta 1, its own generator seeded with seed + 10000 (apart from the initial
+            # noise's), noise drawn in bf16 as the reference's bf16 states draw it
+            ancestral = torch.Generator(device=dev).manual_seed(seed + 10000)
+            video, audio = samplers.euler_ancestral(denoiser, video, audio, sigmas, hook, ancestral, eta=1.0)
         elif sampler == "gradient-estimation":
             video, audio = samplers.gradient_estimation(denoiser, video, audio, sigmas, hook)
         else:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltxengine import Engine
+from ltxengine import Engine, LTX2TwoStage
 from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline_version
 
 diffusers = pytest.importorskip("diffusers")
@@ -93,3 +93,28 @@ def test_each_release_brings_its_defaults(tmp_path):
     assert release_of(base, "2.4.1").version == "2.5" and release_of(base, "9.9").version == "2.0"
     from ltxengine.ltx2.releases import RELEASES
     assert RELEASES["2.0"].stg_blocks == (29,) and RELEASES["2.3"].stg_blocks == (28,)
+
+
+def test_ltx25_distilled_stage1_is_euler_ancestral(tmp_path):
+    """2.5's distilled pipeline samples stage 1 with Euler-ancestral by default (ltx-pipelines
+    distilled.py: eta 1, noise from seed + 10000; the sampler itself is checked against diffusers and
+    the reference in test_ltx2_ancestral.py); 2.0 / 2.3 keep Euler; sampler= overrides."""
+    import inspect
+    folder = build_pipeline_version(tmp_path, "2.5")[2]
+    engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    kw = dict(height=128, width=128, num_frames=9, max_sequence_length=SEQ, pipeline="distilled", seed=4)
+
+    def request(**extra):
+        bound = inspect.signature(engine.generate).bind("a dog", **{**kw, **extra})
+        bound.apply_defaults()
+        return engine._request(dict(bound.arguments))
+    assert request().sampler == "euler-ancestral" and request(sampler="euler").sampler == "euler"
+    assert request(pipeline="two-stage").sampler == "euler"
+    two = dict(two_stage=LTX2TwoStage(lora_strength=0))
+    ancestral = engine.generate("a dog", **kw, **two)
+    again = engine.generate("a dog", **kw, **two)
+    plain = engine.generate("a dog", **kw, **two, sampler="euler")
+    assert np.array_equal(ancestral.frames, again.frames)  # seeded: reproducible
+    assert np.abs(ancestral.frames - plain.frames).max() > 1e-3  # and not plain Euler
+    other = engine.generate("a dog", **dict(kw, seed=5), **two)
+    assert np.abs(other.frames - ancestral.frames).max() > 1e-3
