@@ -15,7 +15,7 @@ from ltxengine.ltx2 import samplers as S
 from ltxengine.ltx2.samplers import LatentState, euler, euler_ancestral, post_process
 
 from ..helpers import assert_close_scaled
-from .test_ltx2_samplers import B, CA, CV, MASKS, NA, NV, SCHEDULES, Toy, _states
+from .sampler_fixtures import B, CA, CV, MASKS, NA, NV, SCHEDULES, Toy, states as _states
 
 # Measured max |ours - oracle| / max(1, max|oracle|) on the CPU (torch 2.13): the step against
 # diffusers' and the loop against the reference transcription are bit-equal (0); the loop against

@@ -1,7 +1,7 @@
 """LTX-2.3 and LTX-2.5 end to end (issue 19): the engine on tiny 2.3-like and 2.5-like diffusers folders
 (every new switch of the DiT, the feature extractor V2 and gated connectors, the 2.3 video VAE and x2
-upsampler, the BWE vocoder at 48 kHz; Gemma 4 for 2.5) reproduces diffusers' LTX2Pipeline for the same seed, video and audio,
-within 1e-4 in fp32 (the 2.0 contract, tests/pipelines/test_ltx2_parity.py).
+upsampler, the BWE vocoder at 48 kHz; Gemma 4 for 2.5) reproduces diffusers' LTX2Pipeline for the
+same seed, video and audio, within 1e-4 in fp32 (the 2.0 contract, tests/pipelines/test_ltx2_parity.py).
 
 2.5's keyframe embedding: the reference adds it to the first latent frame's tokens of every video
 state; diffusers' pipeline never applies it. The parity run zeroes the embedding on both sides, and
