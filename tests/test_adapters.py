@@ -251,3 +251,24 @@ def test_ltx2_two_adapters_match_diffusers_set_adapters(tmp_path_factory):
     plain = engine.generate("a cat sits on the mat", "red car", pipeline="one-stage",
                             shift_tokens=None, seed=2, max_sequence_length=SEQ, loras={}, **kw)
     assert np.abs(plain.frames - video[0]).max() > 1e-3  # the comparison sees the LoRAs
+
+
+@pytest.mark.parametrize("fp8_lora", ["branch", "merge"])
+def test_adapters_on_fp8_weights_follow_the_engines_fp8_lora_mode(folders, fp8_lora):
+    """fp8 engines take adapters too: "branch" leaves the fp8 bits untouched (a forward hook adds
+    the LoRA), "merge" requantizes; either way the LoRA changes the video and unloading gives the
+    fp8 weights back bit for bit (LoraSet's fp8 modes are measured in tests/loading/test_lora_fp8.py)."""
+    engine = Engine.from_pretrained(folders[0], device="cpu", dtype=torch.bfloat16, latent_upsampler=folders[1],
+                                    quantization="fp8-cast", fp8_lora=fp8_lora)
+    assert engine.quantization == "fp8-cast"
+    before = {k: v.clone() for k, v in engine.transformer.state_dict().items()}
+    plain = engine.generate("a dog", seed=3, **SIZE).frames
+    engine.load_lora_weights(_lora(engine, 1), adapter_name="a")
+    after_load = engine.transformer.state_dict()
+    fp8_keys = [k for k, v in before.items() if v.dtype == torch.float8_e4m3fn]
+    assert fp8_keys and all(bits_equal(after_load[k], before[k]) for k in fp8_keys) == (fp8_lora == "branch")
+    assert np.abs(engine.generate("a dog", seed=3, **SIZE).frames - plain).max() > 1e-3
+    engine.unload_lora_weights()
+    after = engine.transformer.state_dict()
+    assert all(bits_equal(after[k], before[k]) for k in before)
+    assert np.array_equal(engine.generate("a dog", seed=3, **SIZE).frames, plain)
