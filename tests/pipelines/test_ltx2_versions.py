@@ -118,3 +118,40 @@ def test_ltx25_distilled_stage1_is_euler_ancestral(tmp_path):
     assert np.abs(ancestral.frames - plain.frames).max() > 1e-3  # and not plain Euler
     other = engine.generate("a dog", **dict(kw, seed=5), **two)
     assert np.abs(other.frames - ancestral.frames).max() > 1e-3
+
+
+def test_ltx23_two_stage_matches_diffusers_recipe(tmp_path):
+    """diffusers' documented two-stage recipe on the tiny 2.3 folder (stage 1 at half size with
+    guidance, LTX2LatentUpsamplePipeline with the 2.3 x2 upsampler, a scheduler without shifting, stage 2
+    on the 3 distilled sigmas re-noised at the first, no LoRA) against pipeline="two-stage":
+    video and audio within 1e-4 (as the 2.0 recipe in test_ltx2_parity.py)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
+
+    from ltxengine.ltx2.denoise import STAGE2_SIGMAS, GuidanceParams
+    pipe, upsampler, folder = build_pipeline_version(tmp_path, "2.3")
+    engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    kw = dict(num_frames=9, frame_rate=24.0)
+    stage2 = dict(GUIDED, guidance_scale=1.0)
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        v_lat, a_lat = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=3,
+                            generator=gen, max_sequence_length=SEQ, output_type="latent", return_dict=False,
+                            **kw, **GUIDED)
+        up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler)(
+            latents=v_lat, output_type="latent", return_dict=False)[0]
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, use_dynamic_shifting=False,
+                                                                     shift_terminal=None)
+        video, audio = pipe(latents=up, audio_latents=a_lat, prompt=PROMPT, negative_prompt=NEGATIVE,
+                            num_inference_steps=3, noise_scale=STAGE2_SIGMAS[0], sigmas=list(STAGE2_SIGMAS[:-1]),
+                            generator=gen, max_sequence_length=SEQ, output_type="np", return_dict=False, **kw,
+                            **stage2)
+
+    def params(d, prefix=""):
+        return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"], stg_blocks=(1,),
+                              rescale=d[f"{prefix}guidance_rescale"], modality=d[f"{prefix}modality_scale"])
+    two = LTX2TwoStage(video_guidance=params(stage2), audio_guidance=params(stage2, "audio_"), lora_strength=0)
+    ours = engine.generate(PROMPT, NEGATIVE, height=128, width=128, **kw, num_inference_steps=3, pipeline="two-stage",
+                           two_stage=two, video_guidance=params(GUIDED), audio_guidance=params(GUIDED, "audio_"),
+                           shift_tokens=None, seed=11, max_sequence_length=SEQ)
+    dv, da = np.abs(ours.frames - video[0]).max(), np.abs(ours.audio - audio[0].numpy()).max()
+    assert ours.frames.shape == video[0].shape and dv <= BUDGET and da <= BUDGET, (dv, da)
