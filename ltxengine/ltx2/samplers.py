@@ -78,23 +78,37 @@ def _check_finite(x: torch.Tensor, name: str, step: int, total: int) -> None:
                                  f"its inputs overflowed (try dtype=torch.float32 or check the weights)")
 
 
-def euler(denoise: Denoise, video: LatentState, audio: LatentState, sigmas: torch.Tensor,
-          hook: StepHook | None = None) -> tuple[LatentState, LatentState]:
-    """First-order Euler over ``sigmas`` (S+1 values, float32, ending at the last sigma to reach):
-    v = (x - x0) / sigma, x <- x + v (sigma_next - sigma)."""
-    check_sigmas(sigmas)
+# update(i, stream, state, x0) -> the state after step i; stream is "video" or "audio", x0 post-processed
+Update = Callable[[int, str, LatentState, torch.Tensor], LatentState]
+
+
+def _first_order_loop(denoise: Denoise, video: LatentState, audio: LatentState, sigmas: torch.Tensor,
+                      hook: StepHook | None, update: Update) -> tuple[LatentState, LatentState]:
+    """What the one-call-per-step loops share: both streams' x0 at sigma_i, post-processed, each
+    stream stepped by ``update`` (video first: a method that draws noise draws video's first), the
+    non-finite check, then the hook."""
     total = len(sigmas) - 1
     values = sigmas.tolist()
     for i in range(total):
         x0v, x0a = denoise(video.latent, audio.latent, values[i], i)
         x0v, x0a = post_process(x0v, video), post_process(x0a, audio)
-        video = video.with_latent(_euler_step(video.latent, x0v, sigmas[i], sigmas[i + 1]))
-        audio = audio.with_latent(_euler_step(audio.latent, x0a, sigmas[i], sigmas[i + 1]))
+        video, audio = update(i, "video", video, x0v), update(i, "audio", audio, x0a)
         _check_finite(video.latent, "video", i + 1, total)
         _check_finite(audio.latent, "audio", i + 1, total)
         if hook is not None:
             hook(i + 1, total, values[i], video.latent, audio.latent)
     return video, audio
+
+
+def euler(denoise: Denoise, video: LatentState, audio: LatentState, sigmas: torch.Tensor,
+          hook: StepHook | None = None) -> tuple[LatentState, LatentState]:
+    """First-order Euler over ``sigmas`` (S+1 values, float32, ending at the last sigma to reach):
+    v = (x - x0) / sigma, x <- x + v (sigma_next - sigma)."""
+    check_sigmas(sigmas)
+
+    def update(i, stream, state, x0):
+        return state.with_latent(_euler_step(state.latent, x0, sigmas[i], sigmas[i + 1]))
+    return _first_order_loop(denoise, video, audio, sigmas, hook, update)
 
 
 def _corrected_step(state: LatentState, x0: torch.Tensor, previous: torch.Tensor | None, sigma: torch.Tensor,
@@ -115,22 +129,15 @@ def gradient_estimation(denoise: Denoise, video: LatentState, audio: LatentState
     replaced by v_prev + gamma (v - v_prev) (gamma = 2 extrapolates linearly across steps). A step
     that ends at sigma 0 returns the post-processed x0 itself. ``hook`` runs after every step."""
     check_sigmas(sigmas)
-    total = len(sigmas) - 1
     values = sigmas.tolist()
-    prev_v = prev_a = None
-    for i in range(total):
-        x0v, x0a = denoise(video.latent, audio.latent, values[i], i)
-        x0v, x0a = post_process(x0v, video), post_process(x0a, audio)
+    previous = {"video": None, "audio": None}  # each stream's last uncorrected velocity
+
+    def update(i, stream, state, x0):
         if values[i + 1] == 0:  # only possibly the last step (check_sigmas)
-            video, audio = video.with_latent(x0v), audio.with_latent(x0a)
-        else:
-            video, prev_v = _corrected_step(video, x0v, prev_v, sigmas[i], sigmas[i + 1], gamma)
-            audio, prev_a = _corrected_step(audio, x0a, prev_a, sigmas[i], sigmas[i + 1], gamma)
-        _check_finite(video.latent, "video", i + 1, total)
-        _check_finite(audio.latent, "audio", i + 1, total)
-        if hook is not None:
-            hook(i + 1, total, values[i], video.latent, audio.latent)
-    return video, audio
+            return state.with_latent(x0)
+        state, previous[stream] = _corrected_step(state, x0, previous[stream], sigmas[i], sigmas[i + 1], gamma)
+        return state
+    return _first_order_loop(denoise, video, audio, sigmas, hook, update)
 
 
 # --- Euler ancestral ------------------------------------------------------------------------------
@@ -185,22 +192,14 @@ def euler_ancestral(denoise: Denoise, video: LatentState, audio: LatentState, si
     ``hook`` runs after every step."""
     check_sigmas(sigmas)
     _check_eta(eta, generator)
-    total = len(sigmas) - 1
     values = sigmas.tolist()
     sig = sigmas.to(device=video.latent.device, dtype=torch.float32)  # the reference's schedule dtype
-    for i in range(total):
-        x0v, x0a = denoise(video.latent, audio.latent, values[i], i)
-        x0v, x0a = post_process(x0v, video), post_process(x0a, audio)
+
+    def update(i, stream, state, x0):
         if values[i + 1] == 0:  # only possibly the last step (check_sigmas)
-            video, audio = video.with_latent(x0v), audio.with_latent(x0a)
-        else:
-            video = _ancestral_update(video, x0v, sig[i], sig[i + 1], eta, generator, noise_dtype)
-            audio = _ancestral_update(audio, x0a, sig[i], sig[i + 1], eta, generator, noise_dtype)
-        _check_finite(video.latent, "video", i + 1, total)
-        _check_finite(audio.latent, "audio", i + 1, total)
-        if hook is not None:
-            hook(i + 1, total, values[i], video.latent, audio.latent)
-    return video, audio
+            return state.with_latent(x0)
+        return _ancestral_update(state, x0, sig[i], sig[i + 1], eta, generator, noise_dtype)
+    return _first_order_loop(denoise, video, audio, sigmas, hook, update)
 
 
 # --- res_2s ---------------------------------------------------------------------------------------
