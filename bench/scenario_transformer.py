@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 from bench import common  # noqa: E402
 from bench import models as M  # noqa: E402
 from ltxengine.config import VAE_095, LTX2TransformerConfig  # noqa: E402
-from ltxengine.models.ltx2_transformer import first_frame_keyframes  # noqa: E402
+from ltxengine.ltx2.denoise import keyframe_marker  # noqa: E402
 from ltxengine.models.transformer import grid_positions  # noqa: E402
 from ltxengine.models.video_vae import VideoVAE  # noqa: E402
 from ltxengine.ops import TORCH_OPS  # noqa: E402
@@ -155,8 +155,7 @@ def make_inputs(config, geo: Geometry, batch: int, device, dtype, seed: int = 0)
     mask = torch.ones(batch, l, device=device)
     ltx2 = isinstance(config, LTX2TransformerConfig)
     # LTX-2.3+ read the connectors' per-modality outputs (stream widths) instead of caption features
-    widths = ((config.inner_dim, config.audio_inner_dim) if ltx2 and not config.use_prompt_embeddings
-              else (config.caption_channels,) * 2)
+    widths = config.text_widths if ltx2 else (config.caption_channels,) * 2
     inp = {"video": randn(batch, n, config.in_channels), "text": randn(batch, l, widths[0]),
            "mask": mask, "sigma": torch.full((batch,), SIGMA, device=device)}
     if ltx2:
@@ -167,13 +166,6 @@ def make_inputs(config, geo: Geometry, batch: int, device, dtype, seed: int = 0)
     return inp
 
 
-def _keyframes(config, f: int, h: int, w: int, device):
-    """LTX-2.5: the reference's first-latent-frame marker (the same work for both implementations)."""
-    if not config.use_keyframes_abs_pos_embedding:
-        return None
-    return first_frame_keyframes(1, f, h, w, device=device)
-
-
 def ltxengine_call(model, inp: dict, geo: Geometry):
     """The per-step call with what the engine computes once per generation done here, untimed."""
     f, h, w = latent_grid(model.config, geo)
@@ -182,7 +174,7 @@ def ltxengine_call(model, inp: dict, geo: Geometry):
         rope = model.rope(model.video_positions(1, f, h, w, geo.fps, device=dev),
                           model.audio_positions(1, inp["audio"].shape[1], device=dev))
         ctx = model.prepare_context(inp["text"], inp["audio_text"], inp["mask"])
-        keyframes = _keyframes(model.config, f, h, w, dev)
+        keyframes = keyframe_marker(model.config, f, h, w, 0, device=dev)
 
         def step():
             v, a = model(inp["video"], inp["audio"], video_sigma=inp["sigma"], context=ctx, rope=rope,
@@ -204,7 +196,7 @@ def diffusers_call(ref, config, inp: dict, geo: Geometry):
         b, na, dev = inp["video"].shape[0], inp["audio"].shape[1], inp["video"].device
         coords = ref.rope.prepare_video_coords(b, f, h, w, dev, fps=geo.fps)  # per generation in the pipeline
         audio_coords = ref.audio_rope.prepare_audio_coords(b, na, dev)
-        keyframes = _keyframes(config, f, h, w, dev)
+        keyframes = keyframe_marker(config, f, h, w, 0, device=dev)
         marker = {} if keyframes is None else {"video_keyframes_mask": keyframes[..., None]}
 
         def step():

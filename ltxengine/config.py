@@ -376,6 +376,14 @@ class LTX2TransformerConfig:
         return self.audio_num_attention_heads * self.audio_attention_head_dim
 
     @property
+    def text_widths(self) -> tuple[int, int]:
+        """The widths of the (video, audio) text the DiT reads: the caption features for both (2.0,
+        projected in the DiT), or the connectors' per-modality outputs at the stream widths (2.3+)."""
+        if self.use_prompt_embeddings:
+            return self.caption_channels, self.caption_channels
+        return self.inner_dim, self.audio_inner_dim
+
+    @property
     def video_mod_rows(self) -> int:
         return 9 if self.cross_attn_mod else 6
 

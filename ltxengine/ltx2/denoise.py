@@ -270,11 +270,12 @@ class KeyframeTokens:
     strength: float
 
 
-def keyframe_marker(transformer, frames: int, height: int, width: int, appended: int, device=None):
+def keyframe_marker(config, frames: int, height: int, width: int, appended: int, device=None):
     """The (1, Nv) marker LTX-2.5's keyframe embedding reads (None for models without it): the first
     latent frame's tokens, as Lightricks' reference marks every video state, and the appended
-    keyframe tokens (each encodes one pixel frame). diffusers' pipelines mark none."""
-    if not transformer.config.use_keyframes_abs_pos_embedding:
+    keyframe tokens (each encodes one pixel frame). diffusers' pipelines mark none. ``config``: the
+    transformer's."""
+    if not config.use_keyframes_abs_pos_embedding:
         return None
     first = first_frame_keyframes(1, frames, height, width, device=device)
     return torch.cat([first, torch.ones(1, appended, device=device)], dim=1)

@@ -60,16 +60,15 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
     need_neg = vp.uncond or ap.uncond
     nv, na = f * h * w, t_audio
     with fake_mode():
-        # the connectors' outputs: caption_channels wide (2.0), or each stream's width (2.3+)
-        widths = (cfg.caption_channels,) * 2 if cfg.use_prompt_embeddings else (cfg.inner_dim, cfg.audio_inner_dim)
-        ctx = tr.prepare_context(*(torch.zeros((1, L, w), dtype=dtype, device=dev) for w in widths), None)
+        # the connectors' outputs at the widths the DiT reads (caption width for 2.0, stream widths for 2.3+)
+        ctx = tr.prepare_context(*(torch.zeros((1, L, w), dtype=dtype, device=dev) for w in cfg.text_widths), None)
         xv = torch.zeros((1, nv, cfg.in_channels), device=dev)
         xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
     # Every token is denoised (masks of ones): the Denoiser reads only that, from real tensors
     # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
     ones = torch.ones((1, 1, 1), device=dev)
     den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a.guidance_batch,
-                   keyframes=keyframe_marker(tr, f, h, w, 0, device=dev))
+                   keyframes=keyframe_marker(cfg, f, h, w, 0, device=dev))
 
     def step(xv, xa):
         den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a.fps), device=dev),

@@ -171,7 +171,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
     engine.sync_executor()
-    marker = keyframe_marker(tr, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
+    marker = keyframe_marker(tr.config, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a.guidance_batch, executor=engine.executor,
                         graph_variant=engine.graph_variant, keyframes=marker)

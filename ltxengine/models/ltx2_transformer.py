@@ -378,7 +378,7 @@ class LTX2Transformer(nn.Module):
         (B, L, Da) as they are. A 0/1 mask (B, L) becomes the additive bias (mask - 1) * finfo.max
         (ltx-core), None when all valid."""
         c = self.config
-        widths = ((c.caption_channels,) * 2 if c.use_prompt_embeddings else (c.inner_dim, c.audio_inner_dim))
+        widths = c.text_widths
         for name, t, width in (("video_text", video_text, widths[0]), ("audio_text", audio_text, widths[1])):
             if t.ndim != 3 or t.shape[-1] != width or t.shape[:2] != video_text.shape[:2]:
                 raise ValueError(f"prepare_context: {name} must be (B, L, {width}) with the video "

@@ -72,8 +72,7 @@ def inputs(cfg, batch=2, seed=0):
     nv = F * H * W
     video = torch.randn(batch, nv, cfg.in_channels, generator=g)
     audio = torch.randn(batch, NA, cfg.audio_in_channels, generator=g)
-    # 2.0 projects the caption in the DiT; 2.3+ read the connectors' per-modality widths.
-    widths = (cfg.caption_channels,) * 2 if cfg.use_prompt_embeddings else (cfg.inner_dim, cfg.audio_inner_dim)
+    widths = cfg.text_widths  # 2.0: caption features; 2.3+: the connectors' per-modality widths
     vtext = torch.randn(batch, L, widths[0], generator=g)
     atext = torch.randn(batch, L, widths[1], generator=g)
     mask = torch.ones(batch, L, dtype=torch.long)
