@@ -217,12 +217,10 @@ def guidance(args, modality: str, layers: int | None, release: str = "2.0"):
     values = {k: tuple(v) if k == "stg_blocks" else v for k, v in values.items() if v is not None}
     if not values:
         return None
-    from .ltx2.request import clip_blocks
-    from .ltx2.denoise import AUDIO_GUIDANCE, NO_GUIDANCE, VIDEO_GUIDANCE
+    from .ltx2.denoise import NO_GUIDANCE
     from .ltx2.releases import RELEASES
-    base = NO_GUIDANCE if args.pipeline == "distilled" else VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE
-    if base is not NO_GUIDANCE:  # the release's STG block (29 for 2.0, 28 for 2.3 / 2.5)
-        base = replace(base, stg_blocks=RELEASES[release].stg_blocks)
+    from .ltx2.request import clip_blocks
+    base = NO_GUIDANCE if args.pipeline == "distilled" else RELEASES[release].guidance(modality)
     params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
         try:

@@ -72,7 +72,7 @@ def ltx2_release(path) -> str:
     """The LTX-2 release ("2.0", "2.3", "2.5") of a local checkpoint from its configs only, as the
     engine reads it (ltx2/releases.py): the header's model_version, else the transformer's layout;
     "2.0" when the configs cannot be read (the loader then gives the error)."""
-    from .ltx2.releases import RELEASES
+    from .ltx2.releases import release_named
     p = Path(path)
     try:
         if p.is_dir():
@@ -83,9 +83,9 @@ def ltx2_release(path) -> str:
             config = f.config_section() if f.metadata.get("config") else {}
     except (ValueError, OSError, AttributeError):
         return "2.0"
-    major_minor = {"2.4": "2.5"}.get(".".join(version.split(".")[:2]), ".".join(version.split(".")[:2]))
-    if major_minor in RELEASES:
-        return major_minor
+    named = release_named(version)
+    if named is not None:
+        return named.version
     t = config.get("transformer", {}) if isinstance(config.get("transformer"), dict) else {}
     v = config.get("vocoder", {}) if isinstance(config.get("vocoder"), dict) else {}
     return _ltx2_version(t, v)

@@ -8,9 +8,11 @@ FFN without bias and the keyframe embedding in 2.5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["RELEASES", "Release", "release_of"]
+from .denoise import AUDIO_GUIDANCE, VIDEO_GUIDANCE, GuidanceParams
+
+__all__ = ["RELEASES", "Release", "release_named", "release_of"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,10 @@ class Release:
     image_crf: int  # the H.264 round trip of condition images
     ancestral_distilled: bool  # distilled stage 1 samples with Euler-ancestral (eta 1, seed + 10000)
 
+    def guidance(self, modality: str) -> GuidanceParams:
+        """ltx-pipelines' default stage-1 guidance of "video" or "audio" for this release."""
+        return replace(VIDEO_GUIDANCE if modality == "video" else AUDIO_GUIDANCE, stg_blocks=self.stg_blocks)
+
 
 RELEASES = {
     "2.0": Release("2.0", num_inference_steps=40, stg_blocks=(29,), image_crf=33, ancestral_distilled=False),
@@ -29,16 +35,21 @@ RELEASES = {
 }
 
 
+def release_named(model_version: str | None) -> Release | None:
+    """The release a header's ``model_version`` ("2.3.0", "2.5.1", ...) names (the reference keys its
+    choices off that string); None when it names none we know."""
+    major_minor = ".".join(str(model_version or "").split(".")[:2])
+    if major_minor == "2.4":  # the internal name of 2.5 (diffusers' pipelines/ltx2/utils.py)
+        major_minor = "2.5"
+    return RELEASES.get(major_minor)
+
+
 def release_of(config, model_version: str | None = None) -> Release:
-    """The release of a transformer ``config`` (an LTX2TransformerConfig); a header ``model_version``
-    ("2.3.0", "2.5.1", ...) names it directly (the reference keys its choices off that string)."""
-    if model_version:
-        parts = str(model_version).split(".")
-        major_minor = ".".join(parts[:2])
-        if major_minor == "2.4":  # the internal name of 2.5 (diffusers' pipelines/ltx2/utils.py)
-            major_minor = "2.5"
-        if major_minor in RELEASES:
-            return RELEASES[major_minor]
+    """The release of a transformer ``config`` (an LTX2TransformerConfig): the one ``model_version``
+    names, else the one its layout belongs to."""
+    named = release_named(model_version)
+    if named is not None:
+        return named
     if config.use_keyframes_abs_pos_embedding or not config.ff_bias:
         return RELEASES["2.5"]
     if config.gated_attn or config.cross_attn_mod or not config.use_prompt_embeddings:

@@ -19,7 +19,7 @@ from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, 
 from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig
-from .denoise import AUDIO_GUIDANCE, NO_GUIDANCE, STAGE2_SIGMAS, VIDEO_GUIDANCE, GuidanceParams, audio_frames
+from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
 from .recipes import RECIPES
 from .samplers import check_schedule
 from .stages import stage1_sigmas, uint8_image
@@ -201,9 +201,8 @@ def _check_guidance(engine, a: dict[str, Any], distilled: bool) -> None:
     layers = engine.transformer.config.num_layers
     blocks = a.pop("spatio_temporal_guidance_blocks")
     spelled = {k: a.pop(k) for k in DIFFUSERS_GUIDANCE}
-    stg_blocks = engine.release.stg_blocks
-    for modality, default in (("video", VIDEO_GUIDANCE), ("audio", AUDIO_GUIDANCE)):
-        default = replace(default, stg_blocks=stg_blocks)
+    for modality in ("video", "audio"):
+        default = engine.release.guidance(modality)
         k = f"{modality}_guidance"
         names = {f: name for name, (m, f) in DIFFUSERS_GUIDANCE.items() if m == modality}
         given = {name: spelled[name] for name in names.values() if spelled[name] is not None}
