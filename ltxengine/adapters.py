@@ -122,9 +122,10 @@ class Adapters:
         return [(self.loaded[n], w) for n, w in self.active.items()]
 
     # ---- internals -----------------------------------------------------------------------------
-    def _fuse(self, active: dict[str, float], extra: Mapping[str, LoraWeights] = {}) -> None:
-        """Fuse ``active`` and make it the active set; on failure the previous set is fused again."""
-        loaded = {**self.loaded, **extra}
+    def _fuse(self, active: dict[str, float], extra: Mapping[str, LoraWeights] | None = None) -> None:
+        """Fuse ``active`` (from the loaded adapters and ``extra``, one being loaded) and make it the
+        active set; on failure the previous set is fused again."""
+        loaded = {**self.loaded, **(extra or {})}
         try:
             self._lora_set().apply([(loaded[n], w) for n, w in active.items()])
         except BaseException:

@@ -102,7 +102,7 @@ class Engine:
         _check_runtime_options(executor, offload)
         self._lock = threading.Lock()
         self._lora = None  # the LoraSet, made on first use (lora_manager)
-        self.fp8_lora = getattr(self, "fp8_lora", "branch")
+        self.fp8_lora = "branch"  # each family's load sets from_pretrained's fp8_lora
         self.adapters = Adapters(self.lora_manager)
         self.executor = None if executor == "none" else GraphExecutor(self.device, executor)
         self.residency = Residency(self.device, offload, self.OFFLOADABLE)
@@ -222,8 +222,8 @@ class Engine:
         with None they keep fp8 storage under the device's best policy. ``engine.quantization`` is
         the policy in force (None: full precision). fp8_attention: q/k/v of every attention in e4m3
         (opt-in: ~5% relative error per attention against ~0.4% for bf16; see README).
-        fp8_lora (LTX-2): how LoRAs reach fp8 layers, "branch" (unmerged, closest to bf16) or
-        "merge" (dequantize, add, requantize).
+        fp8_lora: how LoRAs (adapters, LTX-2's distilled LoRA) reach fp8 layers, "branch"
+        (unmerged, closest to bf16) or "merge" (dequantize, add, requantize).
 
         executor: "auto" (CUDA graphs on CUDA, else eager), "graphs", "eager" (the same static
         buffers, no capture) or "none" (plain calls). offload: components kept in host memory
