@@ -10,6 +10,8 @@ Lightricks-layout .safetensors files, go through the engine's adapter registry
   load_ms     load_lora_weights of one file: read, check against the model, fuse (active at 1.0)
   switch_ms   set_adapters(A) -> set_adapters(B) with both loaded (the touched layers are rewritten)
   unload_ms   unload_lora_weights with one active (the base weights restored bit for bit)
+  verified    lora_changes_step / branch_changes_step: the active LoRA changed the step's output;
+              unload_exact / branch_unload_exact: after unloading it equals the output before, bit for bit
   step_ms     one transformer step (the per-step call of scenario_transformer, its geometry) with no
               LoRA, with a fused one (what an active adapter costs: the same weights, so the same
               time), and on fp8 weights (fp8-cast) without and with an unfused "branch" LoRA, the
@@ -76,6 +78,10 @@ def _once_ms(fn, settings) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 def run_model(name: str, settings, rank: int) -> dict:
     dtype = torch.bfloat16 if settings.device.type == "cuda" else torch.float32
     ops = get_ops("auto", settings.device)
@@ -89,6 +95,7 @@ def run_model(name: str, settings, rank: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         files = [write_lora(model, Path(tmp) / f"lora{i}.safetensors", rank, seed=i) for i in range(2)]
         result["step_ms"] = _ms(step, settings)
+        base = step()
         loads, switches, unloads = [], [], []
         for _ in range(max(1, min(settings.reps, 5))):
             loads.append(_once_ms(lambda: adapters.load(files[0], "a"), settings))
@@ -100,15 +107,23 @@ def run_model(name: str, settings, rank: int) -> dict:
                       unload_ms=common.percentile(unloads, 50))
         adapters.load(files[0], "a")
         result["fused_step_ms"] = _ms(step, settings)
+        fused = step()
         adapters.unload()
+        # what the timings ran: the LoRA changed the step, and unloading brought it back exactly
+        result["lora_changes_step"] = not _same(fused, base)
+        result["unload_exact"] = _same(step(), base)
         # fp8 weights: the LoRA stays a forward-hook branch ("branch", the default for fp8 layers)
         convert_to_fp8(model, "fp8-cast")
         fp8_set = LoraSet({"transformer": model}, fp8_lora="branch")
         result["fp8_step_ms"] = _ms(step, settings)
+        fp8_base = step()
         fp8_adapters = Adapters(lambda: fp8_set)
         fp8_adapters.load(files[0], "a")
         result["branch_step_ms"] = _ms(step, settings)
+        branch = step()
         fp8_adapters.unload()
+        result["branch_changes_step"] = not _same(branch, fp8_base)
+        result["branch_unload_exact"] = _same(step(), fp8_base)
     result["fused_ratio"] = result["fused_step_ms"] / result["step_ms"]
     result["branch_ratio"] = result["branch_step_ms"] / result["fp8_step_ms"]
     dims = {"params": sum(p.numel() for p in model.parameters()), "video_tokens": inp["video"].shape[1]}
