@@ -29,6 +29,21 @@ UPSAMPLER = dict(in_channels=8, mid_channels=32, num_blocks_per_stage=1)
 SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
                  max_image_seq_len=4096, shift_terminal=0.1)
 SEQ = text_t.SEQ
+# Full guidance in diffusers' LTX2Pipeline keywords (the engine takes them too): CFG, STG on the last
+# block, modality isolation and rescale, for both modalities; ``params`` spells one modality's the
+# engine's way (GuidanceParams).
+STG = [LAYERS - 1]
+GUIDED = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7, audio_guidance_scale=7.0,
+              audio_stg_scale=1.0, audio_modality_scale=3.0, audio_guidance_rescale=0.7,
+              spatio_temporal_guidance_blocks=STG)
+
+
+def params(d: dict, prefix: str = ""):
+    """The GuidanceParams of diffusers' keywords ``d`` for video (prefix "") or audio ("audio_")."""
+    from ltxengine.ltx2.denoise import GuidanceParams
+    return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"],
+                          stg_blocks=tuple(d["spatio_temporal_guidance_blocks"]),
+                          rescale=d[f"{prefix}guidance_rescale"], modality=d[f"{prefix}modality_scale"])
 
 
 def build_pipeline(root, timestep_conditioning: bool = False):

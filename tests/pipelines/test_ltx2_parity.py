@@ -16,22 +16,12 @@ import torch
 from ltxengine import Engine
 from ltxengine.ltx2.engine import LTX2TwoStage
 from ltxengine.ltx2.denoise import STAGE2_SIGMAS, GuidanceParams
-from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline, write_lora
+from tests.pipelines.ltx2_fixtures import GUIDED, SEQ, build_pipeline, params, write_lora
 
 diffusers = pytest.importorskip("diffusers")
 
 BUDGET = 1e-4
 PROMPT, NEGATIVE = "a cat sits on the mat", "red car"
-STG = [LAYERS - 1]
-# diffusers' argument names -> one GuidanceParams per modality
-GUIDED = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7, audio_guidance_scale=7.0,
-              audio_stg_scale=1.0, audio_modality_scale=3.0, audio_guidance_rescale=0.7,
-              spatio_temporal_guidance_blocks=STG)
-
-
-def params(d, prefix=""):
-    return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"], stg_blocks=tuple(STG),
-                          rescale=d[f"{prefix}guidance_rescale"], modality=d[f"{prefix}modality_scale"])
 
 
 @pytest.fixture(scope="module")

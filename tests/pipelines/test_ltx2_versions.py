@@ -14,17 +14,12 @@ import pytest
 import torch
 
 from ltxengine import Engine, LTX2TwoStage
-from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline_version
+from tests.pipelines.ltx2_fixtures import GUIDED, SEQ, build_pipeline_version, params
 
 diffusers = pytest.importorskip("diffusers")
 
 BUDGET = 1e-4
 PROMPT, NEGATIVE = "a cat sits on the mat", "red car"
-# diffusers' guidance keywords (the engine takes them too): CFG, STG on the last block, modality
-# isolation and rescale, for both modalities
-GUIDED = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7, audio_guidance_scale=7.0,
-              audio_stg_scale=1.0, audio_modality_scale=3.0, audio_guidance_rescale=0.7,
-              spatio_temporal_guidance_blocks=[1])
 SIZE = dict(height=64, width=96, num_frames=9, frame_rate=24.0, num_inference_steps=3)
 
 
@@ -127,7 +122,7 @@ def test_ltx23_two_stage_matches_diffusers_recipe(tmp_path):
     video and audio within 1e-4 (as the 2.0 recipe in test_ltx2_parity.py)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
 
-    from ltxengine.ltx2.denoise import STAGE2_SIGMAS, GuidanceParams
+    from ltxengine.ltx2.denoise import STAGE2_SIGMAS
     pipe, upsampler, folder = build_pipeline_version(tmp_path, "2.3")
     engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
     kw = dict(num_frames=9, frame_rate=24.0)
@@ -145,10 +140,6 @@ def test_ltx23_two_stage_matches_diffusers_recipe(tmp_path):
                             num_inference_steps=3, noise_scale=STAGE2_SIGMAS[0], sigmas=list(STAGE2_SIGMAS[:-1]),
                             generator=gen, max_sequence_length=SEQ, output_type="np", return_dict=False, **kw,
                             **stage2)
-
-    def params(d, prefix=""):
-        return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"], stg_blocks=(1,),
-                              rescale=d[f"{prefix}guidance_rescale"], modality=d[f"{prefix}modality_scale"])
     two = LTX2TwoStage(video_guidance=params(stage2), audio_guidance=params(stage2, "audio_"), lora_strength=0)
     ours = engine.generate(PROMPT, NEGATIVE, height=128, width=128, **kw, num_inference_steps=3, pipeline="two-stage",
                            two_stage=two, video_guidance=params(GUIDED), audio_guidance=params(GUIDED, "audio_"),
