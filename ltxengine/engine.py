@@ -57,8 +57,10 @@ def _family_of(path: Path, called: type) -> type:
                  None)
     if found is not None:
         return found
-    if called is not Engine:
-        return called
+    return called if called is not Engine else _fallback_family()
+
+
+def _fallback_family() -> type:
     if not _FALLBACK:
         raise RuntimeError("no engine family is registered (import ltxengine, not ltxengine.engine alone)")
     return _FALLBACK[0]
@@ -93,7 +95,7 @@ class Engine:
         if cls is Engine:
             warnings.warn("Engine(...) builds an LTXVideoEngine; construct ltxengine.LTXVideoEngine(...) (or use "
                           "Engine.from_pretrained)", DeprecationWarning, stacklevel=2)
-            cls = _FALLBACK[0]
+            cls = _fallback_family()
         return super().__new__(cls)
 
     def _setup_runtime(self, executor: str, offload: Sequence[str]) -> None:
@@ -211,8 +213,8 @@ class Engine:
         Each family's checkpoints return that family's engine: LTX-Video ones an
         ``LTXVideoEngine`` (ltx_video/engine.py), LTX-2 bundles and diffusers folders an
         ``LTX2Engine`` (ltx2/engine.py):
-        text_encoder is then the Gemma 3 folder (a diffusers folder's own ``text_encoder/`` is
-        used), latent_upsampler the spatial x2 upsampler for the two-stage pipelines, and
+        text_encoder is then the Gemma folder (Gemma 3; Gemma 4 for 2.5; a diffusers folder's own
+        ``text_encoder/`` is used), latent_upsampler the spatial x2 upsampler for the two-stage pipelines, and
         distilled_lora the LoRA fused for stage 2 (ltx-2-19b-distilled-lora-384).
 
         quantization: fp8 weights for the transformer's linear layers (see ltxengine.quant.fp8):
