@@ -124,7 +124,12 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  decode_timestep: float | None = None, decode_noise_scale: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, callback: Callable | None = None,
                  max_sequence_length: int = 1024, guidance_batch: int | None = None, vae_tiling=None,
-                 output=None, loras: dict[str, float] | None = None):
+                 output=None, loras: dict[str, float] | None = None, video=None, start_time: float | None = None,
+                 end_time: float | None = None, regenerate_video: bool | None = None,
+                 regenerate_audio: bool | None = None, reference_conditions=None,
+                 reference_downscale_factor: int | None = None, conditioning_attention_strength: float | None = None,
+                 conditioning_attention_mask=None, latents=None, audio_latents=None, output_type: str | None = None,
+                 audio_max_duration: float | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         Defaults that change between releases follow the checkpoint's (``engine.release``, see
@@ -158,6 +163,12 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         output: an mp4 path written (video + audio) while the VAE decodes, as in Engine.generate.
         loras: {adapter name: strength} of loaded adapters for this call only (None: the active
         adapters; {}: none); both stages use them, stage 2 with the distilled LoRA added.
+        Recipe arguments (each read by the pipelines named in ``recipes.RECIPES``, refused by the
+        others): video, start_time, end_time, regenerate_video, regenerate_audio (retake);
+        reference_conditions, reference_downscale_factor, conditioning_attention_strength,
+        conditioning_attention_mask (IC-LoRA). latents / audio_latents (diffusers' names) start
+        from given latents; output_type="latent" returns latents without decoding;
+        audio_max_duration caps the audio-to-video clip.
         Every argument is checked before any model work.
         """
         return self._run(self._request(locals()))

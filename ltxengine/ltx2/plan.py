@@ -26,7 +26,7 @@ def _phases(engine, a) -> list[Phase]:
     offload = engine.residency.offload
     resident = on_device(w, offload)
     encoding = ("vae_encoder",) if a.conditions else ()  # the image is conditions[0]
-    two_stage = a.pipeline != "one-stage"
+    two_stage = a.recipe.stages == 2
     h, wd = a.height, a.width
     h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)
     f = (a.num_frames - 1) // 8 + 1

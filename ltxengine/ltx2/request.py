@@ -20,7 +20,7 @@ from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig
 from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
-from .recipes import RECIPES
+from .recipes import RECIPES, recipe_arguments
 from .samplers import check_schedule
 from .stages import stage1_sigmas, uint8_image
 
@@ -87,8 +87,29 @@ class LTX2Request:
     vae_tiling: TilingConfig | None
     output: Any
     loras: tuple[tuple[str, float], ...] | None
+    # recipe-only arguments (``recipes.Recipe.arguments``): None unless the chosen pipeline reads
+    # them; its ``Recipe.check`` normalizes them
+    video: Any
+    start_time: float | None
+    end_time: float | None
+    regenerate_video: bool | None
+    regenerate_audio: bool | None
+    reference_conditions: Any
+    reference_downscale_factor: int | None
+    conditioning_attention_strength: float | None
+    conditioning_attention_mask: Any
+    # every pipeline: latent in / latent out, the audio-to-video clip length
+    latents: Any
+    audio_latents: Any
+    output_type: str | None
+    audio_max_duration: float | None
     images: tuple
     audio_frames: int
+
+    @property
+    def recipe(self):
+        """The pipeline's ``recipes.Recipe``."""
+        return RECIPES[self.pipeline]
 
     def plan_key(self) -> tuple:
         """What the memory plan depends on (plans are cached per key)."""
@@ -114,14 +135,15 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     if a["image_crf"] is None:
         a["image_crf"] = release.image_crf
     mode = _check_pipeline(engine, a)
+    recipe = RECIPES[mode]
     n = _check_video_size(engine, a, mode)
-    _check_guidance(engine, a, mode == "distilled")
+    _check_guidance(engine, a, recipe.distilled)
     if a["sampler"] is None:  # the release's: 2.5's distilled stage 1 is ancestral (ltx-pipelines distilled.py)
-        a["sampler"] = "euler-ancestral" if release.ancestral_distilled and mode == "distilled" else "euler"
+        a["sampler"] = "euler-ancestral" if release.ancestral_distilled and recipe.distilled else "euler"
     if a["sampler"] not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {a['sampler']!r}")
     _check_stage1_schedule(engine, a, mode)
-    if mode != "one-stage":
+    if recipe.stages == 2:
         a["two_stage"] = _check_two_stage(engine, a["two_stage"], a)
     crf = check_int("image_crf", a["image_crf"], 0)
     if crf > 51:
@@ -136,10 +158,15 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     if a["callback"] is not None and not callable(a["callback"]):
         raise ValueError(f"callback must be callable (stage, step, total, timestep=, latents=), "
                          f"got {a['callback']!r}")
+    for k in ("latents", "audio_latents", "output_type", "audio_max_duration"):
+        if a[k] is not None:  # the arguments are in place; their recipes land next (issue 21)
+            raise ValueError(f"{k} is not supported yet, got {k}={a[k]!r}")
     _check_audio_input(engine, a, n)
     a["conditions"] = tuple(_check_conditions_ltx2(engine, a["image"], a["conditions"], n))
     a["images"] = _condition_images(a)
     a["audio_frames"] = audio_frames(n, float(a["fps"]), engine.audio_vae)
+    if recipe.check is not None:
+        recipe.check(engine, a)
     return a
 
 
@@ -147,21 +174,26 @@ def _check_pipeline(engine, a: dict[str, Any]) -> str:
     mode = a["pipeline"] or ("two-stage" if engine.latent_upsampler is not None else "one-stage")
     if mode not in PIPELINES_LTX2:
         raise ValueError(f"pipeline must be one of {PIPELINES_LTX2} or None, got {mode!r}")
-    if mode != "one-stage" and engine.latent_upsampler is None:
+    recipe = RECIPES[mode]
+    for arg, owners in recipe_arguments().items():  # another recipe's argument: refused, not ignored
+        if mode not in owners and a[arg] is not None:
+            pipelines = " or ".join(f"pipeline={o!r}" for o in owners)
+            raise ValueError(f"{arg} is read by {pipelines} only, got {arg}={a[arg]!r} with pipeline={mode!r}")
+    if recipe.stages == 2 and engine.latent_upsampler is None:
         raise ValueError(f"pipeline={mode!r} needs the spatial latent upsampler: pass latent_upsampler=PATH to "
                          f"Engine.from_pretrained")
     two = a["two_stage"] if a["two_stage"] is not None else LTX2TwoStage()
     if not isinstance(two, LTX2TwoStage):
         raise ValueError(f"two_stage must be an LTX2TwoStage or None, got {type(two).__name__}")
-    if mode == "one-stage" and a["two_stage"] is not None:
-        raise ValueError("two_stage= configures stage 2, which pipeline='one-stage' does not have")
+    if recipe.stages == 1 and a["two_stage"] is not None:
+        raise ValueError(f"two_stage= configures stage 2, which pipeline={mode!r} does not have")
     a["pipeline"], a["two_stage"] = mode, two
     return mode
 
 
 def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
     """height, width, num_frames, frame_rate and vae_tiling; -> num_frames."""
-    multiple = 32 if mode == "one-stage" else 64
+    multiple = 32 if RECIPES[mode].stages == 1 else 64
     for k in ("height", "width"):
         v = check_int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")
         if v % multiple:
@@ -231,7 +263,7 @@ def _check_stage1_schedule(engine, a: dict[str, Any], mode: str) -> None:
         check_int("shift_tokens", a["shift_tokens"], 1)
     if a["sigmas"] is not None:
         a["sigmas"] = check_decreasing("sigmas", a["sigmas"], 1.0)
-    elif mode == "distilled":
+    elif RECIPES[mode].distilled:
         return  # the fixed distilled sigmas
     else:
         steps = check_int("num_inference_steps", a["num_inference_steps"], 1, MAX_STEPS,
@@ -239,10 +271,11 @@ def _check_stage1_schedule(engine, a: dict[str, Any], mode: str) -> None:
         if steps < 2:  # ltx2_sigmas' stretch divides by 1 - sigma_last = 0
             raise ValueError(f"num_inference_steps must be >= 2 for the stretched LTX-2 schedule, got {steps} "
                              f"(pass sigmas= for a custom schedule)")
-    half = 1 if mode == "one-stage" else 2
+    half = RECIPES[mode].stages
     shape = (1, 0, (a["num_frames"] - 1) // 8 + 1, a["height"] // half // 32, a["width"] // half // 32)
     try:
-        sigmas = stage1_sigmas(mode, a["sigmas"], a["num_inference_steps"], a["shift_tokens"], shape)
+        sigmas = stage1_sigmas(RECIPES[mode].distilled, a["sigmas"], a["num_inference_steps"], a["shift_tokens"],
+                               shape)
         check_schedule(sigmas, a["sampler"], "sigmas")
     except (ValueError, OverflowError) as e:
         if a["sigmas"] is not None:

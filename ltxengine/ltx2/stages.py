@@ -235,7 +235,7 @@ def first_stage(engine, a, given: Given, texts, gen, seed: int, height: int, wid
     """Stage 1 ("denoise") from noise at (height, width) with the request's schedule and stage-1
     guidance -> (video latents (1, C, F', H', W'), audio tokens)."""
     shape = (1, engine.transformer.config.in_channels, (a.num_frames - 1) // 8 + 1, height // 32, width // 32)
-    sigmas = stage1_sigmas(a.pipeline, a.sigmas, a.num_inference_steps, a.shift_tokens, shape)
+    sigmas = stage1_sigmas(a.recipe.distilled, a.sigmas, a.num_inference_steps, a.shift_tokens, shape)
     vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
     first, keys = encode_conditions(engine, given.images, height, width, float(a.fps))
     return run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape, sigmas=sigmas, video_params=vp,
@@ -265,10 +265,12 @@ def finish(engine, a, given: Given, video: torch.Tensor, audio: torch.Tensor, ge
     return out
 
 
-def stage1_sigmas(mode: str, sigmas, num_inference_steps: int, shift_tokens: int | None, shape) -> torch.Tensor:
-    """Stage 1's sigmas: the given ones (a final 0 appended), the distilled ones, or the shifted
+def stage1_sigmas(distilled: bool, sigmas, num_inference_steps: int, shift_tokens: int | None,
+                  shape) -> torch.Tensor:
+    """Stage 1's sigmas: the given ones (a final 0 appended), the distilled ones (a distilled
+    recipe's default), or the shifted
     LTX-2 schedule (shifted for ``shift_tokens``, else the video's own token count)."""
-    if mode == "distilled" and sigmas is None:
+    if distilled and sigmas is None:
         return torch.tensor(DISTILLED_SIGMAS, dtype=torch.float32)
     tokens = shift_tokens if shift_tokens is not None else shape[2] * shape[3] * shape[4]
     if sigmas is not None:

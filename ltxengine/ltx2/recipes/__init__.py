@@ -1,21 +1,53 @@
 """LTX-2's recipes, one file per pipeline (as ltx-pipelines has one per pipeline), each built from
-the shared stages in ``ltx2/stages.py``: ``run(engine, request, generator, seed) -> StageOutput``.
-``RECIPES`` maps ``generate(pipeline=...)`` to its recipe; the coming ones (IC-LoRA, keyframe
-interpolation, retake) are new files and new entries here."""
+the shared stages in ``ltx2/stages.py``. ``RECIPES`` maps ``generate(pipeline=...)`` to its
+``Recipe``: how to run it, how many stages it has (two: stage 1 at half the size, the latent
+upsampler, stage 2), whether stage 1 defaults to the distilled schedule without guidance, and the
+``generate`` arguments only it reads, with the check that validates them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from . import one_stage, two_stage
 
-__all__ = ["RECIPES", "run_generation"]
+__all__ = ["RECIPES", "Recipe", "recipe_arguments", "run_generation"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One ``pipeline=``. ``run(engine, request, gen, seed) -> StageOutput``. ``stages``: 1 (at the
+    requested size) or 2 (stage 1 at half the size, needs the latent upsampler, configured by
+    ``two_stage=``). ``distilled``: stage 1 defaults to the distilled sigmas without guidance.
+    ``arguments``: the ``generate`` arguments only this recipe reads (None means "not given"; the
+    request refuses them for other pipelines). ``check(engine, a)``: validates and normalizes those
+    arguments in the argument dict ``a`` after the shared checks, before any model work."""
+
+    run: Callable
+    stages: int = 2
+    distilled: bool = False
+    arguments: tuple[str, ...] = ()
+    check: Callable[[Any, dict], None] | None = None
+
 
 RECIPES = {
-    "two-stage": two_stage.run,
+    "two-stage": Recipe(two_stage.run),
     # ltx-pipelines' distilled pipeline is the two-stage recipe with the distilled stage-1 schedule
     # and no stage-1 guidance: the request resolves those defaults, the recipe is the same
-    "distilled": two_stage.run,
-    "one-stage": one_stage.run,
+    "distilled": Recipe(two_stage.run, distilled=True),
+    "one-stage": Recipe(one_stage.run, stages=1),
 }
+
+
+def recipe_arguments() -> dict[str, tuple[str, ...]]:
+    """Each recipe-only ``generate`` argument -> the pipelines that read it."""
+    owners: dict[str, tuple[str, ...]] = {}
+    for name, recipe in RECIPES.items():
+        for arg in recipe.arguments:
+            owners[arg] = owners.get(arg, ()) + (name,)
+    return owners
 
 
 def run_generation(engine, request, gen, seed: int):
     """The request's pipeline, run."""
-    return RECIPES[request.pipeline](engine, request, gen, seed)
+    return RECIPES[request.pipeline].run(engine, request, gen, seed)
