@@ -31,6 +31,12 @@ policy, layers the file stores in fp8 but the policy would leave in full precisi
 run weight-only ("fp8-cast"), the precision-safe choice for layers the policy excludes, and
 layers the policy converts that the file stores in full precision are quantized at load.
 ComfyUI layers tagged full_precision_matrix_mult always run weight-only.
+
+The gate projections of LTX-2.3 / 2.5 (quant.KEEP_FULL_PRECISION) follow Lightricks' current
+policies (ltx-core @400fd31) instead: never quantized at load; stored in fp8 by the file (its
+-fp8 files store them with a weight_scale), "fp8-cast" dequantizes them at load to the model dtype
+(fp8_cast.py's prequant fold, ``(w.float() * scale).to(bf16)``) and "fp8-scaled-mm" runs them as
+the file stores them (fp8_scaled_mm.py swaps every layer the file holds in F8_E4M3 with a scale).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
-from ..quant.fp8 import FP8_DTYPE, convert_to_fp8, default_policy, fp8_targets, quantize_weight, validate_policy
+from ..quant.fp8 import (FP8_DTYPE, convert_to_fp8, default_policy, fp8_targets, keeps_full_precision,
+                         quantize_weight, validate_policy)
 from .safetensors_io import CheckpointError, SafetensorsFile
 from .strict import TensorSource
 
@@ -241,9 +248,14 @@ def prepare_fp8(model: nn.Module, source: TensorSource, where: str, *, quantizat
     model.quantization = policy
     if policy is None:
         return source
+    kept = {n for n, s in states.items() if keeps_full_precision(n, policy)}
+    if policy == "fp8-cast":
+        for layer in sorted(kept):
+            _dequantize_at_load(source, layer, states.pop(layer))
     # None: the file decides which layers are fp8 (nothing more is quantized); a named policy
     # adds its own targets, quantizing at load those the file holds in full precision.
     targets = set(states) if quantization is None else set(fp8_targets(model, policy))
+    targets |= {n for n in kept & set(states) if isinstance(states[n]["weight_scale"], torch.Tensor)}
     weight_only = {n for n, s in states.items()
                    if n not in targets or (s["tag"] or {}).get("full_precision_matrix_mult")}
     static = {n for n, s in states.items() if isinstance(s["input_scale"], torch.Tensor)}
@@ -261,6 +273,21 @@ def _policy(quantization: str | None, has_fp8: bool, device, dtype: torch.dtype)
         return None
     # fp8 storage is kept; the GEMM policy needs half-precision activations.
     return "fp8-cast" if dtype == torch.float32 else default_policy(device)
+
+
+def _dequantize_at_load(source: dict, layer: str, state: dict) -> None:
+    """A layer the file stores in fp8 that stays a full-precision linear: weight * weight_scale in
+    fp32, rounded once to the model dtype; its scales are consumed."""
+    wkey = f"{layer}.weight"
+    shape, read, desc = source[wkey][:3]
+    scale = state["weight_scale"] if isinstance(state["weight_scale"], torch.Tensor) else torch.ones(())
+    source.pop(f"{layer}.weight_scale", None)
+    source.pop(f"{layer}.input_scale", None)
+
+    def weight(device, dtype=None):
+        w = read(device, None).float() * scale.to(device)
+        return w if dtype is None else w.to(dtype)
+    source[wkey] = (shape, weight, f"{desc} (dequantized at load)", "F32")
 
 
 def _rewrite(source: dict, layer: str, state: dict | None) -> None:

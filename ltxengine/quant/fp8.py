@@ -38,13 +38,15 @@ class TargetRule:
     """Linears inside ``transformer_blocks.<i>.`` that a policy converts.
 
     ``suffixes``: the module name must end with one of these (None: every linear of the block);
-    ``skip_first`` / ``skip_last``: blocks at either end that stay in full precision.
+    ``skip_first`` / ``skip_last``: blocks at either end that stay in full precision;
+    ``keep``: name endings that stay in full precision in every block (KEEP_FULL_PRECISION).
     """
 
     suffixes: tuple[str, ...] | None
     skip_first: int
     skip_last: int
     source: str
+    keep: tuple[str, ...] = ()
 
 
 # The reference's rules (ltx-core 1.0.0, ltx_core/quantization/):
@@ -56,10 +58,23 @@ class TargetRule:
 #   48-block 19B model. We generalize the block list to "the first block and the last five" for
 #   any depth (28-block 2B: 1-22 converted; 48-block 13B/19B: 1-42), and keep it to the blocks:
 #   the linears outside them are the ones the reference excludes by name.
+#
+# LTX-2.3 / 2.5 add one linear per attention, the per-head gate ``to_gate_logits`` (dim -> heads),
+# and Lightricks' reference (@400fd31) keeps it in bf16 wherever it quantizes at load: fp8_cast.py
+# leaves it a plain nn.Linear (not in _FP8_CAST_LINEAR_SUFFIXES, and its prequant fold dequantizes
+# it from a -fp8 file to bf16), blockwise/_impl.py lists it in EXCLUDED_LAYER_SUBSTRINGS and its
+# module swap's skip_list, nvfp4/convert.py's allowlist leaves it out. The other names of those
+# lists (patchify/proj_out, adaLN-singles, caption projections, scale_shift_table) are outside the
+# blocks or not linears, which the rules exclude already. Its current fp8_scaled_mm.py quantizes
+# nothing itself (it runs the layers a -fp8 file stores with a weight_scale; prepare_fp8 does too).
+# 2.0 has no gate, so its targets are unchanged.
+KEEP_FULL_PRECISION = (".to_gate_logits",)
+
 RULES: dict[str, TargetRule] = {
     "fp8-cast": TargetRule((".to_q", ".to_k", ".to_v", ".to_out.0", "ff.net.0.proj", "ff.net.2"), 0, 0,
-                           "ltx_core/quantization/fp8_cast.py TRANSFORMER_LINEAR_DOWNCAST_MAP"),
-    "fp8-scaled-mm": TargetRule(None, 1, 5, "ltx_core/quantization/fp8_scaled_mm.py EXCLUDED_LAYER_SUBSTRINGS"),
+                           "ltx_core/quantization/fp8_cast.py TRANSFORMER_LINEAR_DOWNCAST_MAP", KEEP_FULL_PRECISION),
+    "fp8-scaled-mm": TargetRule(None, 1, 5, "ltx_core/quantization/fp8_scaled_mm.py EXCLUDED_LAYER_SUBSTRINGS",
+                                KEEP_FULL_PRECISION),
 }
 
 _BLOCK = re.compile(r"^transformer_blocks\.(\d+)\.(.+)$")
@@ -87,9 +102,16 @@ def fp8_targets(model: nn.Module, policy: str) -> list[str]:
             continue
         if not first <= int(m.group(1)) < last:
             continue
+        if name.endswith(rule.keep):
+            continue
         if rule.suffixes is None or name.endswith(rule.suffixes):
             names.append(name)
     return names
+
+
+def keeps_full_precision(name: str, policy: str) -> bool:
+    """Whether ``policy`` keeps the linear ``name`` in full precision by name (the gate projections)."""
+    return name.endswith(RULES[check_policy(policy)].keep)
 
 
 # -- quantization ------------------------------------------------------------------------------
@@ -266,5 +288,6 @@ def fp8_weight_bytes(model: nn.Module) -> dict[str, int]:
     return {"fp8": fp8, "other": other}
 
 
-__all__ = ["POLICIES", "RULES", "Fp8Linear", "quantize_weight", "dequantize", "fp8_targets", "convert_to_fp8",
-           "check_policy", "default_policy", "validate_policy", "has_fp8_gemm", "fp8_weight_bytes"]
+__all__ = ["POLICIES", "RULES", "KEEP_FULL_PRECISION", "Fp8Linear", "keeps_full_precision", "quantize_weight",
+           "dequantize", "fp8_targets", "convert_to_fp8", "check_policy", "default_policy", "validate_policy",
+           "has_fp8_gemm", "fp8_weight_bytes"]
