@@ -28,6 +28,7 @@ from typing import Any
 from ..config import ConfigError, check_value, parse_config
 from ..models.ltx2_text import TextConnectorsConfig
 from .keymaps import KeyMap
+from .ltx2_transformer import default_rope_type
 
 __all__ = ["KEYMAP", "KeyMapUnion", "config_from_original", "GEMMA_HIDDEN_SIZE", "V2_EXPECTED", "V2_KEYS"]
 
@@ -76,7 +77,8 @@ def config_from_original(section: dict[str, Any], source: str, *, text_proj_in_f
     """``transformer`` header section -> TextConnectorsConfig.
 
     Only the connector keys are read (the section also describes the DiT). ltx-core defaults:
-    ``rope_type`` "interleaved", ``frequencies_precision`` float32, ``connector_positional_embedding_max_pos``
+    ``rope_type`` "interleaved" ("split" for a 2.3+ section: ltx2_transformer.default_rope_type),
+    ``frequencies_precision`` float32, ``connector_positional_embedding_max_pos``
     [1], 30 heads x 128, 2 layers; the audio connector falls back to the video connector's sizes.
     ``text_proj_in_factor`` (Gemma hidden states: layers + 1) is not in the header: ltx-core takes it
     from the Gemma config (49 for Gemma-3-12B and Gemma-4-12B). ltx-core hard-codes 128 registers; a
@@ -124,7 +126,7 @@ def config_from_original(section: dict[str, Any], source: str, *, text_proj_in_f
         connector_rope_base_seq_len=max_pos[0],
         rope_theta=10000.0,  # ltx-core's connectors never read a theta from the header
         rope_double_precision=precision == "float64",
-        rope_type=section.get("rope_type", "interleaved"),
+        rope_type=section.get("rope_type", default_rope_type(section)),  # the DiT's, ltx-core reads one key
         connector_ff_bias=section.get("connector_ff_bias", True),
     )
     if v2:

@@ -64,8 +64,20 @@ _COPIED = {
     "audio_in_channels": ("audio_in_channels", 128), "audio_out_channels": ("audio_out_channels", 128),
     "audio_cross_attention_dim": ("audio_cross_attention_dim", 2048),
     "av_ca_timestep_scale_multiplier": ("cross_attn_timestep_scale_multiplier", 1),
-    "rope_type": ("rope_type", "interleaved"),
+    "rope_type": ("rope_type", None),  # default_rope_type(raw)
 }
+# The 2.3+ layout's switches (any of them on marks a header of that era).
+_V23_MARKERS = ("apply_gated_attention", "cross_attention_adaln", "caption_proj_before_connector")
+
+
+def default_rope_type(section: dict[str, Any]) -> str:
+    """The RoPE layout of a ``transformer`` section without ``rope_type``. ltx-core defaulted to
+    "interleaved" up to 2026-03-30 (1.0.0, the reference for 2.0) and to "split" since 2026-05-11
+    (@7df34df, still @400fd31, where interleaved is "a legacy mode"), for every config. Every released
+    LTX-2 header (2.0, 2.3, 2.5) names "split" (the reference notes' section 1.2: "same" in all three),
+    so the default decides only for headers without the key: one with a 2.3+ switch on is read as the
+    current reference reads it, any other as ltx-core 1.0.0 (so 2.0 loading is unchanged)."""
+    return "split" if any(section.get(k) is True for k in _V23_MARKERS) else "interleaved"
 # Read from this section by other components (text connectors) or without effect on the math
 # (attention backend choice, diffusers bookkeeping).
 _IGNORED_PREFIXES = ("connector_", "audio_connector_", "_")
@@ -99,6 +111,7 @@ def transformer_config(raw: dict[str, Any], source: str) -> LTX2TransformerConfi
         # ltx-core refuses a header without them; so do we (it is not an LTX-2 transformer config).
         raise ConfigError(f"{src}: config options missing that ltx-core requires: {missing}")
     fields = {ours: raw.get(orig, default) for orig, (ours, default) in _COPIED.items()}
+    fields["rope_type"] = raw.get("rope_type", default_rope_type(raw))
     names = {ours: orig for orig, (ours, _) in _COPIED.items()}
     gate_multiplier = fields["cross_attn_timestep_scale_multiplier"]
     if type(gate_multiplier) is float and gate_multiplier.is_integer():
