@@ -173,9 +173,10 @@ def _source(name: str, files: list[SafetensorsFile], maps: list[KeyMap]) -> dict
 
 def load_split(folder, ckpt, components, device, dtype, ops, quantization=None):
     """Fill ``ckpt`` (an LTX2Checkpoint) with ``components`` from the split set in ``folder``;
-    ``ckpt.extras["split_files"]`` records role -> file, ``ckpt.metadata`` the transformer file's
-    header metadata (model_version, gemma_source_checkpoint)."""
+    ``ckpt.extras["split_files"]`` records role -> file; model_version and gemma_source_checkpoint
+    come from the transformer file's header."""
     from .ltx2 import COMPONENT_SPECS, component_keymaps
+    from .ltx2_gemma import gemma_source_of
     paths = find_split_files(folder)
     needed = {_COMPONENT_ROLE[c] for c in components} | ({"text_encoder"} if "connectors" in components else set())
     missing = sorted(needed - set(paths))
@@ -193,7 +194,7 @@ def load_split(folder, ckpt, components, device, dtype, ops, quantization=None):
         tf = files["transformer"]
         ckpt.model_version = tf.metadata.get("model_version")
         ckpt.extras["split_files"] = dict(paths)
-        ckpt.extras["metadata"] = dict(tf.metadata)
+        ckpt.gemma_source_checkpoint = gemma_source_of(tf.metadata, str(tf.path))
         for name in components:
             f = files[_COMPONENT_ROLE[name]]
             readers = [f, files["text_encoder"]] if name == "connectors" else [f]

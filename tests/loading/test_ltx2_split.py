@@ -24,126 +24,25 @@ from safetensors.torch import load_file, save_file
 from ltxengine.loading import CheckpointError
 from ltxengine.loading.ltx2 import COMPONENTS, LTX2Checkpoint, load_ltx2
 from ltxengine.loading.ltx2_split import find_split_files, is_split_folder, load_gemma_file, load_split
-from ltxengine.loading.ltx2_text import V2_EXPECTED
 from ltxengine.models.ltx2_text import GemmaTextEncoder
 from ltxengine.ops import TORCH_OPS
-from tests.helpers import perturb_
-from tests.models import audio_vae_fixtures as audio_t
+from tests.loading.ltx2_split_fixtures import (GEMMA_VERSION, META, header_of, make_models, tensors_of, write_set,
+                                              write_split)
 from tests.models import ltx2_text_fixtures as text_t
-from tests.models import ltx2_transformer_fixtures as dit_t
-from tests.models import ltx2_video_vae_fixtures as vae_t
-from tests.models import vocoder_fixtures as voc_t
 
 diffusers = pytest.importorskip("diffusers")
 
-GEMMA_VERSION = "gemma4-12b-ltx-v1"  # what the released 2.5 header and Gemma config carry
-DIT = dict(dit_t.TINY_V23["v25"], rope_type="split", rope_double_precision=True, caption_channels=text_t.D4)
-# the 2.3 connectors at the DiT's widths (2 x 16 video, 2 x 8 audio) reading the tiny Gemma 4
-CONNECTORS = dict(text_t.V25, video_hidden_dim=32, audio_hidden_dim=16, video_connector_num_attention_heads=2,
-                  video_connector_attention_head_dim=16, audio_connector_num_attention_heads=2,
-                  audio_connector_attention_head_dim=8, audio_connector_num_learnable_registers=16)
 CPU = dict(device="cpu", dtype=torch.float32, ops=TORCH_OPS)
 
 
 @pytest.fixture(scope="module")
 def models():
-    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
-    torch.manual_seed(0)
-    dit = LTX2VideoTransformer3DModel(**DIT).eval()
-    perturb_(dit, seed=3)
-    _, connectors = text_t.make_pair(**CONNECTORS)
-    return {"transformer": dit, "connectors": connectors, "vae": vae_t.make_pair("2.3")[0],
-            "audio_vae": audio_t.make_pair("release")[0], "vocoder": voc_t.make_bwe_pair("release")[0]}
-
-
-def _header(models) -> dict:
-    from ltxengine.config import LTX2TransformerConfig, parse_config
-    from ltxengine.models.video_vae import LTX2VideoVAEConfig
-    c = models["connectors"].config
-    transformer = dict(dit_t.original_section(parse_config(LTX2TransformerConfig, dict(models["transformer"].config),
-                                                           "test")),
-                       connector_num_attention_heads=c.video_connector_num_attention_heads,
-                       connector_attention_head_dim=c.video_connector_attention_head_dim,
-                       connector_num_layers=c.video_connector_num_layers,
-                       connector_num_learnable_registers=c.video_connector_num_learnable_registers,
-                       audio_connector_num_attention_heads=c.audio_connector_num_attention_heads,
-                       audio_connector_attention_head_dim=c.audio_connector_attention_head_dim,
-                       audio_connector_num_layers=c.audio_connector_num_layers,
-                       connector_positional_embedding_max_pos=[c.connector_rope_base_seq_len],
-                       connector_apply_gated_attention=True, **V2_EXPECTED)
-    return {"transformer": transformer,
-            "vae": vae_t.original_section(parse_config(LTX2VideoVAEConfig, vae_t.CASES_V23["2.3"], "test")),
-            "audio_vae": audio_t.original_header(audio_t.CASES["release"])["audio_vae"],
-            "vocoder": voc_t.release_bwe_section(vocoder=voc_t.BWE_CASES["release"]["hidden_channels"],
-                                                 bwe=voc_t.BWE_CASES["release"]["bwe_hidden_channels"])}
-
-
-def _tensors(models) -> dict:
-    """The bundle's tensors, original names."""
-    sd = {"model.diffusion_model." + dit_t.to_original(k): v for k, v in models["transformer"].state_dict().items()}
-    sd.update(text_t.to_original(models["connectors"].state_dict()))
-    sd.update(vae_t.original_state_dict(vae_t.make_pair("2.3")[1]))
-    sd.update(audio_t.to_original(models["audio_vae"].state_dict()))
-    sd.update(voc_t.bwe_to_original(models["vocoder"].state_dict()))
-    return {k: v.detach().contiguous() for k, v in sd.items()}
-
-
-META = {"model_version": "2.5.0", "gemma_source_checkpoint": json.dumps({"gemma_version": GEMMA_VERSION})}
-
-
-def _comfy_flat(key: str) -> str:
-    """gemma_assets.py _flatten_gemma4_unified_keys_for_comfy @400fd31."""
-    for hf, flat in (("model.language_model.", "model."), ("model.vision_embedder.", "vision_model."),
-                     ("model.embed_vision.", "multi_modal_projector."), ("model.embed_audio.", "audio_projector.")):
-        if key.startswith(hf):
-            return flat + key[len(hf):]
-    return key
-
-
-def _bytes_tensor(data: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
-
-
-def write_text_encoder_file(path, gemma_root, projection: dict):
-    """build_text_encoder_tensors_from_gemma_root + save_text_encoder_safetensors: the root's weights under
-    ComfyUI's flat names, the projection, tokenizer.json and every other *.json / *.jinja but config.json
-    as uint8 tensors, config.json as the header's gemma_config."""
-    tensors = {_comfy_flat(k): v for k, v in load_file(gemma_root / "model.safetensors").items()}
-    tensors.update(projection)
-    tensors["tokenizer_json"] = _bytes_tensor((gemma_root / "tokenizer" / "tokenizer.json").read_bytes())
-    for side in sorted([*gemma_root.rglob("*.json"), *gemma_root.rglob("*.jinja")]):
-        if side.name not in ("config.json", "tokenizer.json", "model.safetensors.index.json"):
-            tensors["hf_asset__" + side.name] = _bytes_tensor(side.read_bytes())
-    meta = {"format": "pt", "gemma_config": (gemma_root / "config.json").read_text()}
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def write_split(root, models, gemma_root, *, header=None, tensors=None, meta=None):
-    """The set as Lightricks/LTX-2.5 lays it out; each file's header holds its own config sections."""
-    header, tensors, meta = header or _header(models), tensors or _tensors(models), meta or META
-    part = lambda prefix: {k: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    save_file(part("model.diffusion_model."), str(root / "diffusion_models" / "ltx-2.5-tiny-transformer.safetensors"),
-              metadata={"config": json.dumps({"transformer": header["transformer"]}), **meta})
-    write_text_encoder_file(root / "text_encoders" / "gemma4-tiny-with-proj.safetensors", gemma_root,
-                            part("text_embedding_projection."))
-    save_file({k[len("vae."):]: v for k, v in part("vae.").items()},
-              str(root / "vae" / "ltx-2.5-tiny-video-vae-conv.safetensors"),
-              metadata={"config": json.dumps({"vae": header["vae"]})})
-    save_file({**part("audio_vae."), **part("vocoder.")}, str(root / "vae" / "ltx-2.5-tiny-audio-vae.safetensors"),
-              metadata={"config": json.dumps({"audio_vae": header["audio_vae"], "vocoder": header["vocoder"]})})
-    return root
+    return make_models()
 
 
 @pytest.fixture(scope="module")
 def files(models, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ltx25")
-    gemma = text_t.write_gemma4(root / "gemma4", gemma_version=GEMMA_VERSION)
-    bundle = root / "ltx-2.5-tiny.safetensors"
-    save_file(_tensors(models), str(bundle), metadata={"config": json.dumps(_header(models)), **META})
-    return write_split(root / "split", models, gemma), bundle, gemma
+    return write_set(tmp_path_factory.mktemp("ltx25"), models)
 
 
 def test_split_set_loads_the_bundles_weights(models, files):
@@ -156,7 +55,7 @@ def test_split_set_loads_the_bundles_weights(models, files):
     a = load_split(split, LTX2Checkpoint(source=str(split)), COMPONENTS, **CPU)
     b = load_ltx2(bundle, dtype=torch.float32)
     assert a.model_version == b.model_version == "2.5.0"
-    assert json.loads(a.extras["metadata"]["gemma_source_checkpoint"]) == {"gemma_version": GEMMA_VERSION}
+    assert a.gemma_source_checkpoint == {"gemma_version": GEMMA_VERSION}
     for name in COMPONENTS:
         sa, sb, ref = getattr(a, name).state_dict(), getattr(b, name).state_dict(), models[name].state_dict()
         assert sa.keys() == sb.keys() == ref.keys(), name
@@ -203,7 +102,7 @@ def test_folder_errors_are_named(models, files, tmp_path):
         find_split_files(mixed)
     diff = shutil.copytree(split, tmp_path / "diffusion_vae")
     conv = diff / "vae" / "ltx-2.5-tiny-video-vae-conv.safetensors"
-    header = _header(models)
+    header = header_of(models)
     save_file(load_file(conv), str(diff / "vae" / "ltx-2.5-video-vae.safetensors"),
               metadata={"config": json.dumps({"vae": {**header["vae"], "_class_name": "CausalDiffusionVAE"}})})
     conv.unlink()
@@ -220,7 +119,7 @@ def test_folder_errors_are_named(models, files, tmp_path):
 
 def test_foreign_and_missing_tensors_are_named(models, files, tmp_path):
     _, _, gemma = files
-    tensors = _tensors(models)
+    tensors = tensors_of(models)
     root = write_split(tmp_path / "foreign_vae", models, gemma,
                        tensors=dict(tensors, **{"vae.decoder.stray.weight": torch.zeros(2)}))
     # the bare VAE key map claims every key of its file: the stray tensor is one the model does not use
