@@ -20,8 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, UsageError,
+from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, RETAKE_FLAGS, UsageError,
                           flag_message, guidance_flags)
+
+ONE_STAGE_LTX2 = ("one-stage", "retake")  # the LTX-2 pipelines without stage 2 (no upsampler, sides of 32)
 
 
 # -- checks before loading --------------------------------------------------------------------------
@@ -61,7 +63,7 @@ def check_output(text: str) -> Path:
 
 def check_paths(args) -> None:
     for dest, flag in (("text_encoder", "--text-encoder"), ("latent_upsampler", "--latent-upsampler"),
-                       ("audio", "--audio-path")):
+                       ("audio", "--audio-path"), ("video", "--video")):
         value = getattr(args, dest)
         if value is not None and not Path(value).expanduser().exists():
             raise UsageError(f"{flag}: {value!r} does not exist")
@@ -133,7 +135,7 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
         raise UsageError(f"{' and '.join(picked)}: choose one pipeline")
     mode = args.pipeline or (chosen[0] if chosen else "two-stage" if upsampler else "one-stage")
     named = f"--pipeline {mode}" if args.pipeline else f"--{mode}" if chosen else f"the {mode} pipeline"
-    if mode != "one-stage":
+    if mode not in ONE_STAGE_LTX2:
         if not upsampler:
             raise UsageError(f"{named} needs the spatial latent upsampler: pass --spatial-upsampler-path PATH "
                              f"(the checkpoint has no latent_upsampler/ folder)")
@@ -149,6 +151,11 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
     elif args.steps is not None and args.steps < 2:
         raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
     args.pipeline = mode
+    if mode == "retake":
+        _settle_retake(args, given)
+    elif given & set(RETAKE_FLAGS):
+        flag = RETAKE_FLAGS[min(given & set(RETAKE_FLAGS))]
+        raise UsageError(f"{flag}: only --pipeline retake reads it, got {named}")
     images = args.images or ()
     crfs = {image.crf for image in images if image.crf is not None}
     if len(crfs) > 1:
@@ -156,6 +163,34 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
     if sum((image.frame or 0) == 0 for image in images) > 1:
         raise UsageError("--image: at most one image may condition frame 0 (a plain PATH is frame 0)")
     _settle_audio(args, given)
+
+
+def _settle_retake(args, given: set[str]) -> None:
+    """--video is required; the clip's size, frame count and rate are the output's (the engine
+    requires they match: filled in here unless given)."""
+    if args.video is None:
+        raise UsageError("--pipeline retake needs --video PATH (the clip to retake)")
+    frames, height, width, fps, has_audio = _clip_metadata(Path(args.video).expanduser())
+    for dest, value in (("num_frames", frames), ("height", height), ("width", width), ("frame_rate", fps)):
+        if dest not in given:
+            setattr(args, dest, value)
+    if args.regenerate_audio is False and not has_audio:
+        raise UsageError(f"--no-regenerate-audio keeps the clip's audio, but {args.video!r} has no audio track")
+
+
+def _clip_metadata(path: Path):
+    """-> (frames, height, width, fps, has audio) of a clip (ltx-pipelines' get_videostream_metadata:
+    the stream's frame count, else the frames decoded)."""
+    import av
+    from fractions import Fraction
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = stream.frames or sum(1 for _ in container.decode(stream))
+            ctx = stream.codec_context
+            return frames, ctx.height, ctx.width, Fraction(stream.average_rate), bool(container.streams.audio)
+    except (OSError, IndexError, av.error.FFmpegError) as e:
+        raise UsageError(f"--video: cannot read {str(path)!r} as a video ({e or type(e).__name__})") from None
 
 
 def _settle_audio(args, given: set[str]) -> None:
@@ -220,7 +255,9 @@ def guidance(args, modality: str, layers: int | None, release: str = "2.0"):
     from .ltx2.denoise import NO_GUIDANCE
     from .ltx2.releases import RELEASES
     from .ltx2.request import clip_blocks
-    base = NO_GUIDANCE if args.pipeline == "distilled" else RELEASES[release].guidance(modality)
+    # retake is distilled unless --steps asks for the full model
+    distilled = args.pipeline == "distilled" or (args.pipeline == "retake" and args.steps is None)
+    base = NO_GUIDANCE if distilled else RELEASES[release].guidance(modality)
     params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
         try:
@@ -257,7 +294,7 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
     kw: dict[str, Any] = dict(pipeline=args.pipeline, sampler=args.sampler,  # None: the release's
                               video_guidance=guidance(args, "video", layers, release),
                               audio_guidance=guidance(args, "audio", layers, release))
-    if args.pipeline != "one-stage":
+    if args.pipeline not in ONE_STAGE_LTX2:
         kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else 1.0,
                                        adain_factor=args.adain_factor, tone_map_compression_ratio=args.tone_map)
     for dest in ("decode_timestep", "decode_noise_scale"):
@@ -272,6 +309,8 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
             kw["image_crf"] = crf
     if args.audio is not None:
         kw.update(read_audio_input(args))
+    if args.pipeline == "retake":
+        kw.update({dest: getattr(args, dest) for dest in RETAKE_FLAGS if getattr(args, dest) is not None})
     return kw
 
 

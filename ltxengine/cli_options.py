@@ -44,12 +44,16 @@ def guidance_flags(modality: str) -> dict[str, str]:
             "skip_step": f"--{modality}-skip-step"}
 
 
+# dest (generate()'s argument) -> flag of pipeline retake's options
+RETAKE_FLAGS = {"video": "--video", "start_time": "--start-time", "end_time": "--end-time",
+                "regenerate_video": "--no-regenerate-video", "regenerate_audio": "--no-regenerate-audio"}
 # dest -> flag of the options only one family has
 LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--guidance-rescale",
                   "downscale_factor": "--downscale-factor", "refine_strength": "--refine-strength",
                   "refine_steps": "--refine-steps"}
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
+             **RETAKE_FLAGS,
              **{f"{m}_{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()}}
 HINTS = {"guidance_scale": "LTX-2 guides video and audio apart: --video-cfg-guidance-scale, "
                            "--audio-cfg-guidance-scale",
@@ -72,7 +76,7 @@ FLAG_OF = {
     "image_crf": "--image CRF", "two_stage.downscale_factor": "--downscale-factor",
     "two_stage.adain_factor": "--adain-factor", "two_stage.tone_map_compression_ratio": "--tone-map",
     "two_stage.denoise_strength": "--refine-strength", "two_stage.num_inference_steps": "--refine-steps",
-    "two_stage.lora_strength": "--distilled-lora STRENGTH",
+    "two_stage.lora_strength": "--distilled-lora STRENGTH", **RETAKE_FLAGS,
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
 }
 _NAME = re.compile(r"(?<![\w.'\"-])(" + "|".join(re.escape(k) for k in sorted(FLAG_OF, key=len, reverse=True))
@@ -187,7 +191,7 @@ class LorasAction(LoraAction):
 
 # -- the parser ---------------------------------------------------------------------------------------
 
-PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage")  # LTX-2's recipes (a test keeps them equal)
+PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake")  # LTX-2's recipes (a test keeps them equal)
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
@@ -283,6 +287,17 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     ltx2.add_argument("--audio-path", "--audio", dest="audio", metavar="PATH",
                       help="audio-to-video: the video follows this audio (any file PyAV reads), which the mp4 keeps "
                            "(default: none, the audio is generated)")
+    ltx2.add_argument("--video", "--video-path", dest="video", metavar="PATH",
+                      help="--pipeline retake: the clip to retake (8k+1 frames, sides multiples of 32; its audio "
+                           "track too); its size, frame count and rate are the output's (default: none)")
+    ltx2.add_argument("--start-time", type=number(float, 0.0),
+                      help="--pipeline retake: start of the region regenerated, in seconds (default: none, required)")
+    ltx2.add_argument("--end-time", type=number(float, 0.0),
+                      help="--pipeline retake: end of the region (excluded), in seconds (default: none, required)")
+    ltx2.add_argument("--no-regenerate-video", dest="regenerate_video", action="store_const", const=False,
+                      help="--pipeline retake: keep the clip's video whole, regenerate only the region's audio")
+    ltx2.add_argument("--no-regenerate-audio", dest="regenerate_audio", action="store_const", const=False,
+                      help="--pipeline retake: keep the clip's audio whole, regenerate only the region's video")
     ltx2.add_argument("--audio-start-time", dest="audio_start", type=number(float, 0.0),
                       help="seconds into --audio-path to start from (default: 0.0)")
     ltx2.add_argument("--audio-max-duration", type=number(float, 0.0, low_open=True),

@@ -13,6 +13,8 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   LoRA fused (when given) and no guidance, after re-noising video and audio at the first sigma.
 * ``"distilled"``: the same with the distilled schedule (8 sigmas) and no guidance in stage 1.
 * ``"one-stage"``: one stage at the requested size.
+* ``"retake"``: regenerates [start_time, end_time) seconds of ``video=`` and keeps the rest
+  (recipes/retake.py).
 The checks are in ``request.py``, the stages in ``stages.py``, the sampling pieces in ``denoise.py``
 and ``samplers.py``; where ltx-pipelines and diffusers differ, the
 README lists what we do.

@@ -25,7 +25,7 @@ def _phases(engine, a) -> list[Phase]:
     w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
     offload = engine.residency.offload
     resident = on_device(w, offload)
-    encoding = ("vae_encoder",) if a.conditions else ()  # the image is conditions[0]
+    encoding = ("vae_encoder",) if a.conditions or a.video is not None else ()  # image: conditions[0]; retake's clip
     two_stage = a.recipe.stages == 2
     h, wd = a.height, a.width
     h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)

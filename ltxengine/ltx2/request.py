@@ -129,6 +129,8 @@ def build_request(engine, args: dict[str, Any]) -> LTX2Request:
 
 def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     a = call_args(a)
+    # the arguments left at None before the defaults fill them in (a recipe's check may read it)
+    a["unset"] = frozenset(k for k, v in a.items() if v is None)
     release = engine.release  # the defaults that change between LTX-2 releases (releases.py)
     if a["num_inference_steps"] is None:
         a["num_inference_steps"] = release.num_inference_steps

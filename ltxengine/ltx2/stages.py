@@ -119,10 +119,12 @@ def encode_text(engine, a, need_negative: bool):
 # -- one stage ---------------------------------------------------------------------------------------
 
 def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes, *, video_init=None,
-                 audio_init=None, audio_frozen=None, noise_scale: float = 1.0):
+                 audio_init=None, audio_frozen=None, noise_scale: float = 1.0, video_mask=None, audio_mask=None):
     """The stage's video and audio LatentStates and noise. Fresh stages draw diffusers' unpacked
     noise (video, then audio, then keyframe tokens); re-noised stages draw packed noise (video with
-    keyframes, then audio), as both references do."""
+    keyframes, then audio), as both references do. ``video_mask`` (1, F*H*W, 1) / ``audio_mask``
+    (1, T, 1): per-token denoise masks of the video's own tokens and of the audio (None: all 1;
+    retake's temporal region)."""
     dev = engine.device
     _, c, f, h, w = latent_shape
     acfg = engine.audio_vae.config
@@ -139,6 +141,8 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
         video_noise = randn(clean.shape, gen, dev)
         audio_noise = randn((1, audio_frames, a_shape[1] * a_shape[3]), gen, dev)
     mask = torch.ones(clean.shape[:2] + (1,), device=dev)
+    if video_mask is not None:
+        mask[:, :f * h * w] = video_mask
     if first is not None:
         tokens, strength = first
         clean[:, :tokens.shape[1]] = tokens
@@ -153,19 +157,22 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
         a_clean, a_mask = audio_frozen, torch.zeros(audio_frozen.shape[:2] + (1,), device=dev)
     else:
         a_clean = audio_init.float() if audio_init is not None else torch.zeros_like(audio_noise)
-        a_mask = torch.ones(a_clean.shape[:2] + (1,), device=dev)
+        a_mask = torch.ones(a_clean.shape[:2] + (1,), device=dev) if audio_mask is None else audio_mask.float()
     audio = video_state(a_clean, a_mask, audio_noise, noise_scale if audio_frozen is None else 0.0)
     return video, audio
 
 
 def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, video_params, audio_params, texts,
-              first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0):
-    """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D))."""
+              first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0,
+              video_mask=None, audio_mask=None):
+    """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D)).
+    ``video_mask`` / ``audio_mask``: per-token denoise masks (see ``build_states``)."""
     _, c, f, h, w = latent_shape
     tr, fps, dev = engine.transformer, float(a.fps), engine.device
     t_audio = a.audio_frames
     video, audio = build_states(engine, gen, latent_shape, t_audio, first, keyframes, video_init=video_init,
-                                audio_init=audio_init, audio_frozen=audio_frozen, noise_scale=noise_scale)
+                                audio_init=audio_init, audio_frozen=audio_frozen, noise_scale=noise_scale,
+                                video_mask=video_mask, audio_mask=audio_mask)
     vpos = tr.video_positions(1, f, h, w, fps, device=dev)
     if keyframes:
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import one_stage, two_stage
+from . import one_stage, retake, two_stage
 
 __all__ = ["RECIPES", "Recipe", "recipe_arguments", "run_generation"]
 
@@ -36,6 +36,8 @@ RECIPES = {
     # and no stage-1 guidance: the request resolves those defaults, the recipe is the same
     "distilled": Recipe(two_stage.run, distilled=True),
     "one-stage": Recipe(one_stage.run, stages=1),
+    # ltx-pipelines' retake: one stage at the clip's size, distilled unless num_inference_steps / sigmas are given
+    "retake": Recipe(retake.run, stages=1, distilled=True, arguments=retake.ARGUMENTS, check=retake.check),
 }
 
 
