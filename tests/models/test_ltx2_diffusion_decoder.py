@@ -1,0 +1,251 @@
+"""LTX-2.5's diffusion video decoder against diffusers' LTX2VideoDiffusionDecoderModel (0.42.1, its
+FlexAttention processor: the NATTEN-equivalent window diffusers ships for CPUs), same random weights,
+fp32 on the CPU; our plain-torch neighbourhood attention against diffusers' flex block mask and a
+brute-force per-query window; the released config on meta.
+
+Tolerance: REL = 1e-5 x max(1, |reference|), the budget of the other LTX-2 model tests: the same
+linears, norms and RoPE in the same order; the attention differs only in summation order (ours
+softmaxes over each query tile's key box, flex over the whole grid, both with the window masked).
+Measured: ~1e-6 of the output scale. A wiring error (window not shifted at the borders, ghost frames
+not cropped or not added, a modulation row swapped) moves outputs by > 1e-2 (the controls below).
+"""
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from ltxengine.config import ConfigError, parse_config
+from ltxengine.models.ltx2_diffusion_decoder import (LTX2DiffusionDecoder, LTX2DiffusionDecoderConfig,
+                                                     count_parameters, neighborhood_attention)
+
+from ..helpers import assert_close_scaled
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import LTX2VideoDiffusionDecoderModel  # noqa: E402
+from diffusers.models.autoencoders import ltx2_diffusion_decoder as dd  # noqa: E402
+
+# flex_attention without torch.compile warns once that it materializes the scores (what a CPU oracle wants)
+pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
+
+REL = 1e-5
+
+# The release layout scaled down (head_dim 64 -> 16, widths / 16, one block per deterministic stage):
+# the released strides, reductions (2, 2, 1, 2) and kernel shapes (3 x 3 x 3 where 3 x 7 x 7 would not fit
+# a 3 x 4 latent), x0 in one step, the 1000 timestep multiplier.
+RELEASE = dict(latent_channels=8, decoder_head_dim=16, decoder_stage_channels=(128, 64, 32, 32, 16),
+               decoder_stage_depths=(1, 1, 1, 1, 2), decoder_stage_kernels=((3, 3, 3), (3, 3, 3), (3, 5, 5), (3, 5, 5)),
+               decoder_stage5_kernel=(5, 7, 7), decoder_t_emb_dim=32)
+# The stage-5 grid is what makes diffusers' CPU path slow (its flex mask is built over the whole grid
+# per step), so the multi-step switches run on a small layout: stage 5 at 9 x 6 x 6 tokens.
+SMALL = dict(latent_channels=8, patch_size=2, decoder_head_dim=16, decoder_stage_channels=(64, 32, 16, 16, 16),
+             decoder_stage_depths=(1, 1, 1, 1, 2), decoder_stage_kernels=((3, 3, 3),) * 4,
+             decoder_upsample_strides=((1, 2, 2), (2, 1, 1), (2, 1, 1), (2, 1, 1)),
+             decoder_upsample_channel_reductions=(2, 2, 1, 1), decoder_stage5_kernel=(3, 3, 3), decoder_t_emb_dim=32,
+             spatial_compression_ratio=4)
+CASES = {
+    "release": RELEASE,
+    # x0 over 3 Euler steps (x0 turned into a velocity per step), and a velocity model over 2
+    "x0_3_steps": dict(SMALL, decoder_num_inference_steps=3),
+    "v_2_steps": dict(SMALL, decoder_model_output_type="v", decoder_num_inference_steps=2,
+                      decoder_timestep_scale_multiplier=1.0, scaling_factor=0.5),
+    # every other switch: head_dim 8 (the RoPE gives T no pairs), patch 2, strides with a temporal 1 at the
+    # last upsample (no leading frame dropped) and temporal 2 first, stage-1 kernel_t 1 (no ghost frames),
+    # a kernel equal to the grid (stage 1's H), other reductions and depths; a non-square latent
+    "variant": dict(latent_channels=4, patch_size=2, decoder_head_dim=8, decoder_stage_channels=(32, 32, 16, 8, 8),
+                    decoder_stage_depths=(2, 1, 1, 1, 1),
+                    decoder_stage_kernels=((1, 3, 3), (3, 5, 3), (3, 3, 3), (5, 3, 3)),
+                    decoder_upsample_strides=((2, 2, 1), (2, 1, 2), (1, 2, 2), (1, 2, 2)),
+                    decoder_upsample_channel_reductions=(1, 2, 2, 1), decoder_stage5_kernel=(3, 3, 5),
+                    decoder_t_emb_dim=16, spatial_compression_ratio=16, temporal_compression_ratio=4),
+}
+LATENT = {"release": (2, 8, 2, 3, 3), "variant": (2, 4, 3, 3, 4), "x0_3_steps": (1, 8, 2, 3, 3),
+          "v_2_steps": (1, 8, 2, 3, 3)}
+
+
+def _latent_shape(name):
+    return LATENT[name]
+
+
+_PAIRS = {}
+
+
+def make_pair(name):
+    """(diffusers model, ours) with the same perturbed random weights and statistics; cached."""
+    if name not in _PAIRS:
+        torch.manual_seed(0)
+        ref = LTX2VideoDiffusionDecoderModel(**CASES[name]).eval()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():  # scale_shift_table and the statistics start at 0 / 1: give them values
+            for t in list(ref.parameters()) + list(ref.buffers()):
+                t.add_(torch.randn(t.shape, generator=g) * 0.1)
+        ours = LTX2DiffusionDecoder(parse_config(LTX2DiffusionDecoderConfig, dict(ref.config), "test")).eval()
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        _PAIRS[name] = ref, ours
+    return _PAIRS[name]
+
+
+def _decode_both(name, seed=5):
+    ref, ours = make_pair(name)
+    z = torch.randn(_latent_shape(name), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = ref.decode(z, generator=torch.Generator().manual_seed(seed)).sample
+        got = ours.decode(z, generator=torch.Generator().manual_seed(seed))
+    return got, expected
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_state_dict_equals_diffusers(name):
+    ref, ours = make_pair(name)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert all(a.shape == b.shape for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_decode_matches_diffusers(name):
+    got, expected = _decode_both(name)
+    b, _, t, h, w = _latent_shape(name)
+    cfg = make_pair(name)[1].config
+    ratio_t, ratio_s = cfg.temporal_compression_ratio, cfg.spatial_compression_ratio
+    assert got.shape == (b, 3, (t - 1) * ratio_t + 1, h * ratio_s, w * ratio_s)
+    err = assert_close_scaled(got, expected, REL, name)
+    print(f"{name}: max err {err:.2e} of scale {expected.abs().max():.2f}")
+
+
+def test_denormalize_is_diffusers_pipeline_step():
+    """``denormalize`` is the decode pipeline's step (statistics and scaling factor from the model)."""
+    ref, ours = make_pair("v_2_steps")
+    z = torch.randn(_latent_shape("v_2_steps"))
+    stats = ref.latents_mean, ref.latents_std, ref.config.scaling_factor
+    expected = diffusers.LTX2VideoDiffusionDecodePipeline._denormalize_latents(z, *stats)
+    assert torch.equal(ours.denormalize(z), expected)
+
+
+# -- neighbourhood attention ---------------------------------------------------------------------
+
+def _qkv(grid, heads=2, d=8, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, *grid, heads, d, generator=g) for _ in range(3)]
+
+
+def _flex(q, k, v, kernel):
+    """diffusers' path: its BlockMask over the flattened grid, flex_attention with scale 1."""
+    from torch.nn.attention.flex_attention import flex_attention
+    b, t, h, w, heads, d = q.shape
+    mask = dd._neighborhood_block_mask(t, h, w, kernel, q.device)
+    flat = [x.reshape(b, t * h * w, heads, d).transpose(1, 2) for x in (q, k, v)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = flex_attention(*flat, block_mask=mask, scale=1.0)
+    return out.transpose(1, 2).reshape(b, t, h, w, heads * d)
+
+
+def _brute_force(q, k, v, kernel, shift_inward=True):
+    """Per query: its window (centred; shifted inward at borders as NATTEN, or truncated), softmax."""
+    b, *grid, heads, d = q.shape
+    out = torch.empty(b, *grid, heads, d)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            for m in range(grid[2]):
+                box = []
+                for pos, n, kk in zip((i, j, m), grid, kernel):
+                    lo = min(max(pos - kk // 2, 0), n - kk) if shift_inward else max(pos - kk // 2, 0)
+                    box.append(slice(lo, min(lo + kk, n) if not shift_inward else lo + kk))
+                keys, vals = (x[:, box[0], box[1], box[2]].reshape(b, -1, heads, d) for x in (k, v))
+                scores = torch.einsum("bhd,bnhd->bhn", q[:, i, j, m], keys).softmax(-1)
+                out[:, i, j, m] = torch.einsum("bhn,bnhd->bhd", scores, vals)
+    return out.flatten(-2)
+
+
+@pytest.mark.parametrize("grid,kernel", [((5, 6, 7), (3, 3, 5)), ((4, 4, 4), (3, 3, 3)), ((3, 5, 9), (3, 5, 3)),
+                                         ((6, 3, 2), (1, 3, 1))])
+def test_neighborhood_attention_is_natten_window(grid, kernel):
+    """Ours, with any query tiling, equals diffusers' flex mask and a per-query brute force."""
+    q, k, v = _qkv(grid)
+    flex, brute = _flex(q, k, v, kernel), _brute_force(q, k, v, kernel)
+    assert_close_scaled(flex, brute, 1e-6, "flex vs brute force")
+    for tile in (None, (1, 1, 1), (2, 3, 4), grid):
+        got = neighborhood_attention(q, k, v, kernel, query_tile=tile)
+        assert_close_scaled(got, flex, 1e-6, f"tile {tile}")
+
+
+def test_neighborhood_attention_controls():
+    """The check can fail: a window truncated at the borders instead of shifted differs; the centre
+    of the grid (no border in reach) is the same either way."""
+    q, k, v = _qkv((5, 7, 7))
+    got, truncated = neighborhood_attention(q, k, v, (3, 3, 3)), _brute_force(q, k, v, (3, 3, 3), False)
+    assert (got - truncated).abs().max() > 1e-2
+    assert_close_scaled(got[:, 1:-1, 1:-1, 1:-1], truncated[:, 1:-1, 1:-1, 1:-1], 1e-6, "interior")
+
+
+def test_grid_smaller_than_kernel_is_refused():
+    q, k, v = _qkv((2, 5, 5))
+    with pytest.raises(ValueError, match=r"at least its kernel size; got \(2, 5, 5\) with kernel \(3, 3, 3\)"):
+        neighborhood_attention(q, k, v, (3, 3, 3))
+
+
+def test_controls_ghost_frames_and_modulation_rows():
+    """Without the ghost frames, or with the MLP reading the attention's modulation rows, the
+    decode moves by far more than the budget."""
+    _, ours = make_pair("x0_3_steps")
+    z = torch.randn(1, 8, 3, 3, 3)  # 3 latent frames: stage 1's kernel_t 3 fits without the ghosts
+    with torch.no_grad():
+        base = ours.decode(z, generator=torch.Generator().manual_seed(5))
+        ours.trailing_pad = 0
+        try:
+            no_ghost = ours.decode(z, generator=torch.Generator().manual_seed(5))
+        finally:
+            ours.trailing_pad = 2
+        table = ours.decoder.diff_blocks[0].scale_shift_table
+        saved = table.detach().clone()
+        table.data[[3, 4]] = saved[[0, 1]]
+        try:
+            swapped = ours.decode(z, generator=torch.Generator().manual_seed(5))
+        finally:
+            table.data.copy_(saved)
+    assert (no_ghost - base).abs().max() > 1e-2
+    assert (swapped - base).abs().max() > 1e-2
+
+
+# -- configs -------------------------------------------------------------------------------------
+
+def test_release_config_is_diffusers_default_and_builds_on_meta():
+    """The released config (diffusers' class defaults, which its converter writes for LTX-2.5's
+    ltx-2.5-video-vae): 417,133,616 parameters, the count diffusers' class has on meta."""
+    with torch.device("meta"):
+        theirs = LTX2VideoDiffusionDecoderModel()
+    defaults = {k: v for k, v in theirs.config.items() if not k.startswith("_")}
+    assert parse_config(LTX2DiffusionDecoderConfig, defaults, "diffusers") == LTX2DiffusionDecoderConfig()
+    assert count_parameters(LTX2DiffusionDecoderConfig()) == 417_133_616
+    assert sum(p.numel() for p in theirs.parameters()) == 417_133_616
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(decoder_stage_channels=(128, 64, 32, 32, 32)), "entry 4 must be entry 3 / "),
+    (dict(decoder_stage_depths=(1, 1, 1, 1)), "'decoder_stage_depths' needs 5 entries"),
+    (dict(decoder_stage_kernels=((3, 3, 3),) * 3), "'decoder_stage_kernels' needs 4 entries"),
+    (dict(decoder_head_dim=12), "multiple of 8"),
+    (dict(decoder_head_dim=32), "multiples of decoder_head_dim 32"),
+    (dict(decoder_model_output_type="eps"), "must be 'x0' or 'v', got 'eps'"),
+    (dict(spatial_compression_ratio=16), "'spatial_compression_ratio' must be the upsamples' H and W stride"),
+    (dict(temporal_compression_ratio=4), "'temporal_compression_ratio' must be the upsamples' T stride 8"),
+    (dict(decoder_num_inference_steps=0), "'decoder_num_inference_steps' must be a positive int"),
+    (dict(decoder_enable_tiling=True), "unknown config option 'decoder_enable_tiling'"),
+])
+def test_config_errors_are_named(change, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(LTX2DiffusionDecoderConfig, dict(RELEASE, **change), "cfg.json")
+
+
+def test_num_inference_steps_is_checked():
+    _, ours = make_pair("x0_3_steps")
+    with pytest.raises(ValueError, match="num_inference_steps must be a positive int, got 1.5"):
+        ours.decode(torch.randn(_latent_shape("x0_3_steps")), num_inference_steps=1.5)
+
+
+def test_dataclass_fields_follow_diffusers_arguments():
+    """Every config field is an argument of diffusers' class (the folder's config.json keys)."""
+    import inspect
+    params = set(inspect.signature(LTX2VideoDiffusionDecoderModel.__init__).parameters) - {"self"}
+    assert {f.name for f in dataclasses.fields(LTX2DiffusionDecoderConfig)} == params
