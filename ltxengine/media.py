@@ -82,6 +82,29 @@ def write_mp4(path, frames: np.ndarray, fps, crf: int = 18, audio=None, sample_r
     return writer.path
 
 
+def write_wav(path, audio, sample_rate: int) -> Path:
+    """audio: float waveform (channels, samples), numpy or torch, 1 or 2 channels, at ``sample_rate``
+    Hz -> a 16-bit PCM WAV (clipped to [-1, 1] and scaled by 32767 as ``write_mp4`` stores it). The
+    file is written next to ``path`` and renamed onto it, as ``VideoWriter`` does. Returns the path."""
+    import wave
+    path, target = _output_path(path, "write_wav")
+    wave_data = _audio_array(audio, sample_rate, "write_wav")
+    pcm = (np.clip(wave_data, -1.0, 1.0) * 32767.0).astype("<i2")
+    _remove_stale_parts(target)
+    tmp, fd = _new_part(target)
+    try:
+        with open(tmp, "wb") as fh, wave.open(fh, "wb") as out:
+            out.setnchannels(pcm.shape[0])
+            out.setsampwidth(2)
+            out.setframerate(int(sample_rate))
+            out.writeframes(np.ascontiguousarray(pcm.T).tobytes())
+        _keep_mode(tmp, target)
+        os.replace(tmp, target)
+    finally:
+        _drop_part(tmp, fd)
+    return path
+
+
 class VideoWriter:
     """An H.264 (libx264, yuv420p) mp4 written chunk by chunk: ``write`` encodes uint8
     (n, H, W, 3) RGB frames as they come, so only the encoder holds frames.
