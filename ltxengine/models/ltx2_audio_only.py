@@ -93,6 +93,31 @@ class LTX2AudioTransformer(nn.Module):
         self.audio_proj_out = OpsLinear(da, config.audio_out_channels, ops=ops)
         self.ops = ops
 
+    @classmethod
+    def view(cls, full: LTX2Transformer) -> "LTX2AudioTransformer":
+        """The audio stream of a loaded ``LTX2Transformer``, sharing its modules and parameters (no
+        copy: fused LoRAs and hooks apply); make one per use, as the full model's may change."""
+        view = cls.__new__(cls)
+        nn.Module.__init__(view)
+        view.config, view.ops = full.config, full.ops
+        blocks = []
+        for block in full.transformer_blocks:
+            audio = LTX2AudioBlock.__new__(LTX2AudioBlock)
+            nn.Module.__init__(audio)
+            for name in ("audio_attn1", "audio_attn2", "audio_ff", "audio_scale_shift_table",
+                         "audio_prompt_scale_shift_table"):
+                if hasattr(block, name):
+                    setattr(audio, name, getattr(block, name))
+            audio.audio_q_mod, audio.kv_mod = block.audio_q_mod, block.kv_mod
+            audio.eps, audio.ops = block.eps, block.ops
+            blocks.append(audio)
+        view.transformer_blocks = nn.ModuleList(blocks)
+        for name in ("audio_proj_in", "audio_caption_projection", "audio_time_embed", "audio_prompt_adaln",
+                     "audio_scale_shift_table", "audio_proj_out"):
+            if hasattr(full, name):
+                setattr(view, name, getattr(full, name))
+        return view
+
     @staticmethod
     def owns(key: str) -> bool:
         """Whether ``key`` (our state-dict name) is a tensor of the audio stream."""

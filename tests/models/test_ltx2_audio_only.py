@@ -109,6 +109,21 @@ def test_matches_ltx_core_audio_only(name, stg):
     assert_close_scaled(got, ra, REL, f"{name} stg={stg} audio-only vs ltx-core")
 
 
+@pytest.mark.parametrize("name", ["split64", "v23"])
+def test_view_of_a_full_model(name):
+    """LTX2AudioTransformer.view shares the full model's audio modules (no copy) and computes what the
+    audio-only model loaded from the same weights computes, bit for bit."""
+    _, ours, cfg = pair(name)
+    view = LTX2AudioTransformer.view(ours)
+    assert set(view.state_dict()) == set(LTX2AudioTransformer(cfg).state_dict())
+    full_params = {id(p) for p in ours.parameters()}
+    assert all(id(p) in full_params for p in view.parameters())
+    x = inputs(cfg)
+    last = cfg.num_layers - 1
+    assert torch.equal(run_audio(view, x, Skip(audio_self_attn=[last])),
+                       run_audio(audio_only(ours, cfg), x, Skip(audio_self_attn=[last])))
+
+
 def test_owns_exactly_the_audio_stream():
     """The audio-only model's state dict is the full model's keys that ``owns`` names, and those include
     no video or audio<->video tensor."""
