@@ -89,9 +89,9 @@ class LTX2DiffusionDecoderConfig:
 
 # -- neighbourhood attention -------------------------------------------------------------------
 
-def _window_starts(n: int, kernel: int, device) -> torch.Tensor:
-    """First key index of each query's window along an axis of length n: centred, shifted inward."""
-    return (torch.arange(n, device=device) - kernel // 2).clamp(0, n - kernel)
+def _window_start(q: int, n: int, kernel: int) -> int:
+    """First key index of query q's window along an axis of length n: centred, shifted inward."""
+    return min(max(q - kernel // 2, 0), n - kernel)
 
 
 def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: tuple[int, int, int],
@@ -100,37 +100,41 @@ def neighborhood_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
     pre-scaled). q, k, v: (B, T, H, W, heads, D) -> (B, T, H, W, heads * D).
 
     Queries go in tiles of ``query_tile`` (default: the kernel) against the box of keys their windows
-    span, masked to each query's window: the same scores, only the needed ones computed."""
+    span, masked to each query's window: the same scores, only the needed ones computed. Index
+    arithmetic is in Python, so the memory planner's fake tensors run it too."""
     b, *grid, heads, d = q.shape
     for n, kk in zip(grid, kernel):
         if n < kk:
             raise ValueError(f"neighborhood attention needs every (T, H, W) dim at least its kernel size; got "
                              f"{tuple(grid)} with kernel {tuple(kernel)}")
     tile = query_tile or kernel
-    starts = [_window_starts(n, kk, q.device) for n, kk in zip(grid, kernel)]
     out = q.new_empty(b, *grid, heads, d)
     for t0 in range(0, grid[0], tile[0]):
         for h0 in range(0, grid[1], tile[1]):
             for w0 in range(0, grid[2], tile[2]):
-                _attend_tile(q, k, v, out, kernel, starts, (t0, h0, w0), tile)
+                _attend_tile(q, k, v, out, kernel, (t0, h0, w0), tile)
     return out.flatten(-2)
 
 
-def _attend_tile(q, k, v, out, kernel, starts, origin, tile) -> None:
-    qs, ks, masks = [], [], []
-    for axis, (o, size, kk, st) in enumerate(zip(origin, tile, kernel, starts)):
-        qpos = torch.arange(o, min(o + size, q.shape[axis + 1]), device=q.device)
-        k0, k1 = int(st[qpos[0]]), int(st[qpos[-1]]) + kk
-        kpos = torch.arange(k0, k1, device=q.device)
-        qs.append(slice(int(qpos[0]), int(qpos[-1]) + 1))
-        ks.append(slice(k0, k1))
-        masks.append((kpos[None] >= st[qpos][:, None]) & (kpos[None] < st[qpos][:, None] + kk))
-    mt, mh, mw = masks
+def _axis_mask(q0: int, q1: int, n: int, kernel: int, device) -> tuple[slice, slice, torch.Tensor]:
+    """Queries [q0, q1) of an axis: their slice, the key slice their windows span, the window mask."""
+    k0, k1 = _window_start(q0, n, kernel), _window_start(q1 - 1, n, kernel) + kernel
+    starts = (torch.arange(q0, q1, device=device) - kernel // 2).clamp(0, n - kernel)[:, None]
+    keys = torch.arange(k0, k1, device=device)[None]
+    return slice(q0, q1), slice(k0, k1), (keys >= starts) & (keys < starts + kernel)
+
+
+def _attend_tile(q, k, v, out, kernel, origin, tile) -> None:
+    grid = q.shape[1:4]
+    (qt, kt, mt), (qh, kh, mh), (qw, kw, mw) = (
+        _axis_mask(o, min(o + size, n), n, kk, q.device) for o, size, n, kk in zip(origin, tile, grid, kernel))
     mask = (mt[:, None, None, :, None, None] & mh[None, :, None, None, :, None] & mw[None, None, :, None, None, :])
-    nq, nk = mt.shape[0] * mh.shape[0] * mw.shape[0], mt.shape[1] * mh.shape[1] * mw.shape[1]
-    qt, kt, vt = (x[:, s[0], s[1], s[2]].flatten(1, 3).transpose(1, 2) for x, s in ((q, qs), (k, ks), (v, ks)))
-    o = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask.reshape(nq, nk), scale=1.0)
-    out[:, qs[0], qs[1], qs[2]] = o.transpose(1, 2).unflatten(1, (mt.shape[0], mh.shape[0], mw.shape[0]))
+    shape_q = mask.shape[:3]
+    mask = mask.reshape(shape_q.numel(), -1)
+    qs, ks = (q[:, qt, qh, qw],), (k[:, kt, kh, kw], v[:, kt, kh, kw])
+    query, key, value = (x.flatten(1, 3).transpose(1, 2) for x in qs + ks)
+    o = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=1.0)
+    out[:, qt, qh, qw] = o.transpose(1, 2).unflatten(1, tuple(shape_q))
 
 
 class Rope3D(nn.Module):
