@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .cli_latents import latent_arguments, write_latents
 from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, RETAKE_FLAGS, UsageError,
                           flag_message, guidance_flags)
 
@@ -311,6 +312,7 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
         kw.update(read_audio_input(args))
     if args.pipeline == "retake":
         kw.update({dest: getattr(args, dest) for dest in RETAKE_FLAGS if getattr(args, dest) is not None})
+    kw.update(latent_arguments(args))  # --latents, --noise-scale, --output-latents (cli_latents.py)
     return kw
 
 
@@ -419,6 +421,8 @@ def _show_warning(message, category, *_) -> None:
 def _generate(engine, args, call: dict[str, Any]) -> int:
     progress = None if args.quiet else Progress()
     start = time.perf_counter()
+    if call.get("output_type") == "latent":  # --output-latents: no mp4
+        call = dict(call, output=None)
     try:
         result = engine.generate(args.prompt, callback=progress, **call)  # streamed to the file while decoding
     except ValueError as e:
@@ -426,8 +430,13 @@ def _generate(engine, args, call: dict[str, Any]) -> int:
     finally:
         if progress is not None:
             progress.close()
-    sound = "" if result.audio is None else f" + {result.audio.shape[0]}-channel {result.sample_rate} Hz audio"
     where = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
+    if call.get("output_type") == "latent":
+        path = write_latents(result, args.output_latents)
+        print(f"{path}: latents {tuple(result.latents.shape)}, audio latents {tuple(result.audio_latents.shape)}, "
+              f"seed {result.seed}, {time.perf_counter() - start:.1f}s ({where})")
+        return 0
+    sound = "" if result.audio is None else f" + {result.audio.shape[0]}-channel {result.sample_rate} Hz audio"
     print(f"{call['output']}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "
           f"{result.fps} fps{sound}, seed {result.seed}, {time.perf_counter() - start:.1f}s ({where})")
     return 0

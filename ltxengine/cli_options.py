@@ -53,6 +53,7 @@ LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--g
                   "refine_steps": "--refine-steps"}
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
+             "latents_path": "--latents", "noise_scale": "--noise-scale", "output_latents": "--output-latents",
              **RETAKE_FLAGS,
              **{f"{m}_{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()}}
 HINTS = {"guidance_scale": "LTX-2 guides video and audio apart: --video-cfg-guidance-scale, "
@@ -76,7 +77,8 @@ FLAG_OF = {
     "image_crf": "--image CRF", "two_stage.downscale_factor": "--downscale-factor",
     "two_stage.adain_factor": "--adain-factor", "two_stage.tone_map_compression_ratio": "--tone-map",
     "two_stage.denoise_strength": "--refine-strength", "two_stage.num_inference_steps": "--refine-steps",
-    "two_stage.lora_strength": "--distilled-lora STRENGTH", **RETAKE_FLAGS,
+    "two_stage.lora_strength": "--distilled-lora STRENGTH", "latents": "--latents", "audio_latents": "--latents",
+    "noise_scale": "--noise-scale", **RETAKE_FLAGS,
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
 }
 _NAME = re.compile(r"(?<![\w.'\"-])(" + "|".join(re.escape(k) for k in sorted(FLAG_OF, key=len, reverse=True))
@@ -298,6 +300,14 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
                       help="--pipeline retake: keep the clip's video whole, regenerate only the region's audio")
     ltx2.add_argument("--no-regenerate-audio", dest="regenerate_audio", action="store_const", const=False,
                       help="--pipeline retake: keep the clip's audio whole, regenerate only the region's video")
+    ltx2.add_argument("--output-latents", metavar="PATH",
+                      help="write the final latents to this .safetensors (keys latents, audio_latents: diffusers' "
+                           "unpacked, denormalized form) instead of decoding an mp4 (default: none, the mp4)")
+    ltx2.add_argument("--latents", dest="latents_path", metavar="PATH",
+                      help="a .safetensors as --output-latents writes (latents and/or audio_latents): the first "
+                           "stage's noisy start, at its size (half for the two-stage pipelines) (default: none, noise)")
+    ltx2.add_argument("--noise-scale", type=number(float, 0.0, 1.0),
+                      help="--latents: the noise mixed into them, as diffusers' noise_scale (default: 0.0)")
     ltx2.add_argument("--audio-start-time", dest="audio_start", type=number(float, 0.0),
                       help="seconds into --audio-path to start from (default: 0.0)")
     ltx2.add_argument("--audio-max-duration", type=number(float, 0.0, low_open=True),

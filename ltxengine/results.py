@@ -32,16 +32,21 @@ class GenerationCancelled(Exception):
 class GenerationResult:
     """frames: float32 (F, H, W, 3) in [0, 1], before quantization; video: the same as uint8;
     latents: the final normalized latents (1, C, F', H', W') float32; seed: the seed of the call
-    (drawn at random when none was given; None when a generator was passed)."""
+    (drawn at random when none was given; None when a generator was passed).
+    A latent-only result (LTX-2's output_type="latent", ``from_latents``) has frames and video
+    None and carries the latents in diffusers' form instead: latents denormalized (the VAE's
+    space) and audio_latents (1, C, T, M) denormalized, what LTX-2's latents= / audio_latents=
+    take."""
 
-    frames: np.ndarray
-    video: np.ndarray
+    frames: np.ndarray | None
+    video: np.ndarray | None
     latents: torch.Tensor
     fps: Fraction
     audio: np.ndarray | None = None
     sample_rate: int | None = None
     seed: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    audio_latents: torch.Tensor | None = None
 
     @classmethod
     def from_frames(cls, frames, latents: torch.Tensor, fps: Fraction, *, seed: int | None,
@@ -54,10 +59,21 @@ class GenerationResult:
         return cls(frames=frames, video=video, latents=latents.float().cpu(), fps=fps, audio=audio,
                    sample_rate=sample_rate, seed=seed, timings=timings)
 
+    @classmethod
+    def from_latents(cls, latents: torch.Tensor, audio_latents: torch.Tensor | None, fps: Fraction, *,
+                     seed: int | None, timings: dict[str, float]) -> "GenerationResult":
+        """A latent-only result (nothing decoded): the latents float32 on the host."""
+        return cls(frames=None, video=None, latents=latents.float().cpu(), fps=fps, seed=seed, timings=timings,
+                   audio_latents=None if audio_latents is None else audio_latents.float().cpu())
+
     def save(self, path, crf: int = 18) -> Path:
         """H.264 (libx264, yuv420p) mp4 at the exact frame rate, with the AAC audio track when the
         result has audio (LTX-2); written to a temporary file and renamed, so a failure never
         leaves a broken file."""
+        if self.video is None:
+            raise ValueError("save: this result holds latents only (output_type='latent'): nothing was decoded, "
+                             "so there are no frames to write; keep result.latents / result.audio_latents "
+                             "(e.g. safetensors.torch.save_file) instead")
         return write_mp4(path, self.video, self.fps, crf=crf, audio=self.audio, sample_rate=self.sample_rate)
 
 

@@ -322,3 +322,51 @@ def test_audio_start_applies_to_waveforms_as_to_files(engine):
     assert np.array_equal(a.audio, cut) and np.array_equal(a.frames, b.frames)
     c = engine.generate("a dog", audio=WAVE, audio_sample_rate=RATE, seed=2, **TINY)
     assert not np.array_equal(a.frames, c.frames)  # the start reached the conditioning
+
+
+# -- latent in / latent out (issue 21) ----------------------------------------------------------------
+
+_STAGE1 = (1, 8, 2, 2, 2)  # SMALL's stage-1 latents: 9 frames at 64x64 (two-stage: half of 128x128)
+_LATENT_RULE = r"latents must be unpacked, denormalized \(1, C, F', H', W'\) video latents \(diffusers' form\)"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(latents=torch.zeros(1, 8, 2, 4, 4)),
+     _LATENT_RULE + r" of shape \(1, 8, 2, 2, 2\) for 9 frames at 128x128 \(stage 1 of pipeline='two-stage', at "
+                    r"half the size\), got shape \(1, 8, 2, 4, 4\)"),
+    (dict(TINY, latents=torch.zeros(1, 8, 2, 1, 2)),
+     _LATENT_RULE + r" of shape \(1, 8, 2, 2, 2\) for 9 frames at 64x64, got shape \(1, 8, 2, 1, 2\)"),
+    (dict(latents=torch.zeros(1, 8, 8)), _LATENT_RULE + r".*got shape \(1, 8, 8\)"),  # packed
+    (dict(latents=np.zeros(_STAGE1, np.float32)), _LATENT_RULE + ".*got ndarray"),
+    (dict(latents=torch.zeros(_STAGE1, dtype=torch.int64)), "latents must be floating point, got torch.int64"),
+    (dict(latents=torch.zeros(_STAGE1).flatten().index_fill_(0, torch.tensor([3]), float("nan")).view(_STAGE1)),
+     "latents must be finite, got 1 non-finite values"),
+    (dict(latents=torch.zeros(_STAGE1, device="meta")),
+     "latents must be on the CPU or the engine's device cpu, got meta"),
+    (dict(audio_latents=torch.zeros(1, 4, 10, 4)),
+     r"audio_latents must be unpacked, denormalized \(1, C, T, M\) audio latents \(diffusers' form\) of shape "
+     r"\(1, 4, 9, 4\) for 9 frames at 128x128 .*, 9 audio frames, got shape \(1, 4, 10, 4\)"),
+    (dict(audio_latents=torch.zeros(1, 4, 9, 4), audio=WAVE, audio_sample_rate=RATE),
+     "audio_latents start the generated audio, which audio= replaces"),
+    (dict(noise_scale=0.5), "noise_scale mixes noise into latents= / audio_latents=, got noise_scale=0.5 without"),
+    (dict(latents=torch.zeros(_STAGE1), noise_scale=1.5), r"noise_scale must be in \[0.0, 1.0\], got 1.5"),
+    (dict(output_type="np"), r"output_type must be None \(decoded frames and audio\) or 'latent'.*got 'np'"),
+    (dict(output_type="latent", output="x.mp4"),
+     "output is for decoding, which output_type='latent' skips; got output='x.mp4'"),
+    (dict(output_type="latent", decode_timestep=0.05), "decode_timestep is for decoding, which output_type='latent'"),
+])
+def test_bad_latent_io_is_refused_before_any_model_work(engine, kw, match):
+    refuse(engine, match, **kw)
+
+
+def test_latents_are_refused_by_a_pipeline_whose_first_stage_starts_elsewhere(engine, monkeypatch):
+    """A recipe outside latent_io.LATENT_START (retake, IC-LoRA ...) refuses latents= instead of
+    ignoring them; the check reads the pipeline's name only."""
+    from ltxengine.ltx2 import recipes, request
+    monkeypatch.setitem(recipes.RECIPES, "elsewhere", recipes.Recipe(recipes.one_stage.run, stages=1))
+    monkeypatch.setattr(request, "PIPELINES_LTX2", request.PIPELINES_LTX2 + ("elsewhere",))
+    kw = dict(TINY, pipeline="elsewhere")
+    refuse(engine, r"latents start the first stage of pipelines \('two-stage', .*\), not of pipeline='elsewhere', "
+                   r"got latents=a tensor of shape \(1, 8, 2, 2, 2\)", latents=torch.zeros(_STAGE1), **kw)
+    refuse(engine, "audio_latents start the first stage of pipelines .* not of pipeline='elsewhere'",
+           audio_latents=torch.zeros(1, 4, 9, 4), **kw)

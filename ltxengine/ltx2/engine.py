@@ -130,7 +130,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  end_time: float | None = None, regenerate_video: bool | None = None,
                  regenerate_audio: bool | None = None, reference_conditions=None,
                  reference_downscale_factor: int | None = None, conditioning_attention_strength: float | None = None,
-                 conditioning_attention_mask=None, latents=None, audio_latents=None, output_type: str | None = None,
+                 conditioning_attention_mask=None, latents=None, audio_latents=None, noise_scale: float | None = None,
+                 output_type: str | None = None,
                  audio_max_duration: float | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
@@ -168,9 +169,13 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         Recipe arguments (each read by the pipelines named in ``recipes.RECIPES``, refused by the
         others): video, start_time, end_time, regenerate_video, regenerate_audio (retake);
         reference_conditions, reference_downscale_factor, conditioning_attention_strength,
-        conditioning_attention_mask (IC-LoRA). latents / audio_latents (diffusers' names) start
-        from given latents; output_type="latent" returns latents without decoding;
-        audio_max_duration caps the audio-to-video clip.
+        conditioning_attention_mask (IC-LoRA). audio_max_duration caps the audio-to-video clip.
+        Latent in / out (diffusers' LTX2Pipeline names and form, ``latent_io.py``):
+        output_type="latent" skips decoding and returns result.latents (1, C, F', H', W') and
+        result.audio_latents (1, C, T, M), unpacked and denormalized (frames, audio None; no
+        "decode" callback); latents= / audio_latents= in that form are the first stage's noisy
+        start (two-stage pipelines: stage 1's, at half the size), mixed with noise_scale x noise
+        (default 0); retake, IC-LoRA and text-to-audio refuse them (``latent_io.LATENT_START``).
         Every argument is checked before any model work.
         """
         return self._run(self._request(locals()))
@@ -187,8 +192,12 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         t0 = time.perf_counter()
         gen, seed = make_generator(a.generator, a.seed)
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
-        result = GenerationResult.from_frames(out.frames, out.latents, a.fps, seed=seed, timings=out.timings,
-                                              audio=out.audio, sample_rate=out.sample_rate)
+        if a.output_type == "latent":
+            result = GenerationResult.from_latents(out.latents, out.audio_latents, a.fps, seed=seed,
+                                                   timings=out.timings)
+        else:
+            result = GenerationResult.from_frames(out.frames, out.latents, a.fps, seed=seed, timings=out.timings,
+                                                  audio=out.audio, sample_rate=out.sample_rate)
         out.timings["total"] = time.perf_counter() - t0
         return result
 

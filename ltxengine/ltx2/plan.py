@@ -47,7 +47,8 @@ def _phases(engine, a) -> list[Phase]:
         phases.append(Phase(name, on_device(w, offload, *encoding), kept + (static if keeps else 0), step))
         if keeps:
             kept += static + (step if engine.executor.mode == "graphs" else 0)
-    phases.append(Phase("decode", resident, kept, _decode_peak(engine, a, f, h // 32, wd // 32, t_audio)))
+    if a.output_type != "latent":  # latent out: nothing decoded
+        phases.append(Phase("decode", resident, kept, _decode_peak(engine, a, f, h // 32, wd // 32, t_audio)))
     return phases
 
 

@@ -20,6 +20,7 @@ from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig
 from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
+from .latent_io import check_latent_io
 from .recipes import RECIPES, recipe_arguments
 from .samplers import check_schedule
 from .stages import stage1_sigmas, uint8_image
@@ -99,8 +100,9 @@ class LTX2Request:
     conditioning_attention_strength: float | None
     conditioning_attention_mask: Any
     # every pipeline: latent in / latent out, the audio-to-video clip length
-    latents: Any
-    audio_latents: Any
+    latents: Any  # diffusers' form, checked (latent_io.py): (1, C, F', H', W') denormalized, or None
+    audio_latents: Any  # (1, C, T, M) denormalized, or None
+    noise_scale: float | None  # mixed into the given latents (None: 0, diffusers' default)
     output_type: str | None
     audio_max_duration: float | None
     images: tuple
@@ -115,7 +117,8 @@ class LTX2Request:
         """What the memory plan depends on (plans are cached per key)."""
         return (self.height, self.width, self.num_frames, self.audio_frames, self.pipeline, self.sampler,
                 self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
-                self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None)
+                self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None,
+                self.output_type)
 
 
 def build_request(engine, args: dict[str, Any]) -> LTX2Request:
@@ -160,13 +163,14 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     if a["callback"] is not None and not callable(a["callback"]):
         raise ValueError(f"callback must be callable (stage, step, total, timestep=, latents=), "
                          f"got {a['callback']!r}")
-    for k in ("latents", "audio_latents", "output_type", "audio_max_duration"):
+    for k in ("audio_max_duration",):
         if a[k] is not None:  # the arguments are in place; their recipes land next (issue 21)
             raise ValueError(f"{k} is not supported yet, got {k}={a[k]!r}")
     _check_audio_input(engine, a, n)
     a["conditions"] = tuple(_check_conditions_ltx2(engine, a["image"], a["conditions"], n))
     a["images"] = _condition_images(a)
     a["audio_frames"] = audio_frames(n, float(a["fps"]), engine.audio_vae)
+    check_latent_io(engine, a, recipe)
     if recipe.check is not None:
         recipe.check(engine, a)
     return a

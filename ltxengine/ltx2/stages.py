@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from ..components.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
 from ..components.inputs import image_to_tensor
 from ..components.latents import pack, randn, unpack
-from ..models.audio_vae import pack_audio_latents
 from ..results import step_hook
 from . import samplers
 from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, GuidanceParams, KeyframeTokens,
                       keyframe_marker, keyframe_positions, ltx2_sigmas, video_state)
+from .latent_io import LatentStart, latent_output, latent_start, start_noise
 
 
 @dataclass
@@ -30,6 +30,7 @@ class StageOutput:
     audio: np.ndarray | None = None  # (channels, samples) float32
     sample_rate: int | None = None
     timings: dict = field(default_factory=dict)
+    audio_latents: torch.Tensor | None = None  # output_type="latent": (1, C, T, M) denormalized (latent_io.py)
 
 
 # -- inputs ------------------------------------------------------------------------------------------
@@ -119,7 +120,8 @@ def encode_text(engine, a, need_negative: bool):
 # -- one stage ---------------------------------------------------------------------------------------
 
 def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes, *, video_init=None,
-                 audio_init=None, audio_frozen=None, noise_scale: float = 1.0, video_mask=None, audio_mask=None):
+                 audio_init=None, audio_frozen=None, noise_scale: float = 1.0, video_mask=None, audio_mask=None,
+                 start=None):
     """The stage's video and audio LatentStates and noise. Fresh stages draw diffusers' unpacked
     noise (video, then audio, then keyframe tokens); re-noised stages draw packed noise (video with
     keyframes, then audio), as both references do. ``video_mask`` (1, F*H*W, 1) / ``audio_mask``
@@ -130,9 +132,8 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
     acfg = engine.audio_vae.config
     a_shape = (1, acfg.latent_channels, audio_frames, acfg.latent_mel_bins)
     n_key = sum(k.tokens.shape[1] for k in keyframes)
-    if video_init is None:
-        video_noise = pack(randn(latent_shape, gen, dev))
-        audio_noise = pack_audio_latents(randn(a_shape, gen, dev))
+    if video_init is None:  # ``start``: given latents in place of the noise (latent_io.start_noise)
+        video_noise, audio_noise = start_noise(start, gen, dev, latent_shape, a_shape)
         key_noise = randn((1, n_key, c), gen, dev) if n_key else None
         video_noise = torch.cat([video_noise, key_noise], 1) if n_key else video_noise
         clean = torch.zeros_like(video_noise)
@@ -164,7 +165,7 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
 
 def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, video_params, audio_params, texts,
               first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0,
-              video_mask=None, audio_mask=None):
+              video_mask=None, audio_mask=None, start=None):
     """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D)).
     ``video_mask`` / ``audio_mask``: per-token denoise masks (see ``build_states``)."""
     _, c, f, h, w = latent_shape
@@ -172,7 +173,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     t_audio = a.audio_frames
     video, audio = build_states(engine, gen, latent_shape, t_audio, first, keyframes, video_init=video_init,
                                 audio_init=audio_init, audio_frozen=audio_frozen, noise_scale=noise_scale,
-                                video_mask=video_mask, audio_mask=audio_mask)
+                                video_mask=video_mask, audio_mask=audio_mask, start=start)
     vpos = tr.video_positions(1, f, h, w, fps, device=dev)
     if keyframes:
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
@@ -225,6 +226,7 @@ class Given:
     images: list
     audio_latents: torch.Tensor | None = None
     waveform: tuple[np.ndarray, int] | None = None
+    start: LatentStart | None = None  # latents= / audio_latents=: the first stage's start (latent_io.py)
 
     def guidance(self, video: GuidanceParams, audio: GuidanceParams) -> tuple[GuidanceParams, GuidanceParams]:
         """A stage's guidance: given audio is not generated, so it is not guided (ltx-pipelines'
@@ -235,7 +237,7 @@ class Given:
 def prepare(engine, a) -> Given:
     images = prepare_images(a)
     latents, waveform = _audio_condition(engine, a)
-    return Given(images, latents, waveform)
+    return Given(images, latents, waveform, latent_start(engine, a))
 
 
 def first_stage(engine, a, given: Given, texts, gen, seed: int, height: int, width: int):
@@ -246,12 +248,18 @@ def first_stage(engine, a, given: Given, texts, gen, seed: int, height: int, wid
     vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
     first, keys = encode_conditions(engine, given.images, height, width, float(a.fps))
     return run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape, sigmas=sigmas, video_params=vp,
-                     audio_params=ap, texts=texts, first=first, keyframes=keys, audio_frozen=given.audio_latents)
+                     audio_params=ap, texts=texts, first=first, keyframes=keys, audio_frozen=given.audio_latents,
+                     start=given.start)
 
 
 def finish(engine, a, given: Given, video: torch.Tensor, audio: torch.Tensor, gen, timings: dict) -> StageOutput:
-    """Decode audio and video (streamed to ``a.output`` when given) -> the recipe's output."""
+    """Decode audio and video (streamed to ``a.output`` when given) -> the recipe's output;
+    output_type="latent": the latents in diffusers' form instead, nothing decoded."""
     out = StageOutput()
+    if a.output_type == "latent":
+        out.latents, out.audio_latents = latent_output(engine, video, audio)
+        out.timings = timings
+        return out
     t3 = time.perf_counter()
     # audio first (it draws no random numbers): a streamed mp4 needs it before the first frame
     if given.waveform is not None:
