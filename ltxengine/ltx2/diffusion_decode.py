@@ -42,7 +42,8 @@ def load_optional_decoder(path: Path, device, dtype, ops, vae=None):
 
 def check_decoder(engine, a: dict) -> None:
     """generate's ``decoder``: None / "conv" (the VAE's decoder) or "diffusion" (needs the loaded
-    decoder, a clip its attention windows fit, and none of the conv decoder's options)."""
+    decoder, a clip its attention windows fit, and none of the conv decoder's options). After
+    latent_io.check_latent_io, which refuses any decoder with output_type='latent'."""
     decoder = a.get("decoder")
     if decoder is not None and decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS} or None (the conv decoder), got {decoder!r}")
@@ -55,8 +56,6 @@ def check_decoder(engine, a: dict) -> None:
         if a.get(k) is not None:
             raise ValueError(f"{k} configures the conv decoder, which decoder='diffusion' does not run, got "
                              f"{k}={a[k]!r}")
-    if a.get("output_type") == "latent":
-        raise ValueError("decoder='diffusion' decodes, which output_type='latent' skips; leave decoder None")
     cfg = engine.diffusion_decoder.config
     latent = ((a["num_frames"] - 1) // cfg.temporal_compression_ratio + 1,
               a["height"] // cfg.spatial_compression_ratio, a["width"] // cfg.spatial_compression_ratio)
