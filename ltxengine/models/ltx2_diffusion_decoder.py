@@ -131,8 +131,8 @@ def _attend_tile(q, k, v, out, kernel, origin, tile) -> None:
     mask = (mt[:, None, None, :, None, None] & mh[None, :, None, None, :, None] & mw[None, None, :, None, None, :])
     shape_q = mask.shape[:3]
     mask = mask.reshape(shape_q.numel(), -1)
-    qs, ks = (q[:, qt, qh, qw],), (k[:, kt, kh, kw], v[:, kt, kh, kw])
-    query, key, value = (x.flatten(1, 3).transpose(1, 2) for x in qs + ks)
+    query = q[:, qt, qh, qw].flatten(1, 3).transpose(1, 2)  # (B, heads, queries, D)
+    key, value = (x[:, kt, kh, kw].flatten(1, 3).transpose(1, 2) for x in (k, v))  # (B, heads, box, D)
     o = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=1.0)
     out[:, qt, qh, qw] = o.transpose(1, 2).unflatten(1, tuple(shape_q))
 
