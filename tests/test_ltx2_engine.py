@@ -120,7 +120,7 @@ def test_audio_to_video_keeps_the_given_audio(engine, tmp_path):
     (dict(two_stage=LTX2TwoStage(sigmas=(0.5, 0.7))), "two_stage.sigmas must be strictly decreasing"),
     (dict(pipeline="one-stage", two_stage=LTX2TwoStage()), "two_stage= configures stage 2"),
     (dict(image_crf=60), "image_crf must be in \\[0, 51\\]"),
-    (dict(conditions=[Condition(video=np.zeros((9, 8, 8, 3)))]), "video conditions are not implemented"),
+    (dict(conditions=[Condition(video=np.zeros((9, 8, 8)))]), r"conditions\[0\].video: numpy videos must be"),
     (dict(conditions=[Condition(image=np.zeros((8, 8, 3), np.uint8), frame_index=9)]), "frame_index must be <"),
     (dict(sigmas=[0.5, 0.9]), "sigmas must be strictly decreasing"),
     (dict(frame_rate=0), "frame_rate must be positive"),

@@ -268,6 +268,10 @@ class KeyframeTokens:
     tokens: torch.Tensor
     positions: torch.Tensor
     strength: float
+    # the noisy slot starts at zeros, not at the tokens (ltx-core since 2026-06: re-noising at
+    # noise_scale < 1 then keeps clean x (1 - mask) + noise x mask x noise_scale of a partial-strength
+    # keyframe); False: ltx-core 1.0.0's noise x mask x noise_scale + tokens x (1 - mask x noise_scale)
+    empty_slot: bool = False
 
 
 def keyframe_marker(config, frames: int, height: int, width: int, appended: int, device=None):
@@ -282,14 +286,22 @@ def keyframe_marker(config, frames: int, height: int, width: int, appended: int,
 
 
 def keyframe_positions(transformer, frames: int, height: int, width: int, frame_index: int, fps: float,
-                       device) -> torch.Tensor:
-    """ltx-core VideoConditionByKeyframeIndex: the keyframe latent's own patch bounds in pixels
-    without the causal first-frame fix (frame_index > 0), shifted by frame_index pixel frames,
-    time in seconds."""
+                       device, *, narrow: bool = False) -> torch.Tensor:
+    """ltx-core VideoConditionByKeyframeIndex: the keyframe latent's own patch bounds in pixels,
+    with the causal first-frame fix only at frame_index 0, shifted by frame_index pixel frames,
+    time in seconds. ``narrow``: a single-pixel-frame keyframe spans [t, t + 1) instead of the
+    VAE-scaled 8 frames (ltx-core since 2026-04 and diffusers' LTX2ConditionPipeline; ltx-core
+    1.0.0 does not narrow)."""
     pos = transformer.video_positions(1, frames, height, width, 1.0, device=device).clone()
-    t = torch.arange(frames, dtype=torch.float32, device=device)
-    t = torch.stack([t, t + 1], dim=-1) * transformer.config.vae_scale_factors[0]  # (F, 2) pixel frames
-    pos[:, 0] = (t[:, None, None, :].expand(frames, height, width, 2).reshape(1, -1, 2) + frame_index) / fps
+    if frame_index == 0:
+        t = pos[:, 0]  # the causal pixel bounds, as the video's own first frame has them
+    else:
+        t = torch.arange(frames, dtype=torch.float32, device=device)
+        t = torch.stack([t, t + 1], dim=-1) * transformer.config.vae_scale_factors[0]  # (F, 2) pixel frames
+        t = t[:, None, None, :].expand(frames, height, width, 2).reshape(1, -1, 2) + frame_index
+    if narrow:
+        t = torch.stack([t[..., 0], t[..., 0] + 1], dim=-1)
+    pos[:, 0] = t / fps
     return pos
 
 

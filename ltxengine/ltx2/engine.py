@@ -13,6 +13,8 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   LoRA fused (when given) and no guidance, after re-noising video and audio at the first sigma.
 * ``"distilled"``: the same with the distilled schedule (8 sigmas) and no guidance in stage 1.
 * ``"one-stage"``: one stage at the requested size.
+* ``"keyframe-interpolation"``: ltx-pipelines' keyframe_interpolation, the two-stage recipe with
+  every condition image (frame 0 too) appended as guiding latents, re-encoded per stage.
 * ``"retake"``: regenerates [start_time, end_time) seconds of ``video=`` and keeps the rest
   (recipes/retake.py).
 The checks are in ``request.py``, the stages in ``stages.py``, the sampling pieces in ``denoise.py``
@@ -149,7 +151,9 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         One modality's guidance takes one spelling: a GuidanceParams and a keyword for the same
         modality is an error. image: conditions frame 0 (replaces the first latent frame);
         conditions: Condition(image=..., frame_index=k, strength=s) -- frame 0 replaces the first
-        latent frame, k > 0 appends keyframe tokens at pixel frame k. Images are round-tripped
+        latent frame, k > 0 appends keyframe tokens at pixel frame k; Condition(video=frames, ...)
+        the same with a clip (cut to fit, then to 8j+1 frames; diffusers' LTX2ConditionPipeline
+        latent index L > 0 is k = 8 (L - 1) + 1, see ltx2/conditions.py). Images are round-tripped
         through H.264 at ``image_crf`` (0: off) before encoding, as the reference does.
         audio: a file path or a (channels, samples) float waveform with ``audio_sample_rate`` (a
         rate AAC can carry: the result's mp4 carries it); ``audio_start`` seconds of either are

@@ -8,6 +8,7 @@ import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
 from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .stages import decode_audio, decode_video
 
@@ -40,7 +41,8 @@ def _phases(engine, a) -> list[Phase]:
     kept = 0
     keeps = engine.executor is not None
     for i, (name, hh, ww, gv, ga) in enumerate(stages):
-        step, static = _step_peak(engine, a, f, hh // 32, ww // 32, t_audio, gv, ga)
+        step, static = _step_peak(engine, a, f, hh // 32, ww // 32, t_audio, gv, ga,
+                                  appended=appended_tokens(a.images, a.recipe.guiding, hh, ww))
         if i == 1:
             phases.append(Phase("upsample", on_device(w, offload, "latent_upsampler"), kept,
                                 upsample_peak(engine, f, h1 // 32, w1 // 32)))
@@ -52,14 +54,15 @@ def _phases(engine, a) -> list[Phase]:
     return phases
 
 
-def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
+def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0) -> tuple[int, int]:
     """One Denoiser call (all guidance passes of a step) at the stage's size, traced on fake
-    tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check)."""
+    tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check);
+    ``appended``: the condition tokens appended to the video's (conditions.appended_tokens)."""
     tr, dev, dtype = engine.transformer, engine.device, engine.dtype
     cfg = tr.config
     L = a.max_sequence_length
     need_neg = vp.uncond or ap.uncond
-    nv, na = f * h * w, t_audio
+    nv, na = f * h * w + appended, t_audio
     with fake_mode():
         # the connectors' outputs at the widths the DiT reads (caption width for 2.0, stream widths for 2.3+)
         ctx = tr.prepare_context(*(torch.zeros((1, L, w), dtype=dtype, device=dev) for w in cfg.text_widths), None)
@@ -69,11 +72,12 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap) -> tuple[int, int]:
     # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
     ones = torch.ones((1, 1, 1), device=dev)
     den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a.guidance_batch,
-                   keyframes=keyframe_marker(cfg, f, h, w, 0, device=dev))
+                   keyframes=keyframe_marker(cfg, f, h, w, appended, device=dev))
 
     def step(xv, xa):
-        den.rope = tr.rope(tr.video_positions(1, f, h, w, float(a.fps), device=dev),
-                           tr.audio_positions(1, t_audio, device=dev))
+        vpos = tr.video_positions(1, f, h, w, float(a.fps), device=dev)
+        vpos = torch.cat([vpos, vpos[:, :, :1].expand(-1, -1, appended, -1)], dim=2) if appended else vpos
+        den.rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
         return den(xv, xa, 0.5, 0)
 
     peak = transient_peak(step, xv, xa)

@@ -19,6 +19,7 @@ from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, 
 from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig
+from .conditions import condition_video
 from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
 from .latent_io import check_latent_io
 from .recipes import RECIPES, recipe_arguments
@@ -54,8 +55,8 @@ class LTX2Request:
     noise_scale set, for the two-stage pipelines; the unused default for "one-stage"),
     ``conditions`` (a tuple, ``image`` folded in as frame 0), ``audio`` (a Path, or the waveform
     from ``audio_start`` on), ``sigmas`` (a tuple or None). Derived: ``fps``
-    (the exact frame rate), ``images`` (each condition as (uint8 (H, W, 3), frame_index, strength))
-    and ``audio_frames`` (the audio latent frames of the clip)."""
+    (the exact frame rate), ``images`` (each condition as (uint8 (H, W, 3) or video (F, H, W, 3),
+    frame_index, strength)) and ``audio_frames`` (the audio latent frames of the clip)."""
 
     prompt: str
     negative_prompt: str | None
@@ -118,6 +119,7 @@ class LTX2Request:
         return (self.height, self.width, self.num_frames, self.audio_frames, self.pipeline, self.sampler,
                 self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
                 self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None,
+                tuple((img.shape[0] if img.ndim == 4 else 1, fi == 0) for img, fi, _ in self.images),
                 self.output_type)
 
 
@@ -378,9 +380,9 @@ DIFFUSERS_GUIDANCE = {
 
 
 def _check_condition_image(i: int, c: Condition) -> None:
-    if c.image is None:
-        raise ValueError(f"conditions[{i}]: LTX-2 conditions take image= (video conditions are not implemented "
-                         f"for LTX-2)")
+    if (c.image is None) == (c.video is None):
+        raise ValueError(f"conditions[{i}]: set exactly one of image and video, got image="
+                         f"{type(c.image).__name__} and video={type(c.video).__name__}")
 
 
 def _check_aac_rate(what: str, rate: int) -> None:
@@ -407,9 +409,14 @@ def _audio_file_rate(path: Path) -> int:
 
 
 def _condition_images(a: dict[str, Any]) -> tuple:
-    """Each condition's image as uint8 (H, W, 3), converted now so a bad one fails before any work."""
+    """Each condition's image as uint8 (H, W, 3) or video as uint8 (F, H, W, 3), converted now so a
+    bad one fails before any work."""
     out = []
     for i, c in enumerate(a["conditions"]):
+        if c.video is not None:  # uint8 (F, H, W, 3), cut to fit (conditions.py)
+            frames = condition_video(c.video, f"conditions[{i}].video", c.frame_index, a["num_frames"])
+            out.append((frames, c.frame_index, float(c.strength)))
+            continue
         arg = "image" if i == 0 and a["image"] is not None else f"conditions[{i}].image"
         out.append((uint8_image(c.image, arg), c.frame_index, float(c.strength)))
     return tuple(out)

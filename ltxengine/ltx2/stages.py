@@ -70,35 +70,49 @@ def fit_image(image: np.ndarray, height: int, width: int) -> torch.Tensor:
     return 2.0 * t[0] - 1.0
 
 
+def fit_frames(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """uint8 (H, W, 3) image or (F, H, W, 3) video -> (3, F, height, width) in [-1, 1], each frame
+    as ``fit_image``."""
+    if frames.ndim == 3:
+        return fit_image(frames, height, width)[:, None]
+    return torch.stack([fit_image(f, height, width) for f in frames], dim=1)
+
+
 def prepare_images(a) -> list[tuple[np.ndarray, int, float]]:
     """Each condition's image (uint8, converted by the argument check) after the H.264 round trip
-    (once per call, at its own size)."""
+    (once per call, at its own size); video conditions (F, H, W, 3) as they are (diffusers
+    re-compresses single frames only)."""
     from ..media import compress_image
-    return [(compress_image(img, a.image_crf) if a.image_crf else img, frame_index, strength)
+    return [(compress_image(img, a.image_crf) if a.image_crf and img.ndim == 3 else img, frame_index, strength)
             for img, frame_index, strength in a.images]
 
 
-def encode_conditions(engine, images, height: int, width: int, fps: float):
-    """-> (frame-0 replacement (tokens (1, h*w, C), strength) or None, [KeyframeTokens])."""
+def encode_conditions(engine, images, height: int, width: int, fps: float, *, guiding: bool = False):
+    """-> (frame-0 replacement (tokens (1, f*h*w, C), strength) or None, [KeyframeTokens]).
+    ``images``: (uint8 image (H, W, 3) or video (F, H, W, 3), pixel frame_index, strength).
+    ``guiding``: keyframe interpolation's guiding latents (ltx-core's VideoConditionByKeyframeIndex
+    as of @400fd31): every condition is appended, frame 0 too, a single-frame one spans one pixel
+    frame, and its noisy slot starts empty."""
     if not images:
         return None, []
     with engine.residency.use("vae_encoder", engine.vae.encoder):
-        return _encode_conditions(engine, images, height, width, fps)
+        return _encode_conditions(engine, images, height, width, fps, guiding)
 
 
-def _encode_conditions(engine, images, height: int, width: int, fps: float):
+def _encode_conditions(engine, images, height: int, width: int, fps: float, guiding: bool = False):
     vae, dev = engine.vae, engine.device
     dtype = next(vae.parameters()).dtype
     first, keyframes = None, []
     for img, frame_index, strength in images:
-        pixels = fit_image(img, height, width)[None, :, None].to(dev, dtype)
-        z = vae.encode_normalized(pixels).float()  # (1, C, 1, h, w)
+        pixels = fit_frames(img, height, width)[None].to(dev, dtype)
+        z = vae.encode_normalized(pixels).float()  # (1, C, f, h, w)
         tokens = pack(z)
-        if frame_index == 0:
+        if frame_index == 0 and not guiding:
             first = (tokens, strength)
         else:
-            pos = keyframe_positions(engine.transformer, z.shape[2], z.shape[3], z.shape[4], frame_index, fps, dev)
-            keyframes.append(KeyframeTokens(tokens, pos, strength))
+            pos = keyframe_positions(engine.transformer, z.shape[2], z.shape[3], z.shape[4], frame_index, fps, dev,
+                                     narrow=guiding and img.ndim == 3)
+            keyframes.append(KeyframeTokens(tokens, pos, strength, empty_slot=guiding))
     return first, keyframes
 
 
@@ -154,6 +168,7 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
         mask[:, start:start + k.tokens.shape[1]] = 1.0 - k.strength
         start += k.tokens.shape[1]
     video = video_state(clean, mask, video_noise, noise_scale)
+    _empty_slots(video, keyframes, f * h * w, video_noise, noise_scale)
     if audio_frozen is not None:
         a_clean, a_mask = audio_frozen, torch.zeros(audio_frozen.shape[:2] + (1,), device=dev)
     else:
@@ -161,6 +176,17 @@ def build_states(engine, gen, latent_shape, audio_frames: int, first, keyframes,
         a_mask = torch.ones(a_clean.shape[:2] + (1,), device=dev) if audio_mask is None else audio_mask.float()
     audio = video_state(a_clean, a_mask, audio_noise, noise_scale if audio_frozen is None else 0.0)
     return video, audio
+
+
+def _empty_slots(video, keyframes, start: int, noise: torch.Tensor, noise_scale: float) -> None:
+    """Keyframes whose noisy slot starts empty (``KeyframeTokens.empty_slot``): ltx-core's lerp
+    noiser on a zero slot, clean x (1 - mask) + noise x mask x noise_scale."""
+    for k in keyframes:
+        end = start + k.tokens.shape[1]
+        if k.empty_slot:
+            m = video.mask[:, start:end]
+            video.latent[:, start:end] = noise[:, start:end] * (m * noise_scale) + video.clean[:, start:end] * (1 - m)
+        start = end
 
 
 def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, video_params, audio_params, texts,
@@ -246,7 +272,7 @@ def first_stage(engine, a, given: Given, texts, gen, seed: int, height: int, wid
     shape = (1, engine.transformer.config.in_channels, (a.num_frames - 1) // 8 + 1, height // 32, width // 32)
     sigmas = stage1_sigmas(a.recipe.distilled, a.sigmas, a.num_inference_steps, a.shift_tokens, shape)
     vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
-    first, keys = encode_conditions(engine, given.images, height, width, float(a.fps))
+    first, keys = encode_conditions(engine, given.images, height, width, float(a.fps), guiding=a.recipe.guiding)
     return run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape, sigmas=sigmas, video_params=vp,
                      audio_params=ap, texts=texts, first=first, keyframes=keys, audio_frozen=given.audio_latents,
                      start=given.start)

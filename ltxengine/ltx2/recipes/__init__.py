@@ -21,13 +21,16 @@ class Recipe:
     ``two_stage=``). ``distilled``: stage 1 defaults to the distilled sigmas without guidance.
     ``arguments``: the ``generate`` arguments only this recipe reads (None means "not given"; the
     request refuses them for other pipelines). ``check(engine, a)``: validates and normalizes those
-    arguments in the argument dict ``a`` after the shared checks, before any model work."""
+    arguments in the argument dict ``a`` after the shared checks, before any model work.
+    ``guiding``: every condition, frame 0 included, is appended as guiding latents
+    (``stages.encode_conditions(guiding=True)``) instead of frame 0 replacing the first latents."""
 
     run: Callable
     stages: int = 2
     distilled: bool = False
     arguments: tuple[str, ...] = ()
     check: Callable[[Any, dict], None] | None = None
+    guiding: bool = False
 
 
 RECIPES = {
@@ -38,6 +41,9 @@ RECIPES = {
     "one-stage": Recipe(one_stage.run, stages=1),
     # ltx-pipelines' retake: one stage at the clip's size, distilled unless num_inference_steps / sigmas are given
     "retake": Recipe(retake.run, stages=1, distilled=True, arguments=retake.ARGUMENTS, check=retake.check),
+    # ltx-pipelines' keyframe_interpolation is the two-stage recipe (same guidance, LoRA, sigmas)
+    # with every image appended as guiding latents, re-encoded at each stage's size
+    "keyframe-interpolation": Recipe(two_stage.run, guiding=True),
 }
 
 

@@ -2,7 +2,9 @@
 pipeline: the same recipe on the distilled stage-1 schedule without guidance, resolved by the
 request): text -> stage 1 at half the size -> latent upsampling x2 -> stage 2 ("refine") at the
 requested size on ``two_stage.sigmas``, re-noised at ``two_stage.noise_scale``, with the distilled
-LoRA fused for this stage only -> decode video and audio."""
+LoRA fused for this stage only -> decode video and audio. Both stages encode the condition images
+at their own size; "keyframe-interpolation" (``Recipe.guiding``) appends them all as guiding
+latents."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def run(engine, a, gen, seed: int) -> StageOutput:
     with engine.residency.use("latent_upsampler", engine.latent_upsampler):
         video = upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
                                  two.tone_map_compression_ratio).float()
-    first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps))
+    first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps), guiding=a.recipe.guiding)
     vp2, ap2 = given.guidance(two.video_guidance, two.audio_guidance)
     shape = (1, engine.transformer.config.in_channels, video.shape[2], a.height // 32, a.width // 32)
     with _stage2_weights(engine, two):
