@@ -193,7 +193,8 @@ class LorasAction(LoraAction):
 
 # -- the parser ---------------------------------------------------------------------------------------
 
-PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake", "keyframe-interpolation")  # LTX-2's recipes (a test keeps them equal)
+# LTX-2's recipes (a test keeps them equal)
+PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake", "keyframe-interpolation")
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
