@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .ltx2_text import gemma_source_of
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 
-__all__ = ["checkpoint_header", "gemma_source_of", "gemma_config_of", "check_text_encoder"]
+__all__ = ["checkpoint_header", "gemma_config_of", "check_text_encoder"]
 
 _KEYS = ("model_version", "gemma_source_checkpoint")
 
@@ -33,21 +34,6 @@ def checkpoint_header(path) -> dict[str, Any] | None:
         p = find_split_files(p)["transformer"]
     with SafetensorsFile(p) as f:
         return {k: f.metadata[k] for k in _KEYS if k in f.metadata}
-
-
-def gemma_source_of(header: dict[str, Any] | None, where: str) -> dict | None:
-    """The header's ``gemma_source_checkpoint`` parsed (a JSON object), None when absent."""
-    raw = (header or {}).get("gemma_source_checkpoint")
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' is not JSON ({e})") from e
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' must be a JSON object, got "
-                              f"{value!r}")
-    return value
 
 
 def gemma_config_of(text_encoder) -> tuple[dict[str, Any], str]:

@@ -36,12 +36,13 @@ import torch.nn as nn
 
 from .components import build_on_meta, load_fp8_source, source_from_files
 from .keymaps import KeyMap
+from .ltx2_text import gemma_source_of
 from .ltx2_vae import KEYMAP_VAE_FILE
 from .safetensors_io import CheckpointError, SafetensorsFile
 from .strict import load_strict
 
-__all__ = ["ROLES", "file_role", "find_split_files", "is_split_folder", "load_split", "load_gemma_file",
-           "gemma_hf_key"]
+__all__ = ["ROLES", "file_role", "find_split_files", "is_split_folder", "load_split_folder",
+           "load_split", "load_gemma_file", "gemma_hf_key"]
 
 ROLES = ("transformer", "text_encoder", "video_vae", "audio_vae")
 # The components each file of the set holds (the connectors: the transformer file, plus the text
@@ -136,6 +137,21 @@ def is_split_folder(path) -> bool:
     return False
 
 
+def load_split_folder(path, device=None, dtype=torch.bfloat16, ops=None, quantization=None, modalities=None,
+                      components=None):
+    """``ltx2.load_ltx2``'s call for a folder of per-component files (both streams only:
+    ``modalities``, when given, must name both)."""
+    from ..ops import TORCH_OPS
+    from .components import device_and_dtype
+    from .ltx2 import COMPONENTS, LTX2Checkpoint
+    if modalities is not None and tuple(modalities) != ("video", "audio"):
+        raise ValueError(f"modalities: {path} is a set of per-component files, which loads both streams, got "
+                         f"modalities={modalities!r}")
+    device, dtype = device_and_dtype(device, dtype)
+    return load_split(path, LTX2Checkpoint(source=str(path)), tuple(components or COMPONENTS), device, dtype,
+                      TORCH_OPS if ops is None else ops, quantization)
+
+
 # -- the components --------------------------------------------------------------------------
 
 def _keymaps(name: str, f: SafetensorsFile) -> list:
@@ -176,7 +192,6 @@ def load_split(folder, ckpt, components, device, dtype, ops, quantization=None):
     ``ckpt.extras["split_files"]`` records role -> file; model_version and gemma_source_checkpoint
     come from the transformer file's header."""
     from .ltx2 import COMPONENT_SPECS, component_keymaps
-    from .ltx2_gemma import gemma_source_of
     paths = find_split_files(folder)
     needed = {_COMPONENT_ROLE[c] for c in components} | ({"text_encoder"} if "connectors" in components else set())
     missing = sorted(needed - set(paths))

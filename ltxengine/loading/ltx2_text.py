@@ -22,6 +22,7 @@ ltx-core 1.0.0's defaults where a key is absent.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ from ..config import ConfigError, check_value, parse_config
 from ..models.ltx2_text import TextConnectorsConfig
 from .keymaps import KeyMap
 from .ltx2_transformer import default_rope_type
+from .safetensors_io import CheckpointError
 
-__all__ = ["KEYMAP", "KeyMapUnion", "config_from_original", "GEMMA_HIDDEN_SIZE", "V2_EXPECTED", "V2_KEYS"]
+__all__ = ["KEYMAP", "KeyMapUnion", "config_from_original", "gemma_source_of", "GEMMA_HIDDEN_SIZE", "V2_EXPECTED",
+           "V2_KEYS"]
 
 _CONNECTOR_RENAMES = (("transformer_1d_blocks", "transformer_blocks"), ("q_norm", "norm_q"), ("k_norm", "norm_k"))
 
@@ -175,3 +178,20 @@ def _original_names(section: dict[str, Any]) -> dict[str, str]:
 
 def _is_int(*values) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def gemma_source_of(metadata: dict[str, Any] | None, where: str) -> dict | None:
+    """A header's ``gemma_source_checkpoint`` (LTX-2.5: ``{"gemma_version": ...}``, the Gemma the text
+    path was trained with; ltx-core's encoder_configurator.py reads it) parsed: a JSON object, None
+    when absent, else a CheckpointError naming the entry."""
+    raw = (metadata or {}).get("gemma_source_checkpoint")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' is not JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{where}: header metadata 'gemma_source_checkpoint' must be a JSON object, got "
+                              f"{value!r}")
+    return value

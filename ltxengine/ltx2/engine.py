@@ -36,6 +36,7 @@ from ..components.inputs import Condition
 from ..engine import Engine
 from ..loading import CheckpointError, load_latent_upsampler
 from ..loading.ltx2 import is_ltx2, load_ltx2
+from ..loading.ltx2_split import is_split_folder, load_gemma_file, load_split_folder
 from ..models.ltx2_text import GemmaTextEncoder
 from ..results import GenerationResult
 from .denoise import GuidanceParams
@@ -48,7 +49,7 @@ from .request import DIFFUSERS_GUIDANCE, PIPELINES_LTX2, SAMPLERS, LTX2Request, 
 __all__ = ["DIFFUSERS_GUIDANCE", "LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS"]
 
 
-class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
+class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is_split_folder(path)):
     """LTX-2 models on one device. ``generate`` calls are serialized by a lock."""
 
     def __init__(self, checkpoint, text_encoder: GemmaTextEncoder, *, latent_upsampler=None, distilled_lora=None,
@@ -82,10 +83,16 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         if scheduler_config is not None:
             raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
                              "shift_tokens=...), got a scheduler config")
-        ckpt = load_ltx2(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
+        load = load_split_folder if is_split_folder(path) else load_ltx2  # LTX-2.5's per-component files
+        ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         if isinstance(text_encoder, GemmaTextEncoder):
             te = text_encoder.attach(ckpt.connectors) if text_encoder.connectors is None else text_encoder
+        elif text_encoder is not None and Path(text_encoder).is_file():  # a text encoder file (LTX-2.5's)
+            te = load_gemma_file(text_encoder, device=te_device, dtype=dtype, connectors=ckpt.connectors)
+        elif "text_encoder" in ckpt.extras.get("split_files", {}) and text_encoder is None:
+            te = load_gemma_file(ckpt.extras["split_files"]["text_encoder"], device=te_device, dtype=dtype,
+                                 connectors=ckpt.connectors)
         elif text_encoder is not None:
             te = GemmaTextEncoder.from_folder(text_encoder, device=te_device, dtype=dtype, connectors=ckpt.connectors)
         elif path.is_dir() and (path / "text_encoder").is_dir():

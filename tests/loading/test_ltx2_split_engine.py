@@ -1,0 +1,57 @@
+"""Engine.from_pretrained on LTX-2.5's per-component files (issue 19): the folder of the published
+layout builds the same engine as the single-file bundle of the same tensors with the Gemma folder the
+text encoder file was packed from; a text encoder file also serves a bundle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ltxengine import Engine
+from ltxengine.loading.ltx2_split import find_split_files, is_split_folder, load_split_folder
+from tests.loading.ltx2_split_fixtures import GEMMA_VERSION, make_models, write_set
+from tests.models import ltx2_text_fixtures as text_t
+
+pytest.importorskip("diffusers")
+PROMPTS = ["a red car drives at night", "a cat sits on the mat"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return write_set(tmp_path_factory.mktemp("ltx25_engine"), make_models())
+
+
+def _encode(engine):
+    with torch.no_grad():
+        return engine.text_encoder.encode(PROMPTS, max_sequence_length=text_t.SEQ)
+
+
+def test_engine_from_the_split_folder(files):
+    split, bundle, gemma = files
+    assert is_split_folder(split) and not is_split_folder(gemma)
+    a = Engine.from_pretrained(split, device="cpu", dtype=torch.float32)
+    b = Engine.from_pretrained(bundle, device="cpu", dtype=torch.float32, text_encoder=gemma)
+    assert (a.family, a.model_version, a.release.version) == ("ltx-2", "2.5.0", "2.5")
+    for name in ("transformer", "connectors", "vae", "audio_vae", "vocoder"):
+        sa, sb = getattr(a, name).state_dict(), getattr(b, name).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa), name
+    ga, gb = a.text_encoder.model.state_dict(), b.text_encoder.model.state_dict()
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
+    assert all(torch.equal(x, y) for x, y in zip(_encode(a), _encode(b)))
+    # the text encoder file serves the bundle too
+    c = Engine.from_pretrained(bundle, device="cpu", dtype=torch.float32,
+                               text_encoder=find_split_files(split)["text_encoder"])
+    assert all(torch.equal(x, y) for x, y in zip(_encode(c), _encode(b)))
+    # a Gemma folder given explicitly replaces the set's own text encoder file
+    d = Engine.from_pretrained(split, device="cpu", dtype=torch.float32, text_encoder=gemma)
+    assert all(torch.equal(x, y) for x, y in zip(_encode(d), _encode(b)))
+
+
+def test_split_folder_loads_like_load_ltx2(files):
+    split, _, _ = files
+    ckpt = load_split_folder(split, dtype=torch.float32, components=("vae", "vocoder"))
+    assert ckpt.vae is not None and ckpt.vocoder is not None and ckpt.transformer is None
+    assert ckpt.model_version == "2.5.0" and ckpt.gemma_source_checkpoint == {"gemma_version": GEMMA_VERSION}
+    assert set(ckpt.extras["split_files"]) == {"transformer", "text_encoder", "video_vae", "audio_vae"}
+    with pytest.raises(ValueError, match="modalities: .* per-component files, which loads both streams"):
+        load_split_folder(split, dtype=torch.float32, modalities=("audio",))
