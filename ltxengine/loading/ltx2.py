@@ -25,7 +25,7 @@ from ..ops import TORCH_OPS, Ops
 from .components import (build_on_meta, component_files, device_and_dtype, load_fp8_source, load_pipeline_folder,
                          resolve_path, source_from_files)
 from .keymaps import IDENTITY, KeyMap
-from .ltx2_text import GEMMA_HIDDEN_SIZE
+from .ltx2_text import GEMMA_HIDDEN_SIZE, gemma_source_of
 from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
 
@@ -106,6 +106,8 @@ class LTX2Checkpoint:
     audio_vae: nn.Module | None = None
     vocoder: nn.Module | None = None
     model_version: str | None = None  # single files: the header's model_version ("2.0" ...)
+    # single files and split sets: the header's gemma_source_checkpoint (2.5: {"gemma_version": ...})
+    gemma_source_checkpoint: dict[str, Any] | None = None
     scheduler_config: dict[str, Any] | None = None  # diffusers folders
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -193,6 +195,7 @@ def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, op
         raise CheckpointError(f"{p}: {len(foreign)} tensors belong to no LTX-2 component: {shown}")
     header = f.config_section()
     ckpt = LTX2Checkpoint(source=str(p), model_version=f.metadata.get("model_version"))
+    ckpt.gemma_source_checkpoint = gemma_source_of(f.metadata, str(p))
     for name in components:
         spec = COMPONENT_SPECS[name]
         section = header.get(spec.section)

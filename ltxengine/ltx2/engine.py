@@ -36,6 +36,7 @@ from ..components.inputs import Condition
 from ..engine import Engine
 from ..loading import CheckpointError, load_latent_upsampler
 from ..loading.ltx2 import is_ltx2, load_ltx2
+from ..loading.ltx2_gemma import check_text_encoder
 from ..loading.ltx2_split import is_split_folder, load_gemma_file, load_split_folder
 from ..models.ltx2_text import GemmaTextEncoder
 from ..results import GenerationResult
@@ -83,6 +84,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         if scheduler_config is not None:
             raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
                              "shift_tokens=...), got a scheduler config")
+        check_text_encoder(path, text_encoder)  # the Gemma the header names, before any weight is read
         load = load_split_folder if is_split_folder(path) else load_ltx2  # LTX-2.5's per-component files
         ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
