@@ -10,6 +10,7 @@ from typing import Any
 
 from .loading import ltx2, original_config
 from .loading.ltx2 import is_ltx2
+from .loading.ltx2_split import find_split_files, is_split_folder
 from .loading.safetensors_io import CheckpointError, SafetensorsFile, read_json
 
 # single-file key prefixes -> component
@@ -73,7 +74,7 @@ def ltx2_release(path) -> str:
     engine reads it (ltx2/releases.py): the header's model_version, else the transformer's layout;
     "2.0" when the configs cannot be read (the loader then gives the error)."""
     from .ltx2.releases import release_named
-    p = Path(path)
+    p = _model_file(Path(path))
     try:
         if p.is_dir():
             cfg = _read_config(p / "transformer" if (p / "model_index.json").is_file() else p)
@@ -103,13 +104,18 @@ def describe(path) -> dict[str, Any]:
 def family(path) -> str:
     """"LTX-2" or "LTX-Video": the engine family ``Engine.from_pretrained`` picks for a local
     checkpoint (the same header test), without loading anything."""
-    return "LTX-2" if is_ltx2(path) else "LTX-Video"
+    return "LTX-2" if is_ltx2(path) or is_split_folder(path) else "LTX-Video"
+
+
+def _model_file(p: Path) -> Path:
+    """A folder of LTX-2.5 per-component files reads as its transformer file (model_version, config)."""
+    return find_split_files(p)["transformer"] if is_split_folder(p) else p
 
 
 def transformer_layers(path) -> int | None:
     """The transformer's block count from the checkpoint's configs only (None when they do not
     say or cannot be read: the loader then gives the error)."""
-    p = Path(path)
+    p = _model_file(Path(path))
     try:
         if p.is_dir():
             cfg = _read_config(p / "transformer" if (p / "model_index.json").is_file() else p)

@@ -9,7 +9,7 @@ import torch
 
 from ltxengine import Engine
 from ltxengine.loading.ltx2_split import find_split_files, is_split_folder, load_split_folder
-from tests.loading.ltx2_split_fixtures import GEMMA_VERSION, make_models, write_set
+from tests.loading.ltx2_split_fixtures import DIT, GEMMA_VERSION, make_models, write_set
 from tests.models import ltx2_text_fixtures as text_t
 
 pytest.importorskip("diffusers")
@@ -55,3 +55,12 @@ def test_split_folder_loads_like_load_ltx2(files):
     assert set(ckpt.extras["split_files"]) == {"transformer", "text_encoder", "video_vae", "audio_vae"}
     with pytest.raises(ValueError, match="modalities: .* per-component files, which loads both streams"):
         load_split_folder(split, dtype=torch.float32, modalities=("audio",))
+
+
+def test_the_cli_reads_the_split_folder(files):
+    """What `ltxengine generate` reads of a checkpoint before loading it (info.family, ltx2_release,
+    transformer_layers) comes from the set's transformer file."""
+    from ltxengine.info import family, ltx2_release, transformer_layers
+    split, _, gemma = files
+    assert (family(split), ltx2_release(split), transformer_layers(split)) == ("LTX-2", "2.5", DIT["num_layers"])
+    assert family(gemma) == "LTX-Video"  # a folder that is no LTX-2 checkpoint keeps the fallback
