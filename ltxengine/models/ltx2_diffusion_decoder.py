@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..config import require
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, TimestepEmbedder
+from .ltx2_diffusion_tiling import needs_tiling, tiled_decode
 
 __all__ = ["LTX2DiffusionDecoder", "LTX2DiffusionDecoderConfig", "neighborhood_attention", "count_parameters"]
 
@@ -263,12 +264,13 @@ class PixelShuffleUpsample(nn.Module):
         self.out_channels = channels // reduction
         self.proj = OpsLinear(channels, math.prod(self.stride) * self.out_channels, ops=ops)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, drop_leading_frame: bool = True) -> torch.Tensor:
+        """``drop_leading_frame=False``: a temporal tile not at t = 0 (its first frame is interior)."""
         b, t, h, w, _ = x.shape
         st, sh, sw = self.stride
         x = self.proj(x).reshape(b, t, h, w, self.out_channels, st, sh, sw)
         x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, t * st, h * sh, w * sw, self.out_channels)
-        return x[:, 1:] if st == 2 else x
+        return x[:, 1:] if st == 2 and drop_leading_frame else x
 
 
 class AdaLNZero(nn.Module):
@@ -340,15 +342,29 @@ class LTX2DiffusionDecoder(nn.Module):
 
     def context(self, z: torch.Tensor) -> torch.Tensor:
         """Stages 1-4: latents (B, C, T, H, W) -> the stage-5 context (B, T5, H5, W5, C5), channels-last."""
+        return self.last_stage(self.first_stages(z))
+
+    def first_stages(self, z: torch.Tensor) -> torch.Tensor:
+        """All deterministic stages but the last, ghost frames included: latents -> (B, T, H, W, C)."""
         d, pad = self.decoder, self.trailing_pad
         if pad:
             z = torch.cat([z, z[:, :, -1:].expand(-1, -1, pad, -1, -1)], dim=2)
         x = d.conv_in(z.permute(0, 2, 3, 4, 1))
-        for blocks, upsample in zip(d.det_stages, d.upsamples):
+        for blocks, upsample in zip(d.det_stages[:-1], d.upsamples[:-1]):
             for block in blocks:
                 x = block(x)
             x = upsample(x)
-        return x[:, :x.shape[1] - pad * self.config.temporal_compression_ratio]
+        return x
+
+    def last_stage(self, x: torch.Tensor, drop_leading_frame: bool = True, crop_ghosts: bool = True) -> torch.Tensor:
+        """The last deterministic stage -> the context; a temporal tile keeps its leading frame unless
+        it holds t = 0 and crops the ghost frames only if it holds the clip's end (tiling.py)."""
+        d = self.decoder
+        for block in d.det_stages[-1]:
+            x = block(x)
+        x = d.upsamples[-1](x, drop_leading_frame)
+        ghosts = self.trailing_pad * self.config.temporal_compression_ratio if crop_ghosts else 0
+        return x[:, :x.shape[1] - ghosts]
 
     def predict(self, context: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """One stage-5 evaluation at sigma (B,) on pixels x_t (B, 3, F, H, W): the model output."""
@@ -380,12 +396,16 @@ class LTX2DiffusionDecoder(nn.Module):
         return x_t
 
     def decode(self, z: torch.Tensor, generator: torch.Generator | None = None,
-               num_inference_steps: int | None = None) -> torch.Tensor:
+               num_inference_steps: int | None = None, tiling=None) -> torch.Tensor:
         """Denormalized latents -> pixels. The noise is one draw of the pixel shape from ``generator``
-        in z's dtype, on the generator's device (z's without one), as diffusers' randn_tensor draws it."""
+        in z's dtype, on the generator's device (z's without one), as diffusers' randn_tensor draws it.
+        ``tiling``: a video_vae.TilingConfig (e.g. ltx2_diffusion_tiling.DIFFUSION_TILING, the
+        reference's), used when the latent exceeds one tile, as diffusers' enable_tiling."""
         n = num_inference_steps or self.config.decoder_num_inference_steps
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"num_inference_steps must be a positive int, got {n!r}")
+        if tiling is not None and needs_tiling(self, z, tiling):
+            return tiled_decode(self, z, generator, n, tiling)
         context = self.context(z)
         p = self.config.patch_size
         shape = (z.shape[0], self.config.out_channels, context.shape[1], context.shape[2] * p, context.shape[3] * p)

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 from ltxengine.config import ConfigError, parse_config
-from ltxengine.models.ltx2_diffusion_decoder import (LTX2DiffusionDecoder, LTX2DiffusionDecoderConfig,
+from ltxengine.models.ltx2_diffusion_decoder import (LTX2DiffusionDecoderConfig,
                                                      count_parameters, neighborhood_attention)
 
 from ..helpers import assert_close_scaled
+from .ltx2_diffusion_decoder_fixtures import CASES, REL, RELEASE, latent_shape, make_pair
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import LTX2VideoDiffusionDecoderModel  # noqa: E402
@@ -29,66 +30,9 @@ from diffusers.models.autoencoders import ltx2_diffusion_decoder as dd  # noqa: 
 # flex_attention without torch.compile warns once that it materializes the scores (what a CPU oracle wants)
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
 
-REL = 1e-5
-
-# The release layout scaled down (head_dim 64 -> 16, widths / 16, one block per deterministic stage):
-# the released strides, reductions (2, 2, 1, 2) and kernel shapes (3 x 3 x 3 where 3 x 7 x 7 would not fit
-# a 3 x 4 latent), x0 in one step, the 1000 timestep multiplier.
-RELEASE = dict(latent_channels=8, decoder_head_dim=16, decoder_stage_channels=(128, 64, 32, 32, 16),
-               decoder_stage_depths=(1, 1, 1, 1, 2), decoder_stage_kernels=((3, 3, 3), (3, 3, 3), (3, 5, 5), (3, 5, 5)),
-               decoder_stage5_kernel=(5, 7, 7), decoder_t_emb_dim=32)
-# The stage-5 grid is what makes diffusers' CPU path slow (its flex mask is built over the whole grid
-# per step), so the multi-step switches run on a small layout: stage 5 at 9 x 6 x 6 tokens.
-SMALL = dict(latent_channels=8, patch_size=2, decoder_head_dim=16, decoder_stage_channels=(64, 32, 16, 16, 16),
-             decoder_stage_depths=(1, 1, 1, 1, 2), decoder_stage_kernels=((3, 3, 3),) * 4,
-             decoder_upsample_strides=((1, 2, 2), (2, 1, 1), (2, 1, 1), (2, 1, 1)),
-             decoder_upsample_channel_reductions=(2, 2, 1, 1), decoder_stage5_kernel=(3, 3, 3), decoder_t_emb_dim=32,
-             spatial_compression_ratio=4)
-CASES = {
-    "release": RELEASE,
-    # x0 over 3 Euler steps (x0 turned into a velocity per step), and a velocity model over 2
-    "x0_3_steps": dict(SMALL, decoder_num_inference_steps=3),
-    "v_2_steps": dict(SMALL, decoder_model_output_type="v", decoder_num_inference_steps=2,
-                      decoder_timestep_scale_multiplier=1.0, scaling_factor=0.5),
-    # every other switch: head_dim 8 (the RoPE gives T no pairs), patch 2, strides with a temporal 1 at the
-    # last upsample (no leading frame dropped) and temporal 2 first, stage-1 kernel_t 1 (no ghost frames),
-    # a kernel equal to the grid (stage 1's H), other reductions and depths; a non-square latent
-    "variant": dict(latent_channels=4, patch_size=2, decoder_head_dim=8, decoder_stage_channels=(32, 32, 16, 8, 8),
-                    decoder_stage_depths=(2, 1, 1, 1, 1),
-                    decoder_stage_kernels=((1, 3, 3), (3, 5, 3), (3, 3, 3), (5, 3, 3)),
-                    decoder_upsample_strides=((2, 2, 1), (2, 1, 2), (1, 2, 2), (1, 2, 2)),
-                    decoder_upsample_channel_reductions=(1, 2, 2, 1), decoder_stage5_kernel=(3, 3, 5),
-                    decoder_t_emb_dim=16, spatial_compression_ratio=16, temporal_compression_ratio=4),
-}
-LATENT = {"release": (2, 8, 2, 3, 3), "variant": (2, 4, 3, 3, 4), "x0_3_steps": (1, 8, 2, 3, 3),
-          "v_2_steps": (1, 8, 2, 3, 3)}
-
-
-def _latent_shape(name):
-    return LATENT[name]
-
-
-_PAIRS = {}
-
-
-def make_pair(name):
-    """(diffusers model, ours) with the same perturbed random weights and statistics; cached."""
-    if name not in _PAIRS:
-        torch.manual_seed(0)
-        ref = LTX2VideoDiffusionDecoderModel(**CASES[name]).eval()
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():  # scale_shift_table and the statistics start at 0 / 1: give them values
-            for t in list(ref.parameters()) + list(ref.buffers()):
-                t.add_(torch.randn(t.shape, generator=g) * 0.1)
-        ours = LTX2DiffusionDecoder(parse_config(LTX2DiffusionDecoderConfig, dict(ref.config), "test")).eval()
-        ours.load_state_dict(ref.state_dict(), strict=True)
-        _PAIRS[name] = ref, ours
-    return _PAIRS[name]
-
-
 def _decode_both(name, seed=5):
     ref, ours = make_pair(name)
-    z = torch.randn(_latent_shape(name), generator=torch.Generator().manual_seed(2))
+    z = torch.randn(latent_shape(name), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = ref.decode(z, generator=torch.Generator().manual_seed(seed)).sample
         got = ours.decode(z, generator=torch.Generator().manual_seed(seed))
@@ -105,7 +49,7 @@ def test_state_dict_equals_diffusers(name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_decode_matches_diffusers(name):
     got, expected = _decode_both(name)
-    b, _, t, h, w = _latent_shape(name)
+    b, _, t, h, w = latent_shape(name)
     cfg = make_pair(name)[1].config
     ratio_t, ratio_s = cfg.temporal_compression_ratio, cfg.spatial_compression_ratio
     assert got.shape == (b, 3, (t - 1) * ratio_t + 1, h * ratio_s, w * ratio_s)
@@ -116,7 +60,7 @@ def test_decode_matches_diffusers(name):
 def test_denormalize_is_diffusers_pipeline_step():
     """``denormalize`` is the decode pipeline's step (statistics and scaling factor from the model)."""
     ref, ours = make_pair("v_2_steps")
-    z = torch.randn(_latent_shape("v_2_steps"))
+    z = torch.randn(latent_shape("v_2_steps"))
     stats = ref.latents_mean, ref.latents_std, ref.config.scaling_factor
     expected = diffusers.LTX2VideoDiffusionDecodePipeline._denormalize_latents(z, *stats)
     assert torch.equal(ours.denormalize(z), expected)
@@ -241,7 +185,7 @@ def test_config_errors_are_named(change, match):
 def test_num_inference_steps_is_checked():
     _, ours = make_pair("x0_3_steps")
     with pytest.raises(ValueError, match="num_inference_steps must be a positive int, got 1.5"):
-        ours.decode(torch.randn(_latent_shape("x0_3_steps")), num_inference_steps=1.5)
+        ours.decode(torch.randn(latent_shape("x0_3_steps")), num_inference_steps=1.5)
 
 
 def test_dataclass_fields_follow_diffusers_arguments():
