@@ -42,7 +42,8 @@ def load_optional_decoder(path: Path, device, dtype, ops, vae=None):
 
 def check_decoder(engine, a: dict) -> None:
     """generate's ``decoder``: None / "conv" (the VAE's decoder) or "diffusion" (needs the loaded
-    decoder, a clip its attention windows fit, and none of the conv decoder's options). After
+    decoder, a clip its attention windows fit, and none of the conv decoder's noise options;
+    vae_tiling tiles it as diffusers' enable_tiling, models/ltx2_diffusion_tiling.py). After
     latent_io.check_latent_io, which refuses any decoder with output_type='latent'."""
     decoder = a.get("decoder")
     if decoder is not None and decoder not in DECODERS:
@@ -52,7 +53,7 @@ def check_decoder(engine, a: dict) -> None:
     if getattr(engine, "diffusion_decoder", None) is None:
         raise ValueError("decoder='diffusion' needs LTX-2.5's diffusion video decoder, which this engine has not "
                          "loaded (a diffusers folder with a diffusion_decoder/ component loads it)")
-    for k in ("vae_tiling", "decode_timestep", "decode_noise_scale"):
+    for k in ("decode_timestep", "decode_noise_scale"):
         if a.get(k) is not None:
             raise ValueError(f"{k} configures the conv decoder, which decoder='diffusion' does not run, got "
                              f"{k}={a[k]!r}")
@@ -82,14 +83,15 @@ def stage_grids(cfg, latent: tuple[int, int, int]):
     return out
 
 
-def diffusion_frames(decoder, latents: torch.Tensor, generator, vae=None) -> torch.Tensor:
+def diffusion_frames(decoder, latents: torch.Tensor, generator, vae=None, tiling=None) -> torch.Tensor:
     """Normalized latents (1, C, F', H', W') -> frames (F, H, W, 3) float32 in [0, 1] on the device;
-    denormalized with ``vae``'s statistics, or the decoder's without one."""
+    denormalized with ``vae``'s statistics, or the decoder's without one; ``tiling`` a TilingConfig."""
     dtype = next(decoder.parameters()).dtype
     z = vae.denormalize_latents(latents) if vae is not None else decoder.denormalize(latents)
-    return video_to_frames(decoder.decode(z.to(dtype), generator=generator))
+    return video_to_frames(decoder.decode(z.to(dtype), generator=generator, tiling=tiling))
 
 
-def diffusion_host_chunks(decoder, latents: torch.Tensor, generator, vae=None):
-    """``diffusion_frames`` as the one host chunk a streamed output writes (the decode is not tiled)."""
-    yield check_finite(diffusion_frames(decoder, latents, generator, vae).cpu().numpy(), "decode")
+def diffusion_host_chunks(decoder, latents: torch.Tensor, generator, vae=None, tiling=None):
+    """``diffusion_frames`` as the one host chunk a streamed output writes (tiles are blended
+    across frames, so the clip comes out whole)."""
+    yield check_finite(diffusion_frames(decoder, latents, generator, vae, tiling).cpu().numpy(), "decode")
