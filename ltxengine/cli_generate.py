@@ -24,7 +24,8 @@ from .cli_latents import latent_arguments, write_latents
 from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, RETAKE_FLAGS, UsageError,
                           flag_message, guidance_flags)
 
-ONE_STAGE_LTX2 = ("one-stage", "retake")  # the LTX-2 pipelines without stage 2 (no upsampler, sides of 32)
+# the LTX-2 pipelines without stage 2 (no upsampler, sides of 32)
+ONE_STAGE_LTX2 = ("one-stage", "retake", "text-to-audio")
 
 
 # -- checks before loading --------------------------------------------------------------------------
@@ -48,9 +49,12 @@ def check_device(name: str | None):
     return dev
 
 
-def check_output(text: str) -> Path:
+def check_output(text: str, audio_only: bool = False) -> Path:
     path = Path(text).expanduser()
-    if path.suffix.lower() != ".mp4":
+    if audio_only and path.suffix.lower() != ".wav":  # --pipeline text-to-audio
+        raise UsageError(f"--output must name a .wav file for --pipeline text-to-audio (audio alone, 16-bit PCM), "
+                         f"got {text!r}")
+    if not audio_only and path.suffix.lower() != ".mp4":
         raise UsageError(f"--output must name an .mp4 file (the only container written: H.264, with AAC for "
                          f"LTX-2), got {text!r}")
     if path.is_dir():
@@ -373,7 +377,10 @@ def run(args) -> int:
     device = check_device(args.device)
     dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
              "fp32": torch.float32, "float32": torch.float32}[args.dtype]
-    output = check_output(args.output)
+    audio_only = args.pipeline == "text-to-audio"
+    if audio_only and args.output == "out.mp4":  # the default name, for a WAV
+        args.output = "out.wav"
+    output = check_output(args.output, audio_only)
     check_paths(args)
     path = resolve_model(args.model)
     family = family_of(path)
@@ -394,7 +401,8 @@ def run(args) -> int:
                 path, device=device, dtype=dtype, text_encoder=args.text_encoder,
                 latent_upsampler=args.latent_upsampler, distilled_lora=args.distilled_lora[0] if args.distilled_lora
                 else None, kernels=args.kernels, quantization=args.quantization, fp8_attention=args.fp8_attention,
-                executor=args.executor, offload=tuple(args.offload))
+                executor=args.executor, offload=tuple(args.offload),
+                modalities=("audio",) if audio_only else None)  # text-to-audio: no video weights
         except ValueError as e:
             raise UsageError(flag_message(str(e))) from e
         _load_loras(engine, args.loras or ())
@@ -421,7 +429,7 @@ def _show_warning(message, category, *_) -> None:
 def _generate(engine, args, call: dict[str, Any]) -> int:
     progress = None if args.quiet else Progress()
     start = time.perf_counter()
-    if call.get("output_type") == "latent":  # --output-latents: no mp4
+    if call.get("output_type") == "latent" or args.pipeline == "text-to-audio":  # no mp4 streamed
         call = dict(call, output=None)
     try:
         result = engine.generate(args.prompt, callback=progress, **call)  # streamed to the file while decoding
@@ -435,6 +443,11 @@ def _generate(engine, args, call: dict[str, Any]) -> int:
         path = write_latents(result, args.output_latents)
         print(f"{path}: latents {tuple(result.latents.shape)}, audio latents {tuple(result.audio_latents.shape)}, "
               f"seed {result.seed}, {time.perf_counter() - start:.1f}s ({where})")
+        return 0
+    if result.video is None:  # text-to-audio: the waveform alone, as WAV
+        path = result.save(Path(args.output).expanduser())
+        print(f"{path}: {result.audio.shape[1] / result.sample_rate:.2f} s of {result.audio.shape[0]}-channel "
+              f"{result.sample_rate} Hz audio, seed {result.seed}, {time.perf_counter() - start:.1f}s ({where})")
         return 0
     sound = "" if result.audio is None else f" + {result.audio.shape[0]}-channel {result.sample_rate} Hz audio"
     print(f"{call['output']}: {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} @ "

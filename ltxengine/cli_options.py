@@ -194,7 +194,8 @@ class LorasAction(LoraAction):
 # -- the parser ---------------------------------------------------------------------------------------
 
 # LTX-2's recipes (a test keeps them equal)
-PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake", "keyframe-interpolation")
+PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake", "keyframe-interpolation",
+                  "text-to-audio")
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 

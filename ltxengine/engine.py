@@ -117,7 +117,7 @@ class Engine:
     def offloadable(self, name: str):
         """The module an ``offload`` name moves."""
         if name == "vae_encoder":
-            return self.vae.encoder
+            return getattr(self.vae, "encoder", None)  # None: an engine without a video VAE (LTX-2 audio only)
         module = getattr(self, name, None)
         return getattr(module, "model", module)  # text encoders wrap their transformers model
 
@@ -198,7 +198,8 @@ class Engine:
                         scheduler_config: dict | None = None, revision: str | None = None,
                         local_files_only: bool = False, distilled_lora=None,
                         quantization: str | None = None, fp8_attention: bool = False, fp8_lora: str = "branch",
-                        executor: str = "auto", offload: Sequence[str] = ()) -> "Engine":
+                        executor: str = "auto", offload: Sequence[str] = (),
+                        modalities: Sequence[str] | None = None) -> "Engine":
         """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
         Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
 
@@ -230,6 +231,8 @@ class Engine:
         executor: "auto" (CUDA graphs on CUDA, else eager), "graphs", "eager" (the same static
         buffers, no capture) or "none" (plain calls). offload: components kept in host memory
         and moved to the device only while used, from ("text_encoder", "latent_upsampler").
+        modalities: LTX-2 only: ("audio",) loads the audio stream alone (text-to-audio; the video
+        weights are neither built nor read); None: the whole model.
         """
         _check_runtime_options(executor, offload, fp8_lora)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -245,9 +248,16 @@ class Engine:
             ops = with_fp8_attention(ops)
         path = resolve_source(path_or_repo_id, revision, local_files_only)
         family = _family_of(path, cls)
+        extra = {}
+        if modalities is not None:  # only families that load a subset of their modalities take it
+            if "modalities" not in inspect.signature(family.load).parameters:
+                raise ValueError(f"modalities: {family.family} checkpoints load whole (LTX-2 ones may load "
+                                 f"modalities=('audio',)), got modalities={modalities!r}")
+            extra["modalities"] = modalities
         return family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                            scheduler_config=scheduler_config, distilled_lora=distilled_lora,
-                           quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload)
+                           quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload,
+                           **extra)
 
     @classmethod
     def load(cls, path: Path, device, dtype, ops, **options) -> "Engine":

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .media import write_mp4
+from .media import write_mp4, write_wav
 
 __all__ = ["STOP", "GenerationCancelled", "GenerationResult", "step_hook"]
 
@@ -69,7 +69,14 @@ class GenerationResult:
     def save(self, path, crf: int = 18) -> Path:
         """H.264 (libx264, yuv420p) mp4 at the exact frame rate, with the AAC audio track when the
         result has audio (LTX-2); written to a temporary file and renamed, so a failure never
-        leaves a broken file."""
+        leaves a broken file. An audio-only result (LTX-2's pipeline="text-to-audio": frames and
+        video None, latents the audio latents (1, C, T, M)) is written as a 16-bit WAV, to a path
+        ending in .wav."""
+        if self.video is None and self.audio is not None:
+            if Path(path).suffix.lower() != ".wav":
+                raise ValueError(f"save: this result holds audio only (pipeline='text-to-audio'): it is written as "
+                                 f"WAV, to a path ending in .wav, got {str(path)!r}")
+            return write_wav(path, self.audio, self.sample_rate)
         if self.video is None:
             raise ValueError("save: this result holds latents only (output_type='latent'): nothing was decoded, "
                              "so there are no frames to write; keep result.latents / result.audio_latents "

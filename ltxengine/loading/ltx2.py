@@ -30,6 +30,12 @@ from .safetensors_io import CheckpointError, SafetensorsFile, read_json
 from .strict import load_strict
 
 COMPONENTS = ("transformer", "connectors", "vae", "audio_vae", "vocoder")
+# modalities=("audio",): the audio stream alone (Lightricks' LTXAudioOnlyModelConfigurator): these
+# components are built audio-only and read only the tensors their ``owns(key)`` names; there is no
+# video VAE.
+MODALITIES = (("video", "audio"), ("audio",))
+AUDIO_ONLY_MODELS = {"transformer": "ltxengine.models.ltx2_audio_only:LTX2AudioTransformer",
+                     "connectors": "ltxengine.models.ltx2_audio_only:AudioTextConnectors"}
 
 
 @dataclass(frozen=True)
@@ -139,25 +145,63 @@ def _check_components(components) -> tuple[str, ...]:
 
 
 def load_ltx2(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
-              components=COMPONENTS, quantization: str | None = None) -> LTX2Checkpoint:
+              components=COMPONENTS, quantization: str | None = None, modalities=MODALITIES[0]) -> LTX2Checkpoint:
     """The LTX-2 components ``components`` from a single-file bundle or a diffusers folder.
     ``quantization``: the transformer's fp8 policy (None, "fp8-cast", "fp8-scaled-mm"; see
-    ``ltxengine.loading.load_transformer``); fp8 files keep their fp8 layers either way."""
+    ``ltxengine.loading.load_transformer``); fp8 files keep their fp8 layers either way.
+    ``modalities=("audio",)``: the audio stream alone (MODALITIES), without the video VAE (the
+    default components less "vae")."""
+    modalities = check_modalities(modalities)
+    if modalities == ("audio",):
+        components = _audio_components(components)
     components = _check_components(components)
     device, dtype = device_and_dtype(device, dtype)
     p = resolve_path(path)
     if p.is_file():
-        return _load_bundle(p, components, device, dtype, ops, quantization)
+        return _load_bundle(p, components, device, dtype, ops, quantization, modalities)
     return load_pipeline_folder(p, LTX2Checkpoint(source=str(p)), components,
                                 lambda folder, name: load_ltx2_component(folder, name, device, dtype, ops,
-                                                                         quantization))
+                                                                         quantization, modalities))
+
+
+def check_modalities(modalities) -> tuple[str, ...]:
+    """``modalities`` as one of MODALITIES, or ValueError naming it."""
+    try:
+        value = tuple(modalities) if not isinstance(modalities, str) else None
+    except TypeError:
+        value = None
+    if value not in MODALITIES:
+        raise ValueError(f"modalities must be one of {MODALITIES} (both streams, or audio alone without the video "
+                         f"weights), got {modalities!r}")
+    return value
+
+
+def _audio_components(components) -> tuple[str, ...]:
+    if tuple(components) == COMPONENTS:
+        return tuple(c for c in COMPONENTS if c != "vae")
+    if "vae" in tuple(components):
+        raise ValueError(f"components: modalities=('audio',) loads no video VAE, got components={components!r}")
+    return tuple(components)
+
+
+def _build(name: str, spec: ComponentSpec, config, ops, modalities):
+    """Component ``name`` on meta: its audio-only class when only audio is loaded."""
+    ref = AUDIO_ONLY_MODELS.get(name) if modalities == ("audio",) else None
+    return build_on_meta(_attr(ref or spec.model), config, ops)
+
+
+def _owned(model, source):
+    """An audio-only component reads its own tensors (``owns``); the file's others are never read."""
+    owns = getattr(model, "owns", None)
+    return source if owns is None else {k: v for k, v in source.items() if owns(k)}
 
 
 def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
-                        quantization: str | None = None) -> nn.Module:
+                        quantization: str | None = None, modalities=MODALITIES[0]) -> nn.Module:
     """One component from its diffusers folder (``config.json`` + weights); ``quantization``
-    applies to the transformer."""
-    _check_components([name])
+    applies to the transformer, ``modalities`` as in ``load_ltx2``."""
+    modalities = check_modalities(modalities)
+    _check_components(_audio_components([name]) if modalities == ("audio",) else [name])
     device, dtype = device_and_dtype(device, dtype)
     folder = resolve_path(folder)
     spec = COMPONENT_SPECS[name]
@@ -171,21 +215,22 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
         config = _attr(spec.from_diffusers)(raw, source)
     else:
         config = parse_config(_attr(spec.config), raw, source)
-    model = build_on_meta(_attr(spec.model), config, ops)
+    model = _build(name, spec, config, ops, modalities)
     files = component_files(folder)
-    source = source_from_files(files, IDENTITY)
+    source = _owned(model, source_from_files(files, IDENTITY))
     if name == "transformer":
         source = load_fp8_source(model, source, files, [IDENTITY], str(folder), quantization, device, dtype)
     return load_strict(model, source, str(folder), device, dtype)
 
 
-def _load_bundle(p: Path, components, device, dtype, ops, quantization=None) -> LTX2Checkpoint:
+def _load_bundle(p: Path, components, device, dtype, ops, quantization=None,
+                 modalities=MODALITIES[0]) -> LTX2Checkpoint:
     with SafetensorsFile(p) as f:
-        return _load_bundle_file(p, f, components, device, dtype, ops, quantization)
+        return _load_bundle_file(p, f, components, device, dtype, ops, quantization, modalities)
 
 
 def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, ops,
-                      quantization=None) -> LTX2Checkpoint:
+                      quantization=None, modalities=MODALITIES[0]) -> LTX2Checkpoint:
     maps = {name: component_keymaps(name) for name in COMPONENTS}
     # Every tensor must belong to some component (a dropped key counts: the map claims it).
     claimed = [m for ms in maps.values() for m in ms]
@@ -202,8 +247,8 @@ def _load_bundle_file(p: Path, f: SafetensorsFile, components, device, dtype, op
         if not isinstance(section, dict):
             raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the {name})")
         config = _original_config(name, spec, section, f)
-        model = build_on_meta(_attr(spec.model), config, ops)
-        where, source = f"{p} [{name}]", _bundle_source(f, maps[name])
+        model = _build(name, spec, config, ops, modalities)
+        where, source = f"{p} [{name}]", _owned(model, _bundle_source(f, maps[name]))
         if name == "transformer":
             source = load_fp8_source(model, source, [f], maps[name], where, quantization, device, dtype)
         setattr(ckpt, name, load_strict(model, source, where, device, dtype))

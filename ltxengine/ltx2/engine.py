@@ -13,6 +13,8 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   LoRA fused (when given) and no guidance, after re-noising video and audio at the first sigma.
 * ``"distilled"``: the same with the distilled schedule (8 sigmas) and no guidance in stage 1.
 * ``"one-stage"``: one stage at the requested size.
+* ``"text-to-audio"``: audio alone (Lightricks' t2a_one_stage), on an engine loaded with
+  ``modalities=("audio",)``, which holds no video weights; the result has audio and no frames.
 * ``"keyframe-interpolation"``: ltx-pipelines' keyframe_interpolation, the two-stage recipe with
   every condition image (frame 0 too) appended as guiding latents, re-encoded per stage.
 * ``"retake"``: regenerates [start_time, end_time) seconds of ``video=`` and keeps the rest
@@ -35,7 +37,7 @@ from ..checks import make_generator
 from ..components.inputs import Condition
 from ..engine import Engine
 from ..loading import CheckpointError, load_latent_upsampler
-from ..loading.ltx2 import is_ltx2, load_ltx2
+from ..loading.ltx2 import check_modalities, is_ltx2, load_ltx2
 from ..loading.ltx2_gemma import check_text_encoder
 from ..loading.ltx2_split import is_split_folder, load_gemma_file, load_split_folder
 from ..models.ltx2_text import GemmaTextEncoder
@@ -58,7 +60,9 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
                  offload: Sequence[str] = ()):
         self.transformer = checkpoint.transformer.eval().requires_grad_(False)
         self.connectors = checkpoint.connectors
-        self.vae = checkpoint.vae.eval().requires_grad_(False)
+        # an audio-only checkpoint (modalities=("audio",)) has no video VAE and an audio-only transformer
+        self.vae = checkpoint.vae.eval().requires_grad_(False) if checkpoint.vae is not None else None
+        self.modalities = getattr(self.transformer, "modalities", ("video", "audio"))
         self.audio_vae = checkpoint.audio_vae.eval().requires_grad_(False)
         self.vocoder = checkpoint.vocoder.eval().requires_grad_(False)
         self.text_encoder = text_encoder
@@ -71,7 +75,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         self.release = release_of(self.transformer.config, self.model_version)  # 2.0, 2.3 or 2.5
         self._setup_runtime(executor, offload)
         cfg = self.transformer.config
-        if self.vae.config.latent_channels != cfg.in_channels:
+        if self.vae is not None and self.vae.config.latent_channels != cfg.in_channels:
             raise CheckpointError(f"{source}: VAE latent_channels {self.vae.config.latent_channels} != transformer "
                                   f"in_channels {cfg.in_channels}")
 
@@ -79,14 +83,19 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
     @classmethod
     def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
              scheduler_config: dict | None = None, distilled_lora=None, quantization: str | None = None,
-             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = ()) -> "LTX2Engine":
-        """An LTX-2 engine from a local bundle or diffusers folder (see ``Engine.load``)."""
+             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = (),
+             modalities: Sequence[str] = ("video", "audio")) -> "LTX2Engine":
+        """An LTX-2 engine from a local bundle or diffusers folder (see ``Engine.load``).
+        modalities=("audio",): the audio stream alone (pipeline="text-to-audio" only)."""
         if scheduler_config is not None:
             raise ValueError("scheduler_config: LTX-2 engines take their schedule from generate(sigmas=..., "
                              "shift_tokens=...), got a scheduler config")
+        modalities = check_modalities(modalities)
+        if modalities == ("audio",):
+            _check_audio_only_options(latent_upsampler, distilled_lora, offload)
         check_text_encoder(path, text_encoder)  # the Gemma the header names, before any weight is read
         load = load_split_folder if is_split_folder(path) else load_ltx2  # LTX-2.5's per-component files
-        ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
+        ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization, modalities=modalities)
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         if isinstance(text_encoder, GemmaTextEncoder):
             te = text_encoder.attach(ckpt.connectors) if text_encoder.connectors is None else text_encoder
@@ -103,7 +112,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         else:
             raise ValueError(f"text_encoder: {path} holds no Gemma 3 text encoder; pass text_encoder=PATH (the "
                              f"gemma-3-12b-it folder with its tokenizer)")
-        if latent_upsampler is None and path.is_dir() and (path / "latent_upsampler").is_dir():
+        if latent_upsampler is None and path.is_dir() and (path / "latent_upsampler").is_dir() and ckpt.vae is not None:
             latent_upsampler = path / "latent_upsampler"
         ups = load_latent_upsampler(latent_upsampler, device=device, dtype=dtype, ops=ops,
                                     family="ltx-2") if latent_upsampler else None
@@ -205,7 +214,10 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         t0 = time.perf_counter()
         gen, seed = make_generator(a.generator, a.seed)
         out = run_generation(self, a, gen, seed if seed is not None else gen.initial_seed())
-        if a.output_type == "latent":
+        if a.recipe.audio_only:  # text-to-audio: the waveform and its latents (1, C, T, M), no frames
+            result = GenerationResult(frames=None, video=None, latents=out.latents.float().cpu(), fps=a.fps,
+                                      audio=out.audio, sample_rate=out.sample_rate, seed=seed, timings=out.timings)
+        elif a.output_type == "latent":
             result = GenerationResult.from_latents(out.latents, out.audio_latents, a.fps, seed=seed,
                                                    timings=out.timings)
         else:
@@ -227,3 +239,13 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
                       "ltx-2-19b-distilled-lora-384). Load it with Engine.from_pretrained(..., distilled_lora=PATH), "
                       "or pass two_stage=LTX2TwoStage(lora_strength=0) if base weights are meant (e.g. a distilled "
                       "checkpoint). Warned once per engine.", UserWarning, stacklevel=5)
+
+
+def _check_audio_only_options(latent_upsampler, distilled_lora, offload) -> None:
+    """An audio-only engine has no video stream: the options that serve the video refuse it."""
+    for name, value in (("latent_upsampler", latent_upsampler), ("distilled_lora", distilled_lora)):
+        if value is not None:
+            raise ValueError(f"{name}: an audio-only engine (modalities=('audio',)) runs pipeline='text-to-audio', "
+                             f"which does not use it, got {name}={value!r}")
+    if "vae_encoder" in offload or "latent_upsampler" in offload:
+        raise ValueError(f"offload: an audio-only engine has no video VAE or latent upsampler, got offload={offload!r}")

@@ -15,7 +15,11 @@ from .stages import decode_audio, decode_video
 
 def plan_ltx2(engine, a) -> MemoryPlan:
     """The same phases for an LTX-2 generation (video + audio), per the recipes (``ltx2/recipes/``)."""
-    plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
+    if a.recipe.audio_only:  # text-to-audio: its own phases, on the audio stream alone
+        from .recipes.text_to_audio import plan_phases
+        plan = measure(MemoryPlan(device=engine.device, phases=plan_phases(engine, a)), engine)
+    else:
+        plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
     if plan.fits is False:
         plan.suggestion = ("lower num_frames or the size, offload the text encoder "
                            "(offload=('text_encoder',)), or quantize (quantization='fp8-scaled-mm')")

@@ -179,10 +179,15 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_pipeline(engine, a: dict[str, Any]) -> str:
-    mode = a["pipeline"] or ("two-stage" if engine.latent_upsampler is not None else "one-stage")
+    audio_only = getattr(engine, "modalities", None) == ("audio",)  # from_pretrained(modalities=("audio",))
+    mode = a["pipeline"] or ("text-to-audio" if audio_only else "two-stage" if engine.latent_upsampler is not None
+                             else "one-stage")
     if mode not in PIPELINES_LTX2:
         raise ValueError(f"pipeline must be one of {PIPELINES_LTX2} or None, got {mode!r}")
     recipe = RECIPES[mode]
+    if audio_only and not recipe.audio_only:
+        raise ValueError(f"pipeline={mode!r} generates video, which this engine cannot: it holds the audio stream "
+                         f"only (modalities=('audio',)); use pipeline='text-to-audio'")
     for arg, owners in recipe_arguments().items():  # another recipe's argument: refused, not ignored
         if mode not in owners and a[arg] is not None:
             pipelines = " or ".join(f"pipeline={o!r}" for o in owners)
@@ -201,6 +206,9 @@ def _check_pipeline(engine, a: dict[str, Any]) -> str:
 
 def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
     """height, width, num_frames, frame_rate and vae_tiling; -> num_frames."""
+    if RECIPES[mode].audio_only:  # no video: the duration alone
+        from .recipes.text_to_audio import check_duration
+        return check_duration(engine, a)
     multiple = 32 if RECIPES[mode].stages == 1 else 64
     for k in ("height", "width"):
         v = check_int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import one_stage, retake, two_stage
+from . import one_stage, retake, text_to_audio, two_stage
 
 __all__ = ["RECIPES", "Recipe", "recipe_arguments", "run_generation"]
 
@@ -30,6 +30,9 @@ class Recipe:
     distilled: bool = False
     arguments: tuple[str, ...] = ()
     check: Callable[[Any, dict], None] | None = None
+    # audio alone (text-to-audio): no video size, images or video VAE; the one pipeline of an engine
+    # loaded with modalities=("audio",)
+    audio_only: bool = False
     guiding: bool = False
 
 
@@ -44,6 +47,9 @@ RECIPES = {
     # ltx-pipelines' keyframe_interpolation is the two-stage recipe (same guidance, LoRA, sigmas)
     # with every image appended as guiding latents, re-encoded at each stage's size
     "keyframe-interpolation": Recipe(two_stage.run, guiding=True),
+    # Lightricks' t2a_one_stage (after 1.0.0): the audio stream alone, one stage, audio guidance only
+    "text-to-audio": Recipe(text_to_audio.run, stages=1, arguments=text_to_audio.ARGUMENTS,
+                            check=text_to_audio.check, audio_only=True),
 }
 
 
