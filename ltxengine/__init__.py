@@ -7,7 +7,7 @@ from .engine import STOP, Engine, GenerationCancelled, GenerationResult  # noqa:
 from .ltx_video.engine import LTXVideoEngine, TwoStage  # noqa: E402
 from .ltx2.engine import LTX2Engine, LTX2TwoStage  # noqa: E402
 from .models.video_vae import TilingConfig  # noqa: E402
-from .components import Condition  # noqa: E402
+from .components import Condition, ReferenceCondition  # noqa: E402
 from .ltx2.denoise import GuidanceParams  # noqa: E402
 from .ltx_video.schedule import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS  # noqa: E402
 
@@ -23,6 +23,7 @@ __all__ = [
     "LTX2Engine",
     "LTX2TwoStage",
     "LTXVideoEngine",
+    "ReferenceCondition",
     "TilingConfig",
     "TwoStage",
     "__version__",

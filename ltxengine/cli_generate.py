@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .cli_latents import latent_arguments, write_latents
-from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, LTX2_ONLY, LTX_VIDEO_ONLY, RETAKE_FLAGS, UsageError,
-                          flag_message, guidance_flags)
+from .cli_options import (DEFAULTS, GUIDANCE_FIELDS, HINTS, IC_LORA_FLAGS, LTX2_ONLY, LTX_VIDEO_ONLY, RETAKE_FLAGS,
+                          UsageError, flag_message, guidance_flags)
 
 # the LTX-2 pipelines without stage 2 (no upsampler, sides of 32)
 ONE_STAGE_LTX2 = ("one-stage", "retake", "text-to-audio")
@@ -151,8 +151,13 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
     else:
         _refuse(given, ("distilled_lora", "adain_factor", "tone_map"),
                 "configures stage 2, which the one-stage pipeline does not have")
-    if mode == "distilled":
-        _refuse(given, ("steps",), "--pipeline distilled runs the fixed 8-sigma distilled schedule; leave it out")
+    if mode in ("distilled", "ic-lora"):
+        _refuse(given, ("steps",), f"--pipeline {mode} runs the fixed 8-sigma distilled schedule; leave it out")
+    if mode == "two-stage-hq" and args.sampler not in (None, "res2s"):
+        raise UsageError(f"--sampler: --pipeline two-stage-hq samples with res2s in both stages, got {args.sampler}")
+    if mode != "two-stage-hq" and "stage1_lora_strength" in given:
+        raise UsageError(f"--distilled-lora-strength-stage-1: only --pipeline two-stage-hq fuses the distilled LoRA in "
+                         f"stage 1, got {named}")
     elif args.steps is not None and args.steps < 2:
         raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
     args.pipeline = mode
@@ -161,6 +166,12 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
     elif given & set(RETAKE_FLAGS):
         flag = RETAKE_FLAGS[min(given & set(RETAKE_FLAGS))]
         raise UsageError(f"{flag}: only --pipeline retake reads it, got {named}")
+    if mode == "ic-lora" and args.video_conditioning is None:
+        raise UsageError("--pipeline ic-lora needs --video-conditioning PATH STRENGTH (a reference video for the "
+                         "IC-LoRA given with --lora)")
+    if mode != "ic-lora" and given & set(IC_LORA_FLAGS):
+        raise UsageError(f"{IC_LORA_FLAGS[min(given & set(IC_LORA_FLAGS))]}: only --pipeline ic-lora reads it, got "
+                         f"{named}")
     images = args.images or ()
     crfs = {image.crf for image in images if image.crf is not None}
     if len(crfs) > 1:
@@ -316,6 +327,11 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
         kw.update(read_audio_input(args))
     if args.pipeline == "retake":
         kw.update({dest: getattr(args, dest) for dest in RETAKE_FLAGS if getattr(args, dest) is not None})
+    if args.pipeline == "ic-lora":
+        from .components import ReferenceCondition
+        kw["reference_conditions"] = [ReferenceCondition(path, s) for path, s in args.video_conditioning]
+        if args.conditioning_attention_mask is not None:
+            kw["conditioning_attention_mask"], kw["conditioning_attention_strength"] = args.conditioning_attention_mask
     kw.update(latent_arguments(args))  # --latents, --noise-scale, --output-latents (cli_latents.py)
     return kw
 

@@ -47,6 +47,9 @@ def guidance_flags(modality: str) -> dict[str, str]:
 # dest (generate()'s argument) -> flag of pipeline retake's options
 RETAKE_FLAGS = {"video": "--video", "start_time": "--start-time", "end_time": "--end-time",
                 "regenerate_video": "--no-regenerate-video", "regenerate_audio": "--no-regenerate-audio"}
+# dest -> flag of pipeline ic-lora's options
+IC_LORA_FLAGS = {"video_conditioning": "--video-conditioning",
+                 "conditioning_attention_mask": "--conditioning-attention-mask"}
 # dest -> flag of the options only one family has
 LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--guidance-rescale",
                   "downscale_factor": "--downscale-factor", "refine_strength": "--refine-strength",
@@ -54,7 +57,7 @@ LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--g
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
              "latents_path": "--latents", "noise_scale": "--noise-scale", "output_latents": "--output-latents",
-             **RETAKE_FLAGS,
+             **RETAKE_FLAGS, **IC_LORA_FLAGS,
              **{f"{m}_{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()}}
 HINTS = {"guidance_scale": "LTX-2 guides video and audio apart: --video-cfg-guidance-scale, "
                            "--audio-cfg-guidance-scale",
@@ -79,6 +82,7 @@ FLAG_OF = {
     "two_stage.denoise_strength": "--refine-strength", "two_stage.num_inference_steps": "--refine-steps",
     "two_stage.lora_strength": "--distilled-lora STRENGTH", "latents": "--latents", "audio_latents": "--latents",
     "noise_scale": "--noise-scale", **RETAKE_FLAGS,
+    "reference_conditions": "--video-conditioning", "conditioning_attention_strength": "--conditioning-attention-mask",
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
 }
 _NAME = re.compile(r"(?<![\w.'\"-])(" + "|".join(re.escape(k) for k in sorted(FLAG_OF, key=len, reverse=True))
@@ -182,6 +186,24 @@ class LoraAction(argparse.Action):
         setattr(namespace, self.dest, (Path(values[0]).expanduser(), strength))
 
 
+class VideoConditioningAction(argparse.Action):
+    """``--video-conditioning PATH STRENGTH`` (repeatable: a list) and ``--conditioning-attention-mask
+    PATH STRENGTH`` (one): (path, strength in [0, 1]) (ltx-pipelines' VideoConditioningAction)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        path = Path(values[0]).expanduser()
+        if not path.is_file():
+            raise argparse.ArgumentError(self, f"{values[0]!r} does not exist or is not a file")
+        try:
+            strength = number(float, 0.0, 1.0)(values[1])
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, f"STRENGTH {e}") from None
+        if self.dest == "video_conditioning":
+            setattr(namespace, self.dest, list(getattr(namespace, self.dest) or []) + [(path, strength)])
+        else:
+            setattr(namespace, self.dest, (path, strength))
+
+
 class LorasAction(LoraAction):
     """``--lora PATH [STRENGTH]``, repeatable (ltx-pipelines' ``--lora``): a list of (path, strength)."""
 
@@ -194,7 +216,7 @@ class LorasAction(LoraAction):
 # -- the parser ---------------------------------------------------------------------------------------
 
 # LTX-2's recipes (a test keeps them equal)
-PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "retake", "keyframe-interpolation",
+PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "ic-lora", "retake", "keyframe-interpolation",
                   "text-to-audio")
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
@@ -302,6 +324,14 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
                       help="--pipeline retake: keep the clip's video whole, regenerate only the region's audio")
     ltx2.add_argument("--no-regenerate-audio", dest="regenerate_audio", action="store_const", const=False,
                       help="--pipeline retake: keep the clip's audio whole, regenerate only the region's video")
+    ltx2.add_argument("--video-conditioning", nargs=2, action=VideoConditioningAction, metavar=("PATH", "STRENGTH"),
+                      help="--pipeline ic-lora: a reference video for the IC-LoRA given with --lora (whose file "
+                           "metadata sets the reference size) and its strength in [0, 1]; repeatable (default: none; "
+                           "required by --pipeline ic-lora)")
+    ltx2.add_argument("--conditioning-attention-mask", nargs=2, action=VideoConditioningAction,
+                      metavar=("PATH", "STRENGTH"),
+                      help="--pipeline ic-lora: a grayscale mask video (white: attend to the references) and the "
+                           "attention strength in [0, 1] it is multiplied by (default: none, full attention)")
     ltx2.add_argument("--output-latents", metavar="PATH",
                       help="write the final latents to this .safetensors (keys latents, audio_latents: diffusers' "
                            "unpacked, denormalized form) instead of decoding an mp4 (default: none, the mp4)")

@@ -380,3 +380,97 @@ def test_latents_are_refused_by_a_pipeline_whose_first_stage_starts_elsewhere(en
                    r"got latents=a tensor of shape \(1, 8, 2, 2, 2\)", latents=torch.zeros(_STAGE1), **kw)
     refuse(engine, "audio_latents start the first stage of pipelines .* not of pipeline='elsewhere'",
            audio_latents=torch.zeros(1, 4, 9, 4), **kw)
+
+
+# -- pipeline="ic-lora" (issue 21) -----------------------------------------------------------------------
+
+REF = np.random.default_rng(1).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)  # 9 frames at stage 1's half
+
+
+@pytest.fixture(scope="module")
+def ic_engine(folder, tmp_path_factory):
+    """An engine with three IC-LoRA adapters: "ic" active (metadata factor 2), "ic3" (factor 3) and
+    "plain" (no metadata) loaded but inactive."""
+    from safetensors.torch import load_file, save_file
+    from ltxengine import ReferenceCondition  # noqa: F401 - the public name the cases use
+    root = tmp_path_factory.mktemp("ltx2ic")
+    eng = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    for name, factor in (("ic", "2"), ("ic3", "3"), ("plain", None)):
+        path, _ = write_lora(root / f"{name}.safetensors", _diffusers_dit(folder))
+        if factor is not None:
+            save_file(load_file(str(path)), str(path), metadata={"reference_downscale_factor": factor})
+        eng.load_lora_weights(str(path), adapter_name=name)
+    eng.set_adapters(["ic"])
+    return eng
+
+
+def _diffusers_dit(folder):
+    from diffusers.models.transformers.transformer_ltx2 import LTX2VideoTransformer3DModel
+    return LTX2VideoTransformer3DModel.from_pretrained(folder / "transformer")
+
+
+def _ref(video=REF, strength=1.0):
+    from ltxengine import ReferenceCondition
+    return [ReferenceCondition(video, strength)]
+
+
+IC = dict(pipeline="ic-lora")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(IC), r"reference_conditions: pipeline='ic-lora' needs at least one ReferenceCondition\(video, strength\)"),
+    (dict(IC, reference_conditions=[REF]), r"reference_conditions\[0\] must be a ltxengine ReferenceCondition"),
+    (dict(IC, reference_conditions=_ref(strength=1.5)),
+     r"reference_conditions\[0\].strength must be in \[0.0, 1.0\], got 1.5"),
+    (dict(IC, reference_conditions=_ref(REF[:8])),
+     r"reference_conditions\[0\].video must have 8k\+1 frames .*num_frames=9\), got 8"),
+    (dict(IC, reference_conditions=_ref(REF[..., 0])),
+     r"reference_conditions\[0\].video: numpy videos must be \(F, H, W, 3\), got shape \(9, 32, 32\)"),
+    (dict(IC, reference_conditions=_ref("missing.mp4")), r"reference_conditions\[0\].video: no file at 'missing.mp4'"),
+    (dict(IC, reference_conditions=_ref([REF[0]] * 8 + [REF[0, :16]])),
+     r"reference_conditions\[0\].video: every frame must have the same size"),
+    (dict(IC, reference_conditions=_ref(), loras={}),
+     r"reference_downscale_factor: none of the call's LoRAs \(adapters \[\]\) has reference_downscale_factor in "
+     r"its safetensors metadata"),
+    (dict(IC, reference_conditions=_ref(), loras={"plain": 1.0}),
+     r"none of the call's LoRAs \(adapters \['plain'\]\) has reference_downscale_factor"),
+    (dict(IC, reference_conditions=_ref(), loras={"ic": 1.0, "ic3": 1.0}),
+     r"reference_downscale_factor: the call's IC-LoRAs disagree \(\{'ic': 2, 'ic3': 3\}\)"),
+    (dict(IC, reference_conditions=_ref(), reference_downscale_factor=1),
+     r"reference_downscale_factor=1 contradicts the IC-LoRA metadata of the call's adapters \{'ic': 2\}"),
+    (dict(IC, reference_conditions=_ref(), reference_downscale_factor=4, loras={}),
+     r"reference_downscale_factor: the references are encoded at 1/4 of stage 1's 64x64, which must stay a multiple "
+     r"of 32 .*height=128 gives 64/4: use a height that is a multiple of 256"),
+    (dict(IC, reference_conditions=_ref(), reference_downscale_factor=0, loras={}),
+     "reference_downscale_factor must be >= 1, got 0"),
+    (dict(IC, reference_conditions=_ref(), conditioning_attention_strength=1.5),
+     r"conditioning_attention_strength must be in \[0.0, 1.0\], got 1.5"),
+    (dict(IC, reference_conditions=_ref(), conditioning_attention_mask=np.ones((9, 32), np.float32)),
+     r"conditioning_attention_mask must be a float \(F, H, W\) or \(1, 1, F, H, W\) mask in \[0, 1\], got "
+     r"torch.float32 of shape \(9, 32\)"),
+    (dict(IC, reference_conditions=_ref(), conditioning_attention_mask=np.full((9, 32, 32), 2.0, np.float32)),
+     r"conditioning_attention_mask values must lie in \[0, 1\], got range \[2, 2\]"),
+    (dict(IC, num_frames=17, reference_conditions=_ref(np.concatenate([REF, REF[:8]])),
+          conditioning_attention_mask=np.ones((4, 32, 32), np.float32)),
+     r"conditioning_attention_mask has 4 frames; reference_conditions\[0\] has 17 frames \(3 latent frames\), so "
+     r"the mask needs 1 \+ k x 2 frames"),
+    (dict(reference_conditions=_ref()), "reference_conditions is read by pipeline='ic-lora' only"),
+    (dict(conditioning_attention_strength=0.5), "conditioning_attention_strength is read by pipeline='ic-lora' only"),
+])
+def test_bad_ic_lora_arguments_are_refused_before_any_model_work(ic_engine, kw, match):
+    refuse(ic_engine, match, **kw)
+
+
+def test_ic_lora_arguments_are_normalized(ic_engine):
+    """The factor comes from the active IC-LoRA's metadata, a clip longer than num_frames is cut to
+    it, a (1, 1, F, H, W) mask becomes (F, H, W), the strength defaults to 1."""
+    from ltxengine import ReferenceCondition
+    long = np.concatenate([REF, REF[:8]])
+    a = checked(ic_engine, **SMALL, **IC, reference_conditions=ReferenceCondition(torch.from_numpy(long).permute(
+        0, 3, 1, 2), 0.5), conditioning_attention_mask=torch.ones(1, 1, 9, 16, 16))
+    assert a.reference_downscale_factor == 2 and a.conditioning_attention_strength == 1.0
+    (ref,) = a.reference_conditions
+    assert ref.strength == 0.5 and ref.video.shape == (9, 32, 32, 3) and np.array_equal(ref.video, REF)
+    assert a.conditioning_attention_mask.shape == (9, 16, 16)
+    assert checked(ic_engine, **dict(SMALL, height=192, width=192), **IC, reference_conditions=_ref(),
+                   loras={"ic3": 1.0}).reference_downscale_factor == 3

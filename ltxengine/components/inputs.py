@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Condition", "image_to_tensor", "video_to_tensor"]
+__all__ = ["Condition", "ReferenceCondition", "image_to_tensor", "video_to_tensor"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class Condition:
     image: Any = None
     video: Any = None
     frame_index: int = 0
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class ReferenceCondition:
+    """An IC-LoRA reference video (diffusers' ``LTX2ReferenceCondition(frames, strength)``): an mp4
+    path, an array (F, H, W, 3), a tensor (F, 3, H, W) or a list of images, appended to the
+    generation as clean tokens; ``strength`` 1 keeps them clean, 0 denoises them like the rest."""
+
+    video: Any
     strength: float = 1.0
 
 

@@ -65,7 +65,7 @@ import json
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -126,6 +126,9 @@ class LoraWeights:
     name: str
     pairs: Mapping[str, LoraPair]  # parameter name inside its component (pair.component) -> update
     format: str  # "lightricks" or "diffusers": the layout the file was read in
+    # the file's safetensors header metadata (str -> str; {} for a state dict), e.g. an IC-LoRA's
+    # reference_downscale_factor, read by the recipes that need it
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -154,7 +157,7 @@ class LoraWeights:
                 raise LoraError(f"lora {name!r}: {pairs[target].key_a!r} and {groups[module]['A'][0]!r} both "
                                 f"target {target!r}")
             pairs[target] = _make_pair(groups[module], component, alphas.get(component), name)
-        return cls(name=name, pairs=pairs, format=fmt)
+        return cls(name=name, pairs=pairs, format=fmt, metadata=dict(metadata))
 
 
 # -- reading a file ----------------------------------------------------------------------------

@@ -180,6 +180,8 @@ class Denoiser:
     executor: object = None  # a GraphExecutor running each batch's model call (None: called directly)
     graph_variant: tuple = ()  # what the model computes beyond its weights (LoraSet.graph_variant)
     keyframes: torch.Tensor | None = None  # (1, Nv) marker for LTX-2.5's keyframe embedding (keyframe_marker)
+    # (1, 1, Nv, Nv) additive bias on the video self-attention (IC-LoRA's attention strength); None: unmasked
+    attention_bias: torch.Tensor | None = None
     _last: tuple | None = field(default=None, repr=False)
     _rows: list | None = field(default=None, repr=False)
 
@@ -223,10 +225,13 @@ class Denoiser:
             ta_tok = ta[:1, :, None] if ta.ndim == 2 else s[:1]
             args = (xv, xa, s, tv, ta, temb, ctx, self.rope, tuple(skips), self.legacy_cross_timestep, tv_tok, ta_tok,
                     self.keyframes)
+            key = ("ltx2:x0", self.graph_variant)
+            if self.attention_bias is not None:  # only then: the unmasked call keeps its arguments and graphs
+                args, key = args + (self.attention_bias,), key + ("masked",)
             if self.executor is None:
                 x0v, x0a = _x0_step(self.transformer, *args)
             else:
-                x0v, x0a = self.executor.run(("ltx2:x0", self.graph_variant),
+                x0v, x0a = self.executor.run(key,
                                              functools.partial(_x0_step, self.transformer), *args)
                 x0v, x0a = x0v.clone(), x0a.clone()  # static outputs: the next replay rewrites them
             for j, name in enumerate(names):
@@ -247,11 +252,14 @@ class Denoiser:
         return x0v, x0a
 
 
-def _x0_step(transformer, xv, xa, s, tv, ta, temb, ctx, rope, skips, legacy: bool, tv_tok, ta_tok, keyframes=None):
+def _x0_step(transformer, xv, xa, s, tv, ta, temb, ctx, rope, skips, legacy: bool, tv_tok, ta_tok, keyframes=None,
+             attention_bias=None):
     """One batch of guidance passes: x0 = x - v * timestep per row (rows = passes), float32."""
     b = s.shape[0]
     dtype = ctx.video.dtype
     extra = {} if keyframes is None else {"keyframes": keyframes}
+    if attention_bias is not None:
+        extra["video_attention_bias"] = attention_bias
     vv, va = transformer(xv.expand(b, -1, -1).to(dtype), xa.expand(b, -1, -1).to(dtype), video_sigma=s,
                          audio_sigma=s, video_timesteps=tv, audio_timesteps=ta, context=ctx, rope=rope,
                          skip=list(skips), legacy_cross_timestep=legacy, temb=temb, **extra)

@@ -19,6 +19,9 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   every condition image (frame 0 too) appended as guiding latents, re-encoded per stage.
 * ``"retake"``: regenerates [start_time, end_time) seconds of ``video=`` and keeps the rest
   (recipes/retake.py).
+* ``"ic-lora"``: ltx-pipelines' ic_lora, video-to-video with an IC-LoRA adapter: stage 1 with the
+  call's LoRAs and ``reference_conditions`` appended as clean tokens (optionally an attention
+  strength / mask as a bias), stage 2 without them (recipes/ic_lora.py).
 The checks are in ``request.py``, the stages in ``stages.py``, the sampling pieces in ``denoise.py``
 and ``samplers.py``; where ltx-pipelines and diffusers differ, the
 README lists what we do.

@@ -10,6 +10,7 @@ from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
 from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
+from .recipes.ic_lora import attention_masked, reference_tokens
 from .stages import decode_audio, decode_video
 
 
@@ -45,8 +46,11 @@ def _phases(engine, a) -> list[Phase]:
     kept = 0
     keeps = engine.executor is not None
     for i, (name, hh, ww, gv, ga) in enumerate(stages):
+        # IC-LoRA's reference tokens join stage 1, with a dense attention bias when masked
+        refs = reference_tokens(a, hh, ww) if name == "denoise" else 0
         step, static = _step_peak(engine, a, f, hh // 32, ww // 32, t_audio, gv, ga,
-                                  appended=appended_tokens(a.images, a.recipe.guiding, hh, ww))
+                                  appended=appended_tokens(a.images, a.recipe.guiding, hh, ww) + refs,
+                                  masked=bool(refs) and attention_masked(a))
         if i == 1:
             phases.append(Phase("upsample", on_device(w, offload, "latent_upsampler"), kept,
                                 upsample_peak(engine, f, h1 // 32, w1 // 32)))
@@ -58,10 +62,11 @@ def _phases(engine, a) -> list[Phase]:
     return phases
 
 
-def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0) -> tuple[int, int]:
+def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0, masked: bool = False) -> tuple[int, int]:
     """One Denoiser call (all guidance passes of a step) at the stage's size, traced on fake
     tensors (the text contexts too: mask None is the all-valid mask, no data-dependent check);
-    ``appended``: the condition tokens appended to the video's (conditions.appended_tokens)."""
+    ``appended``: the condition tokens appended to the video's (conditions.appended_tokens);
+    ``masked``: the video self-attention gets a dense (Nv, Nv) bias (IC-LoRA's attention strength)."""
     tr, dev, dtype = engine.transformer, engine.device, engine.dtype
     cfg = tr.config
     L = a.max_sequence_length
@@ -82,6 +87,8 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0) -> tuple[
         vpos = tr.video_positions(1, f, h, w, float(a.fps), device=dev)
         vpos = torch.cat([vpos, vpos[:, :, :1].expand(-1, -1, appended, -1)], dim=2) if appended else vpos
         den.rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
+        if masked:  # made in the trace, so the peak counts it
+            den.attention_bias = torch.zeros((1, 1, nv, nv), dtype=dtype, device=dev)
         return den(xv, xa, 0.5, 0)
 
     peak = transient_peak(step, xv, xa)

@@ -120,7 +120,14 @@ class LTX2Request:
                 self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
                 self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None,
                 tuple((img.shape[0] if img.ndim == 4 else 1, fi == 0) for img, fi, _ in self.images),
-                self.output_type)
+                self.output_type, self._reference_key())
+
+    def _reference_key(self) -> tuple:
+        """IC-LoRA: what its tokens in the plan depend on (frames per reference, factor, masked)."""
+        if self.pipeline != "ic-lora":
+            return ()
+        return (tuple(len(r.video) for r in self.reference_conditions), self.reference_downscale_factor,
+                self.conditioning_attention_strength < 1 or self.conditioning_attention_mask is not None)
 
 
 def build_request(engine, args: dict[str, Any]) -> LTX2Request:

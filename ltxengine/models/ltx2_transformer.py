@@ -248,13 +248,14 @@ class LTX2Block(nn.Module):
         self.eps = eps
         self.ops = ops
 
-    def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict):
+    def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict, video_bias=None):
         ops, eps = self.ops, self.eps
         # Self-attention (modulated, gated) then text cross-attention, per stream.
         mod = (self.scale_shift_table + temb.video).unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         h = ops.ada_norm(xv, shift, scale, eps, "rms")
-        xv = ops.gated_residual(xv, self.attn1(h, rope=rope.video, keep=keep["video_self_attn"]), gate)
+        xv = ops.gated_residual(xv, self.attn1(h, mask=video_bias, rope=rope.video, keep=keep["video_self_attn"]),
+                                gate)
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
                              getattr(self, "prompt_scale_shift_table", None), temb.video_prompt)
 
@@ -440,7 +441,8 @@ class LTX2Transformer(nn.Module):
                 audio_timesteps: torch.Tensor | None = None, context: TextContext, rope: RopeTables,
                 skip: Skip | Sequence[Skip] | None = None, legacy_cross_timestep: bool = False,
                 temb: _Temb | None = None, keyframes: torch.Tensor | None = None,
-                cross_timestep: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                cross_timestep: str | None = None,
+                video_attention_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed latents video (B, Nv, in_channels) and audio (B, Na, audio_in_channels) ->
         velocities of the same shapes.
 
@@ -454,6 +456,9 @@ class LTX2Transformer(nn.Module):
         it). Lightricks' reference marks the first latent frame of every video state
         (``first_frame_keyframes``) and generated keyframe slots; diffusers' pipelines mark none.
         legacy_cross_timestep / cross_timestep: see ``embed_timesteps`` and CROSS_TIMESTEPS.
+        video_attention_bias: an additive bias (B or 1, 1, Nv, Nv) in the model's dtype on the video
+        self-attention scores (IC-LoRA's attention strength, ltx-core's log-space self-attention
+        mask); None (default) keeps the unmasked attention call unchanged.
         """
         b = video.shape[0]
         audio_sigma = video_sigma if audio_sigma is None else audio_sigma
@@ -461,6 +466,8 @@ class LTX2Transformer(nn.Module):
         audio_timesteps = audio_sigma if audio_timesteps is None else audio_timesteps
         skips = self._check(video, audio, video_sigma, audio_sigma, video_timesteps, audio_timesteps, context,
                             rope, skip)
+        if video_attention_bias is not None:
+            _check_bias(video_attention_bias, video)
         xv = self.proj_in(video)
         xa = self.audio_proj_in(audio)
         if self.config.use_keyframes_abs_pos_embedding:
@@ -470,7 +477,7 @@ class LTX2Transformer(nn.Module):
                                         legacy_cross_timestep, cross_timestep)
         for i, block in enumerate(self.transformer_blocks):
             keep = {kind: _keep(skips, kind, i, xv) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
-            xv, xa = block(xv, xa, context, temb, rope, keep)
+            xv, xa = block(xv, xa, context, temb, rope, keep, video_attention_bias)
         eps = self.config.norm_eps
         mod = self.scale_shift_table + temb.video_embedded[:, :, None]
         xv = self.ops.ada_norm(xv, mod[:, :, 0], mod[:, :, 1], eps, "layer")
@@ -527,6 +534,16 @@ class LTX2Transformer(nn.Module):
                     raise ValueError(f"transformer: Skip.{kind} block indices must be < num_layers = {c.num_layers} "
                                      f"(0-based), got {sorted(blocks)}")
         return skips
+
+
+def _check_bias(bias: torch.Tensor, video: torch.Tensor) -> None:
+    b, n = video.shape[:2]
+    if bias.ndim != 4 or bias.shape[0] not in (1, b) or bias.shape[1] != 1 or bias.shape[2:] != (n, n):
+        raise ValueError(f"transformer: video_attention_bias must be (B={b} or 1, 1, {n}, {n}), got "
+                         f"{tuple(bias.shape)}")
+    if bias.dtype != video.dtype:
+        raise ValueError(f"transformer: video_attention_bias must have the latents' dtype {video.dtype} (SDPA adds "
+                         f"it to the scores), got {bias.dtype}")
 
 
 def first_frame_keyframes(batch: int, frames: int, height: int, width: int, device=None) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import one_stage, retake, text_to_audio, two_stage
+from . import ic_lora, one_stage, retake, text_to_audio, two_stage
 
 __all__ = ["RECIPES", "Recipe", "recipe_arguments", "run_generation"]
 
@@ -42,6 +42,8 @@ RECIPES = {
     # and no stage-1 guidance: the request resolves those defaults, the recipe is the same
     "distilled": Recipe(two_stage.run, distilled=True),
     "one-stage": Recipe(one_stage.run, stages=1),
+    # ltx-pipelines' ic_lora: distilled stage 1 with the IC-LoRA and the reference videos, stage 2 without either
+    "ic-lora": Recipe(ic_lora.run, distilled=True, arguments=ic_lora.ARGUMENTS, check=ic_lora.check),
     # ltx-pipelines' retake: one stage at the clip's size, distilled unless num_inference_steps / sigmas are given
     "retake": Recipe(retake.run, stages=1, distilled=True, arguments=retake.ARGUMENTS, check=retake.check),
     # ltx-pipelines' keyframe_interpolation is the two-stage recipe (same guidance, LoRA, sigmas)
