@@ -78,6 +78,16 @@ COMPONENT_SPECS = {
         other_diffusers_classes=("LTX2VocoderWithBWE",)),  # 2.3 / 2.5: BigVGAN-v2 + bandwidth extension
 }
 
+# Components loaded only when named in ``components`` (never by default), and only from a diffusers
+# folder: the 2.5 diffusion video decoder (diffusers' folder name). Lightricks ships it as its own
+# file (vae/ltx-2.5-video-vae-bf16) in ltx-core's key names, which have no key map here.
+OPTIONAL_SPECS = {
+    "diffusion_decoder": ComponentSpec(
+        "LTX2VideoDiffusionDecoderModel", "ltxengine.models.ltx2_diffusion_decoder:LTX2DiffusionDecoder",
+        "ltxengine.models.ltx2_diffusion_decoder:LTX2DiffusionDecoderConfig", (), "", ""),
+}
+OPTIONAL_COMPONENTS = tuple(OPTIONAL_SPECS)
+
 # Any of these keys marks a single file as LTX-2 (diffusers' detection keys). The DiT's and the audio VAE's
 # are in every release's bundle; the vocoder's is 2.0's HiFi-GAN, then 2.3+'s BWE vocoder (its stage-1
 # generator, ltx-core's VocoderWithBWE.vocoder), for vocoder-only files.
@@ -111,6 +121,7 @@ class LTX2Checkpoint:
     vae: nn.Module | None = None
     audio_vae: nn.Module | None = None
     vocoder: nn.Module | None = None
+    diffusion_decoder: nn.Module | None = None  # optional (OPTIONAL_SPECS), folders only
     model_version: str | None = None  # single files: the header's model_version ("2.0" ...)
     # single files and split sets: the header's gemma_source_checkpoint (2.5: {"gemma_version": ...})
     gemma_source_checkpoint: dict[str, Any] | None = None
@@ -138,9 +149,10 @@ def is_ltx2(path) -> bool:
 
 def _check_components(components) -> tuple[str, ...]:
     components = tuple(components)
-    bad = [c for c in components if c not in COMPONENTS]
+    bad = [c for c in components if c not in COMPONENTS + OPTIONAL_COMPONENTS]
     if bad or not components:
-        raise ValueError(f"components must be a non-empty subset of {COMPONENTS}, got {components!r}")
+        raise ValueError(f"components must be a non-empty subset of {COMPONENTS + OPTIONAL_COMPONENTS}, got "
+                         f"{components!r}")
     return components
 
 
@@ -204,7 +216,7 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     _check_components(_audio_components([name]) if modalities == ("audio",) else [name])
     device, dtype = device_and_dtype(device, dtype)
     folder = resolve_path(folder)
-    spec = COMPONENT_SPECS[name]
+    spec = COMPONENT_SPECS[name] if name in COMPONENT_SPECS else OPTIONAL_SPECS[name]
     raw = read_json(folder / "config.json", f"{name} config.json")
     got = raw.get("_class_name")
     if got is not None and got not in (spec.diffusers_class, *spec.other_diffusers_classes):
@@ -225,6 +237,10 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
 
 def _load_bundle(p: Path, components, device, dtype, ops, quantization=None,
                  modalities=MODALITIES[0]) -> LTX2Checkpoint:
+    folder_only = [name for name in components if name in OPTIONAL_SPECS]
+    if folder_only:
+        raise CheckpointError(f"{p}: the {folder_only[0]} loads from a diffusers folder only (a single file of it has "
+                              "no key map)")
     with SafetensorsFile(p) as f:
         return _load_bundle_file(p, f, components, device, dtype, ops, quantization, modalities)
 

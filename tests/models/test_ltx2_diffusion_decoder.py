@@ -1,7 +1,7 @@
 """LTX-2.5's diffusion video decoder against diffusers' LTX2VideoDiffusionDecoderModel (0.42.1, its
 FlexAttention processor: the NATTEN-equivalent window diffusers ships for CPUs), same random weights,
 fp32 on the CPU; our plain-torch neighbourhood attention against diffusers' flex block mask and a
-brute-force per-query window; the released config on meta.
+brute-force per-query window; the released config on meta; strict loading of a diffusers folder.
 
 Tolerance: REL = 1e-5 x max(1, |reference|), the budget of the other LTX-2 model tests: the same
 linears, norms and RoPE in the same order; the attention differs only in summation order (ours
@@ -11,13 +11,17 @@ not cropped or not added, a modulation row swapped) moves outputs by > 1e-2 (the
 """
 
 import dataclasses
+import json
 import warnings
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from ltxengine.config import ConfigError, parse_config
-from ltxengine.models.ltx2_diffusion_decoder import (LTX2DiffusionDecoderConfig,
+from ltxengine.loading import ltx2 as ltx2_loading
+from ltxengine.loading.safetensors_io import CheckpointError
+from ltxengine.models.ltx2_diffusion_decoder import (LTX2DiffusionDecoder, LTX2DiffusionDecoderConfig,
                                                      count_parameters, neighborhood_attention)
 
 from ..helpers import assert_close_scaled
@@ -186,6 +190,72 @@ def test_num_inference_steps_is_checked():
     _, ours = make_pair("x0_3_steps")
     with pytest.raises(ValueError, match="num_inference_steps must be a positive int, got 1.5"):
         ours.decode(torch.randn(latent_shape("x0_3_steps")), num_inference_steps=1.5)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+def test_diffusers_folder_loads_strictly(tmp_path):
+    """save_pretrained's folder through load_ltx2_component and as a pipeline folder's optional
+    component (never loaded by default); a missing or extra tensor, another class, a single file
+    are refused by name."""
+    ref, ours = make_pair("variant")
+    ref.save_pretrained(tmp_path / "diffusion_decoder")
+    loaded = ltx2_loading.load_ltx2_component(tmp_path / "diffusion_decoder", "diffusion_decoder",
+                                              dtype=torch.float32)
+    assert isinstance(loaded, LTX2DiffusionDecoder) and loaded.config == ours.config
+    a, b = loaded.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    (tmp_path / "model_index.json").write_text(json.dumps(
+        {"_class_name": "LTX2Pipeline", "diffusion_decoder": ["diffusers", "LTX2VideoDiffusionDecoderModel"]}))
+    ckpt = ltx2_loading.load_ltx2(tmp_path, dtype=torch.float32, components=("diffusion_decoder",))
+    assert isinstance(ckpt.diffusion_decoder, LTX2DiffusionDecoder) and ckpt.vae is None
+    assert "diffusion_decoder" not in ltx2_loading.COMPONENTS
+
+    weights = tmp_path / "diffusion_decoder" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    save_file({k: v for k, v in tensors.items() if k != "latents_std"}, weights)
+    with pytest.raises(CheckpointError, match="latents_std"):
+        ltx2_loading.load_ltx2_component(tmp_path / "diffusion_decoder", "diffusion_decoder")
+    save_file(dict(tensors, extra=torch.zeros(2)), weights)
+    with pytest.raises(CheckpointError, match="'extra'"):
+        ltx2_loading.load_ltx2_component(tmp_path / "diffusion_decoder", "diffusion_decoder")
+
+    config = tmp_path / "diffusion_decoder" / "config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), _class_name="AutoencoderKLLTX2Video")))
+    with pytest.raises(CheckpointError, match="_class_name must be 'LTX2VideoDiffusionDecoderModel'"):
+        ltx2_loading.load_ltx2_component(tmp_path / "diffusion_decoder", "diffusion_decoder")
+
+    single = tmp_path / "ltx-2.5-video-vae.safetensors"
+    save_file({"x": torch.zeros(1)}, str(single))
+    with pytest.raises(CheckpointError, match="the diffusion_decoder loads from a diffusers folder only"):
+        ltx2_loading.load_ltx2(single, components=("diffusion_decoder",))
+    with pytest.raises(ValueError, match="components must be a non-empty subset of .*'diffusion_decoder'"):
+        ltx2_loading.load_ltx2(tmp_path, components=("decoder",))
+
+
+def test_loaded_bf16_is_within_twice_diffusers_bf16_error(tmp_path):
+    """The folder loaded in bf16 (what the engine runs), against the fp32 model with the same noise,
+    errs at most twice as much as diffusers' model cast to bf16 does, plus a 1e-3 floor (the house's
+    low-precision budget; measured ~1x)."""
+    ref, _ = make_pair("x0_3_steps")
+    ref.save_pretrained(tmp_path / "diffusion_decoder")
+    ours = ltx2_loading.load_ltx2_component(tmp_path / "diffusion_decoder", "diffusion_decoder")
+    theirs = LTX2VideoDiffusionDecoderModel.from_pretrained(tmp_path / "diffusion_decoder").eval()
+    z = torch.randn(latent_shape("x0_3_steps")).to(torch.bfloat16)
+    with torch.no_grad():
+        theirs.to(torch.bfloat16)
+        expected = theirs.decode(z, generator=torch.Generator().manual_seed(5)).sample
+        got = ours.decode(z, generator=torch.Generator().manual_seed(5))
+        # fp32 on the same noise (CPU randn differs per dtype: redraw the bf16 noise, run fp32 from it)
+        noise = torch.randn(got.shape, generator=torch.Generator().manual_seed(5), dtype=torch.bfloat16)
+        context = ref.decoder.forward_stage_4(ref.decoder.forward_stages_1_to_3(z.float()))
+        fp32 = ref.decoder.denoise(context, noise.float(), 3)
+    assert got.dtype == torch.bfloat16
+    budget = (expected.float() - fp32).abs().max().item()
+    err = (got.float() - fp32).abs().max().item()
+    print(f"bf16: ours {err:.2e}, diffusers {budget:.2e} against fp32 (scale {fp32.abs().max():.2f})")
+    assert err <= 2 * budget + 1e-3 * max(1.0, fp32.abs().max().item())
 
 
 def test_dataclass_fields_follow_diffusers_arguments():
