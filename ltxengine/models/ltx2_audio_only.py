@@ -18,7 +18,7 @@ output under ``Skip.isolate()``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -27,8 +27,8 @@ from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
-from .ltx2_transformer import (ALL, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext, _cross_mode, _keep,
-                               _Temb, audio_positions, rope_tables)
+from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext,
+                               audio_positions, rope_tables)
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2AudioTransformer", "AudioTextConnectors", "MODALITIES"]
@@ -39,6 +39,25 @@ MODALITIES = (("video", "audio"), ("audio",))  # what an LTX-2 engine may load: 
 _TOP = ("audio_proj_in.", "audio_caption_projection.", "audio_time_embed.", "audio_prompt_adaln.",
         "audio_scale_shift_table", "audio_proj_out.")
 _BLOCK = ("audio_attn1.", "audio_attn2.", "audio_ff.", "audio_scale_shift_table", "audio_prompt_scale_shift_table")
+
+
+class AudioTemb(NamedTuple):
+    """The timestep tables of one step, audio stream only (LTX2Transformer's _Temb's audio fields)."""
+
+    audio: torch.Tensor  # (B, T', 6 or 9, Da)
+    audio_embedded: torch.Tensor  # (B, T', Da) for the output modulation
+    audio_prompt: torch.Tensor | None = None  # (B, 1, 2, Da) text K/V shift/scale, or None
+
+
+def _keep(skips: list[Skip], block: int, like: torch.Tensor):
+    """The audio self-attention's STG selection at ``block``: None (kept for every sample), False
+    (skipped for every sample) or a (B, 1, 1) 0/1 tensor, as LTX2Transformer's blocks take it."""
+    hits = [s.hits("audio_self_attn", block) for s in skips]
+    if not any(hits):
+        return None
+    if all(hits):
+        return False
+    return torch.tensor([0.0 if h else 1.0 for h in hits], dtype=like.dtype, device=like.device).view(-1, 1, 1)
 
 
 class LTX2AudioBlock(nn.Module):
@@ -61,7 +80,7 @@ class LTX2AudioBlock(nn.Module):
 
     _text_attn = LTX2Block._text_attn  # the same text attention (it reads only kv_mod, ops, eps)
 
-    def forward(self, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep):
+    def forward(self, xa, ctx: TextContext, temb: AudioTemb, rope: RopeTables, keep):
         ops, eps = self.ops, self.eps
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
@@ -168,23 +187,24 @@ class LTX2AudioTransformer(nn.Module):
     _embed = LTX2Transformer._embed
 
     def embed_timesteps(self, video_sigma, audio_sigma, video_timesteps, audio_timesteps, batch, dtype,
-                        legacy_cross_timestep: bool = False, cross_timestep: str | None = None) -> _Temb:
+                        legacy_cross_timestep: bool = False, cross_timestep: str | None = None) -> AudioTemb:
         """LTX2Transformer.embed_timesteps's audio tables (the video arguments are not read)."""
-        _cross_mode(legacy_cross_timestep, cross_timestep)  # the same argument check; no cross tables here
+        if cross_timestep is not None and cross_timestep not in CROSS_TIMESTEPS:  # no cross tables here
+            raise ValueError(f"transformer: cross_timestep must be one of {CROSS_TIMESTEPS}, got {cross_timestep!r}")
         c = self.config
         m = c.timestep_scale_multiplier
         ta, ea = self._embed(self.audio_time_embed, audio_timesteps * m, batch, c.audio_mod_rows, dtype)
         pa = None
         if hasattr(self, "audio_prompt_adaln"):
             pa, _ = self._embed(self.audio_prompt_adaln, audio_sigma * m, batch, 2, dtype)
-        return _Temb(None, ta, None, ea, None, None, None, None, None, pa)
+        return AudioTemb(ta, ea, pa)
 
     # -- one denoising step ----------------------------------------------------------------
     def forward(self, video: torch.Tensor, audio: torch.Tensor, *, video_sigma: torch.Tensor,
                 audio_sigma: torch.Tensor | None = None, video_timesteps: torch.Tensor | None = None,
                 audio_timesteps: torch.Tensor | None = None, context: TextContext, rope: RopeTables,
                 skip: Skip | Sequence[Skip] | None = None, legacy_cross_timestep: bool = False,
-                temb: _Temb | None = None, keyframes: torch.Tensor | None = None,
+                temb: AudioTemb | None = None, keyframes: torch.Tensor | None = None,
                 cross_timestep: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """LTX2Transformer's call with ``video`` (B, 0, in_channels): -> ((B, 0, out_channels), audio
         velocity (B, Na, audio_out_channels)). Of ``skip`` only ``audio_self_attn`` applies (there is
@@ -198,7 +218,7 @@ class LTX2AudioTransformer(nn.Module):
             temb = self.embed_timesteps(video_sigma, audio_sigma, None, audio_timesteps, b, xa.dtype,
                                         legacy_cross_timestep, cross_timestep)
         for i, block in enumerate(self.transformer_blocks):
-            xa = block(xa, context, temb, rope, _keep(skips, "audio_self_attn", i, xa))
+            xa = block(xa, context, temb, rope, _keep(skips, i, xa))
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
         xa = self.ops.ada_norm(xa, mod[:, :, 0], mod[:, :, 1], self.config.norm_eps, "layer")
         return audio.new_zeros((b, 0, self.config.out_channels)), self.audio_proj_out(xa)

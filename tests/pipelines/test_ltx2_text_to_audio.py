@@ -5,7 +5,7 @@ The reference is therefore a transcription of its loop (ltx-pipelines @400fd31: 
 T2AOneStagePipeline.__call__ -> DiffusionStage.__call__ (blocks.py) with video=None -> FactoryGuidedDenoiser
 / _guided_denoise (denoisers.py) -> euler_denoising_loop + EulerDiffusionStep -> AudioDecoder), run on
 ltx-core 1.0.0's pieces where 1.0.0 has them: LTXModel(model_type=AudioOnly) built as
-LTXAudioOnlyModelConfigurator builds it (tests/models/test_ltx2_audio_only.py) inside X0Model,
+LTXAudioOnlyModelConfigurator builds it (tests/models/ltx2_audio_only_fixtures.py) inside X0Model,
 GaussianNoiser on a zero LatentState of the packed shape
 (1, T, C x mel bins), AudioPatchifier positions, MultiModalGuider(params, negative_context).calculate
 (the same formula at @400fd31), EulerDiffusionStep. Each guidance pass runs as its own call (the
@@ -59,7 +59,7 @@ def version_engine(request, engine, tmp_path_factory):
 
 def reference_t2a(engine, params: GuidanceParams, seed: int, negative: str = DEFAULT_NEGATIVE_PROMPT):
     """The transcribed t2a_one_stage loop -> final audio tokens (1, T, C x M) float32."""
-    from tests.models.test_ltx2_audio_only import ltx_core_audio_only
+    from tests.models.ltx2_audio_only_fixtures import ltx_core_audio_only
     model_mod = ltx_core("model.transformer.model")
     modality = ltx_core("model.transformer.modality")
     pert = ltx_core("guidance.perturbations")
@@ -185,28 +185,31 @@ def test_the_video_weights_are_never_read(folder, monkeypatch):
 def test_corrupt_video_tensors_still_load(tmp_path):
     """A bundle whose video tensors are corrupt (wrong shapes: the full load refuses them by name) loads
     audio-only, strictly: a missing audio tensor is still an error naming it."""
+    import json
+
+    from safetensors.torch import save_file
+
     from ltxengine.loading import CheckpointError
     from ltxengine.loading.ltx2 import load_ltx2
-    from tests.loading import test_ltx2_loading as bundles
-    models = bundles.models.__wrapped__()
-    tensors = bundles._original_tensors(models)
+    from tests.models.ltx2_transformer_fixtures import original_section, pair, to_original
+    _, ours, cfg = pair("split64")
+    tensors = {"model.diffusion_model." + to_original(k): v.contiguous() for k, v in ours.state_dict().items()}
+    meta = {"config": json.dumps({"transformer": original_section(cfg)}), "model_version": "2.0.0"}
     video = "model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"
     cross = "model.diffusion_model.transformer_blocks.0.audio_to_video_attn.to_k.weight"
-    corrupt = {video: torch.zeros(3), cross: torch.zeros(5)}
-    path = bundles.write_bundle(tmp_path / "corrupt.safetensors", models, extra=corrupt)
+    path = tmp_path / "corrupt.safetensors"
+    save_file(dict(tensors, **{video: torch.zeros(3), cross: torch.zeros(5)}), str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="to_q"):
-        load_ltx2(path, dtype=torch.float32)
-    ckpt = load_ltx2(path, dtype=torch.float32, modalities=("audio",))
-    assert type(ckpt.transformer).__name__ == "LTX2AudioTransformer" and ckpt.vae is None
-    key = "transformer_blocks.0.audio_attn1.to_q.weight"
-    assert torch.equal(ckpt.transformer.state_dict()[key], tensors["model.diffusion_model." + key])
-    missing = {k: v for k, v in tensors.items() if "audio_attn2.to_v.weight" not in k}
-    from safetensors.torch import save_file
-    import json
-    save_file(missing, str(tmp_path / "missing.safetensors"),
-              metadata={"config": json.dumps(bundles._header(models)), "model_version": "2.0.0"})
+        load_ltx2(path, dtype=torch.float32, components=("transformer",))
+    ckpt = load_ltx2(path, dtype=torch.float32, components=("transformer",), modalities=("audio",))
+    assert type(ckpt.transformer).__name__ == "LTX2AudioTransformer"
+    for key, value in ckpt.transformer.state_dict().items():
+        assert torch.equal(value, ours.state_dict()[key]), key
+    missing = {k: v for k, v in tensors.items() if not k.endswith("transformer_blocks.1.audio_attn2.to_v.weight")}
+    save_file(missing, str(tmp_path / "missing.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="audio_attn2.to_v.weight"):
-        load_ltx2(tmp_path / "missing.safetensors", dtype=torch.float32, modalities=("audio",))
+        load_ltx2(tmp_path / "missing.safetensors", dtype=torch.float32, components=("transformer",),
+                  modalities=("audio",))
 
 
 def test_other_pipelines_are_refused(engine):
