@@ -64,3 +64,17 @@ def test_the_cli_reads_the_split_folder(files):
     split, _, gemma = files
     assert (family(split), ltx2_release(split), transformer_layers(split)) == ("LTX-2", "2.5", DIT["num_layers"])
     assert family(gemma) == "LTX-Video"  # a folder that is no LTX-2 checkpoint keeps the fallback
+
+
+def test_split_transformer_takes_the_fp8_policies(files):
+    """quantization= reaches the split set's transformer as the bundle's: the policy's targets in fp8,
+    the 2.5 gate projections kept in full precision (quant.KEEP_FULL_PRECISION)."""
+    from ltxengine.models.common import OpsLinear
+    from ltxengine.quant import Fp8Linear, fp8_targets
+    split, _, _ = files
+    model = load_split_folder(split, dtype=torch.bfloat16, components=("transformer",),
+                              quantization="fp8-cast").transformer
+    fp8 = sorted(n for n, m in model.named_modules() if isinstance(m, Fp8Linear))
+    assert model.quantization == "fp8-cast" and fp8 == sorted(fp8_targets(model, "fp8-cast")) and fp8
+    gates = [m for n, m in model.named_modules() if n.endswith("to_gate_logits")]
+    assert gates and all(type(m) is OpsLinear and m.weight.dtype == torch.bfloat16 for m in gates)
