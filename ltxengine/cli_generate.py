@@ -153,13 +153,13 @@ def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
                 "configures stage 2, which the one-stage pipeline does not have")
     if mode in ("distilled", "ic-lora"):
         _refuse(given, ("steps",), f"--pipeline {mode} runs the fixed 8-sigma distilled schedule; leave it out")
+    elif args.steps is not None and args.steps < 2:
+        raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
     if mode == "two-stage-hq" and args.sampler not in (None, "res2s"):
         raise UsageError(f"--sampler: --pipeline two-stage-hq samples with res2s in both stages, got {args.sampler}")
     if mode != "two-stage-hq" and "stage1_lora_strength" in given:
         raise UsageError(f"--distilled-lora-strength-stage-1: only --pipeline two-stage-hq fuses the distilled LoRA in "
                          f"stage 1, got {named}")
-    elif args.steps is not None and args.steps < 2:
-        raise UsageError(f"--steps must be >= 2 for LTX-2's stretched schedule, got {args.steps}")
     args.pipeline = mode
     if mode == "retake":
         _settle_retake(args, given)
@@ -242,24 +242,19 @@ def read_image(path: Path):
 
 
 def read_audio_input(args) -> dict[str, Any]:
-    """generate()'s audio arguments: the file and start, or (with --audio-max-duration) the
-    waveform read here, from the start time, at most that long."""
+    """generate()'s audio arguments: the file, its start and maximum duration (the engine reads
+    that window, as ltx-pipelines' a2vid_two_stage); the file is checked for an audio stream here."""
     import av
 
-    from .media import read_audio
     path = Path(args.audio).expanduser()
     try:
         with av.open(str(path)) as container:
             streams = len(container.streams.audio)
-        if streams and args.audio_max_duration is not None:
-            wave, rate = read_audio(path, start=args.audio_start or 0.0, duration=args.audio_max_duration)
     except (OSError, av.error.FFmpegError) as e:
         raise UsageError(f"--audio-path: cannot read {args.audio!r} ({e})") from None
     if not streams:
         raise UsageError(f"--audio-path: {args.audio!r} has no audio stream")
-    if args.audio_max_duration is None:
-        return {"audio": str(path), "audio_start": args.audio_start or 0.0}
-    return {"audio": wave, "audio_sample_rate": rate}
+    return {"audio": str(path), "audio_start": args.audio_start or 0.0, "audio_max_duration": args.audio_max_duration}
 
 
 def guidance(args, modality: str, layers: int | None, release: str = "2.0"):
@@ -273,7 +268,9 @@ def guidance(args, modality: str, layers: int | None, release: str = "2.0"):
     from .ltx2.request import clip_blocks
     # retake is distilled unless --steps asks for the full model
     distilled = args.pipeline == "distilled" or (args.pipeline == "retake" and args.steps is None)
-    base = NO_GUIDANCE if distilled else RELEASES[release].guidance(modality)
+    from .ltx2.recipes import RECIPES
+    preset = getattr(RECIPES[args.pipeline].preset, f"{modality}_guidance") if args.pipeline in RECIPES else None
+    base = NO_GUIDANCE if distilled else preset or RELEASES[release].guidance(modality)
     params = replace(clip_blocks(base, layers) if layers else base, **values)
     if layers:
         try:
@@ -311,7 +308,8 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
                               video_guidance=guidance(args, "video", layers, release),
                               audio_guidance=guidance(args, "audio", layers, release))
     if args.pipeline not in ONE_STAGE_LTX2:
-        kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else 1.0,
+        kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else None,
+                                       stage1_lora_strength=args.stage1_lora_strength,
                                        adain_factor=args.adain_factor, tone_map_compression_ratio=args.tone_map)
     for dest in ("decode_timestep", "decode_noise_scale"):
         if getattr(args, dest) is not None:

@@ -56,6 +56,7 @@ LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--g
                   "refine_steps": "--refine-steps"}
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
+             "stage1_lora_strength": "--distilled-lora-strength-stage-1",
              "latents_path": "--latents", "noise_scale": "--noise-scale", "output_latents": "--output-latents",
              **RETAKE_FLAGS, **IC_LORA_FLAGS,
              **{f"{m}_{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()}}
@@ -80,7 +81,9 @@ FLAG_OF = {
     "image_crf": "--image CRF", "two_stage.downscale_factor": "--downscale-factor",
     "two_stage.adain_factor": "--adain-factor", "two_stage.tone_map_compression_ratio": "--tone-map",
     "two_stage.denoise_strength": "--refine-strength", "two_stage.num_inference_steps": "--refine-steps",
-    "two_stage.lora_strength": "--distilled-lora STRENGTH", "latents": "--latents", "audio_latents": "--latents",
+    "two_stage.lora_strength": "--distilled-lora STRENGTH",
+    "two_stage.stage1_lora_strength": "--distilled-lora-strength-stage-1",
+    "audio_max_duration": "--audio-max-duration", "latents": "--latents", "audio_latents": "--latents",
     "noise_scale": "--noise-scale", **RETAKE_FLAGS,
     "reference_conditions": "--video-conditioning", "conditioning_attention_strength": "--conditioning-attention-mask",
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
@@ -180,7 +183,8 @@ class LoraAction(argparse.Action):
         if not Path(values[0]).expanduser().exists():
             raise argparse.ArgumentError(self, f"{values[0]!r} does not exist")
         try:
-            strength = number(float)(values[1]) if len(values) > 1 else 1.0
+            # --distilled-lora without STRENGTH: the pipeline's (1.0; 0.5 for two-stage-hq's stage 2)
+            strength = number(float)(values[1]) if len(values) > 1 else (None if self.dest == "distilled_lora" else 1.0)
         except argparse.ArgumentTypeError as e:
             raise argparse.ArgumentError(self, f"STRENGTH {e}") from None
         setattr(namespace, self.dest, (Path(values[0]).expanduser(), strength))
@@ -217,7 +221,7 @@ class LorasAction(LoraAction):
 
 # LTX-2's recipes (a test keeps them equal)
 PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "ic-lora", "retake", "keyframe-interpolation",
-                  "text-to-audio")
+                  "text-to-audio", "two-stage-hq")
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
@@ -240,7 +244,10 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
                           "diffusers folder's own latent_upsampler/, if any)")
     src.add_argument("--distilled-lora", nargs="+", action=LoraAction, metavar=("PATH", "STRENGTH"),
                      help="LTX-2: the distilled LoRA fused for stage 2 of the two-stage pipelines, and its strength "
-                          "(default strength: 1.0)")
+                          "(default strength: 1.0; 0.5 for --pipeline two-stage-hq)")
+    src.add_argument("--distilled-lora-strength-stage-1", dest="stage1_lora_strength", type=number(float),
+                     metavar="STRENGTH", help="--pipeline two-stage-hq: the distilled LoRA's strength in stage 1 "
+                                              "(default: 0.25)")
 
     src.add_argument("--lora", dest="loras", nargs="+", action=LorasAction, metavar=("PATH", "STRENGTH"),
                      help="a LoRA (diffusers/PEFT or Lightricks/ComfyUI .safetensors) fused for the whole generation, "

@@ -13,6 +13,9 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   LoRA fused (when given) and no guidance, after re-noising video and audio at the first sigma.
 * ``"distilled"``: the same with the distilled schedule (8 sigmas) and no guidance in stage 1.
 * ``"one-stage"``: one stage at the requested size.
+* ``"two-stage-hq"``: ltx-pipelines' ti2vid_two_stages_hq, the two-stage recipe with its preset:
+  res_2s in both stages, 15 steps, guidance without STG, the distilled LoRA at 0.25 in stage 1
+  and 0.5 in stage 2 (recipes/two_stage_hq.py).
 * ``"text-to-audio"``: audio alone (Lightricks' t2a_one_stage), on an engine loaded with
   ``modalities=("audio",)``, which holds no video weights; the result has audio and no frames.
 * ``"keyframe-interpolation"``: ltx-pipelines' keyframe_interpolation, the two-stage recipe with
@@ -178,10 +181,12 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         through H.264 at ``image_crf`` (0: off) before encoding, as the reference does.
         audio: a file path or a (channels, samples) float waveform with ``audio_sample_rate`` (a
         rate AAC can carry: the result's mp4 carries it); ``audio_start`` seconds of either are
-        skipped. The video is generated to the audio from there (audio latents frozen) and the
-        result carries that audio. Without a distilled LoRA, pipeline="two-stage" warns once per
-        engine that stage 2 refines with the base weights (LTX2TwoStage(lora_strength=0) says
-        that is meant, e.g. with a distilled checkpoint).
+        skipped, and at most ``audio_max_duration`` seconds from there are used (None: to the end;
+        less than the video is an error), as ltx-pipelines' a2vid_two_stage reads its file. The video
+        is generated to that audio (audio latents frozen) and the result carries it unchanged.
+        Without a distilled LoRA, pipeline="two-stage" (and "two-stage-hq") warns once per engine
+        that stage 2 refines with the base weights (LTX2TwoStage(lora_strength=0) says that is
+        meant, e.g. with a distilled checkpoint).
         shift_tokens: the token count that sets the schedule's shift (ltx-pipelines: 4096; None: the
         video's own token count, as diffusers' LTX2Pipeline). callback(stage, step, total,
         timestep=1000 x sigma, latents=video latents (1, C, F', H', W')) after every step (stages
@@ -194,7 +199,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
         Recipe arguments (each read by the pipelines named in ``recipes.RECIPES``, refused by the
         others): video, start_time, end_time, regenerate_video, regenerate_audio (retake);
         reference_conditions, reference_downscale_factor, conditioning_attention_strength,
-        conditioning_attention_mask (IC-LoRA). audio_max_duration caps the audio-to-video clip.
+        conditioning_attention_mask (IC-LoRA).
         Latent in / out (diffusers' LTX2Pipeline names and form, ``latent_io.py``):
         output_type="latent" skips decoding and returns result.latents (1, C, F', H', W') and
         result.audio_latents (1, C, T, M), unpacked and denormalized (frames, audio None; no
@@ -232,12 +237,13 @@ class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is
     def _warn_base_weights_refine(self, a: LTX2Request) -> None:
         """ltx-pipelines always refines with the distilled LoRA fused; base weights still work, so
         this warns (once per engine) rather than refuses."""
-        if (a.pipeline != "two-stage" or self.distilled_lora is not None or a.two_stage.lora_strength == 0
+        if (a.pipeline not in ("two-stage", "two-stage-hq") or self.distilled_lora is not None
+                or a.two_stage.lora_strength == 0
                 or getattr(self, "_warned_base_refine", False)):
             return
         self._warned_base_refine = True
         # stacklevel: the caller of generate (via _run, _generate)
-        warnings.warn("LTX-2 pipeline='two-stage' without a distilled LoRA: stage 2 refines with the base weights "
+        warnings.warn(f"LTX-2 pipeline={a.pipeline!r} without a distilled LoRA: stage 2 refines with the base weights "
                       "on the distilled sigmas, which ltx-pipelines never does (its stage 2 fuses "
                       "ltx-2-19b-distilled-lora-384). Load it with Engine.from_pretrained(..., distilled_lora=PATH), "
                       "or pass two_stage=LTX2TwoStage(lora_strength=0) if base weights are meant (e.g. a distilled "

@@ -6,6 +6,8 @@ recipes and the memory plan read and never write."""
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
@@ -36,13 +38,16 @@ SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
 @dataclass(frozen=True)
 class LTX2TwoStage:
     """Stage 2 of the two-stage pipelines. Defaults are ltx-pipelines': the 3 distilled sigmas,
-    re-noising at the first of them, no guidance, the engine's distilled LoRA at strength 1."""
+    re-noising at the first of them, no guidance, the engine's distilled LoRA at strength 1 (the
+    pipeline's ``Recipe.preset`` may say otherwise: two-stage-hq fuses it at 0.25 / 0.5)."""
 
     sigmas: Sequence[float] = STAGE2_SIGMAS
     noise_scale: float | None = None  # None: sigmas[0]
     video_guidance: GuidanceParams = NO_GUIDANCE
     audio_guidance: GuidanceParams = NO_GUIDANCE
-    lora_strength: float = 1.0
+    lora_strength: float | None = None  # the distilled LoRA's; None: the pipeline's (1; two-stage-hq 0.5)
+    # the distilled LoRA in stage 1 too: None = the pipeline's (none; two-stage-hq 0.25); two-stage-hq only
+    stage1_lora_strength: float | None = None
     adain_factor: float = 0.0
     tone_map_compression_ratio: float = 0.0
 
@@ -143,6 +148,7 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     a = call_args(a)
     # the arguments left at None before the defaults fill them in (a recipe's check may read it)
     a["unset"] = frozenset(k for k, v in a.items() if v is None)
+    _apply_preset(engine, a)
     release = engine.release  # the defaults that change between LTX-2 releases (releases.py)
     if a["num_inference_steps"] is None:
         a["num_inference_steps"] = release.num_inference_steps
@@ -172,9 +178,6 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     if a["callback"] is not None and not callable(a["callback"]):
         raise ValueError(f"callback must be callable (stage, step, total, timestep=, latents=), "
                          f"got {a['callback']!r}")
-    for k in ("audio_max_duration",):
-        if a[k] is not None:  # the arguments are in place; their recipes land next (issue 21)
-            raise ValueError(f"{k} is not supported yet, got {k}={a[k]!r}")
     _check_audio_input(engine, a, n)
     a["conditions"] = tuple(_check_conditions_ltx2(engine, a["image"], a["conditions"], n))
     a["images"] = _condition_images(a)
@@ -209,6 +212,25 @@ def _check_pipeline(engine, a: dict[str, Any]) -> str:
         raise ValueError(f"two_stage= configures stage 2, which pipeline={mode!r} does not have")
     a["pipeline"], a["two_stage"] = mode, two
     return mode
+
+
+def _apply_preset(engine, a: dict[str, Any]) -> None:
+    """The named pipeline's own defaults (``Recipe.preset``) for the arguments the call left unset,
+    before the release's defaults and the checks."""
+    recipe = RECIPES.get(a["pipeline"]) if isinstance(a["pipeline"], str) else None
+    if recipe is None:
+        return
+    preset = recipe.preset
+    for k in ("num_inference_steps", "sampler"):
+        if a[k] is None:
+            a[k] = getattr(preset, k)
+    if preset.own_shift:
+        default = inspect.signature(type(engine).generate).parameters["shift_tokens"].default
+        if a["shift_tokens"] is not None and a["shift_tokens"] != default:
+            raise ValueError(f"shift_tokens: pipeline={a['pipeline']!r} shifts its schedule for the stage-1 video's "
+                             f"own token count, as the reference does (leave shift_tokens at {default} or None; "
+                             f"pass sigmas= for another schedule), got {a['shift_tokens']!r}")
+        a["shift_tokens"] = None
 
 
 def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
@@ -257,8 +279,8 @@ def _check_guidance(engine, a: dict[str, Any], distilled: bool) -> None:
     blocks = a.pop("spatio_temporal_guidance_blocks")
     spelled = {k: a.pop(k) for k in DIFFUSERS_GUIDANCE}
     for modality in ("video", "audio"):
-        default = engine.release.guidance(modality)
         k = f"{modality}_guidance"
+        default = getattr(RECIPES[a["pipeline"]].preset, k) or engine.release.guidance(modality)
         names = {f: name for name, (m, f) in DIFFUSERS_GUIDANCE.items() if m == modality}
         given = {name: spelled[name] for name in names.values() if spelled[name] is not None}
         if blocks is not None:
@@ -323,7 +345,15 @@ def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoSta
         raise ValueError(f"two_stage.sigmas needs at least 2 values (start and end), got {vals}")
     check_schedule(torch.tensor(vals, dtype=torch.float32), a["sampler"], "two_stage.sigmas")
     ns = vals[0] if two.noise_scale is None else check_float("two_stage.noise_scale", two.noise_scale, 0.0, 1.0)
-    strength = check_float("two_stage.lora_strength", two.lora_strength)
+    preset = RECIPES[a["pipeline"]].preset
+    strength = check_float("two_stage.lora_strength", preset.lora_strength if two.lora_strength is None
+                           else two.lora_strength)
+    stage1 = two.stage1_lora_strength
+    if stage1 is not None and preset.stage1_lora_strength is None:
+        raise ValueError(f"two_stage.stage1_lora_strength: pipeline={a['pipeline']!r} fuses the distilled LoRA in "
+                         f"stage 2 only (pipeline='two-stage-hq' in both), got {stage1!r}")
+    stage1 = 0.0 if preset.stage1_lora_strength is None else check_float(
+        "two_stage.stage1_lora_strength", preset.stage1_lora_strength if stage1 is None else stage1)
     adain = check_float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
     tone = check_float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
     per_channel = ((a["num_frames"] - 1) // 8 + 1) * (a["height"] // 64) * (a["width"] // 64)
@@ -331,15 +361,22 @@ def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoSta
         raise ValueError(f"two_stage.adain_factor = {adain} needs at least 2 stage-1 latent values per channel "
                          f"(AdaIN matches their std), got 1 for {a['num_frames']} frames at "
                          f"{a['height']}x{a['width']}; use adain_factor=0 or a larger video")
-    return replace(two, sigmas=tuple(vals), noise_scale=ns, lora_strength=strength, adain_factor=adain,
+    return replace(two, sigmas=tuple(vals), noise_scale=ns, lora_strength=strength, stage1_lora_strength=stage1,
+                   adain_factor=adain,
                    tone_map_compression_ratio=tone, **guidance)
 
 
 def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
-    """audio, audio_sample_rate, audio_start; a waveform is replaced by its part from audio_start."""
+    """audio, audio_sample_rate, audio_start, audio_max_duration; a waveform is replaced by its part
+    from audio_start, at most audio_max_duration long (a file is read so in stages._audio_condition)."""
     audio, rate = a["audio"], a["audio_sample_rate"]
     start = check_float("audio_start", a["audio_start"], 0.0)
+    if a["audio_max_duration"] is not None:
+        a["audio_max_duration"] = check_float("audio_max_duration", a["audio_max_duration"], 0.0, low_open=True)
     if audio is None:
+        if a["audio_max_duration"] is not None:
+            raise ValueError(f"audio_max_duration caps the audio= read from audio_start, got "
+                             f"audio_max_duration={a['audio_max_duration']!r} without audio")
         if rate is not None:
             raise ValueError(f"audio_sample_rate is the rate of a waveform audio=, got "
                              f"audio_sample_rate={rate!r} without audio")
@@ -354,7 +391,9 @@ def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
             raise ValueError(f"audio_sample_rate is for a waveform audio= (a file carries its own rate), got "
                              f"audio_sample_rate={rate!r} with a path")
         path = Path(audio).expanduser()
-        _check_aac_rate(f"audio: the sample rate of {str(path)!r}", _audio_file_rate(path))
+        file_rate = _audio_file_rate(path)
+        _check_aac_rate(f"audio: the sample rate of {str(path)!r}", file_rate)
+        _check_max_duration(a, file_rate, num_frames)
         a["audio"] = path
         return
     from .audio_input import as_waveform
@@ -367,11 +406,29 @@ def _check_audio_input(engine, a: dict[str, Any], num_frames: int) -> None:
         raise ValueError(f"audio waveform must have 1 or 2 channels, got shape {tuple(wave.shape)}")
     first = round(start * rate)
     video_s = num_frames / float(a["fps"])
+    keep = _check_max_duration(a, rate, num_frames)
+    if keep is not None:
+        wave = wave[:, :first + keep]
     if wave.shape[1] - first < video_s * rate:
         raise ValueError(f"audio is {max(wave.shape[1] - first, 0) / rate:.3f} s long from audio_start={start} s, "
                          f"shorter than the video's {video_s:.3f} s ({num_frames} frames at {a['frame_rate']} "
                          f"fps); trim the video or give longer audio")
     a["audio"], a["audio_sample_rate"] = wave[:, first:].cpu(), rate
+
+
+def _check_max_duration(a: dict[str, Any], rate: int, num_frames: int) -> int | None:
+    """audio_max_duration against the video -> the samples kept from audio_start (None: all), as
+    ltx-pipelines' decode_audio_from_file cuts: round(max_duration * rate). Shorter than the video
+    is refused (the reference's audio latents would not fill the clip)."""
+    d = a["audio_max_duration"]
+    if d is None:
+        return None
+    video_s = num_frames / float(a["fps"])
+    if round(d * rate) < video_s * rate:
+        need = math.ceil(video_s * rate)
+        raise ValueError(f"audio_max_duration must cover the video ({num_frames} frames at {a['frame_rate']} fps = "
+                         f"{video_s:.6g} s: at least {need} samples at {rate} Hz), got {d!r}")
+    return round(d * rate)
 
 
 def _check_conditions_ltx2(engine, image, conditions, num_frames: int) -> list[Condition]:

@@ -327,15 +327,16 @@ def stage1_sigmas(distilled: bool, sigmas, num_inference_steps: int, shift_token
 
 def _audio_condition(engine, a):
     """(the frozen audio latents, (waveform, rate)) of an audio-to-video call; (None, None) without
-    audio=. A waveform arrives from the argument check already cut at audio_start; a file is read
-    from there."""
+    audio=. A waveform arrives from the argument check already cut to [audio_start, audio_start +
+    audio_max_duration); a file is read so. That audio is what the result carries, as ltx-pipelines'
+    a2vid_two_stage returns its decode_audio_from_file output."""
     if a.audio is None:
         return None, None
     from ..media import read_audio
     from .audio_input import load_audio_condition
     audio, rate = a.audio, a.audio_sample_rate
     if isinstance(audio, (str, bytes)) or hasattr(audio, "__fspath__"):
-        audio, rate = read_audio(audio, start=a.audio_start)
+        audio, rate = read_audio(audio, start=a.audio_start, duration=a.audio_max_duration)
     tokens = load_audio_condition(engine.audio_vae, audio, num_frames=a.num_frames, frame_rate=float(a.fps),
                                   sample_rate=rate)
     return tokens.to(engine.device, torch.float32), (np.asarray(audio, dtype=np.float32), int(rate))

@@ -175,17 +175,34 @@ def test_ltx2_flags_reach_the_engine(folders, recorded, capsys):
     assert recorded["load"]["bars"] == bars  # not --quiet: transformers' bars as they were
 
 
-def test_audio_max_duration_trims_the_waveform_read_before_loading(folders, recorded):
+def test_audio_max_duration_reaches_the_engine(folders, recorded):
     with pytest.raises(_Stop):
         main(["generate", "--model", str(folders["ltx-2"]), "--prompt", "p", "--num-frames", "25", "--frame-rate",
               "25", "--audio-path", str(folders["sound"]), "--audio-start-time", "0.5", "--audio-max-duration", "1.2",
               "--pipeline", "one-stage", "--quiet"])
-    gen = recorded["generate"]
-    assert gen["audio_sample_rate"] == 24000 and "audio_start" not in gen  # the start is applied here, once
-    assert gen["audio"].shape == (2, round(1.2 * 24000))
+    gen = recorded["generate"]  # the engine reads that window of the file (ltx-pipelines' a2vid_two_stage)
+    assert (gen["audio"], gen["audio_start"], gen["audio_max_duration"]) == (str(folders["sound"]), 0.5, 1.2)
     assert recorded["load"]["bars"] is False and recorded["load"]["hub_bars"] is False  # --quiet
     from transformers.utils import logging
     assert logging.is_progress_bar_enabled()  # restored after the command
+
+
+def test_two_stage_hq_flags_reach_the_engine(folders, recorded):
+    lora = folders["still"]  # any existing file: the fake engine does not read it
+    argv = ["generate", "--model", str(folders["ltx-2"]), "--prompt", "p", "--pipeline", "two-stage-hq",
+            "--distilled-lora", str(lora)]
+    with pytest.raises(_Stop):
+        main(argv)
+    gen = recorded["generate"]  # the strengths left to the pipeline's preset (0.25 / 0.5)
+    assert gen["pipeline"] == "two-stage-hq" and gen["sampler"] is None and gen["video_guidance"] is None
+    assert (gen["two_stage"].stage1_lora_strength, gen["two_stage"].lora_strength) == (None, None)
+    with pytest.raises(_Stop):
+        main(argv[:-1] + [str(lora), "0.6", "--distilled-lora-strength-stage-1", "0.3", "--video-cfg-guidance-scale",
+                          "4"])
+    gen = recorded["generate"]
+    assert (gen["two_stage"].stage1_lora_strength, gen["two_stage"].lora_strength) == (0.3, 0.6)
+    # a guidance flag changes its field of the HQ guidance (no STG), not of the release's
+    assert (gen["video_guidance"].cfg, gen["video_guidance"].stg, gen["video_guidance"].rescale) == (4.0, 0.0, 0.45)
 
 
 def test_ltx_video_images_and_stages_reach_the_engine(folders, recorded):
@@ -280,6 +297,11 @@ ERRORS = [
                                                                     "video (9 frames at 24 fps = 0.375 s)"),
     (A, ["--audio-path", "{sound}", "--v2a-guidance-scale", "2"], "--v2a-guidance-scale: the audio is given with "
                                                                   "--audio-path, not generated, so it is not guided"),
+    (A, ["--pipeline", "two-stage-hq", "--sampler", "euler", "--latent-upsampler", "{up}"],
+     "--sampler: --pipeline two-stage-hq samples with res2s in both stages, got euler"),
+    (A, ["--distilled-lora-strength-stage-1", "0.3", "--latent-upsampler", "{up}"],
+     "--distilled-lora-strength-stage-1: only --pipeline two-stage-hq fuses the distilled LoRA in stage 1, got the "
+     "two-stage pipeline"),
 ]
 
 

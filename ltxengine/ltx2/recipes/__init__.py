@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import ic_lora, one_stage, retake, text_to_audio, two_stage
+from . import ic_lora, one_stage, retake, text_to_audio, two_stage, two_stage_hq
+from .preset import Preset
 
-__all__ = ["RECIPES", "Recipe", "recipe_arguments", "run_generation"]
+__all__ = ["RECIPES", "Preset", "Recipe", "recipe_arguments", "run_generation"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class Recipe:
     request refuses them for other pipelines). ``check(engine, a)``: validates and normalizes those
     arguments in the argument dict ``a`` after the shared checks, before any model work.
     ``guiding``: every condition, frame 0 included, is appended as guiding latents
-    (``stages.encode_conditions(guiding=True)``) instead of frame 0 replacing the first latents."""
+    (``stages.encode_conditions(guiding=True)``) instead of frame 0 replacing the first latents.
+    ``preset``: the recipe's own defaults (``preset.Preset``)."""
 
     run: Callable
     stages: int = 2
@@ -34,6 +36,7 @@ class Recipe:
     # loaded with modalities=("audio",)
     audio_only: bool = False
     guiding: bool = False
+    preset: Preset = Preset()
 
 
 RECIPES = {
@@ -52,6 +55,9 @@ RECIPES = {
     # Lightricks' t2a_one_stage (after 1.0.0): the audio stream alone, one stage, audio guidance only
     "text-to-audio": Recipe(text_to_audio.run, stages=1, arguments=text_to_audio.ARGUMENTS,
                             check=text_to_audio.check, audio_only=True),
+    # ltx-pipelines' ti2vid_two_stages_hq: the two-stage recipe with res_2s in both stages, the
+    # distilled LoRA at 0.25 in stage 1 and 0.5 in stage 2, and its own steps and guidance (no STG)
+    "two-stage-hq": Recipe(two_stage_hq.run, check=two_stage_hq.check, preset=two_stage_hq.PRESET),
 }
 
 

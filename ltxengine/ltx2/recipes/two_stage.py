@@ -26,7 +26,8 @@ def run(engine, a, gen, seed: int) -> StageOutput:
                         or two.audio_guidance.uncond)
     timings["text"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    video, audio = first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2)
+    with _distilled_weights(engine, two.stage1_lora_strength):  # two-stage-hq's stage 1 (0 otherwise)
+        video, audio = first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2)
     timings["denoise"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     with engine.residency.use("latent_upsampler", engine.latent_upsampler):
@@ -35,7 +36,7 @@ def run(engine, a, gen, seed: int) -> StageOutput:
     first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps), guiding=a.recipe.guiding)
     vp2, ap2 = given.guidance(two.video_guidance, two.audio_guidance)
     shape = (1, engine.transformer.config.in_channels, video.shape[2], a.height // 32, a.width // 32)
-    with _stage2_weights(engine, two):
+    with _distilled_weights(engine, two.lora_strength):
         video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=shape,
                                  sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=vp2,
                                  audio_params=ap2, texts=texts, first=first, keyframes=keys, video_init=video,
@@ -44,20 +45,20 @@ def run(engine, a, gen, seed: int) -> StageOutput:
     return finish(engine, a, given, video, audio, gen, timings)
 
 
-class _stage2_weights:
-    """The distilled LoRA added to the LoRAs fused now (the user's: ltx-pipelines' stage 2 adds it
-    to its ``loras`` list) for stage 2 only; afterwards, also when stage 2 fails, the set fused
-    before is fused again."""
+class _distilled_weights:
+    """The distilled LoRA at ``strength`` added to the LoRAs fused now (the user's: ltx-pipelines'
+    stages add it to their ``loras`` list) for one stage; afterwards, also when the stage fails,
+    the set fused before is fused again."""
 
-    def __init__(self, engine, two):
-        self.engine, self.two = engine, two
-        self.on = engine.distilled_lora is not None and two.lora_strength != 0
+    def __init__(self, engine, strength: float):
+        self.engine, self.strength = engine, strength
+        self.on = engine.distilled_lora is not None and strength != 0
 
     def __enter__(self):
         if self.on:
             lora_set = self.engine.lora_manager()
             self.before = list(lora_set.active)
-            lora_set.apply(self.before + [(self.engine.distilled_lora, self.two.lora_strength)])
+            lora_set.apply(self.before + [(self.engine.distilled_lora, self.strength)])
 
     def __exit__(self, *exc):
         if self.on:
