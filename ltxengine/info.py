@@ -10,7 +10,7 @@ from typing import Any
 
 from .loading import ltx2, original_config
 from .loading.ltx2 import is_ltx2
-from .loading.ltx2_split import find_split_files, is_split_folder
+from .loading.ltx2_split_files import find_split_files, is_split_folder
 from .loading.safetensors_io import CheckpointError, SafetensorsFile, read_json
 
 # single-file key prefixes -> component
@@ -104,7 +104,7 @@ def describe(path) -> dict[str, Any]:
 def family(path) -> str:
     """"LTX-2" or "LTX-Video": the engine family ``Engine.from_pretrained`` picks for a local
     checkpoint (the same header test), without loading anything."""
-    return "LTX-2" if is_ltx2(path) or is_split_folder(path) else "LTX-Video"
+    return "LTX-2" if is_ltx2(path) else "LTX-Video"
 
 
 def _model_file(p: Path) -> Path:

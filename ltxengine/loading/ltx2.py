@@ -130,7 +130,8 @@ class LTX2Checkpoint:
 
 
 def is_ltx2(path) -> bool:
-    """True for an LTX-2 single file or diffusers folder (headers and JSON only are read)."""
+    """True for an LTX-2 single file, diffusers folder or folder of per-component files (headers and JSON
+    only are read)."""
     p = Path(path).expanduser()
     if p.is_file():
         with SafetensorsFile(p) as f:
@@ -144,7 +145,8 @@ def is_ltx2(path) -> bool:
     if os.path.lexists(config):
         name = read_json(config, "config.json").get("_class_name", "")
         return name in {c for s in COMPONENT_SPECS.values() for c in (s.diffusers_class, *s.other_diffusers_classes)}
-    return False
+    from .ltx2_split_files import is_split_folder  # LTX-2.5's per-component files (ltx2_split.py loads them)
+    return is_split_folder(p)
 
 
 def _check_components(components) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ _KEYS = ("model_version", "gemma_source_checkpoint")
 def checkpoint_header(path) -> dict[str, Any] | None:
     """``model_version`` / ``gemma_source_checkpoint`` of a single file or a split set's transformer
     file (None: a diffusers folder, which has no header)."""
-    from .ltx2_split import find_split_files, is_split_folder
+    from .ltx2_split_files import find_split_files, is_split_folder
     p = Path(path)
     if p.is_dir():
         if not is_split_folder(p):
@@ -43,7 +43,7 @@ def gemma_config_of(text_encoder) -> tuple[dict[str, Any], str]:
         return text_encoder.model.config.to_dict(), "text_encoder (a loaded GemmaTextEncoder)"
     p = Path(text_encoder)
     if p.is_file():
-        from .ltx2_split import GEMMA_CONFIG
+        from .ltx2_split_files import GEMMA_CONFIG
         with SafetensorsFile(p) as f:
             raw = f.metadata.get(GEMMA_CONFIG)
         if raw is None:
@@ -58,7 +58,7 @@ def gemma_config_of(text_encoder) -> tuple[dict[str, Any], str]:
 def check_text_encoder(path, text_encoder) -> None:
     """The Gemma check for ``Engine.from_pretrained(path, text_encoder=...)``, before any weight is
     read: the given text encoder, else a split set's own text encoder file, against the header."""
-    from .ltx2_split import find_split_files
+    from .ltx2_split_files import find_split_files
     from .text_encoders import check_gemma_version
     header = checkpoint_header(path)
     if header is None:

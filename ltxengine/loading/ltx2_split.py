@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,23 +35,21 @@ import torch.nn as nn
 
 from .components import build_on_meta, load_fp8_source, source_from_files
 from .keymaps import KeyMap
+from .ltx2_split_files import GEMMA_CONFIG, ROLES, TOKENIZER_JSON, find_split_files, is_split_folder
 from .ltx2_text import gemma_source_of
 from .ltx2_vae import KEYMAP_VAE_FILE
 from .safetensors_io import CheckpointError, SafetensorsFile
 from .strict import load_strict
 
-__all__ = ["ROLES", "file_role", "find_split_files", "is_split_folder", "load_split_folder",
-           "load_split", "load_gemma_file", "gemma_hf_key"]
+# find_split_files / is_split_folder: ltx2_split_files.py (which ltx2.is_ltx2 reads too)
+__all__ = ["ROLES", "find_split_files", "is_split_folder", "load_split_folder", "load_split", "load_gemma_file",
+           "gemma_hf_key"]
 
-ROLES = ("transformer", "text_encoder", "video_vae", "audio_vae")
 # The components each file of the set holds (the connectors: the transformer file, plus the text
 # encoder file's Gemma projection).
 ROLE_COMPONENTS = {"transformer": ("transformer", "connectors"), "text_encoder": (), "video_vae": ("vae",),
                    "audio_vae": ("audio_vae", "vocoder")}
 _COMPONENT_ROLE = {c: role for role, cs in ROLE_COMPONENTS.items() for c in cs}
-_CONV_VAE = "CausalVideoAutoencoder"  # ltx-core's _CONV_VAE_CLASS_NAME; anything else is a diffusion decoder
-GEMMA_CONFIG = "gemma_config"  # gemma_assets.py GEMMA_CONFIG_METADATA_KEY
-TOKENIZER_JSON = "tokenizer_json"  # TOKENIZER_JSON_TENSOR_KEY
 HF_ASSET = "hf_asset__"  # HF_ASSET_TENSOR_PREFIX
 PROJECTION = "text_embedding_projection."
 
@@ -60,81 +57,6 @@ PROJECTION = "text_embedding_projection."
 def _ref(ref: str) -> Any:
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-# -- which file is which ---------------------------------------------------------------------
-
-def file_role(f: SafetensorsFile) -> str | None:
-    """The split-set role of a file from its keys and header, "diffusion_video_vae" for the 2.5
-    diffusion-decoder VAE, "bundle" for a single-file checkpoint, None for anything else."""
-    keys = f.keys()
-    roles = set()
-    if GEMMA_CONFIG in f.metadata or TOKENIZER_JSON in keys:
-        roles.add("text_encoder")
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        roles.add("transformer")
-    if any(k.startswith("audio_vae.") for k in keys):
-        roles.add("audio_vae")
-    if any(k.startswith(("encoder.", "decoder.", "per_channel_statistics.", "vae.")) for k in keys):
-        roles.add("video_vae")
-    if len(roles) > 1:
-        return "bundle" if {"transformer", "audio_vae"} <= roles else None
-    role = roles.pop() if roles else None
-    if role == "video_vae" and _vae_class(f) != _CONV_VAE:
-        return "diffusion_video_vae"
-    return role
-
-
-def _vae_class(f: SafetensorsFile) -> str:
-    raw = f.metadata.get("config")
-    try:
-        section = json.loads(raw).get("vae", {}) if raw else {}
-    except (json.JSONDecodeError, AttributeError):
-        return _CONV_VAE  # config_section() names the bad header when the VAE loads
-    return section.get("_class_name", _CONV_VAE) if isinstance(section, dict) else _CONV_VAE
-
-
-def find_split_files(folder) -> dict[str, Path]:
-    """role -> file for the split set in ``folder`` (its ``*.safetensors`` files, one level of
-    subfolders deep as the published layout has them). The transformer is required; a role with two
-    candidate files, a bundle among them, or only the diffusion-decoder VAE is refused by name."""
-    folder = Path(folder)
-    found: dict[str, list[Path]] = {}
-    for path in sorted([*folder.glob("*.safetensors"), *folder.glob("*/*.safetensors")]):
-        with SafetensorsFile(path) as f:
-            found.setdefault(file_role(f), []).append(path)
-    if "bundle" in found:
-        raise CheckpointError(f"{folder}: {found['bundle'][0]} is a single-file LTX-2 checkpoint, not a component "
-                              "file; load it by its path")
-    for role in ROLES:
-        if len(found.get(role, ())) > 1:
-            names = ", ".join(str(p.relative_to(folder)) for p in found[role])
-            raise CheckpointError(f"{folder}: more than one {role.replace('_', ' ')} file ({names}); keep one per "
-                                  "component in the folder (e.g. the dev or the distilled transformer)")
-    if "transformer" not in found:
-        raise CheckpointError(f"{folder}: no transformer file (model.diffusion_model.* tensors) among its "
-                              "safetensors files")
-    if "video_vae" not in found and "diffusion_video_vae" in found:
-        name = found["diffusion_video_vae"][0].relative_to(folder)
-        raise CheckpointError(f"{folder}: {name} is the diffusion-decoder video VAE (config.vae._class_name != "
-                              f"{_CONV_VAE!r}), which ltxengine does not load from a file; use the convolutional one "
-                              "(ltx-2.5-video-vae-conv-bf16.safetensors)")
-    return {role: found[role][0] for role in ROLES if role in found}
-
-
-def is_split_folder(path) -> bool:
-    """A folder (no ``model_index.json``) whose safetensors files include a split transformer file."""
-    p = Path(path)
-    if not p.is_dir() or (p / "model_index.json").exists():
-        return False
-    for file in [*p.glob("*.safetensors"), *p.glob("*/*.safetensors")]:
-        try:
-            with SafetensorsFile(file) as f:
-                if file_role(f) == "transformer":
-                    return True
-        except CheckpointError:
-            continue
-    return False
 
 
 def load_split_folder(path, device=None, dtype=torch.bfloat16, ops=None, quantization=None, modalities=None,

@@ -58,7 +58,7 @@ from .request import DIFFUSERS_GUIDANCE, PIPELINES_LTX2, SAMPLERS, LTX2Request, 
 __all__ = ["DIFFUSERS_GUIDANCE", "LTX2Engine", "LTX2TwoStage", "PIPELINES_LTX2", "SAMPLERS"]
 
 
-class LTX2Engine(Engine, family="ltx-2", detect=lambda path: is_ltx2(path) or is_split_folder(path)):
+class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     """LTX-2 models on one device. ``generate`` calls are serialized by a lock."""
 
     def __init__(self, checkpoint, text_encoder: GemmaTextEncoder, *, latent_upsampler=None, distilled_lora=None,
