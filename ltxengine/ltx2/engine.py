@@ -13,13 +13,13 @@ Pipelines (``pipeline=``), following ltx-pipelines 1.0.0:
   LoRA fused (when given) and no guidance, after re-noising video and audio at the first sigma.
 * ``"distilled"``: the same with the distilled schedule (8 sigmas) and no guidance in stage 1.
 * ``"one-stage"``: one stage at the requested size.
-* ``"two-stage-hq"``: ltx-pipelines' ti2vid_two_stages_hq, the two-stage recipe with its preset:
-  res_2s in both stages, 15 steps, guidance without STG, the distilled LoRA at 0.25 in stage 1
-  and 0.5 in stage 2 (recipes/two_stage_hq.py).
 * ``"text-to-audio"``: audio alone (Lightricks' t2a_one_stage), on an engine loaded with
   ``modalities=("audio",)``, which holds no video weights; the result has audio and no frames.
 * ``"keyframe-interpolation"``: ltx-pipelines' keyframe_interpolation, the two-stage recipe with
   every condition image (frame 0 too) appended as guiding latents, re-encoded per stage.
+* ``"two-stage-hq"``: ltx-pipelines' ti2vid_two_stages_hq, the two-stage recipe with its preset:
+  res_2s in both stages, 15 steps, guidance without STG, the distilled LoRA at 0.25 in stage 1
+  and 0.5 in stage 2 (recipes/two_stage_hq.py).
 * ``"retake"``: regenerates [start_time, end_time) seconds of ``video=`` and keeps the rest
   (recipes/retake.py).
 * ``"ic-lora"``: ltx-pipelines' ic_lora, video-to-video with an IC-LoRA adapter: stage 1 with the
@@ -49,6 +49,7 @@ from ..loading.ltx2_split import is_split_folder, load_gemma_file, load_split_fo
 from ..models.ltx2_text import GemmaTextEncoder
 from ..results import GenerationResult
 from .denoise import GuidanceParams
+from .diffusion_decode import load_optional_decoder
 from .plan import plan_ltx2
 from .recipes import run_generation
 from .releases import release_of
@@ -73,6 +74,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         self.vocoder = checkpoint.vocoder.eval().requires_grad_(False)
         self.text_encoder = text_encoder
         self.latent_upsampler = latent_upsampler.eval().requires_grad_(False) if latent_upsampler else None
+        self.diffusion_decoder = getattr(checkpoint, "diffusion_decoder", None)  # LTX-2.5's, for decoder="diffusion"
         self.distilled_lora = distilled_lora
         self.device = torch.device(device) if device is not None else next(self.transformer.parameters()).device
         self.dtype = dtype
@@ -126,6 +128,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         if distilled_lora is not None:
             from ..loading.lora import LoraWeights
             lora = distilled_lora if isinstance(distilled_lora, LoraWeights) else LoraWeights.load(distilled_lora)
+        if ckpt.vae is not None:  # an audio-only engine decodes no video
+            ckpt.diffusion_decoder = load_optional_decoder(path, device, dtype, ops, ckpt.vae)
         engine = cls(ckpt, te, latent_upsampler=ups, distilled_lora=lora, device=device, dtype=dtype,
                      source=str(path), executor=executor, offload=offload)
         engine.fp8_lora = fp8_lora
@@ -158,7 +162,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  reference_downscale_factor: int | None = None, conditioning_attention_strength: float | None = None,
                  conditioning_attention_mask=None, latents=None, audio_latents=None, noise_scale: float | None = None,
                  output_type: str | None = None,
-                 audio_max_duration: float | None = None):
+                 audio_max_duration: float | None = None, decoder: str | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         Defaults that change between releases follow the checkpoint's (``engine.release``, see
@@ -206,6 +210,9 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         "decode" callback); latents= / audio_latents= in that form are the first stage's noisy
         start (two-stage pipelines: stage 1's, at half the size), mixed with noise_scale x noise
         (default 0); retake, IC-LoRA and text-to-audio refuse them (``latent_io.LATENT_START``).
+        decoder="diffusion": the video decoded by LTX-2.5's diffusion video decoder (loaded from a
+        diffusers folder's diffusion_decoder/, diffusers' LTX2VideoDiffusionDecodePipeline on these
+        latents); None / "conv": the VAE's conv decoder.
         Every argument is checked before any model work.
         """
         return self._run(self._request(locals()))

@@ -22,6 +22,7 @@ from ..components.inputs import Condition
 from ..media import frame_rate_fraction
 from ..models.video_vae import TilingConfig
 from .conditions import condition_video
+from .diffusion_decode import check_decoder
 from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
 from .latent_io import check_latent_io
 from .recipes import RECIPES, recipe_arguments
@@ -113,6 +114,7 @@ class LTX2Request:
     audio_max_duration: float | None
     images: tuple
     audio_frames: int
+    decoder: str | None = None  # None / "conv": the VAE's decoder; "diffusion": LTX-2.5's (diffusion_decode.py)
 
     @property
     def recipe(self):
@@ -125,7 +127,7 @@ class LTX2Request:
                 self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
                 self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None,
                 tuple((img.shape[0] if img.ndim == 4 else 1, fi == 0) for img, fi, _ in self.images),
-                self.output_type, self._reference_key())
+                self.output_type, self.decoder, self._reference_key())
 
     def _reference_key(self) -> tuple:
         """IC-LoRA: what its tokens in the plan depend on (frames per reference, factor, masked)."""
@@ -183,6 +185,7 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
     a["images"] = _condition_images(a)
     a["audio_frames"] = audio_frames(n, float(a["fps"]), engine.audio_vae)
     check_latent_io(engine, a, recipe)
+    check_decoder(engine, a)
     if recipe.check is not None:
         recipe.check(engine, a)
     return a

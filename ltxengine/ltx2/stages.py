@@ -20,6 +20,7 @@ from ..results import step_hook
 from . import samplers
 from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, GuidanceParams, KeyframeTokens,
                       keyframe_marker, keyframe_positions, ltx2_sigmas, video_state)
+from .diffusion_decode import diffusion_frames, diffusion_host_chunks
 from .latent_io import LatentStart, latent_output, latent_start, start_noise
 
 
@@ -300,8 +301,10 @@ def finish(engine, a, given: Given, video: torch.Tensor, audio: torch.Tensor, ge
         out.sample_rate = engine.vocoder.config.output_sampling_rate
     out.frames = decode_or_stream(
         lambda: decode_video(engine, a, video, gen),
-        lambda: decode_ltx2_frames(engine.vae, video, decode_timestep=a.decode_timestep,
-                                   decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling),
+        lambda: diffusion_host_chunks(engine.diffusion_decoder, video, gen, engine.vae, a.vae_tiling)
+        if a.decoder == "diffusion"
+        else decode_ltx2_frames(engine.vae, video, decode_timestep=a.decode_timestep,
+                                decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling),
         a.output, a.fps, audio=out.audio, sample_rate=out.sample_rate)
     out.latents = video
     timings["decode"] = time.perf_counter() - t3
@@ -343,6 +346,8 @@ def _audio_condition(engine, a):
 
 
 def decode_video(engine, a, latents: torch.Tensor, gen) -> torch.Tensor:
+    if a.decoder == "diffusion":  # LTX-2.5's diffusion decoder (diffusion_decode.py)
+        return diffusion_frames(engine.diffusion_decoder, latents, gen, engine.vae, a.vae_tiling)
     return join_frames(ltx2_frame_chunks(engine.vae, latents, decode_timestep=a.decode_timestep,
                                          decode_noise_scale=a.decode_noise_scale, generator=gen,
                                          tiling=a.vae_tiling))
