@@ -284,13 +284,15 @@ class KeyframeTokens:
 
 def keyframe_marker(config, frames: int, height: int, width: int, appended: int, device=None):
     """The (1, Nv) marker LTX-2.5's keyframe embedding reads (None for models without it): the first
-    latent frame's tokens, as Lightricks' reference marks every video state, and the appended
-    keyframe tokens (each encodes one pixel frame). diffusers' pipelines mark none. ``config``: the
-    transformer's."""
+    latent frame's tokens, as Lightricks' reference marks every video state (ltx-core
+    ``VideoLatentTools._first_frame_keyframes_mask``); the ``appended`` tokens after them are given
+    content (keyframe images, guiding latents, IC-LoRA references), which the reference never marks
+    (``extend_keyframes_mask(marked=False)``: only generated keyframe slots are marked, and the
+    engine has none). diffusers' pipelines mark none. ``config``: the transformer's."""
     if not config.use_keyframes_abs_pos_embedding:
         return None
     first = first_frame_keyframes(1, frames, height, width, device=device)
-    return torch.cat([first, torch.ones(1, appended, device=device)], dim=1)
+    return torch.cat([first, torch.zeros(1, appended, device=device)], dim=1)
 
 
 def keyframe_positions(transformer, frames: int, height: int, width: int, frame_index: int, fps: float,

@@ -192,12 +192,10 @@ def _empty_slots(video, keyframes, start: int, noise: torch.Tensor, noise_scale:
 
 def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, video_params, audio_params, texts,
               first, keyframes, video_init=None, audio_init=None, audio_frozen=None, noise_scale=1.0,
-              video_mask=None, audio_mask=None, attention_bias=None, references: int = 0, start=None):
+              video_mask=None, audio_mask=None, attention_bias=None, start=None):
     """Noise, denoise and return (video latents (1, C, F, H, W), audio tokens (1, T, D)).
     ``video_mask`` / ``audio_mask``: per-token denoise masks (see ``build_states``).
-    ``attention_bias``: (1, 1, Nv, Nv) on the video self-attention (None: unmasked);
-    ``references``: how many of the last appended tokens are IC-LoRA reference video rather than
-    keyframes (LTX-2.5's keyframe marker leaves them unmarked)."""
+    ``attention_bias``: (1, 1, Nv, Nv) on the video self-attention (None: unmasked)."""
     _, c, f, h, w = latent_shape
     tr, fps, dev = engine.transformer, float(a.fps), engine.device
     t_audio = a.audio_frames
@@ -209,9 +207,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
         vpos = torch.cat([vpos, *[k.positions for k in keyframes]], dim=2)
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
     engine.sync_executor()
-    marker = keyframe_marker(tr.config, f, h, w, sum(k.tokens.shape[1] for k in keyframes) - references, device=dev)
-    if marker is not None and references:
-        marker = torch.cat([marker, torch.zeros(1, references, device=dev)], dim=1)
+    marker = keyframe_marker(tr.config, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a.guidance_batch, executor=engine.executor,
                         graph_variant=engine.graph_variant, keyframes=marker, attention_bias=attention_bias)

@@ -322,3 +322,19 @@ def test_plan_counts_appended_tokens(engine):
     assert all(guiding[k] > replaced[k] for k in ("denoise", "refine")), (replaced, guiding)
     video = steps("two-stage", frame0 + [Condition(video=_video(3, 9, 128, 192), frame_index=9)])
     assert all(video[k] > replaced[k] for k in ("denoise", "refine")), (replaced, video)
+
+
+def test_the_25_keyframe_marker_marks_only_the_first_latent_frame():
+    """LTX-2.5's keyframe embedding reads a per-token marker. ltx-core @400fd31 marks the first
+    latent frame of every video state (VideoLatentTools._first_frame_keyframes_mask) and never the
+    tokens conditioning items append (extend_keyframes_mask(marked=False) in keyframe_cond.py and
+    reference_video_cond.py; only generated keyframe slots are marked, which the engine has none
+    of). Models without the embedding get no marker."""
+    from ltxengine.ltx2.denoise import keyframe_marker
+    from ltxengine.models.ltx2_transformer import LTX2TransformerConfig
+    f, h, w, appended = 3, 2, 4, 10
+    cfg = LTX2TransformerConfig(use_keyframes_abs_pos_embedding=True)
+    marker = keyframe_marker(cfg, f, h, w, appended)
+    assert marker.shape == (1, f * h * w + appended)
+    assert marker[0, :h * w].eq(1).all() and marker[0, h * w:].eq(0).all()
+    assert keyframe_marker(LTX2TransformerConfig(), f, h, w, appended) is None

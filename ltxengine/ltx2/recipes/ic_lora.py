@@ -292,7 +292,6 @@ def _first_stage(engine, a, given, texts, gen, seed: int):
     first, keys = encode_conditions(engine, given.images, h, w, float(a.fps))
     refs, groups = encode_references(engine, a, h, w, float(a.fps))
     noisy = shape[2] * shape[3] * shape[4]
-    n_refs = sum(r.tokens.shape[1] for r in refs)
     bias = None
     if groups is not None:
         prefix = noisy + sum(k.tokens.shape[1] for k in keys)
@@ -300,7 +299,7 @@ def _first_stage(engine, a, given, texts, gen, seed: int):
     return run_stage(engine, a, gen, seed, stage="denoise", latent_shape=shape, sigmas=sigmas, video_params=vp,
                      audio_params=ap, texts=texts, first=first, keyframes=keys + refs,
                      video_init=torch.zeros(shape, device=engine.device), audio_frozen=given.audio_latents,
-                     attention_bias=bias, references=n_refs)
+                     attention_bias=bias)
 
 
 @contextmanager
