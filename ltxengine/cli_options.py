@@ -55,6 +55,7 @@ LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--g
                   "downscale_factor": "--downscale-factor", "refine_strength": "--refine-strength",
                   "refine_steps": "--refine-steps"}
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
+             "decoder": "--decoder",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
              "stage1_lora_strength": "--distilled-lora-strength-stage-1",
              "latents_path": "--latents", "noise_scale": "--noise-scale", "output_latents": "--output-latents",
@@ -84,7 +85,7 @@ FLAG_OF = {
     "two_stage.lora_strength": "--distilled-lora STRENGTH",
     "two_stage.stage1_lora_strength": "--distilled-lora-strength-stage-1",
     "audio_max_duration": "--audio-max-duration", "latents": "--latents", "audio_latents": "--latents",
-    "noise_scale": "--noise-scale", **RETAKE_FLAGS,
+    "noise_scale": "--noise-scale", "decoder": "--decoder", **RETAKE_FLAGS,
     "reference_conditions": "--video-conditioning", "conditioning_attention_strength": "--conditioning-attention-mask",
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
 }
@@ -302,6 +303,9 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     ltx2.add_argument("--pipeline", choices=PIPELINES_LTX2,
                       help="default: two-stage when a latent upsampler is there, else one-stage")
     ltx2.add_argument("--sampler", choices=SAMPLERS, help="default: euler")
+    ltx2.add_argument("--decoder", choices=("conv", "diffusion"),
+                      help="video decoder: the VAE's conv decoder, or LTX-2.5's diffusion decoder (a diffusers "
+                           "folder's diffusion_decoder/) (default: conv)")
     for modality, cfg, other in (("video", 3.0, "a2v"), ("audio", 7.0, "v2a")):
         flags = guidance_flags(modality)
         ltx2.add_argument(flags["cfg"], dest=f"{modality}_cfg", type=number(float, 0.0),
