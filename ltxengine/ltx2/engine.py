@@ -162,7 +162,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  reference_downscale_factor: int | None = None, conditioning_attention_strength: float | None = None,
                  conditioning_attention_mask=None, latents=None, audio_latents=None, noise_scale: float | None = None,
                  output_type: str | None = None,
-                 audio_max_duration: float | None = None, decoder: str | None = None):
+                 audio_max_duration: float | None = None, decoder: str | None = None,
+                 reference_temporal_scale_factor: int | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         Defaults that change between releases follow the checkpoint's (``engine.release``, see
@@ -203,7 +204,9 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         Recipe arguments (each read by the pipelines named in ``recipes.RECIPES``, refused by the
         others): video, start_time, end_time, regenerate_video, regenerate_audio (retake);
         reference_conditions, reference_downscale_factor, conditioning_attention_strength,
-        conditioning_attention_mask (IC-LoRA).
+        conditioning_attention_mask, reference_temporal_scale_factor (IC-LoRA; None: the LoRA files'
+        metadata, default 1: S > 1 keeps reference frame 0 and every S-th frame after it, timed at fps / S
+        and shifted to end with the target).
         Latent in / out (diffusers' LTX2Pipeline names and form, ``latent_io.py``):
         output_type="latent" skips decoding and returns result.latents (1, C, F', H', W') and
         result.audio_latents (1, C, T, M), unpacked and denormalized (frames, audio None; no

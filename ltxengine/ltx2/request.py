@@ -115,6 +115,7 @@ class LTX2Request:
     images: tuple
     audio_frames: int
     decoder: str | None = None  # None / "conv": the VAE's decoder; "diffusion": LTX-2.5's (diffusion_decode.py)
+    reference_temporal_scale_factor: int | None = None  # IC-LoRA (recipe-only): references' 1/S time subsampling
 
     @property
     def recipe(self):

@@ -24,6 +24,7 @@ for fractional values."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -247,3 +248,145 @@ def test_the_step_executor_runs_the_masked_step_as_the_direct_call(setup):
               reference_conditions=[ReferenceCondition(_video(6, 9, 64))], conditioning_attention_strength=0.5)
     assert engine.executor is not None and direct.executor is None
     assert np.array_equal(direct.generate(PROMPT, **kw).frames, engine.generate(PROMPT, **kw).frames)
+
+
+# -- reference_temporal_scale_factor (issue 21) -----------------------------------------------------------
+# Neither ltx-pipelines 1.0.0 nor diffusers 0.42.1 has it: the oracles below are transcriptions of
+# Lightricks' LTX-2 @400fd31, ltx-core's VideoConditionByReferenceLatent.apply_to
+# (conditioning/types/reference_video_cond.py) and ltx-pipelines' temporal_subsample
+# (iclora_utils.py), on ltx-core 1.0.0's patch grid and pixel coordinates (which @400fd31 calls unchanged).
+
+def _transcribed_temporal_subsample(video: torch.Tensor, temporal_scale_factor: int) -> torch.Tensor:
+    """@400fd31 iclora_utils.temporal_subsample, verbatim (video (B, C, F, H, W))."""
+    indices = [0, *list(range(1, video.shape[2], temporal_scale_factor))]
+    return video[:, :, indices]
+
+
+def _transcribed_positions(frames, height, width, fps, downscale, temporal):
+    """@400fd31 VideoConditionByReferenceLatent.apply_to's positions; t_target from a target state's
+    positions as ltx-core's VideoLatentTools builds them (pixel coordinates, time / fps)."""
+    from ltx_core.components.patchifiers import VideoLatentPatchifier, get_pixel_coords
+    types = ltx_core("types")
+    scale = types.SpatioTemporalScaleFactors.default()
+    patchifier = VideoLatentPatchifier(patch_size=1)
+
+    def pixel(f, h, w):
+        shape = types.VideoLatentShape(batch=1, channels=128, frames=f, height=h, width=w)
+        return get_pixel_coords(patchifier.get_patch_grid_bounds(output_shape=shape), scale, causal_fix=True)
+    target = pixel(3, 2, 2).to(torch.float32)
+    target[:, 0, ...] = target[:, 0, ...] / fps  # ltx-core's VideoLatentTools.create_initial_state
+    positions = pixel(frames, height, width).to(dtype=torch.float32)
+    positions[:, 0, ...] /= fps / temporal
+    if temporal != 1:
+        t_target = target[:, 0, 0:1, 1:2].to(dtype=torch.float32)
+        positions[:, 0, ...] = torch.clamp(positions[:, 0, ...] - (temporal - 1) * t_target, min=0)
+    if downscale != 1:
+        positions[:, 1, ...] *= downscale
+        positions[:, 2, ...] *= downscale
+    return positions
+
+
+def test_temporal_scale_positions_and_kept_frames_match_the_transcribed_reference():
+    """The reference tokens' positions (fps / S, shifted to end with the target, clamped at 0; height
+    and width times the downscale factor) and the kept frames equal the @400fd31 transcriptions
+    exactly; S = 1 is the stage's own positions scaled, as before the temporal factor existed."""
+    from ltxengine.ltx2.recipes.ic_lora import reference_positions, temporal_subsample
+    from ltxengine.models.ltx2_transformer import video_positions
+    for fps in (24.0, 25.0, 30.0, 23.976):
+        for temporal in (1, 2, 3, 4):
+            for frames, h, w, down in ((3, 2, 2, 2), (2, 1, 3, 1), (5, 2, 1, 4)):
+                ours = reference_positions(video_positions, frames, h, w, fps, down, temporal)
+                ref = _transcribed_positions(frames, h, w, fps, down, temporal)
+                assert torch.equal(ours, ref), (fps, temporal, frames, down, (ours - ref).abs().max())
+        plain = video_positions(1, 3, 2, 2, fps).clone()
+        plain[:, 1:] *= 2
+        assert torch.equal(reference_positions(video_positions, 3, 2, 2, fps, 2, 1), plain)
+    # S = 2: the last reference patch ends where the target's third latent frame (pixel 17) does
+    pos = reference_positions(video_positions, 2, 1, 1, 24.0, 1, 2)
+    assert pos[0, 0, -1, 1].item() == pytest.approx(17 / 24.0) and pos[0, 0, 0, 0].item() == 0.0
+    rng = np.random.default_rng(0)
+    for n in (1, 9, 17, 25, 33, 41):
+        video = rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+        for temporal in (1, 2, 3, 4):
+            expected = _transcribed_temporal_subsample(torch.from_numpy(video).permute(3, 0, 1, 2)[None], temporal)
+            assert torch.equal(torch.from_numpy(temporal_subsample(video, temporal)).permute(3, 0, 1, 2)[None],
+                               expected)
+
+
+def _temporal_lora(path, transformer, **metadata):
+    from safetensors.torch import load_file, save_file
+    path, _ = write_lora(path, transformer, seed=9, scale=0.08)
+    save_file(load_file(str(path)), str(path), metadata={k: str(v) for k, v in metadata.items()})
+    return str(path)
+
+
+def test_a_lora_with_temporal_scale_2_runs_end_to_end(setup, tmp_path, monkeypatch):
+    """An IC-LoRA file with reference_temporal_scale_factor=2 in its metadata: a 17-frame reference keeps
+    frames 0, 1, 3, ..., 15 (9 frames, 2 latent frames), whose tokens carry the transcribed positions;
+    the result is finite, and differs from the same LoRA without the temporal factor."""
+    from ltxengine.ltx2.recipes import ic_lora
+    pipe, _, _, _, _ = setup
+    engine = Engine.from_pretrained(setup[2].source, device="cpu", dtype=torch.float32)
+    engine.load_lora_weights(_temporal_lora(tmp_path / "t2.safetensors", pipe.transformer, reference_downscale_factor=2,
+                                            reference_temporal_scale_factor=2), adapter_name="t2")
+    seen = []
+    encode = ic_lora.encode_references
+
+    def spy(engine, a, height, width, fps):
+        seen.append(([len(r.video) for r in a.reference_conditions], a.reference_temporal_scale_factor))
+        out = encode(engine, a, height, width, fps)
+        seen.append(out[0])
+        return out
+    monkeypatch.setattr(ic_lora, "encode_references", spy)
+    ref = _video(7, 17, 64)
+    kw = dict(height=256, width=256, num_frames=17, frame_rate=24.0, seed=3, pipeline="ic-lora",
+              max_sequence_length=SEQ)
+    out = engine.generate(PROMPT, reference_conditions=[ReferenceCondition(ref)], **kw)
+    assert np.isfinite(out.frames).all() and out.frames.shape[0] == 17
+    (lengths, temporal), tokens = seen
+    assert lengths == [9] and temporal == 2
+    # stage 1 at 128 x 128, the reference at 1/2 of it: 2 latent frames x 2 x 2 tokens
+    assert tokens[0].tokens.shape[1] == 2 * 2 * 2
+    assert torch.equal(tokens[0].positions.cpu(), _transcribed_positions(2, 2, 2, 24.0, 2, 2))
+    assert ic_lora.reference_tokens(SimpleNamespace(pipeline="ic-lora", reference_downscale_factor=2,
+                                                    reference_conditions=[ReferenceCondition(ref[:9])]),
+                                    128, 128) == 8
+    # the same file without the factor: the first 9 frames, stage-1 positions, another result
+    seen.clear()
+    engine.delete_adapters(["t2"])
+    engine.load_lora_weights(_temporal_lora(tmp_path / "t1.safetensors", pipe.transformer,
+                                            reference_downscale_factor=2), adapter_name="t1")
+    plain = engine.generate(PROMPT, reference_conditions=[ReferenceCondition(ref)], **kw)
+    assert seen[0] == ([17], 1) and np.abs(plain.frames - out.frames).max() > 1e-3
+
+
+def test_temporal_scale_metadata_errors(setup, tmp_path):
+    """Conflicting or malformed reference_temporal_scale_factor metadata, a contradicting argument and
+    a reference whose kept frames are not 8k+1 are refused by name before any model work."""
+    pipe, _, _, _, _ = setup
+    engine = Engine.from_pretrained(setup[2].source, device="cpu", dtype=torch.float32)
+    t = pipe.transformer
+    for name, value in (("a", 2), ("b", 3), ("bad", "two"), ("zero", 0)):
+        engine.load_lora_weights(_temporal_lora(tmp_path / f"{name}.safetensors", t, reference_downscale_factor=2,
+                                                reference_temporal_scale_factor=value), adapter_name=name)
+    kw = dict(height=256, width=256, num_frames=17, pipeline="ic-lora", max_sequence_length=SEQ,
+              reference_conditions=[ReferenceCondition(_video(1, 17, 64))])
+    with pytest.raises(ValueError, match=r"reference_temporal_scale_factor: the call's IC-LoRAs disagree "
+                                         r"\(\{'a': 2, 'b': 3\}\); use one at a time"):
+        engine.generate(PROMPT, loras={"a": 1.0, "b": 1.0}, **kw)
+    with pytest.raises(ValueError, match=r"reference_temporal_scale_factor: adapter 'bad'\'s metadata says "
+                                         r"reference_temporal_scale_factor='two', not an int >= 1"):
+        engine.generate(PROMPT, loras={"bad": 1.0}, **kw)
+    with pytest.raises(ValueError, match=r"adapter 'zero'\'s metadata says reference_temporal_scale_factor='0', "
+                                         r"not an int >= 1"):
+        engine.generate(PROMPT, loras={"zero": 1.0}, **kw)
+    with pytest.raises(ValueError, match=r"reference_temporal_scale_factor=3 contradicts the IC-LoRA metadata of the "
+                                         r"call's adapters \{'a': 2\}"):
+        engine.generate(PROMPT, loras={"a": 1.0}, reference_temporal_scale_factor=3, **kw)
+    with pytest.raises(ValueError, match=r"reference_conditions\[0\]\.video must have 8kS\+1 frames with "
+                                         r"reference_temporal_scale_factor S=2 .* got 9, which keeps 5; e\.g\. 17"):
+        engine.generate(PROMPT, loras={"a": 1.0}, **dict(kw, reference_conditions=[ReferenceCondition(
+            _video(1, 9, 64))]))
+    with pytest.raises(ValueError, match="reference_temporal_scale_factor"):
+        engine.generate(PROMPT, height=256, width=256, num_frames=9, max_sequence_length=SEQ, loras={},
+                        reference_temporal_scale_factor=2)  # another pipeline refuses the IC-LoRA argument

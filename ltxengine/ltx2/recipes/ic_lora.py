@@ -4,13 +4,16 @@ IC-LoRA among them) on the distilled sigmas without guidance (the request's dist
 each reference video is resized to 1/``reference_downscale_factor`` of the stage-1 size, VAE-encoded
 and appended after the image keyframes as clean tokens (denoise mask 1 - strength) whose positions
 are the stage's own with height and width scaled by the factor, so they land in target
-coordinates. An attention strength below 1 (or a mask video) adds ltx-core's block mask to the
-video self-attention: generated <-> generated and image keyframes 1, generated <-> reference the
-strength (times the mask pooled to the reference's tokens), reference <-> reference 1 within one
-reference, 0 otherwise; as a log-space bias (0 -> the dtype's minimum). Stage 2 is the two-stage
-recipe's refine without any of the call's LoRAs and without references (ltx-pipelines' stage-2
-ledger has no LoRAs): image conditions, the upsampled latent, the distilled sigmas and the engine's
-distilled LoRA."""
+coordinates. A file whose metadata has reference_temporal_scale_factor S > 1 (ltx-core / ltx-pipelines
+@400fd31; none: 1) keeps each reference's frame 0 and every S-th frame after it (which must leave 8k+1;
+the reference VAE crops instead, with a warning) and times its tokens at fps / S, shifted by (S - 1)/fps
+(clamped at 0) so its last patch ends with the target's. An attention strength below 1 (or a mask
+video) adds ltx-core's block mask to the video self-attention: generated <-> generated and image
+keyframes 1, generated <-> reference the strength (times the mask pooled to the reference's
+tokens), reference <-> reference 1 within one reference, 0 otherwise; as a log-space bias (0 -> the
+dtype's minimum). Stage 2 is the two-stage recipe's refine without any of the call's LoRAs and
+without references (ltx-pipelines' stage-2 ledger has no LoRAs): image conditions, the upsampled
+latent, the distilled sigmas and the engine's distilled LoRA."""
 
 from __future__ import annotations
 
@@ -31,11 +34,12 @@ from ..stages import (StageOutput, encode_conditions, encode_text, finish, fit_i
                       stage1_sigmas, uint8_image)
 
 __all__ = ["ARGUMENTS", "attention_bias", "attention_mask", "attention_masked", "check", "encode_references",
-           "pool_mask", "reference_tokens", "run"]
+           "pool_mask", "reference_positions", "reference_tokens", "run", "temporal_subsample"]
 
 ARGUMENTS = ("reference_conditions", "reference_downscale_factor", "conditioning_attention_strength",
-             "conditioning_attention_mask")
+             "conditioning_attention_mask", "reference_temporal_scale_factor")
 METADATA_KEY = "reference_downscale_factor"  # the IC-LoRA file's safetensors metadata
+TEMPORAL_KEY = "reference_temporal_scale_factor"  # the same metadata; absent: 1
 
 
 # -- the argument check (before any model work) ------------------------------------------------------
@@ -44,8 +48,11 @@ def check(engine, a: dict[str, Any]) -> None:
     """Normalizes the IC-LoRA arguments in ``a``: reference_conditions -> a tuple of
     ReferenceCondition(uint8 frames (F, H, W, 3) trimmed to num_frames, float strength);
     reference_downscale_factor -> the int in force; conditioning_attention_strength -> a float;
-    conditioning_attention_mask -> None or a float32 (F, H, W) tensor in [0, 1]."""
-    refs = _check_references(a["reference_conditions"], a["num_frames"])
+    conditioning_attention_mask -> None or a float32 (F, H, W) tensor in [0, 1];
+    reference_temporal_scale_factor S -> the int in force (the metadata's, default 1): each
+    reference keeps frame 0 and every S-th frame after it (ltx-pipelines @400fd31's temporal_subsample)."""
+    temporal = _temporal_factor(engine, a)
+    refs = _check_references(a["reference_conditions"], a["num_frames"], temporal)
     factor = _downscale_factor(engine, a)
     h1, w1 = a["height"] // 2, a["width"] // 2
     for k, v in (("height", h1), ("width", w1)):
@@ -57,10 +64,16 @@ def check(engine, a: dict[str, Any]) -> None:
     strength = 1.0 if strength is None else check_float("conditioning_attention_strength", strength, 0.0, 1.0)
     mask = _check_mask(a["conditioning_attention_mask"], refs, a["num_frames"])
     a.update(reference_conditions=refs, reference_downscale_factor=factor, conditioning_attention_strength=strength,
-             conditioning_attention_mask=mask)
+             conditioning_attention_mask=mask, reference_temporal_scale_factor=temporal)
 
 
-def _check_references(refs, num_frames: int) -> tuple[ReferenceCondition, ...]:
+def temporal_subsample(frames, factor: int):
+    """Frame 0, then frames 1, 1 + S, 1 + 2S, ... (ltx-pipelines @400fd31's temporal_subsample, which
+    keeps the VAE's causal first frame alone: 1 + 8kS frames -> 1 + 8k)."""
+    return frames if factor == 1 else frames[[0, *range(1, len(frames), factor)]]
+
+
+def _check_references(refs, num_frames: int, temporal: int = 1) -> tuple[ReferenceCondition, ...]:
     if isinstance(refs, ReferenceCondition):
         refs = [refs]
     if not isinstance(refs, (list, tuple)) or not refs:
@@ -74,9 +87,16 @@ def _check_references(refs, num_frames: int) -> tuple[ReferenceCondition, ...]:
                              f"{type(r).__name__}")
         strength = check_float(f"{arg}.strength", r.strength, 0.0, 1.0)
         frames = _frames(r.video, f"{arg}.video")[:num_frames]  # ltx-pipelines' frame_cap, diffusers' trim
-        if (len(frames) - 1) % 8:
+        kept = temporal_subsample(frames, temporal)
+        if (len(kept) - 1) % 8 and temporal == 1:
             raise ValueError(f"{arg}.video must have 8k+1 frames (the VAE encodes 1 + 8k; longer clips are cut to "
                              f"num_frames={num_frames}), got {len(frames)}")
+        if (len(kept) - 1) % 8:
+            raise ValueError(f"{arg}.video must have 8kS+1 frames with reference_temporal_scale_factor S={temporal} "
+                             f"(frame 0, then every {temporal}th frame is kept and the VAE encodes 1 + 8k; longer "
+                             f"clips are cut to num_frames={num_frames}), got {len(frames)}, which keeps {len(kept)}; "
+                             f"e.g. {8 * temporal + 1}")
+        frames = kept
         out.append(ReferenceCondition(frames, strength))
     return tuple(out)
 
@@ -108,22 +128,45 @@ def _frames(video, arg: str) -> np.ndarray:
     return np.stack(frames)
 
 
-def _downscale_factor(engine, a: dict[str, Any]) -> int:
-    """The given factor, else the one in the metadata of the call's LoRAs (all that carry it must agree)."""
+def _metadata_factors(engine, a: dict[str, Any], key: str) -> tuple[list[str], dict[str, int]]:
+    """-> (the call's adapter names, {name: int value of ``key``} for those whose metadata has it)."""
     loras = a["loras"]
     names = ([n for n in loras if n in engine.adapters.loaded] if isinstance(loras, Mapping)
              else list(engine.adapters.active))
     found = {}
     for n in names:
-        raw = engine.adapters.loaded[n].metadata.get(METADATA_KEY)
+        raw = engine.adapters.loaded[n].metadata.get(key)
         if raw is not None:
             try:
                 found[n] = int(raw)
-            except ValueError:
+            except (TypeError, ValueError):
                 found[n] = None
             if found[n] is None or found[n] < 1:
-                raise ValueError(f"reference_downscale_factor: adapter {n!r}'s metadata says {METADATA_KEY}={raw!r}, "
-                                 f"not an int >= 1")
+                raise ValueError(f"{key}: adapter {n!r}'s metadata says {key}={raw!r}, not an int >= 1")
+    return names, found
+
+
+def _temporal_factor(engine, a: dict[str, Any]) -> int:
+    """The given S, else the one in the metadata of the call's LoRAs (all that carry it must agree;
+    none: 1, ltx-pipelines' default)."""
+    _, found = _metadata_factors(engine, a, TEMPORAL_KEY)
+    given = a["reference_temporal_scale_factor"]
+    if given is not None:
+        given = check_int("reference_temporal_scale_factor", given, 1, 8)
+        other = {n: f for n, f in found.items() if f != given}
+        if other:
+            raise ValueError(f"reference_temporal_scale_factor={given} contradicts the IC-LoRA metadata of the "
+                             f"call's adapters {other}; leave it None to use theirs")
+        return given
+    if len(set(found.values())) > 1:
+        raise ValueError(f"reference_temporal_scale_factor: the call's IC-LoRAs disagree ({found}); use one at a "
+                         f"time")
+    return next(iter(found.values()), 1)
+
+
+def _downscale_factor(engine, a: dict[str, Any]) -> int:
+    """The given factor, else the one in the metadata of the call's LoRAs (all that carry it must agree)."""
+    names, found = _metadata_factors(engine, a, METADATA_KEY)
     given = a["reference_downscale_factor"]
     if given is not None:
         given = check_int("reference_downscale_factor", given, 1, 8)
@@ -229,9 +272,24 @@ def attention_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.to(dtype)[None, None]
 
 
+def reference_positions(video_positions, frames: int, height: int, width: int, fps: float, downscale: int,
+                        temporal: int, device=None) -> torch.Tensor:
+    """A reference's patch bounds (1, 3, N, 2) in the target's coordinates (ltx-core @400fd31's
+    VideoConditionByReferenceLatent.apply_to): time on the reference's own spacing fps / S and, for
+    S > 1, shifted back by (S - 1) x the target's first token end (1/fps) so its last patch ends with
+    the target's, clamped at 0; height and width times the downscale factor. S = 1: the stage's own
+    positions scaled, bit for bit as before."""
+    pos = video_positions(1, frames, height, width, fps / temporal, device=device).clone()
+    if temporal != 1:
+        end = video_positions(1, 1, 1, 1, fps, device=device)[:, 0, 0:1, 1:2]  # the target's first token's end
+        pos[:, 0] = torch.clamp(pos[:, 0] - (temporal - 1) * end, min=0)
+    pos[:, 1:] *= downscale  # height and width in target coordinates
+    return pos
+
+
 def encode_references(engine, a, height: int, width: int, fps: float):
     """-> ([KeyframeTokens] of each reference, [(M,) strengths] or None when attention is unmasked)."""
-    s = a.reference_downscale_factor
+    s, t = a.reference_downscale_factor, a.reference_temporal_scale_factor
     tr, vae, dev = engine.transformer, engine.vae, engine.device
     dtype = next(vae.parameters()).dtype
     masked = attention_masked(a)
@@ -241,8 +299,7 @@ def encode_references(engine, a, height: int, width: int, fps: float):
             pixels = torch.stack([fit_image(f, height // s, width // s) for f in r.video], dim=1)
             z = vae.encode_normalized(pixels[None].to(dev, dtype)).float()  # (1, C, f, h, w)
             _, _, f, h, w = z.shape
-            pos = tr.video_positions(1, f, h, w, fps, device=dev).clone()
-            pos[:, 1:] *= s  # height and width in target coordinates
+            pos = reference_positions(tr.video_positions, f, h, w, fps, s, t, device=dev)
             tokens.append(KeyframeTokens(pack(z), pos, r.strength))
             if masked:
                 m = a.conditioning_attention_mask
