@@ -269,7 +269,7 @@ def load_gemma_file(path, device="cpu", dtype=torch.bfloat16, connectors=None, c
     import transformers
 
     from ..models.ltx2_text import GemmaTextEncoder
-    from .text_encoders import check_gemma_version, dtype_kwarg
+    from .text_encoders import check_gemma_version, dtype_kwarg, load_model_from_tensors
     with SafetensorsFile(path) as f:
         config = _gemma_config(f)
         if checkpoint_metadata is not None:
@@ -284,16 +284,5 @@ def load_gemma_file(path, device="cpu", dtype=torch.bfloat16, connectors=None, c
         state = {gemma_hf_key(k, model_type): f.read(k) for k in keys}
     hf_config = transformers.CONFIG_MAPPING[model_type].from_dict(config)
     model_cls = getattr(transformers, _TE_CLASSES[model_type])
-    try:
-        model, info = model_cls.from_pretrained(None, config=hf_config, state_dict=state, output_loading_info=True,
-                                                **{dtype_kwarg(): dtype})
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: transformers cannot load the Gemma ({type(e).__name__}: {e})") from e
-    problems = [f"{len(v)} {what}: {sorted(v)[:8]}" for what, v in
-                (("model tensors missing from the file", info.get("missing_keys")),
-                 ("file tensors not used by the model", info.get("unexpected_keys")),
-                 ("tensors with the wrong shape", info.get("mismatched_keys"))) if v]
-    if problems or info.get("error_msgs"):
-        raise CheckpointError(f"{path}: the Gemma does not match the file exactly: "
-                              + "; ".join(problems + [str(m) for m in info.get("error_msgs") or ()]))
+    model = load_model_from_tensors(model_cls, hf_config, state, str(path), "Gemma", **{dtype_kwarg(): dtype})
     return GemmaTextEncoder(model.to(device).eval().requires_grad_(False), tokenizer, connectors)

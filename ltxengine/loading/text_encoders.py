@@ -151,6 +151,26 @@ def load_model(model_cls, folder: Path, what: str, **kwargs):
     return model
 
 
+def load_model_from_tensors(model_cls, config, state: dict, where: str, what: str, **kwargs):
+    """``model_cls.from_pretrained(None, config=, state_dict=)``: a transformers model of a known
+    config class built from tensors already read (nothing is read from disk, no remote code), so
+    every transformers load stays in this module. Missing, unused and mis-shaped tensors are
+    refused by name (``where``: the file they came from)."""
+    try:
+        model, info = model_cls.from_pretrained(None, config=config, state_dict=state, output_loading_info=True,
+                                                **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: transformers cannot load the {what} ({type(e).__name__}: {e})") from e
+    problems = [f"{len(v)} {text}: {sorted(v)[:8]}" for text, v in
+                (("model tensors missing from the file", info.get("missing_keys")),
+                 ("file tensors not used by the model", info.get("unexpected_keys")),
+                 ("tensors with the wrong shape", info.get("mismatched_keys"))) if v]
+    if problems or info.get("error_msgs"):
+        raise CheckpointError(f"{where}: the {what} does not match the file exactly: "
+                              + "; ".join(problems + [str(m) for m in info.get("error_msgs") or ()]))
+    return model
+
+
 def _report(info: dict) -> list[str]:
     parts = []
     for key, text in (("missing_keys", "model tensors missing from the checkpoint (transformers would fill them "
