@@ -324,6 +324,15 @@ def test_two_stage_without_a_distilled_lora_warns_once_per_engine(folder, tmp_pa
     assert not [w for w in seen if "distilled LoRA" in str(w.message)]
 
 
+def test_keyframe_interpolation_without_a_distilled_lora_warns_too(folder):
+    """keyframe-interpolation is the two-stage recipe: its stage 2 also refines with the distilled
+    LoRA in ltx-pipelines, so base weights warn as for two-stage."""
+    engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    image = np.full((128, 128, 3), 128, np.uint8)
+    with pytest.warns(UserWarning, match="pipeline='keyframe-interpolation' without a distilled LoRA"):
+        engine.generate("a dog", seed=0, pipeline="keyframe-interpolation", image=image, **SMALL)
+
+
 def test_audio_start_applies_to_waveforms_as_to_files(engine):
     start = 0.25
     cut = WAVE[:, round(start * RATE):]

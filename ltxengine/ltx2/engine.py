@@ -247,7 +247,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     def _warn_base_weights_refine(self, a: LTX2Request) -> None:
         """ltx-pipelines always refines with the distilled LoRA fused; base weights still work, so
         this warns (once per engine) rather than refuses."""
-        if (a.pipeline not in ("two-stage", "two-stage-hq") or self.distilled_lora is not None
+        if (a.pipeline not in ("two-stage", "two-stage-hq", "keyframe-interpolation") or self.distilled_lora is not None
                 or a.two_stage.lora_strength == 0
                 or getattr(self, "_warned_base_refine", False)):
             return
