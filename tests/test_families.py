@@ -145,7 +145,9 @@ def test_ltx2_request_is_frozen_and_the_run_only_reads_it(ltx2_engine_):
 
 def test_every_ltx2_pipeline_has_a_recipe():
     from ltxengine.ltx2 import recipes, request
-    assert request.PIPELINES_LTX2 == tuple(recipes.RECIPES) == ("two-stage", "distilled", "one-stage")
+    assert request.PIPELINES_LTX2 == tuple(recipes.RECIPES) == (
+        "two-stage", "distilled", "one-stage", "ic-lora", "retake", "keyframe-interpolation", "text-to-audio",
+        "two-stage-hq")
 
 
 def test_engine_built_directly_is_an_ltx_video_engine_with_a_deprecation_warning(ltx_video_engine):

@@ -197,7 +197,8 @@ def test_decode_latents_frames_equal_decode_latents(tiling, size):
 @pytest.mark.parametrize("tiling", [None, TEMPORAL])
 def test_decode_ltx2_frames_equal_decode_video(tiling):
     vae, latents = _vae("ltx2"), _z((1, 8, 4, 2, 2), seed=4)
-    a = SimpleNamespace(decode_timestep=0.07, decode_noise_scale=0.3, vae_tiling=tiling)  # the request fields it reads
+    # the request fields it reads (decoder None: the VAE's conv decoder)
+    a = SimpleNamespace(decode_timestep=0.07, decode_noise_scale=0.3, vae_tiling=tiling, decoder=None)
     with torch.no_grad():
         expected = decode_video(SimpleNamespace(vae=vae), a, latents, _gen()).numpy()
         chunks = list(decode.decode_ltx2_frames(vae, latents, decode_timestep=0.07, decode_noise_scale=0.3,
