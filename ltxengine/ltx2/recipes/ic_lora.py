@@ -18,7 +18,6 @@ latent, the distilled sigmas and the engine's distilled LoRA."""
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from typing import Any, Mapping
 
@@ -28,10 +27,10 @@ import torch.nn.functional as F
 
 from ...checks import check_float, check_int
 from ...components.inputs import ReferenceCondition
-from ...components.latents import pack, upsample_latents
+from ...components.latents import pack
 from ..denoise import KeyframeTokens
-from ..stages import (StageOutput, encode_conditions, encode_text, finish, fit_image, prepare, run_stage,
-                      stage1_sigmas, uint8_image)
+from ..stages import StageOutput, encode_conditions, fit_image, run_stage, stage1_sigmas, uint8_image
+from . import two_stage
 
 __all__ = ["ARGUMENTS", "attention_bias", "attention_mask", "attention_masked", "check", "encode_references",
            "pool_mask", "reference_positions", "reference_tokens", "run", "temporal_subsample"]
@@ -311,31 +310,9 @@ def encode_references(engine, a, height: int, width: int, fps: float):
 # -- the recipe ---------------------------------------------------------------------------------------
 
 def run(engine, a, gen, seed: int) -> StageOutput:
-    two = a.two_stage
-    timings = {}
-    t0 = time.perf_counter()
-    given = prepare(engine, a)
-    vp, ap = given.guidance(a.video_guidance, a.audio_guidance)
-    texts = encode_text(engine, a, vp.uncond or ap.uncond or two.video_guidance.uncond
-                        or two.audio_guidance.uncond)
-    timings["text"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    video, audio = _first_stage(engine, a, given, texts, gen, seed)
-    timings["denoise"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    with engine.residency.use("latent_upsampler", engine.latent_upsampler):
-        video = upsample_latents(engine.latent_upsampler, engine.vae, video, two.adain_factor,
-                                 two.tone_map_compression_ratio).float()
-    first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps))
-    vp2, ap2 = given.guidance(two.video_guidance, two.audio_guidance)
-    shape = (1, engine.transformer.config.in_channels, video.shape[2], a.height // 32, a.width // 32)
-    with _stage2_weights(engine, two):
-        video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=shape,
-                                 sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=vp2,
-                                 audio_params=ap2, texts=texts, first=first, keyframes=keys, video_init=video,
-                                 audio_init=audio, audio_frozen=given.audio_latents, noise_scale=two.noise_scale)
-    timings["refine"] = time.perf_counter() - t2
-    return finish(engine, a, given, video, audio, gen, timings)
+    """The two-stage recipe with stage 1 given the references (``_first_stage``) and stage 2 run
+    without the call's LoRAs (``_stage2_weights``)."""
+    return two_stage.run(engine, a, gen, seed, stage1=_first_stage, stage2_weights=_stage2_weights)
 
 
 def _first_stage(engine, a, given, texts, gen, seed: int):

@@ -16,7 +16,10 @@ from ...components.latents import upsample_latents
 from ..stages import StageOutput, encode_conditions, encode_text, finish, first_stage, prepare, run_stage
 
 
-def run(engine, a, gen, seed: int) -> StageOutput:
+def run(engine, a, gen, seed: int, *, stage1=None, stage2_weights=None) -> StageOutput:
+    """``stage1(engine, a, given, texts, gen, seed) -> (video, audio)`` replaces stage 1 (ic-lora
+    appends its references there); ``stage2_weights(engine, two)``: the context stage 2 runs in
+    (default: the distilled LoRA at ``two.lora_strength`` added to the LoRAs fused now)."""
     two = a.two_stage
     timings = {}
     t0 = time.perf_counter()
@@ -27,7 +30,8 @@ def run(engine, a, gen, seed: int) -> StageOutput:
     timings["text"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     with _distilled_weights(engine, two.stage1_lora_strength):  # two-stage-hq's stage 1 (0 otherwise)
-        video, audio = first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2)
+        video, audio = (stage1(engine, a, given, texts, gen, seed) if stage1 is not None
+                        else first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2))
     timings["denoise"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     with engine.residency.use("latent_upsampler", engine.latent_upsampler):
@@ -36,7 +40,8 @@ def run(engine, a, gen, seed: int) -> StageOutput:
     first, keys = encode_conditions(engine, given.images, a.height, a.width, float(a.fps), guiding=a.recipe.guiding)
     vp2, ap2 = given.guidance(two.video_guidance, two.audio_guidance)
     shape = (1, engine.transformer.config.in_channels, video.shape[2], a.height // 32, a.width // 32)
-    with _distilled_weights(engine, two.lora_strength):
+    stage2_weights = stage2_weights or (lambda engine, two: _distilled_weights(engine, two.lora_strength))
+    with stage2_weights(engine, two):
         video, audio = run_stage(engine, a, gen, seed, stage="refine", latent_shape=shape,
                                  sigmas=torch.tensor(two.sigmas, dtype=torch.float32), video_params=vp2,
                                  audio_params=ap2, texts=texts, first=first, keyframes=keys, video_init=video,
