@@ -149,39 +149,35 @@ def _temporal_factor(engine, a: dict[str, Any]) -> int:
     """The given S, else the one in the metadata of the call's LoRAs (all that carry it must agree;
     none: 1, ltx-pipelines' default)."""
     _, found = _metadata_factors(engine, a, TEMPORAL_KEY)
-    given = a["reference_temporal_scale_factor"]
-    if given is not None:
-        given = check_int("reference_temporal_scale_factor", given, 1, 8)
-        other = {n: f for n, f in found.items() if f != given}
-        if other:
-            raise ValueError(f"reference_temporal_scale_factor={given} contradicts the IC-LoRA metadata of the "
-                             f"call's adapters {other}; leave it None to use theirs")
-        return given
-    if len(set(found.values())) > 1:
-        raise ValueError(f"reference_temporal_scale_factor: the call's IC-LoRAs disagree ({found}); use one at a "
-                         f"time")
-    return next(iter(found.values()), 1)
+    factor = _agreed_factor("reference_temporal_scale_factor", a["reference_temporal_scale_factor"], found)
+    return 1 if factor is None else factor
 
 
 def _downscale_factor(engine, a: dict[str, Any]) -> int:
     """The given factor, else the one in the metadata of the call's LoRAs (all that carry it must agree)."""
     names, found = _metadata_factors(engine, a, METADATA_KEY)
-    given = a["reference_downscale_factor"]
-    if given is not None:
-        given = check_int("reference_downscale_factor", given, 1, 8)
-        other = {n: f for n, f in found.items() if f != given}
-        if other:
-            raise ValueError(f"reference_downscale_factor={given} contradicts the IC-LoRA metadata of the call's "
-                             f"adapters {other}; leave it None to use theirs")
-        return given
-    if not found:
+    factor = _agreed_factor("reference_downscale_factor", a["reference_downscale_factor"], found)
+    if factor is None:
         raise ValueError(f"reference_downscale_factor: none of the call's LoRAs (adapters {names}) has "
                          f"{METADATA_KEY} in its safetensors metadata, as IC-LoRA files do; load the IC-LoRA with "
                          f"engine.load_lora_weights(path), or pass reference_downscale_factor= (1: references at "
                          f"the generation's size)")
+    return factor
+
+
+def _agreed_factor(arg: str, given, found: dict[str, int]) -> int | None:
+    """An IC-LoRA factor: ``given`` (checked, and agreeing with every adapter's metadata that names
+    one), else the one value the adapters' metadata ``found`` agrees on, else None."""
+    if given is not None:
+        given = check_int(arg, given, 1, 8)
+        other = {n: f for n, f in found.items() if f != given}
+        if other:
+            raise ValueError(f"{arg}={given} contradicts the IC-LoRA metadata of the call's adapters {other}; leave "
+                             f"it None to use theirs")
+        return given
     if len(set(found.values())) > 1:
-        raise ValueError(f"reference_downscale_factor: the call's IC-LoRAs disagree ({found}); use one at a time")
-    return next(iter(found.values()))
+        raise ValueError(f"{arg}: the call's IC-LoRAs disagree ({found}); use one at a time")
+    return next(iter(found.values()), None)
 
 
 def _check_mask(mask, refs, num_frames: int) -> torch.Tensor | None:
