@@ -1,0 +1,1 @@
+"""Running one generation over several processes with torch.distributed (issue 22)."""
