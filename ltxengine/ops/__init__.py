@@ -33,6 +33,7 @@ from .attention_fp8 import ATTENTION_FP8
 from .causal_conv3d import CAUSAL_CONV3D
 from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
+from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
 from .qk_norm_rope import QK_NORM_ROPE
 from .quantize_fp8 import QUANTIZE_FP8
@@ -58,6 +59,7 @@ class Ops:
     # ~5% relative error against fp32 attention on unit-RMS inputs vs ~0.4% for bf16 (tests/kernels/
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
     attention_fp8: Callable = reference.attention_fp8
+    gguf_dequant: Callable = reference_gguf_dequant  # GGUF weight blocks -> values (quant/gguf.py)
     # op name -> backend that implements it (for `ltxengine info` and bench records)
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -67,7 +69,7 @@ TORCH_OPS = Ops(name="torch")
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
-             HEAD_GATE)
+             HEAD_GATE, GGUF_DEQUANT)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -1,0 +1,104 @@
+"""GGUF dequantization: the pure-torch reference equals the gguf package's numpy dequantization
+bit for bit per quant type (random valid blocks, edge scales included), and the Triton kernel
+(interpreter, tiny tensors) equals the reference bit for bit in fp32, within one rounding in bf16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from ltxengine.ops import get_ops  # noqa: E402
+from ltxengine.quant.gguf import BY_NAME, QUANT_TYPES, dequantize  # noqa: E402
+
+# fp16 scales that stress the arithmetic: zero, -0, the smallest subnormal, the largest finite
+EDGE_SCALES = np.array([0.0, -0.0, 2.0 ** -24, 65504.0, -65504.0, 1.0, -3.5e-3], dtype=np.float16)
+# byte offsets of the fp16 scales inside each type's block
+SCALE_OFFSETS = {"Q8_0": (0,), "Q4_0": (0,), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+def random_blocks(name: str, rows: int, blocks_per_row: int, seed: int = 0) -> np.ndarray:
+    """Random bytes of valid blocks: every bit pattern of the quants and packed scales is valid;
+    the fp16 scales are finite (random normal values, then the edge scales in the first blocks)."""
+    t = BY_NAME[name]
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(rows * blocks_per_row, t.type_size), dtype=np.uint8)
+    for off in SCALE_OFFSETS[name]:
+        scales = rng.standard_normal(rows * blocks_per_row).astype(np.float16)
+        scales[: len(EDGE_SCALES)] = EDGE_SCALES[: len(scales)]
+        data[:, off:off + 2] = scales.view(np.uint8).reshape(-1, 2)
+    return data.reshape(rows, blocks_per_row * t.type_size)
+
+
+def oracle(data: np.ndarray, name: str) -> torch.Tensor:
+    return torch.from_numpy(gguf.quants.dequantize(data, gguf.GGMLQuantizationType[name]).copy())
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("name", QUANT_TYPES)
+def test_reference_equals_gguf_bit_for_bit(name):
+    data = random_blocks(name, rows=6, blocks_per_row=3)
+    ours = dequantize(torch.from_numpy(data), BY_NAME[name].id)
+    assert same_bits(ours, oracle(data, name))
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0"])
+def test_reference_on_gguf_quantized_weights(name):
+    """Blocks made by gguf.quants.quantize (the path real converters take for these types)."""
+    w = np.random.default_rng(1).standard_normal((5, 96)).astype(np.float32)
+    w[0] = 0.0  # an all-zero row: scale 0
+    data = gguf.quants.quantize(w, gguf.GGMLQuantizationType[name])
+    ours = dequantize(torch.from_numpy(data), BY_NAME[name].id, (5, 96))
+    assert same_bits(ours, oracle(data, name))
+
+
+@pytest.mark.parametrize("name", ["F32", "F16", "BF16"])
+def test_float_types_pass_through(name):
+    w = torch.randn(3, 8)
+    stored = w.to({"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name])
+    data = stored.view(torch.uint8)
+    assert same_bits(dequantize(data, BY_NAME[name].id, (3, 8)), stored.float())
+    if name != "BF16":  # gguf.quants handles BF16 as bytes through its own class too
+        assert same_bits(dequantize(data, BY_NAME[name].id, (3, 8)), oracle(data.numpy(), name).view(3, 8))
+
+
+def test_unsupported_and_unknown_types_are_named():
+    with pytest.raises(ValueError, match=r"quant type IQ2_XXS is not supported.*Q4_K"):
+        dequantize(torch.zeros(1, 66, dtype=torch.uint8), 16)
+    with pytest.raises(ValueError, match="unknown ggml type id 99"):
+        dequantize(torch.zeros(1, 66, dtype=torch.uint8), 99)
+    with pytest.raises(ValueError, match="whole 34-byte blocks, got 33"):
+        dequantize(torch.zeros(1, 33, dtype=torch.uint8), BY_NAME["Q8_0"].id)
+
+
+@pytest.mark.parametrize("name", QUANT_TYPES)
+def test_triton_equals_reference(name):
+    ops = get_ops("triton", "cpu")
+    t = BY_NAME[name]
+    data = torch.from_numpy(random_blocks(name, rows=2, blocks_per_row=2, seed=3))
+    kept = data.clone()
+    n = 2 * t.block_size
+    ref = dequantize(data, t.id, (2, n))
+    got = ops.gguf_dequant(data, t.id, n, torch.float32)
+    assert same_bits(got, ref)
+    assert torch.equal(data, kept)  # the input is not modified
+    out = torch.empty(2, n, dtype=torch.bfloat16)
+    assert ops.gguf_dequant(data, t.id, n, out=out) is out
+    # the same fp32 values rounded once to bf16: within one bf16 ulp (2^-7 relative), as Triton's
+    # interpreter truncates where torch rounds to nearest even (bit-equal is checked in fp32 above)
+    close = (out.float() - ref).abs() <= ref.abs() * 2.0 ** -7
+    assert bool(close[torch.isfinite(ref)].all())
+
+
+def test_triton_rejects_bad_arguments():
+    ops = get_ops("triton", "cpu")
+    data = torch.zeros(2, 34, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="rows of 64 elements of type id 8 take 68 bytes"):
+        ops.gguf_dequant(data, 8, 64)
+    with pytest.raises(ValueError, match="out must be a contiguous"):
+        ops.gguf_dequant(data, 8, 32, out=torch.empty(32, 2).t())
