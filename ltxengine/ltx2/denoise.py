@@ -177,6 +177,8 @@ class Denoiser:
     audio_params: GuidanceParams = NO_GUIDANCE
     max_batch: int | None = None
     legacy_cross_timestep: bool = False
+    # the audio<->video tables' convention (CROSS_TIMESTEPS; None: "own" if legacy, else "sigma")
+    cross_timestep: str | None = None
     executor: object = None  # a GraphExecutor running each batch's model call (None: called directly)
     graph_variant: tuple = ()  # what the model computes beyond its weights (LoraSet.graph_variant)
     keyframes: torch.Tensor | None = None  # (1, Nv) marker for LTX-2.5's keyframe embedding (keyframe_marker)
@@ -220,7 +222,8 @@ class Denoiser:
             tv = s if self._full_video else (s[:, None] * self.video_mask[..., 0]).expand(b, -1)
             ta = s if self._full_audio else (s[:, None] * self.audio_mask[..., 0]).expand(b, -1)
             # timestep embeddings outside the captured step (they hold a data-dependent unique())
-            temb = self.transformer.embed_timesteps(s, s, tv, ta, b, self._dtype, self.legacy_cross_timestep)
+            temb = self.transformer.embed_timesteps(s, s, tv, ta, b, self._dtype, self.legacy_cross_timestep,
+                                                   self.cross_timestep)
             tv_tok = tv[:1, :, None] if tv.ndim == 2 else s[:1]
             ta_tok = ta[:1, :, None] if ta.ndim == 2 else s[:1]
             args = (xv, xa, s, tv, ta, temb, ctx, self.rope, tuple(skips), self.legacy_cross_timestep, tv_tok, ta_tok,

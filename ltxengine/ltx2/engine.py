@@ -163,14 +163,17 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                  conditioning_attention_mask=None, latents=None, audio_latents=None, noise_scale: float | None = None,
                  output_type: str | None = None,
                  audio_max_duration: float | None = None, decoder: str | None = None,
-                 reference_temporal_scale_factor: int | None = None):
+                 reference_temporal_scale_factor: int | None = None, cross_timestep: str | None = None):
         """Generate a video with its audio track. See the module docstring for ``pipeline``.
 
         Defaults that change between releases follow the checkpoint's (``engine.release``, see
         releases.py): num_inference_steps 40 / 30 / 30 for 2.0 / 2.3 / 2.5, the default guidance's
         STG block 29 / 28 / 28, image_crf 33 / 33 / 18, and the sampler: "euler", except 2.5's
         pipeline="distilled", whose stage 1 is "euler-ancestral" (eta 1, noise from seed + 10000;
-        stage 2 stays Euler).
+        stage 2 stays Euler), and cross_timestep, what drives the audio<->video adaLN tables (one of
+        models/ltx2_transformer.CROSS_TIMESTEPS): "sigma" for 2.0 (ltx-core 1.0.0 and diffusers),
+        "mixed" for 2.3 / 2.5 (Lightricks' reference since ltx-core 1.1.4; diffusers' is "sigma").
+        The conventions differ only on conditioned tokens (images, keyframes, retake, references).
         video_guidance / audio_guidance: stage-1 GuidanceParams (default ltx-pipelines' values for
         the release; none for "distilled"). The same guidance may be spelled with diffusers'
         LTX2Pipeline keywords instead (see ``DIFFUSERS_GUIDANCE``): guidance_scale = cfg, stg_scale

@@ -81,7 +81,7 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0, masked: b
     # (it asks the values, which fake ones do not have); one element broadcasts like (1, N, 1).
     ones = torch.ones((1, 1, 1), device=dev)
     den = Denoiser(tr, ctx, ctx if need_neg else None, None, ones, ones, vp, ap, max_batch=a.guidance_batch,
-                   keyframes=keyframe_marker(cfg, f, h, w, appended, device=dev))
+                   keyframes=keyframe_marker(cfg, f, h, w, appended, device=dev), cross_timestep=a.cross_timestep)
 
     def step(xv, xa):
         vpos = tr.video_positions(1, f, h, w, float(a.fps), device=dev)

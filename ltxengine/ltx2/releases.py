@@ -22,6 +22,14 @@ class Release:
     stg_blocks: tuple[int, ...]  # the STG block of the default guidance (both modalities)
     image_crf: int  # the H.264 round trip of condition images
     ancestral_distilled: bool  # distilled stage 1 samples with Euler-ancestral (eta 1, seed + 10000)
+    # what drives the audio<->video adaLN tables (models/ltx2_transformer.CROSS_TIMESTEPS). Only
+    # per-token timesteps that differ from sigma (conditioned tokens: images, keyframes, retake,
+    # IC-LoRA references) tell the conventions apart. 2.0: "sigma", where its two installable
+    # references agree (ltx-core 1.0.0, diffusers 0.42.1). 2.3 / 2.5: "mixed", Lightricks' reference
+    # since ltx-core 1.1.4 (2026-05-28, still at @400fd31): 2.5 was released after it and has run
+    # with nothing else, and issue 19 makes Lightricks the reference for 2.3 / 2.5 where diffusers
+    # (use_cross_timestep=True: "sigma") differs. generate(cross_timestep=...) overrides it.
+    cross_timestep: str = "sigma"
 
     def guidance(self, modality: str) -> GuidanceParams:
         """ltx-pipelines' default stage-1 guidance of "video" or "audio" for this release."""
@@ -30,8 +38,10 @@ class Release:
 
 RELEASES = {
     "2.0": Release("2.0", num_inference_steps=40, stg_blocks=(29,), image_crf=33, ancestral_distilled=False),
-    "2.3": Release("2.3", num_inference_steps=30, stg_blocks=(28,), image_crf=33, ancestral_distilled=False),
-    "2.5": Release("2.5", num_inference_steps=30, stg_blocks=(28,), image_crf=18, ancestral_distilled=True),
+    "2.3": Release("2.3", num_inference_steps=30, stg_blocks=(28,), image_crf=33, ancestral_distilled=False,
+                   cross_timestep="mixed"),
+    "2.5": Release("2.5", num_inference_steps=30, stg_blocks=(28,), image_crf=18, ancestral_distilled=True,
+                   cross_timestep="mixed"),
 }
 
 

@@ -20,6 +20,7 @@ from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, 
                       check_decreasing, check_float, check_int, check_random)
 from ..components.inputs import Condition
 from ..media import frame_rate_fraction
+from ..models.ltx2_transformer import CROSS_TIMESTEPS
 from ..models.video_vae import TilingConfig
 from .conditions import condition_video
 from .diffusion_decode import check_decoder
@@ -116,6 +117,7 @@ class LTX2Request:
     audio_frames: int
     decoder: str | None = None  # None / "conv": the VAE's decoder; "diffusion": LTX-2.5's (diffusion_decode.py)
     reference_temporal_scale_factor: int | None = None  # IC-LoRA (recipe-only): references' 1/S time subsampling
+    cross_timestep: str | None = None  # the audio<->video tables' convention; None: the release's (releases.py)
 
     @property
     def recipe(self):
@@ -157,6 +159,10 @@ def _checked(engine, a: dict[str, Any]) -> dict[str, Any]:
         a["num_inference_steps"] = release.num_inference_steps
     if a["image_crf"] is None:
         a["image_crf"] = release.image_crf
+    if a["cross_timestep"] is None:
+        a["cross_timestep"] = release.cross_timestep
+    if a["cross_timestep"] not in CROSS_TIMESTEPS:
+        raise ValueError(f"cross_timestep must be one of {CROSS_TIMESTEPS}, got {a['cross_timestep']!r}")
     mode = _check_pipeline(engine, a)
     recipe = RECIPES[mode]
     n = _check_video_size(engine, a, mode)

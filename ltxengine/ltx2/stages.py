@@ -210,7 +210,8 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     marker = keyframe_marker(tr.config, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a.guidance_batch, executor=engine.executor,
-                        graph_variant=engine.graph_variant, keyframes=marker, attention_bias=attention_bias)
+                        graph_variant=engine.graph_variant, keyframes=marker, attention_bias=attention_bias,
+                        cross_timestep=a.cross_timestep)
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a.sampler
     if stage != "denoise" and sampler == "euler-ancestral":

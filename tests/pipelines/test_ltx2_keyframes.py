@@ -174,7 +174,8 @@ def _run_both(engine, images, *, guiding, vp, ap, sigmas, size=(64, 96), renoise
     t_audio = round(n / fps * 25)
     first, keys = encode_conditions(engine, images, *size, fps, guiding=guiding)
     a = SimpleNamespace(prompt=PROMPT, negative_prompt=NEGATIVE, max_sequence_length=SEQ, fps=fps,
-                        audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None)
+                        audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None,
+                        cross_timestep="sigma")  # ltx-core 1.0.0's convention
     pos, neg = encode_text(engine, a, True)
     gen = torch.Generator().manual_seed(9)
     state = gen.get_state()

@@ -96,7 +96,8 @@ def _run_both(engine, *, strength=1.0, keyframe=None, vp, ap, steps=3, video_ini
     first, keys = encode_conditions(engine, images, 64, 96, fps)
     # the fields of the request (LTX2Request) that encode_text and run_stage read
     a = SimpleNamespace(prompt="a cat sits on the mat", negative_prompt="red car", max_sequence_length=SEQ, fps=fps,
-                        audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None)
+                        audio_frames=t_audio, guidance_batch=None, sampler="euler", callback=None,
+                        cross_timestep="sigma")  # ltx-core 1.0.0's convention
     pos, neg = encode_text(engine, a, True)
     sigmas = ltx2_sigmas(steps) if sigmas is None else sigmas
     gen = torch.Generator().manual_seed(9)

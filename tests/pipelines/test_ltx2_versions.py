@@ -146,3 +146,36 @@ def test_ltx23_two_stage_matches_diffusers_recipe(tmp_path):
                            shift_tokens=None, seed=11, max_sequence_length=SEQ)
     dv, da = np.abs(ours.frames - video[0]).max(), np.abs(ours.audio - audio[0].numpy()).max()
     assert ours.frames.shape == video[0].shape and dv <= BUDGET and da <= BUDGET, (dv, da)
+
+
+def test_cross_timestep_follows_the_release(tmp_path):
+    """The audio<->video tables' convention is the release's (releases.py): "sigma" for 2.0 (ltx-core
+    1.0.0 and diffusers), "mixed" for 2.3 / 2.5 (Lightricks' reference since ltx-core 1.1.4; the model
+    conventions themselves are checked in tests/models/test_ltx2_transformer_v23.py). It reaches the
+    model on every step, changes a conditioned generation (the conventions differ only where per-token
+    timesteps differ from sigma) and is refused by name when unknown."""
+    import inspect
+
+    from tests.pipelines.ltx2_fixtures import build_pipeline
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    kw = dict(height=64, width=96, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ, seed=1,
+              pipeline="one-stage", image=image, output_type="latent")
+    for version, folder in (("2.0", build_pipeline(tmp_path / "v20")[2]),
+                            ("2.3", build_pipeline_version(tmp_path, "2.3")[2])):
+        engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
+        bound = inspect.signature(engine.generate).bind("a dog", **kw)
+        bound.apply_defaults()
+        default = {"2.0": "sigma", "2.3": "mixed"}[version]
+        assert engine._request(dict(bound.arguments)).cross_timestep == default
+        seen, embed = [], engine.transformer.embed_timesteps
+
+        def spy(*args, **kwargs):
+            seen.append(args[7] if len(args) > 7 else kwargs.get("cross_timestep"))
+            return embed(*args, **kwargs)
+        engine.transformer.embed_timesteps = spy
+        ours = engine.generate("a dog", **kw)
+        assert seen and set(seen) == {default}, (version, seen)
+        other = engine.generate("a dog", **kw, cross_timestep="sigma" if default == "mixed" else "mixed")
+        assert (ours.latents - other.latents).abs().max() > 1e-4, version  # a conditioned first frame: differs
+        with pytest.raises(ValueError, match=r"cross_timestep must be one of \('sigma', 'own', 'mixed'\), got 'x'"):
+            engine.generate("a dog", **kw, cross_timestep="x")
