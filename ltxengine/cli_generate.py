@@ -100,8 +100,9 @@ def settle(args, family: str, path: Path) -> None:
     upsampler = args.latent_upsampler is not None or (path.is_dir() and (path / "latent_upsampler").is_dir())
     if family == "LTX-Video":
         _settle_ltx_video(args, given, upsampler)
-    else:
-        _settle_ltx2(args, given, upsampler)
+    else:  # the spatial upscaler's kind from its config: 64 for x2, 96 for x1.5, None without one
+        from .loading.ltx2_upsamplers import two_stage_multiple
+        _settle_ltx2(args, given, two_stage_multiple(path, args.latent_upsampler))
     for image in args.images or ():
         if image.frame is not None and image.frame >= args.num_frames:
             raise UsageError(f"--image {image.path}: FRAME must be < --num-frames ({args.num_frames}), got "
@@ -133,21 +134,21 @@ def _settle_ltx_video(args, given: set[str], upsampler: bool) -> None:
                          "LTX-2's); give PATH FRAME STRENGTH")
 
 
-def _settle_ltx2(args, given: set[str], upsampler: bool) -> None:
+def _settle_ltx2(args, given: set[str], multiple: int | None) -> None:
     chosen = [m for m, on in (("two-stage", args.two_stage), ("distilled", args.distilled)) if on]
     if len(chosen) > 1 or (args.pipeline and chosen and chosen != [args.pipeline]):
         picked = ([f"--pipeline {args.pipeline}"] if args.pipeline else []) + [f"--{m}" for m in chosen]
         raise UsageError(f"{' and '.join(picked)}: choose one pipeline")
-    mode = args.pipeline or (chosen[0] if chosen else "two-stage" if upsampler else "one-stage")
+    mode = args.pipeline or (chosen[0] if chosen else "two-stage" if multiple is not None else "one-stage")
     named = f"--pipeline {mode}" if args.pipeline else f"--{mode}" if chosen else f"the {mode} pipeline"
     if mode not in ONE_STAGE_LTX2:
-        if not upsampler:
+        if multiple is None:
             raise UsageError(f"{named} needs the spatial latent upsampler: pass --spatial-upsampler-path PATH "
                              f"(the checkpoint has no latent_upsampler/ folder)")
         for flag, value in (("--height", args.height), ("--width", args.width)):
-            if value % 64:
-                raise UsageError(f"{flag} must be a multiple of 64 for {named} (stage 1 runs at half the size), "
-                                 f"got {value}")
+            if value % multiple:
+                raise UsageError(f"{flag} must be a multiple of {multiple} for {named} (stage 1 runs at "
+                                 f"{'half' if multiple == 64 else '2/3 of'} the size), got {value}")
     else:
         _refuse(given, ("distilled_lora", "adain_factor", "tone_map"),
                 "configures stage 2, which the one-stage pipeline does not have")

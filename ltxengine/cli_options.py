@@ -241,8 +241,9 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
                      help="text encoder folder: T5 (LTX-Video) or Gemma 3 (LTX-2) with its tokenizer (default: a "
                           "diffusers folder's own text_encoder/; single files need it)")
     src.add_argument("--latent-upsampler", "--spatial-upsampler-path", dest="latent_upsampler", metavar="PATH",
-                     help="x2 latent upsampler (folder or .safetensors) for the two-stage pipelines (default: a "
-                          "diffusers folder's own latent_upsampler/, if any)")
+                     help="spatial latent upsampler (folder or .safetensors) for the two-stage pipelines: x2, or "
+                          "LTX-2.3's x1.5 (stage 1 at 2/3 of the size), the kind read from the file (default: a "
+                          "diffusers folder's own latent_upsampler/, or an LTX-2.5 folder's spatial upscaler)")
     src.add_argument("--distilled-lora", nargs="+", action=LoraAction, metavar=("PATH", "STRENGTH"),
                      help="LTX-2: the distilled LoRA fused for stage 2 of the two-stage pipelines, and its strength "
                           "(default strength: 1.0; 0.5 for --pipeline two-stage-hq)")

@@ -94,6 +94,8 @@ def ltx2_release(path) -> str:
 
 def describe(path) -> dict[str, Any]:
     p = Path(path)
+    if is_split_folder(p):
+        return _finish(_describe_split_folder(p))
     if p.is_dir():
         return _finish(_describe_folder(p))
     if p.is_file():
@@ -236,6 +238,38 @@ def _describe_ltx2_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, 
     return out
 
 
+def _describe_split_folder(p: Path) -> dict[str, Any]:
+    """Every safetensors file of an LTX-2.5 per-component folder (one level of subfolders deep, as
+    the loader looks) under its role: the set's four, the upscalers with their kind, the rest
+    (LoRAs, the duration head, ...) as "other"."""
+    from .loading.ltx2_split_files import file_role
+    from .loading.ltx2_upsamplers import upsampler_config
+    from .models.latent_upsampler import upsampler_kind
+    version = ltx2_release(p)
+    out: dict[str, Any] = {"path": str(p), "format": "LTX-2.5 per-component files", "family": "LTX-2",
+                           "version": version, "version_source": "the transformer file", "components": {}}
+    for file in sorted([*p.glob("*.safetensors"), *p.glob("*/*.safetensors")]):
+        with SafetensorsFile(file) as f:
+            role = file_role(f) or "other"
+            entry: dict[str, Any] = {"file": str(file.relative_to(p)), **_tensor_summary([f])}
+            config = f.config_section() if f.metadata.get("config") else {}
+            if role == "transformer":
+                out.setdefault("model_version", f.metadata.get("model_version"))
+                t = config.get("transformer", {}) if isinstance(config.get("transformer"), dict) else {}
+                entry.update(_transformer_entry("LTX-2", version, {"num_layers": t.get("num_layers", 48),
+                                                                  "num_attention_heads": t.get("num_attention_heads",
+                                                                                               32)}))
+        if role == "latent_upsampler":
+            entry["kind"] = upsampler_kind(upsampler_config(file))
+        name, i = role, 2
+        while name in out["components"]:  # two upscalers, several LoRAs: one entry each
+            name, i = f"{role} {i}", i + 1
+        out["components"][name] = entry
+    if not out.get("model_version"):
+        out.pop("model_version", None)
+    return out
+
+
 def format_description(d: dict[str, Any]) -> str:
     lines = [f"{d['path']}", f"  format:  {d['format']}", f"  family:  {d['family']}"]
     if "pipeline" in d:
@@ -248,7 +282,7 @@ def format_description(d: dict[str, Any]) -> str:
         lines.append(f"  parameters: {d['parameters']:,} in all (counted from the headers)")
     lines.append("  components:")
     for name, c in d["components"].items():
-        bits = [c["class"]] if c.get("class") else []
+        bits = [c[k] for k in ("file", "class", "kind") if c.get(k)]
         if "size" in c:
             bits.append(c["size"])
         if "parameters" in c:

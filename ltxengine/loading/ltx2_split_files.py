@@ -15,12 +15,16 @@ ROLES = ("transformer", "text_encoder", "video_vae", "audio_vae")
 _CONV_VAE = "CausalVideoAutoencoder"  # ltx-core's _CONV_VAE_CLASS_NAME; anything else is a diffusion decoder
 GEMMA_CONFIG = "gemma_config"  # gemma_assets.py GEMMA_CONFIG_METADATA_KEY
 TOKENIZER_JSON = "tokenizer_json"  # TOKENIZER_JSON_TENSOR_KEY
+_UPSCALER_KEYS = {"initial_conv.weight", "final_conv.weight"}  # ltx-core's LatentUpsampler
 
 
 def file_role(f: SafetensorsFile) -> str | None:
     """The split-set role of a file from its keys and header, "diffusion_video_vae" for the 2.5
-    diffusion-decoder VAE, "bundle" for a single-file checkpoint, None for anything else."""
+    diffusion-decoder VAE, "latent_upsampler" for an upscaler (ltx2_upsamplers reads its kind),
+    "bundle" for a single-file checkpoint, None for anything else."""
     keys = f.keys()
+    if _UPSCALER_KEYS <= set(keys):  # its own unprefixed names, which no other file of a set has
+        return "latent_upsampler"
     roles = set()
     if GEMMA_CONFIG in f.metadata or TOKENIZER_JSON in keys:
         roles.add("text_encoder")

@@ -46,6 +46,7 @@ from ..loading import CheckpointError, load_latent_upsampler
 from ..loading.ltx2 import check_modalities, is_ltx2, load_ltx2
 from ..loading.ltx2_gemma import check_text_encoder
 from ..loading.ltx2_split import is_split_folder, load_gemma_file, load_split_folder
+from ..loading.ltx2_upsamplers import pick_split_upscaler, spatial_upsampler_config
 from ..models.ltx2_text import GemmaTextEncoder
 from ..results import GenerationResult
 from .denoise import GuidanceParams
@@ -101,6 +102,8 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
         modalities = check_modalities(modalities)
         if modalities == ("audio",):
             _check_audio_only_options(latent_upsampler, distilled_lora, offload)
+        else:  # its kind from its config, before any weight is read
+            latent_upsampler = _spatial_upsampler_path(path, latent_upsampler)
         check_text_encoder(path, text_encoder)  # the Gemma the header names, before any weight is read
         load = load_split_folder if is_split_folder(path) else load_ltx2  # LTX-2.5's per-component files
         ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization, modalities=modalities)
@@ -261,6 +264,16 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
                       "ltx-2-19b-distilled-lora-384). Load it with Engine.from_pretrained(..., distilled_lora=PATH), "
                       "or pass two_stage=LTX2TwoStage(lora_strength=0) if base weights are meant (e.g. a distilled "
                       "checkpoint). Warned once per engine.", UserWarning, stacklevel=5)
+
+
+def _spatial_upsampler_path(path: Path, given):
+    """``given`` (a temporal upscaler refused by name), else the only spatial upscaler file of an
+    LTX-2.5 per-component folder (several refused with their kinds), else None (a diffusers folder's
+    own ``latent_upsampler/`` is taken after the checkpoint loads)."""
+    if given is not None:
+        spatial_upsampler_config(given)
+        return given
+    return pick_split_upscaler(path) if is_split_folder(path) else None
 
 
 def _check_audio_only_options(latent_upsampler, distilled_lora, offload) -> None:

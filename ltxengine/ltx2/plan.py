@@ -11,6 +11,7 @@ from ..planning import component_bytes, fake_latents, measure, on_device, upsamp
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
+from .recipes.two_stage import stage1_size
 from .stages import decode_audio, decode_video
 
 
@@ -34,7 +35,7 @@ def _phases(engine, a) -> list[Phase]:
     encoding = ("vae_encoder",) if a.conditions or a.video is not None else ()  # image: conditions[0]; retake's clip
     two_stage = a.recipe.stages == 2
     h, wd = a.height, a.width
-    h1, w1 = (h // 2, wd // 2) if two_stage else (h, wd)
+    h1, w1 = stage1_size(engine, h, wd) if two_stage else (h, wd)
     f = (a.num_frames - 1) // 8 + 1
     t_audio = a.audio_frames
     vp, ap = a.video_guidance, a.audio_guidance

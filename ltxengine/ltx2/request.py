@@ -27,6 +27,7 @@ from .diffusion_decode import check_decoder
 from .denoise import NO_GUIDANCE, STAGE2_SIGMAS, GuidanceParams, audio_frames
 from .latent_io import check_latent_io
 from .recipes import RECIPES, recipe_arguments
+from .recipes.two_stage import size_multiple, spatial_scale, stage1_size
 from .samplers import check_schedule
 from .stages import stage1_sigmas, uint8_image
 
@@ -248,11 +249,13 @@ def _check_video_size(engine, a: dict[str, Any], mode: str) -> int:
     if RECIPES[mode].audio_only:  # no video: the duration alone
         from .recipes.text_to_audio import check_duration
         return check_duration(engine, a)
-    multiple = 32 if RECIPES[mode].stages == 1 else 64
+    multiple = 32 if RECIPES[mode].stages == 1 else size_multiple(engine)
     for k in ("height", "width"):
         v = check_int(k, a[k], multiple, MAX_SIDE, "MAX_SIDE")
         if v % multiple:
-            rule = "two-stage pipelines generate stage 1 at half size" if multiple == 64 else "the VAE's 32x32"
+            rule = ("the VAE's 32x32" if multiple == 32 else "two-stage pipelines generate stage 1 at half size"
+                    if multiple == 64 else f"stage 1 runs at 1/{spatial_scale(engine):g} of the size for the "
+                    f"x{spatial_scale(engine):g} upscaler, on whole latents that it scales exactly")
             raise ValueError(f"{k} must be a multiple of {multiple} for pipeline={mode!r} ({rule}), got {v}")
     n = check_int("num_frames", a["num_frames"], 1, MAX_NUM_FRAMES, "MAX_NUM_FRAMES")
     if (n - 1) % 8:
@@ -366,7 +369,8 @@ def _check_two_stage(engine, two: LTX2TwoStage, a: dict[str, Any]) -> LTX2TwoSta
         "two_stage.stage1_lora_strength", preset.stage1_lora_strength if stage1 is None else stage1)
     adain = check_float("two_stage.adain_factor", two.adain_factor, -10.0, 10.0)
     tone = check_float("two_stage.tone_map_compression_ratio", two.tone_map_compression_ratio, 0.0, 1.0)
-    per_channel = ((a["num_frames"] - 1) // 8 + 1) * (a["height"] // 64) * (a["width"] // 64)
+    h1, w1 = stage1_size(engine, a["height"], a["width"])
+    per_channel = ((a["num_frames"] - 1) // 8 + 1) * (h1 // 32) * (w1 // 32)
     if adain > 0 and per_channel < 2:
         raise ValueError(f"two_stage.adain_factor = {adain} needs at least 2 stage-1 latent values per channel "
                          f"(AdaIN matches their std), got 1 for {a['num_frames']} frames at "

@@ -38,7 +38,7 @@ from ..ops import TORCH_OPS, Ops
 
 __all__ = ["LatentUpsampler", "LTX2LatentUpsamplerConfig", "UPSAMPLER_LTX2", "UPSAMPLER_LTX23_X2",
            "UPSAMPLER_LTX23_X1_5", "UPSAMPLER_LTX23_TEMPORAL_X2", "UpsamplerResBlock", "PixelShuffleND",
-           "RationalResampler", "adain_filter_latent", "tone_map_latents"]
+           "RationalResampler", "adain_filter_latent", "tone_map_latents", "upsampler_kind", "upsampler_scales"]
 
 # spatial scale -> (upsampling pixel-shuffle factor, blur-downsampling stride)
 RATIONAL_SCALES = {0.75: (3, 4), 1.5: (3, 2), 2.0: (2, 1), 4.0: (4, 1)}
@@ -71,6 +71,27 @@ UPSAMPLER_LTX23_X2 = LTX2LatentUpsamplerConfig(use_rational_resampler=False)  # 
 UPSAMPLER_LTX23_X1_5 = LTX2LatentUpsamplerConfig(rational_spatial_scale=1.5)  # ltx-2.3-spatial-upscaler-x1.5-1.0
 UPSAMPLER_LTX23_TEMPORAL_X2 = LTX2LatentUpsamplerConfig(  # ltx-2.3-temporal-upscaler-x2-1.0
     mid_channels=512, spatial_upsample=False, temporal_upsample=True, use_rational_resampler=False)
+
+
+def upsampler_scales(config: LatentUpsamplerConfig) -> tuple[float, int]:
+    """(factor on H and W, factor on time) of the upsampler ``LatentUpsampler(config)`` builds: the
+    spatial one 2 or the rational resampler's num/den (1 for a temporal-only upsampler); the
+    temporal one 2 (F latent frames -> 2F - 1) or 1. Read from the config alone, so a file's
+    kind is known from its header before any weight is read."""
+    temporal = 2 if config.temporal_upsample else 1
+    if not config.spatial_upsample:
+        return 1.0, temporal
+    if temporal == 1 and getattr(config, "use_rational_resampler", False):
+        num, den = RATIONAL_SCALES[config.rational_spatial_scale]
+        return num / den, temporal
+    return 2.0, temporal
+
+
+def upsampler_kind(config: LatentUpsamplerConfig) -> str:
+    """"spatial x2", "spatial x1.5", "temporal x2" or "spatial x2 + temporal x2"."""
+    spatial, temporal = upsampler_scales(config)
+    parts = ([f"spatial x{spatial:g}"] if spatial != 1 else []) + (["temporal x2"] if temporal == 2 else [])
+    return " + ".join(parts)
 
 
 def _conv(dims: int, in_channels: int, out_channels: int) -> nn.Module:

@@ -50,6 +50,9 @@ def check(engine, a: dict[str, Any]) -> None:
     conditioning_attention_mask -> None or a float32 (F, H, W) tensor in [0, 1];
     reference_temporal_scale_factor S -> the int in force (the metadata's, default 1): each
     reference keeps frame 0 and every S-th frame after it (ltx-pipelines @400fd31's temporal_subsample)."""
+    if two_stage.spatial_scale(engine) != 2:  # references and stage 1 sized for half size (ltx-pipelines' ic_lora)
+        raise ValueError(f"pipeline='ic-lora' runs stage 1 at half size, as ltx-pipelines' ic_lora, and needs the x2 "
+                         f"spatial upscaler; this engine holds the x{two_stage.spatial_scale(engine):g} one")
     temporal = _temporal_factor(engine, a)
     refs = _check_references(a["reference_conditions"], a["num_frames"], temporal)
     factor = _downscale_factor(engine, a)

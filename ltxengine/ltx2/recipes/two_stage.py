@@ -4,7 +4,8 @@ request): text -> stage 1 at half the size -> latent upsampling x2 -> stage 2 ("
 requested size on ``two_stage.sigmas``, re-noised at ``two_stage.noise_scale``, with the distilled
 LoRA fused for this stage only -> decode video and audio. Both stages encode the condition images
 at their own size; "keyframe-interpolation" (``Recipe.guiding``) appends them all as guiding
-latents."""
+latents. With LTX-2.3's x1.5 upscaler loaded instead of an x2 one, stage 1 runs at two thirds of
+the size and the upscaler scales it by 3/2 (``stage1_size``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 import torch
 
 from ...components.latents import upsample_latents
+from ...loading.ltx2_upsamplers import size_multiple as upsampler_size_multiple
+from ...models.latent_upsampler import upsampler_scales
 from ..stages import StageOutput, encode_conditions, encode_text, finish, first_stage, prepare, run_stage
 
 
@@ -31,7 +34,7 @@ def run(engine, a, gen, seed: int, *, stage1=None, stage2_weights=None) -> Stage
     t1 = time.perf_counter()
     with _distilled_weights(engine, two.stage1_lora_strength):  # two-stage-hq's stage 1 (0 otherwise)
         video, audio = (stage1(engine, a, given, texts, gen, seed) if stage1 is not None
-                        else first_stage(engine, a, given, texts, gen, seed, a.height // 2, a.width // 2))
+                        else first_stage(engine, a, given, texts, gen, seed, *stage1_size(engine, a.height, a.width)))
     timings["denoise"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     with engine.residency.use("latent_upsampler", engine.latent_upsampler):
@@ -48,6 +51,24 @@ def run(engine, a, gen, seed: int, *, stage1=None, stage2_weights=None) -> Stage
                                  audio_init=audio, audio_frozen=given.audio_latents, noise_scale=two.noise_scale)
     timings["refine"] = time.perf_counter() - t2
     return finish(engine, a, given, video, audio, gen, timings)
+
+
+def spatial_scale(engine) -> float:
+    """The loaded spatial upscaler's factor: 2, or 1.5 for LTX-2.3's x1.5 (2 without one)."""
+    up = engine.latent_upsampler
+    return 2.0 if up is None else upsampler_scales(up.config)[0]
+
+
+def size_multiple(engine) -> int:
+    """What height and width must be a multiple of (64 for x2, 96 for x1.5: ltx2_upsamplers.size_multiple)."""
+    return upsampler_size_multiple(spatial_scale(engine))
+
+
+def stage1_size(engine, height: int, width: int) -> tuple[int, int]:
+    """Stage 1's (height, width): the size / the upscaler's factor (half size for x2, as
+    ltx-pipelines; two thirds for x1.5, which no ltx-pipelines recipe runs as of @400fd31)."""
+    scale = spatial_scale(engine)
+    return round(height / scale), round(width / scale)
 
 
 class _distilled_weights:
