@@ -309,6 +309,9 @@ class LTX2Block(nn.Module):
 
 
 class LTX2Transformer(nn.Module):
+    # ltxengine.parallel.sequence.enable's hook (splits the video tokens over ranks); None: one process.
+    sequence_parallel = None
+
     def __init__(self, config: LTX2TransformerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         self.config = config
@@ -475,6 +478,9 @@ class LTX2Transformer(nn.Module):
         if temb is None:
             temb = self.embed_timesteps(video_sigma, audio_sigma, video_timesteps, audio_timesteps, b, xv.dtype,
                                         legacy_cross_timestep, cross_timestep)
+        sp = self.sequence_parallel
+        if sp is not None:
+            xv, temb, rope = sp.shard(xv, temb, rope)
         for i, block in enumerate(self.transformer_blocks):
             keep = {kind: _keep(skips, kind, i, xv) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
             xv, xa = block(xv, xa, context, temb, rope, keep, video_attention_bias)
@@ -483,7 +489,8 @@ class LTX2Transformer(nn.Module):
         xv = self.ops.ada_norm(xv, mod[:, :, 0], mod[:, :, 1], eps, "layer")
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
         xa = self.ops.ada_norm(xa, mod[:, :, 0], mod[:, :, 1], eps, "layer")
-        return self.proj_out(xv), self.audio_proj_out(xa)
+        video = self.proj_out(xv) if sp is None else sp.gather(self.proj_out(xv))
+        return video, self.audio_proj_out(xa)
 
     def _mark_keyframes(self, xv: torch.Tensor, keyframes: torch.Tensor | None) -> torch.Tensor:
         b, n = xv.shape[:2]

@@ -47,6 +47,10 @@ class Attention(nn.Module):
         self.to_gate_logits = OpsLinear(dim, heads, ops=ops) if gated else None
         self.ops = ops
 
+    # Set by ltxengine.parallel.sequence.enable on the attentions whose keys are split over ranks:
+    # called instead of ops.attention with the same arguments. None: one process.
+    parallel_attention = None
+
     def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None):
         """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
         the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
@@ -60,7 +64,8 @@ class Attention(nn.Module):
             k_proj = self.to_k(context)
         q, k = self.ops.qk_norm_rope(self.to_q(x), k_proj, self.norm_q.weight, self.norm_k.weight,
                                      self.eps, rope, k_rope)
-        out = self.ops.attention(q, k, v, self.heads, mask)
+        attend = self.ops.attention if self.parallel_attention is None else self.parallel_attention
+        out = attend(q, k, v, self.heads, mask)
         if keep is not None:
             out = out * keep + v * (1 - keep)
         return self.to_out[0](self._gate(out, x))
@@ -184,6 +189,9 @@ def coords_positions(video_coords: torch.Tensor) -> torch.Tensor:
 
 
 class LTXVideoTransformer(nn.Module):
+    # ltxengine.parallel.sequence.enable's hook (splits the tokens over ranks); None: one process.
+    sequence_parallel = None
+
     def __init__(self, config: TransformerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         self.config = config
@@ -245,11 +253,14 @@ class LTXVideoTransformer(nn.Module):
         temb, embedded = temb if temb is not None else self.embed_timestep(timestep, batch, x.dtype)
         ctx, bias = context
         kvs = cross_kv if cross_kv is not None else [None] * len(self.transformer_blocks)
+        sp = self.sequence_parallel
+        if sp is not None:
+            x, temb, embedded, rope = sp.shard(x, temb, embedded, rope)
         for block, kv in zip(self.transformer_blocks, kvs):
             x = block(x, ctx, bias, temb, rope, kv)
         mod = self.scale_shift_table + embedded[:, :, None]
         x = self.ops.ada_norm(x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
-        return self.proj_out(x)
+        return self.proj_out(x) if sp is None else sp.gather(self.proj_out(x))
 
     def _check_inputs(self, x, timestep, context, rope, temb, cross_kv):
         cfg = self.config
