@@ -483,6 +483,8 @@ class _Branch:
     layer's output may be a buffer someone else owns.
     """
 
+    offload_tensors = ("a", "b")  # streamed with their layer's block (executor/block_offload.py)
+
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
         self.a, self.b = a, b  # (rank, in), (out, rank) stacked over the LoRAs; strengths inside b
 
