@@ -5,8 +5,10 @@ Lightricks ships three kinds (``models.latent_upsampler.upsampler_kind``): spati
 release; two-stage pipelines), spatial x1.5 (LTX-2.3, the rational resampler at 3/2) and
 temporal x2 (2.0, 2.3, 2.5). ltx-pipelines @400fd31 feeds ``--spatial-upsampler-path`` to every
 two-stage pipeline and uses the temporal one only in ``DFRPipeline``'s temporal refine rounds
-(``--temporal-upsampler-path``), which need generated keyframe slots; ltxengine has no DFR recipe,
-so a temporal upscaler is refused by name where a spatial one is expected.
+(``--temporal-upsampler-path``), which need generated keyframe slots: after stage 2, each round maps
+F latent frames to 2F - 1 (N pixel frames to 2(N - 1) + 1, still 8k+1) at twice the fps, so the
+duration stays, and the audio is stage 1's, cut to the video's duration. ltxengine has no DFR
+recipe, so a temporal upscaler is refused by name where a spatial one is expected.
 
 LTX-2.5's per-component folder keeps its upscalers in ``latent_upscale_models/`` (spatial x2 and
 temporal x2): ``pick_split_upscaler`` takes the one spatial file, or refuses listing several.
