@@ -32,6 +32,8 @@ from .executor.graphs import GraphExecutor
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
 from .adapters import Adapters
 from .executor.residency import Residency
+from .loading.gguf import is_gguf
+from .loading.gguf_transformer import gguf_base
 from .loading.sources import resolve_source
 from .ops import FUSED, get_ops, with_fp8_attention
 from .planning import measure
@@ -194,7 +196,7 @@ class Engine:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype = torch.bfloat16, *,
-                        text_encoder=None, latent_upsampler=None, kernels: str = "auto",
+                        text_encoder=None, latent_upsampler=None, kernels: str = "auto", components=None,
                         scheduler_config: dict | None = None, revision: str | None = None,
                         local_files_only: bool = False, distilled_lora=None,
                         quantization: str | None = None, fp8_attention: bool = False, fp8_lora: str = "branch",
@@ -210,6 +212,10 @@ class Engine:
         generation; a diffusers folder's own ``latent_upsampler/`` is used when present.
         scheduler_config: overrides the folder's ``scheduler/scheduler_config.json``; single files
         default to the 0.9.0/0.9.1 diffusers scheduler (resolution-dependent shift, terminal 0.1).
+        A ``.gguf`` file (city96's LTX-Video GGUFs, LTX-2 GGUFs) holds the transformer alone, its
+        linear weights kept in the file's quant types on the device (loading/gguf_transformer.py):
+        components= is then the diffusers folder or Lightricks single file that supplies its config
+        and every other component (its own transformer weights are not read).
 
         Each family's checkpoints return that family's engine: LTX-Video ones an
         ``LTXVideoEngine`` (ltx_video/engine.py), LTX-2 bundles and diffusers folders an
@@ -247,8 +253,13 @@ class Engine:
         if fp8_attention:
             ops = with_fp8_attention(ops)
         path = resolve_source(path_or_repo_id, revision, local_files_only)
+        gguf = None
+        if is_gguf(path):  # the transformer alone: its config and the other components from components=
+            gguf, path = path, gguf_base(path, components, quantization)
+        elif components is not None:
+            raise ValueError(f"components: only a .gguf checkpoint takes components=, got {path}")
         family = _family_of(path, cls)
-        extra = {}
+        extra = {} if gguf is None else {"gguf": gguf}
         if modalities is not None:  # only families that load a subset of their modalities take it
             if "modalities" not in inspect.signature(family.load).parameters:
                 raise ValueError(f"modalities: {family.family} checkpoints load whole (LTX-2 ones may load "

@@ -192,6 +192,19 @@ def _load_single_file(p: Path, components, device, dtype, ops, quantization=None
     return ckpt
 
 
+def transformer_on_meta(path, ops: Ops = TORCH_OPS) -> tuple[nn.Module, dict[str, Any]]:
+    """(the transformer built on meta from the config of the diffusers folder or Lightricks single
+    file ``path``, the single file's options); no weight is read (a GGUF supplies them)."""
+    p = resolve_path(path)
+    if p.is_dir():
+        folder = p / "transformer" if os.path.lexists(p / "model_index.json") else p
+        config, options = _folder_config(folder, "transformer"), {}
+    else:
+        with SafetensorsFile(p) as f:
+            config, options = original_config.transformer_config(f.config_section("transformer"), str(p))
+    return build_on_meta(_model_class("transformer"), config, ops), options
+
+
 def load_ltx_video(path, device=None, dtype=torch.bfloat16, ops: Ops = TORCH_OPS,
                    components=("transformer", "vae"), quantization: str | None = None) -> LTXVideoCheckpoint:
     """Transformer and VAE from a diffusers pipeline folder (``model_index.json``) or a

@@ -237,6 +237,28 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     return load_strict(model, source, str(folder), device, dtype)
 
 
+def transformer_on_meta(path, ops: Ops = TORCH_OPS, modalities=MODALITIES[0]) -> nn.Module:
+    """The transformer built on meta from the config of the diffusers folder or single-file bundle
+    ``path`` (audio-only for ``modalities=("audio",)``); no weight is read (a GGUF supplies them)."""
+    spec, p = COMPONENT_SPECS["transformer"], resolve_path(path)
+    if p.is_dir():
+        config_path = (p / "transformer" if os.path.lexists(p / "model_index.json") else p) / "config.json"
+        raw = read_json(config_path, "transformer config.json")
+        if raw.get("_class_name", spec.diffusers_class) not in (spec.diffusers_class, *spec.other_diffusers_classes):
+            raise CheckpointError(f"{config_path}: _class_name must be {spec.diffusers_class!r} for the transformer, "
+                                  f"got {raw.get('_class_name')!r}")
+        config = _attr(spec.from_diffusers)(raw, str(config_path)) if spec.from_diffusers else \
+            parse_config(_attr(spec.config), raw, str(config_path))
+    else:
+        with SafetensorsFile(p) as f:
+            section = f.config_section().get(spec.section)
+            if not isinstance(section, dict):
+                raise CheckpointError(f"{p}: header config has no {spec.section!r} section (needed for the "
+                                      "transformer)")
+            config = _original_config("transformer", spec, section, f)
+    return _build("transformer", spec, config, ops, check_modalities(modalities))
+
+
 def _load_bundle(p: Path, components, device, dtype, ops, quantization=None,
                  modalities=MODALITIES[0]) -> LTX2Checkpoint:
     folder_only = [name for name in components if name in OPTIONAL_SPECS]

@@ -93,7 +93,7 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
              scheduler_config: dict | None = None, distilled_lora=None, quantization: str | None = None,
              fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = (),
-             modalities: Sequence[str] = ("video", "audio")) -> "LTX2Engine":
+             modalities: Sequence[str] = ("video", "audio"), gguf: Path | None = None) -> "LTX2Engine":
         """An LTX-2 engine from a local bundle or diffusers folder (see ``Engine.load``).
         modalities=("audio",): the audio stream alone (pipeline="text-to-audio" only)."""
         if scheduler_config is not None:
@@ -106,7 +106,11 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
             latent_upsampler = _spatial_upsampler_path(path, latent_upsampler)
         check_text_encoder(path, text_encoder)  # the Gemma the header names, before any weight is read
         load = load_split_folder if is_split_folder(path) else load_ltx2  # LTX-2.5's per-component files
-        ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization, modalities=modalities)
+        if gguf is not None:  # the transformer from the GGUF, the rest from path (Engine.from_pretrained)
+            from ..loading.gguf_transformer import load_ltx2_gguf
+            ckpt = load_ltx2_gguf(gguf, path, device, dtype, ops, modalities)
+        else:
+            ckpt = load(path, device=device, dtype=dtype, ops=ops, quantization=quantization, modalities=modalities)
         te_device = "cpu" if "text_encoder" in offload else device  # never on the device while idle
         if isinstance(text_encoder, GemmaTextEncoder):
             te = text_encoder.attach(ckpt.connectors) if text_encoder.connectors is None else text_encoder

@@ -67,13 +67,18 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
     @classmethod
     def load(cls, path: Path, device, dtype, ops, *, text_encoder=None, latent_upsampler=None,
              scheduler_config: dict | None = None, distilled_lora=None, quantization: str | None = None,
-             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = ()) -> "LTXVideoEngine":
+             fp8_lora: str = "branch", executor: str = "auto", offload: Sequence[str] = (),
+             gguf: Path | None = None) -> "LTXVideoEngine":
         """An LTX-Video engine from a local checkpoint (``from_pretrained`` has resolved the path
         and checked the options; each family's engine class loads its own checkpoints)."""
         if distilled_lora is not None:
             raise ValueError("distilled_lora: only LTX-2 engines take a stage-2 LoRA, this is an LTX-Video "
                              "checkpoint")
-        ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
+        if gguf is not None:  # the transformer from the GGUF, the rest from path (Engine.from_pretrained)
+            from ..loading.gguf_transformer import load_ltx_video_gguf
+            ckpt = load_ltx_video_gguf(gguf, path, device, dtype, ops)
+        else:
+            ckpt = load_ltx_video(path, device=device, dtype=dtype, ops=ops, quantization=quantization)
         if path.is_dir():
             te_root = path if text_encoder is None else text_encoder
             up = latent_upsampler if latent_upsampler is not None else (

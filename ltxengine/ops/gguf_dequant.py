@@ -12,16 +12,20 @@ from __future__ import annotations
 import torch
 
 from .library import FusedOp
-from .reference import _into
 
 SCHEMA = "(Tensor blocks, int qtype, Tensor(a!) out) -> ()"
 
 
 def reference_gguf_dequant(blocks, qtype, n, dtype=torch.float32, *, out=None):
     """blocks (..., bytes per row) uint8 of ggml type ``qtype`` -> (..., n) in ``dtype`` (out's when given)."""
-    from ..quant.gguf import dequantize  # quant imports ops: imported on first call
+    from ..quant.gguf import dequantize  # on first call: the quant package's __init__ imports ops
     values = dequantize(blocks, qtype, (*blocks.shape[:-1], n))
-    return _into(out, values.to(out.dtype if out is not None else dtype))
+    if out is None:
+        return values.to(dtype)
+    if out.shape != values.shape or out.device != values.device:
+        raise ValueError(f"gguf_dequant: out must be {tuple(values.shape)} on {values.device}, got "
+                         f"{tuple(out.shape)} on {out.device}")
+    return out.copy_(values)  # one rounding to out's dtype
 
 
 def adapter(launch):

@@ -6,9 +6,8 @@ is written to equal the ``gguf`` package's numpy reference (``gguf.quants.dequan
 (``d * q - m`` is a multiply then a subtract, never fused). A row of ``n`` elements is stored as
 ``n / block_size`` blocks of ``type_size`` bytes; a 2-D weight (out, in) is ``out`` such rows.
 
-``GGUFLinear`` keeps those bytes (uint8, shape (out, in / block_size * type_size)) on the device
-and dequantizes them to the activation dtype on every call through ``ops.gguf_dequant`` (the
-Triton kernel on GPUs, this reference elsewhere), then runs an ordinary linear.
+This module imports nothing of ltxengine (the ops, the kernel and the loader all read it);
+``quant/gguf_linear.py`` holds the layer that keeps a weight in these blocks.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 
 QK_K = 256  # super-block size of the K-quants
 
@@ -167,59 +165,5 @@ def dequantize(data: torch.Tensor, type_id: int, shape: tuple[int, ...] | None =
     return values.reshape(out_shape)
 
 
-# -- the module ---------------------------------------------------------------------------------
-
-class GGUFLinear(nn.Module):
-    """A linear layer whose weight (out, in) stays in a GGUF block format on the device.
-
-    ``weight``: uint8 (out, in / block_size * type_size), the file's bytes; ``qtype``: the ggml
-    type id; ``bias`` in the model dtype. Each call dequantizes the weight to the activation dtype
-    (``ops.gguf_dequant``: fp32 math, one rounding) and runs ``ops.linear``.
-    """
-
-    keep_dtype = ("weight",)
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, qtype: int, *, ops=None,
-                 bias_dtype: torch.dtype = torch.bfloat16, device=None):
-        super().__init__()
-        from ..ops import TORCH_OPS
-        self.in_features, self.out_features = in_features, out_features
-        self.gguf_type = ggml_type(qtype)
-        self.ops = TORCH_OPS if ops is None else ops
-        shape = byte_shape((out_features, in_features), self.gguf_type)
-        self.weight = nn.Parameter(torch.zeros(shape, dtype=torch.uint8, device=device), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(out_features, dtype=bias_dtype, device=device),
-                                 requires_grad=False) if bias else None
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, qtype: int) -> "GGUFLinear":
-        """Built in place of ``linear`` (meta model: shapes only; the loader fills the bytes)."""
-        bias = linear.bias
-        return cls(linear.in_features, linear.out_features, bias is not None, qtype, ops=getattr(linear, "ops", None),
-                   bias_dtype=linear.weight.dtype if bias is None else bias.dtype, device=linear.weight.device)
-
-    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        return self.ops.gguf_dequant(self.weight, self.gguf_type.id, self.in_features, dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
-        return self.ops.linear(x, self.dequantized(x.dtype), bias)
-
-    def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"type={self.gguf_type.name}")
-
-
-def gguf_weight_bytes(model: nn.Module) -> dict[str, int]:
-    """Bytes of the linear weights kept in GGUF blocks vs in other dtypes (reports and tests)."""
-    kept = other = 0
-    for module in model.modules():
-        if isinstance(module, GGUFLinear):
-            kept += module.weight.numel()
-        elif isinstance(module, nn.Linear):
-            other += module.weight.numel() * module.weight.element_size()
-    return {"gguf": kept, "other": other}
-
-
 __all__ = ["GGMLType", "SUPPORTED", "BY_NAME", "QUANT_TYPES", "FLOAT_TYPES", "TYPE_NAMES", "type_name", "ggml_type",
-           "byte_shape", "dequantize", "GGUFLinear", "gguf_weight_bytes"]
+           "byte_shape", "dequantize"]

@@ -1,0 +1,198 @@
+"""GGUF transformers (issue 23): the reader (written from the spec) against files the ``gguf``
+package writes, loading kept quantized, generation equal bit for bit to the same weights
+dequantized into safetensors, and every format error named.
+
+The oracle of "the same weights" is ``gguf.quants.dequantize`` of the file's blocks, saved as a
+diffusers folder: both engines then run the same kernels (fp32, CPU, kernels='torch') on the same
+values, so their frames must be identical."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from ltxengine import Engine
+from ltxengine.loading import CheckpointError
+from ltxengine.loading.gguf import GGUFFile
+from ltxengine.quant.gguf_linear import GGUFLinear
+from tests.loading.gguf_fixtures import (Q, dequantized_folder, encode, ltx_video_name, transformer_state_dict,
+                                         write_gguf)
+from tests.pipelines.fixtures import build_pipeline_folder
+
+gguf = pytest.importorskip("gguf")
+pytest.importorskip("diffusers")
+
+TINY = dict(height=64, width=96, num_frames=9, num_inference_steps=2, seed=0)
+PROMPT = "a red car drives through the park"
+
+
+@pytest.fixture(scope="module")
+def ltxv(tmp_path_factory):
+    """(base diffusers folder, its transformer as a GGUF, the dequantized-weights folder, entries)."""
+    root = tmp_path_factory.mktemp("gguf")
+    base = build_pipeline_folder(root, "tiny-095")
+    entries, dequantized = encode(transformer_state_dict(base), ltx_video_name)
+    path = write_gguf(root / "ltxv-tiny-mixed.gguf", entries)
+    return base, path, dequantized_folder(base, root, dequantized), entries
+
+
+def test_reader_agrees_with_the_gguf_package(ltxv):
+    _, path, _, entries = ltxv
+    ours, theirs = GGUFFile(path), gguf.GGUFReader(str(path))
+    assert ours.version == 3 and ours.metadata["general.architecture"] == "ltxv"
+    assert list(ours.tensors) == [t.name for t in theirs.tensors]
+    for t in theirs.tensors:
+        mine = ours.tensors[t.name]
+        assert mine.shape == tuple(int(d) for d in reversed(t.shape)) and mine.type.id == int(t.tensor_type)
+        assert mine.start == int(t.data_offset) and mine.nbytes == int(t.n_bytes)
+        assert torch.equal(ours.raw(t.name).flatten(), torch.from_numpy(np.array(t.data).view(np.uint8)).flatten())
+    kinds = {q for _, _, q in entries}
+    assert {Q.Q8_0, Q.Q4_0, Q.F16, Q.F32} <= kinds and kinds & {Q.Q6_K, Q.Q5_K, Q.Q4_K, Q.Q3_K}
+
+
+@pytest.fixture(scope="module")
+def engines(ltxv):
+    """(the engine of the GGUF, the engine of its dequantized weights)."""
+    base, path, reference, _ = ltxv
+    opts = dict(device="cpu", dtype=torch.float32, kernels="torch")
+    return Engine.from_pretrained(path, components=base, **opts), Engine.from_pretrained(reference, **opts)
+
+
+def test_ltx_video_gguf_generates_what_its_dequantized_weights_generate(engines):
+    ours, reference = engines
+    quantized = [m for m in ours.transformer.modules() if isinstance(m, GGUFLinear)]
+    assert quantized and all(m.weight.dtype == torch.uint8 for m in quantized)
+    assert {m.gguf_type.name for m in quantized} >= {"Q8_0", "Q4_0"}
+    assert ours.quantization == "gguf"
+    a, b = ours.generate(PROMPT, **TINY), reference.generate(PROMPT, **TINY)
+    assert np.array_equal(a.frames, b.frames)
+    assert torch.equal(a.latents, b.latents)
+
+
+def test_gguf_linear_dequantizes_per_call_in_the_compute_dtype(engines):
+    ours, reference = engines
+    ref_weights = dict(reference.transformer.named_parameters())
+    for name, m in ours.transformer.named_modules():
+        if isinstance(m, GGUFLinear):
+            assert torch.equal(m.dequantized(torch.float32), ref_weights[name + ".weight"])
+            x = torch.randn(2, m.in_features)
+            expected = torch.nn.functional.linear(x.bfloat16(), ref_weights[name + ".weight"].bfloat16(),
+                                                  None if m.bias is None else m.bias.bfloat16())
+            assert torch.equal(m(x.bfloat16()), expected)
+
+
+def _rewrite(ltxv, tmp_path, name, edit):
+    """The GGUF with its entries changed by ``edit(entries) -> entries``."""
+    base, _, _, entries = ltxv
+    path = write_gguf(tmp_path / name, edit(list(entries)))
+    return base, path
+
+
+def _load(base, path):
+    return Engine.from_pretrained(path, components=base, device="cpu", dtype=torch.float32, kernels="torch")
+
+
+def test_missing_and_unused_tensors_are_named(ltxv, tmp_path):
+    base, path = _rewrite(ltxv, tmp_path, "missing.gguf", lambda e: [x for x in e if x[0] != "scale_shift_table"])
+    with pytest.raises(CheckpointError, match=r"1 model tensors missing from the checkpoint: 'scale_shift_table'"):
+        _load(base, path)
+    extra = ("transformer_blocks.0.attn1.extra.weight", np.zeros((4, 4), np.float32), Q.F32)
+    base, path = _rewrite(ltxv, tmp_path, "unused.gguf", lambda e: e + [extra])
+    with pytest.raises(CheckpointError, match=r"checkpoint tensors not used by the model: .*attn1.extra.weight"):
+        _load(base, path)
+
+
+def test_wrong_shapes_are_named(ltxv, tmp_path):
+    def shrink(entries):  # a quantized linear with one output row too few, a float tensor too short
+        out = []
+        for name, data, q in entries:
+            if q == Q.Q8_0 and not out_rows:
+                out_rows.append(name)
+                data = data[:-1]
+            out.append((name, data, q))
+        return out
+    out_rows: list[str] = []
+    base, path = _rewrite(ltxv, tmp_path, "shape.gguf", shrink)
+    with pytest.raises(CheckpointError, match=rf"tensor '{out_rows[0]}' \(Q8_0\).*has shape .*the model expects"):
+        _load(base, path)
+    base, path = _rewrite(ltxv, tmp_path, "shape2.gguf", lambda e: [
+        (n, d[:-1], q) if n == "scale_shift_table" else (n, d, q) for n, d, q in e])
+    with pytest.raises(CheckpointError, match=r"'scale_shift_table' \(F32\).* has shape \(1, 16\), the model expects"):
+        _load(base, path)
+
+
+def test_format_errors_are_named(ltxv, tmp_path):
+    _, path, _, _ = ltxv
+    data = path.read_bytes()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGML" + data[4:])
+    with pytest.raises(CheckpointError, match=r"not a GGUF file: it starts with b'GGML'"):
+        GGUFFile(bad)
+    bad.write_bytes(data[:4] + struct.pack("<I", 1) + data[8:])
+    with pytest.raises(CheckpointError, match=r"unsupported GGUF version 1; ltxengine reads little-endian versions"):
+        GGUFFile(bad)
+    bad.write_bytes(data[:4] + struct.pack(">I", 3) + data[8:])
+    with pytest.raises(CheckpointError, match=r"unsupported GGUF version 50331648 \(a big-endian file\?\)"):
+        GGUFFile(bad)
+    bad.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match=r"truncated GGUF file: tensor '.*' \(.*\) needs bytes \d+\.\.\d+, "
+                                              r"the file ends at"):
+        GGUFFile(bad)
+    bad.write_bytes(data[:40])
+    with pytest.raises(CheckpointError, match=r"truncated GGUF file: .* at byte \d+ needs \d+ bytes"):
+        GGUFFile(bad)
+
+
+@pytest.mark.parametrize("type_id, name", [(16, "IQ2_XXS"), (99, "unknown ggml type id 99")])
+def test_unsupported_quant_types_are_named(ltxv, tmp_path, type_id, name):
+    _, path, _, entries = ltxv
+    data = bytearray(path.read_bytes())
+    first = next(n for n, _, q in entries if q == Q.Q8_0)
+    at = data.index(first.encode()) + len(first)  # then n_dims (u32), the dims (u64 each), the type (u32)
+    n_dims = struct.unpack_from("<I", data, at)[0]
+    struct.pack_into("<I", data, at + 4 + 8 * n_dims, type_id)
+    bad = tmp_path / "type.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"tensor '{first}' has quant type {name}, which ltxengine does not "
+                                              r"dequantize \(supported: .*'Q6_K'"):
+        GGUFFile(bad)
+
+
+def test_options_are_checked_before_loading(ltxv):
+    base, path, _, _ = ltxv
+    with pytest.raises(ValueError, match=r"components: .* GGUF file holding the transformer alone; pass components="):
+        Engine.from_pretrained(path, device="cpu", dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"quantization: .* quantization must be None, got 'fp8-cast'"):
+        Engine.from_pretrained(path, components=base, device="cpu", dtype=torch.float32, quantization="fp8-cast")
+    with pytest.raises(ValueError, match=r"components: only a \.gguf checkpoint takes components="):
+        Engine.from_pretrained(base, components=base, device="cpu", dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"components: must be a diffusers folder or a \.safetensors single file"):
+        Engine.from_pretrained(path, components=path, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def ltx2(tmp_path_factory):
+    from tests.models.ltx2_transformer_fixtures import to_original
+    from tests.pipelines.ltx2_fixtures import build_pipeline
+    root = tmp_path_factory.mktemp("gguf2")
+    base = build_pipeline(root)[2]
+    entries, dequantized = encode(transformer_state_dict(base), to_original)
+    path = write_gguf(root / "ltx2-tiny-mixed.gguf", entries, arch="ltxv2")
+    return base, path, dequantized_folder(base, root, dequantized)
+
+
+def test_ltx2_gguf_generates_what_its_dequantized_weights_generate(ltx2):
+    from tests.pipelines.ltx2_fixtures import SEQ
+    base, path, reference = ltx2
+    opts = dict(device="cpu", dtype=torch.float32, kernels="torch")
+    ours = Engine.from_pretrained(path, components=base, **opts)
+    kinds = {m.gguf_type.name for m in ours.transformer.modules() if isinstance(m, GGUFLinear)}
+    assert {"Q8_0", "Q4_0"} <= kinds and kinds & {"Q6_K", "Q5_K", "Q4_K", "Q3_K"}
+    small = dict(height=64, width=64, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ, seed=0,
+                 pipeline="one-stage")
+    a = ours.generate(PROMPT, **small)
+    b = Engine.from_pretrained(reference, **opts).generate(PROMPT, **small)
+    assert np.array_equal(a.frames, b.frames) and torch.equal(torch.as_tensor(a.audio), torch.as_tensor(b.audio))
