@@ -72,6 +72,11 @@ def check(transformer, group, num_video_tokens: int | None = None) -> None:
 def _size(group) -> int:
     if not dist.is_available() or not dist.is_initialized():
         raise ValueError("sequence parallel: group needs torch.distributed initialised (init_process_group)")
+    # new_group gives the processes outside the group a sentinel (-100) instead of a ProcessGroup
+    outside = group is dist.GroupMember.NON_GROUP_MEMBER
+    if outside or (isinstance(group, dist.ProcessGroup) and dist.get_rank(group) < 0):
+        raise ValueError(f"sequence parallel: group must contain this process (global rank {dist.get_rank()}), "
+                         f"it does not")
     if group is not None and not isinstance(group, dist.ProcessGroup):
         raise ValueError(f"sequence parallel: group must be a torch.distributed ProcessGroup, got {group!r}")
     return dist.get_world_size(group)

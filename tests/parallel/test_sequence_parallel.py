@@ -126,7 +126,9 @@ def _errors(world):
     out = {"heads": _message(lambda: sequence.check(two_heads, group, 64)),
            "enable heads": _message(lambda: sequence.enable(two_heads, group)),
            "tokens": _message(lambda: sequence.check(ltxv, group, world - 1)),
-           "not a transformer": _message(lambda: sequence.check(torch.nn.Linear(2, 2), group))}
+           "not a transformer": _message(lambda: sequence.check(torch.nn.Linear(2, 2), group)),
+           "not a group": _message(lambda: sequence.check(ltxv, "world")),
+           "not a member": _message(lambda: sequence.enable(ltxv, dist.new_group([0])))}
     sequence.enable(model, group)
     (video, audio), kw = _ltx2_call(model, (1, 1, world - 1), seed=0, bias=False)
     out["forward tokens"] = _message(lambda: model(video, audio, **kw))
@@ -149,8 +151,16 @@ def test_sequence_parallel_equals_one_process(world):
         assert errors["tokens"] == ("sequence parallel: num_video_tokens must be at least the group size 4 "
                                     "(one token per rank), got 3")
         assert "must be an LTX2Transformer or an LTXVideoTransformer, got Linear" in errors["not a transformer"]
+        assert errors["not a group"] == "sequence parallel: group must be a torch.distributed ProcessGroup, got 'world'"
+        assert "group must contain this process (global rank 3)" in ranks[3][1]["not a member"]
         assert errors["forward tokens"] == ("sequence parallel: the video must have at least one token per rank "
                                             "(group size 4), got 3 video tokens")
+
+
+@pytest.mark.skipif(dist.is_initialized(), reason="this process already has a process group")
+def test_check_needs_a_process_group():
+    with pytest.raises(ValueError, match=r"group needs torch.distributed initialised \(init_process_group\)"):
+        sequence.check(_model(LTXVideoTransformer, LTXV_CONFIG), None, 16)
 
 
 def _failing_rank(rank, world):
