@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .loading import ltx2, original_config
+from .loading.gguf import describe_gguf, is_gguf
 from .loading.ltx2 import is_ltx2
-from .loading.ltx2_split_files import find_split_files, is_split_folder
+from .loading.ltx2_split_files import file_role, find_split_files, is_split_folder
 from .loading.safetensors_io import CheckpointError, SafetensorsFile, read_json
 
 # single-file key prefixes -> component
@@ -94,6 +95,8 @@ def ltx2_release(path) -> str:
 
 def describe(path) -> dict[str, Any]:
     p = Path(path)
+    if is_gguf(p):
+        return _finish(describe_gguf(p))
     if is_split_folder(p):
         return _finish(_describe_split_folder(p))
     if p.is_dir():
@@ -188,6 +191,8 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
         config = f.config_section()
     except CheckpointError:
         config = {}
+    if file_role(f) == "latent_upsampler":
+        return _describe_upscaler_file(p, f, config)
     if is_ltx2(p):
         return _describe_ltx2_file(p, f, config)
     groups: dict[str, list[str]] = defaultdict(list)
@@ -209,6 +214,16 @@ def _describe_single_file(p: Path) -> dict[str, Any]:
             entry.update(_transformer_entry("LTX-Video", "", config["transformer"]))
         out["components"][comp] = entry
     return out
+
+
+def _describe_upscaler_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, Any]:
+    """A latent upscaler file with its kind; LTX-2 when its header has an option only LTX-2's have
+    (load_latent_upsampler's family rule), else either family's."""
+    from .loading.ltx2_upsamplers import upsampler_config
+    from .models.latent_upsampler import upsampler_kind
+    fam = "LTX-2" if any(k in config for k in ("rational_resampler", "spatial_scale")) else "LTX-Video or LTX-2"
+    entry = {**_tensor_summary([f]), "kind": upsampler_kind(upsampler_config(p))}
+    return {"path": str(p), "format": "latent upscaler file", "family": fam, "components": {"latent_upsampler": entry}}
 
 
 def _describe_ltx2_file(p: Path, f: SafetensorsFile, config: dict) -> dict[str, Any]:
@@ -242,7 +257,6 @@ def _describe_split_folder(p: Path) -> dict[str, Any]:
     """Every safetensors file of an LTX-2.5 per-component folder (one level of subfolders deep, as
     the loader looks) under its role: the set's four, the upscalers with their kind, the rest
     (LoRAs, the duration head, ...) as "other"."""
-    from .loading.ltx2_split_files import file_role
     from .loading.ltx2_upsamplers import upsampler_config
     from .models.latent_upsampler import upsampler_kind
     version = ltx2_release(p)

@@ -94,6 +94,17 @@ def test_several_spatial_upscalers_are_named(split, tmp_path):
         Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
 
 
+def test_info_names_an_upscaler_file_and_its_kind(tmp_path):
+    for name, kind in KINDS.items():
+        path, model = write_upscaler(tmp_path / f"{name}.safetensors", name)
+        d = describe(path)
+        assert (d["format"], d["family"], list(d["components"])) == ("latent upscaler file", "LTX-2",
+                                                                    ["latent_upsampler"])
+        assert d["components"]["latent_upsampler"]["kind"] == kind
+        assert d["parameters"] == sum(t.numel() for t in model.state_dict().values())
+        assert f"latent_upsampler: {kind}; " in format_description(d)
+
+
 def test_info_lists_every_file_of_the_split_folder(split):
     d = describe(split)
     assert (d["format"], d["family"], d["version"], d["model_version"]) == (
