@@ -208,8 +208,10 @@ class Engine:
         text_encoder: for single files, a folder with the T5 encoder and tokenizer (a diffusers
         LTX-Video folder, or a folder holding ``text_encoder/`` and ``tokenizer/``, or one T5
         folder with both), or a loaded ``T5TextEncoder``.
-        latent_upsampler: path of the x2 latent upsampler (folder or single file) for two-stage
-        generation; a diffusers folder's own ``latent_upsampler/`` is used when present.
+        latent_upsampler: path of the spatial latent upsampler (folder or single file) for two-stage
+        generation; a diffusers folder's own ``latent_upsampler/`` (or an LTX-2.5 folder's only spatial
+        upscaler) is used when present. Its kind comes from its config: x2, or LTX-2.3's x1.5 (stage 1
+        at 2/3 of the size); a temporal upscaler is refused (see loading/ltx2_upsamplers.py).
         scheduler_config: overrides the folder's ``scheduler/scheduler_config.json``; single files
         default to the 0.9.0/0.9.1 diffusers scheduler (resolution-dependent shift, terminal 0.1).
         A ``.gguf`` file (city96's LTX-Video GGUFs, LTX-2 GGUFs) holds the transformer alone, its
