@@ -49,23 +49,24 @@ def _model(cls, cfg, seed=0):
 
 
 def _ltx2_call(model, grid, seed, bias, cross="mixed"):
-    """CFG (cond, uncond) + an STG row, first latent frame clean (per-token video timesteps), a text
-    mask; optionally an attention bias. ``cross``: the cross timestep, which makes the a2v/v2a tables
-    per token ("own": scale/shift and gate, "mixed": scale/shift) or per sample ("sigma")."""
-    c, (f, h, w), b = model.config, grid, 3
+    """Guidance rows as one batch: cond, uncond, STG, modality isolation (no a2v / v2a); first latent
+    frame clean (per-token video timesteps), a text mask; optionally an attention bias. ``cross``: the
+    cross timestep, which makes the a2v/v2a tables per token ("own": scale/shift and gate, "mixed":
+    scale/shift) or per sample ("sigma")."""
+    c, (f, h, w), b = model.config, grid, 4
     nv = f * h * w
     g = torch.Generator().manual_seed(seed)
     video, audio = torch.randn(b, nv, c.in_channels, generator=g), torch.randn(b, NA, c.audio_in_channels, generator=g)
     vtext, atext = (torch.randn(b, L, width, generator=g) for width in c.text_widths)
     mask = torch.ones(b, L, dtype=torch.long)
     mask[1, -3:] = 0
-    sigma = torch.tensor([0.7, 0.7, 0.7])
+    sigma = torch.full((b,), 0.7)
     den = torch.ones(b, nv)
     den[:, : h * w] = 0.0
     rope = model.rope(model.video_positions(b, f, h, w, FPS), model.audio_positions(b, NA))
     kw = dict(video_sigma=sigma, audio_sigma=sigma * 0.9, video_timesteps=sigma[:, None] * den,
               context=model.prepare_context(vtext, atext, mask), rope=rope, cross_timestep=cross,
-              skip=[Skip(), Skip(), Skip.stg([1])], keyframes=first_frame_keyframes(1, f, h, w))
+              skip=[Skip(), Skip(), Skip.stg([1]), Skip.isolate()], keyframes=first_frame_keyframes(1, f, h, w))
     if bias:
         kw["video_attention_bias"] = torch.randn(1, 1, nv, nv, generator=g)
     return (video, audio), kw
@@ -83,8 +84,9 @@ def _ltxv_call(model, grid, seed):
 
 
 def _compare(model, args, kw):
-    """(errors, sharded outputs): the forward with sequence parallel on against the one-process one."""
-    with torch.no_grad():
+    """(errors, sharded outputs): the forward with sequence parallel on against the one-process one,
+    under inference_mode as the engine runs it."""
+    with torch.inference_mode():
         expected = model(*args, **kw)
         sequence.enable(model, dist.group.WORLD)
         try:
