@@ -111,7 +111,7 @@ def test_the_cases_really_tile_and_inject_noise():
     matters (else the generator replay would be untested)."""
     vae = build("0.9.1")
     z = latents(V091_SHAPE, 1)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         tiled = vae.decode(z, 0.05, torch.Generator().manual_seed(3), V091_TILES)
         whole = vae.decode(z, 0.05, torch.Generator().manual_seed(3))
         other_noise = vae.decode(z, 0.05, torch.Generator().manual_seed(4), V091_TILES)
@@ -130,7 +130,7 @@ def test_assign_tiles_longest_first():
 
 def test_one_process_without_distributed_is_the_plain_decode():
     vae, z = build("0.9.1"), latents(V091_SHAPE, 1)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         expected = vae.decode(z, 0.05, torch.Generator().manual_seed(3), V091_TILES)
         got = decode_parallel(vae, z, 0.05, torch.Generator().manual_seed(3), V091_TILES)
     assert torch.equal(got, expected)
