@@ -17,7 +17,8 @@ import torch
 from ltxengine.components.decode import decode_latents, join_frames, ltx2_frame_chunks
 from ltxengine.config import VideoVAEConfig
 from ltxengine.models.video_vae import LTX2VideoVAE, TilingConfig, VideoVAE
-from ltxengine.parallel.vae import assign_tiles, decode_parallel, ltx2_frames_parallel, ltx_video_frames_parallel
+from ltxengine.parallel.vae import (assign_tiles, decode_parallel, ltx2_frames_parallel, ltx_video_frames_parallel,
+                                    tile_windows)
 from ltxengine.presets import TINY_VAE_LTX2
 
 from ..helpers import randomize_vae_
@@ -33,8 +34,8 @@ LTX2 = dataclasses.replace(TINY_VAE_LTX2, timestep_conditioning=True)  # reflect
 # 0.9.1: 2x2-latent tiles, stride 1; 2-latent-frame tiles, stride 1 -> (3 frames) x (1 row) x (3 cols) = 9 tiles
 V091_TILES, V091_SHAPE = TilingConfig(64, 64, 16, 32, 32, 8), (1, 8, 3, 1, 3)
 # LTX-2: reflect padding needs tiles of >= 2 latents: 3-latent tiles, stride 2 -> 3 frames x 2 rows = 6 tiles,
-# and a temporal-only case of 5 tiles (uneven on 2 and 3 ranks)
-LTX2_TILES, LTX2_SHAPES = TilingConfig(96, 96, 16, 64, 64, 8), ((1, 8, 3, 4, 2), (1, 8, 5, 2, 2))
+# a temporal-only case of 5 tiles (uneven on 2 and 3 ranks) and a spatial-only one of 2 (a rank of 3 idle)
+LTX2_TILES, LTX2_SHAPES = TilingConfig(96, 96, 16, 64, 64, 8), ((1, 8, 3, 4, 2), (1, 8, 5, 2, 2), (1, 8, 2, 4, 2))
 
 
 def build(family: str):
@@ -117,6 +118,8 @@ def test_the_cases_really_tile_and_inject_noise():
         other_noise = vae.decode(z, 0.05, torch.Generator().manual_seed(4), V091_TILES)
     assert (tiled - whole).abs().max() > 1e-3
     assert (tiled - other_noise).abs().max() > 1e-3
+    assert len(tile_windows(vae, V091_SHAPE, V091_TILES)) == 9
+    assert [len(tile_windows(build("ltx2"), s, LTX2_TILES)) for s in LTX2_SHAPES] == [6, 5, 2]
 
 
 def test_assign_tiles_longest_first():
