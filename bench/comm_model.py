@@ -72,6 +72,10 @@ class Step:
     audio_tokens: int
     text_tokens: int
     passes: int = 1
+    # video->audio attention under sequence parallel: "gather" the video K/V (what sequence.py does), or
+    # "combine" each rank's partial attention over its own keys by log-sum-exp (one all-reduce of the
+    # (audio tokens, d_a2v) outputs and per-head LSEs in fp32; the SDPA then splits over the ranks)
+    v2a: str = "gather"
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,11 @@ class Collective:
         return self.bytes_per_rank / (NVLINK_GBPS * 1e9 * NCCL_EFFICIENCY) + self.calls * COLLECTIVE_LATENCY_S
 
 
-def make_step(model: str, size: str, passes: int = 1) -> Step:
+def make_step(model: str, size: str, passes: int = 1, v2a: str = "gather") -> Step:
     config, geo = M.TRANSFORMERS[model], SIZES[size]
     f, h, w = S.latent_grid(config, geo)
     text = TEXT_TOKENS["ltx2" if isinstance(config, LTX2TransformerConfig) else "ltxv"]
-    return Step(config, f * h * w, S.audio_tokens(config, geo), text, passes)
+    return Step(config, f * h * w, S.audio_tokens(config, geo), text, passes, v2a)
 
 
 def padded(tokens: int, sp: int) -> int:
@@ -104,10 +108,14 @@ def sp_collectives(step: Step, sp: int, passes: int) -> list[Collective]:
     shard = n // sp * c.inner_dim * ACT_BYTES  # one rank's (N/P, d) q, k, v or output
     out = [Collective("a2a q,k,v,out (video self-attn)", 4 * c.num_layers * passes,
                       4 * c.num_layers * passes * frac * shard)]
-    if isinstance(c, LTX2TransformerConfig):
+    if isinstance(c, LTX2TransformerConfig) and step.v2a == "gather":
         gathered = n * c.audio_cross_attention_dim * ACT_BYTES  # the whole (N, d_a2v) K or V
         out.append(Collective("all-gather K,V (video->audio attn)", 2 * c.num_layers * passes,
                               2 * c.num_layers * passes * frac * gathered))
+    elif isinstance(c, LTX2TransformerConfig):
+        partial = step.audio_tokens * (c.audio_cross_attention_dim + c.audio_num_attention_heads) * 4
+        out.append(Collective("all-reduce LSE-combined outputs (video->audio attn)", c.num_layers * passes,
+                              c.num_layers * passes * 2 * frac * partial))  # ring all-reduce: 2 (P-1)/P
     out.append(Collective("all-gather output", passes, passes * frac * n * c.out_channels * ACT_BYTES))
     return out
 
@@ -126,7 +134,7 @@ def replicated_flops(step: Step, video_tokens: int) -> float:
     to it the video->audio SDPA over all video keys (its audio queries are replicated)."""
     c = step.config
     flops = S.transformer_flops(c, 0, step.text_tokens, step.audio_tokens)
-    if isinstance(c, LTX2TransformerConfig):
+    if isinstance(c, LTX2TransformerConfig) and step.v2a == "gather":
         flops += c.num_layers * 4 * step.audio_tokens * video_tokens * c.audio_cross_attention_dim
     return flops
 
@@ -209,6 +217,15 @@ def collective_table() -> list[str]:
     return rows
 
 
+def combine_lines() -> list[str]:
+    lines = []
+    for gpus in GPUS[1:]:
+        r = [predict(make_step("ltx2.3-22b", "1536x1024x121", v2a=v2a), 1, gpus) for v2a in ("gather", "combine")]
+        lines.append(f"- {gpus} GPUs, one LTX-2.3 1536x1024x121 step: comm {_ms(r[0]['comm'])} -> "
+                     f"{_ms(r[1]['comm'])} ms, speed-up {r[0]['speedup']:.2f}x -> {r[1]['speedup']:.2f}x (no overlap)")
+    return lines
+
+
 def generation_table() -> list[str]:
     rows = ["| GPUs | stage 1 s | stage 2 s | VAE decode s | total s (no overlap / overlap) "
             "| speed-up (no overlap / overlap) |", "|---|---|---|---|---|---|"]
@@ -257,7 +274,8 @@ def report() -> str:
         "## Collectives of one LTX-2.3 1536x1024x121 step (no guidance)", "", *collective_table(), "",
         "The video->audio K/V all-gather grows with P while the all-to-all shrinks: at 8 GPUs it is the larger "
         "part. Computing that attention on each rank's own K/V shard and combining the partial (audio tokens x "
-        "d_a2v) outputs by their log-sum-exp (one small all-reduce a layer) would remove it; not modelled.", "",
+        "d_a2v) outputs by their log-sum-exp (one small all-reduce a layer; `Step.v2a = \"combine\"`) would "
+        "remove it:", "", *combine_lines(), "",
         "## LTX-2.3 two-stage generation at 1536x1024x121", "",
         f"Stage 1: {STAGE1_STEPS} steps at 768x512x121 with {STAGE1_PASSES} guidance passes; stage 2: "
         f"{STAGE2_STEPS} steps at 1536x1024x121 without guidance; the tiled VAE decode split over the GPUs. "

@@ -27,6 +27,16 @@ def test_sequence_parallel_bytes_by_hand():
     assert C.sp_collectives(STEP, 1, passes=1) == []
 
 
+def test_video_to_audio_combine_by_hand():
+    step = C.Step(TINY_LTX2, 11, 3, 5, v2a="combine")
+    a2a, combine, out = C.sp_collectives(step, 2, passes=1)
+    # per layer one all-reduce of 3 audio tokens x (16 outputs + 2 head LSEs) x 4 B = 216 B; a ring sends 2 (P-1)/P
+    assert (combine.calls, combine.bytes_per_rank) == (2, 2 * 2 * 0.5 * 216)
+    assert (a2a.bytes_per_rank, out.bytes_per_rank) == (1536, 96)  # unchanged
+    # its SDPA over the video keys splits over the ranks: no longer replicated
+    assert C.replicated_flops(step, 12) == S.transformer_flops(TINY_LTX2, 0, 5, 3)
+
+
 def test_ltx_video_has_no_audio_gather():
     step = C.Step(TINY_2B, video_tokens=10, audio_tokens=0, text_tokens=7)
     names = [c.name for c in C.sp_collectives(step, 2, 1)]
