@@ -254,15 +254,14 @@ class LTX2Block(nn.Module):
         mod = (self.scale_shift_table + temb.video).unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         h = ops.ada_norm(xv, shift, scale, eps, "rms")
-        xv = ops.gated_residual(xv, self.attn1(h, mask=video_bias, rope=rope.video, keep=keep["video_self_attn"]),
-                                gate)
+        xv = self.attn1(h, mask=video_bias, rope=rope.video, keep=keep["video_self_attn"], residual=(xv, gate))
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
                              getattr(self, "prompt_scale_shift_table", None), temb.video_prompt)
 
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
         h = ops.ada_norm(xa, a_shift, a_scale, eps, "rms")
-        xa = ops.gated_residual(xa, self.audio_attn1(h, rope=rope.audio, keep=keep["audio_self_attn"]), a_gate)
+        xa = self.audio_attn1(h, rope=rope.audio, keep=keep["audio_self_attn"], residual=(xa, a_gate))
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
                              getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt)
 
@@ -277,19 +276,19 @@ class LTX2Block(nn.Module):
             a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
             xv_in, xa_in = xv, xa
             if keep_a2v is not False:
-                out = self.audio_to_video_attn(ops.ada_norm(xv_in, v_shift_a2v, v_scale_a2v, eps, "rms"),
-                                               ops.ada_norm(xa_in, a_shift_a2v, a_scale_a2v, eps, "rms"),
-                                               rope=rope.video_cross, k_rope=rope.audio_cross)
-                xv = ops.gated_residual(xv, out, v_gate if keep_a2v is None else v_gate * keep_a2v)
+                xv = self.audio_to_video_attn(ops.ada_norm(xv_in, v_shift_a2v, v_scale_a2v, eps, "rms"),
+                                              ops.ada_norm(xa_in, a_shift_a2v, a_scale_a2v, eps, "rms"),
+                                              rope=rope.video_cross, k_rope=rope.audio_cross,
+                                              residual=(xv, v_gate if keep_a2v is None else v_gate * keep_a2v))
             if keep_v2a is not False:
-                out = self.video_to_audio_attn(ops.ada_norm(xa_in, a_shift_v2a, a_scale_v2a, eps, "rms"),
-                                               ops.ada_norm(xv_in, v_shift_v2a, v_scale_v2a, eps, "rms"),
-                                               rope=rope.audio_cross, k_rope=rope.video_cross)
-                xa = ops.gated_residual(xa, out, a_gate_x if keep_v2a is None else a_gate_x * keep_v2a)
+                xa = self.video_to_audio_attn(ops.ada_norm(xa_in, a_shift_v2a, a_scale_v2a, eps, "rms"),
+                                              ops.ada_norm(xv_in, v_shift_v2a, v_scale_v2a, eps, "rms"),
+                                              rope=rope.audio_cross, k_rope=rope.video_cross,
+                                              residual=(xa, a_gate_x if keep_v2a is None else a_gate_x * keep_v2a))
 
-        xv = ops.gated_residual(xv, self.ff(ops.ada_norm(xv, shift_mlp, scale_mlp, eps, "rms")), gate_mlp)
-        xa = ops.gated_residual(xa, self.audio_ff(ops.ada_norm(xa, a_shift_mlp, a_scale_mlp, eps, "rms")),
-                                a_gate_mlp)
+        # Output projections fused with their gated residual where the backend can (linear_residual).
+        xv = self.ff.residual(ops, xv, ops.ada_norm(xv, shift_mlp, scale_mlp, eps, "rms"), gate_mlp)
+        xa = self.audio_ff.residual(ops, xa, ops.ada_norm(xa, a_shift_mlp, a_scale_mlp, eps, "rms"), a_gate_mlp)
         return xv, xa
 
     def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb):
@@ -303,9 +302,9 @@ class LTX2Block(nn.Module):
             shift_kv, scale_kv = kv.unbind(-2)
             context = context * (1 + scale_kv) + shift_kv
         if not q_on:
-            return ops.gated_residual(x, attn(ops.ada_norm(x, None, None, eps), context, bias), None)
+            return attn(ops.ada_norm(x, None, None, eps), context, bias, residual=(x, None))
         shift_q, scale_q, gate_q = q_mod
-        return ops.gated_residual(x, attn(ops.ada_norm(x, shift_q, scale_q, eps, "rms"), context, bias), gate_q)
+        return attn(ops.ada_norm(x, shift_q, scale_q, eps, "rms"), context, bias, residual=(x, gate_q))
 
 
 class LTX2Transformer(nn.Module):

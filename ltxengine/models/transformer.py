@@ -51,15 +51,17 @@ class Attention(nn.Module):
     # called instead of ops.attention with the same arguments. None: one process.
     parallel_attention = None
 
-    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None):
+    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None, residual=None):
         """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
         the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
         (1 keeps attention, 0 takes the values). ``kv``: the (to_k, to_v) projections of a
-        constant context computed once (``project_kv``), used instead of projecting it again."""
+        constant context computed once (``project_kv``), used instead of projecting it again.
+        ``residual=(r, gate)``: returns r + gate * output, the gated residual fused into the
+        output projection where the backend can (``linear_residual``)."""
         context = x if context is None else context
         k_proj, v = kv if kv is not None else (None, self.to_v(context))
         if keep is False:
-            return self.to_out[0](self._gate(v, x))
+            return self._project(self._gate(v, x), residual)
         if k_proj is None:
             k_proj = self.to_k(context)
         q, k = self.ops.qk_norm_rope(self.to_q(x), k_proj, self.norm_q.weight, self.norm_k.weight,
@@ -68,7 +70,12 @@ class Attention(nn.Module):
         out = attend(q, k, v, self.heads, mask)
         if keep is not None:
             out = out * keep + v * (1 - keep)
-        return self.to_out[0](self._gate(out, x))
+        return self._project(self._gate(out, x), residual)
+
+    def _project(self, out: torch.Tensor, residual) -> torch.Tensor:
+        if residual is None:
+            return self.to_out[0](out)
+        return linear_residual(self.ops, self.to_out[0], residual[0], out, residual[1])
 
     def _gate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # The gate reads the query input and also scales an STG value pass-through (both references).
@@ -81,12 +88,28 @@ class Attention(nn.Module):
         return self.to_k(context), self.to_v(context)
 
 
+def fusable(layer: nn.Module) -> bool:
+    """A plain OpsLinear without forward hooks, whose matmul may run fused with the op after it.
+    fp8 (quant.fp8.Fp8Linear), GGUF layers and LoRA branches (forward hooks) keep their forward."""
+    return type(layer) is OpsLinear and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+
+def linear_residual(ops: Ops, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, gate) -> torch.Tensor:
+    """x + gate * layer(h). One fused op where the backend has a kernel for it (the reference is
+    this same unfused composition, so without one ``ops.gated_residual`` keeps its own backend)."""
+    if ops.linear_gated_residual is not TORCH_OPS.linear_gated_residual and fusable(layer):
+        return ops.linear_gated_residual(x, h, layer.weight, layer.bias, gate)
+    return ops.gated_residual(x, layer(h), gate)
+
+
 class GeluProj(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, ops: Ops, bias: bool = True):
         super().__init__()
         self.proj = OpsLinear(dim_in, dim_out, bias=bias, ops=ops)
 
     def forward(self, x):
+        if fusable(self.proj):  # GELU in the GEMM's epilogue (the reference: this same unfused pair)
+            return self.proj.ops.linear_gelu(x, self.proj.weight, self.proj.bias)
         return F.gelu(self.proj(x), approximate="tanh")
 
 
@@ -101,6 +124,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         return self.net[2](self.net[0](x))
+
+    def residual(self, ops: Ops, x: torch.Tensor, h: torch.Tensor, gate) -> torch.Tensor:
+        """x + gate * ff(h), the down-projection fused with the gated residual where it can be."""
+        return linear_residual(ops, self.net[2], x, self.net[0](h), gate)
 
 
 class TransformerBlock(nn.Module):
@@ -121,11 +148,11 @@ class TransformerBlock(nn.Module):
         mod = self.scale_shift_table + temb
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         h = self.ops.ada_norm(x, shift_msa, scale_msa, self.eps, "rms")
-        x = self.ops.gated_residual(x, self.attn1(h, rope=rope), gate_msa)
+        x = self.attn1(h, rope=rope, residual=(x, gate_msa))
         # Cross-attention reads the raw residual stream: no norm, no modulation, no gate.
-        x = self.ops.gated_residual(x, self.attn2(x, context, context_bias, kv=cross_kv), None)
+        x = self.attn2(x, context, context_bias, kv=cross_kv, residual=(x, None))
         h = self.ops.ada_norm(x, shift_mlp, scale_mlp, self.eps, "rms")
-        return self.ops.gated_residual(x, self.ff(h), gate_mlp)
+        return self.ff.residual(self.ops, x, h, gate_mlp)
 
 
 class AdaLNSingle(nn.Module):

@@ -35,6 +35,8 @@ from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
 from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
+from .linear_gated_residual import LINEAR_GATED_RESIDUAL
+from .linear_gelu import LINEAR_GELU
 from .qk_norm_rope import QK_NORM_ROPE
 from .quantize_fp8 import QUANTIZE_FP8
 from .scaled_mm import SCALED_MM
@@ -50,6 +52,10 @@ class Ops:
     gated_residual: Callable = reference.gated_residual
     head_gate: Callable = reference.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
+    # Linears with their epilogue fused (the FFN up-projection's GELU, the output projections'
+    # gated residual); the references are the models' unfused composition, bit for bit.
+    linear_gelu: Callable = reference.linear_gelu
+    linear_gated_residual: Callable = reference.linear_gated_residual
     attention: Callable = reference.attention
     causal_conv3d: Callable = reference.causal_conv3d
     quantize_fp8: Callable = reference.quantize_fp8
@@ -69,7 +75,7 @@ TORCH_OPS = Ops(name="torch")
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
-             HEAD_GATE, GGUF_DEQUANT)
+             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -139,6 +139,29 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     return F.linear(x, weight, bias)
 
 
+def linear_gelu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """gelu_tanh(x @ weight^T + bias): the FFN up-projection with its activation (weight (N, K)).
+
+    The GEMM is ``linear``'s (the activation dtype, fp32 accumulation), the GELU is computed in
+    fp32 and rounded once, so this is bit-equal to the models' unfused ``F.gelu(linear(...))``
+    in every dtype; on fp32 inputs it is the fp32 oracle of the fused kernels, which skip the
+    rounding of the pre-activation.
+    """
+    return _into(out, F.gelu(linear(x, weight, bias), approximate="tanh"))
+
+
+def linear_gated_residual(
+    x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gate: torch.Tensor | None,
+    *, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x + gate * (h @ weight^T + bias): an output projection (attention out, FFN down) with the
+    gated residual update (gate None means 1). ``gated_residual(x, linear(h, ...), gate)``:
+    bit-equal to the models' unfused path, the fp32 oracle on fp32 inputs."""
+    return gated_residual(x, linear(h, weight, bias), gate, out=out)
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None
 ) -> torch.Tensor:

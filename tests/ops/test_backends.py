@@ -70,6 +70,10 @@ def _inputs():
         # q (B=2, Nq=5, H*D=2*16), k/v Nk=3, an additive key mask
         "attention_fp8": (r(2, 5, 32), r(2, 3, 32), r(2, 3, 32), 2, r(2, 1, 1, 3),
                           torch.empty(2, 5, 32, dtype=torch.bfloat16, device=DEV)),
+        # x (2, 5, K=24) through a (N=9, K) weight; the gated residual's x (2, 5, 9), per-sample gate
+        "linear_gelu": (x, r(9, 24), r(9), torch.empty(2, 5, 9, dtype=torch.bfloat16, device=DEV)),
+        "linear_gated_residual": (r(2, 5, 9), x, r(9, 24), r(9), r(2, 1, 9),
+                                  torch.empty(2, 5, 9, dtype=torch.bfloat16, device=DEV)),
         # two Q8_0 blocks (type 8): fp16 scale 1.0 (bytes 00 3C), then 32 random int8
         "gguf_dequant": (torch.cat([torch.tensor([[0, 60]] * 2, dtype=torch.uint8), torch.randint(
             0, 256, (2, 32), generator=g, dtype=torch.uint8)], 1).to(DEV), 8, torch.empty(2, 32, device=DEV)),
