@@ -416,7 +416,8 @@ def run(args) -> int:
                 path, device=device, dtype=dtype, text_encoder=args.text_encoder,
                 latent_upsampler=args.latent_upsampler, distilled_lora=args.distilled_lora[0] if args.distilled_lora
                 else None, kernels=args.kernels, quantization=args.quantization, fp8_attention=args.fp8_attention,
-                executor=args.executor, offload=tuple(args.offload),
+                executor=args.executor, offload=tuple(args.offload), offload_group_size=args.offload_group_size,
+                memory_budget=args.memory_budget,
                 modalities=("audio",) if audio_only else None)  # text-to-audio: no video weights
         except ValueError as e:
             raise UsageError(flag_message(str(e))) from e

@@ -73,6 +73,7 @@ FLAG_OF = {
     "path_or_repo_id": "--model", "text_encoder": "--text-encoder", "latent_upsampler": "--latent-upsampler",
     "distilled_lora": "--distilled-lora", "quantization": "--quantization", "kernels": "--kernels",
     "dtype": "--dtype", "device": "--device", "executor": "--executor", "offload": "--offload",
+    "offload_group_size": "--offload-group-size", "memory_budget": "--memory-budget",
     "fp8_attention": "--fp8-attention", "prompt": "--prompt", "negative_prompt": "--negative-prompt",
     "output": "--output", "image": "--image", "height": "--height", "width": "--width", "num_frames": "--num-frames",
     "frame_rate": "--frame-rate", "num_inference_steps": "--steps", "seed": "--seed", "pipeline": "--pipeline",
@@ -371,9 +372,14 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     rt.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
                     help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
     rt.add_argument("--offload", action="append", default=[], choices=("text_encoder", "latent_upsampler",
-                                                                       "vae_encoder"),
+                                                                       "vae_encoder", "transformer"),
                     help="keep this component in host memory, on the device only while used (repeatable; default: "
-                         "none)")
+                         "none); transformer: its blocks stream to the device in groups (eager steps)")
+    rt.add_argument("--offload-group-size", type=int, default=None, metavar="N",
+                    help="with --offload transformer: blocks per streamed group (default 2; two groups on the device)")
+    rt.add_argument("--memory-budget", default=None, metavar="SIZE",
+                    help="e.g. 24GB or 20GiB: pick offload, VAE tiling and streamed blocks so the planned peak fits "
+                         "(instead of --offload)")
     rt.add_argument("--quiet", action="store_true", help="no progress bars (also transformers' and the Hub's)")
     for action in gen._actions:  # short placeholders keep the usage line readable
         if action.metavar is None and action.choices is None and action.nargs is None and action.type is not None:

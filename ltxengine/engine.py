@@ -29,6 +29,7 @@ import torch
 from .checks import MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
+from .executor.block_offload import DEFAULT_GROUP_SIZE, BlockOffload, check_group_size
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
 from .adapters import Adapters
 from .executor.residency import Residency
@@ -76,6 +77,8 @@ class Engine:
     family = ""
     # the VAE encoder only encodes image / video conditions: a text-to-video engine never needs it
     OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder")
+    # streamed block by block (executor/block_offload.py) rather than moved whole
+    STREAMED = ("transformer",)
 
     def __init_subclass__(cls, family: str | None = None, detect: Callable[[Path], bool] | None = None,
                           fallback: bool = False, **kwargs):
@@ -102,8 +105,16 @@ class Engine:
 
     def _setup_runtime(self, executor: str, offload: Sequence[str]) -> None:
         """The step executor (CUDA graphs on CUDA, static buffers and the same keys elsewhere;
-        "none" calls the model directly) and where offloadable components live between uses."""
+        "none" calls the model directly) and where offloadable components live between uses
+        ("transformer": its blocks streamed in groups of 2, see ``stream_blocks``)."""
         _check_runtime_options(executor, offload)
+        offload = (offload,) if isinstance(offload, str) else tuple(offload)
+        streamed = "transformer" in offload
+        offload = tuple(n for n in offload if n not in self.STREAMED)
+        executor = "eager" if streamed and executor == "auto" else executor
+        self.block_offload = None
+        self.memory_budget = None  # bytes: generate picks offload / tiling to fit (budget.py)
+        self.memory_choice = None  # what it picked for the last request
         self._lock = threading.Lock()
         self._lora = None  # the LoraSet, made on first use (lora_manager)
         self.fp8_lora = "branch"  # each family's load sets from_pretrained's fp8_lora
@@ -115,6 +126,26 @@ class Engine:
         self._plans: dict[tuple, MemoryPlan] = {}
         for name in self.OFFLOADABLE:
             self.residency.park(name, self.offloadable(name))
+        if streamed:
+            self.stream_blocks(DEFAULT_GROUP_SIZE)
+
+    def stream_blocks(self, group_size: int | None) -> None:
+        """Keep the transformer's blocks in host memory and stream them to the device in groups of
+        ``group_size`` (executor/block_offload.py); None: every block resident again. A captured
+        step cannot hold the copies of changing blocks, so streamed engines run steps eagerly."""
+        if group_size is not None:
+            check_group_size(group_size, len(self.transformer.transformer_blocks))
+        if self.block_offload is not None:
+            if group_size == self.block_offload.group_size:
+                return
+            self.block_offload.close()
+            self.block_offload = None
+        if group_size is not None:
+            if self.executor is not None and self.executor.mode == "graphs":
+                self.executor = GraphExecutor(self.device, "eager")
+            with torch.inference_mode(False):  # Parameter.data must not become an inference tensor
+                self.block_offload = BlockOffload(self.transformer.transformer_blocks, self.device, group_size,
+                                                  owner=self.transformer)
 
     def offloadable(self, name: str):
         """The module an ``offload`` name moves."""
@@ -201,7 +232,8 @@ class Engine:
                         local_files_only: bool = False, distilled_lora=None,
                         quantization: str | None = None, fp8_attention: bool = False, fp8_lora: str = "branch",
                         executor: str = "auto", offload: Sequence[str] = (),
-                        modalities: Sequence[str] | None = None) -> "Engine":
+                        modalities: Sequence[str] | None = None,
+                        offload_group_size: int | None = None, memory_budget: str | int | None = None) -> "Engine":
         """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
         Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
 
@@ -238,11 +270,20 @@ class Engine:
 
         executor: "auto" (CUDA graphs on CUDA, else eager), "graphs", "eager" (the same static
         buffers, no capture) or "none" (plain calls). offload: components kept in host memory
-        and moved to the device only while used, from ("text_encoder", "latent_upsampler").
+        and moved to the device only while used, from ("text_encoder", "latent_upsampler",
+        "vae_encoder"), and "transformer": its blocks stay in pinned host memory and stream to the
+        device ``offload_group_size`` blocks at a time (default 2), the next group prefetched while
+        one computes; steps then run eagerly (executor "auto" -> "eager"; "graphs" is refused).
+        memory_budget: e.g. "24GB" / "20GiB" / bytes: each generate picks the least offload (components,
+        then VAE tiling, then streamed blocks with the largest group size) whose planned peak fits
+        (``engine.memory_choice``; ``engine.plan_options(...)`` lists every option's plan); a
+        request nothing fits is refused naming the smallest plan's peak. Not with ``offload``.
         modalities: LTX-2 only: ("audio",) loads the audio stream alone (text-to-audio; the video
         weights are neither built nor read); None: the whole model.
         """
         _check_runtime_options(executor, offload, fp8_lora)
+        from .budget import check_load_options
+        budget = check_load_options(offload, offload_group_size, memory_budget, executor)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -267,10 +308,17 @@ class Engine:
                 raise ValueError(f"modalities: {family.family} checkpoints load whole (LTX-2 ones may load "
                                  f"modalities=('audio',)), got modalities={modalities!r}")
             extra["modalities"] = modalities
-        return family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
-                           scheduler_config=scheduler_config, distilled_lora=distilled_lora,
-                           quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload,
-                           **extra)
+        streamed = "transformer" in offload
+        offload = tuple(n for n in ((offload,) if isinstance(offload, str) else offload) if n != "transformer")
+        executor = "eager" if streamed and executor == "auto" else executor
+        engine = family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
+                             scheduler_config=scheduler_config, distilled_lora=distilled_lora,
+                             quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload,
+                             **extra)
+        if streamed:
+            engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
+        engine.memory_budget = budget
+        return engine
 
     @classmethod
     def load(cls, path: Path, device, dtype, ops, **options) -> "Engine":
@@ -283,9 +331,26 @@ class Engine:
         """``generate``'s body once its arguments are a checked request: one call at a time, the
         memory checked before any work."""
         with self._lock, torch.inference_mode():
+            if self.memory_budget is not None:  # offload / tiling picked for this request (budget.py)
+                from .budget import fit_budget
+                request = fit_budget(self, request)
             self._check_memory(request)
-            with self.adapters.for_call(request.loras):
-                return self._generate(request)
+            try:
+                with self.adapters.for_call(request.loras):
+                    return self._generate(request)
+            finally:
+                if self.block_offload is not None:  # a failed step may leave groups on the device
+                    self.block_offload.evict_all()
+
+    def plan_options(self, prompt: str = "", negative_prompt: str | None = None, **kwargs) -> list:
+        """[(MemoryChoice, MemoryPlan)] of ``generate(prompt, ...)`` under every offload / tiling
+        option a ``memory_budget`` picks from, least offload first (budget.py)."""
+        from .budget import plan_options
+        bound = inspect.signature(self.generate).bind(prompt, negative_prompt, **kwargs)
+        bound.apply_defaults()
+        args = self._request(dict(bound.arguments))
+        with self._lock, torch.inference_mode():
+            return plan_options(self, args)
 
     def plan(self, prompt: str = "", negative_prompt: str | None = None, **kwargs) -> MemoryPlan:
         """The memory plan of ``generate(prompt, negative_prompt, **kwargs)`` without running it:
@@ -306,7 +371,9 @@ class Engine:
         too (MemoryPlanError): unchecked, an oversized request could take the machine down."""
         if not self.check_memory or available_bytes(self.device) is None:  # None: free memory unknown
             return
-        key = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), self.graph_state())
+        streamed = self.block_offload.group_size if self.block_offload is not None else None
+        key = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
+               self.graph_state())
         plan = self._plans.get(key)
         if plan is None:
             try:
@@ -343,8 +410,12 @@ def _check_runtime_options(executor, offload, fp8_lora: str = "branch") -> None:
     if executor not in EXECUTOR_MODES + ("none",):
         raise ValueError(f"executor must be one of {EXECUTOR_MODES + ('none',)}, got {executor!r}")
     names = (offload,) if isinstance(offload, str) else offload
-    if not isinstance(names, (tuple, list)) or any(n not in Engine.OFFLOADABLE for n in names):
-        raise ValueError(f"offload: components that can be offloaded are {Engine.OFFLOADABLE}, got {offload!r}")
+    known = Engine.OFFLOADABLE + Engine.STREAMED
+    if not isinstance(names, (tuple, list)) or any(n not in known for n in names):
+        raise ValueError(f"offload: components that can be offloaded are {known}, got {offload!r}")
+    if "transformer" in names and executor == "graphs":
+        raise ValueError("executor='graphs' cannot run with offload=('transformer',): a captured step cannot "
+                         "contain the host-to-device copies of streamed blocks; use executor='auto' or 'eager'")
     from .loading.lora import FP8_LORA_MODES
     if fp8_lora not in FP8_LORA_MODES:
         raise ValueError(f"fp8_lora must be one of {FP8_LORA_MODES}, got {fp8_lora!r}")

@@ -19,14 +19,32 @@ def measure(plan: MemoryPlan, engine) -> MemoryPlan:
     modules = [engine.transformer, engine.vae, getattr(engine.text_encoder, "model", engine.text_encoder),
                *(getattr(engine, n, None) for n in ("latent_upsampler", "connectors", "audio_vae", "vocoder"))]
     plan.held_bytes = module_bytes(*(m for m in modules if isinstance(m, torch.nn.Module)), device=engine.device)
+    streaming = getattr(engine, "block_offload", None)
+    if streaming is not None:  # its slots are allocated already and counted in the phases
+        plan.held_bytes += streaming.device_bytes
     return plan
 
 
 def component_bytes(engine, *others) -> dict[str, int]:
-    """Bytes per offloadable component, the rest (always resident) under "resident"."""
+    """Bytes per offloadable component, the transformer's blocks on the device under
+    "transformer_blocks" (all of them, or the two slots of streamed groups), the rest (always
+    resident) under "resident"."""
     parts = {name: module_bytes(engine.offloadable(name)) for name in engine.OFFLOADABLE}
-    parts["resident"] = module_bytes(engine.transformer, engine.vae, *others) - parts["vae_encoder"]
+    blocks = engine.transformer.transformer_blocks
+    parts["resident"] = (module_bytes(engine.transformer, engine.vae, *others) - parts["vae_encoder"]
+                         - module_bytes(*blocks))
+    parts["transformer_blocks"] = blocks_on_device(engine)
     return parts
+
+
+def blocks_on_device(engine) -> int:
+    """Bytes of transformer blocks on the device: all, or two streamed groups' slots (the group
+    size in force, or the one budget.py assumes while comparing options)."""
+    from .executor.block_offload import slot_bytes
+    offload = getattr(engine, "block_offload", None)
+    group = getattr(engine, "_assumed_group_size", offload.group_size if offload is not None else None)
+    blocks = engine.transformer.transformer_blocks
+    return module_bytes(*blocks) if group is None else slot_bytes(blocks, group)
 
 
 def on_device(w: dict[str, int], offload, *using: str) -> int:

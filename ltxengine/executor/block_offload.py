@@ -139,8 +139,8 @@ class BlockOffload:
         if self._copy_stream is not None and g in self._copy_done and not _tracing():
             torch.cuda.current_stream(self.device).wait_event(self._copy_done[g])
         self._current = g
-        nxt = (g + 1) % len(self.groups)
-        if nxt not in self._slot_of:
+        nxt = g + 1  # not wrapping to group 0: every group goes home at the end of the forward
+        if nxt < len(self.groups) and nxt not in self._slot_of:
             self._load(nxt)
 
     def _load(self, g: int) -> None:

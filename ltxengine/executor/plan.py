@@ -87,6 +87,7 @@ class MemoryPlan:
     available_bytes: int | None = None
     suggestion: str | None = None
     held_bytes: int = 0
+    choice: str | None = None  # the offload / tiling option planned (memory_budget, budget.py)
 
     @property
     def budget_bytes(self) -> int | None:
@@ -107,6 +108,8 @@ class MemoryPlan:
 
     def __str__(self) -> str:
         lines = [f"memory plan on {self.device}: peak {fmt_bytes(self.peak_bytes)} in {self.peak_phase!r}"]
+        if self.choice:
+            lines.append(f"  with {self.choice}")
         for p in self.phases:
             lines.append(f"  {p.name:<9} weights {fmt_bytes(p.weights_bytes):>10}  kept {fmt_bytes(p.kept_bytes):>10}"
                          f"  activations {fmt_bytes(p.transient_bytes):>10}  = {fmt_bytes(p.total_bytes):>10}")

@@ -5,7 +5,10 @@ The result equals ``vae.decode(z, temb, generator, tiling)`` on one process bit 
 the same ``vae.decoder`` call on the same latent slice (only on another rank), the gather moves bits
 unchanged, and the blending is not reimplemented here but run by ``VideoVAE.decode`` itself on a
 shallow twin of the VAE whose ``decoder`` hands back the gathered tiles in the order it asks for them.
-Bit equality needs the same kernels on every rank as on the one process (same device type and ops).
+Bit equality needs the same kernels on every rank as on the one process (same device type and ops, the
+same conv algorithms: with cuDNN's benchmark mode each process may pick its own, and the tiles then
+agree only to rounding; the gloo tests on the CPU are bit-equal). A rank that fails while decoding
+makes the others fail at the gather when the group's collective timeout expires.
 
 Tiles go to ranks by longest-processing-time first (their latent volume as the cost), so uneven tile
 counts and the smaller edge tiles balance. Decoders that inject noise (the LTX-Video 0.9.1 layout)

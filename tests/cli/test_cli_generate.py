@@ -400,7 +400,7 @@ def test_choices_match_the_engine():
     assert cli_options.PIPELINES_LTX2 == ltx2_engine.PIPELINES_LTX2 and cli_options.SAMPLERS == ltx2_engine.SAMPLERS
     gen = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
     choices = {a.dest: tuple(a.choices) for a in gen._actions if a.choices}
-    assert choices["kernels"] == BACKENDS and choices["offload"] == Engine.OFFLOADABLE
+    assert choices["kernels"] == BACKENDS and choices["offload"] == Engine.OFFLOADABLE + Engine.STREAMED
 
 
 # -- interrupts -----------------------------------------------------------------------------------------------

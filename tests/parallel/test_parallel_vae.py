@@ -22,7 +22,7 @@ from ltxengine.parallel.vae import (assign_tiles, decode_parallel, ltx2_frames_p
 from ltxengine.presets import TINY_VAE_LTX2
 
 from ..helpers import randomize_vae_
-from .spawn import run
+from .spawn import run, run_outcomes
 
 # 0.9.1: timestep-conditioned decoder with noise injection in three of four blocks, narrowed for speed
 V091 = VideoVAEConfig(latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 16, 32),
@@ -105,6 +105,19 @@ def test_parallel_decode_equals_one_process_tiled_decode(world, references):
             assert got.shape == frames.shape, (rank, case)
             assert torch.equal(got, frames), f"rank {rank} {case}: max |d| {(got - frames).abs().max().item()}"
             assert torch.equal(got_after, after), f"rank {rank} {case}: the generator ends elsewhere"
+
+
+def rank_with_bad_latents(rank, world):
+    vae, z = build("ltx2"), latents(LTX2_SHAPES[1], 2)
+    with torch.no_grad():
+        return decode_parallel(vae, z if rank == 0 else z[:, :4], 0.05, tiling=LTX2_TILES)
+
+
+def test_a_failing_rank_fails_its_peer_instead_of_hanging():
+    outcomes = run_outcomes(rank_with_bad_latents, 2, timeout=60.0, collective_timeout=15.0)
+    assert not any(o.hung for o in outcomes)
+    assert "z must have 8 channels (dim 1), got 4" in outcomes[1].error
+    assert "in _all_gather_tiles" in outcomes[0].error  # its peer is gone: the gather fails, no hang
 
 
 def test_the_cases_really_tile_and_inject_noise():
