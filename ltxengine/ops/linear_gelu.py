@@ -16,6 +16,7 @@ transformer.py ``fusable``): fp8, GGUF and LoRA-branch layers keep their own for
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 from .library import FusedOp, check_tensor, empty
 
@@ -60,7 +61,7 @@ def cublaslt_linear_gelu(x, weight, bias=None, *, out=None):
     """
     fn = "linear_gelu"
     n = _check_shapes(fn, x, weight)
-    if not x.is_cuda:
+    if not (x.is_cuda or isinstance(x, FakeTensor)):  # fake: traced (bench/roofline.py), never computed
         raise ValueError(f"{fn}: the cuBLASLt backend needs CUDA tensors (its CPU kernel is the erf GELU), "
                          f"got x on {x.device}")
     if x.dtype not in _DTYPES or weight.dtype != x.dtype:

@@ -187,6 +187,30 @@ def scaled_mm_6144x8192x2048():
     scaled_mm(a, b, fake_cuda((M_FP8, 1), FP32), fake_cuda((8192, 1), FP32), fake_cuda((8192,)), BF16)
 
 
+def linear_gelu_2048x8192():
+    """The 2B FFN up-projection, GELU in the epilogue: bf16, bias."""
+    from ltxengine.kernels.linear_gelu import linear_gelu
+
+    linear_gelu(fake_cuda((B, N, 2048)), fake_cuda((8192, 2048)), fake_cuda((8192,)))
+
+
+def linear_gelu_4096x16384_nobias():
+    """The LTX-2.5 video FFN up-projection (no bias)."""
+    from ltxengine.kernels.linear_gelu import linear_gelu
+
+    linear_gelu(fake_cuda((B, N, 4096)), fake_cuda((16384, 4096)), None)
+
+
+def linear_gated_8192x2048():
+    """The 2B FFN down-projection with the gated residual: a per-sample gate sliced from the
+    modulation table, the residual stream updated in place."""
+    from ltxengine.kernels.linear_gelu import linear_gated_residual
+
+    x = fake_cuda((B, N, 2048))
+    linear_gated_residual(x, fake_cuda((B, N, 8192)), fake_cuda((2048, 8192)), fake_cuda((2048,)),
+                          _modulation(2048, per_token=False)[:, :, 5], out=x)
+
+
 # --------------------------------------------------------------------------------------------
 # expectations
 
@@ -231,6 +255,10 @@ CASES = [
     Case(quant_static_2048), Case(quant_static_8192), Case(quant_row_2048), Case(quant_row_8192),
     Case(quant_tensor_2048), Case(quant_tensor_8192),
     Case(scaled_mm_6144x8192x2048, wgmma={"_scaled_mm_kernel": "wgmma_e4m3"}),
+    # measured: 128 registers (172 with the gated residual's loads), no spills, 128 KiB shared memory
+    Case(linear_gelu_2048x8192, wgmma={"_linear_epilogue_kernel": "wgmma_bf16"}),
+    Case(linear_gelu_4096x16384_nobias, wgmma={"_linear_epilogue_kernel": "wgmma_bf16"}),
+    Case(linear_gated_8192x2048, wgmma={"_linear_epilogue_kernel": "wgmma_bf16"}),
 ]
 
 
