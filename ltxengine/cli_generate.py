@@ -67,7 +67,8 @@ def check_output(text: str, audio_only: bool = False) -> Path:
 
 
 def check_paths(args) -> None:
-    for dest, flag in (("text_encoder", "--text-encoder"), ("latent_upsampler", "--latent-upsampler"),
+    for dest, flag in (("components", "--components"), ("text_encoder", "--text-encoder"),
+                       ("latent_upsampler", "--latent-upsampler"),
                        ("audio", "--audio-path"), ("video", "--video")):
         value = getattr(args, dest)
         if value is not None and not Path(value).expanduser().exists():
@@ -80,6 +81,19 @@ def resolve_model(model: str) -> Path:
         return resolve_source(model, None, False)  # a local path as is; a repo id is downloaded
     except FileNotFoundError as e:
         raise UsageError(flag_message(str(e))) from None
+
+
+def config_source(args, path: Path) -> Path:
+    """What says the family, release and block count: a .gguf --model's --components, else the model."""
+    from .loading.gguf import is_gguf
+    if not is_gguf(path):
+        if args.components is not None:
+            raise UsageError(f"--components: only a .gguf --model takes it, got --model {args.model!r}")
+        return path
+    if args.components is None:
+        raise UsageError(f"--components: {args.model!r} is a GGUF holding the transformer alone; pass --components "
+                         "PATH (a diffusers folder or Lightricks single file with its config and the other components)")
+    return Path(args.components).expanduser()
 
 
 def _given(args) -> set[str]:
@@ -398,11 +412,12 @@ def run(args) -> int:
     output = check_output(args.output, audio_only)
     check_paths(args)
     path = resolve_model(args.model)
-    family = family_of(path)
-    settle(args, family, path)
+    source = config_source(args, path)  # a .gguf holds the transformer alone
+    family = family_of(source)
+    settle(args, family, source)
     images = [read_image(image.path) for image in args.images or ()]
-    layers = transformer_layers(path) if family == "LTX-2" else None
-    call = (ltx2_call(args, images, layers, ltx2_release(path)) if family == "LTX-2"
+    layers = transformer_layers(source) if family == "LTX-2" else None
+    call = (ltx2_call(args, images, layers, ltx2_release(source)) if family == "LTX-2"
             else ltx_video_call(args, images))
     call.update(negative_prompt=args.negative_prompt, height=args.height, width=args.width,
                 num_frames=args.num_frames, frame_rate=args.frame_rate, num_inference_steps=args.steps,
@@ -413,7 +428,7 @@ def run(args) -> int:
         warnings.showwarning = _show_warning
         try:
             engine = Engine.from_pretrained(
-                path, device=device, dtype=dtype, text_encoder=args.text_encoder,
+                path, device=device, dtype=dtype, text_encoder=args.text_encoder, components=args.components,
                 latent_upsampler=args.latent_upsampler, distilled_lora=args.distilled_lora[0] if args.distilled_lora
                 else None, kernels=args.kernels, quantization=args.quantization, fp8_attention=args.fp8_attention,
                 executor=args.executor, offload=tuple(args.offload), offload_group_size=args.offload_group_size,

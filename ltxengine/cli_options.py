@@ -70,6 +70,7 @@ HINTS = {"guidance_scale": "LTX-2 guides video and audio apart: --video-cfg-guid
 
 # generate()'s and from_pretrained()'s argument names -> flags, to give engine errors back in CLI terms
 FLAG_OF = {
+    "components": "--components",
     "path_or_repo_id": "--model", "text_encoder": "--text-encoder", "latent_upsampler": "--latent-upsampler",
     "distilled_lora": "--distilled-lora", "quantization": "--quantization", "kernels": "--kernels",
     "dtype": "--dtype", "device": "--device", "executor": "--executor", "offload": "--offload",
@@ -237,7 +238,11 @@ def _per_family(dest: str) -> str:
 def add_arguments(gen: argparse.ArgumentParser) -> None:
     src = gen.add_argument_group("checkpoint (its family, LTX-Video or LTX-2, is read from its headers)")
     src.add_argument("--model", "--checkpoint-path", dest="model", required=True, metavar="PATH",
-                     help="diffusers folder, Lightricks single-file .safetensors or Hugging Face repo id")
+                     help="diffusers folder, Lightricks single-file .safetensors or Hugging Face repo id; or a "
+                          ".gguf transformer with --components")
+    src.add_argument("--components", metavar="PATH",
+                     help="for a .gguf --model: the diffusers folder or Lightricks single file with its config and "
+                          "the other components (VAE, text encoder, ...)")
     src.add_argument("--text-encoder", "--gemma-root", dest="text_encoder", metavar="PATH",
                      help="text encoder folder: T5 (LTX-Video) or Gemma 3 (LTX-2) with its tokenizer (default: a "
                           "diffusers folder's own text_encoder/; single files need it)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .loading import ltx2, original_config
+from .loading.gguf import describe_gguf, is_gguf
 from .loading.ltx2 import is_ltx2
 from .loading.ltx2_split_files import file_role, find_split_files, is_split_folder
 from .loading.safetensors_io import CheckpointError, SafetensorsFile, read_json
@@ -94,6 +95,8 @@ def ltx2_release(path) -> str:
 
 def describe(path) -> dict[str, Any]:
     p = Path(path)
+    if is_gguf(p):
+        return _finish(describe_gguf(p))
     if is_split_folder(p):
         return _finish(_describe_split_folder(p))
     if p.is_dir():

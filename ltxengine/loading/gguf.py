@@ -170,9 +170,28 @@ class GGUFFile:
         self.close()
 
 
+def describe_gguf(path) -> dict:
+    """What ``ltxengine info`` shows of a GGUF transformer: its family (LTX-2 names have an audio
+    stream), the tensors' parameters and quant types; the header alone is read."""
+    with GGUFFile(path) as f:
+        names = list(f.tensors)
+        by_type: dict[str, int] = {}
+        for t in f.tensors.values():
+            by_type[t.type.name] = by_type.get(t.type.name, 0) + int(np.prod(t.shape, dtype=np.int64))
+        size = sum(t.nbytes for t in f.tensors.values())
+        arch = f.metadata.get("general.architecture")
+        version = f.version
+    family = "LTX-2" if any("audio_" in n for n in names) else "LTX-Video"  # LTX-2's audio stream
+    entry = {"file": Path(path).name, "kind": f"architecture {arch!r}" if arch else None,
+             "size": f"{size / 2**20:.1f} MiB",
+             "parameters": sum(by_type.values()), "dtypes": dict(sorted(by_type.items(), key=lambda kv: -kv[1]))}
+    return {"path": str(path), "format": f"GGUF v{version} (the transformer alone: load it with components=)",
+            "family": family, "components": {"transformer": {k: v for k, v in entry.items() if v is not None}}}
+
+
 def is_gguf(path) -> bool:
     """A ``.gguf`` path (the suffix decides, as in ComfyUI and diffusers; the reader checks the magic)."""
     return Path(path).suffix.lower() == ".gguf"
 
 
-__all__ = ["GGUFFile", "GGUFTensor", "is_gguf", "MAGIC", "VERSIONS"]
+__all__ = ["GGUFFile", "GGUFTensor", "describe_gguf", "is_gguf", "MAGIC", "VERSIONS"]
