@@ -18,7 +18,8 @@ import torch
 from bench import common
 from tests.helpers import run_bench_smokes
 
-SCRIPTS = {"ops_qk_norm_rope": "gbps", "ops_adaln": "gbps", "ops_fp8_gemm": "tflops", "ops_conv3d": "tflops"}
+SCRIPTS = {"ops_qk_norm_rope": "gbps", "ops_adaln": "gbps", "ops_fp8_gemm": "tflops", "ops_conv3d": "tflops",
+           "ops_linear_epilogue": "tflops"}
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "ratio_vs_best_alternative",
           "best_alternative", "ceilings", "env")
@@ -27,7 +28,7 @@ ENV_FIELDS = ("gpu", "driver", "cuda", "torch", "triton", "commit", "date")
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """script -> (returncode, output, records): the four smoke runs, started together."""
+    """script -> (returncode, output, records): the smoke runs, started together."""
     return run_bench_smokes({name: (name, []) for name in SCRIPTS}, tmp_path_factory, timeout=180)
 
 
