@@ -207,3 +207,12 @@ def test_cuda_streaming_overlaps_and_equals_resident():
     for _ in range(3):
         assert torch.equal(ltxv_run(model), expected)
     assert off.stats["max_resident"] == 2 and off.resident == []
+
+
+def test_offload_benchmark_smoke(tmp_path):
+    import json
+    from bench import scenario_offload as S
+    assert S.main(["--smoke", "--out", str(tmp_path), "--reps", "1", "--batch", "1", "--group-sizes", "1"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "scenario_offload.jsonl").read_text().splitlines()]
+    assert [r["impl"] for r in records] == ["resident", "streamed-g1"]
+    assert all(r["status"] == "ok" for r in records) and records[1]["ratio_vs_resident"] > 0
