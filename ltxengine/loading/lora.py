@@ -97,6 +97,14 @@ DEFAULT_FP8_LORA = "branch"  # why: the module docstring's measurements
 _SHOWN = 10
 
 
+def _gguf_layer(model: nn.Module, target: str) -> bool:
+    from ..quant.gguf_linear import GGUFLinear
+    try:
+        return isinstance(model.get_submodule(target.rpartition(".")[0]), GGUFLinear)
+    except AttributeError:
+        return False
+
+
 def _listing(keys) -> str:
     keys = sorted(keys)
     more = f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
@@ -373,6 +381,11 @@ class LoraSet:
                             "module, which LoraSet was not given (pass {'transformer': ..., 'connectors': ...})")
         found = {t: self._layer(p.component, t) for t, p in weights.pairs.items()}
         unknown = [k for t, p in weights.pairs.items() if found[t] is None for k in (p.key_a, p.key_b)]
+        kept = [p.key_a for t, p in weights.pairs.items()
+                if found[t] is None and _gguf_layer(self._modules[p.component], t)]
+        if kept:  # a GGUF transformer's quantized linears (quant/gguf_linear.py) take no LoRA yet
+            raise LoraError(f"lora {weights.name!r}: {_listing(kept)} target layers kept in GGUF blocks; LoRAs on "
+                            "a GGUF transformer are not supported yet (load its weights in safetensors to use them)")
         if unknown:
             raise LoraError(f"lora {weights.name!r}: {_listing(unknown)} match no linear layer of the model (a LoRA "
                             "for another model?)")

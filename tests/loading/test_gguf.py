@@ -240,3 +240,14 @@ def test_info_names_an_ltx2_gguf(ltx2):
     d = describe(ltx2[1])
     assert d["family"] == "LTX-2" and d["format"].startswith("GGUF v3")
     assert {"Q8_0", "Q4_0", "F32"} <= set(d["components"]["transformer"]["dtypes"])
+
+
+def test_a_lora_on_gguf_layers_is_refused_by_name(engines):
+    from ltxengine.loading import LoraError
+    ours = engines[0]
+    name, layer = next((n, m) for n, m in ours.transformer.named_modules() if isinstance(m, GGUFLinear))
+    lora = {f"transformer.{name}.lora_A.weight": torch.zeros(2, layer.in_features),
+            f"transformer.{name}.lora_B.weight": torch.zeros(layer.out_features, 2)}
+    with pytest.raises(LoraError, match=r"target layers kept in GGUF blocks; LoRAs on a GGUF transformer are not"):
+        ours.load_lora_weights(lora, "x")
+    assert ours.get_active_adapters() == []
