@@ -223,7 +223,7 @@ case "${1:-}" in
   bench)
     set -e
     mkdir -p "$RESULTS"
-    for script in ops_qk_norm_rope ops_adaln ops_fp8_gemm ops_conv3d ops_linear_epilogue; do
+    for script in ops_qk_norm_rope ops_adaln ops_fp8_gemm ops_conv3d ops_linear_epilogue ops_gguf_linear; do
       $PY "bench/$script.py" --out "$RESULTS" "${@:2}"
     done
     ;;

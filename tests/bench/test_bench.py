@@ -19,7 +19,7 @@ from bench import common
 from tests.helpers import run_bench_smokes
 
 SCRIPTS = {"ops_qk_norm_rope": "gbps", "ops_adaln": "gbps", "ops_fp8_gemm": "tflops", "ops_conv3d": "tflops",
-           "ops_linear_epilogue": "tflops"}
+           "ops_linear_epilogue": "tflops", "ops_gguf_linear": "tflops"}
 FIELDS = ("script", "op", "shape", "dims", "dtype", "impl", "source", "status", "reason", "device", "smoke",
           "median_ms", "p10_ms", "p90_ms", "reps", "max_abs_err", "tolerance", "ratio_vs_best_alternative",
           "best_alternative", "ceilings", "env")
