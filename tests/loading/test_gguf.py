@@ -67,6 +67,8 @@ def test_ltx_video_gguf_generates_what_its_dequantized_weights_generate(engines)
     assert quantized and all(m.weight.dtype == torch.uint8 for m in quantized)
     assert {m.gguf_type.name for m in quantized} >= {"Q8_0", "Q4_0"}
     assert ours.quantization == "gguf"
+    # the memory plan sees the blocks: the GGUF engine's weights are smaller, so is its planned peak
+    assert ours.plan(PROMPT, **TINY).peak_bytes < reference.plan(PROMPT, **TINY).peak_bytes
     a, b = ours.generate(PROMPT, **TINY), reference.generate(PROMPT, **TINY)
     assert np.array_equal(a.frames, b.frames)
     assert torch.equal(a.latents, b.latents)
