@@ -395,6 +395,26 @@ class Quiet:
         return False
 
 
+def parallel_config(args):
+    """--sequence-parallel / --guidance-parallel -> a ParallelConfig over torchrun's ranks (None:
+    neither given; the engine then reads torchrun's environment, or runs one process)."""
+    seq, guid = args.sequence_parallel, args.guidance_parallel
+    if seq is None and guid is None:
+        return None
+    from .parallel.config import ParallelConfig
+    try:
+        if seq is not None and guid is not None:
+            return ParallelConfig(sequence=seq, guidance=guid)
+        return ParallelConfig.from_env(sequence=seq, guidance=guid)
+    except ValueError as e:
+        raise UsageError(f"--sequence-parallel / --guidance-parallel: {e}") from None
+
+
+def _main_rank() -> bool:
+    """Under torchrun only rank 0 prints and writes (every rank computes the same result)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def run(args) -> int:
     import contextlib
 
@@ -433,6 +453,7 @@ def run(args) -> int:
                 else None, kernels=args.kernels, quantization=args.quantization, fp8_attention=args.fp8_attention,
                 executor=args.executor, offload=tuple(args.offload), offload_group_size=args.offload_group_size,
                 memory_budget=args.memory_budget,
+                parallel=parallel_config(args),
                 modalities=("audio",) if audio_only else None)  # text-to-audio: no video weights
         except ValueError as e:
             raise UsageError(flag_message(str(e))) from e
@@ -453,12 +474,14 @@ def _load_loras(engine, loras) -> None:
 
 
 def _show_warning(message, category, *_) -> None:
-    """The engine's warnings in the CLI's terms, one line each, as they happen."""
+    """The engine's warnings in the CLI's terms, one line each, as they happen (rank 0's)."""
+    if not _main_rank():
+        return
     print(f"ltxengine generate: warning: {flag_message(str(message))}", file=sys.stderr)
 
 
 def _generate(engine, args, call: dict[str, Any]) -> int:
-    progress = None if args.quiet else Progress()
+    progress = None if args.quiet or not _main_rank() else Progress()
     start = time.perf_counter()
     if call.get("output_type") == "latent" or args.pipeline == "text-to-audio":  # no mp4 streamed
         call = dict(call, output=None)
@@ -469,6 +492,8 @@ def _generate(engine, args, call: dict[str, Any]) -> int:
     finally:
         if progress is not None:
             progress.close()
+    if not _main_rank():  # rank 0 wrote the mp4 (the engine writes it there alone) and saves the rest
+        return 0
     where = f"{engine.device}, {str(engine.dtype).replace('torch.', '')}"
     if call.get("output_type") == "latent":
         path = write_latents(result, args.output_latents)

@@ -385,6 +385,12 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     rt.add_argument("--memory-budget", default=None, metavar="SIZE",
                     help="e.g. 24GB or 20GiB: pick offload, VAE tiling and streamed blocks so the planned peak fits "
                          "(instead of --offload)")
+    rt.add_argument("--sequence-parallel", type=number(int, 1), metavar="N",
+                    help="under torchrun: ranks sharing each transformer call, video tokens sharded; the product of "
+                         "both parallel flags = --nproc-per-node (default: every rank when neither is given)")
+    rt.add_argument("--guidance-parallel", type=number(int, 1), metavar="M",
+                    help="under torchrun: groups of --sequence-parallel ranks splitting each step's guidance passes "
+                         "(cond / uncond / STG / isolated) (default: 1)")
     rt.add_argument("--quiet", action="store_true", help="no progress bars (also transformers' and the Hub's)")
     for action in gen._actions:  # short placeholders keep the usage line readable
         if action.metavar is None and action.choices is None and action.nargs is None and action.type is not None:

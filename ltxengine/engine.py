@@ -18,6 +18,7 @@ the lock, after the memory check). The core never imports a family module.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 import warnings
@@ -124,6 +125,7 @@ class Engine:
         self._weights_version = 0
         self.check_memory = True
         self._plans: dict[tuple, MemoryPlan] = {}
+        self.parallel = None  # a ParallelState (parallel/config.py) when generations span several ranks
         for name in self.OFFLOADABLE:
             self.residency.park(name, self.offloadable(name))
         if streamed:
@@ -233,7 +235,8 @@ class Engine:
                         quantization: str | None = None, fp8_attention: bool = False, fp8_lora: str = "branch",
                         executor: str = "auto", offload: Sequence[str] = (),
                         modalities: Sequence[str] | None = None,
-                        offload_group_size: int | None = None, memory_budget: str | int | None = None) -> "Engine":
+                        offload_group_size: int | None = None, memory_budget: str | int | None = None,
+                        parallel=None) -> "Engine":
         """A diffusers folder (``model_index.json``), a Lightricks single-file ``.safetensors``, or a
         Hugging Face repo id (downloaded with huggingface_hub; diffusers-format repos).
 
@@ -280,7 +283,13 @@ class Engine:
         request nothing fits is refused naming the smallest plan's peak. Not with ``offload``.
         modalities: LTX-2 only: ("audio",) loads the audio stream alone (text-to-audio; the video
         weights are neither built nor read); None: the whole model.
+        parallel: a ``ltxengine.parallel.config.ParallelConfig(sequence=S, guidance=G)`` to run each
+        generation over S x G processes (torchrun; see README "Several GPUs"), or None: torchrun's
+        environment when WORLD_SIZE > 1 (every rank sequence parallel), else one process. Every
+        rank loads the whole model and returns the same result; rank 0 alone writes ``output``.
         """
+        from .parallel.config import resolve as resolve_parallel
+        parallel = resolve_parallel(parallel)  # the world size checked before any work
         _check_runtime_options(executor, offload, fp8_lora)
         from .budget import check_load_options
         budget = check_load_options(offload, offload_group_size, memory_budget, executor)
@@ -289,6 +298,11 @@ class Engine:
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         from .quant.fp8 import validate_policy
         validate_policy(quantization, device, dtype)
+        state = None
+        if parallel is not None:
+            from .parallel.config import init as init_parallel
+            state = init_parallel(parallel, device)
+            device = state.device  # CUDA: this rank's GPU
         if kernels == "cuda" and dtype != torch.bfloat16:
             raise ValueError(f"kernels='cuda': the CUDA C++ kernels take bfloat16 activations, got dtype={dtype}; "
                              f"use dtype=torch.bfloat16 or kernels='triton'/'torch'")
@@ -318,6 +332,7 @@ class Engine:
         if streamed:
             engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
         engine.memory_budget = budget
+        engine._attach_parallel(state)
         return engine
 
     @classmethod
@@ -326,10 +341,47 @@ class Engine:
         and checked the options)."""
         raise NotImplementedError(f"{cls.__name__} is not a model family's engine: it cannot load {path}")
 
+    # ---- several ranks (ltxengine/parallel) ------------------------------------------------------
+    def _attach_parallel(self, state) -> None:
+        """This engine's generations span the ranks of ``state`` (a ParallelState; None: one process):
+        with a sequence group of several ranks the transformer shards its video tokens over it."""
+        self.parallel = state
+        if state is not None and state.config.sequence > 1:
+            from .parallel import sequence
+            sequence.enable(self.transformer, state.sequence_group)
+
+    @property
+    def guidance_group(self):
+        """The group a step's guidance passes are split over (None: every pass on this rank)."""
+        state = self.parallel
+        return state.guidance_group if state is not None and state.config.guidance > 1 else None
+
+    def _parallel_request(self, request):
+        """The split checked against this request's video tokens (every stage's) before any work, the
+        same random stream on every rank (rank 0's random seed; given generators must agree), and off
+        rank 0 no file written."""
+        state = self.parallel
+        if state.config.sequence > 1:
+            from .parallel import sequence
+            for tokens in self._video_tokens(request):
+                sequence.check(self.transformer, state.sequence_group, tokens)
+        from .parallel.config import agreed_seed
+        seed = agreed_seed(request.seed, request.generator)
+        changes = {} if seed == request.seed else {"seed": seed}
+        if not state.is_main:
+            changes["output"] = None
+        return dataclasses.replace(request, **changes) if changes else request
+
+    def _video_tokens(self, request) -> list[int]:
+        """The video token count of each transformer stage of ``request`` (the family knows them)."""
+        raise NotImplementedError
+
     # ---- generation ----------------------------------------------------------------------------
     def _run(self, request):
         """``generate``'s body once its arguments are a checked request: one call at a time, the
         memory checked before any work."""
+        if self.parallel is not None:
+            request = self._parallel_request(request)
         with self._lock, torch.inference_mode():
             if self.memory_budget is not None:  # offload / tiling picked for this request (budget.py)
                 from .budget import fit_budget

@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..models.ltx2_transformer import Skip, TextContext, first_frame_keyframes
+from ..parallel.guidance import gather_rows, rows_of
 from .samplers import LatentState
 
 __all__ = ["DISTILLED_SIGMAS", "STAGE2_SIGMAS", "DEFAULT_NEGATIVE_PROMPT", "GuidanceParams", "VIDEO_GUIDANCE",
@@ -184,6 +185,9 @@ class Denoiser:
     keyframes: torch.Tensor | None = None  # (1, Nv) marker for LTX-2.5's keyframe embedding (keyframe_marker)
     # (1, 1, Nv, Nv) additive bias on the video self-attention (IC-LoRA's attention strength); None: unmasked
     attention_bias: torch.Tensor | None = None
+    # a guidance group (parallel/guidance.py): this rank runs its share of the passes, the rest are
+    # gathered; None: every pass here
+    group: object = None
     _last: tuple | None = field(default=None, repr=False)
     _rows: list | None = field(default=None, repr=False)
 
@@ -202,9 +206,10 @@ class Denoiser:
         self._rows = rows
         self._dtype = next(self.transformer.parameters()).dtype
         self._batches = []
+        mine = [rows[i] for i in rows_of(self.group, len(rows))]
         n = self.max_batch or len(rows)
-        for i in range(0, len(rows), n):
-            chunk = rows[i:i + n]
+        for i in range(0, len(mine), n):
+            chunk = mine[i:i + n]
             self._batches.append(([r[0] for r in chunk], _cat_context([r[1] for r in chunk]), [r[2] for r in chunk]))
         self._full_video = bool((self.video_mask == 1).all())
         self._full_audio = bool((self.audio_mask == 1).all())
@@ -239,7 +244,16 @@ class Denoiser:
                 x0v, x0a = x0v.clone(), x0a.clone()  # static outputs: the next replay rewrites them
             for j, name in enumerate(names):
                 outs[name] = (x0v[j:j + 1], x0a[j:j + 1])
-        return outs
+        return outs if self.group is None else self._gather(outs, xv, xa)
+
+    def _gather(self, outs: dict, xv: torch.Tensor, xa: torch.Tensor) -> dict:
+        """Every pass's (x0v, x0a) from this rank's share (``outs``) and the guidance group's."""
+        names = self.passes
+        local = [names[i] for i in rows_of(self.group, len(names))]
+        parts = [torch.cat([outs[k][m] for k in local]) if local else None for m in (0, 1)]
+        x0v, x0a = gather_rows(parts, (tuple(xv.shape[1:]), tuple(xa.shape[1:])), len(names), self.group,
+                               xv.device)
+        return {name: (x0v[j:j + 1], x0a[j:j + 1]) for j, name in enumerate(names)}
 
     def __call__(self, xv: torch.Tensor, xa: torch.Tensor, sigma: float, step: int):
         v, a = self.video_params, self.audio_params

@@ -236,6 +236,17 @@ class LTX2Engine(Engine, family="ltx-2", detect=is_ltx2):
     def _plan(self, request: LTX2Request):
         return plan_ltx2(self, request)
 
+    def _video_tokens(self, a: LTX2Request) -> list[int]:
+        """Video tokens of each stage (sequence parallel's check): stage 1 at its size, stage 2 at the
+        full size; none for text-to-audio."""
+        if a.recipe.audio_only:
+            return []
+        from .recipes.two_stage import stage1_size
+        frames = (a.num_frames - 1) // 8 + 1
+        sizes = [(a.height, a.width)] if a.recipe.stages == 1 else [stage1_size(self, a.height, a.width),
+                                                                    (a.height, a.width)]
+        return [frames * (h // 32) * (w // 32) for h, w in sizes]
+
     def _generate(self, a: LTX2Request) -> GenerationResult:
         """The checked call's run: the pipeline's recipe (ltx2/recipes/)."""
         self._warn_base_weights_refine(a)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..components.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
 from ..components.inputs import image_to_tensor
 from ..components.latents import pack, randn, unpack
+from ..parallel.text import on_main_rank
 from ..results import step_hook
 from . import samplers
 from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, GuidanceParams, KeyframeTokens,
@@ -124,8 +125,10 @@ def encode_text(engine, a, need_negative: bool):
     if need_negative:
         neg = a.negative_prompt if a.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
         prompts = [neg, a.prompt]  # one batch, as diffusers encodes [negative, positive]
-    with engine.residency.use("text_encoder", te.model):
-        v, au, mask = te.encode(prompts, a.max_sequence_length)
+    def encode():
+        with engine.residency.use("text_encoder", te.model):
+            return te.encode(prompts, a.max_sequence_length)
+    v, au, mask = on_main_rank(getattr(engine, "parallel", None), encode)  # several ranks: rank 0's, broadcast
     v, au, mask = v.to(engine.device, dtype), au.to(engine.device, dtype), mask.to(engine.device)
     pos = tr.prepare_context(v[-1:], au[-1:], mask[-1:])
     negative = tr.prepare_context(v[:1], au[:1], mask[:1]) if need_negative else None
@@ -211,6 +214,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
                         max_batch=a.guidance_batch, executor=engine.executor,
                         graph_variant=engine.graph_variant, keyframes=marker, attention_bias=attention_bias,
+                        group=getattr(engine, "guidance_group", None),
                         cross_timestep=a.cross_timestep)
     hook = _hook(engine, a, stage, (f, h, w))
     sampler = a.sampler

@@ -139,6 +139,14 @@ class LTXVideoEngine(Engine, family="ltx-video", fallback=True):
     def _plan(self, request: LTXVideoRequest) -> MemoryPlan:
         return plan_ltx_video(self, request)
 
+    def _video_tokens(self, a: LTXVideoRequest) -> list[int]:
+        """Video tokens of each stage (sequence parallel's check): stage 1's, and stage 2's at twice
+        the side."""
+        r, rt = self.vae.spatial_compression_ratio, self.vae.temporal_compression_ratio
+        frames, (h, w) = (a.num_frames - 1) // rt + 1, a.stage1_size
+        scales = (1,) if a.two_stage is None else (1, 2)
+        return [frames * (s * h // r) * (s * w // r) for s in scales]
+
     def _generate(self, request: LTXVideoRequest) -> GenerationResult:
         """The checked call's run, stage by stage, in ltx_video/stages.py (one seam tests can replace)."""
         return run_generation(self, request)

@@ -10,6 +10,7 @@ any device.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ import torch
 
 from ..components.latents import pack, randn, unpack
 from ..models.transformer import coords_positions, grid_positions
+from ..parallel.guidance import gather_rows, rows_of
 from .schedule import Schedule
 
 __all__ = [
@@ -47,7 +49,7 @@ class Guidance:
 
     def __init__(self, transformer, embeds: torch.Tensor, mask: torch.Tensor,
                  negative_embeds: torch.Tensor | None, negative_mask: torch.Tensor | None,
-                 guidance_scale: float, guidance_rescale: float, executor=None):
+                 guidance_scale: float, guidance_rescale: float, executor=None, group=None):
         self.transformer = transformer
         self.scale = float(guidance_scale)
         self.rescale = float(guidance_rescale)
@@ -63,6 +65,12 @@ class Guidance:
         # tensors, not Python floats: a new scale then reuses the captured graph
         self._scales = (torch.tensor(self.scale, device=device), torch.tensor(self.rescale, device=device))
         self.rope = None
+        self.group = group  # a guidance group (parallel/guidance.py): this rank runs its rows of the batch
+        if group is not None:
+            self._rows = torch.tensor(rows_of(group, self.batch), device=device, dtype=torch.long)
+            ctx, bias = self.context
+            self._row_context = (ctx[self._rows], None if bias is None else bias[self._rows])
+            self._row_kv = [t[self._rows] for t in self.cross_kv]
 
     @property
     def batch(self) -> int:
@@ -81,10 +89,28 @@ class Guidance:
         args = (x, *temb, self.context[0], self.context[1], *self.rope, *self._scales, self.do_cfg,
                 self.rescale > 0, len(self.cross_kv), *self.cross_kv, *update_args)
         fn = _step_fn(self.transformer, update)
+        if self.group is not None:
+            return self._split_step(x, temb, update, *update_args)
         if self.executor is None:
             return fn(*args)
         name = f"ltx-video:{update.__name__ if update is not None else 'velocity'}"
         return self.executor.run(name, fn, *args)
+
+    def _split_step(self, x: torch.Tensor, temb, update: Callable | None, *update_args):
+        """``step`` under guidance parallel: the model on this rank's rows (through the executor),
+        the group's rows gathered, then the same guidance and update, eagerly (no collective in a
+        captured graph)."""
+        k, rows = len(self._rows), self._rows
+        mine = None
+        if k:
+            args = (x, k, temb[0][rows], temb[1][rows], *self._row_context, *self.rope, len(self._row_kv),
+                    *self._row_kv)
+            fn = functools.partial(_rows_fn, self.transformer)
+            mine = fn(*args) if self.executor is None else self.executor.run("ltx-video:rows", fn, *args)
+        shape = (x.shape[1], self.transformer.config.out_channels)
+        (v,) = gather_rows([mine], [shape], self.batch, self.group, x.device)
+        v = _combine(v, *self._scales, self.do_cfg, self.rescale > 0)
+        return v if update is None else update(x, v, *update_args)
 
     def __call__(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """x (1, N, C) float32; timestep (B,) or (B, N) for the batched branches -> velocity (1, N, C)."""
@@ -104,6 +130,19 @@ def _guided(transformer, x, temb, context, rope, cross_kv, scale, rescale, do_cf
     dtype = context[0].dtype
     inp = torch.cat([x, x]) if do_cfg else x
     v = transformer(inp.to(dtype), None, context=context, rope=rope, temb=temb, cross_kv=cross_kv).float()
+    return _combine(v, scale, rescale, do_cfg, rescale_on)
+
+
+def _rows_fn(transformer, x, k: int, temb, embedded, ctx, bias, cos, sin, n_kv: int, *kv):
+    """Velocities (k, N, C) of k rows of the guidance batch (guidance parallel's share)."""
+    inp = torch.cat([x] * k) if k > 1 else x
+    pairs = list(zip(kv[0:n_kv:2], kv[1:n_kv:2]))
+    return transformer(inp.to(ctx.dtype), None, context=(ctx, bias), rope=(cos, sin), temb=(temb, embedded),
+                       cross_kv=pairs).float()
+
+
+def _combine(v, scale, rescale, do_cfg: bool, rescale_on: bool):
+    """Velocities of the batch ([uncond, text] when guiding) -> the guided velocity (1, N, C)."""
     if not do_cfg:
         return v
     v_uncond, v_text = v.chunk(2)

@@ -15,6 +15,7 @@ from ..checks import make_generator
 from ..components.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
 from ..components.inputs import Condition, image_to_tensor, video_to_tensor
 from ..components.latents import upsample_latents
+from ..parallel.text import on_main_rank
 from ..results import GenerationResult, step_hook
 from . import sampling as lv
 from .schedule import Schedule, calculate_shift, linear_quadratic_schedule, make_schedule
@@ -38,7 +39,8 @@ def run_generation(engine, a) -> GenerationResult:
     engine.sync_executor()
 
     def guide(scale, rescale):
-        return lv.Guidance(engine.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=engine.executor)
+        return lv.Guidance(engine.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=engine.executor,
+                           group=getattr(engine, "guidance_group", None))
 
     c = engine.transformer.config.in_channels
     f = (n - 1) // rt + 1
@@ -133,15 +135,18 @@ def stage_schedule(engine, mode: str, seq_len: int, num_steps: int, timesteps, s
 
 def encode_prompt(engine, prompt: str, negative: str | None, max_len: int, cfg: bool, use_mask: bool):
     te = engine.text_encoder
-    with engine.residency.use("text_encoder", te.model):
-        return _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mask)
-
-
-def _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mask):
     n_tokens = len(te.tokenizer(prompt).input_ids)
     if n_tokens > max_len:  # stacklevel: the caller of Engine.generate (via _run, _generate, run_generation)
         warnings.warn(f"prompt: {n_tokens} tokens is longer than max_sequence_length={max_len}; the text "
-                      f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=7)
+                      f"encoder sees only the first {max_len} (the rest is dropped)", stacklevel=6)
+
+    def encode():
+        with engine.residency.use("text_encoder", te.model):
+            return _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mask)
+    return on_main_rank(getattr(engine, "parallel", None), encode)  # several ranks: rank 0's, broadcast
+
+
+def _encode_prompt_on_device(engine, te, prompt, negative, max_len, cfg, use_mask):
     embeds, mask = te.encode(prompt, max_len, engine.device, dtype=te.dtype, use_attention_mask=use_mask)
     neg = neg_mask = None
     if cfg:

@@ -23,6 +23,7 @@ import torch
 from ...components.decode import check_finite
 from ...models.audio_vae import unpack_audio_latents
 from ...models.ltx2_audio_only import LTX2AudioTransformer
+from ...parallel.text import on_main_rank
 from ...results import step_hook
 from .. import samplers
 from ..denoise import DEFAULT_NEGATIVE_PROMPT, NO_GUIDANCE, Denoiser, video_state
@@ -119,8 +120,10 @@ def encode_audio_text(engine, a, need_negative: bool):
     prompts = [a.prompt]
     if need_negative:
         prompts = [a.negative_prompt if a.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT, a.prompt]
-    with engine.residency.use("text_encoder", te.model):
-        _, audio, mask = te.encode(prompts, a.max_sequence_length)
+    def encode():
+        with engine.residency.use("text_encoder", te.model):
+            return te.encode(prompts, a.max_sequence_length)
+    _, audio, mask = on_main_rank(getattr(engine, "parallel", None), encode)  # several ranks: rank 0's
     audio, mask = audio.to(engine.device, dtype), mask.to(engine.device)
     positive = tr.prepare_context(None, audio[-1:], mask[-1:])
     return positive, tr.prepare_context(None, audio[:1], mask[:1]) if need_negative else None
@@ -140,7 +143,8 @@ def denoise_audio(engine, a, texts, gen) -> torch.Tensor:
     rope = tr.rope(None, tr.audio_positions(1, a.audio_frames, device=dev))
     engine.sync_executor()
     denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, NO_GUIDANCE, a.audio_guidance,
-                        max_batch=a.guidance_batch, executor=engine.executor, graph_variant=engine.graph_variant)
+                        max_batch=a.guidance_batch, executor=engine.executor, graph_variant=engine.graph_variant,
+                        group=getattr(engine, "guidance_group", None))
     sigmas = stage1_sigmas(False, a.sigmas, a.num_inference_steps, a.shift_tokens, None)
     try:
         _, audio = samplers.euler(denoiser, video, audio, sigmas, _hook(a, acfg.latent_channels))
