@@ -29,7 +29,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltxengine.config import LTX2_TRANSFORMER_22B_V23  # noqa: E402
-from ltxengine.executor.block_offload import slot_bytes  # noqa: E402
+from ltxengine.executor.block_offload import layer_stack, slot_bytes  # noqa: E402
 from ltxengine.executor.memory import trace_allocations  # noqa: E402
 from ltxengine.executor.plan import GiB, module_bytes  # noqa: E402
 from ltxengine.ltx2.denoise import keyframe_marker  # noqa: E402
@@ -120,26 +120,24 @@ def plan(group_sizes: list[int]) -> tuple[dict, list[dict]]:
              "upsampler": module_bytes(m["upsampler"]), "gemma": module_bytes(m["gemma"])}
     for g in group_sizes:
         sizes[f"slots_g{g}"] = slot_bytes(blocks, g)
-    layers = m["gemma"].model.language_model.layers  # for the projected row: Gemma streamed like the DiT
-    sizes["gemma_streamed_g1"] = sizes["gemma"] - module_bytes(*layers) + slot_bytes(layers, 1)
+    layers, _ = layer_stack(m["gemma"])  # offload=("text_encoder_layers",): Gemma's 48 decoder layers
+    sizes["gemma_streamed"] = sizes["gemma"] - module_bytes(*layers) + slot_bytes(layers, 1)
     h, w = LATENT_HW
     act = {"stage1": dit_peak(dit, h // 2, w // 2, STAGE1_BATCH), "stage2": dit_peak(dit, h, w, STAGE2_BATCH),
            "decode": decode_peak(vae, None), "decode_tiled": decode_peak(vae, TilingConfig())}
-    options = [("all resident", None, False, False), ("text encoder offloaded", None, True, False),
-               ("+ tiled decode", None, True, True)]
-    options += [(f"+ blocks streamed, groups of {g}", g, True, True) for g in group_sizes]
-    rows = [_phases(name, g, off, tiled, sizes, act) for name, g, off, tiled in options]
-    # not implemented: Gemma's 48 decoder layers streamed in groups of 1 by the same BlockOffload
-    projected = _phases("(projected) + Gemma layers streamed, groups of 1", 1, True, True, sizes, act)
-    projected["phases"]["text"] += sizes["gemma_streamed_g1"] - sizes["gemma"]
-    projected["peak"] = max(projected["phases"].values())
-    return {"sizes": sizes, "activations": act, "seconds": time.perf_counter() - t0}, rows + [projected]
+    options = [("all resident", None, False, False, False), ("text encoder offloaded", None, True, False, False),
+               ("+ tiled decode", None, True, True, False),
+               ("+ text encoder layers streamed", None, True, True, True)]
+    options += [(f"+ DiT blocks streamed, groups of {g}", g, True, True, True) for g in group_sizes]
+    rows = [_phases(*o, sizes, act) for o in options]
+    return {"sizes": sizes, "activations": act, "seconds": time.perf_counter() - t0}, rows
 
 
-def _phases(name, g, offload_text, tiled, s, act) -> dict:
+def _phases(name, g, offload_text, tiled, text_streamed, s, act) -> dict:
     dit = s["dit_all"] if g is None else s["dit_all"] - s["dit_blocks"] + s[f"slots_g{g}"]
     always = dit + s["vae_decoder"] + (0 if offload_text else s["gemma"] + s["vae_encoder"] + s["upsampler"])
-    phases = {"text": always + (s["gemma"] if offload_text else 0),
+    gemma = s["gemma_streamed" if text_streamed else "gemma"]
+    phases = {"text": always + (gemma if offload_text else 0),
               "denoise": always + act["stage1"],
               "upsample": always + (s["upsampler"] if offload_text else 0),
               "refine": always + act["stage2"],

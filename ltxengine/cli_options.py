@@ -377,14 +377,16 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     rt.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
                     help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
     rt.add_argument("--offload", action="append", default=[], choices=("text_encoder", "latent_upsampler",
-                                                                       "vae_encoder", "transformer"),
+                                                                       "vae_encoder", "transformer",
+                                                                       "text_encoder_layers"),
                     help="keep this component in host memory, on the device only while used (repeatable; default: "
-                         "none); transformer: its blocks stream to the device in groups (eager steps)")
+                         "none); transformer: its blocks stream to the device in groups (eager steps); "
+                         "text_encoder_layers: the text encoder's layers stream one at a time")
     rt.add_argument("--offload-group-size", type=int, default=None, metavar="N",
                     help="with --offload transformer: blocks per streamed group (default 2; two groups on the device)")
     rt.add_argument("--memory-budget", default=None, metavar="SIZE",
                     help="e.g. 24GB or 20GiB: pick offload, VAE tiling and streamed blocks so the planned peak fits "
-                         "(instead of --offload)")
+                         "(instead of --offload; default: none)")
     rt.add_argument("--sequence-parallel", type=number(int, 1), metavar="N",
                     help="under torchrun: ranks sharing each transformer call, video tokens sharded; the product of "
                          "both parallel flags = --nproc-per-node (default: every rank when neither is given)")

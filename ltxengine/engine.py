@@ -30,7 +30,7 @@ import torch
 from .checks import MAX_CONDITIONS, MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, SEED_MAX
 from .executor.graphs import MODES as EXECUTOR_MODES
 from .executor.graphs import GraphExecutor
-from .executor.block_offload import DEFAULT_GROUP_SIZE, BlockOffload, check_group_size
+from .executor.block_offload import DEFAULT_GROUP_SIZE, BlockOffload, check_group_size, layer_stack
 from .executor.plan import InsufficientMemoryError, MemoryPlan, MemoryPlanError, available_bytes, fmt_bytes
 from .adapters import Adapters
 from .executor.residency import Residency
@@ -79,7 +79,7 @@ class Engine:
     # the VAE encoder only encodes image / video conditions: a text-to-video engine never needs it
     OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder")
     # streamed block by block (executor/block_offload.py) rather than moved whole
-    STREAMED = ("transformer",)
+    STREAMED = ("transformer", "text_encoder_layers")
 
     def __init_subclass__(cls, family: str | None = None, detect: Callable[[Path], bool] | None = None,
                           fallback: bool = False, **kwargs):
@@ -107,10 +107,11 @@ class Engine:
     def _setup_runtime(self, executor: str, offload: Sequence[str]) -> None:
         """The step executor (CUDA graphs on CUDA, static buffers and the same keys elsewhere;
         "none" calls the model directly) and where offloadable components live between uses
-        ("transformer": its blocks streamed in groups of 2, see ``stream_blocks``)."""
+        ("transformer": its blocks streamed in groups of 2, see ``stream_blocks``; "text_encoder_layers":
+        the text encoder's layers, one at a time, see ``stream_text_encoder``)."""
         _check_runtime_options(executor, offload)
         offload = (offload,) if isinstance(offload, str) else tuple(offload)
-        streamed = "transformer" in offload
+        names, streamed = offload, "transformer" in offload
         offload = tuple(n for n in offload if n not in self.STREAMED)
         executor = "eager" if streamed and executor == "auto" else executor
         self.block_offload = None
@@ -130,6 +131,25 @@ class Engine:
             self.residency.park(name, self.offloadable(name))
         if streamed:
             self.stream_blocks(DEFAULT_GROUP_SIZE)
+        if "text_encoder_layers" in names:
+            self.stream_text_encoder(True)
+
+    def stream_text_encoder(self, on: bool) -> None:
+        """Stream the text encoder's layers (its largest layer stack: Gemma's 48 decoder layers, T5's
+        24 blocks) one at a time from pinned host memory while it encodes, the rest of it moved
+        whole as ``offload`` says; False: its layers move with it again."""
+        te = self.offloadable("text_encoder")
+        current = self.residency.streamed.get("text_encoder")
+        if te is None or on == (current is not None):
+            return
+        if current is not None:
+            current.close()
+            del self.residency.streamed["text_encoder"]
+            self.residency.park("text_encoder", te)
+            return
+        layers, owner = layer_stack(te)
+        with torch.inference_mode(False):  # Parameter.data must not become an inference tensor
+            self.residency.streamed["text_encoder"] = BlockOffload(layers, self.device, 1, owner=owner)
 
     def stream_blocks(self, group_size: int | None) -> None:
         """Keep the transformer's blocks in host memory and stream them to the device in groups of
@@ -322,8 +342,9 @@ class Engine:
                 raise ValueError(f"modalities: {family.family} checkpoints load whole (LTX-2 ones may load "
                                  f"modalities=('audio',)), got modalities={modalities!r}")
             extra["modalities"] = modalities
-        streamed = "transformer" in offload
-        offload = tuple(n for n in ((offload,) if isinstance(offload, str) else offload) if n != "transformer")
+        names = (offload,) if isinstance(offload, str) else tuple(offload)
+        streamed = "transformer" in names
+        offload = tuple(n for n in names if n not in Engine.STREAMED)
         executor = "eager" if streamed and executor == "auto" else executor
         engine = family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                              scheduler_config=scheduler_config, distilled_lora=distilled_lora,
@@ -331,6 +352,7 @@ class Engine:
                              **extra)
         if streamed:
             engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
+        engine.stream_text_encoder("text_encoder_layers" in names)
         engine.memory_budget = budget
         engine._attach_parallel(state)
         return engine

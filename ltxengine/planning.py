@@ -19,9 +19,9 @@ def measure(plan: MemoryPlan, engine) -> MemoryPlan:
     modules = [engine.transformer, engine.vae, getattr(engine.text_encoder, "model", engine.text_encoder),
                *(getattr(engine, n, None) for n in ("latent_upsampler", "connectors", "audio_vae", "vocoder"))]
     plan.held_bytes = module_bytes(*(m for m in modules if isinstance(m, torch.nn.Module)), device=engine.device)
-    streaming = getattr(engine, "block_offload", None)
-    if streaming is not None:  # its slots are allocated already and counted in the phases
-        plan.held_bytes += streaming.device_bytes
+    streaming = [getattr(engine, "block_offload", None), *engine.residency.streamed.values()]
+    # their slots are allocated already and counted in the phases
+    plan.held_bytes += sum(s.device_bytes for s in streaming if s is not None)
     return plan
 
 
@@ -30,11 +30,26 @@ def component_bytes(engine, *others) -> dict[str, int]:
     "transformer_blocks" (all of them, or the two slots of streamed groups), the rest (always
     resident) under "resident"."""
     parts = {name: module_bytes(engine.offloadable(name)) for name in engine.OFFLOADABLE}
+    parts["text_encoder"] = text_encoder_on_device(engine)
     blocks = engine.transformer.transformer_blocks
     parts["resident"] = (module_bytes(engine.transformer, engine.vae, *others) - parts["vae_encoder"]
                          - module_bytes(*blocks))
     parts["transformer_blocks"] = blocks_on_device(engine)
     return parts
+
+
+def text_encoder_on_device(engine) -> int:
+    """Bytes of the text encoder on the device while it encodes: all of it, or with its layers
+    streamed (the engine's, or what budget.py assumes) the rest plus two one-layer slots."""
+    from .executor.block_offload import layer_stack, slot_bytes
+    te = engine.offloadable("text_encoder")
+    if te is None:
+        return 0
+    streamed = getattr(engine, "_assumed_text_streamed", "text_encoder" in engine.residency.streamed)
+    if not streamed:
+        return module_bytes(te)
+    layers, _ = layer_stack(te)
+    return module_bytes(te) - module_bytes(*layers) + slot_bytes(layers, 1)
 
 
 def blocks_on_device(engine) -> int:

@@ -204,6 +204,17 @@ class BlockOffload:
         self._current = None
 
 
+def layer_stack(module: nn.Module) -> tuple[nn.ModuleList, nn.Module]:
+    """(the ModuleList holding most of ``module``'s bytes, the module it belongs to, whose forward
+    runs it): Gemma 3's decoder layers and their Gemma3TextModel, T5's blocks and their T5Stack."""
+    from .plan import module_bytes
+    lists = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise ValueError(f"block offload: {type(module).__name__} has no layer stack (nn.ModuleList) to stream")
+    name, layers = max(lists, key=lambda nm: module_bytes(*nm[1]))
+    return layers, module.get_submodule(name.rpartition(".")[0])
+
+
 def _tracing() -> bool:
     """Inside a fake-tensor trace (memory planning): no copy may run, no stream be touched."""
     return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None

@@ -216,3 +216,22 @@ def test_offload_benchmark_smoke(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "scenario_offload.jsonl").read_text().splitlines()]
     assert [r["impl"] for r in records] == ["resident", "streamed-g1"]
     assert all(r["status"] == "ok" for r in records) and records[1]["ratio_vs_resident"] > 0
+
+
+def test_residency_moves_a_component_without_its_streamed_layers():
+    from ltxengine.executor.block_offload import layer_stack
+    from ltxengine.executor.residency import Residency
+    model = ltxv_model()
+    layers, owner = layer_stack(model)
+    assert layers is model.transformer_blocks and owner is model
+    off = BlockOffload(layers, "cpu", 1, owner=owner)
+    host = [(h.data_ptr(), h.data_ptr() + h.numel()) for h in off._host]
+    residency = Residency("cpu", known=("text_encoder",))
+    residency.streamed["text_encoder"] = off
+    before = {n: p.data_ptr() for n, p in model.named_parameters()}
+    residency._move("text_encoder", model, torch.device("cpu"))
+    for name, p in model.named_parameters():
+        in_host = any(lo <= p.data_ptr() < hi for lo, hi in host)
+        assert in_host == name.startswith("transformer_blocks.")  # streamed layers stay in their buffers
+    assert model.proj_in.weight.data_ptr() == before["proj_in.weight"]  # .to(same device) keeps storage
+    assert torch.equal(ltxv_run(model), ltxv_run(ltxv_model()))

@@ -43,7 +43,7 @@ def _lora(engine, seed=5) -> dict:
 
 def test_ltx_video_streamed_generation_equals_resident_with_fp8_and_a_lora(folder, resident):
     streamed = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, quantization="fp8-cast",
-                                      offload=("transformer",), offload_group_size=1)
+                                      offload=("transformer", "text_encoder_layers"), offload_group_size=1)
     assert streamed.block_offload.group_size == 1 and streamed.executor.mode == "eager"
     for engine in (resident, streamed):
         engine.load_lora_weights(_lora(resident), adapter_name="style")  # fp8 layers: "branch" factors
@@ -56,6 +56,9 @@ def test_ltx_video_streamed_generation_equals_resident_with_fp8_and_a_lora(folde
     assert streamed.block_offload.stats["max_resident"] == 2 and streamed.block_offload.resident == []
     assert streamed.block_offload.stats["loads"] == 3 * (1 + 1)  # 3 groups: the cross K/V, then the step
     assert all(p.device.type == "cpu" for p in streamed.transformer.transformer_blocks.parameters())
+    text = streamed.residency.streamed["text_encoder"]  # T5's 2 blocks, one per group
+    assert len(text.groups) == 2 and text.resident == []
+    assert text.stats["loads"] == 2 * 2  # both blocks, for the prompt and the negative prompt (CFG)
 
 
 def test_ltx2_streamed_generation_equals_resident(tmp_path_factory):
@@ -65,11 +68,13 @@ def test_ltx2_streamed_generation_equals_resident(tmp_path_factory):
     kw = dict(height=64, width=64, num_frames=9, num_inference_steps=2, max_sequence_length=SEQ, seed=4,
               pipeline="one-stage")
     a = Engine.from_pretrained(path, device="cpu", dtype=torch.float32).generate("a cat", **kw)
-    engine = Engine.from_pretrained(path, device="cpu", dtype=torch.float32, offload=["transformer"],
-                                    offload_group_size=1)
+    engine = Engine.from_pretrained(path, device="cpu", dtype=torch.float32,
+                                    offload=["transformer", "text_encoder_layers"], offload_group_size=1)
     b = engine.generate("a cat", **kw)
     assert torch.equal(a.latents, b.latents) and np.array_equal(a.audio, b.audio)
     assert engine.block_offload.stats["max_resident"] == min(2, len(engine.transformer.transformer_blocks))
+    gemma = engine.residency.streamed["text_encoder"]  # the tiny Gemma's decoder layers, one per group
+    assert gemma.stats["loads"] >= len(gemma.groups) > 1 and gemma.resident == []
 
 
 def test_load_options_are_checked_before_loading():
@@ -85,7 +90,8 @@ def test_load_options_are_checked_before_loading():
         (("text_encoder",), None, "24GB", "auto"): "give memory_budget or offload, not both",
         ((), None, "24GB", "graphs"): "use executor='auto' or 'eager' with it, got executor='graphs'",
         (("vae",), None, None, "auto"): "offload: components that can be offloaded are ('text_encoder', "
-                                        "'latent_upsampler', 'vae_encoder', 'transformer'), got ('vae',)",
+                                        "'latent_upsampler', 'vae_encoder', 'transformer', "
+                                        "'text_encoder_layers'), got ('vae',)",
     }
     for (offload, group, budget, executor), message in cases.items():
         with pytest.raises(ValueError, match=re.escape(message)):
