@@ -80,14 +80,15 @@ def test_unsupported_and_unknown_types_are_named():
 def test_triton_equals_reference(name):
     ops = get_ops("triton", "cpu")
     t = BY_NAME[name]
-    data = torch.from_numpy(random_blocks(name, rows=2, blocks_per_row=2, seed=3))
+    # 6 blocks: a partial tile of blocks for every type (a program takes 32 Q8_0 / Q4_0 or 4 K-quant blocks)
+    data = torch.from_numpy(random_blocks(name, rows=3, blocks_per_row=2, seed=3))
     kept = data.clone()
     n = 2 * t.block_size
-    ref = dequantize(data, t.id, (2, n))
+    ref = dequantize(data, t.id, (3, n))
     got = ops.gguf_dequant(data, t.id, n, torch.float32)
     assert same_bits(got, ref)
     assert torch.equal(data, kept)  # the input is not modified
-    out = torch.empty(2, n, dtype=torch.bfloat16)
+    out = torch.empty(3, n, dtype=torch.bfloat16)
     assert ops.gguf_dequant(data, t.id, n, out=out) is out
     # the same fp32 values rounded once to bf16: within one bf16 ulp (2^-7 relative), as Triton's
     # interpreter truncates where torch rounds to nearest even (bit-equal is checked in fp32 above)
