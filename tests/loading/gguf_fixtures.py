@@ -62,9 +62,10 @@ def encode(sd: dict[str, torch.Tensor], to_original) -> tuple[list, dict[str, to
 
 
 def write_gguf(path: Path, entries, arch: str = "ltxv", metadata: dict | None = None) -> Path:
+    """``metadata``: key -> a string or a list of ints (an array, as ComfyUI-GGUF's orig_shape)."""
     w = gguf.GGUFWriter(str(path), arch)
     for key, value in (metadata or {}).items():
-        w.add_string(key, value)
+        w.add_array(key, value) if isinstance(value, list) else w.add_string(key, value)
     for name, data, qtype in entries:
         if qtype in (Q.F32, Q.F16):
             w.add_tensor(name, data)

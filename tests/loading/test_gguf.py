@@ -134,6 +134,26 @@ def test_wrong_shapes_are_named(ltxv, tmp_path):
         _load(base, path)
 
 
+def test_reshaped_and_quantized_non_linear_tensors_load_dequantized(ltxv, engines, tmp_path):
+    """ComfyUI-GGUF's ``comfy.gguf.orig_shape.<name>`` (a tensor stored reshaped) is read, and a
+    quantized tensor that is no linear weight (here a bias in Q8_0) is dequantized at load."""
+    base, _, _, entries = ltxv
+    bias = "transformer_blocks.0.ff.net.0.proj.bias"
+    changed, values = [], {}
+    for name, data, q in entries:
+        if name == "scale_shift_table":
+            data = data.reshape(-1)  # stored flat, its shape in the metadata
+        elif name == bias:
+            data, q = gguf.quants.quantize(data, Q.Q8_0), Q.Q8_0
+            values[bias] = torch.from_numpy(gguf.quants.dequantize(data, Q.Q8_0).copy())
+        changed.append((name, data, q))
+    shape = list(engines[1].transformer.scale_shift_table.shape)
+    path = write_gguf(tmp_path / "comfy.gguf", changed, metadata={"comfy.gguf.orig_shape.scale_shift_table": shape})
+    t = _load(base, path).transformer
+    assert torch.equal(t.scale_shift_table, engines[0].transformer.scale_shift_table)
+    assert torch.equal(t.transformer_blocks[0].ff.net[0].proj.bias, values[bias])
+
+
 def test_format_errors_are_named(ltxv, tmp_path):
     _, path, _, _ = ltxv
     data = path.read_bytes()
