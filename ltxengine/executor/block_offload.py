@@ -154,11 +154,12 @@ class BlockOffload:
             self._point(g, slot)
             return
         stream = self._copy_stream
+        compute = torch.cuda.current_stream(self.device) if stream is not None else None
         if stream is not None:
-            stream.wait_event(torch.cuda.current_stream(self.device).record_event())  # old's kernels done
+            stream.wait_event(compute.record_event())  # the slot's previous group's kernels are done
         with torch.cuda.stream(stream) if stream is not None else _nothing():
             self._slots[slot][: self._host[g].numel()].copy_(self._host[g], non_blocking=True)
-            self._extras[g] = self._load_extras(g)
+            self._extras[g] = self._load_extras(g, compute)
         if stream is not None:
             self._copy_done[g] = stream.record_event()
         self._point(g, slot)
@@ -170,8 +171,9 @@ class BlockOffload:
             t.data = view
         self._slot_of[g] = slot
 
-    def _load_extras(self, g: int) -> list:
-        """Forward-hook tensors of the group's modules (fp8 LoRA branch factors) to the device."""
+    def _load_extras(self, g: int, compute) -> list:
+        """Forward-hook tensors of the group's modules (fp8 LoRA branch factors) to the device, made
+        on the copy stream and kept from reuse until ``compute`` (the compute stream) is past them."""
         moved = []
         for block in self.groups[g]:
             for m in block.modules():
@@ -179,8 +181,8 @@ class BlockOffload:
                     for name in getattr(hook, "offload_tensors", ()):
                         host = getattr(hook, name)
                         dev = host.to(self.device, non_blocking=True, copy=True)
-                        if self._copy_stream is not None:
-                            dev.record_stream(torch.cuda.current_stream(self.device))
+                        if compute is not None:
+                            dev.record_stream(compute)
                         setattr(hook, name, dev)
                         moved.append((hook, name, host))
         return moved

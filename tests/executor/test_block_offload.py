@@ -199,14 +199,27 @@ def test_slot_bytes_is_two_of_the_largest_group():
 
 
 @pytest.mark.gpu
-def test_cuda_streaming_overlaps_and_equals_resident():
-    model = ltxv_model().cuda()
-    expected = ltxv_run(model)
+@pytest.mark.parametrize("fp8_lora", [None, "branch"])
+def test_cuda_streaming_equals_resident(fp8_lora):
+    """On a GPU: pinned host groups, the side-stream copies and events, fp8 weights with LoRA branch
+    factors made on the host and copied with their block; bit for bit the resident model."""
+    def make():
+        model = ltxv_model().cuda()
+        return convert_to_fp8(model, "fp8-cast") if fp8_lora else model
+    resident, model = make(), make()
+    lora = _lora(resident, seed=5)
+    if fp8_lora:
+        LoraSet(resident, fp8_lora=fp8_lora).apply([(lora, 0.7)])
+    expected = ltxv_run(resident)
     off = BlockOffload(model.transformer_blocks, "cuda", 2, owner=model)
+    if fp8_lora:
+        LoraSet(model, fp8_lora=fp8_lora).apply([(lora, 0.7)])
     assert all(p.device.type == "cpu" and p.is_pinned() for p in model.transformer_blocks.parameters())
     for _ in range(3):
         assert torch.equal(ltxv_run(model), expected)
+    torch.cuda.synchronize()
     assert off.stats["max_resident"] == 2 and off.resident == []
+    assert off.device_bytes == 2 * off.group_bytes
 
 
 def test_offload_benchmark_smoke(tmp_path):
