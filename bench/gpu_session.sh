@@ -18,11 +18,14 @@
 #   2b-graphs  the 2B guided denoising step without executor, with the eager executor, with CUDA graphs
 #   2b-fp8     the 2B step in fp8 (both policies) against bf16
 #   ltx2-step  one LTX-2 19B transformer step, bf16: ltxengine vs diffusers eager
+#   roofline   the roofline estimate (bench/roofline.py, fake tensors, CPU only) of the steps measured above,
+#              written next to their measured times: roofline_calibration.md
 # Results go to ${OUT:-bench}/results/ as they come (the device tool returns at most 8 files from $OUT):
 # gpu_session_summary.txt (GPU, commit, one line per stage: status, seconds used, budget),
 # gpu_session_env.txt, gpu_session.log (every stage's output), gpu_tests.xml (junit), and the bench
 # scripts' records (scenario_transformer.jsonl, scenario_graphs.jsonl, scenario_fp8.jsonl: each record
-# carries the GPU name, versions and commit). Exit status 0 when every stage passed, else 1.
+# carries the GPU name, versions and commit) and roofline_calibration.md. Exit status 0 when every
+# stage passed, else 1.
 # GPU_SESSION_BUDGETS="15 120 ..." (seconds, one per stage) replaces the budgets; GPU_SESSION_DRY_RUN=1
 # is --dry-run.
 #
@@ -44,10 +47,11 @@ SITE=/tmp/gpu_session_site    # the carried wheels are installed here (the image
 LIMIT_S=540                   # the session's budgets add up to at most this (9 minutes)
 TEST_DIRS="tests/kernels tests/ops tests/executor"   # every folder with GPU-marked tests
 
-STAGES=(env install tests 2b-step 2b-graphs 2b-fp8 ltx2-step)
+STAGES=(env install tests 2b-step 2b-graphs 2b-fp8 ltx2-step roofline)
 # Guesses until a session has run (nothing has been timed on a GPU yet): the summary records the
-# seconds each stage used, to set these from.
-BUDGETS=(15 120 150 50 50 50 75)
+# seconds each stage used, to set these from. roofline joins the records with the estimates made by
+# `prepare` (a second); were they missing it traces the 6 steps itself (about 30 s of CPU).
+BUDGETS=(15 120 150 50 50 50 75 30)
 
 q() { printf '%q' "$1"; }
 
@@ -63,6 +67,7 @@ stage_command() {
     2b-graphs) echo "$PY bench/scenario_graphs.py --out $r --models 2b --parts step --reps 10 --warmup 2 --profile-steps 2" ;;
     2b-fp8) echo "$PY bench/scenario_fp8.py --out $r --models 2b --batch 2 --no-quality --reps 10 --warmup 2" ;;
     ltx2-step) echo "$PY bench/scenario_transformer.py --out $r --models ltx2-19b --batch 2 --no-compile --reps 5 --warmup 1" ;;
+    roofline) echo "$PY bench/roofline.py --calibrate $r/scenario_transformer.jsonl --estimates $PREPARED/roofline_estimates.json --out $r" ;;
     *) echo "gpu_session: no stage $1" >&2; return 2 ;;
   esac
 }
@@ -202,6 +207,11 @@ prepare() {  # here, before the device call: what the bare device machine cannot
   rm -f "$PREPARED"/wheels/*.whl
   # diffusers is pure Python; its requirements are in the image (importlib_metadata is optional on 3.12)
   "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$PREPARED/wheels" "$pin"
+  # the roofline estimates of the steps the session measures (the roofline stage joins them with the
+  # measured times): traced here, on fake tensors, so the device does not spend its minutes on them
+  "$PY" bench/roofline.py --models 2b,ltx2-19b --sizes 768x512x121 --batch 2 --gpu h100 \
+    --json "$PREPARED/roofline_estimates.json" >/dev/null \
+    || echo "prepare: roofline estimates failed; the device's roofline stage will trace them itself"
   echo "prepared: commit $(cat "$PREPARED/commit"), $(ls "$PREPARED/wheels")"
 }
 

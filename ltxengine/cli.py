@@ -98,7 +98,8 @@ def _bench_scripts() -> dict[str, Path]:
     root = Path(__file__).resolve().parents[1] / "bench"
     if not (root / "common.py").is_file():
         raise ValueError(f"bench: benchmarks run from a source checkout (pip install -e .); {root} has none")
-    return {p.stem: p for p in sorted(root.glob("*.py")) if p.stem.startswith(("ops_", "scenario_"))}
+    return {p.stem: p for p in sorted(root.glob("*.py"))
+            if p.stem.startswith(("ops_", "scenario_")) or p.stem == "roofline"}
 
 
 def _bench(args) -> int:
