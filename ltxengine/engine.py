@@ -296,7 +296,8 @@ class Engine:
         and moved to the device only while used, from ("text_encoder", "latent_upsampler",
         "vae_encoder"), and "transformer": its blocks stay in pinned host memory and stream to the
         device ``offload_group_size`` blocks at a time (default 2), the next group prefetched while
-        one computes; steps then run eagerly (executor "auto" -> "eager"; "graphs" is refused).
+        one computes; steps then run eagerly (executor "auto" -> "eager"; "graphs" is refused);
+        "text_encoder_layers": the text encoder's layers stream the same way, one at a time.
         memory_budget: e.g. "24GB" / "20GiB" / bytes: each generate picks the least offload (components,
         then VAE tiling, then streamed blocks with the largest group size) whose planned peak fits
         (``engine.memory_choice``; ``engine.plan_options(...)`` lists every option's plan); a
@@ -431,11 +432,15 @@ class Engine:
         the peak per phase (text, denoise, upsample, refine, decode), whether it fits the memory
         available now (device memory on CUDA, host RAM on the CPU), and if not the largest frame
         count / size that does. Nothing is allocated (the phases are traced on fake tensors), so
-        any request within the argument bounds can be planned."""
+        any request within the argument bounds can be planned. With a ``memory_budget``: the plan
+        of the option generate would pick (``plan.choice``; InsufficientMemoryError if none fits)."""
         bound = inspect.signature(self.generate).bind(prompt, negative_prompt, **kwargs)
         bound.apply_defaults()
         args = self._request(dict(bound.arguments))
         with self._lock, torch.inference_mode():
+            if self.memory_budget is not None:
+                from .budget import choose
+                return choose(self, args, self.memory_budget)[1]
             return self._plan(args)
 
     def _check_memory(self, args) -> None:

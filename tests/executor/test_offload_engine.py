@@ -153,6 +153,8 @@ def test_generate_under_a_budget_streams_the_blocks_it_chose(folder, resident, c
     assert engine.block_offload is None and engine.memory_choice is None  # refused before any change
     peaks = [plan.peak_bytes for _, plan in engine.plan_options("a red car", **KW)]  # cached by the refusal
     engine.memory_budget = peaks[3]
+    planned = engine.plan("a red car", **KW)  # the plan of the option generate will pick
+    assert planned.peak_bytes == peaks[3] and "streamed in groups of 1" in str(planned)
     with caplog.at_level("INFO", logger="ltxengine.budget"):
         out = engine.generate("a red car", **KW)
     assert engine.block_offload.group_size == 1 and engine.memory_choice.group_size == 1
