@@ -242,7 +242,7 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
                           ".gguf transformer with --components")
     src.add_argument("--components", metavar="PATH",
                      help="for a .gguf --model: the diffusers folder or Lightricks single file with its config and "
-                          "the other components (VAE, text encoder, ...)")
+                          "the other components (VAE, text encoder, ...) (default: none; required with a .gguf)")
     src.add_argument("--text-encoder", "--gemma-root", dest="text_encoder", metavar="PATH",
                      help="text encoder folder: T5 (LTX-Video) or Gemma 3 (LTX-2) with its tokenizer (default: a "
                           "diffusers folder's own text_encoder/; single files need it)")
