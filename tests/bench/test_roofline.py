@@ -171,6 +171,11 @@ def test_command_line_writes_the_tables_and_refuses_bad_options(tmp_path, capsys
                                                                          ("tiny-ltx2", 1, "auto")]
     assert set(estimates[0]["ceilings"]) == {"H100 SXM", "H200"}
     assert R.main(["--calibrate", str(tmp_path / "none.jsonl")]) == 2
+    records = tmp_path / "records.jsonl"
+    records.write_text("")  # no step measured: an empty table, and a missing estimates file is no error
+    missing = str(tmp_path / "none.json")
+    assert R.main(["--calibrate", str(records), "--estimates", missing, "--out", str(tmp_path)]) == 0
+    assert "no measured bfloat16 step" in (tmp_path / "roofline_calibration.md").read_text()
     for argv, match in ((["--models", "nope"], "--models"), (["--sizes", "700x512x121"], "--sizes"),
                         (["--batch", "0"], "--batch"), (["--write", "--smoke"], "--write")):
         with pytest.raises(SystemExit):
