@@ -346,6 +346,8 @@ class Engine:
         names = (offload,) if isinstance(offload, str) else tuple(offload)
         streamed = "transformer" in names
         offload = tuple(n for n in names if n not in Engine.STREAMED)
+        if budget is not None:  # the text encoder loads to the host: the budget's choice may bring it over
+            offload = ("text_encoder",)
         executor = "eager" if streamed and executor == "auto" else executor
         engine = family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                              scheduler_config=scheduler_config, distilled_lora=distilled_lora,

@@ -162,6 +162,21 @@ def test_generate_under_a_budget_streams_the_blocks_it_chose(folder, resident, c
     assert torch.equal(out.latents, resident.generate("a red car", **KW).latents)
 
 
+def test_a_budget_loads_the_text_encoder_to_the_host(folder, monkeypatch):
+    """Gemma 3 12B (22 GiB) and the DiT must not both land on a small GPU before the budget chooses."""
+    seen = {}
+    family = type(Engine.from_pretrained(folder, device="cpu", dtype=torch.float32))
+    real = family.load.__func__
+
+    def load(cls, path, device, dtype, ops, **kw):
+        seen.update(kw)
+        return real(cls, path, device, dtype, ops, **kw)
+
+    monkeypatch.setattr(family, "load", classmethod(load))
+    engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, memory_budget="24GB")
+    assert seen["offload"] == ("text_encoder",) and engine.memory_budget == 24 * 10 ** 9
+
+
 def test_cli_offload_flags_reach_from_pretrained(folder, monkeypatch):
     from ltxengine.cli import main
     seen = {}
