@@ -8,8 +8,10 @@ Shapes, M x N x K with M = 6144 video tokens (768x512x121, batch 1), as bench/op
 Variants (the "op" of a record): gguf_linear/<TYPE> for Q8_0, Q6_K, Q5_K, Q4_K, Q4_0, Q3_K, the
 weight random but valid blocks of that type (fp16 scales small and finite).
 Implementations: the torch and triton backends of ``ops.gguf_dequant`` followed by F.linear in bf16
-(what GGUFLinear runs), and cublas-bf16, the bf16 GEMM on the dequantized weight kept resident: the
-figure to match (issue 23's goal: a Q8_0 step <= 1.1x the bf16 step). Verified against the fp32
+(what GGUFLinear runs); triton-fused, kernels/gguf_linear.py (Q8_0 / Q4_0: the dequant in the GEMM's
+operand load, experimental, not what the engine runs); and cublas-bf16, the bf16 GEMM on the
+dequantized weight kept resident: the figure to match (issue 23's goal: a Q8_0 step <= 1.1x the
+bf16 step). Verified against the fp32
 product of the same dequantized weight. TFLOP/s counts 2 M N K (the dequantization is not counted).
 """
 
@@ -38,6 +40,7 @@ SHAPES = {
 }
 SMOKE_SHAPES = {"smoke-33x16x256": (33, 16, 256)}  # odd M; K one K-quant super-block
 VARIANTS = ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K")
+FUSED = ("Q8_0", "Q4_0")  # the types kernels/gguf_linear.py fuses into the GEMM
 # byte offsets of each type's fp16 scales inside a block (d, and dmin where there is one)
 SCALES = {"Q8_0": (0,), "Q4_0": (0,), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
 
@@ -64,8 +67,22 @@ def variant_group(name: str, m: int, n: int, k: int, device) -> tuple[list, obje
     tol = common.error_budget(common.max_abs_err(oracle.to(torch.bfloat16), oracle), oracle)
     impls = common.backend_impls("gguf_dequant", lambda fn: F.linear(x, fn(blocks, qid, k, torch.bfloat16), bias),
                                  device, backends=("torch", "triton"))
+    impls.append(_fused_impl(name, qid, x, blocks, bias, device))
     impls.append(common.Impl("cublas-bf16", lambda: F.linear(x, w16, bias)))
     return impls, oracle, tol
+
+
+def _fused_impl(name: str, qid: int, x, blocks, bias, device) -> common.Impl:
+    """kernels/gguf_linear.py, the dequant fused into the GEMM's operand load (Q8_0 / Q4_0 only)."""
+    if name not in FUSED:
+        return common.Impl("triton-fused", None, "skipped", f"skipped: the fused kernel takes {FUSED}, not {name}")
+    if device.type == "cpu":  # Triton's interpreter computes bf16 tl.dot wrongly (tests use fp32 / fp16)
+        return common.Impl("triton-fused", None, "skipped", "skipped: bf16 tl.dot is wrong under the interpreter")
+    try:
+        from ltxengine.kernels.gguf_linear import gguf_linear
+    except ImportError as e:
+        return common.Impl("triton-fused", None, "unavailable", f"unavailable: {e}")
+    return common.Impl("triton-fused", lambda: gguf_linear(x, blocks, qid, bias))
 
 
 def bench_variant(settings: common.Settings, variant: str, shape: str, mnk: tuple[int, int, int]) -> list[dict]:

@@ -133,3 +133,29 @@ def test_triton_on_cuda_equals_the_reference_bit_for_bit(name):
     assert same_bits(got.cpu(), ref)
     got16 = ops.gguf_dequant(data.cuda(), t.id, 4096, torch.bfloat16)
     assert torch.equal(got16.cpu().view(torch.int16), ref.to(torch.bfloat16).view(torch.int16))
+
+
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0"])
+def test_fused_gguf_linear_equals_the_unfused_path(name):
+    """kernels/gguf_linear.py (experimental, bench-only): the dequant in the GEMM's operand load
+    gives the unfused path's result within the GEMM's own rounding (fp32: a different accumulation
+    order only; tiny tiles so the interpreter runs several K-steps, odd M and N for the masks)."""
+    from ltxengine.kernels.gguf_linear import gguf_linear
+    t = BY_NAME[name]
+    w = np.random.default_rng(2).standard_normal((19, 96)).astype(np.float32)
+    blocks = torch.from_numpy(gguf.quants.quantize(w, gguf.GGMLQuantizationType[name]))
+    x = torch.randn(2, 5, 96, generator=torch.Generator().manual_seed(3))
+    bias = torch.randn(19, generator=torch.Generator().manual_seed(4))
+    expected = torch.nn.functional.linear(x, dequantize(blocks, t.id, (19, 96)), bias)
+    got = gguf_linear(x, blocks, t.id, bias, block_m=16, block_n=16, block_k=32)
+    # fp32 sums of 96 products in another order: a few ulps of the largest partial sum
+    bound = 8 * 96 * torch.finfo(torch.float32).eps * (x.abs().max() * dequantize(blocks, t.id).abs().max()).item()
+    assert got.shape == expected.shape and (got - expected).abs().max().item() <= bound
+    # fp16 (bf16's tl.dot is wrong under the interpreter: it is for the GPU session): the fp32 result rounded
+    # once, within twice torch's own fp16 rounding of it
+    half = gguf_linear(x.half(), blocks, t.id, bias.half(), block_m=16, block_n=16, block_k=32).float()
+    oracle = torch.nn.functional.linear(x.half().float(), dequantize(blocks, t.id, (19, 96)).half().float(),
+                                        bias.half().float())
+    assert (half - oracle).abs().max() <= 2 * (oracle.half().float() - oracle).abs().max() + 1e-3
+    with pytest.raises(ValueError, match="the fused kernel takes Q8_0 \\(8\\) or Q4_0 \\(2\\), got type id 12"):
+        gguf_linear(x, blocks, 12)
