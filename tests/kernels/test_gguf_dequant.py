@@ -159,3 +159,21 @@ def test_fused_gguf_linear_equals_the_unfused_path(name):
     assert (half - oracle).abs().max() <= 2 * (oracle.half().float() - oracle).abs().max() + 1e-3
     with pytest.raises(ValueError, match="the fused kernel takes Q8_0 \\(8\\) or Q4_0 \\(2\\), got type id 12"):
         gguf_linear(x, blocks, 12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["Q8_0", "Q4_0"])
+def test_fused_gguf_linear_in_bf16_on_cuda(name):
+    """The fused kernel in bf16 on a GPU (the interpreter cannot check bf16): at most twice as far from
+    the fp32 product of the same bf16 operands as torch's bf16 GEMM, plus a rounding floor."""
+    from ltxengine.kernels.gguf_linear import gguf_linear
+    t = BY_NAME[name]
+    w = np.random.default_rng(5).standard_normal((768, 1024)).astype(np.float32) * 0.05
+    blocks = torch.from_numpy(gguf.quants.quantize(w, gguf.GGMLQuantizationType[name])).cuda()
+    x = torch.randn(333, 1024, device="cuda").bfloat16()
+    bias = (torch.randn(768, device="cuda") * 0.1).bfloat16()
+    w16 = dequantize(blocks.cpu(), t.id, (768, 1024)).bfloat16().cuda()
+    oracle = torch.nn.functional.linear(x.float(), w16.float(), bias.float())
+    torch_err = (torch.nn.functional.linear(x, w16, bias).float() - oracle).abs().max()
+    got = gguf_linear(x, blocks, t.id, bias)
+    assert (got.float() - oracle).abs().max() <= 2 * torch_err + 1e-2
