@@ -300,19 +300,34 @@ def finish(engine, a, given: Given, video: torch.Tensor, audio: torch.Tensor, ge
     else:
         out.audio = check_finite(decode_audio(engine, audio), "audio decode", "samples")
         out.sample_rate = engine.vocoder.config.output_sampling_rate
-    out.frames = decode_or_stream(
-        lambda: decode_video(engine, a, video, gen),
-        lambda: diffusion_host_chunks(engine.diffusion_decoder, video, gen, engine.vae, a.vae_tiling)
-        if a.decoder == "diffusion"
-        else decode_ltx2_frames(engine.vae, video, decode_timestep=a.decode_timestep,
-                                decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling),
-        a.output, a.fps, audio=out.audio, sample_rate=out.sample_rate)
+    if getattr(engine, "parallel", None) is not None and a.decoder != "diffusion":
+        # every rank in one decode, its tiles spread over them (parallel/vae.py): rank 0 writes it whole
+        from ..parallel.vae import ltx2_frames_parallel
+
+        def whole():
+            return ltx2_frames_parallel(engine.vae, video, decode_timestep=a.decode_timestep,
+                                        decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling)
+        out.frames = decode_or_stream(whole, lambda: [whole()], a.output, a.fps, audio=out.audio,
+                                      sample_rate=out.sample_rate)
+    else:
+        out.frames = _decode_or_stream(engine, a, video, gen, out)
     out.latents = video
     timings["decode"] = time.perf_counter() - t3
     if a.callback is not None:
         step_hook(a.callback, "decode")(1, 1, 0.0, video)
     out.timings = timings
     return out
+
+
+def _decode_or_stream(engine, a, video: torch.Tensor, gen, out: StageOutput) -> np.ndarray:
+    """One process's decode: whole, or streamed to ``a.output`` chunk by chunk."""
+    return decode_or_stream(
+        lambda: decode_video(engine, a, video, gen),
+        lambda: diffusion_host_chunks(engine.diffusion_decoder, video, gen, engine.vae, a.vae_tiling)
+        if a.decoder == "diffusion"
+        else decode_ltx2_frames(engine.vae, video, decode_timestep=a.decode_timestep,
+                                decode_noise_scale=a.decode_noise_scale, generator=gen, tiling=a.vae_tiling),
+        a.output, a.fps, audio=out.audio, sample_rate=out.sample_rate)
 
 
 def stage1_sigmas(distilled: bool, sigmas, num_inference_steps: int, shift_tokens: int | None,

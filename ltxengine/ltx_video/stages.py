@@ -69,10 +69,17 @@ def run_generation(engine, a) -> GenerationResult:
     t3 = time.perf_counter()
     decode = dict(decode_timestep=a.decode_timestep, decode_noise_scale=a.decode_noise_scale, generator=gen,
                   device=engine.device, model_dtype=engine.dtype, tiling=a.vae_tiling)
-    frames = decode_or_stream(
-        lambda: resize_frames(decode_latents(engine.vae, latents, **decode), height, width),
-        lambda: decode_latents_frames(engine.vae, latents, height=height, width=width, **decode), a.output,
-        a.fps)
+    if getattr(engine, "parallel", None) is None:
+        frames = decode_or_stream(
+            lambda: resize_frames(decode_latents(engine.vae, latents, **decode), height, width),
+            lambda: decode_latents_frames(engine.vae, latents, height=height, width=width, **decode), a.output,
+            a.fps)
+    else:  # every rank in one decode, its tiles spread over them (parallel/vae.py): rank 0 writes it whole
+        from ..parallel.vae import ltx_video_frames_parallel
+
+        def whole():
+            return ltx_video_frames_parallel(engine.vae, latents, height=height, width=width, **decode)
+        frames = decode_or_stream(whole, lambda: [whole()], a.output, a.fps)
     timings["decode"] = time.perf_counter() - t3
     if a.callback is not None:
         step_hook(a.callback, "decode")(1, 1, 0.0, latents)

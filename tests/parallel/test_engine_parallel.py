@@ -3,7 +3,8 @@
 Both families' tiny demo checkpoints (ltxengine/demo.py), fp32 on the CPU, the same seed: every
 rank returns the single-process video, latents and (LTX-2) audio within 1e-5 of the output's
 scale, for guidance parallel (ranks split a step's guidance passes), sequence parallel (video
-tokens sharded, parallel/sequence.py) and both on a 2 x 2 mesh. The budget: each rank computes
+tokens sharded, parallel/sequence.py) and both on a 2 x 2 mesh; with VAE tiling the ranks share
+the decode's tiles (parallel/vae.py). The budget: each rank computes
 its passes in its own (smaller) batch and, with sequence parallel, attention over heads in
 another order; fp32 rounding of those differs at ~1e-7 per step and stays far below 1e-5 over
 the few steps here (the measured errors are printed). Rank 0 alone writes ``output``.
@@ -21,9 +22,9 @@ from tests.parallel import spawn
 
 TOL = 1e-5
 
-# small calls: 2 latent frames of 2 x 2 tokens, 2 steps
+# small calls: 2 latent frames of 2 x 4 tokens, 2 steps
 STEPS = 2
-LV = dict(height=64, width=64, num_frames=9, num_inference_steps=STEPS, seed=3)
+LV = dict(height=64, width=128, num_frames=9, num_inference_steps=STEPS, seed=3)
 
 
 def _ltx2(passes: int, **extra):
@@ -31,17 +32,24 @@ def _ltx2(passes: int, **extra):
     STG, isolated) or 3 (no modality guidance: uneven over 2 ranks)."""
     from ltxengine import GuidanceParams
     guide = GuidanceParams(cfg=3.0, stg=1.0, stg_blocks=(0,), rescale=0.7, modality=2.0 if passes == 4 else 1.0)
-    return dict(height=64, width=64, num_frames=9, num_inference_steps=STEPS, seed=5, pipeline="one-stage",
+    return dict(height=64, width=128, num_frames=9, num_inference_steps=STEPS, seed=5, pipeline="one-stage",
                 negative_prompt="blurry", max_sequence_length=16, video_guidance=guide, audio_guidance=guide,
                 **extra)
 
 
+def _tiles():
+    """Two tiles of 2 x 2 latents across a 64 x 128 frame: the ranks share the VAE decode (parallel/vae.py)."""
+    from ltxengine import TilingConfig
+    return TilingConfig(64, 64, 16, 64, 64, 8)
+
+
 # name -> (family: 0 LTX-Video, 1 LTX-2; the call's arguments, made in the process that runs it)
 CALLS = {
-    "ltxv-cfg": (0, lambda: dict(LV, guidance_scale=3.0, guidance_rescale=0.5)),
+    "ltxv-cfg": (0, lambda: dict(LV, guidance_scale=3.0, guidance_rescale=0.5, vae_tiling=_tiles())),
     "ltxv-no-cfg": (0, lambda: dict(LV, guidance_scale=1.0)),  # one pass: a guidance rank idles
-    "ltx2-4-passes": (1, lambda: _ltx2(4)),
-    "ltx2-3-passes-batch-1": (1, lambda: _ltx2(3, guidance_batch=1)),
+    "ltx2-4-passes": (1, lambda: _ltx2(4, vae_tiling=_tiles())),
+    # latents out (no decode: the decoders' parity is the calls above)
+    "ltx2-3-passes-batch-1": (1, lambda: _ltx2(3, guidance_batch=1, output_type="latent")),
 }
 # what the sequence-parallel splits run (their token split is what they add)
 SEQUENCE_CALLS = ("ltxv-cfg", "ltx2-4-passes")
@@ -55,9 +63,11 @@ def checkpoints(tmp_path_factory):
 
 
 def _outputs(result) -> dict:
-    out = {"latents": result.latents.float(), "video": torch.from_numpy(np.asarray(result.frames, np.float32))}
-    if result.audio is not None:
-        out["audio"] = torch.from_numpy(np.asarray(result.audio, np.float32))
+    """What the result holds: latents, and frames / audio waveform, or audio latents (output_type="latent")."""
+    out = {"latents": result.latents.float()}
+    for name, value in (("video", result.frames), ("audio", result.audio), ("audio_latents", result.audio_latents)):
+        if value is not None:
+            out[name] = torch.as_tensor(np.asarray(value, np.float32))
     return out
 
 
@@ -70,13 +80,19 @@ def _run_calls(folders, parallel, names, out_dir=None) -> dict:
         if family not in engines:
             engines[family] = Engine.from_pretrained(folders[family], device="cpu", dtype=torch.float32,
                                                      parallel=parallel)
-        output = f"{out_dir}/{name}.mp4" if out_dir is not None else None
-        rows = []  # the batch rows of every transformer call (not the memory plan's fake ones)
-        hook = engines[family].transformer.register_forward_pre_hook(
-            lambda m, args: None if isinstance(args[0], FakeTensor) else rows.append(args[0].shape[0]))
-        results[name] = _outputs(engines[family].generate("a red car drives", output=output, **call()))
-        results[name]["rows"] = sum(rows)
-        hook.remove()
+        kwargs = call()
+        latent = kwargs.get("output_type") == "latent"  # no frames: no file
+        output = f"{out_dir}/{name}.mp4" if out_dir is not None and not latent else None
+        # the batch rows of every transformer call and the VAE decoder's calls (tiles), not the memory
+        # plan's fake ones
+        rows, tiles, engine = [], [], engines[family]
+        hooks = [module.register_forward_pre_hook(lambda m, args, seen=seen, count=count: None if isinstance(
+                     args[0], FakeTensor) else seen.append(args[0].shape[0] if count else 1))
+                 for module, seen, count in ((engine.transformer, rows, True), (engine.vae.decoder, tiles, False))]
+        results[name] = _outputs(engine.generate("a red car drives", output=output, **kwargs))
+        results[name]["rows"], results[name]["tiles"] = sum(rows), len(tiles)
+        for hook in hooks:
+            hook.remove()
     return results
 
 
@@ -85,33 +101,69 @@ def references(checkpoints):
     return _run_calls(checkpoints, None, list(CALLS))
 
 
-def _rank(rank, world, folders, sequence, guidance, names, out_dir):
+def _rank(rank, world, folders, splits, out_dir):
+    """Every (sequence, guidance, calls) of ``splits`` -> {(sequence, guidance): {name: outputs}}."""
+    from ltxengine import Engine
     from ltxengine.parallel.config import ParallelConfig
-    return _run_calls(folders, ParallelConfig(sequence=sequence, guidance=guidance, timeout=60), names, out_dir)
+    results = {}
+    for sequence, guidance, names in splits:
+        config = ParallelConfig(sequence=sequence, guidance=guidance, timeout=60)
+        got = results[sequence, guidance] = _run_calls(folders, config, names, f"{out_dir}/{sequence}x{guidance}")
+        if sequence > 1:  # too few video tokens for the split: refused by every rank before any work
+            engine = Engine.from_pretrained(folders[0], device="cpu", dtype=torch.float32, parallel=config)
+            assert engine.transformer.sequence_parallel is not None  # the video tokens are sharded
+            steps = []
+            try:
+                engine.generate("a red car", height=32, width=32, num_frames=1, seed=0,
+                                callback=lambda *a, **k: steps.append(a))
+            except ValueError as e:
+                got["refused"] = (str(e), len(steps))
+    return results
 
 
-def _check_split(checkpoints, references, tmp_path, sequence: int, guidance: int, names) -> None:
-    world = sequence * guidance
-    values = spawn.run(_rank, world, checkpoints, sequence, guidance, names, str(tmp_path), timeout=240)
-    for rank, results in enumerate(values):
-        assert set(results) == set(names)
-        for name in names:
-            got, want = dict(results[name]), dict(references[name])
-            rows, all_rows = got.pop("rows"), want.pop("rows")
-            # each rank runs its guidance rank's share of the P passes of every step (steps: 2)
-            passes = all_rows // STEPS
-            assert rows == STEPS * len(range(rank // sequence, passes, guidance)), (name, rows, all_rows)
-            assert set(got) == set(want), name
-            for what in want:
-                err = assert_close_scaled(got[what], want[what], TOL, f"rank {rank} {name} {what}")
-                if rank == 0:
-                    print(f"{name} sequence x guidance = {sequence} x {guidance}: {what} max error {err:.1e}")
-    # rank 0 wrote each call's file; no other rank wrote anything
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.mp4" for n in names)
+def _check_splits(checkpoints, references, tmp_path, world: int, splits) -> None:
+    for sequence, guidance, _ in splits:
+        (tmp_path / f"{sequence}x{guidance}").mkdir()
+    values = spawn.run(_rank, world, checkpoints, splits, str(tmp_path), timeout=240)
+    for sequence, guidance, names in splits:
+        for rank, results in enumerate(values):
+            results = dict(results[sequence, guidance])
+            if sequence > 1:
+                assert results.pop("refused") == (f"sequence parallel: num_video_tokens must be at least the group "
+                                                  f"size {sequence} (one token per rank), got 1", 0)
+            assert set(results) == set(names)
+            for name in names:
+                _compare(results[name], references[name], rank, sequence, guidance, name)
+        for name in names:  # a tiled decode's tiles are shared out, each decoded by one rank
+            tiles = [results[sequence, guidance][name]["tiles"] for results in values]
+            want = references[name]["tiles"]
+            assert tiles == [want] * world if want < 2 else sum(tiles) == want and max(tiles) < want, (name, tiles)
+        # rank 0 wrote each call's file; no other rank wrote anything
+        written = sorted(p.name for p in (tmp_path / f"{sequence}x{guidance}").iterdir())
+        assert written == sorted(f"{n}.mp4" for n in names if "video" in references[n])
 
 
-def test_guidance_parallel_two_ranks(checkpoints, references, tmp_path):
-    _check_split(checkpoints, references, tmp_path, 1, 2, list(CALLS))
+def _compare(got, want, rank, sequence, guidance, name):
+    got, want = dict(got), dict(want)
+    rows, all_rows = got.pop("rows"), want.pop("rows")
+    got.pop("tiles"), want.pop("tiles")
+    # each rank runs its guidance rank's share of the P passes of every step
+    passes = all_rows // STEPS
+    assert rows == STEPS * len(range(rank // sequence, passes, guidance)), (name, rows, all_rows)
+    assert set(got) == set(want), name
+    for what in want:
+        err = assert_close_scaled(got[what], want[what], TOL, f"rank {rank} {name} {what}")
+        if rank == 0:
+            print(f"{name} sequence x guidance = {sequence} x {guidance}: {what} max error {err:.1e}")
+
+
+def test_guidance_or_sequence_parallel_two_ranks(checkpoints, references, tmp_path):
+    _check_splits(checkpoints, references, tmp_path, 2, [(1, 2, list(CALLS)), (2, 1, list(SEQUENCE_CALLS))])
+
+
+def test_sequence_and_guidance_parallel_four_ranks(checkpoints, references, tmp_path):
+    """A 2 x 2 mesh: two sequence groups of two ranks, each group half of the guidance passes."""
+    _check_splits(checkpoints, references, tmp_path, 4, [(2, 2, list(SEQUENCE_CALLS) + ["ltx2-3-passes-batch-1"])])
 
 
 def test_wrong_world_size_is_refused_before_any_work(checkpoints):
