@@ -69,7 +69,7 @@ def engines(ltxv):
     return Engine.from_pretrained(path, components=base, **opts), Engine.from_pretrained(reference, **opts)
 
 
-def test_ltx_video_gguf_generates_what_its_dequantized_weights_generate(engines):
+def test_ltx_video_gguf_generates_what_its_dequantized_weights_generate(ltxv, engines):
     ours, reference = engines
     quantized = [m for m in ours.transformer.modules() if isinstance(m, GGUFLinear)]
     assert quantized and all(m.weight.dtype == torch.uint8 for m in quantized)
@@ -80,6 +80,11 @@ def test_ltx_video_gguf_generates_what_its_dequantized_weights_generate(engines)
     a, b = ours.generate(PROMPT, **TINY), reference.generate(PROMPT, **TINY)
     assert torch.equal(a.latents, b.latents)  # the denoising: same kernels on the same values
     assert_decoded_alike(a.frames, b.frames)
+    # the blocks streamed from host memory (offload=("transformer",)) carry the GGUF storages as they are
+    base, path, _, _ = ltxv
+    streamed = Engine.from_pretrained(path, components=base, device="cpu", dtype=torch.float32, kernels="torch",
+                                      offload=("transformer",), offload_group_size=1)
+    assert torch.equal(streamed.generate(PROMPT, **TINY).latents, a.latents)
 
 
 def test_gguf_linear_dequantizes_per_call_in_the_compute_dtype(engines):
