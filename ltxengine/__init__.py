@@ -9,6 +9,7 @@ from .ltx2.engine import LTX2Engine, LTX2TwoStage  # noqa: E402
 from .models.video_vae import TilingConfig  # noqa: E402
 from .components import Condition, ReferenceCondition  # noqa: E402
 from .ltx2.denoise import GuidanceParams  # noqa: E402
+from .parallel.config import ParallelConfig  # noqa: E402
 from .ltx_video.schedule import DISTILLED_STAGE1_TIMESTEPS, DISTILLED_STAGE2_TIMESTEPS  # noqa: E402
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "LTX2Engine",
     "LTX2TwoStage",
     "LTXVideoEngine",
+    "ParallelConfig",
     "ReferenceCondition",
     "TilingConfig",
     "TwoStage",

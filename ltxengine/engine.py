@@ -357,7 +357,8 @@ class Engine:
             engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
         engine.stream_text_encoder("text_encoder_layers" in names)
         engine.memory_budget = budget
-        engine._attach_parallel(state)
+        if state is not None:
+            engine._attach_parallel(state)
         return engine
 
     @classmethod
@@ -368,10 +369,10 @@ class Engine:
 
     # ---- several ranks (ltxengine/parallel) ------------------------------------------------------
     def _attach_parallel(self, state) -> None:
-        """This engine's generations span the ranks of ``state`` (a ParallelState; None: one process):
-        with a sequence group of several ranks the transformer shards its video tokens over it."""
+        """This engine's generations span the ranks of ``state`` (a ParallelState): with a sequence
+        group of several ranks the transformer shards its video tokens over it."""
         self.parallel = state
-        if state is not None and state.config.sequence > 1:
+        if state.config.sequence > 1:
             from .parallel import sequence
             sequence.enable(self.transformer, state.sequence_group)
 

@@ -23,6 +23,13 @@ def test_config_refuses_bad_values(kwargs, match):
         ParallelConfig(**kwargs)
 
 
+def test_config_is_exported():
+    import ltxengine
+    from ltxengine.parallel.config import ParallelConfig
+    assert ltxengine.ParallelConfig is ParallelConfig and "ParallelConfig" in ltxengine.__all__
+    assert ParallelConfig(sequence=2, guidance=3).world_size == 6
+
+
 def test_config_from_torchrun_environment(monkeypatch):
     from ltxengine.parallel.config import ParallelConfig, resolve
     monkeypatch.delenv("WORLD_SIZE", raising=False)
