@@ -192,11 +192,14 @@ def _load_single_file(p: Path, components, device, dtype, ops, quantization=None
     return ckpt
 
 
-def transformer_on_meta(path, ops: Ops = TORCH_OPS) -> tuple[nn.Module, dict[str, Any]]:
+def transformer_on_meta(path, ops: Ops = TORCH_OPS, section: dict | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """(the transformer built on meta from the config of the diffusers folder or Lightricks single
-    file ``path``, the single file's options); no weight is read (a GGUF supplies them)."""
-    p = resolve_path(path)
-    if p.is_dir():
+    file ``path``, the single file's options); no weight is read (a GGUF supplies them).
+    ``section``: a Lightricks header's ``transformer`` section to build from instead (a GGUF's own)."""
+    p = Path(path) if section is not None else resolve_path(path)
+    if section is not None:
+        config, options = original_config.transformer_config(section, str(p))
+    elif p.is_dir():
         folder = p / "transformer" if os.path.lexists(p / "model_index.json") else p
         config, options = _folder_config(folder, "transformer"), {}
     else:

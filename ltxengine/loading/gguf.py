@@ -11,6 +11,7 @@ asked for. Every failure is a CheckpointError naming the file (and the tensor).
 
 from __future__ import annotations
 
+import json
 import mmap
 import struct
 from pathlib import Path
@@ -170,6 +171,24 @@ class GGUFFile:
         self.close()
 
 
+def transformer_section(f: GGUFFile) -> dict | None:
+    """The ``transformer`` section of the Lightricks header config a GGUF may carry as its ``config``
+    string metadata (ComfyUI-GGUF hands it to ComfyUI, which reads LTX-2's config from it), or None
+    when it carries none."""
+    raw = f.metadata.get("config")
+    if raw is None:
+        return None
+    try:
+        config = json.loads(raw) if isinstance(raw, str) else None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f.path}: metadata 'config' is not valid JSON ({e})") from e
+    section = config.get("transformer") if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{f.path}: metadata 'config' must be a JSON object with a 'transformer' object (a "
+                              f"Lightricks header config), got {str(raw)[:200]!r}")
+    return section
+
+
 def describe_gguf(path) -> dict:
     """What ``ltxengine info`` shows of a GGUF transformer: its family (LTX-2 names have an audio
     stream), the tensors' parameters and quant types; the header alone is read."""
@@ -194,4 +213,4 @@ def is_gguf(path) -> bool:
     return Path(path).suffix.lower() == ".gguf"
 
 
-__all__ = ["GGUFFile", "GGUFTensor", "describe_gguf", "is_gguf", "MAGIC", "VERSIONS"]
+__all__ = ["GGUFFile", "GGUFTensor", "describe_gguf", "is_gguf", "transformer_section", "MAGIC", "VERSIONS"]

@@ -2,10 +2,12 @@
 
 A GGUF holds the DiT alone, under the Lightricks / ComfyUI single-file names without the
 ``model.diffusion_model.`` prefix (ComfyUI-GGUF's converter strips it; a file that keeps it is
-read too); the family's single-file key map renames them. It has no model config, so the
-transformer's config and every other component (VAE, text encoder, LTX-2's connectors and audio
-models, scheduler) come from ``components``: a diffusers folder (its ``transformer/config.json``
-is read, its transformer weights are not) or a Lightricks single file (its header config; its
+read too); the family's single-file key map renames them. The transformer's config is the GGUF's
+own when it carries a Lightricks header config as its ``config`` string metadata (ComfyUI-GGUF
+hands a GGUF's string metadata to ComfyUI, which reads LTX-2's config from it), else that of
+``components``; every other component (VAE, text encoder, LTX-2's connectors and audio models,
+scheduler) comes from ``components``: a diffusers folder (its ``transformer/config.json`` is read
+when needed, its transformer weights never) or a Lightricks single file (its header config; its
 transformer tensors are not read).
 
 Every linear layer the file stores in a quant type becomes a ``GGUFLinear`` (the blocks stay on
@@ -22,7 +24,7 @@ import torch.nn as nn
 
 from ..quant.gguf_linear import GGUFLinear
 from .components import resolve_path
-from .gguf import GGUFFile, is_gguf
+from .gguf import GGUFFile, is_gguf, transformer_section
 from .keymaps import TRANSFORMER_SINGLE_FILE, KeyMap
 from .safetensors_io import CheckpointError
 from .strict import TensorSource, load_strict
@@ -108,13 +110,19 @@ def load_transformer_gguf(model: nn.Module, path: Path, keymap: KeyMap, device, 
     return model
 
 
-# -- the families: config from ``components``, the rest of the checkpoint from there too --------
+# -- the families: config from the GGUF or ``components``, the rest of the checkpoint from there --
+
+def _own_section(gguf: Path) -> dict | None:
+    with GGUFFile(gguf) as f:
+        return transformer_section(f)
+
 
 def load_ltx_video_gguf(gguf: Path, base: Path, device, dtype, ops):
     """An LTXVideoCheckpoint: the VAE (and scheduler config) from ``base``, the transformer from ``gguf``."""
     from .checkpoints import load_ltx_video, transformer_on_meta
     ckpt = load_ltx_video(base, device=device, dtype=dtype, ops=ops, components=("vae",))
-    model, options = transformer_on_meta(base, ops)
+    section = _own_section(gguf)
+    model, options = transformer_on_meta(base if section is None else gguf, ops, section=section)
     ckpt.causal_temporal_positioning = options.get("causal_temporal_positioning", False)
     ckpt.transformer = load_transformer_gguf(model, gguf, TRANSFORMER_SINGLE_FILE, device, dtype)
     ckpt.source = f"{gguf} + {base}"
@@ -131,7 +139,8 @@ def load_ltx2_gguf(gguf: Path, base: Path, device, dtype, ops, modalities):
                          "its other components from a diffusers folder or a Lightricks single file")
     others = tuple(c for c in COMPONENTS if c != "transformer" and not (modalities == ("audio",) and c == "vae"))
     ckpt = load_ltx2(base, device=device, dtype=dtype, ops=ops, components=others, modalities=modalities)
-    model = transformer_on_meta(base, ops, modalities)
+    section = _own_section(gguf)
+    model = transformer_on_meta(base if section is None else gguf, ops, modalities, section=section)
     ckpt.transformer = load_transformer_gguf(model, gguf, KEYMAP, device, dtype, getattr(model, "owns", None))
     ckpt.source = f"{gguf} + {base}"
     return ckpt

@@ -237,11 +237,15 @@ def load_ltx2_component(folder, name: str, device=None, dtype=torch.bfloat16, op
     return load_strict(model, source, str(folder), device, dtype)
 
 
-def transformer_on_meta(path, ops: Ops = TORCH_OPS, modalities=MODALITIES[0]) -> nn.Module:
+def transformer_on_meta(path, ops: Ops = TORCH_OPS, modalities=MODALITIES[0], section: dict | None = None) -> nn.Module:
     """The transformer built on meta from the config of the diffusers folder or single-file bundle
-    ``path`` (audio-only for ``modalities=("audio",)``); no weight is read (a GGUF supplies them)."""
-    spec, p = COMPONENT_SPECS["transformer"], resolve_path(path)
-    if p.is_dir():
+    ``path`` (audio-only for ``modalities=("audio",)``); no weight is read (a GGUF supplies them).
+    ``section``: a Lightricks header's ``transformer`` section to build from instead (a GGUF's own)."""
+    spec = COMPONENT_SPECS["transformer"]
+    p = Path(path) if section is not None else resolve_path(path)
+    if section is not None:
+        config = _attr(spec.from_original)(section, str(p))
+    elif p.is_dir():
         config_path = (p / "transformer" if os.path.lexists(p / "model_index.json") else p) / "config.json"
         raw = read_json(config_path, "transformer config.json")
         if raw.get("_class_name", spec.diffusers_class) not in (spec.diffusers_class, *spec.other_diffusers_classes):

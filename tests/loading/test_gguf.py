@@ -304,3 +304,39 @@ def test_a_lightricks_single_file_supplies_the_config_and_the_rest(tmp_path):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(isinstance(m, GGUFLinear) for m in a.transformer.modules())
 
+
+
+def test_the_gguf_own_header_config_builds_the_transformer(ltxv, ltx2, engines, tmp_path):
+    """A GGUF carrying a Lightricks header as its ``config`` metadata is built from it, so components=
+    needs no transformer config (here: a copy of the folder without transformer/); a malformed one
+    is named."""
+    import json
+    import shutil
+
+    from ltxengine.config import LTX2TransformerConfig, parse_config
+    from tests.loading.formats import original_transformer_config
+    from tests.models.ltx2_transformer_fixtures import original_section, to_original
+    from tests.pipelines.fixtures import CONFIGS
+    from tests.pipelines.ltx2_fixtures import DIT
+    base, _, _, entries = ltxv
+    header = {"transformer": original_transformer_config(CONFIGS["tiny-095"]["transformer"])}
+    path = write_gguf(tmp_path / "own.gguf", entries, metadata={"config": json.dumps(header)})
+    bare = tmp_path / "no-transformer"
+    shutil.copytree(base, bare, ignore=shutil.ignore_patterns("transformer"))
+    ours = _load(bare, path).transformer.state_dict()
+    theirs = engines[0].transformer.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    base2, _, _ = ltx2
+    entries2, _ = encode(transformer_state_dict(base2), to_original)
+    section = original_section(parse_config(LTX2TransformerConfig, DIT, "test"))
+    path2 = write_gguf(tmp_path / "own2.gguf", entries2, "ltxv2",
+                       metadata={"config": json.dumps({"transformer": section})})
+    bare2 = tmp_path / "no-transformer2"
+    shutil.copytree(base2, bare2, ignore=shutil.ignore_patterns("transformer"))
+    t = Engine.from_pretrained(path2, components=bare2, device="cpu", dtype=torch.float32, kernels="torch").transformer
+    assert sum(isinstance(m, GGUFLinear) for m in t.modules()) > 0 and len(t.transformer_blocks) == DIT["num_layers"]
+
+    bad = write_gguf(tmp_path / "bad.gguf", entries, metadata={"config": json.dumps({"vae": {}})})
+    with pytest.raises(CheckpointError, match=r"metadata 'config' must be a JSON object with a 'transformer' object"):
+        _load(base, bad)
