@@ -71,8 +71,10 @@ def _outputs(result) -> dict:
     return out
 
 
-def _run_calls(folders, parallel, names, out_dir=None) -> dict:
-    """Each named call on an engine of its family loaded with ``parallel`` -> {name: outputs}."""
+def _run_calls(folders, parallel, names, out_dir=None, check_memory=False) -> dict:
+    """Each named call on an engine of its family loaded with ``parallel`` -> {name: outputs}.
+    check_memory: the memory plan before each call (it changes no number; tracing it costs ~90% of
+    these tiny calls' time, so only the sequence-parallel split runs it, tracing the sharded model)."""
     from ltxengine import Engine
     engines, results = {}, {}
     for name in names:
@@ -80,6 +82,7 @@ def _run_calls(folders, parallel, names, out_dir=None) -> dict:
         if family not in engines:
             engines[family] = Engine.from_pretrained(folders[family], device="cpu", dtype=torch.float32,
                                                      parallel=parallel)
+            engines[family].check_memory = check_memory
         kwargs = call()
         latent = kwargs.get("output_type") == "latent"  # no frames: no file
         output = f"{out_dir}/{name}.mp4" if out_dir is not None and not latent else None
@@ -108,7 +111,8 @@ def _rank(rank, world, folders, splits, out_dir):
     results = {}
     for sequence, guidance, names in splits:
         config = ParallelConfig(sequence=sequence, guidance=guidance, timeout=60)
-        got = results[sequence, guidance] = _run_calls(folders, config, names, f"{out_dir}/{sequence}x{guidance}")
+        got = results[sequence, guidance] = _run_calls(folders, config, names, f"{out_dir}/{sequence}x{guidance}",
+                                                       check_memory=(sequence, guidance) == (2, 1))
         if sequence > 1:  # too few video tokens for the split: refused by every rank before any work
             engine = Engine.from_pretrained(folders[0], device="cpu", dtype=torch.float32, parallel=config)
             assert engine.transformer.sequence_parallel is not None  # the video tokens are sharded
@@ -194,3 +198,40 @@ def test_torchrun_cli_writes_one_file_from_rank_0(checkpoints, tmp_path):
     assert len(reports) == 1 and "9 frames 64x64" in reports[0], run.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
     assert read_media(out)[0].shape[0] == 9
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sequence-parallel", "2"], "--sequence-parallel / --guidance-parallel: ParallelConfig.from_env: sequence must "
+                                   "be an int >= 1 dividing the world size WORLD_SIZE=1, got 2"),
+    (["--sequence-parallel", "2", "--guidance-parallel", "2"], "ParallelConfig(sequence=2, guidance=2) needs 4 ranks, "
+                                                               "this job has 1 (torchrun --nproc-per-node 4)"),
+])
+def test_cli_refuses_a_split_the_job_cannot_run(checkpoints, tmp_path, capsys, monkeypatch, flags, message):
+    """Without torchrun the job is one process: both flags' splits are refused, nothing written."""
+    from ltxengine.cli import main
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["generate", "--model", checkpoints[0], "--prompt", "p", "--device", "cpu",
+                 "--output", str(tmp_path / "out.mp4"), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fail_on_rank_1(rank, world, folder):
+    """Rank 1 stops at its first step (its callback raises); rank 0 must fail at the next
+    collective instead of waiting for it."""
+    from ltxengine import Engine
+    from ltxengine.parallel.config import ParallelConfig
+    engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32,
+                                    parallel=ParallelConfig(guidance=2, timeout=30))
+
+    def callback(stage, step, total, **_):
+        if rank == 1:
+            raise RuntimeError("rank 1 failed mid-generation")
+    engine.generate("a red car", callback=callback, **dict(LV, guidance_scale=3.0))
+
+
+def test_a_rank_failing_mid_generation_fails_the_others(checkpoints):
+    outcomes = spawn.run_outcomes(_fail_on_rank_1, 2, checkpoints[0], timeout=120, collective_timeout=30)
+    assert not any(o.hung for o in outcomes)
+    assert "rank 1 failed mid-generation" in outcomes[1].error
+    assert "gather_rows" in outcomes[0].error and outcomes[0].exitcode != 0  # its next step's gather raised
