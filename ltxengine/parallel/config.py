@@ -14,6 +14,13 @@ node's GPUs under torchrun.
 MASTER_ADDR/PORT) unless a default group exists already: NCCL on CUDA (each rank on cuda:LOCAL_RANK),
 gloo on the CPU. Every group gets ``timeout`` seconds per collective, so a rank that fails makes
 the others fail with an error at the next collective instead of waiting forever.
+
+CUDA graphs (the step executor, ``executor="auto"`` on CUDA): sequence parallel's all-to-alls and
+gathers run inside the transformer call, so they are captured with the step; NCCL collectives can
+be captured (they run on the capturing stream), and every rank captures and replays the same
+collectives in the same order because every rank makes the same calls. Guidance parallel's gather
+runs between replays (parallel/guidance.py). Untested until a multi-GPU machine runs it; on the CPU
+the executor is eager and gloo runs every collective.
 """
 
 from __future__ import annotations
