@@ -1,7 +1,7 @@
 """Roofline estimate of one transformer step per released LTX model, traced on fake tensors (no GPU).
 
     python bench/roofline.py [--models 2b,13b,ltx2-19b,ltx2.3-22b] [--sizes 768x512x121,1536x1024x121]
-                             [--batch 1,guided] [--impls auto,torch,diffusers] [--gpu h100,h200]
+                             [--batch 1,guided] [--impls auto,triton,cuda,torch,diffusers] [--gpu h100,h200]
                              [--write | --out DIR] [--json FILE] [--smoke]
     python bench/roofline.py --calibrate RECORDS.jsonl [--estimates FILE] [--out DIR]
     ltxengine bench roofline [the same options]
@@ -12,6 +12,7 @@ the default guidance passes batched (LTX-Video: CFG, 2; LTX-2.x: cond, negative,
 cross-modal attention, of one row changes under 1 % of the work). Implementations:
   auto       ltxengine with kernels="auto" as it resolves on a CUDA device with Triton and the CUDA
              extension present (built here from the ops' table; the fused ops' fake impls trace them)
+  triton, cuda  ltxengine with every op that backend has (not in the default set)
   torch      ltxengine with kernels="torch" (the fp32 references)
   diffusers  diffusers' LTXVideoTransformer3DModel / LTX2VideoTransformer3DModel, eager
 What the step gets is scenario_transformer's: ltxengine its RoPE tables and projected text context
@@ -51,7 +52,8 @@ SMOKE_MODELS = ("tiny-2b", "tiny-ltx2")
 SIZES = {"768x512x121": (768, 512, 121), "1536x1024x121": (1536, 1024, 121)}  # width x height x frames
 SMOKE_SIZES = {"160x96x17": (160, 96, 17)}
 BATCHES = ("1", "guided")
-IMPLS = ("auto", "torch", "diffusers")
+IMPLS = ("auto", "torch", "diffusers")  # the default set
+CHOICES = ("auto", "triton", "cuda", "torch", "diffusers")  # triton / cuda: every op that backend has
 DTYPE = torch.bfloat16
 RESULTS = Path(__file__).resolve().parent / "results"
 # scenario_transformer's impl names -> ours (the calibration pairs them)
@@ -76,14 +78,17 @@ def guided_batch(config) -> int:
     return 1 + (v.uncond or a.uncond) + (v.perturbed or a.perturbed) + (v.isolated or a.isolated)
 
 
+def backend_ops(name: str) -> Ops:
+    """kernels=<name> (triton or cuda) as on a CUDA device: every op the backend has a kernel for."""
+    fields, sources = library.build(name, FUSED_OPS)
+    return Ops(name=name, sources=tuple(sources.items()), **fields)
+
+
 def auto_ops_as_on_cuda() -> Ops:
     """kernels="auto" as ops/__init__.py's _auto_ops resolves it on a CUDA device where Triton and the
     CUDA extension are present: per op its first preferred backend. Built from the ops' table, so a
     new fused op is picked up; nothing here needs a GPU (the fake impls stand in for the kernels)."""
-    backends = {"torch": TORCH_OPS}
-    for name in ("triton", "cuda"):
-        fields, sources = library.build(name, FUSED_OPS)
-        backends[name] = Ops(name=name, sources=tuple(sources.items()), **fields)
+    backends = {"torch": TORCH_OPS, "triton": backend_ops("triton"), "cuda": backend_ops("cuda")}
     chosen = {op: next((b for b in prefs if b in backends), "torch") for op, prefs in AUTO.items()}
     return dataclasses.replace(TORCH_OPS, name="auto", **{op: getattr(backends[b], op) for op, b in chosen.items()},
                                sources=tuple((op, dict(backends[b].sources).get(op, b)) for op, b in chosen.items()))
@@ -107,7 +112,7 @@ def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:
     config = M.TRANSFORMERS[name]
     config.validate("bench.roofline")
     cls, _ = M._CLASSES[type(config)]
-    ops = auto_ops_as_on_cuda() if impl == "auto" else TORCH_OPS
+    ops = auto_ops_as_on_cuda() if impl == "auto" else backend_ops(impl) if impl in ("triton", "cuda") else TORCH_OPS
     with torch.device("meta"):
         model = cls(config, ops=ops).to(DTYPE)
     if impl == "diffusers":
@@ -240,7 +245,7 @@ def parse_args(argv: list[str] | None):
                                          f"(default {','.join(MODELS)}; with --smoke {','.join(SMOKE_MODELS)})")
     parser.add_argument("--sizes", help=f"WxHxF clip sizes (default {','.join(SIZES)})")
     parser.add_argument("--batch", help="comma-separated: a batch size or 'guided' (default 1,guided)")
-    parser.add_argument("--impls", help=f"from {', '.join(IMPLS)} (default all)")
+    parser.add_argument("--impls", help=f"from {', '.join(CHOICES)} (default {','.join(IMPLS)})")
     parser.add_argument("--gpu", help=f"ceilings, from {', '.join(rc.CEILINGS)} (default all)")
     parser.add_argument("--write", action="store_true", help=f"regenerate the committed tables in {RESULTS}")
     parser.add_argument("--out", help="write the tables to this folder instead (default: print the summary only)")
@@ -260,7 +265,7 @@ def parse_args(argv: list[str] | None):
     if any(len(d) != 3 or min(d) < 1 or (d[2] - 1) % 8 or d[0] % 32 or d[1] % 32 for d in args.sizes.values()):
         parser.error(f"--sizes: width and height must be multiples of 32 and frames 8k+1, got {','.join(names)!r}")
     args.batch = _pick("--batch", args.batch, [*BATCHES, *map(str, range(1, 65))], BATCHES, parser)
-    args.impls = _pick("--impls", args.impls, IMPLS, IMPLS, parser)
+    args.impls = _pick("--impls", args.impls, CHOICES, IMPLS, parser)
     args.gpu = [rc.CEILINGS[g] for g in _pick("--gpu", args.gpu, list(rc.CEILINGS), rc.CEILINGS, parser)]
     if args.write and (args.out or args.smoke):
         parser.error("--write regenerates the committed full-size tables: not with --out or --smoke")

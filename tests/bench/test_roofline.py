@@ -137,6 +137,15 @@ def test_tiny_configs_of_both_families_trace_for_every_implementation(tiny_cases
         assert rc.totals(auto.rows, rc.H100_SXM).flops == rc.totals(torch_.rows, rc.H100_SXM).flops
 
 
+def test_fused_gemms_of_the_triton_backend_count_the_gemms_they_replace():
+    # linear_gelu / linear_gated_residual are custom ops: their FLOPs come from CUSTOM_FLOPS, not flop_counter
+    triton, torch_ = (R.trace_case("tiny-2b", "s", (160, 96, 17), 1, impl, False).trace for impl in ("triton", "torch"))
+    fused = {r.op for r in triton.rows if r.op.startswith("ltxengine.triton_linear")}
+    assert fused == {"ltxengine.triton_linear_gelu.default", "ltxengine.triton_linear_gated_residual.default"}
+    assert not triton.unknown_flops
+    assert rc.totals(triton.rows, rc.H100_SXM).flops == rc.totals(torch_.rows, rc.H100_SXM).flops > 0
+
+
 def test_tables_are_marked_as_estimates(tiny_cases):
     files = report.files(tiny_cases, [rc.H100_SXM, rc.H200])
     assert set(files) == {"roofline_summary.md", "roofline_tiny-2b.md", "roofline_tiny-ltx2.md"}
