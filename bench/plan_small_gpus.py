@@ -125,21 +125,25 @@ def plan(group_sizes: list[int]) -> tuple[dict, list[dict]]:
     h, w = LATENT_HW
     act = {"stage1": dit_peak(dit, h // 2, w // 2, STAGE1_BATCH), "stage2": dit_peak(dit, h, w, STAGE2_BATCH),
            "decode": decode_peak(vae, None), "decode_tiled": decode_peak(vae, TilingConfig())}
-    options = [("all resident", None, False, False, False), ("text encoder offloaded", None, True, False, False),
-               ("+ tiled decode", None, True, True, False),
-               ("+ text encoder layers streamed", None, True, True, True)]
-    options += [(f"+ DiT blocks streamed, groups of {g}", g, True, True, True) for g in group_sizes]
+    options = [("all resident", None, False, False, False, False),
+               ("text encoder offloaded", None, True, False, False, False),
+               ("+ tiled decode", None, True, True, False, False),
+               ("+ text encoder layers streamed", None, True, True, True, False),
+               ("+ DiT away during text encoding and upsampling", None, True, True, True, True)]
+    options += [(f"+ DiT blocks streamed, groups of {g}", g, True, True, True, True) for g in group_sizes]
     rows = [_phases(*o, sizes, act) for o in options]
     return {"sizes": sizes, "activations": act, "seconds": time.perf_counter() - t0}, rows
 
 
-def _phases(name, g, offload_text, tiled, text_streamed, s, act) -> dict:
+def _phases(name, g, offload_text, tiled, text_streamed, dit_away, s, act) -> dict:
     dit = s["dit_all"] if g is None else s["dit_all"] - s["dit_blocks"] + s[f"slots_g{g}"]
     always = dit + s["vae_decoder"] + (0 if offload_text else s["gemma"] + s["vae_encoder"] + s["upsampler"])
     gemma = s["gemma_streamed" if text_streamed else "gemma"]
-    phases = {"text": always + (gemma if offload_text else 0),
+    # offload "transformer_between_stages": the DiT leaves, streamed blocks' two slots stay
+    away = (dit - (s[f"slots_g{g}"] if g is not None else 0)) if dit_away else 0
+    phases = {"text": always - away + (gemma if offload_text else 0),
               "denoise": always + act["stage1"],
-              "upsample": always + (s["upsampler"] if offload_text else 0),
+              "upsample": always - away + (s["upsampler"] if offload_text else 0),
               "refine": always + act["stage2"],
               "decode": always + act["decode_tiled" if tiled else "decode"]}
     return {"option": name, "phases": phases, "peak": max(phases.values())}

@@ -9,7 +9,9 @@ taken (``MemoryChoice``, also ``engine.memory_choice`` and a log line):
   3. and VAE tiling (decode memory stops growing with the frame size);
   4. and the text encoder's layers streamed one at a time while it encodes (Gemma 3 12B: 22 GiB
      whole; the same copies per prompt as moving it whole), when that saves anything;
-  5. and the transformer's blocks streamed, in groups of n/2, n/4, ..., 2, 1 blocks (the larger the
+  5. and the transformer in host memory while the text encoder and the upsampler run
+     ("transformer_between_stages": two copies of the DiT per generation, steps eager);
+  6. and the transformer's blocks streamed, in groups of n/2, n/4, ..., 2, 1 blocks (the larger the
      group, the fewer synchronisations; each halving takes half the streamed weights off the
      device).
 Each option's plan is the engine's own ``_plan`` with the option assumed (nothing moves while
@@ -98,10 +100,13 @@ def candidates(engine) -> list[MemoryChoice]:
     out = [MemoryChoice((), False, None), MemoryChoice(comps, False, None), MemoryChoice(comps, True, None)]
     # streaming the text encoder's layers costs a copy per prompt (as offloading it does), blocks one per
     # step: text first. A group size whose two slots hold as much as the whole stack saves nothing.
+    # then the DiT in host memory while the text encoder and upsampler run: two DiT copies per generation
     text = _text_layers_help(engine)
     if text:
         out.append(MemoryChoice(comps, True, None, True))
-    return out + [MemoryChoice(comps, True, g, text) for g in sizes if g < n and slot_bytes(blocks, g) < whole]
+    away = comps + ("transformer_between_stages",)
+    out.append(MemoryChoice(away, True, None, text))
+    return out + [MemoryChoice(away, True, g, text) for g in sizes if g < n and slot_bytes(blocks, g) < whole]
 
 
 def _text_layers_help(engine) -> bool:
@@ -176,11 +181,12 @@ def fit_budget(engine, request):
         log.info("memory_budget %s: %s (planned peak %s in %r)", fmt_bytes(engine.memory_budget), choice,
                  fmt_bytes(plan.peak_bytes), plan.peak_phase)
     if engine.residency.offload != frozenset(choice.offload) and engine.device.type != "cpu":
-        streamed = engine.residency.streamed
-        engine.residency = Residency(engine.device, choice.offload, engine.OFFLOADABLE)
-        engine.residency.streamed = streamed
+        engine.residency = engine.residency.with_offload(choice.offload, engine.OFFLOADABLE)
         for name in engine.OFFLOADABLE:
             engine.residency.park(name, engine.offloadable(name))
+    if "transformer_between_stages" in choice.offload and getattr(engine.executor, "mode", None) == "graphs":
+        from .executor.graphs import GraphExecutor
+        engine.executor = GraphExecutor(engine.device, "eager")  # captured steps cannot follow moved weights
     engine.stream_text_encoder(choice.text_layers)
     engine.stream_blocks(choice.group_size)
     engine.memory_choice = choice

@@ -377,10 +377,11 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     rt.add_argument("--executor", default="auto", choices=("auto", "graphs", "eager", "none"),
                     help="the denoising step: CUDA graphs (auto on CUDA), static buffers only, or plain calls")
     rt.add_argument("--offload", action="append", default=[], choices=("text_encoder", "latent_upsampler",
-                                                                       "vae_encoder", "transformer",
-                                                                       "text_encoder_layers"),
+                                                                       "vae_encoder", "transformer_between_stages",
+                                                                       "transformer", "text_encoder_layers"),
                     help="keep this component in host memory, on the device only while used (repeatable; default: "
-                         "none); transformer: its blocks stream to the device in groups (eager steps); "
+                         "none); transformer_between_stages: the DiT leaves the device while the text encoder and "
+                         "upsampler run; transformer: its blocks stream to the device in groups (eager steps); "
                          "text_encoder_layers: the text encoder's layers stream one at a time")
     rt.add_argument("--offload-group-size", type=int, default=None, metavar="N",
                     help="with --offload transformer: blocks per streamed group (default 2; two groups on the device)")

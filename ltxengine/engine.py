@@ -77,7 +77,8 @@ class Engine:
 
     family = ""
     # the VAE encoder only encodes image / video conditions: a text-to-video engine never needs it
-    OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder")
+    # "transformer_between_stages": the DiT in host memory while the text encoder or upsampler runs
+    OFFLOADABLE = ("text_encoder", "latent_upsampler", "vae_encoder", "transformer_between_stages")
     # streamed block by block (executor/block_offload.py) rather than moved whole
     STREAMED = ("transformer", "text_encoder_layers")
 
@@ -113,7 +114,9 @@ class Engine:
         offload = (offload,) if isinstance(offload, str) else tuple(offload)
         names, streamed = offload, "transformer" in offload
         offload = tuple(n for n in offload if n not in self.STREAMED)
-        executor = "eager" if streamed and executor == "auto" else executor
+        # a captured step reads the DiT's weights by address: moved or streamed, its steps run eagerly
+        moved = streamed or "transformer_between_stages" in offload
+        executor = "eager" if moved and executor == "auto" else executor
         self.block_offload = None
         self.memory_budget = None  # bytes: generate picks offload / tiling to fit (budget.py)
         self.memory_choice = None  # what it picked for the last request
@@ -123,6 +126,7 @@ class Engine:
         self.adapters = Adapters(self.lora_manager)
         self.executor = None if executor == "none" else GraphExecutor(self.device, executor)
         self.residency = Residency(self.device, offload, self.OFFLOADABLE)
+        self.residency.transformer = self.transformer
         self._weights_version = 0
         self.check_memory = True
         self._plans: dict[tuple, MemoryPlan] = {}
@@ -162,17 +166,21 @@ class Engine:
                 return
             self.block_offload.close()
             self.block_offload = None
+            del self.residency.streamed["transformer"]
         if group_size is not None:
             if self.executor is not None and self.executor.mode == "graphs":
                 self.executor = GraphExecutor(self.device, "eager")
             with torch.inference_mode(False):  # Parameter.data must not become an inference tensor
                 self.block_offload = BlockOffload(self.transformer.transformer_blocks, self.device, group_size,
                                                   owner=self.transformer)
+            self.residency.streamed["transformer"] = self.block_offload  # whole moves leave the blocks
 
     def offloadable(self, name: str):
         """The module an ``offload`` name moves."""
         if name == "vae_encoder":
             return getattr(self.vae, "encoder", None)  # None: an engine without a video VAE (LTX-2 audio only)
+        if name == "transformer_between_stages":
+            return None  # moved by Residency.use around the text encoder and upsampler, never parked
         module = getattr(self, name, None)
         return getattr(module, "model", module)  # text encoders wrap their transformers model
 
@@ -348,7 +356,8 @@ class Engine:
         offload = tuple(n for n in names if n not in Engine.STREAMED)
         if budget is not None:  # the text encoder loads to the host: the budget's choice may bring it over
             offload = ("text_encoder",)
-        executor = "eager" if streamed and executor == "auto" else executor
+        moved = streamed or "transformer_between_stages" in offload
+        executor = "eager" if moved and executor == "auto" else executor
         engine = family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
                              scheduler_config=scheduler_config, distilled_lora=distilled_lora,
                              quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload,
@@ -495,9 +504,11 @@ def _check_runtime_options(executor, offload, fp8_lora: str = "branch") -> None:
     known = Engine.OFFLOADABLE + Engine.STREAMED
     if not isinstance(names, (tuple, list)) or any(n not in known for n in names):
         raise ValueError(f"offload: components that can be offloaded are {known}, got {offload!r}")
-    if "transformer" in names and executor == "graphs":
-        raise ValueError("executor='graphs' cannot run with offload=('transformer',): a captured step cannot "
-                         "contain the host-to-device copies of streamed blocks; use executor='auto' or 'eager'")
+    for moved in ("transformer", "transformer_between_stages"):
+        if moved in names and executor == "graphs":
+            raise ValueError(f"executor='graphs' cannot run with offload=('{moved}',): a captured step reads the "
+                             f"transformer's weights where they were at capture, and they move; use executor='auto' "
+                             f"or 'eager'")
     from .loading.lora import FP8_LORA_MODES
     if fp8_lora not in FP8_LORA_MODES:
         raise ValueError(f"fp8_lora must be one of {FP8_LORA_MODES}, got {fp8_lora!r}")

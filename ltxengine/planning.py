@@ -19,22 +19,26 @@ def measure(plan: MemoryPlan, engine) -> MemoryPlan:
     modules = [engine.transformer, engine.vae, getattr(engine.text_encoder, "model", engine.text_encoder),
                *(getattr(engine, n, None) for n in ("latent_upsampler", "connectors", "audio_vae", "vocoder"))]
     plan.held_bytes = module_bytes(*(m for m in modules if isinstance(m, torch.nn.Module)), device=engine.device)
-    streaming = [getattr(engine, "block_offload", None), *engine.residency.streamed.values()]
-    # their slots are allocated already and counted in the phases
-    plan.held_bytes += sum(s.device_bytes for s in streaming if s is not None)
+    streaming = {id(s): s for s in [getattr(engine, "block_offload", None), *engine.residency.streamed.values()]
+                 if s is not None}
+    plan.held_bytes += sum(s.device_bytes for s in streaming.values())  # slots: allocated, counted in phases
     return plan
 
 
 def component_bytes(engine, *others) -> dict[str, int]:
-    """Bytes per offloadable component, the transformer's blocks on the device under
-    "transformer_blocks" (all of them, or the two slots of streamed groups), the rest (always
-    resident) under "resident"."""
+    """Bytes per offloadable component; the transformer's blocks on the device under
+    "transformer_blocks" (all of them, or the two slots of streamed groups) and the rest of it under
+    "transformer" (both away while the text encoder or upsampler runs, see ``on_device``); the rest
+    (always resident) under "resident"."""
     parts = {name: module_bytes(engine.offloadable(name)) for name in engine.OFFLOADABLE}
     parts["text_encoder"] = text_encoder_on_device(engine)
     blocks = engine.transformer.transformer_blocks
-    parts["resident"] = (module_bytes(engine.transformer, engine.vae, *others) - parts["vae_encoder"]
-                         - module_bytes(*blocks))
-    parts["transformer_blocks"] = blocks_on_device(engine)
+    parts["transformer"] = module_bytes(engine.transformer) - module_bytes(*blocks)
+    # resident blocks move with the DiT; streamed ones leave their two slots on the device
+    streamed = _streamed_group(engine) is not None
+    parts["transformer_blocks"] = 0 if streamed else blocks_on_device(engine)
+    parts["transformer_slots"] = blocks_on_device(engine) if streamed else 0
+    parts["resident"] = module_bytes(engine.vae, *others) - parts["vae_encoder"]
     return parts
 
 
@@ -56,15 +60,23 @@ def blocks_on_device(engine) -> int:
     """Bytes of transformer blocks on the device: all, or two streamed groups' slots (the group
     size in force, or the one budget.py assumes while comparing options)."""
     from .executor.block_offload import slot_bytes
-    offload = getattr(engine, "block_offload", None)
-    group = getattr(engine, "_assumed_group_size", offload.group_size if offload is not None else None)
+    group = _streamed_group(engine)
     blocks = engine.transformer.transformer_blocks
     return module_bytes(*blocks) if group is None else slot_bytes(blocks, group)
 
 
+def _streamed_group(engine) -> int | None:
+    """The group size the DiT's blocks stream in (in force, or assumed by budget.py); None: resident."""
+    offload = getattr(engine, "block_offload", None)
+    return getattr(engine, "_assumed_group_size", offload.group_size if offload is not None else None)
+
+
 def on_device(w: dict[str, int], offload, *using: str) -> int:
-    """Weights on the device while components ``using`` are in use."""
-    return sum(v for k, v in w.items() if k == "resident" or k not in offload or k in using)
+    """Weights on the device while components ``using`` are in use; with "transformer_between_stages"
+    offloaded the transformer is away while the text encoder or the upsampler is (Residency.use)."""
+    away = "transformer_between_stages" in offload and bool({"text_encoder", "latent_upsampler"} & set(using))
+    return sum(v for k, v in w.items() if (k == "resident" or k not in offload or k in using)
+               and not (away and k in ("transformer", "transformer_blocks")))
 
 
 def fake_latents(engine, f: int, h: int, w: int) -> torch.Tensor:

@@ -31,6 +31,15 @@ class Residency:
         self.offload = frozenset(offload) if self.device.type != "cpu" else frozenset()
         # name -> BlockOffload of the component's layers: streamed, so left out of its whole moves
         self.streamed: dict = {}
+        # the transformer, which leaves the device while the text encoder or the upsampler is in use
+        # when "transformer_between_stages" is offloaded (the engine sets it)
+        self.transformer: nn.Module | None = None
+
+    def with_offload(self, offload: Iterable[str], known: Iterable[str]) -> "Residency":
+        """The same device, streamed layers and transformer, another offload set."""
+        other = Residency(self.device, offload, known)
+        other.streamed, other.transformer = self.streamed, self.transformer
+        return other
 
     def home(self, name: str) -> torch.device:
         """Where ``name`` lives between uses."""
@@ -58,7 +67,22 @@ class Residency:
 
     @contextmanager
     def use(self, name: str, module: nn.Module | None):
-        """On the device for the block; back home after it (also when the block raises)."""
+        """On the device for the block; back home after it (also when the block raises). With
+        "transformer_between_stages" offloaded, the transformer (less its streamed blocks) is in
+        host memory while the text encoder or the latent upsampler is in use."""
+        away = (self.transformer is not None and "transformer_between_stages" in self.offload
+                and name in ("text_encoder", "latent_upsampler"))
+        if away:
+            self._move("transformer", self.transformer, torch.device("cpu"))
+        try:
+            with self._use(name, module):
+                yield module
+        finally:
+            if away:
+                self._move("transformer", self.transformer, self.device)
+
+    @contextmanager
+    def _use(self, name: str, module: nn.Module | None):
         if module is None or name not in self.offload:
             yield module
             return

@@ -248,3 +248,33 @@ def test_residency_moves_a_component_without_its_streamed_layers():
         assert in_host == name.startswith("transformer_blocks.")  # streamed layers stay in their buffers
     assert model.proj_in.weight.data_ptr() == before["proj_in.weight"]  # .to(same device) keeps storage
     assert torch.equal(ltxv_run(model), ltxv_run(ltxv_model()))
+
+
+class _Recorder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.moves = []
+
+    def to(self, device):
+        self.moves.append(str(device))
+        return self
+
+
+def test_the_transformer_leaves_the_device_while_the_text_encoder_and_upsampler_run():
+    from ltxengine.executor.residency import Residency
+    known = ("text_encoder", "latent_upsampler", "vae_encoder", "transformer_between_stages")
+    r = Residency("cuda:0", offload=("transformer_between_stages",), known=known)
+    r.transformer = dit = _Recorder()
+    te = _Recorder()
+    with r.use("text_encoder", te):  # the text encoder itself stays resident (not offloaded)
+        assert dit.moves == ["cpu"] and te.moves == []
+    assert dit.moves == ["cpu", "cuda:0"]
+    with pytest.raises(RuntimeError, match="boom"):
+        with r.use("latent_upsampler", _Recorder()):
+            raise RuntimeError("boom")
+    assert dit.moves[-2:] == ["cpu", "cuda:0"]  # back on the device after a failure too
+    with r.use("vae_encoder", _Recorder()):
+        pass
+    assert len(dit.moves) == 4  # the VAE encoder runs beside the DiT
+    other = r.with_offload((), known)
+    assert other.transformer is dit and other.streamed is r.streamed and other.offload == frozenset()

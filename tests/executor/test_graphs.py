@@ -207,8 +207,8 @@ def test_offloaded_components_visit_the_device_only_while_used():
 
 def test_engine_offload_option_is_checked_before_loading_and_vae_encoder_visits_only_for_conditions(ltxv):
     with pytest.raises(ValueError, match=r"offload: components that can be offloaded are \('text_encoder', "
-                                         r"'latent_upsampler', 'vae_encoder', 'transformer', "
-                                         r"'text_encoder_layers'\), got \('vae',\)"):
+                                         r"'latent_upsampler', 'vae_encoder', 'transformer_between_stages', "
+                                         r"'transformer', 'text_encoder_layers'\), got \('vae',\)"):
         Engine.from_pretrained("/nonexistent", device="cpu", offload=("vae",))
     moves = []
     saved = ltxv.residency

@@ -90,8 +90,10 @@ def test_load_options_are_checked_before_loading():
         (("text_encoder",), None, "24GB", "auto"): "give memory_budget or offload, not both",
         ((), None, "24GB", "graphs"): "use executor='auto' or 'eager' with it, got executor='graphs'",
         (("vae",), None, None, "auto"): "offload: components that can be offloaded are ('text_encoder', "
-                                        "'latent_upsampler', 'vae_encoder', 'transformer', "
-                                        "'text_encoder_layers'), got ('vae',)",
+                                        "'latent_upsampler', 'vae_encoder', 'transformer_between_stages', "
+                                        "'transformer', 'text_encoder_layers'), got ('vae',)",
+        (("transformer_between_stages",), None, None, "graphs"): "executor='graphs' cannot run with "
+                                                                 "offload=('transformer_between_stages',)",
     }
     for (offload, group, budget, executor), message in cases.items():
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -108,41 +110,49 @@ def test_group_size_beyond_the_blocks_is_refused(folder):
                                offload_group_size=4)
 
 
+COMPS = ("text_encoder", "vae_encoder")  # no latent upsampler in this folder
+AWAY = COMPS + ("transformer_between_stages",)
+STREAMED = MemoryChoice(AWAY, True, 1)  # T5's 2 blocks in two slots would save nothing: no text-layer option
+
+
 def test_budget_options_account_for_components_blocks_and_slots(resident):
     options = resident.plan_options("a", **KW)
-    comps = ("text_encoder", "vae_encoder")  # no latent upsampler in this folder
-    assert [c for c, _ in options] == [MemoryChoice((), False, None), MemoryChoice(comps, False, None),
-                                       MemoryChoice(comps, True, None), MemoryChoice(comps, True, 1)]
+    assert [c for c, _ in options] == [MemoryChoice((), False, None), MemoryChoice(COMPS, False, None),
+                                       MemoryChoice(COMPS, True, None), MemoryChoice(AWAY, True, None), STREAMED]
     # groups of 2 of 3 blocks would keep 2 x 2 blocks in slots: more than resident, never offered
     assert [c for c in candidates(resident)] == [c for c, _ in options]
     phase = [{p.name: p for p in plan.phases} for _, plan in options]
     te, enc = module_bytes(resident.text_encoder.model), module_bytes(resident.vae.encoder)
-    blocks = resident.transformer.transformer_blocks
+    dit, blocks = module_bytes(resident.transformer), resident.transformer.transformer_blocks
     assert phase[0]["denoise"].weights_bytes - phase[1]["denoise"].weights_bytes == te + enc
     assert phase[0]["text"].weights_bytes - phase[1]["text"].weights_bytes == enc  # the encoder visits for text
-    assert (phase[2]["denoise"].weights_bytes - phase[3]["denoise"].weights_bytes
-            == module_bytes(*blocks) - slot_bytes(blocks, 1) > 0)
     assert all(p.total_bytes == q.total_bytes for p, q in zip(options[1][1].phases, options[2][1].phases)
                if p.name != "decode")  # tiling changes the decode only
+    # the DiT away while the text encoder runs, back for denoising and decoding
+    assert phase[2]["text"].weights_bytes - phase[3]["text"].weights_bytes == dit
+    assert phase[2]["denoise"].weights_bytes == phase[3]["denoise"].weights_bytes
+    assert (phase[3]["denoise"].weights_bytes - phase[4]["denoise"].weights_bytes
+            == module_bytes(*blocks) - slot_bytes(blocks, 1) > 0)
     assert "with transformer blocks streamed" not in str(options[0][1])
-    assert "transformer blocks streamed in groups of 1" in str(options[3][1])
+    assert "transformer blocks streamed in groups of 1" in str(options[4][1])
 
 
 def test_budget_picks_the_first_option_that_fits_and_refuses_below_the_smallest(resident):
     bound = inspect.signature(resident.generate).bind("a", None, **KW)
     bound.apply_defaults()
     request = resident._request(dict(bound.arguments))
-    peaks = [plan.peak_bytes for _, plan in resident.plan_options("a", **KW)]
-    assert peaks[0] > peaks[1] >= peaks[2] > peaks[3]  # each option takes something off the peak here
-    picks = {budget: choose(resident, request, budget)[0] for budget in (peaks[0], peaks[0] - 1, peaks[3])}
-    assert picks[peaks[0]] == MemoryChoice((), False, None)
-    assert picks[peaks[0] - 1].offload and picks[peaks[0] - 1].group_size is None
-    assert picks[peaks[3]] == MemoryChoice(("text_encoder", "vae_encoder"), True, 1)
-    with pytest.raises(InsufficientMemoryError, match=re.escape(f"the smallest plan (offload=('text_encoder', "
-                                                                f"'vae_encoder'), VAE tiling, transformer blocks "
-                                                                f"streamed in groups of 1) peaks at "
-                                                                f"{fmt_bytes(peaks[3])}")):
-        choose(resident, request, peaks[3] - 1)
+    peaks = {c: plan.peak_bytes for c, plan in resident.plan_options("a", **KW)}
+    resident_peak, streamed_peak = peaks[MemoryChoice((), False, None)], peaks[STREAMED]
+    assert resident_peak > peaks[MemoryChoice(COMPS, False, None)] and min(peaks.values()) == streamed_peak
+    picks = {budget: choose(resident, request, budget)[0] for budget in (resident_peak, resident_peak - 1,
+                                                                         streamed_peak)}
+    assert picks[resident_peak] == MemoryChoice((), False, None)
+    assert picks[resident_peak - 1].offload and picks[resident_peak - 1].group_size is None
+    assert picks[streamed_peak] == STREAMED
+    with pytest.raises(InsufficientMemoryError, match=re.escape(f"the smallest plan (offload={AWAY}, VAE tiling, "
+                                                                f"transformer blocks streamed in groups of 1) peaks "
+                                                                f"at {fmt_bytes(streamed_peak)}")):
+        choose(resident, request, streamed_peak - 1)
 
 
 def test_generate_under_a_budget_streams_the_blocks_it_chose(folder, resident, caplog):
@@ -151,10 +161,10 @@ def test_generate_under_a_budget_streams_the_blocks_it_chose(folder, resident, c
     with pytest.raises(InsufficientMemoryError, match="no offload / tiling option fits 1 B"):
         engine.generate("a red car", **KW)
     assert engine.block_offload is None and engine.memory_choice is None  # refused before any change
-    peaks = [plan.peak_bytes for _, plan in engine.plan_options("a red car", **KW)]  # cached by the refusal
-    engine.memory_budget = peaks[3]
+    peaks = {c: plan.peak_bytes for c, plan in engine.plan_options("a red car", **KW)}  # cached by the refusal
+    engine.memory_budget = peaks[STREAMED]
     planned = engine.plan("a red car", **KW)  # the plan of the option generate will pick
-    assert planned.peak_bytes == peaks[3] and "streamed in groups of 1" in str(planned)
+    assert planned.peak_bytes == peaks[STREAMED] and "streamed in groups of 1" in str(planned)
     with caplog.at_level("INFO", logger="ltxengine.budget"):
         out = engine.generate("a red car", **KW)
     assert engine.block_offload.group_size == 1 and engine.memory_choice.group_size == 1
