@@ -364,8 +364,10 @@ class Engine:
                              **extra)
         if streamed:
             engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
-        engine.stream_text_encoder("text_encoder_layers" in names)
-        engine.memory_budget = budget
+        if "text_encoder_layers" in names:
+            engine.stream_text_encoder(True)
+        if budget is not None:  # only then: a family's load may return a stand-in (test_families)
+            engine.memory_budget = budget
         if state is not None:
             engine._attach_parallel(state)
         return engine
