@@ -417,9 +417,9 @@ class Engine:
     def _run(self, request):
         """``generate``'s body once its arguments are a checked request: one call at a time, the
         memory checked before any work."""
-        if self.parallel is not None:
-            request = self._parallel_request(request)
         with self._lock, torch.inference_mode():
+            if self.parallel is not None:  # under the lock: two threads' collectives must not interleave
+                request = self._parallel_request(request)
             if self.memory_budget is not None:  # offload / tiling picked for this request (budget.py)
                 from .budget import fit_budget
                 request = fit_budget(self, request)
