@@ -103,12 +103,13 @@ def _world_size() -> int:
 
 def resolve(parallel: "ParallelConfig | None") -> "ParallelConfig | None":
     """from_pretrained's ``parallel=`` checked against this job's world size before any work:
-    None reads torchrun's environment (None again for a single process)."""
+    None: every rank of the job sequence parallel (torchrun's WORLD_SIZE, or the started default
+    group's size), None again for a single process."""
     if parallel is not None and not isinstance(parallel, ParallelConfig):
         raise ValueError(f"parallel must be a ParallelConfig or None, got {parallel!r}")
     world = _world_size()
     if parallel is None:
-        return ParallelConfig.from_env() if world > 1 else None
+        return ParallelConfig(sequence=world) if world > 1 else None
     if parallel.world_size != world:
         raise ValueError(f"parallel: sequence x guidance must equal the world size: ParallelConfig(sequence="
                          f"{parallel.sequence}, guidance={parallel.guidance}) needs {parallel.world_size} ranks, "

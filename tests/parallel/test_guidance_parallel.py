@@ -2,6 +2,8 @@
 split / gather and the text encoder's broadcast from rank 0 (ltxengine/parallel/config.py,
 guidance.py, text.py). End-to-end parity of generations is tests/parallel/test_engine_parallel.py."""
 
+import os
+
 import pytest
 import torch
 
@@ -58,10 +60,12 @@ def test_config_from_torchrun_environment(monkeypatch):
 def _mesh_and_collectives(rank, world):
     """The 2 x 2 mesh's groups, gather_rows for every row count on a group of 4 and of 2, and the
     text broadcast (values, None entries, a failure on rank 0)."""
-    from ltxengine.parallel.config import ParallelConfig, init
+    from ltxengine.parallel.config import ParallelConfig, init, resolve
     from ltxengine.parallel.guidance import gather_rows, rows_of
     from ltxengine.parallel.text import on_main_rank
     dist = torch.distributed
+    # a default group started without torchrun's environment: parallel=None splits over all of it
+    assert "WORLD_SIZE" not in os.environ and resolve(None) == ParallelConfig(sequence=4)
     state = init(ParallelConfig(sequence=2, guidance=2, timeout=30), torch.device("cpu"))
     groups = {name: dist.get_process_group_ranks(getattr(state, f"{name}_group")) for name in ("sequence", "guidance")}
     timeout = state.guidance_group._get_backend(torch.device("cpu")).options._timeout.total_seconds()
