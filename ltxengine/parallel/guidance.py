@@ -4,9 +4,10 @@ every pass's prediction and computes the same guided result (the same ops on the
 
 Rows go round-robin: rank q of G computes rows q, q + G, ... A rank with fewer rows than
 ceil(n / G) (or none: e.g. stage 2's single unguided pass) sends zeros for the missing ones;
-all ranks wait for the slowest anyway, so only bytes are spent on them. The gather runs outside
-the step executor's captured graph (one all_gather_into_tensor per step), so guidance parallel
-changes no graph.
+all ranks wait for the slowest anyway, so only bytes are spent on them. The gather (one per step,
+of float32 x0 / velocity rows) runs outside the step executor's captured graphs: LTX-2's captured
+calls stay the per-batch model calls (on fewer rows); LTX-Video's captured step becomes the model
+call on the rank's rows, its guidance and sampler update running eagerly after the gather.
 """
 
 from __future__ import annotations
