@@ -18,6 +18,7 @@ the lock, after the memory check). The core never imports a family module.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import threading
@@ -164,7 +165,7 @@ class Engine:
         if self.block_offload is not None:
             if group_size == self.block_offload.group_size:
                 return
-            self.block_offload.close()
+            self.block_offload.close(to_device=group_size is None)  # regrouped: host to host, never whole on it
             self.block_offload = None
             del self.residency.streamed["transformer"]
         if group_size is not None:
@@ -358,12 +359,19 @@ class Engine:
             offload = ("text_encoder",)
         moved = streamed or "transformer_between_stages" in offload
         executor = "eager" if moved and executor == "auto" else executor
-        engine = family.load(path, device, dtype, ops, text_encoder=text_encoder, latent_upsampler=latent_upsampler,
-                             scheduler_config=scheduler_config, distilled_lora=distilled_lora,
-                             quantization=quantization, fp8_lora=fp8_lora, executor=executor, offload=offload,
-                             **extra)
+        from .loading.placement import blocks_on_host
+        # blocks that will stream load straight to the host, so a DiT larger than the device loads; under a
+        # budget only a DiT larger than the budget (then every option it can pick streams): loading/placement.py
+        host = blocks_on_host("cpu", None if streamed else budget) if streamed or budget else contextlib.nullcontext()
+        with host as placed:
+            engine = family.load(path, device, dtype, ops, text_encoder=text_encoder,
+                                 latent_upsampler=latent_upsampler, scheduler_config=scheduler_config,
+                                 distilled_lora=distilled_lora, quantization=quantization, fp8_lora=fp8_lora,
+                                 executor=executor, offload=offload, **extra)
         if streamed:
             engine.stream_blocks(offload_group_size or DEFAULT_GROUP_SIZE)
+        elif placed is not None and placed.used:  # the budget's first generate picks the group size
+            engine.stream_blocks(min(DEFAULT_GROUP_SIZE, len(engine.transformer.transformer_blocks)))
         if "text_encoder_layers" in names:
             engine.stream_text_encoder(True)
         if budget is not None:  # only then: a family's load may return a stand-in (test_families)

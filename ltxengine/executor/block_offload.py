@@ -117,14 +117,17 @@ class BlockOffload:
         """What the offload keeps on the device: the two slots."""
         return sum(s.numel() for s in self._slots)
 
-    def close(self) -> None:
-        """Stop streaming: remove the hooks; every block's tensors go back to the device for good."""
+    def close(self, to_device: bool = True) -> None:
+        """Stop streaming: remove the hooks; every block's tensors go back to the device for good, or
+        with ``to_device=False`` stay in host memory (their host views, which keep the group buffers
+        alive) for a new offload to pack: regrouping a DiT larger than the device must not land it there."""
         self.evict_all()
         for h in self._handles:
             h.remove()
-        for tensors in self._tensors:
-            for t in tensors:
-                t.data = t.data.to(self.device, copy=True)
+        if to_device:
+            for tensors in self._tensors:
+                for t in tensors:
+                    t.data = t.data.to(self.device, copy=True)
         self._slots.clear()
 
     # ---- streaming ------------------------------------------------------------------------------

@@ -203,15 +203,17 @@ def _layer_states(model: nn.Module, source: dict, tags: dict[str, dict], where: 
 # -- rewriting the source ----------------------------------------------------------------------
 
 class _QuantizeAtLoad:
-    """Reads a full-precision weight once, quantizes it on the target device and hands out the
-    two halves; the bf16 copy is gone as soon as the fp8 one exists (peak: one layer)."""
+    """Reads a full-precision weight once, quantizes it on the engine's device ``on`` and hands
+    out the two halves where they are asked for (a streamed block's go to the host: the device
+    quantizes as fast as it can and with the kernel a resident load uses, so the bits match);
+    the bf16 copy is gone as soon as the fp8 one exists (peak: one layer)."""
 
-    def __init__(self, read: Callable[..., torch.Tensor], desc: str):
-        self.read, self.desc, self.result = read, desc, None
+    def __init__(self, read: Callable[..., torch.Tensor], desc: str, on=None):
+        self.read, self.desc, self.on, self.result = read, desc, on, None
 
     def _get(self, device):
         if self.result is None:
-            w = self.read(device, None)
+            w = self.read(self.on if self.on is not None else device, None)
             try:
                 self.result = quantize_weight(w)
             except ValueError as e:
@@ -219,7 +221,9 @@ class _QuantizeAtLoad:
         return self.result
 
     def weight(self, device, _dtype=None) -> torch.Tensor:
-        return self._get(device)[0]
+        w8, scale = self._get(device)
+        self.result = (w8.to(device), scale)  # no device copy kept alive (the source outlives the read)
+        return self.result[0]
 
     def scale(self, device, _dtype=None) -> torch.Tensor:
         return self._get(device)[1].to(device)
@@ -262,7 +266,7 @@ def prepare_fp8(model: nn.Module, source: TensorSource, where: str, *, quantizat
     convert_to_fp8(model, policy, names=sorted((targets | set(states)) - weight_only), static_input=static)
     convert_to_fp8(model, "fp8-cast", names=sorted(weight_only), static_input=static)
     for layer in sorted(targets | set(states)):
-        _rewrite(source, layer, states.get(layer))
+        _rewrite(source, layer, states.get(layer), device)
     return source
 
 
@@ -290,11 +294,11 @@ def _dequantize_at_load(source: dict, layer: str, state: dict) -> None:
     source[wkey] = (shape, weight, f"{desc} (dequantized at load)", "F32")
 
 
-def _rewrite(source: dict, layer: str, state: dict | None) -> None:
+def _rewrite(source: dict, layer: str, state: dict | None, device=None) -> None:
     wkey, skey, ikey = f"{layer}.weight", f"{layer}.weight_scale", f"{layer}.input_scale"
     shape, read, desc = source[wkey][:3]
-    if state is None:  # stored in full precision: quantized at load
-        q = _QuantizeAtLoad(read, desc)
+    if state is None:  # stored in full precision: quantized at load (on ``device``, the engine's)
+        q = _QuantizeAtLoad(read, desc, device)
         source[wkey] = (shape, q.weight, f"{desc} (quantized to fp8 at load)", FP8_STORED)
         source[skey] = ((), q.scale, f"scale computed for {desc}", "F32")
         return

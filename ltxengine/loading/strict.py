@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .placement import placer
 from .safetensors_io import CheckpointError, is_float_dtype
 
 # A source of tensors: model key -> (shape, reader(device, dtype), description for messages[,
@@ -47,8 +48,10 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
             raise CheckpointError(f"{where}: tensor {desc} has shape {tuple(shape)}, the model expects "
                                   f"{tuple(target.shape)} for {key!r}")
     _check_weight_dtypes(model, expected, source, where)
+    # a DiT whose blocks will stream reads them to the host (placement.blocks_on_host); else all to ``device``
+    place = placer(model, expected, device, dtype, lambda key: _keeps_dtype(model, key))
     for key, target in expected.items():
-        read, desc = source[key][1], source[key][2]
+        read, desc, device = source[key][1], source[key][2], place(key)
         if _keeps_dtype(model, key):
             tensor = read(device, None)
             if tensor.dtype != target.dtype:
