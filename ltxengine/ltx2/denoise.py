@@ -135,6 +135,12 @@ AUDIO_GUIDANCE = GuidanceParams(cfg=7.0, stg=1.0, stg_blocks=(29,), rescale=0.7,
 NO_GUIDANCE = GuidanceParams()
 
 
+def guidance_passes(video: GuidanceParams, audio: GuidanceParams) -> int:
+    """The transformer passes a step of these guidances runs (Denoiser's rows: cond, and uncond /
+    perturbed / isolated when either modality needs them), known before any Denoiser is built."""
+    return 1 + sum(bool(getattr(video, k) or getattr(audio, k)) for k in ("uncond", "perturbed", "isolated"))
+
+
 def guide(p: GuidanceParams, cond: torch.Tensor, uncond=None, perturbed=None, isolated=None) -> torch.Tensor:
     """The guided x0 of one modality; passes a term needs may not be None."""
     pred = cond

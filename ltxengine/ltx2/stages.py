@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from ..components.decode import check_finite, decode_ltx2_frames, decode_or_stream, join_frames, ltx2_frame_chunks
 from ..components.inputs import image_to_tensor
 from ..components.latents import pack, randn, unpack
+from ..parallel.layout import stage_layout
 from ..parallel.text import on_main_rank
 from ..results import step_hook
 from . import samplers
 from .denoise import (DEFAULT_NEGATIVE_PROMPT, DISTILLED_SIGMAS, Denoiser, GuidanceParams, KeyframeTokens,
-                      keyframe_marker, keyframe_positions, ltx2_sigmas, video_state)
+                      guidance_passes, keyframe_marker, keyframe_positions, ltx2_sigmas, video_state)
 from .diffusion_decode import diffusion_frames, diffusion_host_chunks
 from .latent_io import LatentStart, latent_output, latent_start, start_noise
 
@@ -211,12 +212,23 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
     rope = tr.rope(vpos, tr.audio_positions(1, t_audio, device=dev))
     engine.sync_executor()
     marker = keyframe_marker(tr.config, f, h, w, sum(k.tokens.shape[1] for k in keyframes), device=dev)
-    denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
-                        max_batch=a.guidance_batch, executor=engine.executor,
-                        graph_variant=engine.graph_variant, keyframes=marker, attention_bias=attention_bias,
-                        group=getattr(engine, "guidance_group", None),
-                        cross_timestep=a.cross_timestep)
-    hook = _hook(engine, a, stage, (f, h, w))
+    # the stage's layout over the ranks (parallel/layout.py): one pass a step on several guidance
+    # ranks runs sequence parallel over all of them instead
+    with stage_layout(engine, guidance_passes(video_params, audio_params), video.mask.shape[1]) as layout:
+        denoiser = Denoiser(tr, texts[0], texts[1], rope, video.mask, audio.mask, video_params, audio_params,
+                            max_batch=a.guidance_batch, executor=engine.executor,
+                            graph_variant=engine.graph_variant + layout.graph_tag, keyframes=marker,
+                            attention_bias=attention_bias, group=layout.guidance_group,
+                            cross_timestep=a.cross_timestep)
+        video, audio = _sample(engine, a, seed, stage, denoiser, video, audio, sigmas, (f, h, w))
+    n = f * h * w
+    return unpack(video.latent[:, :n], f, h, w), audio.latent
+
+
+def _sample(engine, a, seed: int, stage: str, denoiser, video, audio, sigmas, dims):
+    """The stage's sampler loop -> the final (video, audio) states."""
+    dev = engine.device
+    hook = _hook(engine, a, stage, dims)
     sampler = a.sampler
     if stage != "denoise" and sampler == "euler-ancestral":
         sampler = "euler"  # the reference's stage 2 stays deterministic Euler
@@ -234,8 +246,7 @@ def run_stage(engine, a, gen, seed: int, *, stage: str, latent_shape, sigmas, vi
             video, audio = samplers.res2s(denoiser, video, audio, sigmas, hook, seed=seed)
     except FloatingPointError as e:  # the samplers' non-finite check knows the step, not the stage
         raise FloatingPointError(f"{stage}: {e}") from None
-    n = f * h * w
-    return unpack(video.latent[:, :n], f, h, w), audio.latent
+    return video, audio
 
 
 def _hook(engine, a, stage: str, dims):

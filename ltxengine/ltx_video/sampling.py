@@ -49,13 +49,15 @@ class Guidance:
 
     def __init__(self, transformer, embeds: torch.Tensor, mask: torch.Tensor,
                  negative_embeds: torch.Tensor | None, negative_mask: torch.Tensor | None,
-                 guidance_scale: float, guidance_rescale: float, executor=None, group=None):
+                 guidance_scale: float, guidance_rescale: float, executor=None, group=None, graph_tag: tuple = ()):
         self.transformer = transformer
         self.scale = float(guidance_scale)
         self.rescale = float(guidance_rescale)
         self.do_cfg = self.scale > 1.0
         self.dtype = next(transformer.parameters()).dtype
         self.executor = executor
+        # in the step graphs' names: what else specialises them (parallel/layout.py's stage layout)
+        self._tag = "".join(f"|{t}" for t in graph_tag)
         if self.do_cfg:
             embeds = torch.cat([negative_embeds, embeds], dim=0)
             mask = torch.cat([negative_mask, mask], dim=0)
@@ -93,7 +95,7 @@ class Guidance:
             return self._split_step(x, temb, update, *update_args)
         if self.executor is None:
             return fn(*args)
-        name = f"ltx-video:{update.__name__ if update is not None else 'velocity'}"
+        name = f"ltx-video:{update.__name__ if update is not None else 'velocity'}{self._tag}"
         return self.executor.run(name, fn, *args)
 
     def _split_step(self, x: torch.Tensor, temb, update: Callable | None, *update_args):
@@ -106,7 +108,7 @@ class Guidance:
             args = (x, k, temb[0][rows], temb[1][rows], *self._row_context, *self.rope, len(self._row_kv),
                     *self._row_kv)
             fn = functools.partial(_rows_fn, self.transformer)
-            mine = fn(*args) if self.executor is None else self.executor.run("ltx-video:rows", fn, *args)
+            mine = fn(*args) if self.executor is None else self.executor.run(f"ltx-video:rows{self._tag}", fn, *args)
         shape = (x.shape[1], self.transformer.config.out_channels)
         (v,) = gather_rows([mine], [shape], self.batch, self.group, x.device)
         v = _combine(v, *self._scales, self.do_cfg, self.rescale > 0)

@@ -15,6 +15,7 @@ from ..checks import make_generator
 from ..components.decode import check_finite, decode_latents, decode_latents_frames, decode_or_stream, resize_frames
 from ..components.inputs import Condition, image_to_tensor, video_to_tensor
 from ..components.latents import upsample_latents
+from ..parallel.layout import stage_layout
 from ..parallel.text import on_main_rank
 from ..results import GenerationResult, step_hook
 from . import sampling as lv
@@ -38,17 +39,20 @@ def run_generation(engine, a) -> GenerationResult:
 
     engine.sync_executor()
 
-    def guide(scale, rescale):
+    def guide(scale, rescale, layout):
         return lv.Guidance(engine.transformer, embeds, mask, neg, neg_mask, scale, rescale, executor=engine.executor,
-                           group=getattr(engine, "guidance_group", None))
+                           group=layout.guidance_group, graph_tag=layout.graph_tag)
 
     c = engine.transformer.config.in_channels
     f = (n - 1) // rt + 1
     t1 = time.perf_counter()
-    latents = denoise(engine, mode, guide(a.guidance_scale, a.guidance_rescale), gen, a, height1, width1,
-                      (1, c, f, height1 // r, width1 // r), a.num_inference_steps, a.timesteps,
-                      a.sigmas, a.denoise_strength, a.image_cond_noise_scale, a.latents,
-                      "denoise")
+    # each stage's layout over the ranks (parallel/layout.py): one pass a step (no cfg) on several
+    # guidance ranks runs sequence parallel over all of them instead
+    with stage_layout(engine, _passes(a.guidance_scale), f * (height1 // r) * (width1 // r)) as layout:
+        latents = denoise(engine, mode, guide(a.guidance_scale, a.guidance_rescale, layout), gen, a, height1, width1,
+                          (1, c, f, height1 // r, width1 // r), a.num_inference_steps, a.timesteps,
+                          a.sigmas, a.denoise_strength, a.image_cond_noise_scale, a.latents,
+                          "denoise")
     timings["denoise"] = time.perf_counter() - t1
     if two is not None:
         t2 = time.perf_counter()
@@ -62,9 +66,10 @@ def run_generation(engine, a) -> GenerationResult:
         scale2 = a.guidance_scale if two.guidance_scale is None else two.guidance_scale
         rescale2 = a.guidance_rescale if two.guidance_rescale is None else two.guidance_rescale
         noise2 = a.image_cond_noise_scale if two.image_cond_noise_scale is None else two.image_cond_noise_scale
-        latents = denoise(engine, "condition", guide(scale2, rescale2), gen, a, h2, w2,
-                          (1, c, f, h2 // r, w2 // r), two.num_inference_steps, two.timesteps, None,
-                          two.denoise_strength, noise2, up, "refine")
+        with stage_layout(engine, _passes(scale2), f * (h2 // r) * (w2 // r)) as layout:
+            latents = denoise(engine, "condition", guide(scale2, rescale2, layout), gen, a, h2, w2,
+                              (1, c, f, h2 // r, w2 // r), two.num_inference_steps, two.timesteps, None,
+                              two.denoise_strength, noise2, up, "refine")
         timings["refine"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     decode = dict(decode_timestep=a.decode_timestep, decode_noise_scale=a.decode_noise_scale, generator=gen,
@@ -86,6 +91,11 @@ def run_generation(engine, a) -> GenerationResult:
     result = GenerationResult.from_frames(frames, latents, a.fps, seed=seed, timings=timings)
     timings["total"] = time.perf_counter() - t0
     return result
+
+
+def _passes(guidance_scale: float) -> int:
+    """Transformer passes a step (Guidance.batch): cond, and uncond when guiding."""
+    return 2 if guidance_scale > 1.0 else 1
 
 
 def denoise(engine, mode, guide, gen, a, height, width, shape, steps, timesteps, sigmas, denoise_strength,

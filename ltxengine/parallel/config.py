@@ -128,6 +128,9 @@ class ParallelState:
     mesh: object  # torch.distributed.device_mesh.DeviceMesh, dims MESH_DIMS
     sequence_group: object  # the ranks sharing one transformer call (video tokens sharded)
     guidance_group: object  # the ranks sharing a step's guidance passes
+    # every rank as one sequence group: a stage with fewer guidance passes than guidance ranks runs
+    # sequence parallel over all of them (parallel/layout.py); None with a single guidance rank
+    world_group: object = None
 
     @property
     def is_main(self) -> bool:
@@ -162,8 +165,10 @@ def init(config: ParallelConfig, device: torch.device) -> ParallelState:
     options = _group_options(backend, timeout)
     mesh = init_device_mesh(device.type, (config.guidance, config.sequence), mesh_dim_names=MESH_DIMS,
                             backend_override={name: (backend, options) for name in MESH_DIMS})
+    # built here, by every rank at once as new_group needs, with the configured timeout
+    everyone = dist.new_group(backend=backend, timeout=timeout) if config.guidance > 1 else None
     return ParallelState(config, dist.get_rank(), world, device, mesh, mesh.get_group("sequence"),
-                         mesh.get_group("guidance"))
+                         mesh.get_group("guidance"), everyone)
 
 
 def _group_options(backend: str, timeout: datetime.timedelta):

@@ -53,7 +53,17 @@ CALLS = {
     # two stages: stage 2 has one pass (a guidance rank waits) and LTX-Video's per-token timesteps
     "ltxv-two-stage": (0, lambda: dict(LV, guidance_scale=3.0, two_stage=True)),
     "ltx2-two-stage": (1, lambda: _ltx2(4, pipeline="two-stage", two_stage=_lora_off(), output_type="latent")),
+    # the 2 x 2 mesh's two-stage calls: stage 2's single pass runs sequence parallel over all 4 ranks
+    # (parallel/layout.py), which needs head counts divisible by 4: LTX-2 with 4 video and audio heads
+    "ltxv-two-stage-1-pass": (0, lambda: dict(LV, guidance_scale=3.0, two_stage=_ltxv_stage2(1.0))),
+    "ltx2-4-heads-two-stage": (2, lambda: _ltx2(4, pipeline="two-stage", two_stage=_lora_off(), output_type="latent")),
 }
+FOUR_RANK_CALLS = ("ltxv-two-stage-1-pass", "ltx2-4-heads-two-stage")
+
+
+def _ltxv_stage2(guidance_scale: float):
+    from ltxengine.ltx_video.request import TwoStage
+    return TwoStage(guidance_scale=guidance_scale, num_inference_steps=5)
 
 
 def _lora_off():
@@ -67,7 +77,24 @@ SEQUENCE_CALLS = ("ltxv-cfg", "ltx2-4-passes")
 def checkpoints(tmp_path_factory):
     from ltxengine.demo import write_demo_checkpoint, write_demo_ltx2_checkpoint
     root = tmp_path_factory.mktemp("parallel_ckpt")
-    return str(write_demo_checkpoint(root / "ltxv")), str(write_demo_ltx2_checkpoint(root / "ltx2"))
+    ltx2 = write_demo_ltx2_checkpoint(root / "ltx2")
+    return str(write_demo_checkpoint(root / "ltxv")), str(ltx2), str(_four_heads(ltx2, root / "ltx2-4-heads"))
+
+
+def _four_heads(demo, folder):
+    """The LTX-2 demo folder with a transformer of 4 video and 4 audio heads (the same widths)."""
+    import dataclasses
+    import shutil
+
+    from ltxengine.demo import _build, _save
+    from ltxengine.loading.ltx2 import COMPONENT_SPECS
+    from ltxengine.presets import demo_ltx2
+    shutil.copytree(demo, folder)
+    cfg = dataclasses.replace(demo_ltx2("2.0")["transformer"], num_attention_heads=4, attention_head_dim=8,
+                              audio_num_attention_heads=4, audio_attention_head_dim=4)
+    spec = COMPONENT_SPECS["transformer"]
+    _save(_build(spec, cfg), folder / "transformer", spec.diffusers_class, cfg)
+    return folder
 
 
 def _outputs(result) -> dict:
@@ -96,15 +123,24 @@ def _run_calls(folders, parallel, names, out_dir=None, check_memory=False) -> di
         output = f"{out_dir}/{name}.mp4" if out_dir is not None and not latent else None
         # the batch rows of every transformer call and the VAE decoder's calls (tiles), not the memory
         # plan's fake ones
+        # with the sequence group size each transformer call ran under (1: not sharded)
         rows, tiles, engine = [], [], engines[family]
         hooks = [module.register_forward_pre_hook(lambda m, args, seen=seen, count=count: None if isinstance(
-                     args[0], FakeTensor) else seen.append(args[0].shape[0] if count else 1))
+                     args[0], FakeTensor) else seen.append((args[0].shape[0], _sharded_over(m)) if count else 1))
                  for module, seen, count in ((engine.transformer, rows, True), (engine.vae.decoder, tiles, False))]
         results[name] = _outputs(engine.generate("a red car drives", output=output, **kwargs))
         results[name]["rows"], results[name]["tiles"] = rows, len(tiles)
+        # after the call: the transformer back on its configured group; a step graph keyed on the world layout
+        results[name]["after"] = _sharded_over(engine.transformer)
+        results[name]["world_graphs"] = any("sequence-world" in repr(b.key[0]) for b in engine.executor.buckets)
         for hook in hooks:
             hook.remove()
     return results
+
+
+def _sharded_over(transformer) -> int:
+    sharding = transformer.sequence_parallel
+    return 1 if sharding is None else sharding.size
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +193,14 @@ def _check_splits(checkpoints, references, tmp_path, world: int, splits) -> None
 
 def _compare(got, want, rank, sequence, guidance, name):
     got, want = dict(got), dict(want)
-    rows, all_rows = got.pop("rows"), want.pop("rows")
-    got.pop("tiles"), want.pop("tiles")
-    # each rank runs its guidance rank's share of every step's passes: one single-process call holds
-    # them all (its rows), or one each with guidance_batch=1 (3 passes a step here)
-    share = rank // sequence
-    steps = [3] * (len(all_rows) // 3) if name.endswith("batch-1") else all_rows
-    assert sum(rows) == sum(len(range(share, p, guidance)) for p in steps), (name, rows, all_rows)
+    calls, all_rows = got.pop("rows"), [rows for rows, _ in want.pop("rows")]
+    got.pop("tiles"), want.pop("tiles"), want.pop("after"), want.pop("world_graphs")
+    expected = _expected_calls(all_rows, name.endswith("batch-1"), rank, sequence, guidance)
+    assert calls == expected, (name, calls, expected)
+    assert got.pop("after") == sequence, name  # the configured group again after a world-wide stage
+    world_graphs = got.pop("world_graphs")
+    world_wide = guidance > 1 and any(size == sequence * guidance for _, size in calls)
+    assert world_graphs or not world_wide, name  # its step graphs keyed on the layout
     assert set(got) == set(want), name
     for what in want:
         err = assert_close_scaled(got[what], want[what], TOL, f"rank {rank} {name} {what}")
@@ -171,13 +208,33 @@ def _compare(got, want, rank, sequence, guidance, name):
             print(f"{name} sequence x guidance = {sequence} x {guidance}: {what} max error {err:.1e}")
 
 
+def _expected_calls(all_rows, batch_1: bool, rank, sequence, guidance) -> list:
+    """(rows, sequence group size) of each transformer call of ``rank``: a step of p passes (one
+    single-process call holds them all, or 3 calls of one with guidance_batch=1) runs the rank's
+    guidance share on its sequence group, or, when p < guidance, every pass sharded over all ranks."""
+    share, world = rank // sequence, sequence * guidance
+    calls = []
+    for p in [3] * (len(all_rows) // 3) if batch_1 else all_rows:
+        k = len(range(share, p, guidance))
+        if guidance > 1 and p < guidance:
+            calls.append((p, world))
+        elif batch_1:
+            calls += [(1, sequence)] * k
+        elif k:
+            calls.append((k, sequence))
+    return calls
+
+
 def test_guidance_or_sequence_parallel_two_ranks(checkpoints, references, tmp_path):
-    _check_splits(checkpoints, references, tmp_path, 2, [(1, 2, list(CALLS)), (2, 1, list(SEQUENCE_CALLS))])
+    two_rank_calls = [name for name in CALLS if name not in FOUR_RANK_CALLS]
+    _check_splits(checkpoints, references, tmp_path, 2, [(1, 2, two_rank_calls), (2, 1, list(SEQUENCE_CALLS))])
 
 
 def test_sequence_and_guidance_parallel_four_ranks(checkpoints, references, tmp_path):
-    """A 2 x 2 mesh: two sequence groups of two ranks, each group half of the guidance passes."""
-    _check_splits(checkpoints, references, tmp_path, 4, [(2, 2, list(SEQUENCE_CALLS) + ["ltx2-3-passes-batch-1"])])
+    """A 2 x 2 mesh: two sequence groups of two ranks, each group half of the guidance passes; the
+    two-stage calls' stage 2 (one pass) sharded over all 4 ranks instead (parallel/layout.py)."""
+    names = list(SEQUENCE_CALLS) + ["ltx2-3-passes-batch-1", *FOUR_RANK_CALLS]
+    _check_splits(checkpoints, references, tmp_path, 4, [(2, 2, names)])
 
 
 def test_wrong_world_size_is_refused_before_any_work(checkpoints):

@@ -67,8 +67,10 @@ def _mesh_and_collectives(rank, world):
     # a default group started without torchrun's environment: parallel=None splits over all of it
     assert "WORLD_SIZE" not in os.environ and resolve(None) == ParallelConfig(sequence=4)
     state = init(ParallelConfig(sequence=2, guidance=2, timeout=30), torch.device("cpu"))
-    groups = {name: dist.get_process_group_ranks(getattr(state, f"{name}_group")) for name in ("sequence", "guidance")}
-    timeout = state.guidance_group._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+    groups = {name: dist.get_process_group_ranks(getattr(state, f"{name}_group"))
+              for name in ("sequence", "guidance", "world")}
+    timeout = [group._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+               for group in (state.guidance_group, state.world_group)]
     gathered = {}
     for group_name, group in (("world", dist.group.WORLD), ("guidance", state.guidance_group)):
         for n in range(1, 6):
@@ -104,8 +106,10 @@ def test_mesh_groups_gather_and_text_broadcast():
     values = spawn.run(_mesh_and_collectives, 4, timeout=120)
     for rank, (groups, timeout, gathered, text, failure, seeds) in enumerate(values):
         # rank r: guidance index r // 2, sequence index r % 2 (a sequence group is consecutive ranks)
-        assert groups == {"sequence": [rank - rank % 2, rank - rank % 2 + 1], "guidance": [rank % 2, rank % 2 + 2]}
-        assert timeout == 30  # the configured timeout, not the backend's default
+        # the world group (a one-pass stage's sequence group, parallel/layout.py): every rank in rank order
+        assert groups == {"sequence": [rank - rank % 2, rank - rank % 2 + 1], "guidance": [rank % 2, rank % 2 + 2],
+                          "world": [0, 1, 2, 3]}
+        assert timeout == [30, 30]  # the configured timeout, not the backend's default
         for (group, n), (a, b, shape_a, shape_b) in gathered.items():
             assert a == b == list(range(n)), (rank, group, n)
             assert shape_a == (n, 3) and shape_b == (n, 2, 2)
