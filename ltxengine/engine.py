@@ -303,14 +303,16 @@ class Engine:
         executor: "auto" (CUDA graphs on CUDA, else eager), "graphs", "eager" (the same static
         buffers, no capture) or "none" (plain calls). offload: components kept in host memory
         and moved to the device only while used, from ("text_encoder", "latent_upsampler",
-        "vae_encoder"), and "transformer": its blocks stay in pinned host memory and stream to the
+        "vae_encoder"), and "transformer": its blocks load straight to pinned host memory (never the
+        whole DiT on the device, loading/placement.py) and stream to the
         device ``offload_group_size`` blocks at a time (default 2), the next group prefetched while
         one computes; steps then run eagerly (executor "auto" -> "eager"; "graphs" is refused);
         "text_encoder_layers": the text encoder's layers stream the same way, one at a time.
         memory_budget: e.g. "24GB" / "20GiB" / bytes: each generate picks the least offload (components,
         then VAE tiling, then streamed blocks with the largest group size) whose planned peak fits
         (``engine.memory_choice``; ``engine.plan_options(...)`` lists every option's plan); a
-        request nothing fits is refused naming the smallest plan's peak. Not with ``offload``.
+        request nothing fits is refused naming the smallest plan's peak; a DiT larger than the budget
+        loads its blocks to the host and streams from load. Not with ``offload``.
         modalities: LTX-2 only: ("audio",) loads the audio stream alone (text-to-audio; the video
         weights are neither built nor read); None: the whole model.
         parallel: a ``ltxengine.parallel.config.ParallelConfig(sequence=S, guidance=G)`` to run each
