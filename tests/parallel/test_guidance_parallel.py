@@ -86,7 +86,42 @@ def _mesh_and_collectives(rank, world):
     except (ZeroDivisionError, RuntimeError) as e:
         failure = f"{type(e).__name__}: {e}"
     return (groups, timeout, gathered, [None if t is None else t.tolist() for t in text], failure,
-            _seeds(rank))
+            _seeds(rank), _layouts(state))
+
+
+def _layouts(state):
+    """parallel/layout.py on the 2 x 2 mesh: which stages go world-wide, the transformer's sequence
+    group inside and after a world-wide stage (also one that fails), the fallback's log line."""
+    import logging
+    import types
+
+    from ltxengine.models.transformer import LTXVideoTransformer
+    from ltxengine.parallel import layout, sequence
+    from ltxengine.presets import DEMO_TRANSFORMER, TINY_2B
+    four, two = (types.SimpleNamespace(parallel=state, transformer=LTXVideoTransformer(c), guidance_group="mesh")
+                 for c in (DEMO_TRANSFORMER, TINY_2B))  # 4 and 2 heads
+    sequence.enable(four.transformer, state.sequence_group)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger(layout.__name__).addHandler(handler)
+    logging.getLogger(layout.__name__).setLevel(logging.INFO)
+    chosen = {case: layout.choose(engine, passes, tokens)
+              for case, engine, passes, tokens in (("1 pass", four, 1, 16), ("2 passes", four, 2, 16),
+                                                   ("3 tokens", four, 1, 3), ("2 heads", two, 1, 16))}
+    sizes = []
+    for fail in (False, True):
+        try:
+            with layout.stage_layout(four, 1, 16) as got:
+                sizes.append((got, four.transformer.sequence_parallel.size))
+                if fail:
+                    raise RuntimeError("stage failed")
+        except RuntimeError:
+            pass
+        sizes.append(four.transformer.sequence_parallel.size)
+    with layout.stage_layout(four, 2, 16) as got:
+        sizes.append((got, four.transformer.sequence_parallel.size))
+    return chosen, sizes, [r.getMessage() for r in records]
 
 
 def _seeds(rank):
@@ -104,7 +139,14 @@ def _seeds(rank):
 
 def test_mesh_groups_gather_and_text_broadcast():
     values = spawn.run(_mesh_and_collectives, 4, timeout=120)
-    for rank, (groups, timeout, gathered, text, failure, seeds) in enumerate(values):
+    for rank, (groups, timeout, gathered, text, failure, seeds, layouts) in enumerate(values):
+        chosen, sizes, logged = layouts
+        assert chosen == {"1 pass": True, "2 passes": False, "3 tokens": False, "2 heads": False}
+        world = (None, ("sequence-world", 4))  # no guidance split, graphs keyed on the layout
+        assert sizes == [(world, 4), 2, (world, 4), 2, (("mesh", ()), 2)]
+        assert len(logged) == 2 and all("keeps the 2 x 2 (guidance x sequence) mesh" in m for m in logged)
+        assert "num_video_tokens must be at least the group size 4" in logged[0]
+        assert "num_attention_heads must be divisible by the group size 4" in logged[1]
         # rank r: guidance index r // 2, sequence index r % 2 (a sequence group is consecutive ranks)
         # the world group (a one-pass stage's sequence group, parallel/layout.py): every rank in rank order
         assert groups == {"sequence": [rank - rank % 2, rank - rank % 2 + 1], "guidance": [rank % 2, rank % 2 + 2],
