@@ -34,6 +34,9 @@ def test_all_finite_when_the_sum_overflows():
 def test_video_to_frames_equals_the_where_form():
     video = torch.randn(1, 3, 5, 8, 6) * 1.5  # many values clamp at both ends
     assert torch.equal(video_to_frames(video), _reference(video))
+    half = video.bfloat16()
+    assert torch.equal(video_to_frames(half), _reference(half)) and video_to_frames(half).is_contiguous()
+    assert video_to_frames(video).shape == (5, 8, 6, 3) and video_to_frames(video).dtype == torch.float32
     video[0, 1, 2, 3, 4] = float("inf")
     video[0, 0, 0, 0, 0] = -float("inf")
     video[0, 2, 4, 7, 5] = float("nan")

@@ -44,14 +44,15 @@ def video_to_frames(video: torch.Tensor) -> torch.Tensor:
     are the same IEEE operation, so LTX-2's form gives the same bits). A non-finite VAE output
     becomes NaN (the clamp alone would turn inf into a plausible 0 or 1), which ``check_finite``
     then refuses where the frames reach the host."""
-    x = video[0].permute(1, 0, 2, 3).float() * 0.5 + 0.5
+    # One buffer in the output layout, worked on in place: the same elementwise float32 operations as
+    # (x.float() * 0.5 + 0.5).clamp(0, 1), hence the same bits, with two passes and allocations fewer.
+    x = torch.empty(video[0].permute(1, 2, 3, 0).shape, dtype=torch.float32, device=video.device)
+    x.copy_(video[0].permute(1, 2, 3, 0)).mul_(0.5).add_(0.5)
     # the same bits without isfinite's and where's passes (~8% of a CPU call); on CUDA (no host sync
     # in the decode loop) and under the memory plan's fake tensors (no values) the where stays
     if x.device.type == "cpu" and not isinstance(x, FakeTensor) and all_finite(x):
-        x = x.clamp_(0, 1)
-    else:
-        x = torch.where(torch.isfinite(x), x.clamp(0, 1), torch.nan)
-    return x.permute(0, 2, 3, 1).contiguous()
+        return x.clamp_(0, 1)
+    return torch.where(torch.isfinite(x), x.clamp(0, 1), torch.nan)
 
 
 def all_finite(values) -> bool:
