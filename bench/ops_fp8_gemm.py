@@ -32,21 +32,14 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common, gemm  # noqa: E402
 from ltxengine.ops import reference  # noqa: E402
 
 SCRIPT = "ops_fp8_gemm"
 OUT_DTYPE = torch.bfloat16
 E4M3_TOP_STEP = 32.0  # spacing of e4m3 numbers in [256, 448], the largest quantization step
 
-SHAPES = {
-    "ltxv-2b-qkvo": (6144, 2048, 2048),
-    "ltxv-2b-ff-up": (6144, 8192, 2048),
-    "ltxv-2b-ff-down": (6144, 2048, 8192),
-    "d4096-qkvo": (6144, 4096, 4096),
-    "d4096-ff-up": (6144, 16384, 4096),
-    "d4096-ff-down": (6144, 4096, 16384),
-}
+SHAPES = gemm.SHAPES
 SMOKE_SHAPES = {"smoke-33x48x64": (33, 48, 64)}  # odd M; K a multiple of 16 as fp8 GEMMs require
 VARIANTS = ("scaled_mm/per-tensor", "scaled_mm/rowwise", "fp8_linear/per-token", "fp8_linear/static-scale")
 BASELINES = {"cublas_bf16": "cublas-bf16", "torch_scaled_mm": "torch._scaled_mm"}
@@ -117,25 +110,14 @@ def fp8_linear_group(variant: str, m: int, n: int, k: int, device) -> tuple[list
 def bench_variant(settings: common.Settings, variant: str, name: str, mnk: tuple[int, int, int]) -> list[dict]:
     group = fp8_linear_group if variant.startswith("fp8_linear") else scaled_mm_group
     impls, oracle, tol = group(variant, *mnk, settings.device)
-    results = [common.measure(i, oracle, tol, settings) for i in settings.keep(impls)]
     baselines = dict(BASELINES, torch_scaled_mm="torch.quantize+_scaled_mm") if group is fp8_linear_group \
         else BASELINES
-    common.add_ratios(results, baselines)
-    m, n, k = mnk
-    dims = {"M": m, "N": n, "K": k}
-    return [common.make_record(settings, r, op=variant, shape=name, dims=dims, dtype="float8_e4m3fn",
-                               out_dtype="bfloat16", **common.throughput(r, settings.ceilings, flops=2 * m * n * k))
-            for r in results]
+    return gemm.records(settings, impls, oracle, tol, baselines, op=variant, shape=name, mnk=mnk,
+                        dtype="float8_e4m3fn", out_dtype="bfloat16")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--variants", help=f"comma-separated variants (default: all): {', '.join(VARIANTS)}")
-    args = parser.parse_args(argv)
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES
-    settings = common.settings_from_args(SCRIPT, parser, args, list(shapes), default_reps=30,
-                                         ceilings=("matmul",))
-    variants = common.pick_names("--variants", args.variants, list(VARIANTS), parser) or list(VARIANTS)
+    settings, shapes, variants = gemm.parse(SCRIPT, __doc__, argv, SHAPES, SMOKE_SHAPES, VARIANTS, "variants")
     records = []
     for name in settings.shapes:
         for variant in variants:

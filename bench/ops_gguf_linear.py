@@ -26,18 +26,11 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common, gemm  # noqa: E402
 from ltxengine.quant.gguf import BY_NAME, dequantize  # noqa: E402
 
 SCRIPT = "ops_gguf_linear"
-SHAPES = {
-    "ltxv-2b-qkvo": (6144, 2048, 2048),
-    "ltxv-2b-ff-up": (6144, 8192, 2048),
-    "ltxv-2b-ff-down": (6144, 2048, 8192),
-    "d4096-qkvo": (6144, 4096, 4096),
-    "d4096-ff-up": (6144, 16384, 4096),
-    "d4096-ff-down": (6144, 4096, 16384),
-}
+SHAPES = gemm.SHAPES
 SMOKE_SHAPES = {"smoke-33x16x256": (33, 16, 256)}  # odd M; K one K-quant super-block
 VARIANTS = ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q4_0", "Q3_K")
 FUSED = ("Q8_0", "Q4_0")  # the types kernels/gguf_linear.py fuses into the GEMM
@@ -87,23 +80,12 @@ def _fused_impl(name: str, qid: int, x, blocks, bias, device) -> common.Impl:
 
 def bench_variant(settings: common.Settings, variant: str, shape: str, mnk: tuple[int, int, int]) -> list[dict]:
     impls, oracle, tol = variant_group(variant, *mnk, settings.device)
-    results = [common.measure(i, oracle, tol, settings) for i in settings.keep(impls)]
-    common.add_ratios(results, {"cublas_bf16": "cublas-bf16"})
-    m, n, k = mnk
-    return [common.make_record(settings, r, op=f"gguf_linear/{variant}", shape=shape, dims={"M": m, "N": n, "K": k},
-                               dtype=variant, out_dtype="bfloat16",
-                               **common.throughput(r, settings.ceilings, flops=2 * m * n * k))
-            for r in results]
+    return gemm.records(settings, impls, oracle, tol, {"cublas_bf16": "cublas-bf16"}, op=f"gguf_linear/{variant}",
+                        shape=shape, mnk=mnk, dtype=variant, out_dtype="bfloat16")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--variants", help=f"comma-separated quant types (default: all): {', '.join(VARIANTS)}")
-    args = parser.parse_args(argv)
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES
-    settings = common.settings_from_args(SCRIPT, parser, args, list(shapes), default_reps=30,
-                                         ceilings=("matmul",))
-    variants = common.pick_names("--variants", args.variants, list(VARIANTS), parser) or list(VARIANTS)
+    settings, shapes, variants = gemm.parse(SCRIPT, __doc__, argv, SHAPES, SMOKE_SHAPES, VARIANTS, "quant types")
     records = []
     for shape in settings.shapes:
         for variant in variants:

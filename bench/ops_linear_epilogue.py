@@ -29,7 +29,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common, gemm  # noqa: E402
 from ltxengine.ops import reference  # noqa: E402
 
 SCRIPT = "ops_linear_epilogue"
@@ -89,21 +89,11 @@ def group(op: str, m: int, n: int, k: int, device) -> tuple[list, object, float]
 def bench_shape(settings: common.Settings, name: str, shape: tuple) -> list[dict]:
     op, m, n, k = shape
     impls, oracle, tol = group(op, m, n, k, settings.device)
-    results = [common.measure(i, oracle, tol, settings) for i in settings.keep(impls)]
-    common.add_ratios(results, BASELINES)
-    return [common.make_record(settings, r, op=op, shape=name, dims={"M": m, "N": n, "K": k}, dtype=DTYPE,
-                               **common.throughput(r, settings.ceilings, flops=2 * m * n * k))
-            for r in results]
+    return gemm.records(settings, impls, oracle, tol, BASELINES, op=op, shape=name, mnk=(m, n, k), dtype=DTYPE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.make_parser(__doc__.splitlines()[0])
-    parser.add_argument("--variants", help=f"comma-separated ops (default: both): {', '.join(VARIANTS)}")
-    args = parser.parse_args(argv)
-    shapes = SMOKE_SHAPES if args.smoke else SHAPES
-    settings = common.settings_from_args(SCRIPT, parser, args, list(shapes), default_reps=30,
-                                         ceilings=("matmul",))
-    variants = common.pick_names("--variants", args.variants, list(VARIANTS), parser) or list(VARIANTS)
+    settings, shapes, variants = gemm.parse(SCRIPT, __doc__, argv, SHAPES, SMOKE_SHAPES, VARIANTS, "ops")
     records = []
     for name in settings.shapes:
         if shapes[name][0] in variants:
