@@ -1,6 +1,9 @@
-"""Launcher helpers shared by the row-wise Triton kernels: input views, output checks, launch sizes."""
+"""Launcher helpers shared by the Triton kernels: input views, output checks, launch sizes, the GEMM
+tile configuration."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -36,6 +39,31 @@ def check_rows(fn: str, name: str, out, shape, dtype: torch.dtype, device: torch
     if out.stride(-1) != 1:
         raise ValueError(f"{fn}: {name} must have a contiguous last dim, got strides {out.stride()}")
     return out
+
+
+def describe(t) -> str:
+    """What an argument is, for error messages: shape and dtype of a tensor, else its type."""
+    return f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def check_runnable(fn: str, name: str, t: torch.Tensor, interpret: bool) -> None:
+    """A CPU tensor runs only under Triton's interpreter; ``interpret`` is the calling module's
+    TRITON_INTERPRET, read when it was imported (as triton.jit reads it)."""
+    if not t.is_cuda and not interpret:
+        raise ValueError(f"{fn}: {name} must be a CUDA tensor (CPU tensors need TRITON_INTERPRET=1 set "
+                         f"before ltxengine.kernels is imported), got device {t.device}")
+
+
+@dataclass(frozen=True)
+class GemmConfig:
+    """Launch configuration of a tiled GEMM: output tile, K step, tile-grouping width (L2 reuse),
+    warps and pipeline stages."""
+    block_m: int
+    block_n: int
+    block_k: int
+    group_m: int
+    num_warps: int
+    num_stages: int
 
 
 def launch_config(width: int) -> tuple[int, int]:

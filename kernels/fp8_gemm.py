@@ -20,7 +20,6 @@ that check would cost a device sync per call and break CUDA-graph capture, so it
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -28,7 +27,7 @@ import triton.language as tl
 
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
-from ._common import check_rows, to_e4m3
+from ._common import GemmConfig, check_rows, check_runnable, describe, to_e4m3
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -181,33 +180,23 @@ def _scaled_mm_kernel(
 # launch configurations
 
 
-@dataclass(frozen=True)
-class _MMConfig:
-    block_m: int
-    block_n: int
-    block_k: int
-    group_m: int
-    num_warps: int
-    num_stages: int
-
-
 # H100 defaults: UNTUNED (written without a GPU; bench/ must confirm or replace them). The fp32
 # promotion in the K loop keeps a second (partial) accumulator, so 128x128 tiles over 8 warps
 # hold 2 x 64 accumulator registers a thread (128x256 needs 2 x 128 and spills: seen in an sm_90
 # compile without a GPU); 4 stages of (128 + 128) x 128 fp8 bytes = 128 KiB of shared memory.
 # Short M (decode-like) gets 64-row tiles.
-_MM_H100 = _MMConfig(128, 128, 128, 8, 8, 4)
-_MM_H100_SMALL_M = _MMConfig(64, 128, 128, 8, 4, 4)
+_MM_H100 = GemmConfig(128, 128, 128, 8, 8, 4)
+_MM_H100_SMALL_M = GemmConfig(64, 128, 128, 8, 4, 4)
 # Interpreter: tl.dot's 16 minimum; small tiles keep the odd test shapes multi-tile (masking,
 # grouping) while the per-program Python cost stays low.
-_MM_TINY = _MMConfig(16, 16, 32, 2, 4, 1)
+_MM_TINY = GemmConfig(16, 16, 32, 2, 4, 1)
 
 
 def _tiny(t: torch.Tensor) -> bool:
     return _INTERPRET or not t.is_cuda
 
 
-def _mm_config(a: torch.Tensor, m: int) -> _MMConfig:
+def _mm_config(a: torch.Tensor, m: int) -> GemmConfig:
     if _tiny(a):
         return _MM_TINY
     return _MM_H100_SMALL_M if m <= 64 else _MM_H100
@@ -234,16 +223,6 @@ def _rows_config(x: torch.Tensor, m: int, k: int) -> tuple[int, int, int]:
 # validation
 
 
-def _describe(t) -> str:
-    return f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
-
-
-def _check_runnable(fn: str, name: str, t: torch.Tensor) -> None:
-    if not t.is_cuda and not _INTERPRET:
-        raise ValueError(f"{fn}: {name} must be a CUDA tensor (CPU tensors need TRITON_INTERPRET=1 set "
-                         f"before ltxengine.kernels is imported), got device {t.device}")
-
-
 def _check_device(fn: str, name: str, t: torch.Tensor, device: torch.device) -> None:
     if t.device != device:
         raise ValueError(f"{fn}: {name} must be on {device} like the other inputs, got {t.device}")
@@ -251,7 +230,7 @@ def _check_device(fn: str, name: str, t: torch.Tensor, device: torch.device) -> 
 
 def _check_fp8_matrix(fn: str, name: str, t, shape_doc: str) -> None:
     if not isinstance(t, torch.Tensor) or t.ndim != 2:
-        raise ValueError(f"{fn}: {name} must be a 2-D {shape_doc} tensor, got {_describe(t)}")
+        raise ValueError(f"{fn}: {name} must be a 2-D {shape_doc} tensor, got {describe(t)}")
     if t.dtype != _FP8:
         raise ValueError(f"{fn}: {name} must be float8_e4m3fn, got {t.dtype}")
     if t.numel() == 0:
@@ -267,7 +246,7 @@ def _check_scale_values(fn: str, name: str, s: torch.Tensor) -> None:
 def _scale_arg(fn: str, name: str, s, rows: int, rows_doc: str, device: torch.device):
     """Validate a 0-d / (1,) / (rows, 1) fp32 scale; returns (flat contiguous scale, per_row)."""
     if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
-        raise ValueError(f"{fn}: {name} must be a float32 tensor, got {_describe(s)}")
+        raise ValueError(f"{fn}: {name} must be a float32 tensor, got {describe(s)}")
     per_tensor = s.ndim <= 1 and s.numel() == 1
     if not per_tensor and tuple(s.shape) != (rows, 1):
         raise ValueError(f"{fn}: {name} must have shape (), (1,) or ({rows}, 1) ({rows_doc}), "
@@ -279,7 +258,7 @@ def _scale_arg(fn: str, name: str, s, rows: int, rows_doc: str, device: torch.de
 
 def _static_scale_arg(fn: str, name: str, s, device: torch.device) -> torch.Tensor:
     if not isinstance(s, torch.Tensor) or s.dtype != torch.float32:
-        raise ValueError(f"{fn}: {name} must be a float32 tensor, got {_describe(s)}")
+        raise ValueError(f"{fn}: {name} must be a float32 tensor, got {describe(s)}")
     if s.ndim > 1 or s.numel() != 1:
         raise ValueError(f"{fn}: {name} must be a per-tensor scale of shape () or (1,), got {tuple(s.shape)}")
     _check_device(fn, name, s, device)
@@ -290,12 +269,12 @@ def _static_scale_arg(fn: str, name: str, s, device: torch.device) -> torch.Tens
 def _rows_of(fn: str, name: str, x) -> torch.Tensor:
     """x (..., K) float as an (M, K) view with a unit column stride (copies only if needed)."""
     if not isinstance(x, torch.Tensor) or x.ndim < 1:
-        raise ValueError(f"{fn}: {name} must be a tensor of shape (..., K), got {_describe(x)}")
+        raise ValueError(f"{fn}: {name} must be a tensor of shape (..., K), got {describe(x)}")
     if x.dtype not in _IN_DTYPES:
         raise ValueError(f"{fn}: {name} must be bfloat16, float16 or float32, got {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{fn}: {name} must not be empty, got shape {tuple(x.shape)}")
-    _check_runnable(fn, name, x)
+    check_runnable(fn, name, x, _INTERPRET)
     x2 = x.reshape(-1, x.shape[-1])  # a view whenever the leading dims allow one
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
@@ -304,7 +283,7 @@ def _bias_arg(fn: str, bias, n: int, device: torch.device):
     if bias is None:
         return None
     if not isinstance(bias, torch.Tensor) or bias.dtype not in _IN_DTYPES or tuple(bias.shape) != (n,):
-        raise ValueError(f"{fn}: bias must be a ({n},) bfloat16, float16 or float32 tensor, got {_describe(bias)}")
+        raise ValueError(f"{fn}: bias must be a ({n},) bfloat16, float16 or float32 tensor, got {describe(bias)}")
     _check_device(fn, "bias", bias, device)
     return bias.contiguous()
 
@@ -411,7 +390,7 @@ def scaled_mm(
     n = b.shape[0]
     if b.shape[1] != k:
         raise ValueError(f"{fn}: b must be (N, K) with K = a.shape[1] = {k}, got {tuple(b.shape)}")
-    _check_runnable(fn, "a", a)
+    check_runnable(fn, "a", a, _INTERPRET)
     _check_device(fn, "b", b, a.device)
     sa, sa_rows = _scale_arg(fn, "scale_a", scale_a, m, "per row of a", a.device)
     sb, sb_cols = _scale_arg(fn, "scale_b", scale_b, n, "per output channel", a.device)

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import FLOAT_DTYPES, check_rows
+from ._common import FLOAT_DTYPES, GemmConfig, check_rows, check_runnable, describe
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -120,28 +119,18 @@ def _linear_epilogue_kernel(
 # launch configurations
 
 
-@dataclass(frozen=True)
-class _Config:
-    block_m: int
-    block_n: int
-    block_k: int
-    group_m: int
-    num_warps: int
-    num_stages: int
-
-
 # H100, bf16/fp16: UNTUNED (written without a GPU; bench/ must confirm or replace it). 128x128
 # fp32 accumulators over 8 warps are 64 registers a thread, leaving room for the epilogue's
 # loads; 4 stages of (128 + 128) x 64 bf16 = 128 KiB of shared memory.
-_H100 = _Config(128, 128, 64, 8, 8, 4)
+_H100 = GemmConfig(128, 128, 64, 8, 8, 4)
 # fp32 operands take twice the shared memory per stage.
-_H100_FP32 = _Config(128, 128, 32, 8, 8, 3)
+_H100_FP32 = GemmConfig(128, 128, 32, 8, 8, 3)
 # Interpreter: tl.dot's 16 minimum; small tiles keep odd test shapes multi-tile (masking,
 # wrapping, grouping) while the per-program Python cost stays low.
-_TINY = _Config(16, 16, 16, 2, 4, 1)
+_TINY = GemmConfig(16, 16, 16, 2, 4, 1)
 
 
-def _config(x: torch.Tensor) -> _Config:
+def _config(x: torch.Tensor) -> GemmConfig:
     if _INTERPRET or not x.is_cuda:
         return _TINY
     return _H100_FP32 if x.dtype == torch.float32 else _H100
@@ -151,13 +140,9 @@ def _config(x: torch.Tensor) -> _Config:
 # validation
 
 
-def _describe(t) -> str:
-    return f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
-
-
 def _operand(fn: str, name: str, t, ndim: int | None, doc: str) -> None:
     if not isinstance(t, torch.Tensor) or (ndim is not None and t.ndim != ndim) or (ndim is None and t.ndim < 1):
-        raise ValueError(f"{fn}: {name} must be a {doc} tensor, got {_describe(t)}")
+        raise ValueError(f"{fn}: {name} must be a {doc} tensor, got {describe(t)}")
     if t.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{fn}: {name} must be float32, bfloat16 or float16, got {t.dtype}")
     if t.numel() == 0:
@@ -177,10 +162,8 @@ def _check_gemm(fn: str, a: torch.Tensor, a_name: str, weight, bias) -> int:
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (n,) or bias.dtype not in FLOAT_DTYPES \
                 or bias.device != a.device:
-            raise ValueError(f"{fn}: bias must be a ({n},) float tensor on {a.device}, got {_describe(bias)}")
-    if not a.is_cuda and not _INTERPRET:
-        raise ValueError(f"{fn}: {a_name} must be a CUDA tensor (CPU tensors need TRITON_INTERPRET=1 set "
-                         f"before ltxengine.kernels is imported), got device {a.device}")
+            raise ValueError(f"{fn}: bias must be a ({n},) float tensor on {a.device}, got {describe(bias)}")
+    check_runnable(fn, a_name, a, _INTERPRET)
     return n
 
 
@@ -204,7 +187,7 @@ def _gate(fn: str, gate, x: torch.Tensor):
     if not isinstance(gate, torch.Tensor) or gate.ndim != 3 or gate.shape[0] not in (1, b) \
             or gate.shape[1] not in (1, t) or gate.shape[2] != n:
         raise ValueError(f"{fn}: gate must be (B|1, T|1, N) = ({b}|1, {t}|1, {n}) for x {tuple(x.shape)}, "
-                         f"got {_describe(gate)}")
+                         f"got {describe(gate)}")
     if gate.dtype not in FLOAT_DTYPES or gate.device != x.device:
         raise ValueError(f"{fn}: gate must be a float tensor on {x.device}, got {gate.dtype} on {gate.device}")
     gate = gate if gate.stride(-1) == 1 else gate.contiguous()
