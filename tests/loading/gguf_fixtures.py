@@ -100,33 +100,3 @@ def dequantized_folder(base: Path, root: Path, dequantized: dict[str, torch.Tens
               metadata={"format": "pt"})
     return out
 
-
-def single_file_and_folder(root: Path):
-    """(diffusers folder, Lightricks single file, scheduler config) of the same tiny LTX-Video weights
-    (0.9.5 VAE, 16 latent channels), the single file holding the transformer and VAE with its header config."""
-    import json
-
-    import diffusers
-    import transformers
-
-    from tests.helpers import perturb_
-    from tests.loading.formats import (original_transformer_config, original_transformer_keys, original_vae_keys,
-                                       save_single_file)
-    from tests.loading.vae_fixtures import make_ref, original_config
-    from tests.pipelines import fixtures as fx
-    vae = make_ref("0.9.5")
-    torch.manual_seed(3)
-    tcfg = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-                num_layers=2, caption_channels=fx.T5_CONFIG["d_model"])
-    transformer = diffusers.LTXVideoTransformer3DModel(**tcfg)
-    perturb_(transformer, seed=3)
-    tok = fx.make_tokenizer()
-    te = transformers.T5EncoderModel(transformers.T5Config(vocab_size=len(tok), **fx.T5_CONFIG)).eval()
-    sched = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.5)
-    folder = root / "folder"
-    diffusers.LTXPipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok,
-                          transformer=transformer).save_pretrained(folder)
-    tensors = {**original_transformer_keys(transformer.state_dict()), **original_vae_keys(vae.state_dict(), "0.9.5")}
-    config = {"transformer": original_transformer_config(tcfg), "vae": original_config("0.9.5")}
-    single = save_single_file(root / "ltxv-tiny.safetensors", tensors, config)
-    return folder, single, json.loads((folder / "scheduler" / "scheduler_config.json").read_text())

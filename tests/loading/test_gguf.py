@@ -293,7 +293,7 @@ def test_a_lora_on_gguf_layers_is_refused_by_name(engines):
 def test_a_lightricks_single_file_supplies_the_config_and_the_rest(tmp_path):
     """components= may be a Lightricks single file (its header config; the VAE from it, the T5 from
     text_encoder=): the GGUF transformer loads as with the diffusers folder of the same weights."""
-    from tests.loading.gguf_fixtures import single_file_and_folder
+    from tests.pipelines.fixtures import single_file_and_folder
     folder, single, sched = single_file_and_folder(tmp_path)
     entries, _ = encode(transformer_state_dict(folder), ltx_video_name)
     path = write_gguf(tmp_path / "t.gguf", entries)

@@ -42,6 +42,7 @@ __all__ = [
     "reference_i2v",
     "reference_t2v",
     "reference_two_stage",
+    "single_file_and_folder",
 ]
 
 WORDS = ("a cat dog sits on the mat walks in park red blue car drives fast slow video of man woman "
@@ -193,6 +194,39 @@ def build_upsampler_folder(root: Path, name: str) -> Path:
         perturb_(model, seed=cfg["seed"] + 5)
     model.save_pretrained(folder)
     return folder
+
+
+def single_file_and_folder(root: Path):
+    """(diffusers folder, Lightricks single file, scheduler config) of the same tiny LTX-Video weights
+    (0.9.5 VAE, 16 latent channels, latent statistics perturbed), the single file holding the
+    transformer and VAE with its header config."""
+    import json
+
+    import diffusers
+    import transformers
+
+    from ..loading.formats import original_transformer_config, original_transformer_keys, original_vae_keys, \
+        save_single_file
+    from ..loading.vae_fixtures import make_ref, original_config
+
+    vae = make_ref("0.9.5")  # latent channels 16, decode-timestep conditioned
+    with torch.no_grad():
+        vae.latents_std.uniform_(0.5, 1.5)
+    torch.manual_seed(3)
+    tcfg = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
+                num_layers=2, caption_channels=T5_CONFIG["d_model"])
+    transformer = diffusers.LTXVideoTransformer3DModel(**tcfg)
+    perturb_(transformer, seed=3)
+    tok = make_tokenizer()
+    te = transformers.T5EncoderModel(transformers.T5Config(vocab_size=len(tok), **T5_CONFIG)).eval()
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.5)
+    folder = Path(root) / "folder"
+    diffusers.LTXPipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok,
+                          transformer=transformer).save_pretrained(folder)
+    tensors = {**original_transformer_keys(transformer.state_dict()), **original_vae_keys(vae.state_dict(), "0.9.5")}
+    config = {"transformer": original_transformer_config(tcfg), "vae": original_config("0.9.5")}
+    single = save_single_file(Path(root) / "ltxv-tiny.safetensors", tensors, config)
+    return folder, single, json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
 
 
 def make_image(h: int, w: int, seed: int) -> torch.Tensor:

@@ -1,46 +1,21 @@
 """Engine.from_pretrained on a Lightricks single file equals the same weights as a diffusers folder,
 and ``ltxengine info`` reads both."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
-import transformers
 
 import ltxengine
 from ltxengine.info import describe, format_description
 
-from ..helpers import perturb_
-from ..loading.formats import original_transformer_config, original_transformer_keys, original_vae_keys, \
-    save_single_file
-from ..loading.vae_fixtures import make_ref, original_config
 from . import fixtures as fx
 
-diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("diffusers")
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("single")
-    vae = make_ref("0.9.5")  # latent channels 16, decode-timestep conditioned
-    with torch.no_grad():
-        vae.latents_std.uniform_(0.5, 1.5)
-    torch.manual_seed(3)
-    tcfg = dict(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
-                num_layers=2, caption_channels=fx.T5_CONFIG["d_model"])
-    transformer = diffusers.LTXVideoTransformer3DModel(**tcfg)
-    perturb_(transformer, seed=3)
-    tok = fx.make_tokenizer()
-    te = transformers.T5EncoderModel(transformers.T5Config(vocab_size=len(tok), **fx.T5_CONFIG)).eval()
-    sched = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=False, shift=1.5)
-    folder = root / "folder"
-    diffusers.LTXPipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=tok,
-                          transformer=transformer).save_pretrained(folder)
-    tensors = {**original_transformer_keys(transformer.state_dict()), **original_vae_keys(vae.state_dict(), "0.9.5")}
-    config = {"transformer": original_transformer_config(tcfg), "vae": original_config("0.9.5")}
-    single = save_single_file(root / "ltxv-tiny.safetensors", tensors, config)
-    return folder, single, json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return fx.single_file_and_folder(tmp_path_factory.mktemp("single"))
 
 
 def test_single_file_engine_equals_folder_engine(checkpoints):
