@@ -36,6 +36,8 @@ STG = [LAYERS - 1]
 GUIDED = dict(guidance_scale=3.0, stg_scale=1.0, modality_scale=3.0, guidance_rescale=0.7, audio_guidance_scale=7.0,
               audio_stg_scale=1.0, audio_modality_scale=3.0, audio_guidance_rescale=0.7,
               spatio_temporal_guidance_blocks=STG)
+# Stage 2 of the two-stage recipe: the same guidance without CFG (the distilled LoRA is fused).
+STAGE2_GUIDED = dict(GUIDED, guidance_scale=1.0)
 
 
 def params(d: dict, prefix: str = ""):
@@ -44,6 +46,42 @@ def params(d: dict, prefix: str = ""):
     return GuidanceParams(cfg=d[f"{prefix}guidance_scale"], stg=d[f"{prefix}stg_scale"],
                           stg_blocks=tuple(d["spatio_temporal_guidance_blocks"]),
                           rescale=d[f"{prefix}guidance_rescale"], modality=d[f"{prefix}modality_scale"])
+
+
+def reference_two_stage(pipe, upsampler, deltas: dict, prompt: str, negative: str, *, stage1: dict | None = None,
+                        stage2: dict | None = None, output_type: str = "np"):
+    """diffusers' documented two-stage recipe, the reference of the engine's pipeline="two-stage": stage 1
+    at 64 x 64 with GUIDED, LTX2LatentUpsamplePipeline with ``upsampler``, the distilled LoRA's ``deltas``
+    fused into pipe.transformer, a scheduler without shifting, stage 2 with the 3 distilled sigmas
+    (noise_scale the first) and STAGE2_GUIDED; 9 frames at 24 fps, one generator (seed 11) throughout.
+    ``stage1`` / ``stage2``: extra keywords of each call. The pipe's transformer and scheduler are
+    restored. Returns (video, audio, the upsampled stage-1 latents)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
+
+    from ltxengine.ltx2.denoise import STAGE2_SIGMAS
+    kw = dict(num_frames=9, frame_rate=24.0, prompt=prompt, negative_prompt=negative, num_inference_steps=3,
+              max_sequence_length=SEQ, return_dict=False)
+    gen = torch.Generator().manual_seed(11)
+    original = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
+    scheduler = pipe.scheduler
+    try:
+        with torch.no_grad():
+            v_lat, a_lat = pipe(height=64, width=64, generator=gen, output_type="latent", **kw, **GUIDED,
+                                **(stage1 or {}))
+            up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler)(
+                latents=v_lat, output_type="latent", return_dict=False)[0]
+            sd = pipe.transformer.state_dict()
+            for name, delta in deltas.items():
+                sd[name].add_(delta)
+            pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False,
+                                                                         shift_terminal=None)
+            video, audio = pipe(latents=up, audio_latents=a_lat, noise_scale=STAGE2_SIGMAS[0],
+                                sigmas=list(STAGE2_SIGMAS[:-1]), generator=gen, output_type=output_type, **kw,
+                                **STAGE2_GUIDED, **(stage2 or {}))
+    finally:
+        pipe.transformer.load_state_dict(original)
+        pipe.scheduler = scheduler
+    return video, audio, up
 
 
 def build_pipeline(root, timestep_conditioning: bool = False):

@@ -19,7 +19,8 @@ import torch
 from ltxengine import Engine
 from ltxengine.ltx2.denoise import STAGE2_SIGMAS
 from ltxengine.ltx2.engine import LTX2TwoStage
-from tests.pipelines.ltx2_fixtures import GUIDED, SEQ, build_pipeline, params, write_lora
+from tests.pipelines.ltx2_fixtures import (GUIDED, SEQ, STAGE2_GUIDED, build_pipeline, params, reference_two_stage,
+                                           write_lora)
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -131,37 +132,15 @@ def test_two_stage_starts_stage_1_from_given_latents_and_returns_latents(setup, 
     """pipeline="two-stage" with latents= / audio_latents= (stage 1's size) and output_type="latent":
     diffusers' documented recipe (test_ltx2_parity) with the latents given to its stage-1 call
     (noise_scale 0.5) and its stage-2 call returning latents."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
     pipe, upsampler, folder, _ = setup
     lora, deltas = write_lora(tmp_path / "distilled-lora.safetensors", pipe.transformer)
     engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, distilled_lora=lora)
     kw = dict(num_frames=9, frame_rate=24.0)
     g = torch.Generator().manual_seed(200)
     lat, alat = torch.randn((1, 8, 2, 2, 2), generator=g), torch.randn((1, 4, 9, 4), generator=g)
-    gen = torch.Generator().manual_seed(11)
-    stage2 = dict(GUIDED, guidance_scale=1.0)
-    original = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
-    scheduler = pipe.scheduler
-    try:
-        with torch.no_grad():
-            v_lat, a_lat = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=3,
-                                latents=lat.clone(), audio_latents=alat.clone(), noise_scale=0.5, generator=gen,
-                                max_sequence_length=SEQ, output_type="latent", return_dict=False, **kw, **GUIDED)
-            up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler)(
-                latents=v_lat, output_type="latent", return_dict=False)[0]
-            sd = pipe.transformer.state_dict()
-            for name, delta in deltas.items():
-                sd[name].add_(delta)
-            pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False,
-                                                                         shift_terminal=None)
-            video, audio = pipe(latents=up, audio_latents=a_lat, prompt=PROMPT, negative_prompt=NEGATIVE,
-                                num_inference_steps=3, noise_scale=STAGE2_SIGMAS[0], sigmas=list(STAGE2_SIGMAS[:-1]),
-                                generator=gen, max_sequence_length=SEQ, output_type="latent", return_dict=False,
-                                **kw, **stage2)
-    finally:
-        pipe.transformer.load_state_dict(original)
-        pipe.scheduler = scheduler
-    two = LTX2TwoStage(video_guidance=params(stage2), audio_guidance=params(stage2, "audio_"))
+    video, audio, _ = reference_two_stage(pipe, upsampler, deltas, PROMPT, NEGATIVE, output_type="latent",
+                                          stage1=dict(latents=lat.clone(), audio_latents=alat.clone(), noise_scale=0.5))
+    two = LTX2TwoStage(video_guidance=params(STAGE2_GUIDED), audio_guidance=params(STAGE2_GUIDED, "audio_"))
     ours = _ours(engine, 11, pipeline="two-stage", two_stage=two, height=128, width=128, num_inference_steps=3,
                  latents=lat, audio_latents=alat, noise_scale=0.5, output_type="latent", **kw)
     assert ours.latents.shape == (1, 8, 2, 4, 4)

@@ -15,8 +15,9 @@ import torch
 
 from ltxengine import Engine
 from ltxengine.ltx2.engine import LTX2TwoStage
-from ltxengine.ltx2.denoise import STAGE2_SIGMAS, GuidanceParams
-from tests.pipelines.ltx2_fixtures import GUIDED, SEQ, build_pipeline, params, write_lora
+from ltxengine.ltx2.denoise import GuidanceParams
+from tests.pipelines.ltx2_fixtures import (GUIDED, SEQ, STAGE2_GUIDED, build_pipeline, params, reference_two_stage,
+                                           write_lora)
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -103,35 +104,12 @@ def test_two_stage_recipe_matches_diffusers_documentation(setup, tmp_path):
     the distilled LoRA fused, a scheduler without shifting, stage 2 with the 3 distilled sigmas and
     noise_scale = 0.909375 (guidance_scale=1, so only the other guidance defaults act), one
     generator throughout. The engine: pipeline="two-stage" at (H, W), the LoRA given at load."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
     pipe, upsampler, folder, _ = setup
     lora, deltas = write_lora(tmp_path / "distilled-lora.safetensors", pipe.transformer)
     engine = Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, distilled_lora=lora)
     kw = dict(num_frames=9, frame_rate=24.0)
-    gen = torch.Generator().manual_seed(11)
-    stage2 = dict(GUIDED, guidance_scale=1.0)
-    original = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
-    scheduler = pipe.scheduler
-    try:
-        with torch.no_grad():
-            v_lat, a_lat = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=3,
-                                generator=gen, max_sequence_length=SEQ, output_type="latent", return_dict=False,
-                                **kw, **GUIDED)
-            up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=upsampler)(
-                latents=v_lat, output_type="latent", return_dict=False)[0]
-            sd = pipe.transformer.state_dict()
-            for name, delta in deltas.items():
-                sd[name].add_(delta)
-            pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False,
-                                                                         shift_terminal=None)
-            video, audio = pipe(latents=up, audio_latents=a_lat, prompt=PROMPT, negative_prompt=NEGATIVE,
-                                num_inference_steps=3, noise_scale=STAGE2_SIGMAS[0], sigmas=list(STAGE2_SIGMAS[:-1]),
-                                generator=gen, max_sequence_length=SEQ, output_type="np", return_dict=False,
-                                **kw, **stage2)
-    finally:
-        pipe.transformer.load_state_dict(original)
-        pipe.scheduler = scheduler
-    two = LTX2TwoStage(video_guidance=params(stage2), audio_guidance=params(stage2, "audio_"))
+    video, audio, _ = reference_two_stage(pipe, upsampler, deltas, PROMPT, NEGATIVE)
+    two = LTX2TwoStage(video_guidance=params(STAGE2_GUIDED), audio_guidance=params(STAGE2_GUIDED, "audio_"))
     before = {k: v.clone() for k, v in engine.transformer.state_dict().items()}
     ours = engine.generate(PROMPT, NEGATIVE, height=128, width=128, **kw, num_inference_steps=3,
                            pipeline="two-stage", two_stage=two, video_guidance=params(GUIDED),

@@ -21,12 +21,12 @@ import torch
 
 from ltxengine import Engine
 from ltxengine.components.latents import upsample_latents
-from ltxengine.ltx2.denoise import STAGE2_SIGMAS
 from ltxengine.ltx2.engine import LTX2TwoStage
 from ltxengine.models.latent_upsampler import upsampler_kind
 from tests.helpers import assert_close_scaled, perturb_
 from tests.oracles import ltx_core
-from tests.pipelines.ltx2_fixtures import GUIDED, SEQ, UPSAMPLER, build_pipeline_version, params, write_lora
+from tests.pipelines.ltx2_fixtures import (GUIDED, SEQ, STAGE2_GUIDED, UPSAMPLER, build_pipeline_version, params,
+                                           reference_two_stage, write_lora)
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel  # noqa: E402
@@ -99,35 +99,13 @@ def test_x1_5_two_stage_matches_diffusers(setup):
     """Stage 1 at 64 x 64 (two thirds of 96), the x1.5 upscaler (latents 2 x 2 -> 3 x 3), stage 2 at
     96 x 96 with the distilled LoRA and sigmas: diffusers' documented two-stage recipe with the x1.5
     model in LTX2LatentUpsamplePipeline, one generator throughout."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, LTX2LatentUpsamplePipeline
     pipe, ups, deltas, engine = setup
     assert upsampler_kind(engine.latent_upsampler.config) == "spatial x1.5"
     kw = dict(num_frames=9, frame_rate=24.0)
-    gen = torch.Generator().manual_seed(11)
-    stage2 = dict(GUIDED, guidance_scale=1.0)
-    original = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
-    scheduler = pipe.scheduler
-    try:
-        with torch.no_grad():
-            v_lat, a_lat = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, height=64, width=64, num_inference_steps=3,
-                                generator=gen, max_sequence_length=SEQ, output_type="latent", return_dict=False,
-                                **kw, **GUIDED)
-            up = LTX2LatentUpsamplePipeline(vae=pipe.vae, latent_upsampler=ups["x1.5"][0])(
-                latents=v_lat, output_type="latent", return_dict=False)[0]
-            assert tuple(up.shape[-2:]) == (3, 3)
-            sd = pipe.transformer.state_dict()
-            for name, delta in deltas.items():
-                sd[name].add_(delta)
-            pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler.config, use_dynamic_shifting=False,
-                                                                         shift_terminal=None)
-            video, audio = pipe(latents=up, audio_latents=a_lat, prompt=PROMPT, negative_prompt=NEGATIVE,
-                                height=96, width=96, num_inference_steps=3, noise_scale=STAGE2_SIGMAS[0],
-                                sigmas=list(STAGE2_SIGMAS[:-1]), generator=gen, max_sequence_length=SEQ,
-                                output_type="np", return_dict=False, **kw, **stage2)
-    finally:
-        pipe.transformer.load_state_dict(original)
-        pipe.scheduler = scheduler
-    two = LTX2TwoStage(video_guidance=params(stage2), audio_guidance=params(stage2, "audio_"))
+    video, audio, up = reference_two_stage(pipe, ups["x1.5"][0], deltas, PROMPT, NEGATIVE,
+                                           stage2=dict(height=96, width=96))
+    assert tuple(up.shape[-2:]) == (3, 3)
+    two = LTX2TwoStage(video_guidance=params(STAGE2_GUIDED), audio_guidance=params(STAGE2_GUIDED, "audio_"))
     ours = engine.generate(PROMPT, NEGATIVE, height=96, width=96, **kw, num_inference_steps=3, pipeline="two-stage",
                            two_stage=two, video_guidance=params(GUIDED), audio_guidance=params(GUIDED, "audio_"),
                            shift_tokens=None, seed=11, max_sequence_length=SEQ)
