@@ -80,6 +80,19 @@ def run_bench_smokes(runs: dict, tmp_path_factory, timeout: float = 300) -> dict
     return result
 
 
+class MoveRecorder(torch.nn.Module):
+    """A component that records each ``.to(device)`` (as a string) instead of moving: what the
+    residency tests check the executor's moves with."""
+
+    def __init__(self):
+        super().__init__()
+        self.moves = []
+
+    def to(self, device):
+        self.moves.append(str(device))
+        return self
+
+
 def record_encoded_frames(monkeypatch) -> list:
     """Every uint8 frame handed to the H.264 encoder (media._encode_frames), in order. Tests that two
     paths make the same video compare these, not decoded mp4s: the same frames written to a

@@ -19,7 +19,7 @@ from ltxengine.executor.plan import module_bytes
 from ltxengine.loading.lora import LoraSet, LoraWeights
 from ltxengine.models.transformer import LTXVideoTransformer, grid_positions
 from ltxengine.quant.fp8 import Fp8Linear, convert_to_fp8
-from tests.helpers import perturb_
+from tests.helpers import MoveRecorder, perturb_
 
 LTXV = TransformerConfig(in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8,
                          cross_attention_dim=16, num_layers=5, caption_channels=12)
@@ -250,30 +250,20 @@ def test_residency_moves_a_component_without_its_streamed_layers():
     assert torch.equal(ltxv_run(model), ltxv_run(ltxv_model()))
 
 
-class _Recorder(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.moves = []
-
-    def to(self, device):
-        self.moves.append(str(device))
-        return self
-
-
 def test_the_transformer_leaves_the_device_while_the_text_encoder_and_upsampler_run():
     from ltxengine.executor.residency import Residency
     known = ("text_encoder", "latent_upsampler", "vae_encoder", "transformer_between_stages")
     r = Residency("cuda:0", offload=("transformer_between_stages",), known=known)
-    r.transformer = dit = _Recorder()
-    te = _Recorder()
+    r.transformer = dit = MoveRecorder()
+    te = MoveRecorder()
     with r.use("text_encoder", te):  # the text encoder itself stays resident (not offloaded)
         assert dit.moves == ["cpu"] and te.moves == []
     assert dit.moves == ["cpu", "cuda:0"]
     with pytest.raises(RuntimeError, match="boom"):
-        with r.use("latent_upsampler", _Recorder()):
+        with r.use("latent_upsampler", MoveRecorder()):
             raise RuntimeError("boom")
     assert dit.moves[-2:] == ["cpu", "cuda:0"]  # back on the device after a failure too
-    with r.use("vae_encoder", _Recorder()):
+    with r.use("vae_encoder", MoveRecorder()):
         pass
     assert len(dit.moves) == 4  # the VAE encoder runs beside the DiT
     other = r.with_offload((), known)

@@ -12,6 +12,7 @@ import torch
 from ltxengine import Engine, TwoStage
 from ltxengine.executor.graphs import GraphExecutor, bucket_key, resolve_mode
 from ltxengine.executor.residency import Residency
+from tests.helpers import MoveRecorder
 from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder, make_image
 
 
@@ -179,19 +180,9 @@ def test_ltx2_generation_through_the_executor_equals_the_plain_path(tmp_path_fac
 
 # -- residency ---------------------------------------------------------------------------------------------
 
-class _Recorder(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.moves = []
-
-    def to(self, device):
-        self.moves.append(str(device))
-        return self
-
-
 def test_offloaded_components_visit_the_device_only_while_used():
     r = Residency("cuda:0", offload=("text_encoder",), known=("text_encoder", "latent_upsampler"))
-    te, up = _Recorder(), _Recorder()
+    te, up = MoveRecorder(), MoveRecorder()
     r.park("text_encoder", te)
     r.park("latent_upsampler", up)
     assert te.moves == ["cpu"] and up.moves == ["cuda:0"]
