@@ -65,16 +65,8 @@ def build_meta() -> dict:
 
 def _fakeify(model, mode, device):
     """A copy of the meta ``model`` with fake tensors of ``mode`` on ``device``."""
-    model = copy.deepcopy(model)
-    convert = mode.fake_tensor_converter.from_meta_and_device
-    for m in model.modules():
-        for k, p in m._parameters.items():
-            if p is not None:
-                m._parameters[k] = torch.nn.Parameter(convert(mode, p.data, device), requires_grad=False)
-        for k, b in m._buffers.items():
-            if b is not None:
-                m._buffers[k] = convert(mode, b, device)
-    return model
+    from bench.roofline_count import fake_tensors
+    return fake_tensors(copy.deepcopy(model), mode, device)
 
 
 def dit_peak(dit, h: int, w: int, batch: int) -> int:

@@ -94,20 +94,6 @@ def auto_ops_as_on_cuda() -> Ops:
                                sources=tuple((op, dict(backends[b].sources).get(op, b)) for op, b in chosen.items()))
 
 
-def _fakeify(model: torch.nn.Module, mode: FakeTensorMode) -> torch.nn.Module:
-    """Meta parameters and buffers -> fake tensors of ``mode`` (CPU: see roofline_count.CudaSdpa)."""
-    convert = mode.fake_tensor_converter.from_meta_and_device
-    cpu = torch.device("cpu")
-    for module in model.modules():
-        for k, p in module._parameters.items():
-            if p is not None:
-                module._parameters[k] = torch.nn.Parameter(convert(mode, p.data, cpu), requires_grad=False)
-        for k, b in module._buffers.items():
-            if b is not None:
-                module._buffers[k] = convert(mode, b, cpu)
-    return model.eval()
-
-
 def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:
     config = M.TRANSFORMERS[name]
     config.validate("bench.roofline")
@@ -117,7 +103,7 @@ def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:
         model = cls(config, ops=ops).to(DTYPE)
     if impl == "diffusers":
         model = M.build_diffusers(model)
-    return _fakeify(model, mode)
+    return rc.fake_tensors(model, mode, torch.device("cpu")).eval()  # CPU fakes: see rc.CudaSdpa
 
 
 def fake_inputs(config, geo: T.Geometry, batch: int) -> dict:

@@ -205,6 +205,20 @@ def _dtype(func, args) -> torch.dtype | None:
 
 # -- attention as on a CUDA device --------------------------------------------------------------
 
+def fake_tensors(model: torch.nn.Module, mode, device: torch.device) -> torch.nn.Module:
+    """``model`` (on the meta device) with its parameters and buffers made fake tensors of ``mode``
+    on ``device``, in place: the model a counted or traced call runs without any memory."""
+    convert = mode.fake_tensor_converter.from_meta_and_device
+    for module in model.modules():
+        for k, p in module._parameters.items():
+            if p is not None:
+                module._parameters[k] = torch.nn.Parameter(convert(mode, p.data, device), requires_grad=False)
+        for k, b in module._buffers.items():
+            if b is not None:
+                module._buffers[k] = convert(mode, b, device)
+    return model
+
+
 class CudaSdpa(TorchFunctionMode):
     """F.scaled_dot_product_attention -> the kernel torch's SDPA dispatch picks on Hopper (see the
     module docstring), so a trace on CPU fake tensors counts what a GPU launches."""
