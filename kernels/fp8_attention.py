@@ -58,7 +58,7 @@ import triton.language as tl
 
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
-from ._common import check_rows, to_e4m3
+from ._common import check_rows, check_runnable, describe, to_e4m3
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -281,21 +281,15 @@ def _block_d(head_dim: int) -> int:
 # validation
 
 
-def _describe(t) -> str:
-    return f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
-
-
 def _check_qkv(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.ndim != 3:
-            raise ValueError(f"{_FN}: {name} must be a 3-D (B, N, H*D) tensor, got {_describe(t)}")
+            raise ValueError(f"{_FN}: {name} must be a 3-D (B, N, H*D) tensor, got {describe(t)}")
         if t.dtype not in _IN_DTYPES:
             raise ValueError(f"{_FN}: {name} must be bfloat16, float16 or float32, got {t.dtype}")
         if t.numel() == 0:
             raise ValueError(f"{_FN}: {name} must not be empty, got shape {tuple(t.shape)}")
-    if not q.is_cuda and not _INTERPRET:
-        raise ValueError(f"{_FN}: q must be a CUDA tensor (CPU tensors need TRITON_INTERPRET=1 set before "
-                         f"ltxengine.kernels is imported), got device {q.device}")
+    check_runnable(_FN, "q", q, _INTERPRET)
     for name, t in (("k", k), ("v", v)):
         if t.dtype != q.dtype:
             raise ValueError(f"{_FN}: {name} must have q's dtype {q.dtype}, got {t.dtype}")
@@ -324,7 +318,7 @@ def _check_mask(mask, shape: tuple[int, int, int, int], device: torch.device):
         return None
     if not isinstance(mask, torch.Tensor) or mask.dtype not in _IN_DTYPES:
         raise ValueError(f"{_FN}: mask must be an additive float bias (float32, bfloat16 or float16), "
-                         f"got {_describe(mask)}")
+                         f"got {describe(mask)}")
     if mask.device != device:
         raise ValueError(f"{_FN}: mask must be on q's device {device}, got {mask.device}")
     try:
