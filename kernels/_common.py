@@ -75,6 +75,20 @@ def launch_config(width: int) -> tuple[int, int]:
 
 
 @triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row-tiles sweep the N tiles
+    together, so an operand tile loaded by one program is still in L2 for the next GROUP_M - 1."""
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * tiles_n)
+    first_m = group * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_rows
+    pid_n = (pid % (GROUP_M * tiles_n)) // group_rows
+    return pid_m, pid_n
+
+
+@triton.jit
 def to_e4m3(v):
     """fp32 -> float8_e4m3fn: round to nearest even, saturate at +-448, NaN -> NaN.
 

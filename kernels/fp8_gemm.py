@@ -27,7 +27,7 @@ import triton.language as tl
 
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
-from ._common import GemmConfig, check_rows, check_runnable, describe, to_e4m3
+from ._common import GemmConfig, check_rows, check_runnable, describe, grouped_tile, to_e4m3
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -127,16 +127,7 @@ def _scaled_mm_kernel(
     SA_ROWS: tl.constexpr, SB_COLS: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    # Grouped order: GROUP_M row-tiles sweep the N tiles together, so a b tile loaded by one
-    # program is still in L2 for the next GROUP_M - 1.
-    pid = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    group = pid // (GROUP_M * tiles_n)
-    first_m = group * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_rows
-    pid_n = (pid % (GROUP_M * tiles_n)) // group_rows
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     # Rows / columns past M / N wrap around instead of being masked: the loads stay unmasked in
     # those dims (only K needs a mask) and the stores below drop the duplicates.
