@@ -150,3 +150,14 @@ def test_sdist_rebuilds_the_same_wheel_and_carries_csrc(source_copy, tmp_path):
     wheel = _build(["-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wout), str(sdist)],
                    tmp_path, wout)
     _check_wheel(wheel, source_copy)
+
+
+def test_python_dash_m_runs_the_cli_and_importing_main_runs_nothing(tmp_path):
+    """``python -m ltxengine`` is the ``ltxengine`` command (torchrun launches it that way), while importing
+    ``ltxengine.__main__`` (as .ci/wheel_check does with every installed module) must not run it."""
+    import importlib
+    sys.modules.pop("ltxengine.__main__", None)
+    importlib.import_module("ltxengine.__main__")  # a SystemExit here fails the test
+    run = subprocess.run([sys.executable, "-m", "ltxengine", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and "usage: ltxengine" in run.stdout, run.stderr
