@@ -61,6 +61,7 @@ SIZES = {"768x512x121": S.Geometry(121, 512, 768, 24.0, 1024), "1536x1024x121": 
 MODELS = {"LTX-2.3 22B": "ltx2.3-22b", "LTX-Video 13B": "13b"}
 GUIDED_PASSES = {"ltx2.3-22b": STAGE1_PASSES, "13b": 2}  # LTX-Video: cond + uncond (CFG)
 GOAL = {2: 1.8, 4: 3.4}  # issue 22: speed-up for LTX-2.3 at 1536x1024x121
+V2A = ("ulysses", "gather", "combine")  # the video->audio attention schemes (Step.v2a), the engine's first
 TEXT_TOKENS = {"ltx2": 1024, "ltxv": 128}  # Gemma after the connectors / T5
 
 
@@ -72,10 +73,12 @@ class Step:
     audio_tokens: int
     text_tokens: int
     passes: int = 1
-    # video->audio attention under sequence parallel: "gather" the video K/V (what sequence.py does), or
-    # "combine" each rank's partial attention over its own keys by log-sum-exp (one all-reduce of the
-    # (audio tokens, d_a2v) outputs and per-head LSEs in fp32; the SDPA then splits over the ranks)
-    v2a: str = "gather"
+    # video->audio attention under sequence parallel: "ulysses" (what ltxengine/parallel/sequence.py does:
+    # the video k, v exchanged to head shards in one all-to-all, each rank attends with its H / P audio
+    # heads, the heads all-gathered), "gather" (the video K/V all-gathered, the SDPA replicated), or
+    # "combine" (each rank's partial attention over its own keys merged by log-sum-exp: one all-reduce of
+    # the (audio tokens, d_a2v) outputs and per-head LSEs in fp32)
+    v2a: str = "ulysses"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class Collective:
         return self.bytes_per_rank / (NVLINK_GBPS * 1e9 * NCCL_EFFICIENCY) + self.calls * COLLECTIVE_LATENCY_S
 
 
-def make_step(model: str, size: str, passes: int = 1, v2a: str = "gather") -> Step:
+def make_step(model: str, size: str, passes: int = 1, v2a: str = "ulysses") -> Step:
     config, geo = M.TRANSFORMERS[model], SIZES[size]
     f, h, w = S.latent_grid(config, geo)
     text = TEXT_TOKENS["ltx2" if isinstance(config, LTX2TransformerConfig) else "ltxv"]
@@ -106,9 +109,17 @@ def sp_collectives(step: Step, sp: int, passes: int) -> list[Collective]:
         return []
     c, n, frac = step.config, padded(step.video_tokens, sp), (sp - 1) / sp
     shard = n // sp * c.inner_dim * ACT_BYTES  # one rank's (N/P, d) q, k, v or output
-    out = [Collective("a2a q,k,v,out (video self-attn)", 4 * c.num_layers * passes,
+    # q, k, v travel in one all-to-all and the output in a second (sequence.py), so 2 calls a layer
+    out = [Collective("a2a q,k,v,out (video self-attn)", 2 * c.num_layers * passes,
                       4 * c.num_layers * passes * frac * shard)]
-    if isinstance(c, LTX2TransformerConfig) and step.v2a == "gather":
+    if isinstance(c, LTX2TransformerConfig) and step.v2a == "ulysses":
+        kv = n // sp * c.audio_cross_attention_dim * ACT_BYTES  # one rank's (N/P, d_a2v) K or V
+        heads = step.audio_tokens * c.audio_cross_attention_dim * ACT_BYTES  # the whole (Na, d_a2v) output
+        out.append(Collective("a2a K,V (video->audio attn)", c.num_layers * passes,
+                              2 * c.num_layers * passes * frac * kv))
+        out.append(Collective("all-gather audio heads (video->audio attn)", c.num_layers * passes,
+                              c.num_layers * passes * frac * heads))
+    elif isinstance(c, LTX2TransformerConfig) and step.v2a == "gather":
         gathered = n * c.audio_cross_attention_dim * ACT_BYTES  # the whole (N, d_a2v) K or V
         out.append(Collective("all-gather K,V (video->audio attn)", 2 * c.num_layers * passes,
                               2 * c.num_layers * passes * frac * gathered))
@@ -220,9 +231,11 @@ def collective_table() -> list[str]:
 def combine_lines() -> list[str]:
     lines = []
     for gpus in GPUS[1:]:
-        r = [predict(make_step("ltx2.3-22b", "1536x1024x121", v2a=v2a), 1, gpus) for v2a in ("gather", "combine")]
-        lines.append(f"- {gpus} GPUs, one LTX-2.3 1536x1024x121 step: comm {_ms(r[0]['comm'])} -> "
-                     f"{_ms(r[1]['comm'])} ms, speed-up {r[0]['speedup']:.2f}x -> {r[1]['speedup']:.2f}x (no overlap)")
+        r = [predict(make_step("ltx2.3-22b", "1536x1024x121", v2a=v2a), 1, gpus) for v2a in V2A]
+        comm = " / ".join(_ms(x["comm"]) for x in r)
+        speedup = " / ".join(f"{x['speedup']:.2f}x" for x in r)
+        lines.append(f"- {gpus} GPUs, one LTX-2.3 1536x1024x121 step, {' / '.join(V2A)}: comm {comm} ms, "
+                     f"speed-up {speedup} (no overlap)")
     return lines
 
 
@@ -272,10 +285,10 @@ def report() -> str:
         "Speed-up against one GPU running all passes. Layout g x s: g guidance groups, s-way Ulysses.", "",
         *step_table(), "",
         "## Collectives of one LTX-2.3 1536x1024x121 step (no guidance)", "", *collective_table(), "",
-        "The video->audio K/V all-gather grows with P while the all-to-all shrinks: at 8 GPUs it is the larger "
-        "part. Computing that attention on each rank's own K/V shard and combining the partial (audio tokens x "
-        "d_a2v) outputs by their log-sum-exp (one small all-reduce a layer; `Step.v2a = \"combine\"`) would "
-        "remove it:", "", *combine_lines(), "",
+        "The video->audio attention as the engine runs it (`ulysses`: the video k, v exchanged to head shards, "
+        "the audio heads all-gathered; its SDPA splits over the ranks), against all-gathering the video K/V with "
+        "the SDPA replicated (`gather`, which grows with P) and merging per-rank partial outputs by their "
+        "log-sum-exp (`combine`, one small all-reduce a layer):", "", *combine_lines(), "",
         "## LTX-2.3 two-stage generation at 1536x1024x121", "",
         f"Stage 1: {STAGE1_STEPS} steps at 768x512x121 with {STAGE1_PASSES} guidance passes; stage 2: "
         f"{STAGE2_STEPS} steps at 1536x1024x121 without guidance; the tiled VAE decode split over the GPUs. "

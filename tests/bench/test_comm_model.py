@@ -9,22 +9,36 @@ from ltxengine.presets import TINY_2B, TINY_LTX2
 
 # TINY_LTX2: 2 layers, video 2 heads x 16 = 32 wide, video->audio attention 16 wide, 8 output channels.
 # 11 video tokens on 2 ranks pad to 12, 6 a rank; 3 audio and 5 text tokens.
-STEP = C.Step(TINY_LTX2, video_tokens=11, audio_tokens=3, text_tokens=5)
+STEP = C.Step(TINY_LTX2, video_tokens=11, audio_tokens=3, text_tokens=5, v2a="gather")
 
 
 def test_sequence_parallel_bytes_by_hand():
     a2a, kv, out = C.sp_collectives(STEP, 2, passes=1)
-    # a2a: q, k, v, out per layer = 8 calls; each rank's shard 6 x 32 x 2 B = 384 B, half of it leaves the rank
-    assert (a2a.calls, a2a.bytes_per_rank) == (8, 8 * 384 / 2)
+    # a2a: q, k, v in one call and out in another per layer = 4 calls; 4 tensors a layer, each rank's shard
+    # 6 x 32 x 2 B = 384 B, half of it leaves the rank
+    assert (a2a.calls, a2a.bytes_per_rank) == (4, 8 * 384 / 2)
     # video K and V gathered for the audio queries: (12 x 16 x 2 B = 384 B) each, per layer = 4 calls, half received
     assert (kv.calls, kv.bytes_per_rank) == (4, 4 * 384 / 2)
     # the step's output (12 x 8 x 2 B = 192 B) gathered once
     assert (out.calls, out.bytes_per_rank) == (1, 192 / 2)
-    seconds = (1536 + 768 + 96) / (450e9 * 0.8) + 13 * 25e-6
+    seconds = (1536 + 768 + 96) / (450e9 * 0.8) + 9 * 25e-6
     assert sum(c.seconds() for c in (a2a, kv, out)) == pytest.approx(seconds, rel=1e-12)
     # three passes move three times the bytes; one rank moves nothing
     assert [c.bytes_per_rank for c in C.sp_collectives(STEP, 2, passes=3)] == [3 * 1536, 3 * 768, 3 * 96]
     assert C.sp_collectives(STEP, 1, passes=1) == []
+
+
+def test_video_to_audio_ulysses_by_hand():
+    """The engine's scheme (parallel/sequence.py _video_to_audio), the model's default."""
+    step = C.Step(TINY_LTX2, 11, 3, 5)
+    assert step.v2a == "ulysses"
+    a2a, kv, heads, out = C.sp_collectives(step, 2, passes=1)
+    # k and v in one all-to-all a layer: each rank's (6 x 16 x 2 B = 192 B) K and V, half of each leaves
+    assert (kv.calls, kv.bytes_per_rank) == (2, 2 * 2 * 192 / 2)
+    # the audio output's heads all-gathered a layer: (3 x 16 x 2 B = 96 B) whole, half comes from the other rank
+    assert (heads.calls, heads.bytes_per_rank) == (2, 2 * 96 / 2)
+    assert (a2a.bytes_per_rank, out.bytes_per_rank) == (1536, 96)  # unchanged
+    assert C.replicated_flops(step, 12) == S.transformer_flops(TINY_LTX2, 0, 5, 3)  # its SDPA splits
 
 
 def test_video_to_audio_combine_by_hand():
