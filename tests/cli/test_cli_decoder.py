@@ -8,12 +8,9 @@ import pytest
 
 from ltxengine.cli import build_parser, main
 from ltxengine.demo import write_demo_checkpoint, write_demo_ltx2_checkpoint
-from ltxengine.engine import Engine
 from ltxengine.ltx2.diffusion_decode import DECODERS
+from tests.cli.recording import Stop as _Stop
 
-
-class _Stop(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +19,6 @@ def folders(tmp_path_factory):
     return {"ltx-2": write_demo_ltx2_checkpoint(root / "ltx2"), "ltx-video": write_demo_checkpoint(root / "ltxv")}
 
 
-@pytest.fixture
-def recorded(monkeypatch):
-    """Engine.from_pretrained replaced: records generate's arguments, then stops."""
-    calls = {}
-
-    class Fake:
-        def generate(self, prompt, **kw):
-            calls["generate"] = kw
-            raise _Stop
-
-    monkeypatch.setattr(Engine, "from_pretrained", lambda path, **kw: Fake())
-    return calls
 
 
 @pytest.mark.parametrize("extra,expected", [((), None), (("--decoder", "diffusion"), "diffusion"),

@@ -20,6 +20,7 @@ from ltxengine.cli import build_parser, main
 from ltxengine.demo import write_demo_checkpoint, write_demo_ltx2_checkpoint
 from ltxengine.engine import Engine
 from ltxengine.media import read_media, write_mp4
+from tests.cli.recording import Stop as _Stop
 
 from ..helpers import record_encoded_frames
 
@@ -124,29 +125,7 @@ def test_generate_ltx2_from_the_command_line(folders, tmp_path, monkeypatch):
 
 # -- what reaches the engine (no model run) ---------------------------------------------------------------
 
-class _Stop(Exception):
-    pass
 
-
-@pytest.fixture
-def recorded(monkeypatch):
-    """Engine.from_pretrained replaced: records its and generate's arguments, then stops."""
-    calls = {}
-
-    class Fake:
-        def generate(self, prompt, **kw):
-            calls["generate"] = dict(kw, prompt=prompt)
-            raise _Stop
-
-    def fake_load(path, **kw):
-        from huggingface_hub.utils import are_progress_bars_disabled
-        from transformers.utils import logging
-        calls["load"] = dict(kw, path=path, bars=logging.is_progress_bar_enabled(),
-                             hub_bars=not are_progress_bars_disabled(), verbosity=logging.get_verbosity())
-        return Fake()
-
-    monkeypatch.setattr(Engine, "from_pretrained", fake_load)
-    return calls
 
 
 def test_ltx2_flags_reach_the_engine(folders, recorded, capsys):

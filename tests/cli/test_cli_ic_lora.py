@@ -14,6 +14,7 @@ from ltxengine.cli import main
 from ltxengine.demo import write_demo_ltx2_checkpoint
 from ltxengine.engine import Engine
 from ltxengine.media import write_mp4
+from tests.cli.recording import Stop as _Stop
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +26,7 @@ def files(tmp_path_factory):
             "mask": write_mp4(root / "mask.mp4", np.full((9, 64, 96, 3), 255, np.uint8), 24)}
 
 
-class _Stop(Exception):
-    pass
 
-
-@pytest.fixture
-def recorded(monkeypatch):
-    calls = {}
-
-    class Fake:
-        def generate(self, prompt, **kw):
-            calls["generate"] = kw
-            raise _Stop
-
-    monkeypatch.setattr(Engine, "from_pretrained", lambda path, **kw: Fake())
-    return calls
 
 
 def _argv(files, *extra):

@@ -13,6 +13,7 @@ from ltxengine.cli import main
 from ltxengine.demo import write_demo_ltx2_checkpoint
 from ltxengine.engine import Engine
 from ltxengine.media import read_media, write_mp4
+from tests.cli.recording import Stop as _Stop
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +28,7 @@ def files(tmp_path_factory):
             "silent": write_mp4(root / "silent.mp4", video, 25)}
 
 
-class _Stop(Exception):
-    pass
 
-
-@pytest.fixture
-def recorded(monkeypatch):
-    calls = {}
-
-    class Fake:
-        def generate(self, prompt, **kw):
-            calls["generate"] = kw
-            raise _Stop
-
-    monkeypatch.setattr(Engine, "from_pretrained", lambda path, **kw: Fake())
-    return calls
 
 
 def _argv(files, *extra):
