@@ -3,6 +3,8 @@ others), shared by the LTX-2 engine tests. Built once per session (~a few second
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -206,3 +208,20 @@ def build_pipeline_version(root, version: str):
     pipe.save_pretrained(folder)
     upsampler.save_pretrained(folder / "latent_upsampler")
     return pipe, upsampler, folder
+
+
+class ReplayNoiser:
+    """ltx-core 1.0.0's GaussianNoiser arithmetic with given noise tensors instead of fresh draws;
+    ``lerp``: @400fd31's (f4b06fb) lerp(clean, lerp(latent, noise, noise_scale), mask)."""
+
+    def __init__(self, noises, lerp: bool = False):
+        self.noises, self.lerp = list(noises), lerp
+
+    def __call__(self, state, noise_scale=1.0):
+        noise = self.noises.pop(0)
+        assert noise.shape == state.latent.shape
+        if self.lerp:
+            x = torch.lerp(state.latent.float(), noise.float(), noise_scale)
+            return replace(state, latent=torch.lerp(state.clean_latent.float(), x, state.denoise_mask))
+        scaled = state.denoise_mask * noise_scale
+        return replace(state, latent=noise * scaled + state.latent * (1 - scaled))

@@ -28,7 +28,7 @@ from ltxengine.ltx2.recipes import two_stage
 from tests.helpers import assert_close_scaled
 from tests.models.ltx2_transformer_fixtures import ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines
-from tests.pipelines.ltx2_fixtures import SEQ, build_pipeline, write_lora
+from tests.pipelines.ltx2_fixtures import SEQ, ReplayNoiser, build_pipeline, write_lora
 
 PROMPT, NEGATIVE = "a cat sits on the mat", "red car"
 SIZE = dict(height=128, width=192, num_frames=9, frame_rate=24.0)
@@ -65,19 +65,6 @@ def setup(tmp_path_factory):
             result = engine.generate(PROMPT, NEGATIVE, image=image, pipeline="two-stage-hq", seed=5,
                                      num_inference_steps=STEPS, max_sequence_length=SEQ, **SIZE)
     return engine, base, calls, result
-
-
-class ReplayNoiser:
-    """ltx-core's GaussianNoiser arithmetic with given noise tensors instead of fresh draws."""
-
-    def __init__(self, noises):
-        self.noises = list(noises)
-
-    def __call__(self, state, noise_scale=1.0):
-        noise = self.noises.pop(0)
-        assert noise.shape == state.latent.shape
-        scaled = state.denoise_mask * noise_scale
-        return replace(state, latent=noise * scaled + state.latent * (1 - scaled))
 
 
 def _our_noise(engine, call):

@@ -18,7 +18,6 @@ at output scales 5 to 12 (under 3e-6 of the scale)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -34,7 +33,7 @@ from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
 from tests.helpers import assert_close_scaled
 from tests.models.ltx2_transformer_fixtures import ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines
-from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline
+from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, ReplayNoiser, build_pipeline
 
 REL = 2e-5
 PROMPT, NEGATIVE = "a cat sits on the mat", "red car"
@@ -79,23 +78,6 @@ def _guiding_item_class():
                 positions=torch.cat([latent_state.positions, positions], dim=2),
                 clean_latent=torch.cat([latent_state.clean_latent, tokens], dim=1), attention_mask=attention)
     return GuidingLatent
-
-
-class ReplayNoiser:
-    """ltx-core 1.0.0's GaussianNoiser arithmetic with given noise tensors instead of fresh draws;
-    ``lerp``: @400fd31's (f4b06fb) lerp(clean, lerp(latent, noise, noise_scale), mask)."""
-
-    def __init__(self, noises, lerp: bool = False):
-        self.noises, self.lerp = list(noises), lerp
-
-    def __call__(self, state, noise_scale=1.0):
-        noise = self.noises.pop(0)
-        assert noise.shape == state.latent.shape
-        if self.lerp:
-            x = torch.lerp(state.latent.float(), noise.float(), noise_scale)
-            return replace(state, latent=torch.lerp(state.clean_latent.float(), x, state.denoise_mask))
-        scaled = state.denoise_mask * noise_scale
-        return replace(state, latent=noise * scaled + state.latent * (1 - scaled))
 
 
 def _reference_stage(engine, texts, items, shape, t_audio, sigmas, vp, ap, noises, fps, *, video_init=None,

@@ -21,7 +21,7 @@ from ltxengine.ltx2.stages import encode_conditions, encode_text, run_stage
 from tests.helpers import assert_close_scaled
 from tests.models.ltx2_transformer_fixtures import ltx_core_model
 from tests.oracles import ltx_core, ltx_pipelines
-from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, build_pipeline
+from tests.pipelines.ltx2_fixtures import LAYERS, SEQ, ReplayNoiser, build_pipeline
 
 REL = 2e-5  # relative to the output scale: fp32, ~10 chained transformer calls, different op order
 
@@ -30,20 +30,6 @@ REL = 2e-5  # relative to the output scale: fp32, ~10 chained transformer calls,
 def engine(tmp_path_factory):
     _, _, folder = build_pipeline(tmp_path_factory.mktemp("ltx2ref"))
     return Engine.from_pretrained(folder, device="cpu", dtype=torch.float32)
-
-
-class ReplayNoiser:
-    """ltx-core's GaussianNoiser arithmetic with given noise tensors instead of fresh draws."""
-
-    def __init__(self, noises):
-        self.noises = list(noises)
-
-    def __call__(self, state, noise_scale=1.0):
-        from dataclasses import replace
-        noise = self.noises.pop(0)
-        assert noise.shape == state.latent.shape
-        scaled = state.denoise_mask * noise_scale
-        return replace(state, latent=noise * scaled + state.latent * (1 - scaled))
 
 
 def _reference_stage(engine, texts, first, keys, shape, t_audio, sigmas, vp, ap, noises, fps,
