@@ -112,12 +112,7 @@ class Engine:
         ("transformer": its blocks streamed in groups of 2, see ``stream_blocks``; "text_encoder_layers":
         the text encoder's layers, one at a time, see ``stream_text_encoder``)."""
         _check_runtime_options(executor, offload)
-        offload = (offload,) if isinstance(offload, str) else tuple(offload)
-        names, streamed = offload, "transformer" in offload
-        offload = tuple(n for n in offload if n not in self.STREAMED)
-        # a captured step reads the DiT's weights by address: moved or streamed, its steps run eagerly
-        moved = streamed or "transformer_between_stages" in offload
-        executor = "eager" if moved and executor == "auto" else executor
+        names, offload, executor = _split_offload(offload, executor)
         self.block_offload = None
         self.memory_budget = None  # bytes: generate picks offload / tiling to fit (budget.py)
         self.memory_choice = None  # what it picked for the last request
@@ -134,7 +129,7 @@ class Engine:
         self.parallel = None  # a ParallelState (parallel/config.py) when generations span several ranks
         for name in self.OFFLOADABLE:
             self.residency.park(name, self.offloadable(name))
-        if streamed:
+        if "transformer" in names:
             self.stream_blocks(DEFAULT_GROUP_SIZE)
         if "text_encoder_layers" in names:
             self.stream_text_encoder(True)
@@ -354,13 +349,10 @@ class Engine:
                 raise ValueError(f"modalities: {family.family} checkpoints load whole (LTX-2 ones may load "
                                  f"modalities=('audio',)), got modalities={modalities!r}")
             extra["modalities"] = modalities
-        names = (offload,) if isinstance(offload, str) else tuple(offload)
+        names, offload, executor = _split_offload(offload, executor)  # the streamed names apply after load
         streamed = "transformer" in names
-        offload = tuple(n for n in names if n not in Engine.STREAMED)
         if budget is not None:  # the text encoder loads to the host: the budget's choice may bring it over
-            offload = ("text_encoder",)
-        moved = streamed or "transformer_between_stages" in offload
-        executor = "eager" if moved and executor == "auto" else executor
+            offload = ("text_encoder",)  # (a budget comes without offload names: check_load_options)
         from .loading.placement import blocks_on_host
         # blocks that will stream load straight to the host, so a DiT larger than the device loads; under a
         # budget only a DiT larger than the budget (then every option it can pick streams): loading/placement.py
@@ -506,6 +498,16 @@ class Engine:
 
     def _generate(self, request) -> GenerationResult:
         raise NotImplementedError
+
+
+def _split_offload(offload, executor: str) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """``offload`` (a name or names) -> (every name, the components moved whole (no ``Engine.STREAMED``
+    name), the executor mode): a captured step reads the DiT's weights by address, so a streamed or
+    moved DiT runs its steps eagerly ("auto" becomes "eager")."""
+    names = (offload,) if isinstance(offload, str) else tuple(offload)
+    whole = tuple(n for n in names if n not in Engine.STREAMED)
+    moved = "transformer" in names or "transformer_between_stages" in whole
+    return names, whole, "eager" if moved and executor == "auto" else executor
 
 
 def _check_runtime_options(executor, offload, fp8_lora: str = "branch") -> None:
