@@ -326,7 +326,7 @@ def ltx2_call(args, images: list, layers: int | None, release: str = "2.0") -> d
         kw["two_stage"] = LTX2TwoStage(lora_strength=args.distilled_lora[1] if args.distilled_lora else None,
                                        stage1_lora_strength=args.stage1_lora_strength,
                                        adain_factor=args.adain_factor, tone_map_compression_ratio=args.tone_map)
-    for dest in ("decode_timestep", "decode_noise_scale", "decoder"):
+    for dest in ("decode_timestep", "decode_noise_scale", "decoder", "cross_timestep"):
         if getattr(args, dest) is not None:
             kw[dest] = getattr(args, dest)
     if images:

@@ -55,7 +55,7 @@ LTX_VIDEO_ONLY = {"guidance_scale": "--guidance-scale", "guidance_rescale": "--g
                   "downscale_factor": "--downscale-factor", "refine_strength": "--refine-strength",
                   "refine_steps": "--refine-steps"}
 LTX2_ONLY = {"pipeline": "--pipeline", "sampler": "--sampler", "distilled_lora": "--distilled-lora",
-             "decoder": "--decoder",
+             "decoder": "--decoder", "cross_timestep": "--cross-timestep",
              "audio": "--audio-path", "audio_start": "--audio-start-time", "audio_max_duration": "--audio-max-duration",
              "stage1_lora_strength": "--distilled-lora-strength-stage-1",
              "latents_path": "--latents", "noise_scale": "--noise-scale", "output_latents": "--output-latents",
@@ -87,7 +87,7 @@ FLAG_OF = {
     "two_stage.lora_strength": "--distilled-lora STRENGTH",
     "two_stage.stage1_lora_strength": "--distilled-lora-strength-stage-1",
     "audio_max_duration": "--audio-max-duration", "latents": "--latents", "audio_latents": "--latents",
-    "noise_scale": "--noise-scale", "decoder": "--decoder", **RETAKE_FLAGS,
+    "noise_scale": "--noise-scale", "decoder": "--decoder", "cross_timestep": "--cross-timestep", **RETAKE_FLAGS,
     "reference_conditions": "--video-conditioning", "conditioning_attention_strength": "--conditioning-attention-mask",
     **{f"{m}_guidance.{k}": f for m in ("video", "audio") for k, f in guidance_flags(m).items()},
 }
@@ -226,6 +226,7 @@ class LorasAction(LoraAction):
 PIPELINES_LTX2 = ("two-stage", "distilled", "one-stage", "ic-lora", "retake", "keyframe-interpolation",
                   "text-to-audio", "two-stage-hq")
 SAMPLERS = ("euler", "gradient-estimation", "res2s", "euler-ancestral")
+CROSS_TIMESTEPS = ("sigma", "own", "mixed")  # models/ltx2_transformer.CROSS_TIMESTEPS (tests/cli/test_cli_decoder.py)
 DTYPES = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
 
@@ -313,6 +314,11 @@ def add_arguments(gen: argparse.ArgumentParser) -> None:
     ltx2.add_argument("--decoder", choices=("conv", "diffusion"),
                       help="video decoder: the VAE's conv decoder, or LTX-2.5's diffusion decoder (a diffusers "
                            "folder's diffusion_decoder/) (default: conv)")
+    ltx2.add_argument("--cross-timestep", choices=CROSS_TIMESTEPS,
+                      help="what drives the audio<->video modulation (differs only on conditioned tokens): "
+                           "'sigma' (ltx-core 1.0.0, diffusers), 'mixed' (Lightricks since ltx-core 1.1.4), "
+                           "'own' (the first 2.0 release) (default: the checkpoint release's: sigma for 2.0, "
+                           "mixed for 2.3 / 2.5)")
     for modality, cfg, other in (("video", 3.0, "a2v"), ("audio", 7.0, "v2a")):
         flags = guidance_flags(modality)
         ltx2.add_argument(flags["cfg"], dest=f"{modality}_cfg", type=number(float, 0.0),

@@ -37,5 +37,23 @@ def test_ltx_video_refuses_the_decoder(folders, capsys, monkeypatch, tmp_path):
 
 
 def test_choices_are_the_engines():
+    from ltxengine.models.ltx2_transformer import CROSS_TIMESTEPS
     gen = next(a for a in build_parser()._actions if a.dest == "command").choices["generate"]
     assert tuple(next(a for a in gen._actions if a.dest == "decoder").choices) == DECODERS
+    assert tuple(next(a for a in gen._actions if a.dest == "cross_timestep").choices) == CROSS_TIMESTEPS
+
+
+@pytest.mark.parametrize("extra,expected", [((), None), (("--cross-timestep", "own"), "own"),
+                                            (("--cross-timestep", "mixed"), "mixed")])
+def test_cross_timestep_reaches_the_engine(folders, recorded, extra, expected):
+    """--cross-timestep is generate(cross_timestep=); left out, the release's default (None here)."""
+    with pytest.raises(_Stop):
+        main(["generate", "--model", str(folders["ltx-2"]), "--prompt", "p", "--pipeline", "one-stage", "--quiet",
+              *extra])
+    assert recorded["generate"].get("cross_timestep") == expected
+
+
+def test_ltx_video_refuses_the_cross_timestep(folders, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--model", str(folders["ltx-video"]), "--prompt", "p", "--cross-timestep", "own"]) == 2
+    assert "--cross-timestep is an LTX-2 option" in capsys.readouterr().err
