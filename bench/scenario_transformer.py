@@ -184,8 +184,10 @@ def ltxengine_call(model, inp: dict, geo: Geometry):
     rt, r = ltxv_vae_ratios()
     rope = model.rope(grid_positions(1, f, h, w, (rt / geo.fps, r, r), device=dev))
     ctx = model.prepare_context(inp["text"], inp["mask"])
+    with torch.no_grad():
+        kv = model.cross_kv(ctx[0])  # the text keys / values: the sampler projects them once per generation
     t = inp["sigma"] * 1000  # LTX-Video's forward takes timesteps in [0, 1000]
-    return M.no_grad(lambda: {"video": model(inp["video"], t, context=ctx, rope=rope)})
+    return M.no_grad(lambda: {"video": model(inp["video"], t, context=ctx, rope=rope, cross_kv=kv)})
 
 
 def diffusers_call(ref, config, inp: dict, geo: Geometry):
