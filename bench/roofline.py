@@ -45,6 +45,7 @@ from bench import models as M  # noqa: E402
 from bench import roofline_count as rc  # noqa: E402
 from bench import roofline_report as report  # noqa: E402
 from bench import scenario_transformer as T  # noqa: E402
+from ltxengine.models.packing import pack_projections  # noqa: E402
 from ltxengine.ops import AUTO, FUSED_OPS, TORCH_OPS, Ops, library  # noqa: E402
 
 MODELS = ("2b", "13b", "ltx2-19b", "ltx2.3-22b")
@@ -103,7 +104,9 @@ def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:
         model = cls(config, ops=ops).to(DTYPE)
     if impl == "diffusers":
         model = M.build_diffusers(model)
-    return rc.fake_tensors(model, mode, torch.device("cpu")).eval()  # CPU fakes: see rc.CudaSdpa
+    model = rc.fake_tensors(model, mode, torch.device("cpu")).eval()  # CPU fakes: see rc.CudaSdpa
+    pack_projections(model)  # q/k/v as one GEMM, as the engine packs at load (diffusers' has no Attention)
+    return model
 
 
 def fake_inputs(config, geo: T.Geometry, batch: int) -> dict:

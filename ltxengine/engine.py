@@ -39,6 +39,7 @@ from .loading.gguf import is_gguf
 from .loading.gguf_transformer import gguf_base
 from .loading.sources import resolve_source
 from .ops import FUSED, get_ops, with_fp8_attention
+from .models.packing import pack_projections
 from .planning import measure
 from .results import STOP, GenerationCancelled, GenerationResult
 
@@ -113,6 +114,7 @@ class Engine:
         the text encoder's layers, one at a time, see ``stream_text_encoder``)."""
         _check_runtime_options(executor, offload)
         names, offload, executor = _split_offload(offload, executor)
+        pack_projections(self.transformer)  # q/k/v as one GEMM, before block streaming or graph capture
         self.block_offload = None
         self.memory_budget = None  # bytes: generate picks offload / tiling to fit (budget.py)
         self.memory_choice = None  # what it picked for the last request

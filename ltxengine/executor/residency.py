@@ -17,6 +17,8 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from ..models.packing import pack_projections
+
 
 class Residency:
     def __init__(self, device: torch.device | str, offload: Iterable[str] = (), known: Iterable[str] = ()):
@@ -80,6 +82,8 @@ class Residency:
         finally:
             if away:
                 self._move("transformer", self.transformer, self.device)
+                if "transformer" not in self.streamed:  # the move gave each weight its own storage again
+                    pack_projections(self.transformer)
 
     @contextmanager
     def _use(self, name: str, module: nn.Module | None):

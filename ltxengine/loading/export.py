@@ -22,9 +22,16 @@ def save_component(model: nn.Module, folder) -> Path:
     cfg = model.config
     data = {"_class_name": _CLASS_NAMES[type(cfg)], **dataclasses.asdict(cfg)}
     (folder / "config.json").write_text(json.dumps(data, indent=2))
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: _owning(v) for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / "diffusion_pytorch_model.safetensors"))
     return folder
+
+
+def _owning(t):
+    """``t`` on the host, a copy where it shares its storage: safetensors refuses to save tensors that
+    share memory, as the attention projections packed at load do (models/packing.py)."""
+    t = t.detach().contiguous().cpu()
+    return t if t.untyped_storage().nbytes() == t.nbytes else t.clone()
 
 
 def save_pipeline(folder, **components: nn.Module) -> Path:

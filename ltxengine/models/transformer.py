@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
+from . import packing
 from .common import OpsLinear, TimestepEmbedder
 
 QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
@@ -58,14 +59,19 @@ class Attention(nn.Module):
         constant context computed once (``project_kv``), used instead of projecting it again.
         ``residual=(r, gate)``: returns r + gate * output, the gated residual fused into the
         output projection where the backend can (``linear_residual``)."""
-        context = x if context is None else context
-        k_proj, v = kv if kv is not None else (None, self.to_v(context))
+        q = None
+        if kv is not None:
+            k_proj, v = kv
+        elif keep is False:
+            k_proj, v = None, self.to_v(x if context is None else context)
+        elif context is None:
+            q, k_proj, v = self._in_proj(x, (self.to_q, self.to_k, self.to_v))
+        else:
+            k_proj, v = self.project_kv(context)
         if keep is False:
             return self._project(self._gate(v, x), residual)
-        if k_proj is None:
-            k_proj = self.to_k(context)
-        q, k = self.ops.qk_norm_rope(self.to_q(x), k_proj, self.norm_q.weight, self.norm_k.weight,
-                                     self.eps, rope, k_rope)
+        q, k = self.ops.qk_norm_rope(self.to_q(x) if q is None else q, k_proj, self.norm_q.weight,
+                                     self.norm_k.weight, self.eps, rope, k_rope)
         attend = self.ops.attention if self.parallel_attention is None else self.parallel_attention
         out = attend(q, k, v, self.heads, mask)
         if keep is not None:
@@ -85,7 +91,16 @@ class Attention(nn.Module):
 
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(to_k(context), to_v(context)): constant over a generation for cross-attention."""
-        return self.to_k(context), self.to_v(context)
+        return tuple(self._in_proj(context, (self.to_k, self.to_v)))
+
+    def _in_proj(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
+        """Each layer of ``layers`` applied to x: one GEMM of their summed width when they are plain
+        linears whose weights ``packing.pack_projections`` packed (and nothing has replaced since),
+        split into views; otherwise one call each (fp8, GGUF, LoRA hooks, unpacked weights)."""
+        packed = packing.joined(layers) if all(fusable(layer) for layer in layers) else None
+        if packed is None:
+            return [layer(x) for layer in layers]
+        return list(self.ops.linear(x, *packed).split([layer.out_features for layer in layers], dim=-1))
 
 
 def fusable(layer: nn.Module) -> bool:
