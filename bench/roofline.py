@@ -46,7 +46,7 @@ from bench import roofline_count as rc  # noqa: E402
 from bench import roofline_report as report  # noqa: E402
 from bench import scenario_transformer as T  # noqa: E402
 from ltxengine.models.packing import pack_projections  # noqa: E402
-from ltxengine.ops import AUTO, FUSED_OPS, TORCH_OPS, Ops, library  # noqa: E402
+from ltxengine.ops import TORCH_OPS, Ops, build_backend, compose_auto  # noqa: E402
 
 MODELS = ("2b", "13b", "ltx2-19b", "ltx2.3-22b")
 SMOKE_MODELS = ("tiny-2b", "tiny-ltx2")
@@ -81,18 +81,14 @@ def guided_batch(config) -> int:
 
 def backend_ops(name: str) -> Ops:
     """kernels=<name> (triton or cuda) as on a CUDA device: every op the backend has a kernel for."""
-    fields, sources = library.build(name, FUSED_OPS)
-    return Ops(name=name, sources=tuple(sources.items()), **fields)
+    return build_backend(name)
 
 
 def auto_ops_as_on_cuda() -> Ops:
     """kernels="auto" as ops/__init__.py's _auto_ops resolves it on a CUDA device where Triton and the
     CUDA extension are present: per op its first preferred backend. Built from the ops' table, so a
     new fused op is picked up; nothing here needs a GPU (the fake impls stand in for the kernels)."""
-    backends = {"torch": TORCH_OPS, "triton": backend_ops("triton"), "cuda": backend_ops("cuda")}
-    chosen = {op: next((b for b in prefs if b in backends), "torch") for op, prefs in AUTO.items()}
-    return dataclasses.replace(TORCH_OPS, name="auto", **{op: getattr(backends[b], op) for op, b in chosen.items()},
-                               sources=tuple((op, dict(backends[b].sources).get(op, b)) for op, b in chosen.items()))
+    return compose_auto({"torch": TORCH_OPS, "triton": backend_ops("triton"), "cuda": backend_ops("cuda")})
 
 
 def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:

@@ -5,9 +5,10 @@ Reference: ``ltxengine.ops.reference.qk_norm_rope`` (fp32). Each row of q (B, Nq
 written once, in the input dtype or, for an fp8 attention, as e4m3 divided by a per-tensor scale.
 
 Rotary layouts (see reference.apply_rope):
-- interleaved (LTX-Video): cos/sin (Bt, N, D) fp32, adjacent pairs (2j, 2j+1) rotate together;
-- split (LTX-2): cos/sin (Bt, H, N, D/H/2) fp32, within each of the table's H heads the first
+- interleaved (LTX-Video): cos/sin (Bt, N, D), adjacent pairs (2j, 2j+1) rotate together;
+- split (LTX-2): cos/sin (Bt, H, N, D/H/2), within each of the table's H heads the first
   half rotates against the second half.
+Tables are fp32 or fp16 (``TABLE_DTYPES``), read and used in fp32.
 A rotation partner is another element of the same row; it is re-read from memory (an L1/L2 hit)
 rather than shuffled in registers, which keeps the kernel layout-agnostic and interpreter-safe.
 """
@@ -21,6 +22,9 @@ import triton.language as tl
 from ._common import check_rows, launch_config, row_view, to_e4m3
 
 _NONE, _INTERLEAVED, _SPLIT = 0, 1, 2
+# fp16 tables halve their traffic (cos/sin lie in [-1, 1]: 11 significant bits, 2^-12 relative, below
+# a bf16 / fp16 output's own rounding); models store them so for 16-bit activations (models.common)
+TABLE_DTYPES = (torch.float32, torch.float16)
 
 
 @triton.jit
@@ -54,8 +58,8 @@ def _norm_rope_row(
     if LAYOUT != 0:
         xp = tl.load(x_row + partner, mask=mask, other=0.0).to(tl.float32)
         wp = tl.load(w_ptr + partner, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(cos_ptr + t_off, mask=mask, other=0.0)
-        s = tl.load(sin_ptr + t_off, mask=mask, other=0.0)
+        c = tl.load(cos_ptr + t_off, mask=mask, other=0.0).to(tl.float32)  # fp32 or fp16 tables
+        s = tl.load(sin_ptr + t_off, mask=mask, other=0.0).to(tl.float32)
         y = y * c + sign * (xp * rstd * wp) * s
     if FP8_OUT:
         y = to_e4m3(tl.math.div_rn(y, tl.load(scale_ptr)))  # IEEE division like the reference
@@ -66,7 +70,7 @@ def _norm_rope_row(
 def _qk_norm_rope_kernel(
     q_ptr, k_ptr,  # (B, Nq, D), (B, Nk, D); last dim contiguous
     qw_ptr, kw_ptr,  # (D,) learned norm weights
-    qc_ptr, qs_ptr, kc_ptr, ks_ptr,  # rope tables for q and for k (layout above), fp32
+    qc_ptr, qs_ptr, kc_ptr, ks_ptr,  # rope tables for q and for k (layout above), fp32 / fp16
     qo_ptr, ko_ptr,  # outputs shaped like q and k
     qsc_ptr, ksc_ptr,  # fp8 output: per-tensor fp32 scales (1,)
     q_rows, nq, nk,
@@ -90,8 +94,8 @@ def _table(name, rope, x, layout_hint):
         return None, None, (0, 0, 0), _NONE, 1
     cos, sin = rope
     b, n, d = x.shape
-    if cos.shape != sin.shape or cos.dtype != torch.float32 or sin.dtype != torch.float32:
-        raise ValueError(f"qk_norm_rope: {name} cos/sin must be fp32 tables of equal shape, got "
+    if cos.shape != sin.shape or cos.dtype != sin.dtype or cos.dtype not in TABLE_DTYPES:
+        raise ValueError(f"qk_norm_rope: {name} cos/sin must be fp32 or fp16 tables of equal shape and dtype, got "
                          f"{tuple(cos.shape)} {cos.dtype} and {tuple(sin.shape)} {sin.dtype}")
     if cos.device != x.device or sin.device != x.device:
         raise ValueError(f"qk_norm_rope: {name} tables must be on {x.device}, got {cos.device}")

@@ -77,6 +77,17 @@ class TimestepEmbedder(nn.Module):
         return self.timestep_embedder(sinusoidal_timestep_features(t).to(dtype))
 
 
+def rope_storage(ops: Ops, activations: torch.dtype, *tables):
+    """RoPE cos/sin tables (computed in fp32) in the dtype the attention reads them in: fp16 where
+    the backend's qk_norm_rope reads fp16 (``ops.half_rope_tables``) and the activations are 16-bit,
+    else fp32 (the references', and every fp32 model's: its parity stays exact). cos/sin lie in
+    [-1, 1], so fp16 keeps 11 significant bits, below a 16-bit output's own rounding; it halves the
+    tables' traffic. Returns the tables in order (None passes through)."""
+    dtype = torch.float16 if ops.half_rope_tables and activations in (torch.bfloat16, torch.float16) \
+        else torch.float32
+    return tuple(None if t is None else t.to(dtype) for t in tables)
+
+
 PIXEL_NORM_EPS = 1e-8
 
 

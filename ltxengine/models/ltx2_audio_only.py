@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
-from .common import OpsLinear
+from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
 from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext,
                                audio_positions, rope_tables)
@@ -161,7 +161,7 @@ class LTX2AudioTransformer(nn.Module):
             raise ValueError(f"rope: audio positions must be (B, 1, N, 2) patch bounds, got {tuple(audio_pos.shape)}")
         table = rope_tables(audio_pos.float(), (c.audio_pos_embed_max_pos,), c.audio_inner_dim,
                             c.audio_num_attention_heads, c.rope_theta, c.rope_double_precision, c.rope_type)
-        return RopeTables(None, table, None, None)
+        return RopeTables(None, rope_storage(self.ops, self.audio_proj_in.weight.dtype, *table), None, None)
 
     def prepare_context(self, video_text: None, audio_text: torch.Tensor,
                         mask: torch.Tensor | None = None) -> TextContext:

@@ -45,7 +45,7 @@ import torch.nn as nn
 
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
-from .common import OpsLinear
+from .common import OpsLinear, rope_storage
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
@@ -361,7 +361,7 @@ class LTX2Transformer(nn.Module):
         video_pos, audio_pos = video_pos.float(), audio_pos.float()
         args = (c.rope_theta, c.rope_double_precision, c.rope_type)
         cross_max = max(c.pos_embed_max_pos, c.audio_pos_embed_max_pos)
-        return RopeTables(
+        tables = RopeTables(
             video=rope_tables(video_pos, (c.pos_embed_max_pos, c.base_height, c.base_width), c.inner_dim,
                               c.num_attention_heads, *args),
             audio=rope_tables(audio_pos, (c.audio_pos_embed_max_pos,), c.audio_inner_dim,
@@ -373,6 +373,8 @@ class LTX2Transformer(nn.Module):
             audio_cross=rope_tables(audio_pos, (cross_max,), c.audio_cross_attention_dim,
                                     c.audio_num_attention_heads, *args),
         )
+        # stored as the backend reads them (common.rope_storage: fp16 for 16-bit activations on Triton)
+        return RopeTables(*(rope_storage(self.ops, self.proj_in.weight.dtype, *t) for t in tables))
 
     def prepare_context(self, video_text: torch.Tensor, audio_text: torch.Tensor,
                         mask: torch.Tensor | None = None) -> TextContext:

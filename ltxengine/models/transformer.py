@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from . import packing
-from .common import OpsLinear, TimestepEmbedder
+from .common import OpsLinear, TimestepEmbedder, rope_storage
 
 QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
 FINAL_NORM_EPS = 1e-6
@@ -248,7 +248,8 @@ class LTXVideoTransformer(nn.Module):
 
     # -- work done once per generation -------------------------------------------------------
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return rope_tables(positions, self.config.inner_dim)
+        """The cos/sin tables of ``positions`` (rope_tables), stored as the backend reads them."""
+        return rope_storage(self.ops, self.proj_in.weight.dtype, *rope_tables(positions, self.config.inner_dim))
 
     def prepare_context(self, encoder_hidden_states: torch.Tensor, encoder_attention_mask: torch.Tensor | None):
         """Project the text once; mask (B, L) of 0/1 -> additive bias (B, 1, 1, L) = (1 - m) * -10000."""

@@ -37,7 +37,7 @@ from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
 from .linear_gated_residual import LINEAR_GATED_RESIDUAL
 from .linear_gelu import LINEAR_GELU
-from .qk_norm_rope import QK_NORM_ROPE
+from .qk_norm_rope import QK_NORM_ROPE, reads_half_tables
 from .quantize_fp8 import QUANTIZE_FP8
 from .scaled_mm import SCALED_MM
 
@@ -66,6 +66,8 @@ class Ops:
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
     attention_fp8: Callable = reference.attention_fp8
     gguf_dequant: Callable = reference_gguf_dequant  # GGUF weight blocks -> values (quant/gguf.py)
+    # qk_norm_rope reads fp16 RoPE tables (models.common.rope_storage: 16-bit activations only)
+    half_rope_tables: bool = False
     # op name -> backend that implements it (for `ltxengine info` and bench records)
     sources: tuple[tuple[str, str], ...] = ()
 
@@ -97,7 +99,7 @@ def _triton_ops(device: torch.device) -> Ops:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"kernels='triton' supports cuda (or cpu through the interpreter) devices, got {device}")
     if "triton" not in _CACHE:
-        _CACHE["triton"] = _build("triton")
+        _CACHE["triton"] = build_backend("triton")
     return _CACHE["triton"]
 
 
@@ -109,14 +111,27 @@ def _cuda_ops(device: torch.device) -> Ops:
 
         if not cuda.available():
             raise RuntimeError("kernels='cuda': ltxengine._C is missing or no CUDA device is usable")
-        _CACHE["cuda"] = _build("cuda")
+        _CACHE["cuda"] = build_backend("cuda")
     return _CACHE["cuda"]
 
 
-def _build(backend: str) -> Ops:
-    """Every fused op ``backend`` has a kernel for (see library.build); the rest stay the reference."""
+def build_backend(backend: str) -> Ops:
+    """Every fused op ``backend`` has a kernel for (see library.build); the rest stay the reference.
+    Nothing is loaded or checked here (bench/roofline.py builds the CUDA backend on any machine)."""
     fields, sources = library.build(backend, FUSED_OPS)
-    return Ops(name=backend, sources=tuple(sources.items()), **fields)
+    return Ops(name=backend, sources=tuple(sources.items()), half_rope_tables=reads_half_tables(backend), **fields)
+
+
+def compose_auto(backends: dict[str, Ops]) -> Ops:
+    """kernels="auto" from the backends present (name -> Ops, "torch" always): per op the first of
+    its ``AUTO`` preferences there. Also bench/roofline.py's model of auto on a CUDA device."""
+    chosen = {}
+    for op, prefs in AUTO.items():
+        backend = next((b for b in prefs if b in backends), "torch")
+        chosen[op] = (getattr(backends[backend], op), dict(backends[backend].sources).get(op, backend))
+    return dataclasses.replace(TORCH_OPS, name="auto", **{op: f for op, (f, _) in chosen.items()},
+                               sources=tuple((op, src) for op, (_, src) in chosen.items()),
+                               half_rope_tables=reads_half_tables(chosen["qk_norm_rope"][1]))
 
 
 def _auto_ops(device: torch.device) -> Ops:
@@ -129,12 +144,7 @@ def _auto_ops(device: torch.device) -> Ops:
                 backends[name] = resolve(device)
             except (ValueError, RuntimeError, ImportError):
                 continue  # that backend is absent on this install; the next preference serves
-        chosen = {}
-        for op, prefs in AUTO.items():
-            backend = next((b for b in prefs if b in backends), "torch")
-            chosen[op] = (getattr(backends[backend], op), dict(backends[backend].sources).get(op, backend))
-        _CACHE["auto"] = dataclasses.replace(TORCH_OPS, name="auto", **{op: f for op, (f, _) in chosen.items()},
-                                             sources=tuple((op, src) for op, (_, src) in chosen.items()))
+        _CACHE["auto"] = compose_auto(backends)
     return _CACHE["auto"]
 
 
@@ -171,4 +181,5 @@ def set_ops(model: nn.Module, ops: Ops) -> nn.Module:
 
 
 __all__ = ["Ops", "TORCH_OPS", "BACKENDS", "FUSED", "FUSED_OPS", "SCHEMAS", "AUTO", "get_ops", "set_ops",
+           "build_backend", "compose_auto",
            "with_fp8_attention", "reference"]

@@ -53,5 +53,11 @@ def _cuda():
     return qk_norm_rope
 
 
+def reads_half_tables(source: str) -> bool:
+    """Whether the qk_norm_rope of ``source`` (a backend name as in Ops.sources) reads fp16 tables:
+    the Triton kernel does (kernels/qk_norm_rope.py TABLE_DTYPES); the CUDA C++ one takes fp32."""
+    return source == "triton"
+
+
 QK_NORM_ROPE = FusedOp("qk_norm_rope", SCHEMA, adapter, wrap, launchers={"triton": _triton, "cuda": _cuda},
                        auto=("triton", "cuda"))
