@@ -165,6 +165,8 @@ class Engine:
             self.block_offload.close(to_device=group_size is None)  # regrouped: host to host, never whole on it
             self.block_offload = None
             del self.residency.streamed["transformer"]
+            if group_size is None:  # resident again, each weight in its own storage: one q/k/v GEMM again
+                pack_projections(self.transformer)
         if group_size is not None:
             if self.executor is not None and self.executor.mode == "graphs":
                 self.executor = GraphExecutor(self.device, "eager")

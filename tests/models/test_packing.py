@@ -166,6 +166,10 @@ def test_the_engine_packs_its_transformer(tmp_path):
     engine = Engine.from_pretrained(build_pipeline_folder(tmp_path, "tiny-095"), device="cpu", dtype=torch.float32)
     attns = [m for m in engine.transformer.modules() if isinstance(m, Attention)]
     assert attns and all(joined(packable(a)) is not None for a in attns)
+    engine.stream_blocks(1)  # the blocks' tensors laid out in the offload's buffers, biases between: unpacked
+    assert not any(joined(packable(a)) is not None for a in attns)
+    engine.stream_blocks(None)  # resident again: packed again
+    assert all(joined(packable(a)) is not None for a in attns)
 
 
 def test_the_transformer_is_packed_again_after_a_move_between_stages(monkeypatch):
