@@ -4,7 +4,8 @@ Models never import a kernel. They hold an ``Ops`` instance (``module.ops``) cho
 the engine is built (``Engine.from_pretrained(..., kernels=...)``); the default is the pure-torch
 reference (``TORCH_OPS``). Backends:
 
-- ``"torch"``: the references in ``reference.py`` (fp32 math; the CPU path and the test oracle);
+- ``"torch"``: ``native.py``: on fp32 inputs the references in ``reference.py`` (fp32 math; the CPU
+  path and the test oracle), on bf16/fp16 diffusers' arithmetic in the activation dtype;
 - ``"triton"``: the Triton kernels of ``ltxengine.kernels`` (on a CPU they need Triton's
   interpreter, TRITON_INTERPRET=1, and are meant for testing);
 - ``"cuda"``: the CUDA C++ kernels of ``ltxengine._C``, cuBLASLt (``torch._scaled_mm``) for fp8
@@ -27,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from . import library, reference
+from . import library, native, reference
 from .ada_norm import ADA_NORM
 from .attention_fp8 import ATTENTION_FP8
 from .causal_conv3d import CAUSAL_CONV3D
@@ -47,15 +48,17 @@ BACKENDS = ("auto", "torch", "triton", "cuda")
 @dataclass(frozen=True)
 class Ops:
     name: str
-    qk_norm_rope: Callable = reference.qk_norm_rope
-    ada_norm: Callable = reference.ada_norm
-    gated_residual: Callable = reference.gated_residual
-    head_gate: Callable = reference.head_gate  # LTX-2.3+ gated attention
+    # The torch backend (and any op a backend has no kernel for): the reference on fp32 inputs,
+    # diffusers' 16-bit arithmetic on bf16/fp16 ones (native.py); the fp32 oracle stays reference.*.
+    qk_norm_rope: Callable = native.qk_norm_rope
+    ada_norm: Callable = native.ada_norm
+    gated_residual: Callable = native.gated_residual
+    head_gate: Callable = native.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
     # Linears with their epilogue fused (the FFN up-projection's GELU, the output projections'
     # gated residual); the references are the models' unfused composition, bit for bit.
     linear_gelu: Callable = reference.linear_gelu
-    linear_gated_residual: Callable = reference.linear_gated_residual
+    linear_gated_residual: Callable = native.linear_gated_residual
     attention: Callable = reference.attention
     causal_conv3d: Callable = reference.causal_conv3d
     quantize_fp8: Callable = reference.quantize_fp8
