@@ -30,6 +30,7 @@ call with fake=False, or trace the part after them (e.g. a step given its timest
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -249,6 +250,15 @@ class _Recorder(TorchDispatchMode):
         self.ops: list[str] = []
         self.records: list[dict] = []
         self.live: dict[int, StorageWeakRef] = {}  # allocation index -> its storage
+        self.paused_depth = 0  # > 0: ops pass through unrecorded (replay.py recreating recorded outputs)
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.paused_depth += 1
+        try:
+            yield
+        finally:
+            self.paused_depth -= 1
 
     def poll(self, tick: int) -> None:
         for i in [i for i, ref in self.live.items() if ref.expired()]:
@@ -265,7 +275,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not ticks(func):
+        if self.paused_depth or not ticks(func):
             return func(*args, **kwargs)
         tick = len(self.ops)
         self.poll(tick)
@@ -289,13 +299,19 @@ class _Recorder(TorchDispatchMode):
         return Trace(tuple(Allocation(**r) for r in self.records), tuple(self.ops))
 
 
-def trace_allocations(fn, *args, fake: bool = True, **kwargs) -> Trace:
+def trace_allocations(fn, *args, fake: bool = True, repeated=(), **kwargs) -> Trace:
     """Run ``fn(*args, **kwargs)`` (under no_grad) and record its allocations.
 
     fake=True: inside FakeTensorMode (the inputs' own mode if they are fake tensors, else a new
     one converting real inputs and module weights on the fly): nothing is computed or allocated.
     fake=False: runs for real. Both record the same trace for the same program.
+    repeated (fake=True only): modules called many times with the same signature (a transformer's
+    blocks); each distinct call is traced once and replayed after (replay.py: the live peak is the
+    full trace's or above it, never below).
     """
+    if repeated and not fake:
+        raise ValueError("trace_allocations: repeated= replays recorded calls without running them, so it "
+                         "needs fake=True (a real run would skip their results)")
     recorder = _Recorder()
     with torch.no_grad():
         if not fake:
@@ -306,7 +322,8 @@ def trace_allocations(fn, *args, fake: bool = True, **kwargs) -> Trace:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         recorder.fake_mode = detect_fake_mode((args, kwargs)) or FakeTensorMode(allow_non_fake_inputs=True)
-        with recorder.fake_mode, recorder:
+        from .replay import memoized
+        with recorder.fake_mode, recorder, memoized(recorder, repeated):
             result = fn(*args, **kwargs)
         trace = recorder.finish()
     del result

@@ -57,10 +57,12 @@ def fake_mode():
     return FakeTensorMode(allow_non_fake_inputs=True)
 
 
-def transient_peak(fn: Callable, *args, **kwargs) -> int:
-    """Peak bytes alive during ``fn(*args)`` beyond its inputs, from a fake-tensor trace."""
+def transient_peak(fn: Callable, *args, repeated=(), **kwargs) -> int:
+    """Peak bytes alive during ``fn(*args)`` beyond its inputs, from a fake-tensor trace;
+    ``repeated``: modules traced once per distinct call and replayed after (executor/replay.py),
+    which keeps the peak equal to the full trace's (or above it) at a fraction of the cost."""
     from .memory import trace_allocations
-    return trace_allocations(fn, *args, **kwargs).live_peak_bytes
+    return trace_allocations(fn, *args, repeated=repeated, **kwargs).live_peak_bytes
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0, masked: b
             den.attention_bias = torch.zeros((1, 1, nv, nv), dtype=dtype, device=dev)
         return den(xv, xa, 0.5, 0)
 
-    peak = transient_peak(step, xv, xa)
+    peak = transient_peak(step, xv, xa, repeated=tr.transformer_blocks)
     rows = len(den.passes)
     item = torch.finfo(dtype).bits // 8
     static = (2 * (nv * cfg.in_channels + na * cfg.audio_in_channels) * 4 * rows  # latents in, x0 out

@@ -100,7 +100,7 @@ def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
             temb = tuple(e.expand(e.shape[0], n, *e.shape[2:]).contiguous() for e in temb)
         return guide.step(x, temb, lv.euler_update, torch.tensor(-0.1, device=x.device))
 
-    peak = transient_peak(step, embeds, mask, x)
+    peak = transient_peak(step, embeds, mask, x, repeated=tr.transformer_blocks)
     b = 2 if cfg else 1
     d = tr.config.inner_dim
     item = torch.finfo(dtype).bits // 8

@@ -1,0 +1,147 @@
+"""executor/replay.py: a repeated module traced once and replayed. The reference is the full trace
+(every call run: ``signature`` forced to None); the replayed trace must give the same allocations
+tick for tick where the calls are identical, and a live peak never below the full trace's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ltxengine.executor.replay as replay
+from ltxengine.executor.memory import trace_allocations
+from tests.executor.test_plan import engine, ltx2_engine  # noqa: F401 - the tiny engines
+
+
+class Block(nn.Module):
+    def __init__(self, d: int = 8, hidden: int = 16, skip: bool = False, keep: bool = False):
+        super().__init__()
+        self.up, self.down = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.skip, self.keep = skip, keep
+
+    def forward(self, x, scale: float = 1.0):
+        if self.skip:
+            return x  # the input itself: a replay must hand back the same object
+        h = self.up(x).relu()
+        if self.keep:
+            self.saved = h * 2  # outlives the call, held by the module
+        return x + self.down(h) * scale
+
+
+class Stack(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, scales=None):
+        for i, b in enumerate(self.blocks):
+            x = b(x) if scales is None else b(x, scale=scales[i])
+        return x.float().sum(-1)
+
+
+def _full(monkeypatch, fn, *args, repeated):
+    with monkeypatch.context() as m:
+        m.setattr(replay, "signature", lambda *a: None)  # every call runs: the full trace
+        return trace_allocations(fn, *args, repeated=repeated)
+
+
+def _replays(monkeypatch) -> list:
+    calls = []
+    original = replay._replay
+    monkeypatch.setattr(replay, "_replay", lambda *a: calls.append(1) or original(*a))
+    return calls
+
+
+def _rows(trace):
+    return [(a.op, a.shape, a.stride, a.dtype, a.nbytes, a.start, a.end, a.serve) for a in trace.allocations]
+
+
+def test_identical_blocks_replay_tick_for_tick(monkeypatch):
+    torch.manual_seed(0)
+    blocks = [Block() for _ in range(5)] + [Block(skip=True), Block(hidden=24), Block(), Block(hidden=24)]
+    model = Stack(blocks)
+    x = torch.randn(2, 10, 8)
+    full = _full(monkeypatch, model, x, repeated=model.blocks)
+    calls = _replays(monkeypatch)
+    fast = trace_allocations(model, x, repeated=model.blocks)
+    # distinct signatures: hidden 16, skip, hidden 24 -> 3 run, the other 6 replayed
+    assert len(calls) == 6
+    assert fast.ops == full.ops and _rows(fast) == _rows(full)
+    assert fast.live_peak_bytes == full.live_peak_bytes > 0
+
+
+def test_arguments_and_state_are_part_of_the_signature(monkeypatch):
+    model = Stack([Block() for _ in range(4)])
+    x = torch.randn(3, 8)
+    calls = _replays(monkeypatch)
+    scales = [1.0, 2.0, 1.0, 2.0]  # plain values by value: two signatures
+    fast = trace_allocations(model, x, scales, repeated=model.blocks)
+    assert len(calls) == 2 and _rows(fast) == _rows(_full(monkeypatch, model, x, scales, repeated=model.blocks))
+    calls.clear()
+    model.blocks[2].flag = "other"  # a plain attribute differs: block 2 runs
+    trace_allocations(model, x, repeated=model.blocks)
+    assert len(calls) == 2
+
+
+def test_state_kept_by_a_module_is_never_freed_in_a_replay(monkeypatch):
+    model = Stack([Block(keep=True) for _ in range(4)])
+    x = torch.randn(4, 8)
+    full = _full(monkeypatch, model, x, repeated=model.blocks)
+    calls = _replays(monkeypatch)
+    fast = trace_allocations(model, x, repeated=model.blocks)
+    assert len(calls) == 3
+    assert fast.live_peak_bytes >= full.live_peak_bytes
+    kept = sum(a.nbytes for a in fast.allocations if a.escapes)
+    assert kept == sum(a.nbytes for a in full.allocations if a.escapes) > 0  # each block's saved tensor
+
+
+def test_hooked_modules_always_run(monkeypatch):
+    model = Stack([Block() for _ in range(3)])
+    model.blocks[1].register_forward_hook(lambda m, i, o: o * 1)
+    x = torch.randn(2, 8)
+    calls = _replays(monkeypatch)
+    fast = trace_allocations(model, x, repeated=model.blocks)
+    assert len(calls) == 1  # block 2 replays block 0; the hooked block 1 runs
+    assert _rows(fast) == _rows(_full(monkeypatch, model, x, repeated=model.blocks))
+    assert "forward" not in vars(model.blocks[0])  # the memo is removed after the trace
+
+
+def test_replay_needs_fake_tensors():
+    model = Stack([Block()])
+    with pytest.raises(ValueError, match="repeated= .* needs fake=True"):
+        trace_allocations(model, torch.randn(2, 8), fake=False, repeated=model.blocks)
+
+
+def _deepen(transformer, n: int):
+    """The transformer with ``n`` blocks (copies of its first): the depth a released model has."""
+    blocks = transformer.transformer_blocks
+    saved = list(blocks)
+    blocks.extend(copy.deepcopy(saved[0]) for _ in range(n - len(saved)))
+    return saved
+
+
+@pytest.mark.parametrize("family", ["ltxv", "ltx2"])
+def test_engine_plans_equal_the_full_trace(family, request, monkeypatch):
+    """The denoise phase of a tiny engine deepened to 6 blocks: the replayed plan's numbers are the
+    full trace's (LTX-2's STG pass makes its perturbed block distinct; the others replay)."""
+    eng = request.getfixturevalue("engine" if family == "ltxv" else "ltx2_engine")
+    kwargs = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
+    if family == "ltx2":
+        from tests.pipelines import ltx2_fixtures as l2
+        kwargs.update(pipeline="one-stage", video_guidance=l2.params(l2.GUIDED),
+                      audio_guidance=l2.params(l2.GUIDED, "audio_"), max_sequence_length=l2.SEQ)
+    blocks = eng.transformer.transformer_blocks
+    saved = _deepen(eng.transformer, 6)
+    try:
+        calls = _replays(monkeypatch)
+        fast = eng.plan("a", **kwargs)
+        assert len(calls) >= 3
+        with monkeypatch.context() as m:
+            m.setattr(replay, "signature", lambda *a: None)
+            full = eng.plan("a", **kwargs)
+    finally:
+        del blocks[len(saved):]
+    assert [(p.name, p.transient_bytes, p.kept_bytes) for p in fast.phases] == \
+        [(p.name, p.transient_bytes, p.kept_bytes) for p in full.phases]
