@@ -1,6 +1,7 @@
-"""Fused adaLN: norm(x) * (1 + scale) + shift, and the gated residual x + gate * y.
+"""Fused adaLN: norm(x) * (1 + scale) + shift, the gated residual x + gate * y, and the two in
+one pass (residual_ada_norm: the residual update followed by the next adaLN of the same stream).
 
-References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` (fp32). One program per
+References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` / ``residual_ada_norm`` (fp32). One program per
 row of x (B, N, D): each element is read once and written once. The modulation rows come from a
 per-sample (B, 1, D) or per-token (B, N, D) table, usually a strided slice of the model's
 (B, N|1, 6, D) modulation tensor; size-1 dims get stride 0 so both cases are one kernel.
@@ -32,6 +33,15 @@ def _ada_norm_kernel(
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
     x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
+    y = _modulated_norm(x, offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
+                        KIND, HAS_SHIFT, HAS_SCALE)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _modulated_norm(x, offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
+                    KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr):
+    """norm(x) * (1 + scale) + shift of one fp32 row (masked lanes hold 0), in fp32."""
     if KIND == 0:
         y = x * tl.rsqrt(tl.sum(x * x, axis=0) / D + eps)
     else:
@@ -42,7 +52,7 @@ def _ada_norm_kernel(
         y = y * (1.0 + tl.load(scale_ptr + b * s_scb + n * s_scn + offs, mask=mask, other=0.0).to(tl.float32))
     if HAS_SHIFT:
         y = y + tl.load(shift_ptr + b * s_shb + n * s_shn + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+    return y
 
 
 @triton.jit
@@ -64,6 +74,35 @@ def _gated_residual_kernel(
     if HAS_GATE:
         y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + b * s_ob + n * s_on + offs, (x + y).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _residual_ada_norm_kernel(
+    x_ptr, y_ptr,  # (B, N, D), last dim contiguous
+    gate_ptr, shift_ptr, scale_ptr,  # (B|1, N|1, D) modulation rows or None
+    xo_ptr,  # (B, N, D) x + gate * y; may be x itself (the row is read before it is written)
+    no_ptr,  # (B, N, D) ada_norm of xo
+    n_tokens, D, eps,
+    s_xb, s_xn, s_yb, s_yn, s_xob, s_xon, s_nob, s_non, s_gb, s_gn, s_shb, s_shn, s_scb, s_scn,
+    KIND: tl.constexpr, HAS_GATE: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0)
+    b = row // n_tokens
+    n = row % n_tokens
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
+    # The norm reads the residual rounded to its stored dtype, as the unfused pair does (the
+    # stream the next op sees is the rounded one; fp32 rows round-trip exactly).
+    new = (x + y).to(xo_ptr.dtype.element_ty)
+    tl.store(xo_ptr + b * s_xob + n * s_xon + offs, new, mask=mask)
+    h = _modulated_norm(new.to(tl.float32), offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb,
+                        s_scn, KIND, HAS_SHIFT, HAS_SCALE)
+    tl.store(no_ptr + b * s_nob + n * s_non + offs, h.to(no_ptr.dtype.element_ty), mask=mask)
 
 
 def _modulation(fn, name, t, x):
@@ -119,3 +158,31 @@ def gated_residual(x, y, gate, *, out=None):
         HAS_GATE=gate is not None, BLOCK_D=block, num_warps=warps,
     )
     return out
+
+
+def residual_ada_norm(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, norm_out=None):
+    """(x + gate * y, ada_norm of it) for x, y (B, N, D) in one pass: gate, shift, scale None,
+    (B, 1, D) or (B, N, D). ``x_out=x`` updates the residual stream in place."""
+    fn = "residual_ada_norm"
+    if kind not in _KINDS:
+        raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
+    if not eps > 0:
+        raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+    x = row_view(fn, "x", x, ndim=3)
+    y = row_view(fn, "y", y, ndim=3)
+    if y.shape != x.shape or y.device != x.device:
+        raise ValueError(f"{fn}: y must match x {tuple(x.shape)} on {x.device}, got {tuple(y.shape)} on {y.device}")
+    gate, s_gb, s_gn = _modulation(fn, "gate", gate, x)
+    shift, s_shb, s_shn = _modulation(fn, "shift", shift, x)
+    scale, s_scb, s_scn = _modulation(fn, "scale", scale, x)
+    x_out = check_rows(fn, "x_out", x_out, x.shape, x.dtype, x.device)
+    norm_out = check_rows(fn, "norm_out", norm_out, x.shape, x.dtype, x.device)
+    block, warps = launch_config(x.shape[-1])
+    _residual_ada_norm_kernel[(x.shape[0] * x.shape[1],)](
+        x, y, gate, shift, scale, x_out, norm_out, x.shape[1], x.shape[2], float(eps),
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1), x_out.stride(0), x_out.stride(1),
+        norm_out.stride(0), norm_out.stride(1), s_gb, s_gn, s_shb, s_shn, s_scb, s_scn,
+        KIND=_KINDS[kind], HAS_GATE=gate is not None, HAS_SHIFT=shift is not None, HAS_SCALE=scale is not None,
+        BLOCK_D=block, num_warps=warps,
+    )
+    return x_out, norm_out

@@ -46,7 +46,7 @@ import torch.nn as nn
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
-from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
+from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, residual_norm, settle
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
@@ -250,61 +250,74 @@ class LTX2Block(nn.Module):
 
     def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict, video_bias=None):
         ops, eps = self.ops, self.eps
+        # Each attention's residual may stay Pending until the adaLN that reads the stream next,
+        # the two then run as one op (transformer.attend_residual / residual_norm).
         # Self-attention (modulated, gated) then text cross-attention, per stream.
         mod = (self.scale_shift_table + temb.video).unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         h = ops.ada_norm(xv, shift, scale, eps, "rms")
-        xv = self.attn1(h, mask=video_bias, rope=rope.video, keep=keep["video_self_attn"], residual=(xv, gate))
+        xv = attend_residual(ops, self.attn1, xv, gate, h, mask=video_bias, rope=rope.video,
+                             keep=keep["video_self_attn"])
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
-                             getattr(self, "prompt_scale_shift_table", None), temb.video_prompt)
+                             getattr(self, "prompt_scale_shift_table", None), temb.video_prompt, defer=True)
 
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
         h = ops.ada_norm(xa, a_shift, a_scale, eps, "rms")
-        xa = self.audio_attn1(h, rope=rope.audio, keep=keep["audio_self_attn"], residual=(xa, a_gate))
+        xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep["audio_self_attn"])
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
-                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt)
-
-        # Audio<->video: both read the streams as they are now (v2a sees the video before the
-        # a2v residual is added).
-        keep_a2v, keep_v2a = keep["a2v"], keep["v2a"]
-        if keep_a2v is not False or keep_v2a is not False:
-            tv, ta = self.video_a2v_cross_attn_scale_shift_table, self.audio_a2v_cross_attn_scale_shift_table
-            v_scale_a2v, v_shift_a2v, v_scale_v2a, v_shift_v2a = (tv[:4] + temb.video_cross).unbind(2)
-            a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = (ta[:4] + temb.audio_cross).unbind(2)
-            v_gate = (tv[4:] + temb.video_gate)[:, :, 0]
-            a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
-            xv_in, xa_in = xv, xa
-            if keep_a2v is not False:
-                xv = self.audio_to_video_attn(ops.ada_norm(xv_in, v_shift_a2v, v_scale_a2v, eps, "rms"),
-                                              ops.ada_norm(xa_in, a_shift_a2v, a_scale_a2v, eps, "rms"),
-                                              rope=rope.video_cross, k_rope=rope.audio_cross,
-                                              residual=(xv, v_gate if keep_a2v is None else v_gate * keep_a2v))
-            if keep_v2a is not False:
-                xa = self.video_to_audio_attn(ops.ada_norm(xa_in, a_shift_v2a, a_scale_v2a, eps, "rms"),
-                                              ops.ada_norm(xv_in, v_shift_v2a, v_scale_v2a, eps, "rms"),
-                                              rope=rope.audio_cross, k_rope=rope.video_cross,
-                                              residual=(xa, a_gate_x if keep_v2a is None else a_gate_x * keep_v2a))
-
+                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
+        xv, xa = self._cross_modal(xv, xa, temb, rope, keep)
         # Output projections fused with their gated residual where the backend can (linear_residual).
-        xv = self.ff.residual(ops, xv, ops.ada_norm(xv, shift_mlp, scale_mlp, eps, "rms"), gate_mlp)
-        xa = self.audio_ff.residual(ops, xa, ops.ada_norm(xa, a_shift_mlp, a_scale_mlp, eps, "rms"), a_gate_mlp)
+        xv, h = residual_norm(ops, xv, shift_mlp, scale_mlp, eps, "rms")
+        xv = self.ff.residual(ops, xv, h, gate_mlp)
+        xa, h = residual_norm(ops, xa, a_shift_mlp, a_scale_mlp, eps, "rms")
+        xa = self.audio_ff.residual(ops, xa, h, a_gate_mlp)
         return xv, xa
 
-    def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb):
+    def _cross_modal(self, xv, xa, temb: _Temb, rope: RopeTables, keep: dict):
+        """Audio<->video attention: both read the streams as they are now (v2a sees the video
+        before the a2v residual is added), so all four norms come first."""
+        keep_a2v, keep_v2a = keep["a2v"], keep["v2a"]
+        if keep_a2v is False and keep_v2a is False:
+            return xv, xa
+        ops, eps = self.ops, self.eps
+        tv, ta = self.video_a2v_cross_attn_scale_shift_table, self.audio_a2v_cross_attn_scale_shift_table
+        v_scale_a2v, v_shift_a2v, v_scale_v2a, v_shift_v2a = (tv[:4] + temb.video_cross).unbind(2)
+        a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = (ta[:4] + temb.audio_cross).unbind(2)
+        v_gate = (tv[4:] + temb.video_gate)[:, :, 0]
+        a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
+        if keep_a2v is not False:
+            xv, q_a2v = residual_norm(ops, xv, v_shift_a2v, v_scale_a2v, eps, "rms")
+            xa, k_a2v = residual_norm(ops, xa, a_shift_a2v, a_scale_a2v, eps, "rms")
+        if keep_v2a is not False:
+            xa, q_v2a = residual_norm(ops, xa, a_shift_v2a, a_scale_v2a, eps, "rms")
+            xv, k_v2a = residual_norm(ops, xv, v_shift_v2a, v_scale_v2a, eps, "rms")
+        xv_in, xa_in = xv, xa
+        if keep_a2v is not False:
+            xv = attend_residual(ops, self.audio_to_video_attn, xv_in,
+                                 v_gate if keep_a2v is None else v_gate * keep_a2v,
+                                 q_a2v, k_a2v, rope=rope.video_cross, k_rope=rope.audio_cross)
+        if keep_v2a is not False:
+            xa = attend_residual(ops, self.video_to_audio_attn, xa_in,
+                                 a_gate_x if keep_v2a is None else a_gate_x * keep_v2a,
+                                 q_v2a, k_v2a, rope=rope.audio_cross, k_rope=rope.video_cross)
+        return xv, xa
+
+    def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb, defer: bool = False):
         """Text cross-attention. 2.0: rms(x) attends to the context, ungated. cross_attn_mod (2.3+):
         the query is rms(x)(1 + scale_q) + shift_q and the output is gated (rows 6-8 of the table);
         the context becomes ctx(1 + scale_kv) + shift_kv, per step (prompt_adaln reads sigma), so
-        its K/V are recomputed every step."""
+        its K/V are recomputed every step. x may be ``Pending``; ``defer``: the result may be too."""
         ops, eps = self.ops, self.eps
         if self.kv_mod:
             kv = kv_table if kv_temb is None else kv_table + kv_temb  # (2, D) or (B, 1, 2, D)
             shift_kv, scale_kv = kv.unbind(-2)
             context = context * (1 + scale_kv) + shift_kv
-        if not q_on:
-            return attn(ops.ada_norm(x, None, None, eps), context, bias, residual=(x, None))
-        shift_q, scale_q, gate_q = q_mod
-        return attn(ops.ada_norm(x, shift_q, scale_q, eps, "rms"), context, bias, residual=(x, gate_q))
+        shift_q, scale_q, gate_q = q_mod if q_on else (None, None, None)
+        x, h = residual_norm(ops, x, shift_q, scale_q, eps, "rms")
+        x = attend_residual(ops, attn, x, gate_q, h, context, bias)
+        return x if defer else settle(ops, x)
 
 
 class LTX2Transformer(nn.Module):

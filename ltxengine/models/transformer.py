@@ -9,6 +9,7 @@ pipeline computes it once and passes it to every step.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -109,12 +110,47 @@ def fusable(layer: nn.Module) -> bool:
     return type(layer) is OpsLinear and not (layer._forward_hooks or layer._forward_pre_hooks)
 
 
+def _in_epilogue(ops: Ops, layer: nn.Module) -> bool:
+    return ops.linear_gated_residual is not TORCH_OPS.linear_gated_residual and fusable(layer)
+
+
 def linear_residual(ops: Ops, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, gate) -> torch.Tensor:
     """x + gate * layer(h). One fused op where the backend has a kernel for it (the reference is
     this same unfused composition, so without one ``ops.gated_residual`` keeps its own backend)."""
-    if ops.linear_gated_residual is not TORCH_OPS.linear_gated_residual and fusable(layer):
+    if _in_epilogue(ops, layer):
         return ops.linear_gated_residual(x, h, layer.weight, layer.bias, gate)
     return ops.gated_residual(x, layer(h), gate)
+
+
+class Pending(NamedTuple):
+    """A residual stream x + gate * y whose update waits for the adaLN that reads it next, so
+    the two run as one ``ops.residual_ada_norm`` (one pass over the stream, one launch fewer)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    gate: torch.Tensor | None
+
+
+def attend_residual(ops: Ops, attn: Attention, x: torch.Tensor, gate, *args, **kwargs):
+    """x + gate * attn(*args, **kwargs), left ``Pending`` where the backend has the fused
+    residual + adaLN kernel and the output projection cannot take the residual in its GEMM
+    epilogue (that writes the stream once, fewer bytes than writing attn's output for the
+    fused norm to read back); otherwise the residual through ``linear_residual`` as before."""
+    if ops.residual_ada_norm is TORCH_OPS.residual_ada_norm or _in_epilogue(ops, attn.to_out[0]):
+        return attn(*args, residual=(x, gate), **kwargs)
+    return Pending(x, attn(*args, **kwargs), gate)
+
+
+def residual_norm(ops: Ops, x, shift, scale, eps: float, kind: str = "rms") -> tuple[torch.Tensor, torch.Tensor]:
+    """(the stream x, ada_norm of it) for a tensor or a ``Pending`` stream (updated first)."""
+    if isinstance(x, Pending):
+        return ops.residual_ada_norm(x.x, x.y, x.gate, shift, scale, eps, kind)
+    return x, ops.ada_norm(x, shift, scale, eps, kind)
+
+
+def settle(ops: Ops, x) -> torch.Tensor:
+    """The stream x with a pending update applied (no norm reads it next)."""
+    return ops.gated_residual(x.x, x.y, x.gate) if isinstance(x, Pending) else x
 
 
 class GeluProj(nn.Module):
@@ -164,9 +200,10 @@ class TransformerBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         h = self.ops.ada_norm(x, shift_msa, scale_msa, self.eps, "rms")
         x = self.attn1(h, rope=rope, residual=(x, gate_msa))
-        # Cross-attention reads the raw residual stream: no norm, no modulation, no gate.
-        x = self.attn2(x, context, context_bias, kv=cross_kv, residual=(x, None))
-        h = self.ops.ada_norm(x, shift_mlp, scale_mlp, self.eps, "rms")
+        # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. Its
+        # residual and norm2 may run as one op (attend_residual).
+        x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv)
+        x, h = residual_norm(self.ops, x, shift_mlp, scale_mlp, self.eps, "rms")
         return self.ff.residual(self.ops, x, h, gate_mlp)
 
 

@@ -40,6 +40,7 @@ from .linear_gated_residual import LINEAR_GATED_RESIDUAL
 from .linear_gelu import LINEAR_GELU
 from .qk_norm_rope import QK_NORM_ROPE, reads_half_tables
 from .quantize_fp8 import QUANTIZE_FP8
+from .residual_ada_norm import RESIDUAL_ADA_NORM
 from .scaled_mm import SCALED_MM
 
 BACKENDS = ("auto", "torch", "triton", "cuda")
@@ -53,6 +54,9 @@ class Ops:
     qk_norm_rope: Callable = native.qk_norm_rope
     ada_norm: Callable = native.ada_norm
     gated_residual: Callable = native.gated_residual
+    # a gated residual and the adaLN that reads it next, in one pass; models call it only where a backend
+    # has the kernel (transformer.attend_residual), so the torch backend keeps native's unfused pair
+    residual_ada_norm: Callable = reference.residual_ada_norm
     head_gate: Callable = native.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
     # Linears with their epilogue fused (the FFN up-projection's GELU, the output projections'
@@ -80,7 +84,7 @@ TORCH_OPS = Ops(name="torch")
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
-             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL)
+             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -334,3 +334,18 @@ def attention_fp8(
     bias = mask.float() if mask is not None and mask.is_floating_point() else mask
     o = F.scaled_dot_product_attention(dequantized(q), dequantized(k), dequantized(v), attn_mask=bias)
     return _into(out, o.transpose(1, 2).reshape(b, nq, -1).to(q.dtype))
+
+
+def residual_ada_norm(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
+    scale: torch.Tensor | None, eps: float, kind: str = "rms",
+    *, x_out: torch.Tensor | None = None, norm_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + gate * y, ada_norm of it): a residual update and the adaLN that reads it next.
+
+    ``gated_residual`` then ``ada_norm``, so bit-equal to the models' unfused pair (the norm reads
+    x_new rounded to x.dtype); on fp32 inputs the oracle of the fused kernel."""
+    if kind not in ("rms", "layer"):  # before x_out is written: a refused call changes nothing
+        raise ValueError(f"residual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    x_new = gated_residual(x, y, gate, out=x_out)
+    return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)

@@ -3,7 +3,7 @@ for production shapes, without register spills, and the GEMM-like kernels use wg
 
 No GPU needed: tests/kernels/sm90.py captures each launcher's launch on memory-less "CUDA"
 tensors in a fresh interpreter without TRITON_INTERPRET and runs triton.compile + ptxas for
-sm_90a, with a fresh Triton cache, so every run really compiles. The 27 compiles run in two
+sm_90a, with a fresh Triton cache, so every run really compiles. The 29 compiles run in two
 worker processes: about 12 s wall, 15 s for the whole file on 2 CPU cores (measured; the conv
 and GEMM compiles take 1-2.5 s each, the row kernels well under one). ``pytest -s`` prints a
 table of registers, spills, shared memory and vector / tensor-core instruction counts.
@@ -99,6 +99,22 @@ def gated_2048_sample():
 
 def gated_4096_token():
     _gated_residual(4096, per_token=True)
+
+
+def _residual_ada_norm(kind: str, d: int, per_token: bool) -> None:
+    from ltxengine.kernels.ada_norm import residual_ada_norm
+
+    x, mod = fake_cuda((B, N, d)), _modulation(d, per_token)
+    residual_ada_norm(x, fake_cuda((B, N, d)), None, mod[:, :, 3], mod[:, :, 4], 1e-6, kind, x_out=x)
+
+
+def resnorm_rms_2048_sample():
+    """The 2B cross-attention residual (ungated) with norm2."""
+    _residual_ada_norm("rms", 2048, per_token=False)
+
+
+def resnorm_layer_4096_token():
+    _residual_ada_norm("layer", 4096, per_token=True)
 
 
 def _channels_last(shape):
@@ -241,6 +257,7 @@ CASES = [
     Case(qk_interleaved_2048), Case(qk_split_4096), Case(qk_interleaved_2048_fp8), Case(qk_split_4096_fp8),
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
     Case(gated_2048_sample), Case(gated_4096_token),
+    Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),
     # Known spill, pinned so that any growth fails (triton 3.9, its ptxas 13): the mid-block conv

@@ -1,0 +1,116 @@
+"""The transformers' residual + adaLN sites (ops.residual_ada_norm): where a residual update is
+immediately followed by an adaLN of the same stream, the pair runs as one op when the backend has
+the kernel and the output projection's GEMM epilogue does not already take the residual.
+
+Sites per block: LTX-Video the cross-attention residual + norm2 (1); LTX-2 per stream the
+self-attention residual + the text query norm, the text residual + the first audio<->video norm
+(or the FFN norm where a2v and v2a are skipped), the a2v / v2a residual + the FFN norm (3 + 3).
+
+Routed through the op's reference the models are bit-equal to the unfused path (the reference
+is that pair). The Triton kernel is checked at the triton-vs-torch model tolerance of
+tests/models/test_fused_linears.py (fp32: 1e-5 of the output scale; measured ~1e-7).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import pytest
+import torch
+
+from ltxengine.models.ltx2_transformer import Skip, first_frame_keyframes
+from ltxengine.ops import TORCH_OPS, get_ops, reference, set_ops
+from tests.helpers import assert_close_scaled
+from tests.models import ltx2_transformer_fixtures as ltx2
+from tests.models.test_fused_linears import _ltx_video
+from tests.models.transformer_fixtures import make_pair
+
+
+def _spied(**fns):
+    """TORCH_OPS with ``fns`` put in place, each counting its calls."""
+    calls = collections.Counter()
+
+    def spy(name, fn):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    return dataclasses.replace(TORCH_OPS, **{n: spy(n, f) for n, f in fns.items()}), calls
+
+
+def _auto_like():
+    """The row ops as kernels="auto" picks them on a GPU: Triton's adaLN, gated residual and the
+    fused pair; the GEMMs (and their epilogues) stay cuBLAS, i.e. the reference here."""
+    triton = get_ops("triton", "cpu")
+    return _spied(**{n: getattr(triton, n) for n in ("ada_norm", "gated_residual", "residual_ada_norm")})
+
+
+def test_ltx_video_reference_route_is_bit_exact():
+    _, model = make_pair()
+    expected = _ltx_video(model)
+    ops, calls = _spied(residual_ada_norm=reference.residual_ada_norm)
+    got = _ltx_video(set_ops(model, ops))
+    assert calls == {"residual_ada_norm": len(model.transformer_blocks)}
+    assert torch.equal(got, expected)
+
+
+def test_ltx_video_triton_kernel_matches_torch():
+    _, model = make_pair()
+    expected = _ltx_video(model)
+    ops, calls = _auto_like()
+    got = _ltx_video(set_ops(model, ops))
+    layers = len(model.transformer_blocks)
+    assert calls == {"residual_ada_norm": layers, "ada_norm": layers + 1, "gated_residual": 2 * layers}
+    assert_close_scaled(got, expected, 1e-5, "triton residual_ada_norm vs torch, fp32")
+
+
+def test_the_gemm_epilogue_keeps_the_residual_where_it_can():
+    """With a fused linear_gated_residual the projection takes the residual (fewer bytes); a layer
+    that cannot (here: a forward hook, as a LoRA branch) gets the fused residual + norm instead."""
+    _, model = make_pair()
+    expected = _ltx_video(model)
+    ops, calls = _spied(residual_ada_norm=reference.residual_ada_norm,
+                        linear_gated_residual=reference.linear_gated_residual)
+    hooked = model.transformer_blocks[1].attn2.to_out[0]
+    hooked.register_forward_hook(lambda module, args, output: None)
+    got = _ltx_video(set_ops(model, ops))
+    layers = len(model.transformer_blocks)
+    assert calls == {"residual_ada_norm": 1, "linear_gated_residual": 3 * layers - 1}
+    assert torch.equal(got, expected)
+
+
+# Per sample: STG in block 1 and a2v removed in block 0 / v2a removed in block 1 and a2v in block 0
+# (a2v off for the whole batch in block 0: the text residual goes to the v2a key norm); isolation
+# (no audio<->video attention anywhere: the text residual goes to the FFN norm).
+SKIPS = {"mixed": ([Skip(video_self_attn=[1], a2v=[0]), Skip(a2v=[0], v2a=[1])], lambda n: 6 * n - 1),
+         "isolated": ([Skip.isolate(), Skip.isolate()], lambda n: 4 * n)}
+
+
+@pytest.mark.parametrize("name", ["split64", "v25"])  # v25: gated attention, text query modulation
+@pytest.mark.parametrize("skips", sorted(SKIPS))
+def test_ltx2_reference_route_is_bit_exact(name, skips):
+    _, model, cfg = ltx2.pair(name)
+    x = ltx2.inputs(cfg)
+    skip, sites = SKIPS[skips]
+    kf = first_frame_keyframes(2, ltx2.F, ltx2.H, ltx2.W) if cfg.use_keyframes_abs_pos_embedding else None
+    expected = ltx2.run_ours(model, x, skip=skip, keyframes=kf)
+    ops, calls = _spied(residual_ada_norm=reference.residual_ada_norm)
+    got = ltx2.run_ours(set_ops(model, ops), x, skip=skip, keyframes=kf)
+    assert calls == {"residual_ada_norm": sites(len(model.transformer_blocks))}
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_ltx2_triton_kernel_matches_torch():
+    _, model, cfg = ltx2.pair("split64")
+    x = ltx2.inputs(cfg)
+    skip = SKIPS["mixed"][0]
+    expected = ltx2.run_ours(model, x, skip=skip)
+    ops, calls = _auto_like()
+    got = ltx2.run_ours(set_ops(model, ops), x, skip=skip)
+    assert calls["residual_ada_norm"] == SKIPS["mixed"][1](len(model.transformer_blocks))
+    for a, b, what in zip(got, expected, ("video", "audio")):
+        assert_close_scaled(a, b, ltx2.REL, f"triton residual_ada_norm vs torch, {what}")
