@@ -36,8 +36,13 @@ def _mods(dtype, per_token: bool):
     return _randn(B, rows, D, seed=3, scale=0.5, dtype=dtype), _randn(B, rows, D, seed=4, scale=0.5, dtype=dtype)
 
 
-def _calls(dtype):
+def _calls(dtype, device="cpu"):
     """(name, function of an ops module, args): every native op in each of its variants."""
+    return [(name, op, tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args))
+            for name, op, args in _cpu_calls(dtype)]
+
+
+def _cpu_calls(dtype):
     x, y = _randn(B, N, D, seed=1, scale=2.0, dtype=dtype), _randn(B, N, D, seed=2, dtype=dtype)
     w = (1 + _randn(D, seed=5, scale=0.3)).to(dtype)
     packed = _randn(B, N, 3 * D, seed=6, dtype=dtype)  # q/k as strided views of one projection
@@ -82,7 +87,7 @@ def _diffusers_ada_norm(x, shift, scale, eps, kind):
 
 def _diffusers_qk(q, k, wq, wk, eps, rope, k_rope=None):
     # the attention processors: torch.nn.RMSNorm with the weight, then the layout's rotary function
-    norm_q, norm_k = nn.RMSNorm(D, eps=eps).to(q.dtype), nn.RMSNorm(D, eps=eps).to(q.dtype)
+    norm_q, norm_k = (nn.RMSNorm(D, eps=eps).to(q.device, q.dtype) for _ in range(2))
     with torch.no_grad():
         norm_q.weight.copy_(wq), norm_k.weight.copy_(wk)
         q, k = norm_q(q), norm_k(k)
@@ -107,9 +112,12 @@ def _diffusers(op, args):
     return _diffusers_qk(*args)
 
 
+# On CUDA the same claim: both sides dispatch the same aten ops in the same dtypes (F.rms_norm on
+# both sides of the q/k norm, whatever kernel it picks there).
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_16bit_is_diffusers_arithmetic_bit_for_bit(dtype):
-    for name, op, args in _calls(dtype):
+def test_16bit_is_diffusers_arithmetic_bit_for_bit(dtype, device):
+    for name, op, args in _calls(dtype, device):
         before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
         got, expected = getattr(TORCH_OPS, op)(*args), _diffusers(op, args)
         for g, e in _pairs(got, expected):
