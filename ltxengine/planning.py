@@ -9,7 +9,31 @@ import torch
 from .executor.plan import MemoryPlan, available_bytes, fake_mode, module_bytes, transient_peak
 from .components.latents import upsample_latents
 
-__all__ = ["component_bytes", "fake_latents", "measure", "on_device", "upsample_peak"]
+__all__ = ["component_bytes", "fake_latents", "measure", "memo_peak", "on_device", "repeated_modules",
+           "upsample_peak"]
+
+
+def memo_peak(engine, key: tuple, compute) -> int:
+    """``compute()`` once per engine and ``key``: for a phase whose trace depends on nothing but
+    ``key`` (the text encoder's on its batch and token count, not on the video's size), so a new
+    request shape does not trace it again. Kept like ``Engine._plans``, for the engine's life."""
+    cache = engine.__dict__.setdefault("_phase_peaks", {})
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def repeated_modules(*modules: torch.nn.Module | None) -> list[torch.nn.Module]:
+    """What a plan's trace may replay (executor/replay.py): ``modules`` themselves (a VAE decoder
+    runs once per chunk or tile) and every layer of every ModuleList inside them (blocks, layers,
+    resnets), outermost first."""
+    found = []
+    for m in modules:
+        if m is None:
+            continue
+        found.append(m)
+        found += [c for sub in m.modules() if isinstance(sub, torch.nn.ModuleList) for c in sub]
+    return list(dict.fromkeys(found))
 
 
 def measure(plan: MemoryPlan, engine) -> MemoryPlan:
@@ -88,4 +112,5 @@ def fake_latents(engine, f: int, h: int, w: int) -> torch.Tensor:
 
 def upsample_peak(engine, f: int, h: int, w: int) -> int:
     z = fake_latents(engine, f, h, w)
-    return transient_peak(lambda z: upsample_latents(engine.latent_upsampler, engine.vae, z), z)
+    return transient_peak(lambda z: upsample_latents(engine.latent_upsampler, engine.vae, z), z,
+                          repeated=repeated_modules(engine.latent_upsampler))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
-from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from ..planning import component_bytes, fake_latents, measure, on_device, repeated_modules, upsample_peak
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
 from .recipes.two_stage import stage1_size
-from .stages import decode_audio, decode_video
+from .stages import decode_video, decode_waveform
 
 
 def plan_ltx2(engine, a) -> MemoryPlan:
@@ -105,9 +105,6 @@ def _decode_peak(engine, a, f, h, w, t_audio) -> int:
     z = fake_latents(engine, f, h, w)
     with fake_mode():
         tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=engine.device)
-    video = transient_peak(lambda z: decode_video(engine, a, z, None), z)
-    try:
-        audio = transient_peak(lambda t: torch.as_tensor(decode_audio(engine, t)), tokens)
-    except Exception:  # noqa: BLE001 - decode_audio ends on the host (numpy): trace up to there
-        audio = 0
+    video = transient_peak(lambda z: decode_video(engine, a, z, None), z, repeated=repeated_modules(engine.vae.decoder))
+    audio = transient_peak(lambda t: decode_waveform(engine, t), tokens, repeated=repeated_modules(engine.vocoder))
     return max(video, audio)

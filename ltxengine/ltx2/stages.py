@@ -381,10 +381,15 @@ def decode_video(engine, a, latents: torch.Tensor, gen) -> torch.Tensor:
 
 
 def decode_audio(engine, tokens: torch.Tensor) -> np.ndarray:
+    return decode_waveform(engine, tokens).cpu().numpy()
+
+
+def decode_waveform(engine, tokens: torch.Tensor) -> torch.Tensor:
+    """``decode_audio`` up to the host copy: what the memory plan traces (fake tensors have no numpy)."""
     avae = engine.audio_vae
     dtype = next(avae.parameters()).dtype
     z = avae.unpack(avae.denormalize(tokens.float())).to(dtype)
     mel = avae.decode(z)
     wave = engine.vocoder(mel.to(next(engine.vocoder.parameters()).dtype))
-    return wave[0].float().cpu().numpy()
+    return wave[0].float()
 

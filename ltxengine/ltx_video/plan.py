@@ -20,7 +20,7 @@ import torch
 from ..components.decode import decode_latents
 from ..executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
 from ..models.transformer import grid_positions
-from ..planning import component_bytes, fake_latents, measure, on_device, upsample_peak
+from ..planning import component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules, upsample_peak
 from . import sampling as lv
 
 
@@ -66,12 +66,17 @@ def _phases(engine, a) -> list[Phase]:
 
 def _text_peak(engine, a, cfg: bool) -> int:
     te = engine.text_encoder
-    with fake_mode():
-        ids = torch.zeros((2 if cfg else 1, a.max_sequence_length), dtype=torch.long, device=engine.device)
-    try:
-        return transient_peak(lambda i: te.model(input_ids=i, attention_mask=torch.ones_like(i)), ids)
-    except Exception:  # noqa: BLE001 - a text encoder the fake trace cannot follow: activations ~ 0 at <= 256 tokens
-        return 0
+    shape = (2 if cfg else 1, a.max_sequence_length)
+
+    def peak() -> int:
+        with fake_mode():
+            ids = torch.zeros(shape, dtype=torch.long, device=engine.device)
+        try:
+            return transient_peak(lambda i: te.model(input_ids=i, attention_mask=torch.ones_like(i)), ids,
+                                  repeated=repeated_modules(te.model))
+        except Exception:  # noqa: BLE001 - a text encoder the fake trace cannot follow: activations ~ 0 at <= 256 tokens
+            return 0
+    return memo_peak(engine, ("text", id(te.model), *shape), peak)  # the same for every video size
 
 
 def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
@@ -118,7 +123,7 @@ def _decode_peak(engine, a, f: int, h: int, w: int) -> int:
         return decode_latents(engine.vae, z, decode_timestep=a.decode_timestep,
                                  decode_noise_scale=a.decode_noise_scale, generator=None, device=z.device,
                                  model_dtype=engine.dtype, tiling=a.vae_tiling)
-    return transient_peak(decode, z)
+    return transient_peak(decode, z, repeated=repeated_modules(engine.vae.decoder))
 
 
 def _suggest(engine, a, budget: int) -> str:

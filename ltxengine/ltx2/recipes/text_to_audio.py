@@ -27,7 +27,7 @@ from ...parallel.text import on_main_rank
 from ...results import step_hook
 from .. import samplers
 from ..denoise import DEFAULT_NEGATIVE_PROMPT, NO_GUIDANCE, Denoiser, video_state
-from ..stages import StageOutput, decode_audio, stage1_sigmas
+from ..stages import StageOutput, decode_audio, decode_waveform, stage1_sigmas
 
 __all__ = ["ARGUMENTS", "check", "check_duration", "run"]
 
@@ -192,10 +192,7 @@ def plan_phases(engine, a) -> list:
         static = (2 * na * cfg.audio_in_channels * 4 * rows + 2 * 4 * na * cfg.audio_inner_dim
                   + rows * L * cfg.audio_inner_dim * (torch.finfo(dtype).bits // 8))
         after = static + (peak if engine.executor.mode == "graphs" else 0)  # a captured graph keeps its pool
-    try:
-        decode = transient_peak(lambda t: torch.as_tensor(decode_audio(engine, t)), tokens)
-    except Exception:  # noqa: BLE001 - decode_audio ends on the host (numpy): trace up to there
-        decode = 0
+    decode = transient_peak(lambda t: decode_waveform(engine, t), tokens)  # up to the host copy
     return [Phase("text", on_device(w, offload, "text_encoder"), 0, 0),
             Phase("denoise", on_device(w, offload), static, peak),
             Phase("decode", on_device(w, offload), after, decode)]
