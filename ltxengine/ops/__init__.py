@@ -56,7 +56,7 @@ class Ops:
     gated_residual: Callable = native.gated_residual
     # a gated residual and the adaLN that reads it next, in one pass; models call it only where a backend
     # has the kernel (transformer.attend_residual), so the torch backend keeps native's unfused pair
-    residual_ada_norm: Callable = reference.residual_ada_norm
+    residual_ada_norm: Callable = native.residual_ada_norm
     head_gate: Callable = native.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
     # Linears with their epilogue fused (the FFN up-projection's GELU, the output projections'

@@ -20,7 +20,8 @@ rounds once on store: the same bits as ``(a * b).to(dtype)``). Per op, in 16 bit
   copy); the split layout's ``addcmul_`` with ``value=-1`` for diffusers' ``-sin`` (the same bits
   without the negated table). Bit-equal to diffusers.
 - ``head_gate``: ``x * 2 sigmoid(logits)`` in the activation dtype (diffusers' LTX-2 processor).
-- ``linear_gated_residual``: ``gated_residual(x, linear(h), gate)`` as above.
+- ``linear_gated_residual``: ``gated_residual(x, linear(h), gate)`` as above; ``residual_ada_norm``:
+  ``gated_residual`` then ``ada_norm``, the models' unfused pair.
 
 Everything else (linear, linear_gelu, attention, the VAE conv, the fp8 ops) already computes in
 the activation dtype in ``reference`` and is used from there. ``tests/ops/test_native.py`` checks
@@ -109,6 +110,22 @@ def linear_gated_residual(
     if out is not None:
         _dst(out, x)
     return gated_residual(x, reference.linear(h, weight, bias), gate, out=out)
+
+
+def residual_ada_norm(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
+    scale: torch.Tensor | None, eps: float, kind: str = "rms",
+    *, x_out: torch.Tensor | None = None, norm_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + gate * y, ada_norm of it): ``gated_residual`` then ``ada_norm`` above, the models' pair."""
+    if x.dtype not in HALF:
+        return reference.residual_ada_norm(x, y, gate, shift, scale, eps, kind, x_out=x_out, norm_out=norm_out)
+    if kind not in ("rms", "layer"):  # before x_out is written: a refused call changes nothing
+        raise ValueError(f"residual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if norm_out is not None:
+        _dst(norm_out, x)
+    x_new = gated_residual(x, y, gate, out=x_out)
+    return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)
 
 
 def head_gate(x: torch.Tensor, logits: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:

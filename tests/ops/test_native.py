@@ -54,6 +54,8 @@ def _cpu_calls(dtype):
     out += [("gated_residual", "gated_residual", (x, y, scale)), ("residual", "gated_residual", (x, y, None)),
             ("gated_residual token", "gated_residual", (x, y, tscale)),
             ("head_gate", "head_gate", (x, _randn(B, N, HEADS, seed=7, dtype=dtype))),
+            ("residual_ada_norm", "residual_ada_norm", (x, y, scale, shift, tscale, EPS, "rms")),
+            ("residual_ada_norm layer", "residual_ada_norm", (x, y, None, None, None, EPS, "layer")),
             ("linear_gated_residual", "linear_gated_residual",
              (x, y, _randn(D, D, seed=8, scale=0.2, dtype=dtype), _randn(D, seed=9, dtype=dtype), scale))]
     for split in (False, True):
@@ -106,6 +108,9 @@ def _diffusers(op, args):
     if op == "linear_gated_residual":
         x, h, w, b, gate = args
         return x + nn.functional.linear(h, w, b) * gate
+    if op == "residual_ada_norm":
+        x_new = _diffusers("gated_residual", args[:3])
+        return x_new, _diffusers_ada_norm(x_new, *args[3:])
     if op == "head_gate":  # LTX2AudioVideoAttnProcessor's gate
         x, logits = args
         return (x.unflatten(2, (HEADS, -1)) * (2.0 * torch.sigmoid(logits)).unsqueeze(-1)).flatten(2, 3)
