@@ -46,7 +46,8 @@ import torch.nn as nn
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
-from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, residual_norm, settle
+from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, ff_residual,
+                          residual_norm, settle)
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
@@ -250,12 +251,13 @@ class LTX2Block(nn.Module):
 
     def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict, video_bias=None):
         ops, eps = self.ops, self.eps
-        # Each attention's residual may stay Pending until the adaLN that reads the stream next,
-        # the two then run as one op (transformer.attend_residual / residual_norm).
+        # Each residual may stay Pending until the adaLN that reads the stream next, the two then
+        # run as one op (transformer.attend_residual / ff_residual / residual_norm); xv, xa and the
+        # results too (the FFN residuals, applied by the next block's first norms or the final ones).
         # Self-attention (modulated, gated) then text cross-attention, per stream.
         mod = (self.scale_shift_table + temb.video).unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
-        h = ops.ada_norm(xv, shift, scale, eps, "rms")
+        xv, h = residual_norm(ops, xv, shift, scale, eps, "rms")
         xv = attend_residual(ops, self.attn1, xv, gate, h, mask=video_bias, rope=rope.video,
                              keep=keep["video_self_attn"])
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
@@ -263,16 +265,16 @@ class LTX2Block(nn.Module):
 
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
-        h = ops.ada_norm(xa, a_shift, a_scale, eps, "rms")
+        xa, h = residual_norm(ops, xa, a_shift, a_scale, eps, "rms")
         xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep["audio_self_attn"])
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
                              getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
         xv, xa = self._cross_modal(xv, xa, temb, rope, keep)
         # Output projections fused with their gated residual where the backend can (linear_residual).
         xv, h = residual_norm(ops, xv, shift_mlp, scale_mlp, eps, "rms")
-        xv = self.ff.residual(ops, xv, h, gate_mlp)
+        xv = ff_residual(ops, self.ff, xv, h, gate_mlp)
         xa, h = residual_norm(ops, xa, a_shift_mlp, a_scale_mlp, eps, "rms")
-        xa = self.audio_ff.residual(ops, xa, h, a_gate_mlp)
+        xa = ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp)
         return xv, xa
 
     def _cross_modal(self, xv, xa, temb: _Temb, rope: RopeTables, keep: dict):
@@ -495,14 +497,15 @@ class LTX2Transformer(nn.Module):
         sp = self.sequence_parallel
         if sp is not None:
             xv, temb, rope = sp.shard(xv, temb, rope)
+        like = xv  # the blocks may return Pending streams (see LTX2Block.forward)
         for i, block in enumerate(self.transformer_blocks):
-            keep = {kind: _keep(skips, kind, i, xv) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
+            keep = {kind: _keep(skips, kind, i, like) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
             xv, xa = block(xv, xa, context, temb, rope, keep, video_attention_bias)
         eps = self.config.norm_eps
         mod = self.scale_shift_table + temb.video_embedded[:, :, None]
-        xv = self.ops.ada_norm(xv, mod[:, :, 0], mod[:, :, 1], eps, "layer")
+        _, xv = residual_norm(self.ops, xv, mod[:, :, 0], mod[:, :, 1], eps, "layer")
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
-        xa = self.ops.ada_norm(xa, mod[:, :, 0], mod[:, :, 1], eps, "layer")
+        _, xa = residual_norm(self.ops, xa, mod[:, :, 0], mod[:, :, 1], eps, "layer")
         video = self.proj_out(xv) if sp is None else sp.gather(self.proj_out(xv))
         return video, self.audio_proj_out(xa)
 

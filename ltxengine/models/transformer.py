@@ -131,14 +131,27 @@ class Pending(NamedTuple):
     gate: torch.Tensor | None
 
 
+def _defers(ops: Ops, layer: nn.Module) -> bool:
+    # The backend has the fused residual + adaLN kernel and the projection cannot take the
+    # residual in its GEMM epilogue (that writes the stream once: fewer bytes than writing the
+    # projection's output for the fused norm to read back).
+    return ops.residual_ada_norm is not TORCH_OPS.residual_ada_norm and not _in_epilogue(ops, layer)
+
+
 def attend_residual(ops: Ops, attn: Attention, x: torch.Tensor, gate, *args, **kwargs):
-    """x + gate * attn(*args, **kwargs), left ``Pending`` where the backend has the fused
-    residual + adaLN kernel and the output projection cannot take the residual in its GEMM
-    epilogue (that writes the stream once, fewer bytes than writing attn's output for the
-    fused norm to read back); otherwise the residual through ``linear_residual`` as before."""
-    if ops.residual_ada_norm is TORCH_OPS.residual_ada_norm or _in_epilogue(ops, attn.to_out[0]):
+    """x + gate * attn(*args, **kwargs), left ``Pending`` where ``_defers``; otherwise the
+    residual through ``linear_residual`` as before."""
+    if not _defers(ops, attn.to_out[0]):
         return attn(*args, residual=(x, gate), **kwargs)
     return Pending(x, attn(*args, **kwargs), gate)
+
+
+def ff_residual(ops: Ops, ff: "FeedForward", x: torch.Tensor, h: torch.Tensor, gate):
+    """x + gate * ff(h), the block's last residual: left ``Pending`` where ``_defers``, for the
+    next block's first norm (or the final norm) to apply."""
+    if not _defers(ops, ff.net[2]):
+        return ff.residual(ops, x, h, gate)
+    return Pending(x, ff(h), gate)
 
 
 def residual_norm(ops: Ops, x, shift, scale, eps: float, kind: str = "rms") -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,16 +208,17 @@ class TransformerBlock(nn.Module):
         self.ops = ops
 
     def forward(self, x, context, context_bias, temb, rope, cross_kv=None):
-        # temb: (B, T', 6, D) with T' = 1 (per-sample timestep) or N (per-token).
+        # temb: (B, T', 6, D) with T' = 1 (per-sample timestep) or N (per-token). x, and the
+        # result, may be ``Pending``: the previous block's FFN residual, applied with norm1.
         mod = self.scale_shift_table + temb
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
-        h = self.ops.ada_norm(x, shift_msa, scale_msa, self.eps, "rms")
+        x, h = residual_norm(self.ops, x, shift_msa, scale_msa, self.eps, "rms")
         x = self.attn1(h, rope=rope, residual=(x, gate_msa))
         # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. Its
         # residual and norm2 may run as one op (attend_residual).
         x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv)
         x, h = residual_norm(self.ops, x, shift_mlp, scale_mlp, self.eps, "rms")
-        return self.ff.residual(self.ops, x, h, gate_mlp)
+        return ff_residual(self.ops, self.ff, x, h, gate_mlp)
 
 
 class AdaLNSingle(nn.Module):
@@ -339,7 +353,7 @@ class LTXVideoTransformer(nn.Module):
         for block, kv in zip(self.transformer_blocks, kvs):
             x = block(x, ctx, bias, temb, rope, kv)
         mod = self.scale_shift_table + embedded[:, :, None]
-        x = self.ops.ada_norm(x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
+        _, x = residual_norm(self.ops, x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
         return self.proj_out(x) if sp is None else sp.gather(self.proj_out(x))
 
     def _check_inputs(self, x, timestep, context, rope, temb, cross_kv):
