@@ -1,4 +1,5 @@
-"""Benchmark the modulation ops: ada_norm (RMS / LayerNorm, then x (1 + scale) + shift), gated_residual, head_gate.
+"""Benchmark the modulation ops: ada_norm (RMS / LayerNorm, then x (1 + scale) + shift), gated_residual, head_gate,
+residual_ada_norm (the gated residual and the next adaLN in one pass).
 
     python bench/ops_adaln.py [--shapes NAME,...] [--reps N] [--out DIR] [--smoke]
 
@@ -11,9 +12,12 @@ Variants (the "op" of a record):
   gated_residual/per-sample   x + gate * y, gate (B, 1, D)
   gated_residual/per-token    x + gate * y, gate (B, N, D)
   head_gate/32-heads          LTX-2.3+ gated attention: head h of x (B, N, D) times 2 sigmoid(logits (B, N, 32))
+  residual_ada_norm/rms/per-sample   x + gate * y, then its RMS adaLN; gate/shift/scale (B, 1, D)
+  residual_ada_norm/rms/per-token    the same with (B, N, D) modulation
 
-Implementations: torch (the fp32 reference, eager), torch.compile(reference), triton, cuda.
-Bytes moved: every input read once (bf16) and the output written once (bf16).
+Implementations: torch (the fp32 reference, eager), torch.compile(reference), triton, cuda; for
+residual_ada_norm also triton-pair (the unfused gated_residual + ada_norm kernels it replaces).
+Bytes moved: every input read once (bf16) and each output written once (bf16).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ VARIANTS = {
     "gated_residual/per-sample": ("gated_residual", None, "sample"),
     "gated_residual/per-token": ("gated_residual", None, "token"),
     "head_gate/32-heads": ("head_gate", None, "token"),
+    "residual_ada_norm/rms/per-sample": ("residual_ada_norm", "rms", "sample"),
+    "residual_ada_norm/rms/per-token": ("residual_ada_norm", "rms", "token"),
 }
 HEADS = 32  # every LTX-2 stream (video 32 x 128, audio 32 x 64)
 
@@ -59,6 +65,9 @@ def make_inputs(variant: str, stream: common.Stream, batch: int, device: torch.d
         return {"x": rand(shape), "shift": rand(mod_shape, 0.5), "scale": rand(mod_shape, 0.5)}
     if op == "head_gate":
         return {"x": rand(shape), "logits": rand((batch, stream.tokens, HEADS))}
+    if op == "residual_ada_norm":
+        return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5), "shift": rand(mod_shape, 0.5),
+                "scale": rand(mod_shape, 0.5)}
     return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5)}
 
 
@@ -68,12 +77,29 @@ def call(variant: str, inp: dict):
         return lambda fn: fn(inp["x"], inp["shift"], inp["scale"], EPS, kind)
     if op == "head_gate":
         return lambda fn: fn(inp["x"], inp["logits"])
+    if op == "residual_ada_norm":
+        return lambda fn: fn(inp["x"], inp["y"], inp["gate"], inp["shift"], inp["scale"], EPS, kind)
     return lambda fn: fn(inp["x"], inp["y"], inp["gate"])
 
 
-def bytes_moved(inp: dict) -> int:
+def bytes_moved(variant: str, inp: dict) -> int:
     read = sum(t.numel() * t.element_size() for t in inp.values())
-    return read + inp["x"].numel() * inp["x"].element_size()  # + the output, x's shape and dtype
+    outputs = 2 if VARIANTS[variant][0] == "residual_ada_norm" else 1  # (x_new, normed)
+    return read + outputs * inp["x"].numel() * inp["x"].element_size()  # outputs: x's shape and dtype
+
+
+def pair_impl(variant: str, inp: dict, device: torch.device) -> common.Impl:
+    """residual_ada_norm as the models ran it before: Triton's gated_residual, then its ada_norm."""
+    ops, why = common.resolve_backend("triton", device)
+    if ops is None:
+        return common.Impl("triton-pair", None, "unavailable", why)
+    kind = VARIANTS[variant][1]
+
+    def run():
+        x = ops.gated_residual(inp["x"], inp["y"], inp["gate"])
+        return x, ops.ada_norm(x, inp["shift"], inp["scale"], EPS, kind)
+
+    return common.Impl("triton-pair", run, source="triton")
 
 
 def oracle_and_tolerance(variant: str, inp: dict):
@@ -91,10 +117,12 @@ def bench_variant(settings: common.Settings, variant: str, name: str, stream: co
     oracle, tol = oracle_and_tolerance(variant, inp)
     impls = common.backend_impls(op, call(variant, inp), settings.device)
     impls.insert(1, common.compiled_impl(getattr(reference, op), call(variant, inp), settings))
+    if op == "residual_ada_norm":
+        impls.append(pair_impl(variant, inp, settings.device))
     results = [common.measure(i, oracle, tol, settings, flush_l2=settings.flush_l2) for i in settings.keep(impls)]
     common.add_ratios(results, {"eager": "torch", "compile": common.COMPILE})
     dims = {"batch": batch, "tokens": stream.tokens, "width": stream.width, "modulation": VARIANTS[variant][2]}
-    nbytes = bytes_moved(inp)
+    nbytes = bytes_moved(variant, inp)
     return [common.make_record(settings, r, op=variant, shape=name, dims=dims, dtype=DTYPE,
                                **common.throughput(r, settings.ceilings, nbytes=nbytes)) for r in results]
 
