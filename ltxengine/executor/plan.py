@@ -10,6 +10,12 @@ engines build the phases (``Engine.plan``); this module holds the accounting and
 What the trace cannot see (workspaces allocated inside a kernel, e.g. cuBLAS and cuDNN, and
 the caching allocator's rounding and fragmentation) is not in the figure; the GPU tests compare
 the prediction with ``torch.cuda.max_memory_allocated``.
+
+A fake trace costs ~0.1-0.5 ms of Python per op whatever the sizes, so a plan's cost is its op
+count: the plans trace each distinct call of a repeated module once (``repeated=``: a DiT's
+blocks, T5's layers, a VAE decoder per chunk or tile; replay.py keeps the peak equal to the full
+trace's or above it) and reuse what does not depend on the video's size (``planning.memo_peak``).
+Tiny engines deepened to released depth plan 3-5x faster that way (bench/results/cpu_vs_diffusers.md).
 """
 
 from __future__ import annotations
