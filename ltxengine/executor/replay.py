@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import weakref
 
 import torch
 import torch.nn as nn
@@ -41,6 +42,12 @@ class _Unkeyable(Exception):
     pass
 
 
+@dataclasses.dataclass
+class _Seen:
+    storages: list = dataclasses.field(default_factory=list)  # tensor arguments' storages: aliasing
+    held: list = dataclasses.field(default_factory=list)  # objects keyed by identity
+
+
 def _tensor_key(t: torch.Tensor, storages: list) -> tuple:
     ref = StorageWeakRef(t.untyped_storage())
     alias = next((i for i, s in enumerate(storages) if s == ref), None)
@@ -50,23 +57,25 @@ def _tensor_key(t: torch.Tensor, storages: list) -> tuple:
             t.untyped_storage().nbytes(), alias)
 
 
-def _key(obj, storages: list, depth: int = 0):
+def _key(obj, seen: _Seen, depth: int = 0):
     """Hashable metadata of an argument: tensors by metadata and aliasing, plain values by value,
-    containers and dataclasses by their items, anything else by identity."""
+    containers and dataclasses by their items, anything else by identity (checked on a hit through
+    a weak reference: an id can be reused once its object is gone)."""
     if isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided:
             raise _Unkeyable
-        return _tensor_key(obj, storages)
+        return _tensor_key(obj, seen.storages)
     if isinstance(obj, _SIMPLE):
         return (type(obj), obj)
     if depth > 8:
         raise _Unkeyable
     if isinstance(obj, (list, tuple)):
-        return (type(obj), tuple(_key(v, storages, depth + 1) for v in obj))
+        return (type(obj), tuple(_key(v, seen, depth + 1) for v in obj))
     if isinstance(obj, dict):
-        return (type(obj), tuple((k, _key(v, storages, depth + 1)) for k, v in obj.items()))
+        return (type(obj), tuple((k, _key(v, seen, depth + 1)) for k, v in obj.items()))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return (type(obj), tuple(_key(getattr(obj, f.name), storages, depth + 1) for f in dataclasses.fields(obj)))
+        return (type(obj), tuple(_key(getattr(obj, f.name), seen, depth + 1) for f in dataclasses.fields(obj)))
+    seen.held.append(obj)
     return ("id", type(obj), id(obj))
 
 
@@ -75,7 +84,7 @@ def _hooked(m: nn.Module) -> bool:
                                               "_backward_pre_hooks"))
 
 
-def _module_key(module: nn.Module, storages: list) -> tuple:
+def _module_key(module: nn.Module, seen: _Seen) -> tuple:
     from torch.nn.modules import module as mm
     if any(getattr(mm, h, None) for h in ("_global_forward_hooks", "_global_forward_pre_hooks")):
         raise _Unkeyable
@@ -83,7 +92,7 @@ def _module_key(module: nn.Module, storages: list) -> tuple:
     for name, m in module.named_modules():
         if _hooked(m):
             raise _Unkeyable
-        state = tuple((k, _key(v, storages)) for k, v in vars(m).items()
+        state = tuple((k, _key(v, seen)) for k, v in vars(m).items()
                       if k not in _MODULE_INTERNALS and not isinstance(v, nn.Module)
                       and not getattr(v, "memo_wrapper", False))  # memoized()'s own forward
         tensors = tuple((k, None if v is None else _tensor_key(v, []))
@@ -93,12 +102,18 @@ def _module_key(module: nn.Module, storages: list) -> tuple:
 
 
 def signature(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
-    """The memo key of ``module(*args, **kwargs)``; None: this call must run."""
-    storages: list = []
+    """(the memo key of ``module(*args, **kwargs)``, the objects it names by identity); None: this
+    call must run."""
+    seen = _Seen()
     try:
-        return (_key((args, kwargs), storages), _module_key(module, []))
-    except _Unkeyable:
+        key = (_key((args, kwargs), seen), _module_key(module, _Seen(held=seen.held)))
+        return key, [weakref.ref(o) for o in seen.held]
+    except (_Unkeyable, TypeError):  # TypeError: an object without weak references
         return None
+
+
+def _same(refs: list, now: list) -> bool:
+    return all(r() is not None and r() is n() for r, n in zip(refs, now))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,16 +181,17 @@ def _replay(recorder, rec: _Recorded, flat_args: list):
 
 def _memo_forward(recorder, memo: dict, module: nn.Module, forward):
     def call(*args, **kwargs):
-        key = None if recorder.paused_depth else signature(module, args, kwargs)
-        if key is None:
+        sig = None if recorder.paused_depth else signature(module, args, kwargs)
+        if sig is None:
             return forward(*args, **kwargs)
+        key, refs = sig
         flat_args = tree_flatten((args, kwargs))[0]
-        if key in memo and memo[key] is not None:
-            return _replay(recorder, memo[key], flat_args)
+        if key in memo and memo[key][0] is not None and _same(memo[key][1], refs):
+            return _replay(recorder, memo[key][0], flat_args)
         t0, n0 = len(recorder.ops), len(recorder.records)
         out = forward(*args, **kwargs)
-        if key not in memo:
-            memo[key] = _capture(recorder, t0, n0, flat_args, out)
+        if key not in memo or not _same(memo[key][1], refs):
+            memo[key] = (_capture(recorder, t0, n0, flat_args, out), refs)
         return out
     call.memo_wrapper = True
     return call

@@ -145,3 +145,46 @@ def test_engine_plans_equal_the_full_trace(family, request, monkeypatch):
         del blocks[len(saved):]
     assert [(p.name, p.transient_bytes, p.kept_bytes) for p in fast.phases] == \
         [(p.name, p.transient_bytes, p.kept_bytes) for p in full.phases]
+
+
+class Cfg:
+    def __init__(self, wide: bool):
+        self.wide = wide
+
+
+class CfgBlock(nn.Module):
+    """Reads a plain object argument (keyed by identity): ``cfg.wide`` doubles its hidden width."""
+
+    def __init__(self, d: int = 8):
+        super().__init__()
+        self.up = nn.Linear(d, d)
+
+    def forward(self, x, cfg):
+        h = self.up(x)
+        if cfg.wide:
+            h = torch.cat([h, h], -1)
+        return x + h.sum(-1, keepdim=True)
+
+
+class CfgStack(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(CfgBlock() for _ in range(n))
+        self.ids = []
+
+    def forward(self, x):
+        for i, b in enumerate(self.blocks):
+            cfg = Cfg(wide=i % 2 == 1)  # a new object per call: CPython often reuses the last one's id
+            self.ids.append(id(cfg))
+            x = b(x, cfg)
+            del cfg
+        return x
+
+
+def test_an_object_keyed_by_identity_is_not_confused_with_a_dead_one(monkeypatch):
+    model = CfgStack(6)
+    x = torch.randn(3, 8)
+    fast = trace_allocations(model, x, repeated=model.blocks)
+    if len(set(model.ids)) == len(model.ids):
+        pytest.skip("no id was reused in this run: nothing to confuse")
+    assert _rows(fast) == _rows(_full(monkeypatch, model, x, repeated=model.blocks))
