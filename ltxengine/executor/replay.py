@@ -5,7 +5,9 @@ A transformer runs the same block 28-48 times per guidance pass, and a fake-tens
 of its time re-tracing identical blocks. ``memoized(recorder, modules)`` makes the first call of
 each distinct *signature* of a listed module run (and be recorded) as usual, and every later call
 with an equal signature append that call's recorded allocations at the current tick instead of
-running: same ops, same sizes, same lifetimes relative to the call.
+running: same ops, same sizes, same lifetimes relative to the call. A call that changes its
+module's state or its arguments' metadata (a cache filled, an in-place reshape) is never
+replayed: the code after it would miss the change.
 
 Invariant (why the peak is the full trace's or above it): under fake tensors nothing depends on
 values, so the allocations of ``module(*args)`` are a function of (the module's code, its and its
@@ -15,11 +17,11 @@ signature cannot be built (hooks on the module, an output that is not a tensor o
 always run. In a replayed call, allocations that died inside the recorded call die at the same
 relative tick; its outputs are recreated with their recorded storage sizes and birth ticks and
 die when the caller drops them, as in a real call; anything else that outlived the recorded
-call (held by module state) is counted as never freed. Tensors from outside the call that the
-call itself would have freed are freed only when the caller frees them. So every replayed
-allocation is alive at least as long as in the full trace, and nothing is dropped: the planned
-peak equals the full trace's, or exceeds it where a call freed state it did not own
-(tests/executor/test_replay.py compares both on LTX-Video and LTX-2 steps).
+call (held by an object the signature names by identity) is counted as never freed. Tensors
+from outside the call that the call itself would have freed are freed only when the caller
+frees them. So every replayed allocation is alive at least as long as in the full trace, and
+nothing is dropped: the planned peak equals the full trace's, or exceeds it where such state is
+freed later (tests/executor/test_replay.py compares both on LTX-Video and LTX-2 steps).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _tensor_key(t: torch.Tensor, storages: list) -> tuple:
 def _key(obj, seen: _Seen, depth: int = 0):
     """Hashable metadata of an argument: tensors by metadata and aliasing, plain values by value,
     containers and dataclasses by their items, anything else by identity (checked on a hit through
-    a weak reference: an id can be reused once its object is gone)."""
+    a weak reference: an id can be reused once its object is gone) and its attributes."""
     if isinstance(obj, torch.Tensor):
         if obj.layout != torch.strided:
             raise _Unkeyable
@@ -76,7 +78,9 @@ def _key(obj, seen: _Seen, depth: int = 0):
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return (type(obj), tuple(_key(getattr(obj, f.name), seen, depth + 1) for f in dataclasses.fields(obj)))
     seen.held.append(obj)
-    return ("id", type(obj), id(obj))
+    state = vars(obj) if hasattr(obj, "__dict__") and not isinstance(obj, (type, nn.Module)) else {}
+    # its attributes too: a call that changes them is seen as changing its arguments (never replayed)
+    return ("id", type(obj), id(obj), tuple((k, _key(v, seen, depth + 1)) for k, v in state.items()))
 
 
 def _hooked(m: nn.Module) -> bool:
@@ -191,7 +195,11 @@ def _memo_forward(recorder, memo: dict, module: nn.Module, forward):
         t0, n0 = len(recorder.ops), len(recorder.records)
         out = forward(*args, **kwargs)
         if key not in memo or not _same(memo[key][1], refs):
-            memo[key] = (_capture(recorder, t0, n0, flat_args, out), refs)
+            # a call that changed its module's state or its arguments' metadata is never replayed:
+            # later code would miss the change
+            after = signature(module, args, kwargs)
+            changed = after is None or after[0] != key
+            memo[key] = (None if changed else _capture(recorder, t0, n0, flat_args, out), refs)
         return out
     call.memo_wrapper = True
     return call
