@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from .executor.plan import InsufficientMemoryError, MemoryPlan, fmt_bytes
 from .executor.residency import Residency
+from .planning import reusing_traces
 
 __all__ = ["MemoryChoice", "candidates", "check_load_options", "choose", "fit_budget", "parse_budget",
            "plan_options"]
@@ -155,18 +156,20 @@ def plan_of(engine, request, choice: MemoryChoice) -> MemoryPlan:
 
 
 def plan_options(engine, request) -> list[tuple[MemoryChoice, MemoryPlan]]:
-    return [(c, plan_of(engine, request, c)) for c in candidates(engine)]
+    with reusing_traces(engine):  # the options share their activation traces
+        return [(c, plan_of(engine, request, c)) for c in candidates(engine)]
 
 
 def choose(engine, request, budget: int) -> tuple[MemoryChoice, MemoryPlan]:
     """The first option whose planned peak fits ``budget``; else InsufficientMemoryError naming the
     smallest plan's peak."""
     tried = []
-    for choice in candidates(engine):
-        plan = plan_of(engine, request, choice)
-        if plan.peak_bytes <= budget:
-            return choice, plan
-        tried.append((choice, plan))
+    with reusing_traces(engine):  # the options share their activation traces
+        for choice in candidates(engine):
+            plan = plan_of(engine, request, choice)
+            if plan.peak_bytes <= budget:
+                return choice, plan
+            tried.append((choice, plan))
     choice, plan = min(tried, key=lambda t: t[1].peak_bytes)
     raise InsufficientMemoryError(
         f"memory_budget: no offload / tiling option fits {fmt_bytes(budget)} for this request; the smallest plan "

@@ -4,13 +4,15 @@ phase. See ltxengine/executor/plan.py for the plan itself and what is not counte
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from .executor.plan import MemoryPlan, available_bytes, fake_mode, module_bytes, transient_peak
 from .components.latents import upsample_latents
 
 __all__ = ["component_bytes", "fake_latents", "measure", "memo_peak", "on_device", "repeated_modules",
-           "upsample_peak"]
+           "reusing_traces", "scoped_peak", "upsample_peak"]
 
 
 def memo_peak(engine, key: tuple, compute) -> int:
@@ -21,6 +23,33 @@ def memo_peak(engine, key: tuple, compute) -> int:
     if key not in cache:
         cache[key] = compute()
     return cache[key]
+
+
+@contextmanager
+def reusing_traces(engine):
+    """Within: ``scoped_peak`` traces each key once. budget.py plans one request under every
+    offload / tiling option, and the traces differ only where an option changes the request (VAE
+    tiling): the options' weights differ, their activations do not. Nothing changes the modules
+    while it is open (the options are assumed, nothing moves), so a key need only tell the phases
+    of one request apart."""
+    outer = "_trace_memo" in engine.__dict__
+    if not outer:
+        engine._trace_memo = {}
+    try:
+        yield
+    finally:
+        if not outer:
+            del engine._trace_memo
+
+
+def scoped_peak(engine, key: tuple, compute) -> int:
+    """``compute()``, or inside ``reusing_traces`` the value already computed for ``key``."""
+    memo = engine.__dict__.get("_trace_memo")
+    if memo is None:
+        return compute()
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def repeated_modules(*modules: torch.nn.Module | None) -> list[torch.nn.Module]:
@@ -111,6 +140,8 @@ def fake_latents(engine, f: int, h: int, w: int) -> torch.Tensor:
 
 
 def upsample_peak(engine, f: int, h: int, w: int) -> int:
-    z = fake_latents(engine, f, h, w)
-    return transient_peak(lambda z: upsample_latents(engine.latent_upsampler, engine.vae, z), z,
-                          repeated=repeated_modules(engine.latent_upsampler))
+    def peak() -> int:
+        z = fake_latents(engine, f, h, w)
+        return transient_peak(lambda z: upsample_latents(engine.latent_upsampler, engine.vae, z), z,
+                              repeated=repeated_modules(engine.latent_upsampler))
+    return scoped_peak(engine, ("upsample", f, h, w), peak)

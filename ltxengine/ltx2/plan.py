@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
-from ..planning import component_bytes, fake_latents, measure, on_device, repeated_modules, upsample_peak
+from ..planning import component_bytes, fake_latents, measure, on_device, repeated_modules, scoped_peak, upsample_peak
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
@@ -92,7 +92,9 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0, masked: b
             den.attention_bias = torch.zeros((1, 1, nv, nv), dtype=dtype, device=dev)
         return den(xv, xa, 0.5, 0)
 
-    peak = transient_peak(step, xv, xa, repeated=tr.transformer_blocks)
+    key = ("ltx2-step", f, h, w, t_audio, repr(vp), repr(ap), appended, masked, L, a.guidance_batch,
+           a.cross_timestep, a.fps)
+    peak = scoped_peak(engine, key, lambda: transient_peak(step, xv, xa, repeated=tr.transformer_blocks))
     rows = len(den.passes)
     item = torch.finfo(dtype).bits // 8
     static = (2 * (nv * cfg.in_channels + na * cfg.audio_in_channels) * 4 * rows  # latents in, x0 out
@@ -102,9 +104,13 @@ def _step_peak(engine, a, f, h, w, t_audio, vp, ap, appended: int = 0, masked: b
 
 
 def _decode_peak(engine, a, f, h, w, t_audio) -> int:
-    z = fake_latents(engine, f, h, w)
-    with fake_mode():
-        tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=engine.device)
-    video = transient_peak(lambda z: decode_video(engine, a, z, None), z, repeated=repeated_modules(engine.vae.decoder))
-    audio = transient_peak(lambda t: decode_waveform(engine, t), tokens, repeated=repeated_modules(engine.vocoder))
-    return max(video, audio)
+    def peak() -> int:
+        z = fake_latents(engine, f, h, w)
+        with fake_mode():
+            tokens = torch.zeros((1, t_audio, engine.transformer.config.audio_in_channels), device=engine.device)
+        video = transient_peak(lambda z: decode_video(engine, a, z, None), z,
+                               repeated=repeated_modules(engine.vae.decoder))
+        audio = transient_peak(lambda t: decode_waveform(engine, t), tokens, repeated=repeated_modules(engine.vocoder))
+        return max(video, audio)
+    key = ("ltx2-decode", f, h, w, t_audio, repr(a.vae_tiling), a.decoder, a.decode_timestep, a.decode_noise_scale)
+    return scoped_peak(engine, key, peak)

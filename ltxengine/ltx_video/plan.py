@@ -20,7 +20,8 @@ import torch
 from ..components.decode import decode_latents
 from ..executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
 from ..models.transformer import grid_positions
-from ..planning import component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules, upsample_peak
+from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules,
+                        scoped_peak, upsample_peak)
 from . import sampling as lv
 
 
@@ -105,7 +106,8 @@ def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:
             temb = tuple(e.expand(e.shape[0], n, *e.shape[2:]).contiguous() for e in temb)
         return guide.step(x, temb, lv.euler_update, torch.tensor(-0.1, device=x.device))
 
-    peak = transient_peak(step, embeds, mask, x, repeated=tr.transformer_blocks)
+    key = ("ltxv-step", f, h, w, cfg, a.pipeline, L, a.guidance_scale, a.guidance_rescale, a.fps)
+    peak = scoped_peak(engine, key, lambda: transient_peak(step, embeds, mask, x, repeated=tr.transformer_blocks))
     b = 2 if cfg else 1
     d = tr.config.inner_dim
     item = torch.finfo(dtype).bits // 8
@@ -123,7 +125,8 @@ def _decode_peak(engine, a, f: int, h: int, w: int) -> int:
         return decode_latents(engine.vae, z, decode_timestep=a.decode_timestep,
                                  decode_noise_scale=a.decode_noise_scale, generator=None, device=z.device,
                                  model_dtype=engine.dtype, tiling=a.vae_tiling)
-    return transient_peak(decode, z, repeated=repeated_modules(engine.vae.decoder))
+    key = ("ltxv-decode", f, h, w, repr(a.vae_tiling), a.decode_timestep, a.decode_noise_scale)
+    return scoped_peak(engine, key, lambda: transient_peak(decode, z, repeated=repeated_modules(engine.vae.decoder)))
 
 
 def _suggest(engine, a, budget: int) -> str:

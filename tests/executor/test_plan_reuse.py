@@ -1,5 +1,6 @@
-"""What a memory plan no longer traces twice (planning.memo_peak) and what it now traces at all
-(LTX-2's audio decode up to the host copy, stages.decode_waveform)."""
+"""What a memory plan no longer traces twice (planning.memo_peak: the text encoder across video
+sizes; planning.reusing_traces: one request under every memory_budget option) and what it now
+traces at all (LTX-2's audio decode up to the host copy, stages.decode_waveform)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 import ltxengine.ltx2.plan as ltx2_plan
 from ltxengine.executor.plan import fake_mode, transient_peak
 from ltxengine.ltx2.stages import decode_waveform
-from tests.executor.test_plan import engine, ltx2_engine  # noqa: F401 - the tiny engines
+from tests.executor import test_plan
+
+engine, ltx2_engine = test_plan.engine, test_plan.ltx2_engine  # the tiny engines' fixtures
 
 
 def test_text_encoder_traced_once_for_every_video_size(engine):
@@ -42,3 +45,27 @@ def test_ltx2_decode_counts_the_audio_decode(ltx2_engine, monkeypatch):
     audio = transient_peak(lambda t: decode_waveform(ltx2_engine, t), tokens)
     decode = {p.name: p for p in plan.phases}["decode"]
     assert decode.transient_bytes == audio > 1000
+
+
+def test_budget_options_share_their_traces(engine, monkeypatch):
+    """memory_budget plans one request under every option (budget.py); the step is traced once for
+    all of them, and every option's phases are what its plan alone gives."""
+    import ltxengine.budget as budget
+    engine.__dict__.pop("_budget_plans", None)
+    calls = []
+    hook = engine.transformer.register_forward_pre_hook(lambda m, a, k: calls.append(1), with_kwargs=True)
+    try:
+        options = engine.plan_options("a", height=64, width=96, num_frames=9)
+    finally:
+        hook.remove()
+    assert len(options) >= 3 and len(calls) == 1
+    engine.__dict__.pop("_budget_plans", None)
+    # the same options planned one by one, outside the shared scope
+    bound = inspect.signature(engine.generate).bind("a", None, height=64, width=96, num_frames=9)
+    bound.apply_defaults()
+    args = engine._request(dict(bound.arguments))
+    with torch.inference_mode():
+        alone = [budget.plan_of(engine, args, choice) for choice, _ in options]
+    engine.__dict__.pop("_budget_plans", None)
+    assert [[(p.name, p.total_bytes) for p in plan.phases] for _, plan in options] == \
+        [[(p.name, p.total_bytes) for p in plan.phases] for plan in alone]

@@ -12,7 +12,9 @@ import torch.nn as nn
 
 import ltxengine.executor.replay as replay
 from ltxengine.executor.memory import trace_allocations
-from tests.executor.test_plan import engine, ltx2_engine  # noqa: F401 - the tiny engines
+from tests.executor import test_plan
+
+engine, ltx2_engine = test_plan.engine, test_plan.ltx2_engine  # the tiny engines' fixtures
 
 
 class Block(nn.Module):
