@@ -155,3 +155,16 @@ def test_engine_built_directly_is_an_ltx_video_engine_with_a_deprecation_warning
     with pytest.warns(DeprecationWarning, match=r"Engine\(\.\.\.\) builds an LTXVideoEngine"):
         built = Engine(e.transformer, e.vae, e.text_encoder, device="cpu", dtype=torch.float32)
     assert type(built) is ltxengine.LTXVideoEngine and built.family == "ltx-video"
+
+
+@pytest.mark.parametrize("change", [dict(guidance_rescale=0.7), dict(decode_timestep=0.05),
+                                    dict(decode_noise_scale=0.025)])
+def test_ltx_video_plan_key_names_what_the_phases_trace(ltx_video_engine, change):
+    # The engine caches one memory plan per plan_key: a field the step or decode trace depends on
+    # (their own keys in ltx_video/plan.py) must tell two requests apart here too.
+    def key(**kw):
+        bound = inspect.signature(ltx_video_engine.generate).bind("a dog", height=64, width=96, num_frames=9, **kw)
+        bound.apply_defaults()
+        return ltx_video_engine._request(dict(bound.arguments)).plan_key()
+
+    assert key() != key(**change) and key() == key()

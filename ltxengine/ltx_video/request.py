@@ -117,9 +117,11 @@ class LTXVideoRequest:
 
     def plan_key(self) -> tuple:
         """What the memory plan depends on (plans are cached per key)."""
+        # guidance_rescale and the decode's timestep / noise are in the phases' trace keys (plan.py): here too,
+        # or a cached plan would stand for a request whose step or decode traces other ops
         return (self.height, self.width, self.num_frames, self.pipeline, repr(self.two_stage), self.stage1_size,
-                self.guidance_scale, self.max_sequence_length, repr(self.vae_tiling), len(self.conditions),
-                self.image is not None)
+                self.guidance_scale, self.guidance_rescale, self.max_sequence_length, repr(self.vae_tiling),
+                len(self.conditions), self.image is not None, self.decode_timestep, self.decode_noise_scale)
 
 
 def build_request(engine, args: dict[str, Any]) -> LTXVideoRequest:
