@@ -1,8 +1,10 @@
 """Fused adaLN: norm(x) * (1 + scale) + shift, the gated residual x + gate * y, and the two in
-one pass (residual_ada_norm: the residual update followed by the next adaLN of the same stream).
+one pass (residual_ada_norm: the residual update followed by the next adaLN of the same stream;
+dual_ada_norm: optionally that update, then one norm modulated twice, LTX-2's a2v / v2a rows).
 
-References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` / ``residual_ada_norm`` (fp32). One program per
-row of x (B, N, D): each element is read once and written once. The modulation rows come from a
+References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` / ``residual_ada_norm`` /
+``dual_ada_norm`` (fp32). One program per row of x (B, N, D): each element is read once and
+written once. The modulation rows come from a
 per-sample (B, 1, D) or per-token (B, N, D) table, usually a strided slice of the model's
 (B, N|1, 6, D) modulation tensor; size-1 dims get stride 0 so both cases are one kernel.
 """
@@ -42,12 +44,26 @@ def _ada_norm_kernel(
 def _modulated_norm(x, offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
                     KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr):
     """norm(x) * (1 + scale) + shift of one fp32 row (masked lanes hold 0), in fp32."""
+    return _modulate(_norm(x, mask, D, eps, KIND), offs, mask, b, n, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
+                     HAS_SHIFT, HAS_SCALE)
+
+
+@triton.jit
+def _norm(x, mask, D, eps, KIND: tl.constexpr):
+    """RMSNorm (KIND 0) or LayerNorm (1) of one fp32 row (masked lanes hold 0), in fp32."""
     if KIND == 0:
         y = x * tl.rsqrt(tl.sum(x * x, axis=0) / D + eps)
     else:
         mean = tl.sum(x, axis=0) / D
         centered = tl.where(mask, x - mean, 0.0)
         y = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / D + eps)
+    return y
+
+
+@triton.jit
+def _modulate(y, offs, mask, b, n, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
+              HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr):
+    """y * (1 + scale) + shift of one normed fp32 row, in fp32."""
     if HAS_SCALE:
         y = y * (1.0 + tl.load(scale_ptr + b * s_scb + n * s_scn + offs, mask=mask, other=0.0).to(tl.float32))
     if HAS_SHIFT:
@@ -103,6 +119,39 @@ def _residual_ada_norm_kernel(
     h = _modulated_norm(new.to(tl.float32), offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb,
                         s_scn, KIND, HAS_SHIFT, HAS_SCALE)
     tl.store(no_ptr + b * s_nob + n * s_non + offs, h.to(no_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dual_ada_norm_kernel(
+    x_ptr, y_ptr,  # (B, N, D), last dim contiguous; y None: no pending residual, x is only read
+    gate_ptr, sh1_ptr, sc1_ptr, sh2_ptr, sc2_ptr,  # (B|1, N|1, D) modulation rows or None
+    xo_ptr,  # (B, N, D) x + gate * y, or None with y; may be x itself (the row is read before it is written)
+    n1_ptr, n2_ptr,  # (B, N, D) the two adaLNs of the (updated) row
+    n_tokens, D, eps,
+    s_xb, s_xn, s_yb, s_yn, s_xob, s_xon, s_n1b, s_n1n, s_n2b, s_n2n, s_gb, s_gn,
+    s_sh1b, s_sh1n, s_sc1b, s_sc1n, s_sh2b, s_sh2n, s_sc2b, s_sc2n,
+    KIND: tl.constexpr, HAS_Y: tl.constexpr, HAS_GATE: tl.constexpr, HAS_SHIFT1: tl.constexpr,
+    HAS_SCALE1: tl.constexpr, HAS_SHIFT2: tl.constexpr, HAS_SCALE2: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0)
+    b = row // n_tokens
+    n = row % n_tokens
+    offs = tl.arange(0, BLOCK_D)
+    mask = offs < D
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0)
+    if HAS_Y:
+        y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_GATE:
+            y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
+        # rounded to the stream's dtype before the norm reads it, as in _residual_ada_norm_kernel
+        x = (x.to(tl.float32) + y).to(xo_ptr.dtype.element_ty)
+        tl.store(xo_ptr + b * s_xob + n * s_xon + offs, x, mask=mask)
+    # One norm, two modulations: the statistics and the normed row are shared, the rest is per output.
+    h = _norm(x.to(tl.float32), mask, D, eps, KIND)
+    h1 = _modulate(h, offs, mask, b, n, sh1_ptr, sc1_ptr, s_sh1b, s_sh1n, s_sc1b, s_sc1n, HAS_SHIFT1, HAS_SCALE1)
+    tl.store(n1_ptr + b * s_n1b + n * s_n1n + offs, h1.to(n1_ptr.dtype.element_ty), mask=mask)
+    h2 = _modulate(h, offs, mask, b, n, sh2_ptr, sc2_ptr, s_sh2b, s_sh2n, s_sc2b, s_sc2n, HAS_SHIFT2, HAS_SCALE2)
+    tl.store(n2_ptr + b * s_n2b + n * s_n2n + offs, h2.to(n2_ptr.dtype.element_ty), mask=mask)
 
 
 def _modulation(fn, name, t, x):
@@ -186,3 +235,43 @@ def residual_ada_norm(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, 
         BLOCK_D=block, num_warps=warps,
     )
     return x_out, norm_out
+
+
+def dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *, x_out=None, norm1_out=None,
+                  norm2_out=None):
+    """(x_new, ada_norm(x_new, shift1, scale1), ada_norm(x_new, shift2, scale2)) in one pass over
+    x (B, N, D): x_new = x + gate * y, or x itself when y is None (then gate and x_out must be None).
+    Modulation rows None, (B, 1, D) or (B, N, D). ``x_out=x`` updates the stream in place."""
+    fn = "dual_ada_norm"
+    if kind not in _KINDS:
+        raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
+    if not eps > 0:
+        raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+    x = row_view(fn, "x", x, ndim=3)
+    if y is None and (gate is not None or x_out is not None):
+        raise ValueError(f"{fn}: gate and x_out need a residual y, got y None with "
+                         f"{'gate' if gate is not None else 'x_out'} set")
+    if y is not None:
+        y = row_view(fn, "y", y, ndim=3)
+        if y.shape != x.shape or y.device != x.device:
+            raise ValueError(f"{fn}: y must match x {tuple(x.shape)} on {x.device}, got {tuple(y.shape)} on {y.device}")
+        x_out = check_rows(fn, "x_out", x_out, x.shape, x.dtype, x.device)
+    mods = [_modulation(fn, name, t, x) for name, t in
+            (("gate", gate), ("shift1", shift1), ("scale1", scale1), ("shift2", shift2), ("scale2", scale2))]
+    norm1_out = check_rows(fn, "norm1_out", norm1_out, x.shape, x.dtype, x.device)
+    norm2_out = check_rows(fn, "norm2_out", norm2_out, x.shape, x.dtype, x.device)
+    _launch_dual(x, y, x_out, norm1_out, norm2_out, mods, float(eps), _KINDS[kind])
+    return (x if y is None else x_out), norm1_out, norm2_out
+
+
+def _launch_dual(x, y, x_out, n1, n2, mods, eps, kind):
+    block, warps = launch_config(x.shape[-1])
+    strides = [s for t in (y, x_out) for s in ((t.stride(0), t.stride(1)) if t is not None else (0, 0))]
+    _dual_ada_norm_kernel[(x.shape[0] * x.shape[1],)](
+        x, y, *(t for t, _, _ in mods), x_out, n1, n2, x.shape[1], x.shape[2], eps,
+        x.stride(0), x.stride(1), *strides, n1.stride(0), n1.stride(1), n2.stride(0), n2.stride(1),
+        *(s for _, sb, sn in mods for s in (sb, sn)),
+        KIND=kind, HAS_Y=y is not None, **{f"HAS_{k}": t is not None for k, (t, _, _) in
+                                           zip(("GATE", "SHIFT1", "SCALE1", "SHIFT2", "SCALE2"), mods)},
+        BLOCK_D=block, num_warps=warps,
+    )

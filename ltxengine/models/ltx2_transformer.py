@@ -46,8 +46,8 @@ import torch.nn as nn
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
-from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, ff_residual,
-                          residual_norm, settle)
+from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, Pending, attend_residual,
+                          ff_residual, residual_norm, settle)
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
@@ -289,10 +289,13 @@ class LTX2Block(nn.Module):
         a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = (ta[:4] + temb.audio_cross).unbind(2)
         v_gate = (tv[4:] + temb.video_gate)[:, :, 0]
         a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
-        if keep_a2v is not False:
+        if keep_a2v is not False and keep_v2a is not False:  # each stream read once for both norms
+            xv, q_a2v, k_v2a = _dual_norm(ops, xv, (v_shift_a2v, v_scale_a2v), (v_shift_v2a, v_scale_v2a), eps)
+            xa, k_a2v, q_v2a = _dual_norm(ops, xa, (a_shift_a2v, a_scale_a2v), (a_shift_v2a, a_scale_v2a), eps)
+        elif keep_a2v is not False:
             xv, q_a2v = residual_norm(ops, xv, v_shift_a2v, v_scale_a2v, eps, "rms")
             xa, k_a2v = residual_norm(ops, xa, a_shift_a2v, a_scale_a2v, eps, "rms")
-        if keep_v2a is not False:
+        else:
             xa, q_v2a = residual_norm(ops, xa, a_shift_v2a, a_scale_v2a, eps, "rms")
             xv, k_v2a = residual_norm(ops, xv, v_shift_v2a, v_scale_v2a, eps, "rms")
         xv_in, xa_in = xv, xa
@@ -320,6 +323,19 @@ class LTX2Block(nn.Module):
         x, h = residual_norm(ops, x, shift_q, scale_q, eps, "rms")
         x = attend_residual(ops, attn, x, gate_q, h, context, bias)
         return x if defer else settle(ops, x)
+
+
+def _dual_norm(ops: Ops, x, mod1, mod2, eps: float):
+    """(the stream x, its adaLN by mod1 = (shift, scale), its adaLN by mod2) for a tensor or a
+    ``Pending`` stream: one ``ops.dual_ada_norm`` where it gives the unfused calls' result (the
+    backend has its kernel; or the adaLN is the torch backend's, whose dual op is those calls' bits
+    with one norm fewer, and no fused residual is pending), else residual_norm then ada_norm."""
+    fused = ops.dual_ada_norm is not TORCH_OPS.dual_ada_norm
+    if fused or (ops.ada_norm is TORCH_OPS.ada_norm and not isinstance(x, Pending)):
+        x, y, gate = x if isinstance(x, Pending) else (x, None, None)
+        return ops.dual_ada_norm(x, y, gate, *mod1, *mod2, eps, "rms")
+    x, h1 = residual_norm(ops, x, *mod1, eps, "rms")
+    return (x, h1, ops.ada_norm(x, *mod2, eps, "rms"))
 
 
 class LTX2Transformer(nn.Module):

@@ -32,6 +32,7 @@ from . import library, native, reference
 from .ada_norm import ADA_NORM
 from .attention_fp8 import ATTENTION_FP8
 from .causal_conv3d import CAUSAL_CONV3D
+from .dual_ada_norm import DUAL_ADA_NORM
 from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
 from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
@@ -57,6 +58,9 @@ class Ops:
     # a gated residual and the adaLN that reads it next, in one pass; models call it only where a backend
     # has the kernel (transformer.attend_residual), so the torch backend keeps native's unfused pair
     residual_ada_norm: Callable = native.residual_ada_norm
+    # one stream's norm modulated twice (LTX-2's a2v / v2a), after its pending residual if any; native's
+    # is the unfused calls' bits with the norm computed once, so the torch backend uses it too
+    dual_ada_norm: Callable = native.dual_ada_norm
     head_gate: Callable = native.head_gate  # LTX-2.3+ gated attention
     linear: Callable = reference.linear
     # Linears with their epilogue fused (the FFN up-projection's GELU, the output projections'
@@ -84,7 +88,7 @@ TORCH_OPS = Ops(name="torch")
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
-             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM)
+             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -21,7 +21,8 @@ rounds once on store: the same bits as ``(a * b).to(dtype)``). Per op, in 16 bit
   without the negated table). Bit-equal to diffusers.
 - ``head_gate``: ``x * 2 sigmoid(logits)`` in the activation dtype (diffusers' LTX-2 processor).
 - ``linear_gated_residual``: ``gated_residual(x, linear(h), gate)`` as above; ``residual_ada_norm``:
-  ``gated_residual`` then ``ada_norm``, the models' unfused pair.
+  ``gated_residual`` then ``ada_norm``, the models' unfused pair; ``dual_ada_norm``: that, with the
+  norm computed once and modulated twice (LTX-2's a2v / v2a norms of one stream, as diffusers).
 
 Everything else (linear, linear_gelu, attention, the VAE conv, the fp8 ops) already computes in
 the activation dtype in ``reference`` and is used from there. ``tests/ops/test_native.py`` checks
@@ -126,6 +127,41 @@ def residual_ada_norm(
         _dst(norm_out, x)
     x_new = gated_residual(x, y, gate, out=x_out)
     return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)
+
+
+def dual_ada_norm(
+    x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, shift1: torch.Tensor | None,
+    scale1: torch.Tensor | None, shift2: torch.Tensor | None, scale2: torch.Tensor | None, eps: float,
+    kind: str = "rms", *, x_out: torch.Tensor | None = None, norm1_out: torch.Tensor | None = None,
+    norm2_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``reference.dual_ada_norm``'s contract; 16-bit: ``gated_residual`` above when y is given, then
+    diffusers' a2v / v2a arithmetic: the norm once, each modulation from it (the same bits as two
+    ``ada_norm`` calls: the norm is deterministic, only its second evaluation is saved)."""
+    if x.dtype not in HALF:
+        return reference.dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out=x_out,
+                                       norm1_out=norm1_out, norm2_out=norm2_out)
+    if kind not in ("rms", "layer"):  # checked before x_out is written: a refused call changes nothing
+        raise ValueError(f"dual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if y is None and (gate is not None or x_out is not None):
+        raise ValueError("dual_ada_norm: gate and x_out need a residual y, got y None with "
+                         f"{'gate' if gate is not None else 'x_out'} set")
+    n1, n2 = _dst(norm1_out, x), _dst(norm2_out, x)
+    x_new = x if y is None else gated_residual(x, y, gate, out=x_out)
+    n = ada_norm(x_new, None, None, eps, kind, out=n2)  # the plain norm, into the second output
+    _modulated(n, shift1, scale1, n1)  # the first modulation reads it before the second overwrites it
+    return x_new, n1, _modulate_(n, shift2, scale2)
+
+
+def _modulated(n: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None,
+               out: torch.Tensor) -> torch.Tensor:
+    # ``_modulate_`` into ``out``, n kept: each step computed in fp32 and rounded once on store, as
+    # the in-place n.mul_ / n.add_ round (the same bits)
+    if scale is not None:
+        torch.mul(n, 1 + scale, out=out)
+    if shift is not None:
+        torch.add(n if scale is None else out, shift, out=out)
+    return out if scale is not None or shift is not None else out.copy_(n)
 
 
 def head_gate(x: torch.Tensor, logits: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:

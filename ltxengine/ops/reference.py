@@ -349,3 +349,30 @@ def residual_ada_norm(
         raise ValueError(f"residual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
     x_new = gated_residual(x, y, gate, out=x_out)
     return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)
+
+
+def dual_ada_norm(
+    x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, shift1: torch.Tensor | None,
+    scale1: torch.Tensor | None, shift2: torch.Tensor | None, scale2: torch.Tensor | None, eps: float,
+    kind: str = "rms", *, x_out: torch.Tensor | None = None, norm1_out: torch.Tensor | None = None,
+    norm2_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_new, ada_norm(x_new, shift1, scale1), ada_norm(x_new, shift2, scale2)): one stream read by
+    two adaLNs (LTX-2's a2v and v2a), x_new = x + gate * y (a pending residual) or x when y is None.
+
+    ``residual_ada_norm`` (or ``ada_norm``) then ``ada_norm``: the models' unfused calls bit for bit;
+    on fp32 inputs the oracle of the fused kernel."""
+    if kind not in ("rms", "layer"):  # before x_out is written: a refused call changes nothing
+        raise ValueError(f"dual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if y is None and (gate is not None or x_out is not None):
+        raise ValueError("dual_ada_norm: gate and x_out need a residual y, got y None with "
+                         f"{'gate' if gate is not None else 'x_out'} set")
+    for name, out in (("norm1_out", norm1_out), ("norm2_out", norm2_out)):
+        if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
+            raise ValueError(f"dual_ada_norm: {name} must be {tuple(x.shape)} {x.dtype} on {x.device}, "
+                             f"got {tuple(out.shape)} {out.dtype} on {out.device}")
+    if y is None:
+        x_new, n1 = x, ada_norm(x, shift1, scale1, eps, kind, out=norm1_out)
+    else:
+        x_new, n1 = residual_ada_norm(x, y, gate, shift1, scale1, eps, kind, x_out=x_out, norm_out=norm1_out)
+    return x_new, n1, ada_norm(x_new, shift2, scale2, eps, kind, out=norm2_out)

@@ -117,6 +117,24 @@ def resnorm_layer_4096_token():
     _residual_ada_norm("layer", 4096, per_token=True)
 
 
+def _dual_ada_norm(d: int, pending: bool, per_token: bool) -> None:
+    from ltxengine.kernels.ada_norm import dual_ada_norm
+
+    x, mod = fake_cuda((B, N, d)), _modulation(d, per_token)
+    y, gate = (fake_cuda((B, N, d)), mod[:, :, 2]) if pending else (None, None)
+    dual_ada_norm(x, y, gate, mod[:, :, 1], mod[:, :, 0], mod[:, :, 3], mod[:, :, 4], 1e-6, "rms",
+                  x_out=x if pending else None)
+
+
+def dual_4096_pending_token():
+    """LTX-2's video stream: the gated text residual, then the a2v and v2a norms."""
+    _dual_ada_norm(4096, pending=True, per_token=True)
+
+
+def dual_2048_sample():
+    _dual_ada_norm(2048, pending=False, per_token=False)
+
+
 def _channels_last(shape):
     b, c, t, h, w = shape
     return (c * t * h * w, 1, h * w * c, w * c, c)
@@ -258,6 +276,7 @@ CASES = [
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
     Case(gated_2048_sample), Case(gated_4096_token),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
+    Case(dual_4096_pending_token), Case(dual_2048_sample),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),
     # Known spill, pinned so that any growth fails (triton 3.9, its ptxas 13): the mid-block conv

@@ -62,6 +62,9 @@ def _inputs():
         "gated_residual": (x, r(2, 5, 24), mod, torch.empty_like(x)),
         "residual_ada_norm": (x, r(2, 5, 24), None, mod, r(2, 5, 24), 1e-6, "rms", torch.empty_like(x),
                               torch.empty_like(x)),
+        # a pending residual, gated, then two modulations (per-sample and per-token)
+        "dual_ada_norm": (x, r(2, 5, 24), mod, mod, mod, r(2, 5, 24), None, 1e-6, "rms", torch.empty_like(x),
+                          torch.empty_like(x), torch.empty_like(x)),
         "head_gate": (x, r(2, 5, 3), torch.empty_like(x)),  # 3 heads of 8
         "causal_conv3d": (vid, r(4, 3, 3, 3, 3), r(4), [1, 1, 1], True, "reflect", 1e-8, r(1, 3), r(1, 3), True,
                           torch.empty(1, 4, 3, 4, 5, dtype=torch.bfloat16, device=DEV)),

@@ -56,6 +56,9 @@ def _cpu_calls(dtype):
             ("head_gate", "head_gate", (x, _randn(B, N, HEADS, seed=7, dtype=dtype))),
             ("residual_ada_norm", "residual_ada_norm", (x, y, scale, shift, tscale, EPS, "rms")),
             ("residual_ada_norm layer", "residual_ada_norm", (x, y, None, None, None, EPS, "layer")),
+            ("dual_ada_norm", "dual_ada_norm", (x, y, scale, shift, tscale, tshift, scale, EPS, "rms")),
+            ("dual_ada_norm no residual", "dual_ada_norm", (x, None, None, shift, None, None, tscale, EPS, "rms")),
+            ("dual_ada_norm layer", "dual_ada_norm", (x, y, None, None, None, shift, scale, EPS, "layer")),
             ("linear_gated_residual", "linear_gated_residual",
              (x, y, _randn(D, D, seed=8, scale=0.2, dtype=dtype), _randn(D, seed=9, dtype=dtype), scale))]
     for split in (False, True):
@@ -87,6 +90,11 @@ def _diffusers_ada_norm(x, shift, scale, eps, kind):
     return n + shift if shift is not None else n
 
 
+def _diffusers_ada_norm_mod(n, shift, scale):
+    n = n * (1 + scale) if scale is not None else n
+    return n + shift if shift is not None else n
+
+
 def _diffusers_qk(q, k, wq, wk, eps, rope, k_rope=None):
     # the attention processors: torch.nn.RMSNorm with the weight, then the layout's rotary function
     norm_q, norm_k = (nn.RMSNorm(D, eps=eps).to(q.device, q.dtype) for _ in range(2))
@@ -111,6 +119,11 @@ def _diffusers(op, args):
     if op == "residual_ada_norm":
         x_new = _diffusers("gated_residual", args[:3])
         return x_new, _diffusers_ada_norm(x_new, *args[3:])
+    if op == "dual_ada_norm":  # LTX2VideoTransformerBlock's a2v / v2a: one norm, two modulations
+        x, y, gate, sh1, sc1, sh2, sc2, eps, kind = args
+        x_new = x if y is None else _diffusers("gated_residual", (x, y, gate))
+        n = _diffusers_ada_norm(x_new, None, None, eps, kind)
+        return x_new, _diffusers_ada_norm_mod(n, sh1, sc1), _diffusers_ada_norm_mod(n, sh2, sc2)
     if op == "head_gate":  # LTX2AudioVideoAttnProcessor's gate
         x, logits = args
         return (x.unflatten(2, (HEADS, -1)) * (2.0 * torch.sigmoid(logits)).unsqueeze(-1)).flatten(2, 3)
