@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .components.decode import quantize_frames
 from .media import write_mp4, write_wav
 
 __all__ = ["STOP", "GenerationCancelled", "GenerationResult", "step_hook"]
@@ -55,7 +56,7 @@ class GenerationResult:
         """The result of float frames (numpy or a tensor) in [0, 1]: quantized to uint8, latents
         moved to the host as float32 (both families end their generation here)."""
         frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else frames
-        video = (frames * 255).round().astype(np.uint8)
+        video = quantize_frames(frames)
         return cls(frames=frames, video=video, latents=latents.float().cpu(), fps=fps, audio=audio,
                    sample_rate=sample_rate, seed=seed, timings=timings)
 
