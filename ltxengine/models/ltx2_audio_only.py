@@ -29,7 +29,8 @@ from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
 from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext,
                                audio_positions, rope_tables)
-from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
+from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, ff_residual,
+                          residual_norm)
 
 __all__ = ["LTX2AudioTransformer", "AudioTextConnectors", "MODALITIES"]
 
@@ -81,15 +82,18 @@ class LTX2AudioBlock(nn.Module):
     _text_attn = LTX2Block._text_attn  # the same text attention (it reads only kv_mod, ops, eps)
 
     def forward(self, xa, ctx: TextContext, temb: AudioTemb, rope: RopeTables, keep):
+        # LTX2Block's audio calls: each residual may stay Pending for the next adaLN (xa and the result
+        # too: the FFN residual, applied by the next block's first norm or the final norm), and the
+        # output projections take their residual in the GEMM epilogue where the backend can.
         ops, eps = self.ops, self.eps
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
-        h = ops.ada_norm(xa, a_shift, a_scale, eps, "rms")
-        xa = ops.gated_residual(xa, self.audio_attn1(h, rope=rope.audio, keep=keep), a_gate)
+        xa, h = residual_norm(ops, xa, a_shift, a_scale, eps, "rms")
+        xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep)
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
-                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt)
-        return ops.gated_residual(xa, self.audio_ff(ops.ada_norm(xa, a_shift_mlp, a_scale_mlp, eps, "rms")),
-                                  a_gate_mlp)
+                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
+        xa, h = residual_norm(ops, xa, a_shift_mlp, a_scale_mlp, eps, "rms")
+        return ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp)
 
 
 class LTX2AudioTransformer(nn.Module):
@@ -217,10 +221,11 @@ class LTX2AudioTransformer(nn.Module):
         if temb is None:
             temb = self.embed_timesteps(video_sigma, audio_sigma, None, audio_timesteps, b, xa.dtype,
                                         legacy_cross_timestep, cross_timestep)
+        like = xa  # the blocks may return a Pending stream (no dtype): the skip masks follow the input
         for i, block in enumerate(self.transformer_blocks):
-            xa = block(xa, context, temb, rope, _keep(skips, i, xa))
+            xa = block(xa, context, temb, rope, _keep(skips, i, like))
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
-        xa = self.ops.ada_norm(xa, mod[:, :, 0], mod[:, :, 1], self.config.norm_eps, "layer")
+        _, xa = residual_norm(self.ops, xa, mod[:, :, 0], mod[:, :, 1], self.config.norm_eps, "layer")
         return audio.new_zeros((b, 0, self.config.out_channels)), self.audio_proj_out(xa)
 
     def _check(self, video, audio, audio_sigma, audio_timesteps, context, rope, skip) -> list[Skip]:

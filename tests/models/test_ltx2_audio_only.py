@@ -121,3 +121,26 @@ def test_refuses_video_inputs():
         model.rope(ours.video_positions(2, 1, 1, 1, 24.0), model.audio_positions(2, NA))
     with pytest.raises(ValueError, match="reads no video text"):
         model.prepare_context(x["vtext"], x["atext"])
+
+
+@pytest.mark.parametrize("name", ["split64", "v23"])
+def test_fused_residual_norm_sites_like_the_full_model(name):
+    """The audio block takes LTX2Block's residual + adaLN helpers: with the fused op (here its
+    reference, which is the unfused pair) 3 sites per block (self-attention residual + text query
+    norm, text residual + FFN norm, FFN residual + the next block's first norm or the final norm),
+    bit-equal to the unfused calls; the Triton row kernels within the model tolerance REL."""
+    from ltxengine.ops import get_ops, reference, set_ops
+    from tests.models.test_residual_norm_sites import _spied
+
+    _, ours, cfg = pair(name)
+    model = audio_only(ours, cfg)
+    x = inputs(cfg)
+    stg = Skip(audio_self_attn=[cfg.num_layers - 1])
+    expected = run_audio(model, x, stg)
+    ops, calls = _spied(residual_ada_norm=reference.residual_ada_norm)
+    assert torch.equal(run_audio(set_ops(model, ops), x, stg), expected)
+    assert calls == {"residual_ada_norm": 3 * cfg.num_layers}
+    triton = get_ops("triton", "cpu")
+    ops, calls = _spied(**{n: getattr(triton, n) for n in ("ada_norm", "gated_residual", "residual_ada_norm")})
+    assert_close_scaled(run_audio(set_ops(model, ops), x, stg), expected, REL, f"{name} triton vs torch")
+    assert calls["residual_ada_norm"] == 3 * cfg.num_layers
