@@ -347,6 +347,10 @@ def residual_ada_norm(
     x_new rounded to x.dtype); on fp32 inputs the oracle of the fused kernel."""
     if kind not in ("rms", "layer"):  # before x_out is written: a refused call changes nothing
         raise ValueError(f"residual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if norm_out is not None and (norm_out.shape != x.shape or norm_out.dtype != x.dtype
+                                 or norm_out.device != x.device):  # likewise: x_out is written first
+        raise ValueError(f"residual_ada_norm: norm_out must be {tuple(x.shape)} {x.dtype} on {x.device}, "
+                         f"got {tuple(norm_out.shape)} {norm_out.dtype} on {norm_out.device}")
     x_new = gated_residual(x, y, gate, out=x_out)
     return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)
 

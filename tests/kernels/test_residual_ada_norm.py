@@ -115,6 +115,8 @@ def test_out_in_place_and_inputs_untouched():
      "norm_out must be (2, 7, 40) torch.bfloat16"),
     (lambda x, m: reference.residual_ada_norm(x, x, m, m, m, EPS, "group", x_out=x),
      "kind must be 'rms' or 'layer', got 'group'"),
+    (lambda x, m: reference.residual_ada_norm(x, x, m, m, m, EPS, x_out=x, norm_out=torch.empty(2, 7, 40, device=DEV)),
+     "norm_out must be (2, 7, 40) torch.bfloat16"),
 ])
 def test_errors_name_argument_rule_and_value_and_write_nothing(call, message):
     x = _x()
