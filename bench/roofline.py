@@ -1,7 +1,8 @@
 """Roofline estimate of one transformer step per released LTX model, traced on fake tensors (no GPU).
 
     python bench/roofline.py [--models 2b,13b,ltx2-19b,ltx2.3-22b] [--sizes 768x512x121,1536x1024x121]
-                             [--batch 1,guided] [--impls auto,triton,cuda,torch,diffusers] [--gpu h100,h200]
+                             [--batch 1,guided] [--impls auto,auto-fp8,triton,cuda,torch,diffusers]
+                             [--gpu h100,h200]
                              [--write | --out DIR] [--json FILE] [--smoke]
     python bench/roofline.py --calibrate RECORDS.jsonl [--estimates FILE] [--out DIR]
     ltxengine bench roofline [the same options]
@@ -12,6 +13,10 @@ the default guidance passes batched (LTX-Video: CFG, 2; LTX-2.x: cond, negative,
 cross-modal attention, of one row changes under 1 % of the work). Implementations:
   auto       ltxengine with kernels="auto" as it resolves on a CUDA device with Triton and the CUDA
              extension present (built here from the ops' table; the fused ops' fake impls trace them)
+  auto-fp8   auto with quantization="fp8-scaled-mm" as Engine.from_pretrained applies it to a bf16
+             checkpoint (ltxengine.quant.fp8.convert_to_fp8 on the policy's targets: every block linear
+             but the gates, first block and last five bf16; dynamic per-token activation scales, as a
+             file without input_scale gets); each fp8 GEMM's FLOPs at the fp8 peak (2x bf16)
   triton, cuda  ltxengine with every op that backend has (not in the default set)
   torch      ltxengine with kernels="torch" (the fp32 references)
   diffusers  diffusers' LTXVideoTransformer3DModel / LTX2VideoTransformer3DModel, eager
@@ -47,14 +52,16 @@ from bench import roofline_report as report  # noqa: E402
 from bench import scenario_transformer as T  # noqa: E402
 from ltxengine.models.packing import pack_projections  # noqa: E402
 from ltxengine.ops import TORCH_OPS, Ops, build_backend, compose_auto  # noqa: E402
+from ltxengine.quant.fp8 import convert_to_fp8  # noqa: E402
 
 MODELS = ("2b", "13b", "ltx2-19b", "ltx2.3-22b")
 SMOKE_MODELS = ("tiny-2b", "tiny-ltx2")
 SIZES = {"768x512x121": (768, 512, 121), "1536x1024x121": (1536, 1024, 121)}  # width x height x frames
 SMOKE_SIZES = {"160x96x17": (160, 96, 17)}
 BATCHES = ("1", "guided")
-IMPLS = ("auto", "torch", "diffusers")  # the default set
-CHOICES = ("auto", "triton", "cuda", "torch", "diffusers")  # triton / cuda: every op that backend has
+IMPLS = ("auto", "auto-fp8", "torch", "diffusers")  # the default set
+CHOICES = ("auto", "auto-fp8", "triton", "cuda", "torch", "diffusers")  # triton / cuda: every op that backend has
+FP8_POLICY = "fp8-scaled-mm"  # auto-fp8: Engine.from_pretrained(quantization=...) on a bf16 checkpoint
 DTYPE = torch.bfloat16
 RESULTS = Path(__file__).resolve().parent / "results"
 # scenario_transformer's impl names -> ours (the calibration pairs them)
@@ -95,9 +102,12 @@ def fake_model(name: str, impl: str, mode: FakeTensorMode) -> torch.nn.Module:
     config = M.TRANSFORMERS[name]
     config.validate("bench.roofline")
     cls, _ = M._CLASSES[type(config)]
-    ops = auto_ops_as_on_cuda() if impl == "auto" else backend_ops(impl) if impl in ("triton", "cuda") else TORCH_OPS
+    auto = impl in ("auto", "auto-fp8")
+    ops = auto_ops_as_on_cuda() if auto else backend_ops(impl) if impl in ("triton", "cuda") else TORCH_OPS
     with torch.device("meta"):
         model = cls(config, ops=ops).to(DTYPE)
+    if impl == "auto-fp8":  # the policy's targets swapped on the meta model, as prepare_fp8 does at load
+        convert_to_fp8(model, FP8_POLICY)  # no input_scale in a bf16 file: dynamic per-token activation scales
     if impl == "diffusers":
         model = M.build_diffusers(model)
     model = rc.fake_tensors(model, mode, torch.device("cpu")).eval()  # CPU fakes: see rc.CudaSdpa

@@ -16,7 +16,8 @@ ASSUMPTIONS = f"""Assumptions (bench/roofline_count.py):
   (once per generation), diffusers what its pipeline passes per step; `guided` batches the default guidance
   passes (LTX-Video CFG: 2; LTX-2.x cond + negative + STG + isolated: 4, STG / isolated traced as plain rows);
 - `auto` = kernels="auto" as resolved on a CUDA device with Triton and the CUDA extension; attention as torch
-  dispatches it on Hopper (flash without a mask, else memory-efficient);
+  dispatches it on Hopper (flash without a mask, else memory-efficient); `auto-fp8` = `auto` with
+  quantization="fp8-scaled-mm" on a bf16 checkpoint (fp8 block linears, dynamic per-token activation scales);
 - launches: 1 per dispatched op, 0 for views / metadata / bare allocations (listed below);
 - bytes: each distinct tensor read once and each output written once per op (no cache reuse between ops, no
   re-reads inside one); FLOPs: torch.utils.flop_counter's formulas (matmul, attention, conv; elementwise 0),

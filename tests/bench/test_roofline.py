@@ -3,6 +3,7 @@ end on tiny configs of both families and every implementation (fake tensors: not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -121,7 +122,7 @@ def tiny_cases():
 
 def test_tiny_configs_of_both_families_trace_for_every_implementation(tiny_cases):
     by = {(c.model, c.impl): c for c in tiny_cases}
-    assert len(by) == 6 and {c.batch for c in tiny_cases if c.model == "tiny-ltx2"} == {4}
+    assert len(by) == 8 and {c.batch for c in tiny_cases if c.model == "tiny-ltx2"} == {4}
     for (model, impl), c in by.items():
         per_block = rc.launches_per_block(c.trace.rows)
         assert sorted(per_block) == list(range(c.layers)), (model, impl)
@@ -144,6 +145,40 @@ def test_fused_gemms_of_the_triton_backend_count_the_gemms_they_replace():
     assert fused == {"ltxengine.triton_linear_gelu.default", "ltxengine.triton_linear_gated_residual.default"}
     assert not triton.unknown_flops
     assert rc.totals(triton.rows, rc.H100_SXM).flops == rc.totals(torch_.rows, rc.H100_SXM).flops > 0
+
+
+def test_fp8_linear_is_a_quantization_and_a_scaled_mm_at_the_fp8_rate():
+    ops = R.auto_ops_as_on_cuda()  # quantize_fp8: CUDA kernel; scaled_mm: cuBLASLt (torch._scaled_mm)
+
+    def run(mode):
+        x = torch.empty(2, 8, 16, dtype=torch.bfloat16)  # M = 16 tokens, K = 16
+        w = torch.empty(32, 16, dtype=torch.float8_e4m3fn)  # N = 32
+        scale, bias = torch.empty((), dtype=torch.float32), torch.empty(32, dtype=torch.bfloat16)
+        return lambda: ops.fp8_linear(x, w, scale, bias)
+
+    quantize, expand, mm = _launching(_trace(run))
+    assert quantize.op == "ltxengine.cuda_quantize_fp8.default" and quantize.flops == 0
+    assert quantize.read_bytes == 16 * 16 * BF16 and quantize.write_bytes == 16 * 16 + 16 * 4  # e4m3 + row scales
+    # cuBLASLt takes two row-wise vectors: the per-tensor weight scale is expanded to (1, N) first
+    assert expand.op == "aten.clone.default" and expand.write_bytes == 32 * 4
+    assert mm.op == "aten._scaled_mm.default" and mm.flops == 2 * 16 * 32 * 16 and mm.dtype == torch.float8_e4m3fn
+    assert mm.read_bytes == 16 * 16 + 32 * 16 + 16 * 4 + 32 * 4 + 32 * BF16 and mm.write_bytes == 16 * 32 * BF16
+    assert mm.floor_seconds(UNIT) == pytest.approx(16384 / 2e12)  # fp8 peak: twice bf16
+
+
+def test_auto_fp8_runs_the_policys_targets_in_fp8(monkeypatch):
+    # 7 blocks: fp8-scaled-mm converts block 1 only (the first block and the last five stay bf16)
+    monkeypatch.setitem(R.M.TRANSFORMERS, "tiny-2b-7", dataclasses.replace(R.M.TRANSFORMERS["tiny-2b"], num_layers=7))
+    auto, fp8 = (R.trace_case("tiny-2b-7", "s", (160, 96, 17), 2, impl, True).trace for impl in ("auto", "auto-fp8"))
+    mms = [r for r in fp8.rows if r.op == "aten._scaled_mm.default"]
+    # attn1 q/k/v/out, attn2 q/out (its k/v read the context projected once per generation), ff in / out
+    assert len(mms) == 8 and {r.block for r in mms} == {1} and not fp8.unknown_flops
+    assert len([r for r in fp8.rows if r.op.endswith("quantize_fp8.default")]) == 8  # each quantizes its input
+    assert not any("scaled_mm" in r.op for r in auto.rows)
+    t_auto, t_fp8 = rc.totals(auto.rows, UNIT), rc.totals(fp8.rows, UNIT)
+    assert t_fp8.flops == t_auto.flops  # the same GEMMs, block 1's at the fp8 rate
+    fp8_flops = sum(r.flops for r in mms)
+    assert t_fp8.floor_seconds == pytest.approx(t_auto.floor_seconds - fp8_flops / 2e12)
 
 
 def test_tables_are_marked_as_estimates(tiny_cases):
