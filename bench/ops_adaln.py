@@ -1,5 +1,5 @@
 """Benchmark the modulation ops: ada_norm (RMS / LayerNorm, then x (1 + scale) + shift), gated_residual, head_gate,
-residual_ada_norm (the gated residual and the next adaLN in one pass).
+residual_ada_norm (the gated residual and the next adaLN in one pass), dual_ada_norm (LTX-2's audio<->video norms).
 
     python bench/ops_adaln.py [--shapes NAME,...] [--reps N] [--out DIR] [--smoke]
 
@@ -14,9 +14,11 @@ Variants (the "op" of a record):
   head_gate/32-heads          LTX-2.3+ gated attention: head h of x (B, N, D) times 2 sigmoid(logits (B, N, 32))
   residual_ada_norm/rms/per-sample   x + gate * y, then its RMS adaLN; gate/shift/scale (B, 1, D)
   residual_ada_norm/rms/per-token    the same with (B, N, D) modulation
+  dual_ada_norm/rms/per-sample       x + gate * y, then its RMS norm once with two (B, 1, D) modulations (a2v, v2a)
 
 Implementations: torch (the fp32 reference, eager), torch.compile(reference), triton, cuda; for
-residual_ada_norm also triton-pair (the unfused gated_residual + ada_norm kernels it replaces).
+residual_ada_norm also triton-pair (the unfused gated_residual + ada_norm kernels it replaces), dual_ada_norm
+triton-pair too (residual_ada_norm + ada_norm, what LTX-2's blocks ran before it).
 Bytes moved: every input read once (bf16) and each output written once (bf16).
 """
 
@@ -47,7 +49,9 @@ VARIANTS = {
     "head_gate/32-heads": ("head_gate", None, "token"),
     "residual_ada_norm/rms/per-sample": ("residual_ada_norm", "rms", "sample"),
     "residual_ada_norm/rms/per-token": ("residual_ada_norm", "rms", "token"),
+    "dual_ada_norm/rms/per-sample": ("dual_ada_norm", "rms", "sample"),
 }
+OUTPUTS = {"residual_ada_norm": 2, "dual_ada_norm": 3}  # (x_new, normed), (x_new, n1, n2); others 1
 HEADS = 32  # every LTX-2 stream (video 32 x 128, audio 32 x 64)
 
 
@@ -68,6 +72,9 @@ def make_inputs(variant: str, stream: common.Stream, batch: int, device: torch.d
     if op == "residual_ada_norm":
         return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5), "shift": rand(mod_shape, 0.5),
                 "scale": rand(mod_shape, 0.5)}
+    if op == "dual_ada_norm":
+        return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5),
+                **{k: rand(mod_shape, 0.5) for k in ("shift1", "scale1", "shift2", "scale2")}}
     return {"x": rand(shape), "y": rand(shape), "gate": rand(mod_shape, 0.5)}
 
 
@@ -79,23 +86,30 @@ def call(variant: str, inp: dict):
         return lambda fn: fn(inp["x"], inp["logits"])
     if op == "residual_ada_norm":
         return lambda fn: fn(inp["x"], inp["y"], inp["gate"], inp["shift"], inp["scale"], EPS, kind)
+    if op == "dual_ada_norm":
+        return lambda fn: fn(inp["x"], inp["y"], inp["gate"], inp["shift1"], inp["scale1"], inp["shift2"],
+                             inp["scale2"], EPS, kind)
     return lambda fn: fn(inp["x"], inp["y"], inp["gate"])
 
 
 def bytes_moved(variant: str, inp: dict) -> int:
     read = sum(t.numel() * t.element_size() for t in inp.values())
-    outputs = 2 if VARIANTS[variant][0] == "residual_ada_norm" else 1  # (x_new, normed)
+    outputs = OUTPUTS.get(VARIANTS[variant][0], 1)
     return read + outputs * inp["x"].numel() * inp["x"].element_size()  # outputs: x's shape and dtype
 
 
 def pair_impl(variant: str, inp: dict, device: torch.device) -> common.Impl:
-    """residual_ada_norm as the models ran it before: Triton's gated_residual, then its ada_norm."""
+    """A fused norm op as the models ran it before, in Triton kernels: residual_ada_norm as gated_residual
+    then ada_norm, dual_ada_norm as residual_ada_norm then ada_norm."""
     ops, why = common.resolve_backend("triton", device)
     if ops is None:
         return common.Impl("triton-pair", None, "unavailable", why)
-    kind = VARIANTS[variant][1]
+    op, kind, _ = VARIANTS[variant]
 
     def run():
+        if op == "dual_ada_norm":
+            x, n1 = ops.residual_ada_norm(inp["x"], inp["y"], inp["gate"], inp["shift1"], inp["scale1"], EPS, kind)
+            return x, n1, ops.ada_norm(x, inp["shift2"], inp["scale2"], EPS, kind)
         x = ops.gated_residual(inp["x"], inp["y"], inp["gate"])
         return x, ops.ada_norm(x, inp["shift"], inp["scale"], EPS, kind)
 
@@ -117,7 +131,7 @@ def bench_variant(settings: common.Settings, variant: str, name: str, stream: co
     oracle, tol = oracle_and_tolerance(variant, inp)
     impls = common.backend_impls(op, call(variant, inp), settings.device)
     impls.insert(1, common.compiled_impl(getattr(reference, op), call(variant, inp), settings))
-    if op == "residual_ada_norm":
+    if op in OUTPUTS:
         impls.append(pair_impl(variant, inp, settings.device))
     results = [common.measure(i, oracle, tol, settings, flush_l2=settings.flush_l2) for i in settings.keep(impls)]
     common.add_ratios(results, {"eager": "torch", "compile": common.COMPILE})
