@@ -72,6 +72,15 @@ def _modulate(y, offs, mask, b, n, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_
 
 
 @triton.jit
+def _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE: tl.constexpr):
+    """x + gate * y of one row (x loaded, any float dtype; y and the gate row read here), in fp32."""
+    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GATE:
+        y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
+    return x.to(tl.float32) + y
+
+
+@triton.jit
 def _gated_residual_kernel(
     x_ptr, y_ptr,  # (B, N, D), last dim contiguous
     gate_ptr,  # (B|1, N|1, D) or None
@@ -85,11 +94,9 @@ def _gated_residual_kernel(
     n = row % n_tokens
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
-    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_GATE:
-        y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, (x + y).to(out_ptr.dtype.element_ty), mask=mask)
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0)
+    new = _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, new.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -108,13 +115,11 @@ def _residual_ada_norm_kernel(
     n = row % n_tokens
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
-    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_GATE:
-        y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0)
     # The norm reads the residual rounded to its stored dtype, as the unfused pair does (the
     # stream the next op sees is the rounded one; fp32 rows round-trip exactly).
-    new = (x + y).to(xo_ptr.dtype.element_ty)
+    new = _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE).to(
+        xo_ptr.dtype.element_ty)
     tl.store(xo_ptr + b * s_xob + n * s_xon + offs, new, mask=mask)
     h = _modulated_norm(new.to(tl.float32), offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb,
                         s_scn, KIND, HAS_SHIFT, HAS_SCALE)
@@ -140,11 +145,9 @@ def _dual_ada_norm_kernel(
     mask = offs < D
     x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0)
     if HAS_Y:
-        y = tl.load(y_ptr + b * s_yb + n * s_yn + offs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_GATE:
-            y = y * tl.load(gate_ptr + b * s_gb + n * s_gn + offs, mask=mask, other=0.0).to(tl.float32)
         # rounded to the stream's dtype before the norm reads it, as in _residual_ada_norm_kernel
-        x = (x.to(tl.float32) + y).to(xo_ptr.dtype.element_ty)
+        x = _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE).to(
+            xo_ptr.dtype.element_ty)
         tl.store(xo_ptr + b * s_xob + n * s_xon + offs, x, mask=mask)
     # One norm, two modulations: the statistics and the normed row are shared, the rest is per output.
     h = _norm(x.to(tl.float32), mask, D, eps, KIND)

@@ -141,11 +141,7 @@ def dual_ada_norm(
     if x.dtype not in HALF:
         return reference.dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out=x_out,
                                        norm1_out=norm1_out, norm2_out=norm2_out)
-    if kind not in ("rms", "layer"):  # checked before x_out is written: a refused call changes nothing
-        raise ValueError(f"dual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
-    if y is None and (gate is not None or x_out is not None):
-        raise ValueError("dual_ada_norm: gate and x_out need a residual y, got y None with "
-                         f"{'gate' if gate is not None else 'x_out'} set")
+    reference.check_dual_args(kind, y, gate, x_out)
     n1, n2 = _dst(norm1_out, x), _dst(norm2_out, x)
     x_new = x if y is None else gated_residual(x, y, gate, out=x_out)
     n = ada_norm(x_new, None, None, eps, kind, out=n2)  # the plain norm, into the second output

@@ -355,6 +355,16 @@ def residual_ada_norm(
     return x_new, ada_norm(x_new, shift, scale, eps, kind, out=norm_out)
 
 
+def check_dual_args(kind: str, y, gate, x_out) -> None:
+    """dual_ada_norm's argument rules that hold for every implementation, checked before x_out is
+    written (a refused call changes nothing)."""
+    if kind not in ("rms", "layer"):
+        raise ValueError(f"dual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if y is None and (gate is not None or x_out is not None):
+        raise ValueError("dual_ada_norm: gate and x_out need a residual y, got y None with "
+                         f"{'gate' if gate is not None else 'x_out'} set")
+
+
 def dual_ada_norm(
     x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, shift1: torch.Tensor | None,
     scale1: torch.Tensor | None, shift2: torch.Tensor | None, scale2: torch.Tensor | None, eps: float,
@@ -366,11 +376,7 @@ def dual_ada_norm(
 
     ``residual_ada_norm`` (or ``ada_norm``) then ``ada_norm``: the models' unfused calls bit for bit;
     on fp32 inputs the oracle of the fused kernel."""
-    if kind not in ("rms", "layer"):  # before x_out is written: a refused call changes nothing
-        raise ValueError(f"dual_ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
-    if y is None and (gate is not None or x_out is not None):
-        raise ValueError("dual_ada_norm: gate and x_out need a residual y, got y None with "
-                         f"{'gate' if gate is not None else 'x_out'} set")
+    check_dual_args(kind, y, gate, x_out)
     for name, out in (("norm1_out", norm1_out), ("norm2_out", norm2_out)):
         if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device):
             raise ValueError(f"dual_ada_norm: {name} must be {tuple(x.shape)} {x.dtype} on {x.device}, "

@@ -13,20 +13,13 @@ import torch
 from ltxengine.kernels import ada_norm as kernel
 from ltxengine.ops import reference
 from tests.kernels.budget import check_budget, max_err, ulp
-
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
-EPS = 1e-6
-
-
-def _x(b=2, n=7, d=40, dtype=torch.bfloat16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, n, d, generator=g) * 2 + 0.5).to(DEV, dtype)
+from tests.kernels.rows import DEV, EPS
+from tests.kernels.rows import stream as _x
+from tests.kernels.rows import table
 
 
 def _table(b, n, d, dtype=torch.bfloat16, seed=1):
-    """A (B, N|1, 5, D) table like LTX-2's audio<->video rows; slices of it are strided."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(b, n, 5, d, generator=g) * 0.5).to(DEV, dtype)
+    return table(b, n, d, dtype, seed, rows=5)  # LTX-2's audio<->video rows
 
 
 def _f64(args):
