@@ -14,6 +14,15 @@ host buffers, ``module.to``, ``p.data = ...``) breaks the adjacency, and the att
 its projections one by one again, as before packing. In-place writes (LoRA merge / unmerge:
 ``weight.copy_``) keep it. Nothing holds the packed tensor but the views themselves, so a
 replaced parameter frees its memory as it did before.
+
+fp8 GEMM layers (quant.fp8.Fp8Linear, policy "fp8-scaled-mm", dynamic per-token activation
+scales: no ``input_scale``) are packed the same way: their e4m3 weights become row blocks of one
+(3I, K) tensor, so the shared input is quantized once and one scaled_mm runs, instead of a
+quantization and a GEMM per layer. Their per-tensor ``weight_scale`` Parameters stay as they are
+(0-d, the state dict unchanged); ``channel_scales`` expands them to the (3I, 1) per-output-channel
+vector the GEMM takes, on every call (one tiny copy), so an in-place rescale (LoRA merge writes
+``weight_scale.copy_``, at the same address a captured CUDA graph reads) is never stale. Same
+products, same quantized x: the outputs equal the layers' own (``test_packing``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["joined", "pack_projections", "packable"]
+__all__ = ["channel_scales", "fp8_joined", "fp8_packable", "joined", "pack_projections", "packable"]
 
 
 def packable(attn: nn.Module) -> tuple[nn.Module, ...]:
@@ -57,6 +66,27 @@ def joined(layers) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     return None if bias is None else (weight, bias)
 
 
+def fp8_packable(layer: nn.Module) -> bool:
+    """An fp8 GEMM layer with dynamic per-token input scales and no forward hooks (a LoRA branch):
+    one of several that may share one quantization of their input and one scaled_mm."""
+    from ..quant.fp8 import Fp8Linear  # quant.fp8 imports models.common
+
+    return (type(layer) is Fp8Linear and layer.policy == "fp8-scaled-mm" and layer.input_scale is None
+            and not (layer._forward_hooks or layer._forward_pre_hooks))
+
+
+def fp8_joined(layers) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(e4m3 weight, bias) whose row blocks are ``layers``' when they are packable fp8 layers
+    packed by ``pack_projections`` (and still are), else None."""
+    return joined(layers) if all(fp8_packable(layer) for layer in layers) else None
+
+
+def channel_scales(layers) -> torch.Tensor:
+    """The layers' per-tensor weight scales as one (sum of out_features, 1) fp32 vector: row j
+    carries the scale of the layer that owns output channel j."""
+    return torch.cat([layer.weight_scale.reshape(1, 1).expand(layer.out_features, 1) for layer in layers])
+
+
 def _uniform(tensors: list[torch.Tensor]) -> bool:
     return len({(t.dtype, t.device, t.shape[1:]) for t in tensors}) == 1
 
@@ -69,7 +99,8 @@ def _pack(tensors: list[torch.Tensor]) -> None:
 
 def pack_projections(model: nn.Module) -> int:
     """Pack the input projections of every attention of ``model`` whose layers are plain linears
-    of one dtype and device (fp8 / GGUF / LoRA-hooked layers keep theirs); returns how many
+    of one dtype and device, or fp8 GEMM layers with dynamic input scales (``fp8_packable``;
+    fp8-cast / static-scale fp8, GGUF and LoRA-hooked layers keep theirs); returns how many
     attentions run packed. Call once the weights (and merged LoRAs) are in place; packing
     again is a no-op, and repacks an attention whose adjacency something broke."""
     from .transformer import Attention, fusable  # transformer.py imports this module
@@ -81,7 +112,7 @@ def pack_projections(model: nn.Module) -> int:
             if not isinstance(attn, Attention):
                 continue
             layers = packable(attn)
-            if not all(fusable(layer) for layer in layers):
+            if not (all(fusable(layer) for layer in layers) or all(fp8_packable(layer) for layer in layers)):
                 continue
             weights, biases = [lay.weight for lay in layers], [lay.bias for lay in layers]
             if not _uniform(weights) or (None in biases and any(b is not None for b in biases)) or (

@@ -97,11 +97,18 @@ class Attention(nn.Module):
     def _in_proj(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
         """Each layer of ``layers`` applied to x: one GEMM of their summed width when they are plain
         linears whose weights ``packing.pack_projections`` packed (and nothing has replaced since),
-        split into views; otherwise one call each (fp8, GGUF, LoRA hooks, unpacked weights)."""
+        split into views; the same for packed fp8 GEMM layers (x quantized once, one scaled_mm with
+        per-channel weight scales); otherwise one call each (GGUF, LoRA hooks, unpacked weights)."""
+        widths = [layer.out_features for layer in layers]
         packed = packing.joined(layers) if all(fusable(layer) for layer in layers) else None
-        if packed is None:
+        if packed is not None:
+            return list(self.ops.linear(x, *packed).split(widths, dim=-1))
+        fp8 = packing.fp8_joined(layers)
+        if fp8 is None:
             return [layer(x) for layer in layers]
-        return list(self.ops.linear(x, *packed).split([layer.out_features for layer in layers], dim=-1))
+        weight, bias = fp8
+        bias = bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype)  # as Fp8Linear.forward
+        return list(self.ops.fp8_linear(x, weight, packing.channel_scales(layers), bias).split(widths, dim=-1))
 
 
 def fusable(layer: nn.Module) -> bool:

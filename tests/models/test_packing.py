@@ -29,8 +29,9 @@ from tests.models.test_transformer import inputs
 from tests.models.transformer_fixtures import make_pair
 
 
-def ltxv_run(model):
+def ltxv_run(model, dtype=torch.float32):
     x, text, mask, t = inputs()
+    x, text = x.to(dtype), text.to(dtype)
     with torch.no_grad():
         ctx = model.prepare_context(text, mask)
         rope = model.rope(grid_positions(2, 3, 4, 5, None))
@@ -188,3 +189,132 @@ def test_the_transformer_is_packed_again_after_a_move_between_stages(monkeypatch
     with residency.use("text_encoder", None):
         assert joined(packable(attn)) is None
     assert joined(packable(attn)) is not None
+
+
+# -- fp8 GEMM layers (quantization="fp8-scaled-mm", dynamic per-token input scales) -------------
+# Packed, x is quantized once (the same e4m3 values and per-row scales each layer computes from
+# it) and each output element is the same fp32 dot product times the same two scales plus the same
+# bias, rounded once: torch.equal on the reference ops (the caveat of the module docstring about a
+# BLAS blocking a wider N differently applies here too).
+
+def block_linears(model) -> list[str]:
+    """Every linear of every block (the policy's own targets skip the first and last five blocks,
+    all of a tiny model): the gates too, whose width differs from q's, so they stay unpacked."""
+    return [n for n, m in model.named_modules() if n.startswith("transformer_blocks.") and isinstance(m, nn.Linear)]
+
+
+def fp8_model(model, **kwargs):
+    model = copy.deepcopy(model).to(torch.bfloat16)
+    return convert_to_fp8(model, "fp8-scaled-mm", names=block_linears(model), **kwargs)
+
+
+def fp8_calls(model):
+    """The model's ops with fp8_linear recording (weight rows, weight scale) of every call."""
+    calls = []
+
+    def fp8_linear(x, w, scale, *args, **kwargs):
+        calls.append((w.shape[0], scale))
+        return TORCH_OPS.fp8_linear(x, w, scale, *args, **kwargs)
+    set_ops(model, dataclasses.replace(TORCH_OPS, fp8_linear=fp8_linear))
+    return calls
+
+
+def ltxv16(model):
+    return ltxv_run(model, torch.bfloat16)
+
+
+def bf16(x):
+    return {k: v.bfloat16() if v.is_floating_point() else v for k, v in x.items()} if isinstance(x, dict) else x
+
+
+def test_fp8_projections_quantize_their_input_once_and_equal_the_layers():
+    _, model = make_pair()
+    unpacked = fp8_model(model)
+    packed = copy.deepcopy(unpacked)
+    layers = len(model.transformer_blocks)
+    assert pack_projections(packed) == 2 * layers
+    attn = packed.transformer_blocks[0].attn1
+    assert attn.to_q.weight.dtype == torch.float8_e4m3fn and joined(packable(attn)) is not None
+    expected = ltxv16(unpacked)
+    calls = fp8_calls(packed)
+    assert torch.equal(ltxv16(packed), expected)
+    inner = model.config.inner_dim
+    assert [rows for rows, _ in calls].count(3 * inner) == 2 * layers  # attn1 q/k/v: one quantization, one GEMM
+    assert [rows for rows, _ in calls].count(2 * inner) == 2 * layers  # attn2 k/v (inline, then cross_kv)
+    scales = next(s for rows, s in calls if rows == 3 * inner)  # per output channel: each layer's own scale
+    assert scales.shape == (3 * inner, 1) and scales.dtype == torch.float32
+    first = packed.transformer_blocks[0].attn1
+    for i, layer in enumerate((first.to_q, first.to_k, first.to_v)):
+        assert torch.equal(scales[i * inner:(i + 1) * inner], layer.weight_scale.expand(inner, 1))
+
+
+def test_fp8_projections_of_ltx2_equal_the_layers():
+    """2.3: gated attentions (the bf16-kept gate is not packed), audio and cross-modal attentions."""
+    _, model, cfg = ltx2.pair("v23")
+    unpacked = fp8_model(model)
+    packed = copy.deepcopy(unpacked)
+    assert pack_projections(packed) == 6 * cfg.num_layers
+    x = bf16(ltx2.inputs(cfg))
+    run = lambda m: torch.cat([o.flatten() for o in ltx2.run_ours(m, x)])  # noqa: E731
+    expected = run(unpacked)
+    calls = fp8_calls(packed)
+    assert torch.equal(run(packed), expected)
+    assert [rows for rows, _ in calls].count(3 * cfg.inner_dim) >= cfg.num_layers
+
+
+def test_fp8_layers_that_cannot_share_a_quantization_keep_theirs():
+    _, model = make_pair()
+    names = block_linears(model)
+    for kept in (fp8_model(model, static_input=names),  # static input_scale: their own per-tensor x scale
+                 convert_to_fp8(copy.deepcopy(model), "fp8-cast", names=names)):  # bf16 compute
+        assert pack_projections(kept) == 0
+    packed = fp8_model(model)
+    pack_projections(packed)
+    expected = ltxv16(fp8_model(model))
+    attn = packed.transformer_blocks[0].attn1
+    attn.to_k.register_forward_hook(lambda module, args, out: None)  # e.g. a LoRA branch: each layer runs alone
+    calls = fp8_calls(packed)
+    assert torch.equal(ltxv16(packed), expected)
+    assert 3 * model.config.inner_dim in [rows for rows, _ in calls]  # the other blocks stay packed
+    assert sum(rows == model.config.inner_dim for rows, _ in calls) >= 3
+
+
+def test_fp8_lora_merge_rescales_in_place_and_stays_packed():
+    _, model = make_pair()
+    unpacked = fp8_model(model)
+    packed = copy.deepcopy(unpacked)
+    pack_projections(packed)
+    base = ltxv16(packed)
+    weights = LoraWeights.load(random_lora(model, seed=8))
+    sets = LoraSet(unpacked, fp8_lora="merge"), LoraSet(packed, fp8_lora="merge")
+    attn = packed.transformer_blocks[0].attn1
+    scale_before = attn.to_k.weight_scale.clone()
+    for lora_set in sets:
+        lora_set.apply([(weights, 0.7)])
+    assert not torch.equal(attn.to_k.weight_scale, scale_before)  # requantized: a new per-tensor scale
+    assert joined(packable(attn)) is not None  # written in place: still packed
+    assert torch.equal(ltxv16(packed), ltxv16(unpacked))
+    for lora_set in sets:
+        lora_set.clear()
+    assert torch.equal(ltxv16(packed), base)
+
+
+def test_fp8_projections_on_the_triton_kernels():
+    """The Triton quantize + scaled_mm (interpreter): the packed call's per-channel weight scales in the
+    GEMM epilogue give each layer's output as its own call does (same e4m3 x, one K loop per element)."""
+    from ltxengine.ops import get_ops
+
+    torch.manual_seed(3)
+    attn = Attention(32, 2, 16, None, bias=True, out_bias=True, ops=get_ops("triton", "cpu")).to(torch.bfloat16)
+    with torch.no_grad():
+        for layer in packable(attn):
+            layer.weight.mul_(torch.rand(()) * 4)  # distinct per-tensor scales
+    attn = fp8_model(nn.ModuleDict({"transformer_blocks": nn.ModuleList([attn])})).transformer_blocks[0]
+    layers = packable(attn)
+    x = torch.randn(2, 5, 32, dtype=torch.bfloat16)
+    expected = [layer(x) for layer in layers]
+    assert len({float(layer.weight_scale) for layer in layers}) == 3
+    pack_projections(attn)
+    assert joined(layers) is not None
+    for got, want in zip(attn._in_proj(x, layers), expected):
+        assert torch.equal(got, want)
