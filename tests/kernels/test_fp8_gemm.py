@@ -478,3 +478,24 @@ def test_production_fp8_linear_on_gpu(n, k):
     ref32 = ref.scaled_mm(q, w, sx, sw, None, torch.float32)
     lowp = (q.to(BF16) @ w.to(BF16).T) * sx.to(BF16) * sw.to(BF16).reshape(1, -1)
     check_budget(y.reshape(-1, n), lowp, ref32, f"fp8_linear {n}x{k}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_packed_projections_on_gpu_within_one_rounding(backend):
+    """models/packing.py's fp8 q/k/v: three e4m3 weights with their own per-tensor scales as one
+    (3N, K) GEMM with a per-channel scale vector, against the three fp8_linear calls, at the 2B's
+    widths. Same quantized x and products; only the accumulation order may differ for the wider N
+    (tiles, split-K), so each element may differ by its one bf16 rounding: <= 2^-7 of its magnitude."""
+    from ltxengine.ops import get_ops
+
+    fp8_linear = get_ops(backend, "cuda").fp8_linear  # auto: cuBLASLt row-wise scaling
+    n, k = 2048, 2048
+    x = torch.randn(2, 6144, k, device="cuda", dtype=BF16)
+    parts = [(*_gpu_operand(n, k, False, 20 + i), torch.randn(n, device="cuda", dtype=BF16)) for i in range(3)]
+    assert len({float(s) for _, s, _ in parts}) == 3
+    expected = torch.cat([fp8_linear(x, w, s, b) for w, s, b in parts], dim=-1)
+    scales = torch.cat([s.reshape(1, 1).expand(n, 1) for _, s, _ in parts])
+    got = fp8_linear(x, torch.cat([w for w, _, _ in parts]), scales, torch.cat([b for _, _, b in parts]))
+    bound = torch.maximum(got.float().abs(), expected.float().abs()) * 2.0 ** -7
+    assert bool(((got.float() - expected.float()).abs() <= bound).all())
