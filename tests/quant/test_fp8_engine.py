@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from ltxengine import Engine
+from ltxengine.models.packing import joined, packable
 from ltxengine.quant import Fp8Linear
 from tests.helpers import perturb_
 from tests.pipelines.fixtures import CONFIGS, build_pipeline_folder
@@ -90,6 +91,9 @@ def test_fp8_engine_latents_within_budget(folder, bf16, policy):
     fp8 = {n: m for n, m in engine.transformer.named_modules() if isinstance(m, Fp8Linear)}
     per_block = 10 if policy == "fp8-cast" else 10 * (BLOCKS - 6) / BLOCKS
     assert len(fp8) == per_block * BLOCKS
+    # fp8-scaled-mm: each converted attention's q/k/v (k/v) run as one quantization + GEMM (models/packing.py)
+    attns = [b.attn1 for b in engine.transformer.transformer_blocks[1:BLOCKS - 5]]
+    assert all((joined(packable(a)) is not None) == (policy == "fp8-scaled-mm") for a in attns)
     bf16_bytes = _weight_bytes(ref_engine.transformer, fp8)
     fp8_bytes = sum(m.weight.numel() + 4 for m in fp8.values())
     assert fp8_bytes == _weight_bytes(engine.transformer, fp8) + 4 * len(fp8)
