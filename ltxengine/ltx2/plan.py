@@ -4,15 +4,21 @@ tensors, nothing allocated) is as for LTX-Video: see ``ltx_video/plan.py``."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
-from ..planning import component_bytes, fake_latents, measure, on_device, repeated_modules, scoped_peak, upsample_peak
+from ..models.ltx2_audio_only import LTX2AudioTransformer
+from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules, scoped_peak,
+                        upsample_peak)
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
 from .recipes.two_stage import stage1_size
 from .stages import decode_video, decode_waveform
+
+logger = logging.getLogger(__name__)
 
 
 def plan_ltx2(engine, a) -> MemoryPlan:
@@ -39,11 +45,14 @@ def _phases(engine, a) -> list[Phase]:
     f = (a.num_frames - 1) // 8 + 1
     t_audio = a.audio_frames
     vp, ap = a.video_guidance, a.audio_guidance
-    phases = [Phase("text", on_device(w, offload, "text_encoder"), 0, 0)]
     stages = [("denoise", h1, w1, vp, ap)]
     if two_stage:
         two = a.two_stage
         stages.append(("refine", h, wd, two.video_guidance, two.audio_guidance))
+    # stages.encode_text: the negative prompt is encoded when any stage's guidance reads it
+    need_neg = any(gv.uncond or ga.uncond for *_, gv, ga in stages)
+    phases = [Phase("text", on_device(w, offload, "text_encoder"), 0,
+                    text_peak(engine, a, need_neg, engine.transformer))]
     kept = 0
     keeps = engine.executor is not None
     for i, (name, hh, ww, gv, ga) in enumerate(stages):
@@ -114,3 +123,70 @@ def _decode_peak(engine, a, f, h, w, t_audio) -> int:
         return max(video, audio)
     key = ("ltx2-decode", f, h, w, t_audio, repr(a.vae_tiling), a.decoder, a.decode_timestep, a.decode_noise_scale)
     return scoped_peak(engine, key, peak)
+
+
+def text_peak(engine, a, need_negative: bool, transformer) -> int:
+    """The text phase's activations (stages.encode_text; text_to_audio.encode_audio_text with the
+    audio-only ``transformer``): Gemma with every hidden state kept, the feature extractor, both
+    connectors and ``transformer.prepare_context``, [negative, positive] in one batch when guided,
+    max_sequence_length tokens. Traced on fake tensors once per engine and (batch, tokens): it
+    does not depend on the video. The weights are the phase's other term (text_encoder_on_device:
+    whole, or streamed layers' two slots); the trace counts none, so both hold either way."""
+    te = engine.text_encoder
+    batch, tokens = (2 if need_negative else 1), a.max_sequence_length
+    audio_only = isinstance(transformer, LTX2AudioTransformer)  # prepares the audio context alone
+
+    def peak() -> int:
+        try:
+            return _trace_text(engine, te, transformer, batch, tokens, audio_only)
+        except Exception as e:  # noqa: BLE001 - an encoder the fake trace cannot follow
+            # then only the hidden states and the features made of them count (text_floor): not
+            # Gemma's attention / MLP intermediates, the connectors' activations or the contexts
+            logger.warning("memory plan: the text encoder's fake trace failed (%s: %s); counting its kept "
+                           "hidden states only", type(e).__name__, e)
+            return text_floor(te, batch, tokens)
+    return memo_peak(engine, ("ltx2-text", id(te.model), batch, tokens, audio_only), peak)
+
+
+def _trace_text(engine, te, tr, batch: int, tokens: int, audio_only: bool) -> int:
+    backbone = getattr(te.model, "model", te.model)  # what GemmaTextEncoder._run calls
+    dev = engine.device
+    with fake_mode():
+        ids = torch.zeros((batch, tokens), dtype=torch.long, device=dev)
+        # The weights as fake tensors on the device the encoder computes on: offloaded, it is
+        # parked in host memory now, and a trace mixing devices fails.
+        weights = {n: torch.empty(t.shape, dtype=t.dtype, device=dev)
+                   for n, t in [*backbone.named_parameters(), *backbone.named_buffers()]}
+    dtype = next(tr.parameters()).dtype
+    conn = te.connectors
+
+    def connectors(states, mask):  # TextConnectors.forward less its input check (it reads mask values)
+        valid = mask.bool()
+        video_in, audio_in = conn._features(states, valid)
+        return (conn.video_connector(video_in, valid), conn.audio_connector(audio_in, valid),
+                torch.ones(valid.shape, dtype=torch.long, device=valid.device))
+
+    def encode(ids):  # GemmaTextEncoder.encode after tokenizing: the hidden states live through the connectors
+        mask = torch.ones_like(ids)  # fake: no value is read, so every token counts as valid
+        kwargs = dict(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        states = list(torch.func.functional_call(backbone, weights, (), kwargs).hidden_states)
+        return connectors(states, mask)
+
+    def encode_text(ids):  # stages.encode_text / encode_audio_text from the encoder's outputs on
+        v, au, _ = encode(ids)
+        v, au = v.to(dtype), au.to(dtype)
+        if audio_only:
+            return [tr.prepare_context(None, au[i:i + 1], None) for i in range(batch)]
+        return [tr.prepare_context(v[i:i + 1], au[i:i + 1], None) for i in range(batch)]
+    # Gemma's decoder layers are traced in full, once per (batch, tokens): transformers hooks each
+    # to collect hidden_states, and a hooked module is never replayed (executor/replay.py); listed,
+    # their signature would read Gemma 4's config, whose per-layer attributes raise when read whole
+    return transient_peak(encode_text, ids, repeated=repeated_modules(conn))
+
+
+def text_floor(te, batch: int, tokens: int) -> int:
+    """Bytes the text phase holds at least: every hidden state (num_hidden_states of (B, T, D))
+    and the features the connectors' extractor makes of them, all alive at once."""
+    item = torch.finfo(next(te.model.parameters()).dtype).bits // 8
+    out = torch.finfo(te.connectors._weight.dtype).bits // 8
+    return batch * tokens * te.hidden_size * te.num_hidden_states * (item + out)

@@ -168,6 +168,7 @@ def plan_phases(engine, a) -> list:
     weights counted are the ones the engine holds (no video stream, no video VAE)."""
     from ...executor.plan import Phase, fake_mode, transient_peak
     from ...planning import component_bytes, on_device
+    from ..plan import text_peak
     w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
     offload = engine.residency.offload
     tr, dev, dtype = audio_transformer(engine), engine.device, engine.dtype
@@ -193,6 +194,7 @@ def plan_phases(engine, a) -> list:
                   + rows * L * cfg.audio_inner_dim * (torch.finfo(dtype).bits // 8))
         after = static + (peak if engine.executor.mode == "graphs" else 0)  # a captured graph keeps its pool
     decode = transient_peak(lambda t: decode_waveform(engine, t), tokens)  # up to the host copy
-    return [Phase("text", on_device(w, offload, "text_encoder"), 0, 0),
+    text = text_peak(engine, a, ap.uncond, tr)  # encode_audio_text's batch: [negative, positive] when guided
+    return [Phase("text", on_device(w, offload, "text_encoder"), 0, text),
             Phase("denoise", on_device(w, offload), static, peak),
             Phase("decode", on_device(w, offload), after, decode)]
