@@ -17,8 +17,12 @@ cross-modal attention, of one row changes under 1 % of the work). Implementation
              checkpoint (ltxengine.quant.fp8.convert_to_fp8 on the policy's targets: every block linear
              but the gates, first block and last five bf16; dynamic per-token activation scales, as a
              file without input_scale gets); each fp8 GEMM's FLOPs at the fp8 peak (2x bf16)
-  triton, cuda  ltxengine with every op that backend has (not in the default set)
-  torch      ltxengine with kernels="torch" (the fp32 references)
+  triton     ltxengine with every op the Triton backend has, the GEMMs with the GELU or the gated
+             residual in their epilogue included: what auto becomes if a GPU shows those beat cuBLAS
+             (bench/ops_linear_epilogue.py)
+  cuda       ltxengine with every op the CUDA C++ backend has (not in the default set)
+  torch      ltxengine with kernels="torch" (pure torch: the references on fp32, diffusers' arithmetic
+             in the activation dtype on bf16)
   diffusers  diffusers' LTXVideoTransformer3DModel / LTX2VideoTransformer3DModel, eager
 What the step gets is scenario_transformer's: ltxengine its RoPE tables and projected text context
 precomputed (once per generation), diffusers what its pipeline passes at each step.
@@ -59,7 +63,7 @@ SMOKE_MODELS = ("tiny-2b", "tiny-ltx2")
 SIZES = {"768x512x121": (768, 512, 121), "1536x1024x121": (1536, 1024, 121)}  # width x height x frames
 SMOKE_SIZES = {"160x96x17": (160, 96, 17)}
 BATCHES = ("1", "guided")
-IMPLS = ("auto", "auto-fp8", "torch", "diffusers")  # the default set
+IMPLS = ("auto", "auto-fp8", "triton", "torch", "diffusers")  # the default set
 CHOICES = ("auto", "auto-fp8", "triton", "cuda", "torch", "diffusers")  # triton / cuda: every op that backend has
 FP8_POLICY = "fp8-scaled-mm"  # auto-fp8: Engine.from_pretrained(quantization=...) on a bf16 checkpoint
 DTYPE = torch.bfloat16

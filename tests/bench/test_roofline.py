@@ -123,7 +123,7 @@ def tiny_cases():
 
 def test_tiny_configs_of_both_families_trace_for_every_implementation(tiny_cases):
     by = {(c.model, c.impl): c for c in tiny_cases}
-    assert len(by) == 8 and {c.batch for c in tiny_cases if c.model == "tiny-ltx2"} == {4}
+    assert len(by) == 2 * len(R.IMPLS) and {c.batch for c in tiny_cases if c.model == "tiny-ltx2"} == {4}
     for (model, impl), c in by.items():
         per_block = rc.launches_per_block(c.trace.rows)
         assert sorted(per_block) == list(range(c.layers)), (model, impl)
