@@ -150,6 +150,26 @@ def test_text_to_audio_counts_what_encode_audio_text_allocates(ltx2_engine):
     assert real <= planned <= 1.02 * real, (planned, real)
 
 
+def test_a_text_phase_that_does_not_fit_refuses_before_any_work(ltx2_engine, monkeypatch):
+    """At 1024 tokens the tiny engine's text activations outweigh its tiny video's: the text phase
+    is the peak, and a budget one byte short of it is refused, as any phase's, before any work."""
+    import ltxengine.planning as planning
+    from ltxengine.executor.plan import InsufficientMemoryError
+    engine = ltx2_engine
+    kwargs = _kwargs(32 * _seq())
+    plan = engine.plan("a", **kwargs)
+    assert plan.peak_phase == "text" and _text(plan).transient_bytes > 0
+    calls = []
+    monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
+    monkeypatch.setattr(planning, "available_bytes", lambda device: plan.peak_bytes - plan.held_bytes - 1)
+    with pytest.raises(InsufficientMemoryError, match=r"generate: this generation needs .* at its peak \(text\)"):
+        engine.generate("a", **kwargs)
+    assert calls == []
+    monkeypatch.setattr(planning, "available_bytes", lambda device: plan.peak_bytes - plan.held_bytes)
+    engine.generate("a", **kwargs)
+    assert len(calls) == 1
+
+
 @pytest.fixture(scope="module")
 def ltx25_engine(tmp_path_factory):
     pytest.importorskip("diffusers")
