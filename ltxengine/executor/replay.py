@@ -111,8 +111,10 @@ def signature(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
     seen = _Seen()
     try:
         key = (_key((args, kwargs), seen), _module_key(module, _Seen(held=seen.held)))
+        hash(key)  # the memo's dict lookup, here where a failure still means "run it"
         return key, [weakref.ref(o) for o in seen.held]
-    except (_Unkeyable, TypeError):  # TypeError: an object without weak references
+    except Exception:  # noqa: BLE001 - _Unkeyable, an object without weak references (TypeError), or any
+        # error reading an attribute (Gemma 4's config raises on some reads): only the memo is lost
         return None
 
 

@@ -243,3 +243,42 @@ def test_an_object_keyed_by_identity_is_not_confused_with_a_dead_one(monkeypatch
     if len(set(model.ids)) == len(model.ids):
         pytest.skip("no id was reused in this run: nothing to confuse")
     assert _rows(fast) == _rows(_full(monkeypatch, model, x, repeated=model.blocks))
+
+
+class _Config:
+    """Reads of unknown attributes raise, not with AttributeError (as Gemma 4's config does for some)."""
+
+    def __init__(self, fail_in_forward: bool = False):
+        self.fail_in_forward = fail_in_forward
+
+    def __getattr__(self, name):
+        raise KeyError(f"no config entry {name!r}")
+
+
+class ConfigBlock(Block):
+    def __init__(self, config: _Config):
+        super().__init__()
+        self.config = config  # signature() asks it for memoized()'s marker: the read raises
+
+    def forward(self, x, scale: float = 1.0):
+        if self.config.fail_in_forward:
+            return self.config.missing  # the call's own error
+        return super().forward(x, scale)
+
+
+def test_a_signature_that_cannot_be_read_runs_the_call(monkeypatch):
+    """Any error while building a call's signature (here a KeyError from an attribute read) means
+    "run it unreplayed", not "abort the trace"; an error of the call itself still propagates."""
+    config = _Config()
+    model = Stack([ConfigBlock(config) for _ in range(3)])
+    with pytest.raises(KeyError, match="memo_wrapper"):
+        replay._module_key(model.blocks[0], replay._Seen())  # what used to abort the whole trace
+    x = torch.randn(2, 8)
+    calls = _replays(monkeypatch)
+    fast = trace_allocations(model, x, repeated=model.blocks)
+    assert calls == [] and fast.live_peak_bytes > 0
+    assert _rows(fast) == _rows(_full(monkeypatch, model, x, repeated=model.blocks))
+    config.fail_in_forward = True
+    with pytest.raises(KeyError, match="no config entry 'missing'"):
+        trace_allocations(model, x, repeated=model.blocks)
+    assert "forward" not in vars(model.blocks[0])  # the memo is removed after a failed trace too
