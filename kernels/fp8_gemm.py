@@ -12,6 +12,8 @@ References: ``ltxengine.ops.reference.quantize_fp8`` / ``scaled_mm`` / ``fp8_lin
   tile), the scales, bias and the cast to the output dtype in the epilogue. Tiles are visited
   in GROUP_M-row groups so that consecutive programs share b tiles in L2.
 - ``fp8_linear``: the two above, as ``reference.fp8_linear``.
+- ``gelu_quantize_fp8``: the per-row quantizer with a GELU (tanh) prologue, rounded to the input
+  dtype before the amax (``reference.gelu_quantize_fp8``): the fp8 FFN's activation in one pass.
 
 Static scales are checked for finite, positive values only when they live on the CPU: on CUDA
 that check would cost a device sync per call and break CUDA-graph capture, so it is skipped.
@@ -28,6 +30,7 @@ import triton.language as tl
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
 from ._common import GemmConfig, check_rows, check_runnable, describe, grouped_tile, to_e4m3
+from .linear_gelu import _gelu_tanh, _round_bf16
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -87,12 +90,25 @@ def _amax_kernel(
 
 
 @triton.jit
+def _load_rows(ptrs, mask, GELU: tl.constexpr, INTERPRET_BF16: tl.constexpr):
+    """fp32 values of x, or with GELU of gelu_tanh(x) rounded to x's dtype first: the bits the
+    unfused F.gelu writes and the quantizer then reads back (amax and division see those)."""
+    x = tl.load(ptrs, mask=mask, other=0.0)
+    if GELU:
+        g = _gelu_tanh(x.to(tl.float32))
+        if INTERPRET_BF16:
+            return _round_bf16(g)  # the interpreter's fp32 -> bf16 cast truncates
+        return g.to(x.dtype).to(tl.float32)
+    return x.to(tl.float32)
+
+
+@triton.jit
 def _quantize_rows_kernel(
     x_ptr,  # (M, K) bf16/fp16/fp32, row stride stride_xm, unit column stride
     q_ptr,  # (M, K) float8_e4m3fn, row stride stride_qm, unit column stride
     scale_out_ptr,  # (M,) fp32: per-row scale amax / 448
     M, K, stride_xm, stride_qm,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    GELU: tl.constexpr, INTERPRET_BF16: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_mask = rows < M
@@ -102,15 +118,16 @@ def _quantize_rows_kernel(
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = _load_rows(x_rows + cols[None, :], mask, GELU, INTERPRET_BF16)
         amax = tl.maximum(amax, tl.max(tl.abs(x), axis=1))
     scale = tl.math.div_rn(tl.maximum(amax, _MIN_AMAX), _MAX)
     tl.store(scale_out_ptr + rows, scale, mask=row_mask)
-    # Second read of the rows: they were just read, so this one is served from L2.
+    # Second read of the rows: they were just read, so this one is served from L2 (with GELU,
+    # recomputing it is cheaper than a round trip of the activation through memory).
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (cols[None, :] < K)
-        x = tl.load(x_rows + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = _load_rows(x_rows + cols[None, :], mask, GELU, INTERPRET_BF16)
         q = to_e4m3(tl.math.div_rn(x, scale[:, None]))
         tl.store(q_rows + cols[None, :], q, mask=mask)
 
@@ -295,13 +312,19 @@ def _scale_out_arg(fn: str, scale_out, shape: tuple, device: torch.device) -> to
 # launchers (inputs already validated)
 
 
+def _launch_rows(x2: torch.Tensor, q: torch.Tensor, scale_out: torch.Tensor, gelu: bool) -> None:
+    m, k = x2.shape
+    block_r, block_k, warps = _rows_config(x2, m, k)
+    _quantize_rows_kernel[(triton.cdiv(m, block_r),)](
+        x2, q, scale_out, m, k, x2.stride(0), q.stride(0),
+        GELU=gelu, INTERPRET_BF16=gelu and _INTERPRET and x2.dtype == torch.bfloat16,
+        BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
+
+
 def _launch_quantize(x2: torch.Tensor, scale, per_row: bool, q: torch.Tensor, scale_out: torch.Tensor) -> None:
     m, k = x2.shape
     if scale is None and per_row:
-        block_r, block_k, warps = _rows_config(x2, m, k)
-        _quantize_rows_kernel[(triton.cdiv(m, block_r),)](
-            x2, q, scale_out, m, k, x2.stride(0), q.stride(0),
-            BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
+        _launch_rows(x2, q, scale_out, gelu=False)
         return
     block_r, block_k, warps = _tile_config(x2, m, k)
     grid = (triton.cdiv(m, block_r), triton.cdiv(k, block_k))
@@ -356,6 +379,24 @@ def quantize_fp8(
     shape = (m, 1) if per_row else (tuple(scale.shape) if scale is not None else ())
     s_out = scale if scale is not None and scale_out is None else _scale_out_arg(fn, scale_out, shape, x.device)
     _launch_quantize(x2, scale, per_row, q, s_out)
+    return q, s_out
+
+
+def gelu_quantize_fp8(
+    h: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+    scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h (..., K) bf16/fp16/fp32 -> (q (M, K) float8_e4m3fn, per-row fp32 scale (M, 1)) of
+    gelu_tanh(h) rounded to h.dtype: ``quantize_fp8(F.gelu(h, approximate="tanh"), per_row=True)``
+    in one pass over h (the fp8 FFN's GELU and its down-projection's activation quantization)."""
+    fn = "gelu_quantize_fp8"
+    h2 = _rows_of(fn, "h", h)
+    m, k = h2.shape
+    q = check_rows(fn, "out", out, (m, k), _FP8, h.device)
+    s_out = _scale_out_arg(fn, scale_out, (m, 1), h.device)
+    _launch_rows(h2, q, s_out, gelu=True)
     return q, s_out
 
 
@@ -438,4 +479,4 @@ def _as_rows_out(fn: str, y: torch.Tensor, m: int, n: int) -> torch.Tensor:
         raise ValueError(f"{fn}: out must be viewable as ({m}, {n}) rows, got strides {y.stride()}") from None
 
 
-__all__ = ["quantize_fp8", "scaled_mm", "fp8_linear"]
+__all__ = ["quantize_fp8", "gelu_quantize_fp8", "scaled_mm", "fp8_linear"]

@@ -35,6 +35,7 @@ from .causal_conv3d import CAUSAL_CONV3D
 from .dual_ada_norm import DUAL_ADA_NORM
 from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
+from .gelu_quantize_fp8 import GELU_QUANTIZE_FP8
 from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
 from .linear_gated_residual import LINEAR_GATED_RESIDUAL
@@ -72,6 +73,8 @@ class Ops:
     quantize_fp8: Callable = reference.quantize_fp8
     scaled_mm: Callable = reference.scaled_mm
     fp8_linear: Callable = reference.fp8_linear
+    # the fp8 FFN's GELU + its down-projection's per-token quantization (models/transformer.py FeedForward)
+    gelu_quantize_fp8: Callable = reference.gelu_quantize_fp8
     # q/k/v in e4m3 with per-(batch, head) scales: opt-in (``with_fp8_attention``), not a default:
     # ~5% relative error against fp32 attention on unit-RMS inputs vs ~0.4% for bf16 (tests/kernels/
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
@@ -88,7 +91,8 @@ TORCH_OPS = Ops(name="torch")
 # Every op with a fused implementation, one file each. The order is FUSED's, AUTO's and each
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
-             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM)
+             HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM,
+             GELU_QUANTIZE_FP8)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

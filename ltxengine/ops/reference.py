@@ -386,3 +386,12 @@ def dual_ada_norm(
     else:
         x_new, n1 = residual_ada_norm(x, y, gate, shift1, scale1, eps, kind, x_out=x_out, norm_out=norm1_out)
     return x_new, n1, ada_norm(x_new, shift2, scale2, eps, kind, out=norm2_out)
+
+
+def gelu_quantize_fp8(
+    h: torch.Tensor, *, out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h (..., K) -> (q (M, K) e4m3, per-row scale (M, 1)) of gelu_tanh(h): the fp8 FFN's GELU
+    and its down-projection's per-token activation quantization. The GELU is rounded to h.dtype
+    before the amax, as the unfused pair (F.gelu, then quantize_fp8 of its output) does, bit for bit."""
+    return quantize_fp8(F.gelu(h, approximate="tanh"), per_row=True, out=out, scale_out=scale_out)

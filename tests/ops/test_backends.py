@@ -70,6 +70,8 @@ def _inputs():
                           torch.empty(1, 4, 3, 4, 5, dtype=torch.bfloat16, device=DEV)),
         "quantize_fp8": (r(7, 32), None, True, torch.empty(7, 32, dtype=torch.float8_e4m3fn, device=DEV),
                          torch.empty(7, 1, device=DEV)),
+        "gelu_quantize_fp8": (r(7, 32), torch.empty(7, 32, dtype=torch.float8_e4m3fn, device=DEV),
+                              torch.empty(7, 1, device=DEV)),
         "scaled_mm": (fp8, w8, torch.rand(7, 1, device=DEV), torch.rand(9, 1, device=DEV), r(9),
                       torch.empty(7, 9, dtype=torch.bfloat16, device=DEV)),
         # q (B=2, Nq=5, H*D=2*16), k/v Nk=3, an additive key mask
