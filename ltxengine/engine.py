@@ -470,9 +470,12 @@ class Engine:
         too (MemoryPlanError): unchecked, an oversized request could take the machine down."""
         if not self.check_memory or available_bytes(self.device) is None:  # None: free memory unknown
             return
-        streamed = self.block_offload.group_size if self.block_offload is not None else None
+        # what the plan reads besides the request: what is offloaded and what streams (the DiT's blocks
+        # and their group size, the text encoder's layers) - its weights terms -, the executor's
+        # mode (its kept buffers) and the weights themselves; each can change after load
+        streamed = tuple(sorted((name, s.group_size) for name, s in self.residency.streamed.items()))
         key = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
-               self.graph_state())
+               getattr(self.executor, "mode", None), self.graph_state())
         plan = self._plans.get(key)
         if plan is None:
             try:

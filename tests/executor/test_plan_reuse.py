@@ -9,7 +9,7 @@ import inspect
 import torch
 
 import ltxengine.ltx2.plan as ltx2_plan
-from ltxengine.executor.plan import fake_mode, transient_peak
+from ltxengine.executor.plan import fake_mode, module_bytes, transient_peak
 from ltxengine.ltx2.stages import decode_waveform
 from tests.executor import test_plan
 
@@ -69,3 +69,36 @@ def test_budget_options_share_their_traces(engine, monkeypatch):
     engine.__dict__.pop("_budget_plans", None)
     assert [[(p.name, p.total_bytes) for p in plan.phases] for _, plan in options] == \
         [[(p.name, p.total_bytes) for p in plan.phases] for plan in alone]
+
+
+def test_a_cached_plan_follows_streaming_and_the_executor(engine, monkeypatch):
+    """generate's plan cache (Engine._check_memory) is keyed on what can change after load besides
+    the request: streaming the text encoder's layers after a generate changes the text phase's
+    weights (it used to reuse the plan with the whole encoder's), dropping the executor its kept
+    buffers."""
+    from ltxengine.executor.block_offload import layer_stack, slot_bytes
+    monkeypatch.setattr(engine, "_generate", lambda a: None)
+    made = []  # the plans generate made (a cached one is not made again)
+    original = engine._plan
+    monkeypatch.setattr(engine, "_plan", lambda a: made.append(original(a)) or made[-1])
+    engine._plans.clear()
+
+    def generate():
+        engine.generate("a", height=64, width=96, num_frames=9)
+    generate()
+    engine.stream_text_encoder(True)
+    try:
+        generate()
+    finally:
+        engine.stream_text_encoder(False)
+    generate()  # back to the first key: its plan
+    assert len(made) == 2
+    whole, streamed = made
+    layers, _ = layer_stack(engine.text_encoder.model)
+    # the tiny T5's 2 blocks: its two one-block slots (aligned) hold a little more than them
+    assert whole.phases[0].weights_bytes - streamed.phases[0].weights_bytes == \
+        module_bytes(*layers) - slot_bytes(layers, 1) != 0
+    monkeypatch.setattr(engine, "executor", None)  # the model called directly: no static buffers
+    generate()
+    assert len(made) == 3 and any(p.kept_bytes > 0 for p in whole.phases)
+    assert all(p.kept_bytes == 0 for p in made[2].phases)
