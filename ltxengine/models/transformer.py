@@ -194,11 +194,26 @@ class FeedForward(nn.Module):
                                   OpsLinear(4 * dim, dim, bias=bias, ops=ops)])
 
     def forward(self, x):
+        if self._quantizes_gelu():
+            return self._fp8_forward(x)
         return self.net[2](self.net[0](x))
 
     def residual(self, ops: Ops, x: torch.Tensor, h: torch.Tensor, gate) -> torch.Tensor:
         """x + gate * ff(h), the down-projection fused with the gated residual where it can be."""
+        if self._quantizes_gelu():
+            return ops.gated_residual(x, self._fp8_forward(h), gate)
         return linear_residual(ops, self.net[2], x, self.net[0](h), gate)
+
+    def _quantizes_gelu(self) -> bool:
+        # ff.net.2 is an fp8 GEMM quantizing its input per token and no hook (a LoRA branch) sees
+        # GELU's output: GELU + that quantization run as one pass (the reference: this unfused pair).
+        gelu, down = self.net[0], self.net[2]
+        hooked = gelu._forward_hooks or gelu._forward_pre_hooks or down._forward_hooks or down._forward_pre_hooks
+        return getattr(down, "quantizes_per_token", False) and type(gelu) is GeluProj and not hooked
+
+    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, down = self.net[0].proj(x), self.net[2]
+        return down.forward_quantized(*down.ops.gelu_quantize_fp8(h), tuple(h.shape[:-1]), h.dtype)
 
 
 class TransformerBlock(nn.Module):

@@ -208,6 +208,26 @@ class Fp8Linear(nn.Module):
             return self.ops.linear(x, self.dequantized(x.dtype), bias)
         return self.ops.fp8_linear(x, self.weight, self.weight_scale, bias, self.input_scale)
 
+    @property
+    def quantizes_per_token(self) -> bool:
+        """Whether forward quantizes its input dynamically per token (fp8-scaled-mm without a static
+        input_scale): then a producer may hand it that quantization (``forward_quantized``)."""
+        return self.policy == "fp8-scaled-mm" and self.input_scale is None
+
+    def forward_quantized(self, q: torch.Tensor, scale: torch.Tensor, lead: tuple[int, ...],
+                          dtype: torch.dtype) -> torch.Tensor:
+        """forward's scaled matmul on an input already quantized per token: q (M, K) e4m3, scale
+        (M, 1) fp32; output (*lead, out_features) in ``dtype`` (the unquantized input's)."""
+        if not self.quantizes_per_token:
+            raise ValueError(f"Fp8Linear.forward_quantized: needs policy 'fp8-scaled-mm' without a static "
+                             f"input_scale, got policy={self.policy!r}, static_input={self.input_scale is not None}")
+        if q.dtype != FP8_DTYPE or q.ndim != 2 or q.shape[1] != self.in_features:
+            raise ValueError(f"Fp8Linear.forward_quantized: q must be (M, {self.in_features}) float8_e4m3fn, "
+                             f"got {tuple(q.shape)} {q.dtype}")
+        bias = self.bias if self.bias is None or self.bias.dtype == dtype else self.bias.to(dtype)
+        y = self.ops.scaled_mm(q, self.weight, scale, self.weight_scale, bias, dtype)
+        return y.view(*lead, self.out_features)
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"policy={self.policy!r}, static_input={self.input_scale is not None}")
