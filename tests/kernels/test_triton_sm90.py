@@ -3,7 +3,7 @@ for production shapes, without register spills, and the GEMM-like kernels use wg
 
 No GPU needed: tests/kernels/sm90.py captures each launcher's launch on memory-less "CUDA"
 tensors in a fresh interpreter without TRITON_INTERPRET and runs triton.compile + ptxas for
-sm_90a, with a fresh Triton cache, so every run really compiles. The 29 compiles run in two
+sm_90a, with a fresh Triton cache, so every run really compiles. The 30 compiles run in two
 worker processes: about 12 s wall, 15 s for the whole file on 2 CPU cores (measured; the conv
 and GEMM compiles take 1-2.5 s each, the row kernels well under one). ``pytest -s`` prints a
 table of registers, spills, shared memory and vector / tensor-core instruction counts.
@@ -213,6 +213,13 @@ def quant_tensor_8192():
     _quantize(8192, "tensor")
 
 
+def gelu_quant_row_16384():
+    # the fp8 FFN's GELU + down-projection quantization, LTX-2 19B's 4D = 16384 (same kernel as quant_row_*)
+    from ltxengine.kernels.fp8_gemm import gelu_quantize_fp8
+
+    gelu_quantize_fp8(fake_cuda((M_FP8, 16384)))
+
+
 def scaled_mm_6144x8192x2048():
     """fp8_linear's GEMM: per-token scale_a, per-channel scale_b, bias, bf16 output."""
     from ltxengine.kernels.fp8_gemm import scaled_mm
@@ -289,7 +296,7 @@ CASES = [
     Case(conv1024_prologue, spill_bound={"_conv3d_kernel": Spills(stack=32, stores=48, loads=28)}, wgmma=_CONV_MMA,
          scalar_loads=frozenset({"_pixel_rstd_kernel"})),
     Case(quant_static_2048), Case(quant_static_8192), Case(quant_row_2048), Case(quant_row_8192),
-    Case(quant_tensor_2048), Case(quant_tensor_8192),
+    Case(quant_tensor_2048), Case(quant_tensor_8192), Case(gelu_quant_row_16384),
     Case(scaled_mm_6144x8192x2048, wgmma={"_scaled_mm_kernel": "wgmma_e4m3"}),
     # measured: 128 registers (172 with the gated residual's loads), no spills, 128 KiB shared memory
     Case(linear_gelu_2048x8192, wgmma={"_linear_epilogue_kernel": "wgmma_bf16"}),
