@@ -11,8 +11,8 @@ import torch
 from .executor.plan import MemoryPlan, available_bytes, fake_mode, module_bytes, transient_peak
 from .components.latents import upsample_latents
 
-__all__ = ["component_bytes", "fake_latents", "measure", "memo_peak", "on_device", "repeated_modules",
-           "reusing_traces", "scoped_peak", "upsample_peak"]
+__all__ = ["component_bytes", "fake_latents", "measure", "memo_peak", "on_device", "on_fake_weights",
+           "repeated_modules", "reusing_traces", "scoped_peak", "upsample_peak"]
 
 
 def memo_peak(engine, key: tuple, compute) -> int:
@@ -130,6 +130,17 @@ def on_device(w: dict[str, int], offload, *using: str) -> int:
     away = "transformer_between_stages" in offload and bool({"text_encoder", "latent_upsampler"} & set(using))
     return sum(v for k, v in w.items() if (k == "resident" or k not in offload or k in using)
                and not (away and k in ("transformer", "transformer_blocks")))
+
+
+def on_fake_weights(module: torch.nn.Module, like: torch.Tensor):
+    """``module`` as a function of its inputs whose parameters and buffers are fake tensors on the
+    device of ``like`` (a trace input) and in its fake mode (a trace takes one). An offloaded text
+    encoder is parked in host memory while a CUDA engine plans: a trace of its weights where they
+    are mixes devices and fails. What it allocates does not depend on where the weights are."""
+    with like.fake_mode:
+        weights = {n: torch.empty(t.shape, dtype=t.dtype, device=like.device)
+                   for n, t in [*module.named_parameters(), *module.named_buffers()]}
+    return lambda *args, **kwargs: torch.func.functional_call(module, weights, args, kwargs)
 
 
 def fake_latents(engine, f: int, h: int, w: int) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 
 from ..executor.plan import MemoryPlan, Phase, fake_mode, transient_peak
 from ..models.ltx2_audio_only import LTX2AudioTransformer
-from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules, scoped_peak,
-                        upsample_peak)
+from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, on_fake_weights, repeated_modules,
+                        scoped_peak, upsample_peak)
 from .conditions import appended_tokens
 from .denoise import Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
@@ -153,10 +153,7 @@ def _trace_text(engine, te, tr, batch: int, tokens: int, audio_only: bool) -> in
     dev = engine.device
     with fake_mode():
         ids = torch.zeros((batch, tokens), dtype=torch.long, device=dev)
-        # The weights as fake tensors on the device the encoder computes on: offloaded, it is
-        # parked in host memory now, and a trace mixing devices fails.
-        weights = {n: torch.empty(t.shape, dtype=t.dtype, device=dev)
-                   for n, t in [*backbone.named_parameters(), *backbone.named_buffers()]}
+    run = on_fake_weights(backbone, ids)  # offloaded, Gemma is in host memory now
     dtype = next(tr.parameters()).dtype
     conn = te.connectors
 
@@ -169,7 +166,7 @@ def _trace_text(engine, te, tr, batch: int, tokens: int, audio_only: bool) -> in
     def encode(ids):  # GemmaTextEncoder.encode after tokenizing: the hidden states live through the connectors
         mask = torch.ones_like(ids)  # fake: no value is read, so every token counts as valid
         kwargs = dict(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        states = list(torch.func.functional_call(backbone, weights, (), kwargs).hidden_states)
+        states = list(run(**kwargs).hidden_states)
         return connectors(states, mask)
 
     def encode_text(ids):  # stages.encode_text / encode_audio_text from the encoder's outputs on

@@ -13,6 +13,7 @@ machine's memory is planned, and refused, like any other.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import torch
@@ -20,9 +21,11 @@ import torch
 from ..components.decode import decode_latents
 from ..executor.plan import MemoryPlan, Phase, fake_mode, largest_fitting, transient_peak
 from ..models.transformer import grid_positions
-from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, repeated_modules,
-                        scoped_peak, upsample_peak)
+from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, on_fake_weights,
+                        repeated_modules, scoped_peak, upsample_peak)
 from . import sampling as lv
+
+logger = logging.getLogger(__name__)
 
 
 def plan_ltx_video(engine, a, *, suggest: bool = True) -> MemoryPlan:
@@ -66,18 +69,28 @@ def _phases(engine, a) -> list[Phase]:
 
 
 def _text_peak(engine, a, cfg: bool) -> int:
+    """T5's activations on [negative, positive] (one batch: at or above the two calls one after the
+    other that encode_prompt makes), traced once per engine and shape: the same for every video."""
     te = engine.text_encoder
     shape = (2 if cfg else 1, a.max_sequence_length)
 
     def peak() -> int:
-        with fake_mode():
-            ids = torch.zeros(shape, dtype=torch.long, device=engine.device)
         try:
-            return transient_peak(lambda i: te.model(input_ids=i, attention_mask=torch.ones_like(i)), ids,
-                                  repeated=repeated_modules(te.model))
-        except Exception:  # noqa: BLE001 - a text encoder the fake trace cannot follow: activations ~ 0 at <= 256 tokens
+            return _trace_text(engine, te.model, shape)
+        except Exception as e:  # noqa: BLE001 - an encoder the fake trace cannot follow
+            logger.warning("memory plan: the text encoder's fake trace failed (%s: %s); its activations (hidden "
+                           "states, attention scores, MLP intermediates, the embeddings) are not counted",
+                           type(e).__name__, e)
             return 0
-    return memo_peak(engine, ("text", id(te.model), *shape), peak)  # the same for every video size
+    return memo_peak(engine, ("text", id(te.model), *shape), peak)
+
+
+def _trace_text(engine, model, shape: tuple[int, int]) -> int:
+    with fake_mode():
+        ids = torch.zeros(shape, dtype=torch.long, device=engine.device)
+    run = on_fake_weights(model, ids)  # offloaded, T5 is in host memory now
+    return transient_peak(lambda i: run(input_ids=i, attention_mask=torch.ones_like(i)), ids,
+                          repeated=repeated_modules(model))
 
 
 def _step_peak(engine, a, f: int, h: int, w: int, cfg: bool) -> tuple[int, int]:

@@ -75,6 +75,84 @@ def test_offloaded_text_encoder_counts_only_while_encoding(engine):
     assert phases["text"].weights_bytes - phases["denoise"].weights_bytes == te > 0
 
 
+def _text_request(engine, **kwargs):
+    import inspect
+    bound = inspect.signature(engine.generate).bind("a cat on a mat", None, **{**TINY, **kwargs})
+    bound.apply_defaults()
+    return engine._request(dict(bound.arguments))
+
+
+def test_text_phase_counts_what_encode_prompt_allocates(engine):
+    """T5 traced on fake weights (planning.on_fake_weights). The reference: what encode_prompt
+    allocates, run for real under inference mode as generate runs it. Unguided, the plan is at or
+    above it by the mask it passes: the (1, T) int64 ones made outside the real call, and what T5
+    makes of them (measured: T^2 + 8T bytes with the pipeline's mask, 2T^2 + 8T at 128 and
+    1.5T^2 + 8T at 256 tokens without it; negligible next to T5-XXL's activations). Guided, both
+    prompts in one batch is above encode_prompt's two calls one after the other (by 15% here)."""
+    from ltxengine.executor.memory import trace_allocations
+    from ltxengine.ltx_video.stages import encode_prompt
+    for cfg, tokens in ((False, 128), (False, 256), (True, 128)):
+        kwargs = dict(max_sequence_length=tokens, guidance_scale=3.0 if cfg else 1.0)
+        planned = engine.plan("a", **{**TINY, **kwargs}).phases[0].transient_bytes
+        a = _text_request(engine, **kwargs)
+        for use_mask in (False, True):  # LTXPipeline's call / LTXConditionPipeline's
+            with torch.inference_mode():
+                real = trace_allocations(lambda: encode_prompt(engine, a.prompt, None, tokens, cfg, use_mask),
+                                         fake=False).live_peak_bytes
+            assert real <= planned <= (1.2 * real if cfg else real + 2 * tokens ** 2 + 8 * tokens), \
+                (cfg, tokens, use_mask, planned, real)
+
+
+def test_text_trace_reads_no_encoder_weight(engine, caplog):
+    """An offloaded T5 is parked in host memory while a CUDA engine plans: a trace of its weights
+    where they are mixes devices and fails (FakeTensorDeviceMismatchError, cpu and cuda:0, with
+    fake CUDA inputs: what a CPU-only torch can show; it cannot trace on past T5's mask there).
+    So every layer computes with fake weights on the engine's device, and weights anywhere else
+    (here: on the meta device, holding no data) give the same count."""
+    import copy
+    import logging
+    from torch._subclasses.fake_tensor import FakeTensor
+    from ltxengine.models.text_encoder import T5TextEncoder
+    te = engine.text_encoder
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((type(m.weight), m.weight.device)))
+             for m in te.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))]
+    try:
+        with torch.inference_mode():  # as plans run
+            ltx_video_plan._trace_text(engine, te.model, (1, 8))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) > 10 and set(seen) == {(FakeTensor, engine.device)}
+    expected = engine.plan("a", **TINY).phases[0].transient_bytes
+    meta = T5TextEncoder(copy.deepcopy(te.model).to("meta"), te.tokenizer)
+    engine.text_encoder = meta
+    try:
+        with caplog.at_level(logging.WARNING, logger="ltxengine.ltx_video.plan"):
+            assert engine.plan("a", **TINY).phases[0].transient_bytes == expected > 0
+    finally:
+        engine.text_encoder = te
+        engine.__dict__.pop("_phase_peaks", None)  # keyed on id(meta.model): the id may be reused
+    assert "fake trace failed" not in caplog.text
+
+
+def test_a_text_trace_that_fails_is_logged(engine, monkeypatch, caplog):
+    import logging
+
+    def broken(*args):
+        raise RuntimeError("no fake kernel for some op")
+    monkeypatch.setattr(ltx_video_plan, "_trace_text", broken)
+    engine.__dict__.pop("_phase_peaks", None)
+    try:
+        with caplog.at_level(logging.WARNING, logger="ltxengine.ltx_video.plan"):
+            plan = engine.plan("a", **TINY)
+    finally:
+        engine.__dict__.pop("_phase_peaks", None)
+    assert plan.phases[0].transient_bytes == 0
+    assert ("the text encoder's fake trace failed (RuntimeError: no fake kernel for some op); its activations "
+            "(hidden states, attention scores, MLP intermediates, the embeddings) are not counted") in caplog.text
+
+
 def test_offloaded_vae_encoder_counts_only_where_conditions_are_encoded(engine):
     saved = engine.residency
     try:
@@ -253,3 +331,26 @@ def test_planning_allocates_nothing(family, request, monkeypatch):
     assert max(p.kept_bytes for p in plan.phases) > 2 * latents  # the executor's latents in and out, at least
     if plan.available_bytes is not None:
         assert plan.fits is False
+
+
+@pytest.mark.gpu
+def test_offloaded_t5_traced_on_cuda(tmp_path_factory, caplog):
+    """T5 parked in host memory, planned on CUDA: the trace follows (it used to fail on the device
+    mismatch and count 0 without a word), and the measured peak of the text phase (the weights on
+    the device, T5 moved in, its activations) stays within the plan plus cuBLAS's workspace
+    (allocated through the caching allocator, not traced)."""
+    import logging
+    from ltxengine.ltx_video.stages import encode_prompt
+    folder = build_pipeline_folder(tmp_path_factory.mktemp("plant5"), "tiny-095")
+    engine = Engine.from_pretrained(folder, device="cuda", dtype=torch.bfloat16, offload=("text_encoder",))
+    assert next(engine.text_encoder.model.parameters()).device.type == "cpu"
+    with caplog.at_level(logging.WARNING, logger="ltxengine.ltx_video.plan"):
+        text = engine.plan("a", **TINY, max_sequence_length=256).phases[0]
+    assert "fake trace failed" not in caplog.text and text.transient_bytes > 0
+    a = _text_request(engine, max_sequence_length=256)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        encode_prompt(engine, a.prompt, None, 256, True, False)
+    measured = torch.cuda.max_memory_allocated()
+    assert measured <= text.total_bytes + 64 * 2**20, (measured, text)
