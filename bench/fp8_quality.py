@@ -180,7 +180,9 @@ def sigmas(config, smoke: bool = False) -> list[float]:
 
 def denoise(model, inp: dict, geo: T.Geometry, schedule: list[float], dtype: torch.dtype) -> dict:
     """Euler on the flow velocity from the noise in ``inp``; the state is kept in float32 and
-    rounded to ``dtype`` at each model input, as the engine's samplers do."""
+    rounded to ``dtype`` at each model input, as the engine's samplers do. In float32 (the oracle,
+    under fp32_weights: a block's weights are fp32 only while it runs) LTX-Video's text keys /
+    values are projected inside the step (scenario_transformer.ltxengine_call's cross_kv)."""
     keys = ("video", "audio") if "audio" in inp else ("video",)
     state = {k: inp[k].float() for k in keys}
     batch = inp["video"].shape[0]
@@ -188,7 +190,7 @@ def denoise(model, inp: dict, geo: T.Geometry, schedule: list[float], dtype: tor
         for s, s_next in zip(schedule[:-1], schedule[1:]):
             step_in = {**inp, **{k: state[k].to(dtype) for k in keys},
                        "sigma": torch.full((batch,), s, device=inp["video"].device)}
-            v = T.ltxengine_call(model, step_in, geo)()
+            v = T.ltxengine_call(model, step_in, geo, cross_kv=dtype != torch.float32)()
             state = {k: state[k] + (s_next - s) * v[k].float() for k in keys}
     return state
 
@@ -258,7 +260,9 @@ def run_policy(settings, name: str, model, fp8_model, policy: str, refs: Referen
     """The two records of one policy: per-layer error on one step, PSNR of the denoise."""
     config = model.config
     names = fp8_targets(model, policy)
-    rows, not_called = layer_errors(model, fp8_model, names, T.ltxengine_call(model, refs.step_inputs, geo))
+    # every target layer must run inside the step: LTX-Video's text keys / values too (not projected before it)
+    step = T.ltxengine_call(model, refs.step_inputs, geo, cross_kv=False)
+    rows, not_called = layer_errors(model, fp8_model, names, step)
     layer = {**_base(impl_name(policy), policy), **layer_summary(rows), "not_called": not_called}
     _status(layer, [r[1] for r in rows])
     latents = denoise(fp8_model, refs.noise_inputs, geo, refs.schedule, dtype)

@@ -166,8 +166,10 @@ def make_inputs(config, geo: Geometry, batch: int, device, dtype, seed: int = 0)
     return inp
 
 
-def ltxengine_call(model, inp: dict, geo: Geometry):
-    """The per-step call with what the engine computes once per generation done here, untimed."""
+def ltxengine_call(model, inp: dict, geo: Geometry, cross_kv: bool = True):
+    """The per-step call with what the engine computes once per generation done here, untimed.
+    ``cross_kv=False``: LTX-Video's text keys / values projected inside the step instead (the same
+    arithmetic; the fp32 oracle needs it, its block weights are fp32 only while the block runs)."""
     f, h, w = latent_grid(model.config, geo)
     dev = inp["video"].device
     if isinstance(model.config, LTX2TransformerConfig):
@@ -184,8 +186,8 @@ def ltxengine_call(model, inp: dict, geo: Geometry):
     rt, r = ltxv_vae_ratios()
     rope = model.rope(grid_positions(1, f, h, w, (rt / geo.fps, r, r), device=dev))
     ctx = model.prepare_context(inp["text"], inp["mask"])
-    with torch.no_grad():
-        kv = model.cross_kv(ctx[0])  # the text keys / values: the sampler projects them once per generation
+    with torch.no_grad():  # the text keys / values: the sampler projects them once per generation
+        kv = model.cross_kv(ctx[0]) if cross_kv else None
     t = inp["sigma"] * 1000  # LTX-Video's forward takes timesteps in [0, 1000]
     return M.no_grad(lambda: {"video": model(inp["video"], t, context=ctx, rope=rope, cross_kv=kv)})
 
@@ -220,13 +222,13 @@ def oracle(model, inp: dict, geo: Geometry):
     def run():
         with M.fp32_weights(model, model.transformer_blocks):
             f32 = {k: v.float() for k, v in inp.items()}
-            return {k: v.float() for k, v in ltxengine_call(model, f32, geo)().items()}
+            return {k: v.float() for k, v in ltxengine_call(model, f32, geo, cross_kv=False)().items()}
     return run
 
 
 # -- implementations --------------------------------------------------------------------------
 
-PRECOMPUTED_LTXV = ["rope_tables", "caption_projection", "text_mask_bias"]
+PRECOMPUTED_LTXV = ["rope_tables", "caption_projection", "text_mask_bias", "text keys / values (cross_kv)"]
 PRECOMPUTED_LTX2 = ["rope_tables (video, audio, cross-modal)", "caption_projections (video, audio)",
                     "text_mask_bias"]
 
