@@ -157,3 +157,12 @@ def test_bad_budgets_are_refused(tmp_path, budgets, match):
 def test_unknown_subcommand_prints_usage():
     r = _run("nope")
     assert r.returncode == 2 and "usage: bash bench/gpu_session.sh" in r.stderr
+
+
+def test_the_tests_stage_collects_every_gpu_marked_test():
+    # The session runs `pytest -m gpu $TEST_DIRS`: a GPU test written elsewhere would never run on a device.
+    dirs = re.search(r'^TEST_DIRS="([^"]+)"', SCRIPT.read_text(), re.M).group(1).split()
+    gpu = re.compile(r"\bpytest\.mark\.gpu\b")  # a decorator, pytestmark or a parameter's marks=
+    marked = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py")
+              if p != Path(__file__) and gpu.search(p.read_text())}
+    assert marked and all(any(m.startswith(d + "/") for d in dirs) for m in marked), sorted(marked)
