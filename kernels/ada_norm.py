@@ -15,7 +15,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import check_rows, launch_config, row_view
+from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
+
+from ._common import check_rows, launch_config, row_view, to_e4m3
+
+_MAX: tl.constexpr = tl.constexpr(FP8_MAX)
+_MIN_AMAX: tl.constexpr = tl.constexpr(FP8_MIN_AMAX)
 
 _KINDS = {"rms": 0, "layer": 1}
 
@@ -25,9 +30,12 @@ def _ada_norm_kernel(
     x_ptr,  # (B, N, D), last dim contiguous
     shift_ptr, scale_ptr,  # (B|1, N|1, D) modulation rows, any float dtype
     out_ptr,  # (B, N, D)
+    q_ptr,  # (B * N, D) float8_e4m3fn, contiguous: the rows of out quantized (QUANT), else None
+    qs_ptr,  # (B * N,) fp32 per-row scales of q (QUANT), else None
     n_tokens, D, eps,
     s_xb, s_xn, s_ob, s_on, s_shb, s_shn, s_scb, s_scn,
-    KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_D: tl.constexpr,
+    KIND: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr, QUANT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0)
     b = row // n_tokens
@@ -36,8 +44,22 @@ def _ada_norm_kernel(
     mask = offs < D
     x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0).to(tl.float32)
     y = _modulated_norm(x, offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb, s_scn,
-                        KIND, HAS_SHIFT, HAS_SCALE)
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
+                        KIND, HAS_SHIFT, HAS_SCALE).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, y, mask=mask)
+    if QUANT:
+        _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D)
+
+
+@triton.jit
+def _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D):
+    """The per-row e4m3 quantization of y, the row as stored (already in out's dtype: the bits
+    that quantize_fp8 of the output would read), exactly as kernels/fp8_gemm.py's per-row pass:
+    scale = max(amax, FP8_MIN_AMAX) / 448 by true division, q = e4m3(y / scale)."""
+    v = y.to(tl.float32)
+    amax = tl.max(tl.where(mask, tl.abs(v), 0.0), axis=0)
+    scale = tl.math.div_rn(tl.maximum(amax, _MIN_AMAX), _MAX)
+    tl.store(qs_ptr + row, scale)
+    tl.store(q_ptr + row.to(tl.int64) * D + offs, to_e4m3(tl.math.div_rn(v, scale)), mask=mask)
 
 
 @triton.jit
@@ -105,10 +127,12 @@ def _residual_ada_norm_kernel(
     gate_ptr, shift_ptr, scale_ptr,  # (B|1, N|1, D) modulation rows or None
     xo_ptr,  # (B, N, D) x + gate * y; may be x itself (the row is read before it is written)
     no_ptr,  # (B, N, D) ada_norm of xo
+    q_ptr,  # (B * N, D) float8_e4m3fn, contiguous: the rows of no quantized (QUANT), else None
+    qs_ptr,  # (B * N,) fp32 per-row scales of q (QUANT), else None
     n_tokens, D, eps,
     s_xb, s_xn, s_yb, s_yn, s_xob, s_xon, s_nob, s_non, s_gb, s_gn, s_shb, s_shn, s_scb, s_scn,
     KIND: tl.constexpr, HAS_GATE: tl.constexpr, HAS_SHIFT: tl.constexpr, HAS_SCALE: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    QUANT: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0)
     b = row // n_tokens
@@ -122,8 +146,10 @@ def _residual_ada_norm_kernel(
         xo_ptr.dtype.element_ty)
     tl.store(xo_ptr + b * s_xob + n * s_xon + offs, new, mask=mask)
     h = _modulated_norm(new.to(tl.float32), offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_shn, s_scb,
-                        s_scn, KIND, HAS_SHIFT, HAS_SCALE)
-    tl.store(no_ptr + b * s_nob + n * s_non + offs, h.to(no_ptr.dtype.element_ty), mask=mask)
+                        s_scn, KIND, HAS_SHIFT, HAS_SCALE).to(no_ptr.dtype.element_ty)
+    tl.store(no_ptr + b * s_nob + n * s_non + offs, h, mask=mask)
+    if QUANT:
+        _quantize_row(h, q_ptr, qs_ptr, row, offs, mask, D)
 
 
 @triton.jit
@@ -175,22 +201,46 @@ def _modulation(fn, name, t, x):
 def ada_norm(x, shift, scale, eps, kind="rms", *, out=None):
     """norm(x) * (1 + scale) + shift over the last dim of x (B, N, D); parameter-free RMSNorm
     (``kind="rms"``) or LayerNorm (``"layer"``); shift/scale None, (B, 1, D) or (B, N, D)."""
+    return _ada_norm("ada_norm", x, shift, scale, eps, kind, out, None)[0]
+
+
+def ada_norm_fp8(x, shift, scale, eps, kind="rms", *, out=None, q_out=None, scale_out=None):
+    """(ada_norm(x, ...), q, row scales) in one pass: q (B * N, D) float8_e4m3fn and scale
+    (B * N, 1) fp32 are ``quantize_fp8(out, per_row=True)`` of the output as stored, bit for bit
+    (an fp8 GEMM's per-token input written by the norm that produces it)."""
+    return _ada_norm("ada_norm_fp8", x, shift, scale, eps, kind, out, (q_out, scale_out))
+
+
+def _fp8_rows(fn, quant, x):
+    """(q, scale) outputs for x (B, N, D), checked or allocated; (None, None) without ``quant``."""
+    if quant is None:
+        return None, None
+    rows = x.shape[0] * x.shape[1]
+    q = check_rows(fn, "q_out", quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
+    s = check_rows(fn, "scale_out", quant[1], (rows, 1), torch.float32, x.device)
+    if not (q.is_contiguous() and s.is_contiguous()):
+        raise ValueError(f"{fn}: q_out and scale_out must be contiguous, got strides {q.stride()}, {s.stride()}")
+    return q, s
+
+
+def _ada_norm(fn, x, shift, scale, eps, kind, out, quant):
     if kind not in _KINDS:
-        raise ValueError(f"ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+        raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
     if not eps > 0:
-        raise ValueError(f"ada_norm: eps must be > 0, got {eps}")
-    x = row_view("ada_norm", "x", x, ndim=3)
-    shift, s_shb, s_shn = _modulation("ada_norm", "shift", shift, x)
-    scale, s_scb, s_scn = _modulation("ada_norm", "scale", scale, x)
-    out = check_rows("ada_norm", "out", out, x.shape, x.dtype, x.device)
+        raise ValueError(f"{fn}: eps must be > 0, got {eps}")
+    x = row_view(fn, "x", x, ndim=3)
+    shift, s_shb, s_shn = _modulation(fn, "shift", shift, x)
+    scale, s_scb, s_scn = _modulation(fn, "scale", scale, x)
+    out = check_rows(fn, "out", out, x.shape, x.dtype, x.device)
+    q, qs = _fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _ada_norm_kernel[(x.shape[0] * x.shape[1],)](
-        x, shift, scale, out, x.shape[1], x.shape[2], float(eps),
+        x, shift, scale, out, q, qs, x.shape[1], x.shape[2], float(eps),
         x.stride(0), x.stride(1), out.stride(0), out.stride(1), s_shb, s_shn, s_scb, s_scn,
-        KIND=_KINDS[kind], HAS_SHIFT=shift is not None, HAS_SCALE=scale is not None, BLOCK_D=block,
-        num_warps=warps,
+        KIND=_KINDS[kind], HAS_SHIFT=shift is not None, HAS_SCALE=scale is not None, QUANT=quant is not None,
+        BLOCK_D=block, num_warps=warps,
     )
-    return out
+    return (out,) if quant is None else (out, q, qs)
 
 
 def gated_residual(x, y, gate, *, out=None):
@@ -215,7 +265,18 @@ def gated_residual(x, y, gate, *, out=None):
 def residual_ada_norm(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, norm_out=None):
     """(x + gate * y, ada_norm of it) for x, y (B, N, D) in one pass: gate, shift, scale None,
     (B, 1, D) or (B, N, D). ``x_out=x`` updates the residual stream in place."""
-    fn = "residual_ada_norm"
+    return _residual_ada_norm("residual_ada_norm", x, y, gate, shift, scale, eps, kind, x_out, norm_out, None)
+
+
+def residual_ada_norm_fp8(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, norm_out=None, q_out=None,
+                          scale_out=None):
+    """(x_new, normed, q, row scales): ``residual_ada_norm`` that also writes ``quantize_fp8(normed,
+    per_row=True)`` (q (B * N, D) e4m3, scale (B * N, 1) fp32) from the rows as stored, bit for bit."""
+    return _residual_ada_norm("residual_ada_norm_fp8", x, y, gate, shift, scale, eps, kind, x_out, norm_out,
+                              (q_out, scale_out))
+
+
+def _residual_ada_norm(fn, x, y, gate, shift, scale, eps, kind, x_out, norm_out, quant):
     if kind not in _KINDS:
         raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
     if not eps > 0:
@@ -229,15 +290,16 @@ def residual_ada_norm(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, 
     scale, s_scb, s_scn = _modulation(fn, "scale", scale, x)
     x_out = check_rows(fn, "x_out", x_out, x.shape, x.dtype, x.device)
     norm_out = check_rows(fn, "norm_out", norm_out, x.shape, x.dtype, x.device)
+    q, qs = _fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _residual_ada_norm_kernel[(x.shape[0] * x.shape[1],)](
-        x, y, gate, shift, scale, x_out, norm_out, x.shape[1], x.shape[2], float(eps),
+        x, y, gate, shift, scale, x_out, norm_out, q, qs, x.shape[1], x.shape[2], float(eps),
         x.stride(0), x.stride(1), y.stride(0), y.stride(1), x_out.stride(0), x_out.stride(1),
         norm_out.stride(0), norm_out.stride(1), s_gb, s_gn, s_shb, s_shn, s_scb, s_scn,
         KIND=_KINDS[kind], HAS_GATE=gate is not None, HAS_SHIFT=shift is not None, HAS_SCALE=scale is not None,
-        BLOCK_D=block, num_warps=warps,
+        QUANT=quant is not None, BLOCK_D=block, num_warps=warps,
     )
-    return x_out, norm_out
+    return (x_out, norm_out) if quant is None else (x_out, norm_out, q, qs)
 
 
 def dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *, x_out=None, norm1_out=None,

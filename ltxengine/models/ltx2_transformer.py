@@ -47,7 +47,7 @@ from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
 from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, Pending, attend_residual,
-                          ff_residual, residual_norm, settle)
+                          ff_residual, residual_norm, residual_norm_fp8, settle)
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
@@ -257,16 +257,17 @@ class LTX2Block(nn.Module):
         # Self-attention (modulated, gated) then text cross-attention, per stream.
         mod = (self.scale_shift_table + temb.video).unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
-        xv, h = residual_norm(ops, xv, shift, scale, eps, "rms")
+        xv, h, h8 = residual_norm_fp8(ops, xv, shift, scale, eps, self.attn1, keep["video_self_attn"])
         xv = attend_residual(ops, self.attn1, xv, gate, h, mask=video_bias, rope=rope.video,
-                             keep=keep["video_self_attn"])
+                             keep=keep["video_self_attn"], x8=h8)
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
                              getattr(self, "prompt_scale_shift_table", None), temb.video_prompt, defer=True)
 
         a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
-        xa, h = residual_norm(ops, xa, a_shift, a_scale, eps, "rms")
-        xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep["audio_self_attn"])
+        xa, h, h8 = residual_norm_fp8(ops, xa, a_shift, a_scale, eps, self.audio_attn1, keep["audio_self_attn"])
+        xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep["audio_self_attn"],
+                             x8=h8)
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
                              getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
         xv, xa = self._cross_modal(xv, xa, temb, rope, keep)

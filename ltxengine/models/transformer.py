@@ -53,20 +53,22 @@ class Attention(nn.Module):
     # called instead of ops.attention with the same arguments. None: one process.
     parallel_attention = None
 
-    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None, residual=None):
+    def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None, residual=None,
+                x8=None):
         """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
         the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
         (1 keeps attention, 0 takes the values). ``kv``: the (to_k, to_v) projections of a
         constant context computed once (``project_kv``), used instead of projecting it again.
         ``residual=(r, gate)``: returns r + gate * output, the gated residual fused into the
-        output projection where the backend can (``linear_residual``)."""
+        output projection where the backend can (``linear_residual``). ``x8=(q8, scale)``: x quantized
+        per token (``residual_norm_fp8``), read by packed fp8 q/k/v instead of quantizing x again."""
         q = None
         if kv is not None:
             k_proj, v = kv
         elif keep is False:
             k_proj, v = None, self.to_v(x if context is None else context)
         elif context is None:
-            q, k_proj, v = self._in_proj(x, (self.to_q, self.to_k, self.to_v))
+            q, k_proj, v = self._in_proj(x, (self.to_q, self.to_k, self.to_v), x8)
         else:
             k_proj, v = self.project_kv(context)
         if keep is False:
@@ -94,11 +96,17 @@ class Attention(nn.Module):
         """(to_k(context), to_v(context)): constant over a generation for cross-attention."""
         return tuple(self._in_proj(context, (self.to_k, self.to_v)))
 
-    def _in_proj(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
+    def takes_fp8_input(self) -> bool:
+        """Whether the self-attention's q/k/v are packed fp8 GEMM layers quantizing their input per
+        token (``packing.fp8_joined``): then the norm before it may write that quantization (x8)."""
+        return packing.fp8_joined((self.to_q, self.to_k, self.to_v)) is not None
+
+    def _in_proj(self, x: torch.Tensor, layers, x8=None) -> list[torch.Tensor]:
         """Each layer of ``layers`` applied to x: one GEMM of their summed width when they are plain
         linears whose weights ``packing.pack_projections`` packed (and nothing has replaced since),
-        split into views; the same for packed fp8 GEMM layers (x quantized once, one scaled_mm with
-        per-channel weight scales); otherwise one call each (GGUF, LoRA hooks, unpacked weights)."""
+        split into views; the same for packed fp8 GEMM layers (x quantized once, or ``x8`` given,
+        one scaled_mm with per-channel weight scales); otherwise one call each (GGUF, LoRA hooks,
+        unpacked weights; ``x8`` is then unused)."""
         widths = [layer.out_features for layer in layers]
         packed = packing.joined(layers) if all(fusable(layer) for layer in layers) else None
         if packed is not None:
@@ -106,9 +114,16 @@ class Attention(nn.Module):
         fp8 = packing.fp8_joined(layers)
         if fp8 is None:
             return [layer(x) for layer in layers]
-        weight, bias = fp8
+        return list(self._fp8_in_proj(x, layers, *fp8, x8).split(widths, dim=-1))
+
+    def _fp8_in_proj(self, x, layers, weight, bias, x8) -> torch.Tensor:
         bias = bias if bias is None or bias.dtype == x.dtype else bias.to(x.dtype)  # as Fp8Linear.forward
-        return list(self.ops.fp8_linear(x, weight, packing.channel_scales(layers), bias).split(widths, dim=-1))
+        scales = packing.channel_scales(layers)
+        if x8 is None:
+            return self.ops.fp8_linear(x, weight, scales, bias)
+        # fp8_linear's scaled_mm on the quantization the norm wrote: the same (q, scale), the same bits
+        y = self.ops.scaled_mm(x8[0], weight, x8[1], scales, bias, x.dtype)
+        return y.view(*x.shape[:-1], weight.shape[0])
 
 
 def fusable(layer: nn.Module) -> bool:
@@ -166,6 +181,20 @@ def residual_norm(ops: Ops, x, shift, scale, eps: float, kind: str = "rms") -> t
     if isinstance(x, Pending):
         return ops.residual_ada_norm(x.x, x.y, x.gate, shift, scale, eps, kind)
     return x, ops.ada_norm(x, shift, scale, eps, kind)
+
+
+def residual_norm_fp8(ops: Ops, x, shift, scale, eps: float, attn: Attention, keep=None):
+    """(the stream x, h = its adaLN, x8) for ``attn``'s self-attention on h: where its packed fp8
+    q/k/v quantize h per token (and STG does not skip them: ``keep`` False), x8 = (q8, scale)
+    written by the norm itself (``ops.ada_norm_fp8``; after a pending residual
+    ``ops.residual_ada_norm_fp8``), else ``residual_norm`` and x8 None."""
+    if keep is False or not attn.takes_fp8_input():
+        return (*residual_norm(ops, x, shift, scale, eps), None)
+    if isinstance(x, Pending):
+        x, h, q8, s = ops.residual_ada_norm_fp8(x.x, x.y, x.gate, shift, scale, eps, "rms")
+    else:
+        h, q8, s = ops.ada_norm_fp8(x, shift, scale, eps, "rms")
+    return x, h, (q8, s)
 
 
 def settle(ops: Ops, x) -> torch.Tensor:
@@ -234,8 +263,8 @@ class TransformerBlock(nn.Module):
         # result, may be ``Pending``: the previous block's FFN residual, applied with norm1.
         mod = self.scale_shift_table + temb
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
-        x, h = residual_norm(self.ops, x, shift_msa, scale_msa, self.eps, "rms")
-        x = self.attn1(h, rope=rope, residual=(x, gate_msa))
+        x, h, h8 = residual_norm_fp8(self.ops, x, shift_msa, scale_msa, self.eps, self.attn1)
+        x = self.attn1(h, rope=rope, residual=(x, gate_msa), x8=h8)
         # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. Its
         # residual and norm2 may run as one op (attend_residual).
         x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv)

@@ -226,3 +226,23 @@ def qk_norm_rope(
         q = reference.quantize_fp8(q, fp8_scales[0])[0].view(q.shape)
         k = reference.quantize_fp8(k, fp8_scales[1])[0].view(k.shape)
     return reference._into(q_out, q), reference._into(k_out, k)
+
+
+def ada_norm_fp8(
+    x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, eps: float, kind: str = "rms",
+    *, out: torch.Tensor | None = None, q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``reference.ada_norm_fp8``'s contract: ``ada_norm`` above, then the reference's per-row
+    quantization of its output (the unfused norm and fp8_linear's quantization, bit for bit)."""
+    h = ada_norm(x, shift, scale, eps, kind, out=out)
+    return (h, *reference.quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
+
+
+def residual_ada_norm_fp8(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
+    scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,
+    norm_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``reference.residual_ada_norm_fp8``'s contract on ``residual_ada_norm`` above."""
+    x_new, h = residual_ada_norm(x, y, gate, shift, scale, eps, kind, x_out=x_out, norm_out=norm_out)
+    return (x_new, h, *reference.quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))

@@ -395,3 +395,25 @@ def gelu_quantize_fp8(
     and its down-projection's per-token activation quantization. The GELU is rounded to h.dtype
     before the amax, as the unfused pair (F.gelu, then quantize_fp8 of its output) does, bit for bit."""
     return quantize_fp8(F.gelu(h, approximate="tanh"), per_row=True, out=out, scale_out=scale_out)
+
+
+def ada_norm_fp8(
+    x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, eps: float, kind: str = "rms",
+    *, out: torch.Tensor | None = None, q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h = ada_norm(x, ...), q, row scales) with (q (M, D) e4m3, scale (M, 1)) = quantize_fp8(h,
+    per_row=True): an adaLN feeding fp8 GEMMs that quantize their input per token (the packed
+    q/k/v of models/transformer.py ``Attention._in_proj``), quantized from h as rounded to x.dtype."""
+    h = ada_norm(x, shift, scale, eps, kind, out=out)
+    return (h, *quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
+
+
+def residual_ada_norm_fp8(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
+    scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,
+    norm_out: torch.Tensor | None = None, q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_new, h, q, row scales): ``residual_ada_norm`` then quantize_fp8(h, per_row=True), as
+    ``ada_norm_fp8``."""
+    x_new, h = residual_ada_norm(x, y, gate, shift, scale, eps, kind, x_out=x_out, norm_out=norm_out)
+    return (x_new, h, *quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))

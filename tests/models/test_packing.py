@@ -209,13 +209,18 @@ def fp8_model(model, **kwargs):
 
 
 def fp8_calls(model):
-    """The model's ops with fp8_linear recording (weight rows, weight scale) of every call."""
+    """The model's ops with fp8_linear recording (weight rows, weight scale) of every call, and
+    scaled_mm (on an input its adaLN quantized: attn1's q/k/v, ``residual_norm_fp8``) the same."""
     calls = []
 
     def fp8_linear(x, w, scale, *args, **kwargs):
         calls.append((w.shape[0], scale))
         return TORCH_OPS.fp8_linear(x, w, scale, *args, **kwargs)
-    set_ops(model, dataclasses.replace(TORCH_OPS, fp8_linear=fp8_linear))
+
+    def scaled_mm(a, w, sa, scale, *args, **kwargs):
+        calls.append((w.shape[0], scale))
+        return TORCH_OPS.scaled_mm(a, w, sa, scale, *args, **kwargs)
+    set_ops(model, dataclasses.replace(TORCH_OPS, fp8_linear=fp8_linear, scaled_mm=scaled_mm))
     return calls
 
 

@@ -1,0 +1,154 @@
+"""The adaLN before a self-attention writes its packed fp8 q/k/v's quantized input itself.
+
+Where attn1's q/k/v (LTX-2: the video and audio self-attentions') are fp8-scaled-mm layers with
+dynamic per-token scales packed into one weight, the norm runs as ``ops.ada_norm_fp8`` (after a
+pending residual ``ops.residual_ada_norm_fp8``) and the attention's scaled_mm reads its (q8,
+scale) instead of quantizing the normed rows again (transformer.residual_norm_fp8). Checked on
+tiny LTX-Video and LTX-2 models in bf16, every block linear converted and packed:
+- reference ops: bit-equal to today's path (Attention.takes_fp8_input forced False), through
+  the plain norm and the deferred (``Pending``) residual + norm;
+- Triton (the norm ops only; the rest stay the reference): bit-equal to the same ops' unfused
+  route too (the kernel's q is quantize_fp8 of its own bf16 rows, tests/kernels/test_ada_norm_fp8.py,
+  and fp8_linear's scaled_mm runs on the same bytes);
+- fallbacks (static input_scale, fp8-cast, unpacked layers, STG skipping the attention) never call it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import pytest
+import torch
+
+from ltxengine.models.ltx2_transformer import Skip
+from ltxengine.models.packing import pack_projections
+from ltxengine.models.transformer import Attention
+from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
+from tests.models import ltx2_transformer_fixtures as ltx2
+from tests.models.test_fp8_ffn import _ltx2, _ltx_video, _ltx_video_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
+
+NAMES = ("ada_norm_fp8", "residual_ada_norm_fp8")
+
+
+def _counting(base=TORCH_OPS, fused=None, deferred=False):
+    """``base`` with the two fused norms (from ``fused``, default the base's) counting their calls;
+    ``deferred``: a residual_ada_norm that is not the torch backend's, so residuals are left
+    ``Pending`` for the next norm (the Triton backend's route), computed by the same native op."""
+    calls = collections.Counter()
+
+    def counted(name):
+        fn = getattr(fused or base, name)
+
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    extra = {"residual_ada_norm": lambda *a, **k: native.residual_ada_norm(*a, **k)} if deferred else {}
+    return dataclasses.replace(base, **{n: counted(n) for n in NAMES}, **extra), calls
+
+
+def _today(monkeypatch, run):
+    with monkeypatch.context() as m:
+        m.setattr(Attention, "takes_fp8_input", lambda self: False)
+        return run()
+
+
+def _packed(model):
+    assert pack_projections(model) > 0
+    return model
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["ada_norm", "pending"])
+def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
+    model = _packed(_ltx_video()[0])
+    ops, calls = _counting(deferred=deferred)
+    set_ops(model, ops)
+    expected = _today(monkeypatch, lambda: _ltx_video_run(model))
+    assert sum(calls.values()) == 0
+    got = _ltx_video_run(model)
+    layers = len(model.transformer_blocks)
+    # pending: the first block's norm has no residual before it, every later one has the FFN's
+    assert calls == ({"ada_norm_fp8": 1, "residual_ada_norm_fp8": layers - 1} if deferred else
+                     {"ada_norm_fp8": layers})
+    assert torch.equal(got, expected)
+
+
+def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch):
+    model, _, x, kf = _ltx2()
+    _packed(model)
+    ops, calls = _counting(deferred=True)
+    set_ops(model, ops)
+    expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
+    got = ltx2.run_ours(model, x, keyframes=kf)
+    assert sum(calls.values()) == 2 * len(model.transformer_blocks)  # video and audio self-attention
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def test_ltx_video_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
+    model = _packed(_ltx_video()[0])
+    triton = get_ops("triton", "cpu")
+    ops, calls = _counting(fused=triton, deferred=True)
+    ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm)
+    set_ops(model, ops)
+    expected = _today(monkeypatch, lambda: _ltx_video_run(model))
+    got = _ltx_video_run(model)
+    assert sum(calls.values()) == len(model.transformer_blocks)
+    assert torch.equal(got, expected)
+
+
+def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
+    model, _, x, _ = _ltx2()
+    _packed(model)
+    triton = get_ops("triton", "cpu")
+    ops, calls = _counting(fused=triton)
+    ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm)
+    set_ops(model, ops)
+    expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x))
+    got = ltx2.run_ours(model, x)
+    assert sum(calls.values()) == 2 * len(model.transformer_blocks)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+
+
+def _fallback_cases():
+    def static():
+        model = _packed(_ltx_video(static_suffix="attn1.to_q")[0])
+        assert model.transformer_blocks[0].attn1.to_q.input_scale is not None
+        return model
+
+    def cast():
+        model = _ltx_video("fp8-cast")[0]
+        assert pack_projections(model) == 0  # fp8-cast layers stay per layer (packing.fp8_packable)
+        return model
+
+    return {"static input_scale": static, "fp8-cast": cast,
+            "unpacked": lambda: _ltx_video()[0]}
+
+
+@pytest.mark.parametrize("case", list(_fallback_cases()))
+def test_fallbacks_keep_todays_path(monkeypatch, case):
+    model = _fallback_cases()[case]()
+    ops, calls = _counting(deferred=True)
+    set_ops(model, ops)
+    got = _ltx_video_run(model)
+    assert sum(calls.values()) == 0, case
+    assert torch.equal(got, _today(monkeypatch, lambda: _ltx_video_run(model)))
+
+
+def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
+    # every sample perturbed in block 0 (keep False): that attention reads only to_v(x), no q8
+    model, _, x, _ = _ltx2()
+    _packed(model)
+    ops, calls = _counting(deferred=True)
+    set_ops(model, ops)
+    skip = Skip(video_self_attn=(0,))
+    expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, skip=skip))
+    got = ltx2.run_ours(model, x, skip=skip)
+    assert sum(calls.values()) == 2 * len(model.transformer_blocks) - 1
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
