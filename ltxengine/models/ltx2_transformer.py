@@ -272,10 +272,10 @@ class LTX2Block(nn.Module):
                              getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
         xv, xa = self._cross_modal(xv, xa, temb, rope, keep)
         # Output projections fused with their gated residual where the backend can (linear_residual).
-        xv, h = residual_norm(ops, xv, shift_mlp, scale_mlp, eps, "rms")
-        xv = ff_residual(ops, self.ff, xv, h, gate_mlp)
-        xa, h = residual_norm(ops, xa, a_shift_mlp, a_scale_mlp, eps, "rms")
-        xa = ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp)
+        xv, h, h8 = residual_norm_fp8(ops, xv, shift_mlp, scale_mlp, eps, self.ff)
+        xv = ff_residual(ops, self.ff, xv, h, gate_mlp, h8)
+        xa, h, h8 = residual_norm_fp8(ops, xa, a_shift_mlp, a_scale_mlp, eps, self.audio_ff)
+        xa = ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp, h8)
         return xv, xa
 
     def _cross_modal(self, xv, xa, temb: _Temb, rope: RopeTables, keep: dict):

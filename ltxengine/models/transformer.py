@@ -168,12 +168,12 @@ def attend_residual(ops: Ops, attn: Attention, x: torch.Tensor, gate, *args, **k
     return Pending(x, attn(*args, **kwargs), gate)
 
 
-def ff_residual(ops: Ops, ff: "FeedForward", x: torch.Tensor, h: torch.Tensor, gate):
+def ff_residual(ops: Ops, ff: "FeedForward", x: torch.Tensor, h: torch.Tensor, gate, h8=None):
     """x + gate * ff(h), the block's last residual: left ``Pending`` where ``_defers``, for the
-    next block's first norm (or the final norm) to apply."""
+    next block's first norm (or the final norm) to apply. ``h8``: h quantized per token by its norm."""
     if not _defers(ops, ff.net[2]):
-        return ff.residual(ops, x, h, gate)
-    return Pending(x, ff(h), gate)
+        return ff.residual(ops, x, h, gate, h8)
+    return Pending(x, ff(h, h8), gate)
 
 
 def residual_norm(ops: Ops, x, shift, scale, eps: float, kind: str = "rms") -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,12 +183,13 @@ def residual_norm(ops: Ops, x, shift, scale, eps: float, kind: str = "rms") -> t
     return x, ops.ada_norm(x, shift, scale, eps, kind)
 
 
-def residual_norm_fp8(ops: Ops, x, shift, scale, eps: float, attn: Attention, keep=None):
-    """(the stream x, h = its adaLN, x8) for ``attn``'s self-attention on h: where its packed fp8
-    q/k/v quantize h per token (and STG does not skip them: ``keep`` False), x8 = (q8, scale)
-    written by the norm itself (``ops.ada_norm_fp8``; after a pending residual
-    ``ops.residual_ada_norm_fp8``), else ``residual_norm`` and x8 None."""
-    if keep is False or not attn.takes_fp8_input():
+def residual_norm_fp8(ops: Ops, x, shift, scale, eps: float, reader: nn.Module, keep=None):
+    """(the stream x, h = its adaLN, x8) for ``reader`` (a self-attention or a FeedForward) on h:
+    where its fp8 input GEMM (packed q/k/v; the up-projection) quantizes h per token (and STG does
+    not skip the attention: ``keep`` False), x8 = (q8, scale) written by the norm itself
+    (``ops.ada_norm_fp8``; after a pending residual ``ops.residual_ada_norm_fp8``), else
+    ``residual_norm`` and x8 None."""
+    if keep is False or not reader.takes_fp8_input():
         return (*residual_norm(ops, x, shift, scale, eps), None)
     if isinstance(x, Pending):
         x, h, q8, s = ops.residual_ada_norm_fp8(x.x, x.y, x.gate, shift, scale, eps, "rms")
@@ -222,16 +223,25 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GeluProj(dim, 4 * dim, ops, bias), nn.Identity(),
                                   OpsLinear(4 * dim, dim, bias=bias, ops=ops)])
 
-    def forward(self, x):
+    def forward(self, x, x8=None):
+        """``x8=(q8, scale)``: x quantized per token (``residual_norm_fp8``; only where
+        ``takes_fp8_input``), read by the fp8 up-projection instead of quantizing x again."""
         if self._quantizes_gelu():
-            return self._fp8_forward(x)
+            return self._fp8_forward(x, x8)
         return self.net[2](self.net[0](x))
 
-    def residual(self, ops: Ops, x: torch.Tensor, h: torch.Tensor, gate) -> torch.Tensor:
+    def residual(self, ops: Ops, x: torch.Tensor, h: torch.Tensor, gate, h8=None) -> torch.Tensor:
         """x + gate * ff(h), the down-projection fused with the gated residual where it can be."""
         if self._quantizes_gelu():
-            return ops.gated_residual(x, self._fp8_forward(h), gate)
+            return ops.gated_residual(x, self._fp8_forward(h, h8), gate)
         return linear_residual(ops, self.net[2], x, self.net[0](h), gate)
+
+    def takes_fp8_input(self) -> bool:
+        """Whether both FFN GEMMs are fp8 quantizing their input per token (``_quantizes_gelu``)
+        and no hook sees the up-projection's call: then its norm may write that quantization."""
+        proj = self.net[0].proj if type(self.net[0]) is GeluProj else None
+        return (self._quantizes_gelu() and getattr(proj, "quantizes_per_token", False)
+                and not (proj._forward_hooks or proj._forward_pre_hooks))
 
     def _quantizes_gelu(self) -> bool:
         # ff.net.2 is an fp8 GEMM quantizing its input per token and no hook (a LoRA branch) sees
@@ -240,8 +250,10 @@ class FeedForward(nn.Module):
         hooked = gelu._forward_hooks or gelu._forward_pre_hooks or down._forward_hooks or down._forward_pre_hooks
         return getattr(down, "quantizes_per_token", False) and type(gelu) is GeluProj and not hooked
 
-    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, down = self.net[0].proj(x), self.net[2]
+    def _fp8_forward(self, x: torch.Tensor, x8=None) -> torch.Tensor:
+        proj, down = self.net[0].proj, self.net[2]
+        # fp8_linear's scaled_mm on the norm's quantization of x: the same (q, scale), the same bits
+        h = proj(x) if x8 is None else proj.forward_quantized(*x8, tuple(x.shape[:-1]), x.dtype)
         return down.forward_quantized(*down.ops.gelu_quantize_fp8(h), tuple(h.shape[:-1]), h.dtype)
 
 
@@ -268,8 +280,8 @@ class TransformerBlock(nn.Module):
         # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. Its
         # residual and norm2 may run as one op (attend_residual).
         x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv)
-        x, h = residual_norm(self.ops, x, shift_mlp, scale_mlp, self.eps, "rms")
-        return ff_residual(self.ops, self.ff, x, h, gate_mlp)
+        x, h, h8 = residual_norm_fp8(self.ops, x, shift_mlp, scale_mlp, self.eps, self.ff)
+        return ff_residual(self.ops, self.ff, x, h, gate_mlp, h8)
 
 
 class AdaLNSingle(nn.Module):

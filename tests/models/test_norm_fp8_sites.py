@@ -1,16 +1,18 @@
-"""The adaLN before a self-attention writes its packed fp8 q/k/v's quantized input itself.
+"""The adaLN before a self-attention or an FFN writes its fp8 input GEMM's quantized input itself.
 
 Where attn1's q/k/v (LTX-2: the video and audio self-attentions') are fp8-scaled-mm layers with
-dynamic per-token scales packed into one weight, the norm runs as ``ops.ada_norm_fp8`` (after a
-pending residual ``ops.residual_ada_norm_fp8``) and the attention's scaled_mm reads its (q8,
-scale) instead of quantizing the normed rows again (transformer.residual_norm_fp8). Checked on
-tiny LTX-Video and LTX-2 models in bf16, every block linear converted and packed:
-- reference ops: bit-equal to today's path (Attention.takes_fp8_input forced False), through
-  the plain norm and the deferred (``Pending``) residual + norm;
+dynamic per-token scales packed into one weight, and where both FFN linears are such layers, the
+norm before them runs as ``ops.ada_norm_fp8`` (after a pending residual
+``ops.residual_ada_norm_fp8``) and the q/k/v scaled_mm / the up-projection read its (q8, scale)
+instead of quantizing the normed rows again (transformer.residual_norm_fp8). Checked on tiny
+LTX-Video and LTX-2 models in bf16, every block linear converted and packed:
+- reference ops: bit-equal to today's path (Attention / FeedForward.takes_fp8_input forced
+  False), through the plain norm and the deferred (``Pending``) residual + norm;
 - Triton (the norm ops only; the rest stay the reference): bit-equal to the same ops' unfused
   route too (the kernel's q is quantize_fp8 of its own bf16 rows, tests/kernels/test_ada_norm_fp8.py,
   and fp8_linear's scaled_mm runs on the same bytes);
-- fallbacks (static input_scale, fp8-cast, unpacked layers, STG skipping the attention) never call it.
+- fallbacks (static input_scale, fp8-cast, unpacked / hooked layers, STG skipping the attention)
+  never call it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 from ltxengine.models.ltx2_transformer import Skip
 from ltxengine.models.packing import pack_projections
-from ltxengine.models.transformer import Attention
+from ltxengine.models.transformer import Attention, FeedForward
 from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
 from tests.models import ltx2_transformer_fixtures as ltx2
 from tests.models.test_fp8_ffn import _ltx2, _ltx_video, _ltx_video_run
@@ -54,6 +56,7 @@ def _counting(base=TORCH_OPS, fused=None, deferred=False):
 def _today(monkeypatch, run):
     with monkeypatch.context() as m:
         m.setattr(Attention, "takes_fp8_input", lambda self: False)
+        m.setattr(FeedForward, "takes_fp8_input", lambda self: False)
         return run()
 
 
@@ -71,9 +74,9 @@ def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
     assert sum(calls.values()) == 0
     got = _ltx_video_run(model)
     layers = len(model.transformer_blocks)
-    # pending: the first block's norm has no residual before it, every later one has the FFN's
-    assert calls == ({"ada_norm_fp8": 1, "residual_ada_norm_fp8": layers - 1} if deferred else
-                     {"ada_norm_fp8": layers})
+    # attn1's and the FFN's norms; pending: the first block's first norm has no residual before it
+    assert calls == ({"ada_norm_fp8": 1, "residual_ada_norm_fp8": 2 * layers - 1} if deferred else
+                     {"ada_norm_fp8": 2 * layers})
     assert torch.equal(got, expected)
 
 
@@ -84,7 +87,7 @@ def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch):
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
     got = ltx2.run_ours(model, x, keyframes=kf)
-    assert sum(calls.values()) == 2 * len(model.transformer_blocks)  # video and audio self-attention
+    assert sum(calls.values()) == 4 * len(model.transformer_blocks)  # video and audio self-attention and FFN
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
@@ -97,7 +100,7 @@ def test_ltx_video_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: _ltx_video_run(model))
     got = _ltx_video_run(model)
-    assert sum(calls.values()) == len(model.transformer_blocks)
+    assert sum(calls.values()) == 2 * len(model.transformer_blocks)
     assert torch.equal(got, expected)
 
 
@@ -110,15 +113,23 @@ def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x))
     got = ltx2.run_ours(model, x)
-    assert sum(calls.values()) == 2 * len(model.transformer_blocks)
+    assert sum(calls.values()) == 4 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
 
 def _fallback_cases():
     def static():
-        model = _packed(_ltx_video(static_suffix="attn1.to_q")[0])
+        model = _packed(_ltx_video(static_suffix=("attn1.to_q", "ff.net.0.proj"))[0])
         assert model.transformer_blocks[0].attn1.to_q.input_scale is not None
+        return model
+
+    def hooked():
+        model = _ltx_video()[0]
+        for block in model.transformer_blocks:  # a LoRA branch attaches this way
+            for layer in (block.attn1.to_q, block.ff.net[0].proj):
+                layer.register_forward_hook(lambda module, args, output: None)
+        _packed(model)
         return model
 
     def cast():
@@ -126,8 +137,8 @@ def _fallback_cases():
         assert pack_projections(model) == 0  # fp8-cast layers stay per layer (packing.fp8_packable)
         return model
 
-    return {"static input_scale": static, "fp8-cast": cast,
-            "unpacked": lambda: _ltx_video()[0]}
+    return {"static input_scale": static, "fp8-cast": cast, "hooked": hooked,
+            "unpacked attention (its FFN's norm still fused)": lambda: _ltx_video()[0]}
 
 
 @pytest.mark.parametrize("case", list(_fallback_cases()))
@@ -136,7 +147,7 @@ def test_fallbacks_keep_todays_path(monkeypatch, case):
     ops, calls = _counting(deferred=True)
     set_ops(model, ops)
     got = _ltx_video_run(model)
-    assert sum(calls.values()) == 0, case
+    assert sum(calls.values()) == (len(model.transformer_blocks) if case.startswith("unpacked") else 0), case
     assert torch.equal(got, _today(monkeypatch, lambda: _ltx_video_run(model)))
 
 
@@ -149,6 +160,6 @@ def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
     skip = Skip(video_self_attn=(0,))
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, skip=skip))
     got = ltx2.run_ours(model, x, skip=skip)
-    assert sum(calls.values()) == 2 * len(model.transformer_blocks) - 1
+    assert sum(calls.values()) == 4 * len(model.transformer_blocks) - 1
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
