@@ -112,3 +112,21 @@ def test_errors_name_argument_rule_and_value(fn, kwargs, message):
         message = message.replace("on cpu", f"on {DEV}")
     with pytest.raises(ValueError, match=f"{fn}: {message}"):
         _bad(fn, **kwargs)()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d, per_token", [(2048, False), (4096, True)])  # 2B / LTX-2 19B video widths
+def test_production_shapes_on_gpu(d, per_token):
+    # On a GPU the fp32 -> bf16 cast rounds to nearest even (the interpreter truncates): the rows
+    # must still be the plain kernels' and q / scale quantize_fp8 of them, bit for bit.
+    x, y = _x(2, 6144, d), _x(2, 6144, d, seed=9)
+    mod = _table(2, 6144 if per_token else 1, d)
+    args = (x, mod[:, :, 0], mod[:, :, 1], EPS, "rms")
+    rows, q, scale = kernel.ada_norm_fp8(*args)
+    assert _equal(rows, kernel.ada_norm(*args))
+    _check_quantized(rows, q, scale)
+    res = (x, y, mod[:, :, 2], mod[:, :, 3], mod[:, :, 4], EPS, "rms")
+    fused = kernel.residual_ada_norm_fp8(*res)
+    for got, want in zip(fused, kernel.residual_ada_norm(*res)):
+        assert _equal(got, want)
+    _check_quantized(*fused[1:])

@@ -117,6 +117,22 @@ def resnorm_layer_4096_token():
     _residual_ada_norm("layer", 4096, per_token=True)
 
 
+def ada_fp8_rms_2048_sample():
+    """The 2B attn1 norm writing its packed fp8 q/k/v's per-token e4m3 input (ada_norm_fp8)."""
+    from ltxengine.kernels.ada_norm import ada_norm_fp8
+
+    mod = _modulation(2048, per_token=False)
+    ada_norm_fp8(fake_cuda((B, N, 2048)), mod[:, :, 0], mod[:, :, 1], 1e-6, "rms")
+
+
+def resnorm_fp8_rms_4096_token():
+    """LTX-2 19B: the pending FFN residual, then attn1's norm and its e4m3 rows."""
+    from ltxengine.kernels.ada_norm import residual_ada_norm_fp8
+
+    x, mod = fake_cuda((B, N, 4096)), _modulation(4096, per_token=True)
+    residual_ada_norm_fp8(x, fake_cuda((B, N, 4096)), mod[:, :, 2], mod[:, :, 0], mod[:, :, 1], 1e-6, "rms", x_out=x)
+
+
 def _dual_ada_norm(d: int, pending: bool, per_token: bool) -> None:
     from ltxengine.kernels.ada_norm import dual_ada_norm
 
@@ -283,6 +299,7 @@ CASES = [
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
     Case(gated_2048_sample), Case(gated_4096_token),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
+    Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),
