@@ -321,8 +321,8 @@ class LTX2Block(nn.Module):
             shift_kv, scale_kv = kv.unbind(-2)
             context = context * (1 + scale_kv) + shift_kv
         shift_q, scale_q, gate_q = q_mod if q_on else (None, None, None)
-        x, h = residual_norm(ops, x, shift_q, scale_q, eps, "rms")
-        x = attend_residual(ops, attn, x, gate_q, h, context, bias)
+        x, h, h8 = residual_norm_fp8(ops, x, shift_q, scale_q, eps, attn)
+        x = attend_residual(ops, attn, x, gate_q, h, context, bias, x8=h8)
         return x if defer else settle(ops, x)
 
 

@@ -34,6 +34,7 @@ class Attention(nn.Module):
                  ops: Ops = TORCH_OPS, eps: float = QK_NORM_EPS, gated: bool = False):
         super().__init__()
         inner = heads * head_dim
+        self.cross = context_dim is not None  # always called with a context (its to_q reads x alone)
         context_dim = context_dim or dim
         self.heads = heads
         self.eps = eps
@@ -73,7 +74,7 @@ class Attention(nn.Module):
             k_proj, v = self.project_kv(context)
         if keep is False:
             return self._project(self._gate(v, x), residual)
-        q, k = self.ops.qk_norm_rope(self.to_q(x) if q is None else q, k_proj, self.norm_q.weight,
+        q, k = self.ops.qk_norm_rope(self._query(x, x8) if q is None else q, k_proj, self.norm_q.weight,
                                      self.norm_k.weight, self.eps, rope, k_rope)
         attend = self.ops.attention if self.parallel_attention is None else self.parallel_attention
         out = attend(q, k, v, self.heads, mask)
@@ -97,9 +98,18 @@ class Attention(nn.Module):
         return tuple(self._in_proj(context, (self.to_k, self.to_v)))
 
     def takes_fp8_input(self) -> bool:
-        """Whether the self-attention's q/k/v are packed fp8 GEMM layers quantizing their input per
-        token (``packing.fp8_joined``): then the norm before it may write that quantization (x8)."""
+        """Whether the GEMM reading x quantizes it per token: a self-attention's q/k/v packed fp8
+        layers (``packing.fp8_joined``), a cross-attention's to_q as one (``packing.fp8_packable``:
+        no hook); then the norm before it may write that quantization (x8)."""
+        if self.cross:
+            return packing.fp8_packable(self.to_q)
         return packing.fp8_joined((self.to_q, self.to_k, self.to_v)) is not None
+
+    def _query(self, x: torch.Tensor, x8) -> torch.Tensor:
+        # to_q's fp8_linear on the norm's quantization of x: the same (q, scale), the same scaled_mm
+        if x8 is None:
+            return self.to_q(x)
+        return self.to_q.forward_quantized(*x8, tuple(x.shape[:-1]), x.dtype)
 
     def _in_proj(self, x: torch.Tensor, layers, x8=None) -> list[torch.Tensor]:
         """Each layer of ``layers`` applied to x: one GEMM of their summed width when they are plain

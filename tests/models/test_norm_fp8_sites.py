@@ -1,11 +1,13 @@
-"""The adaLN before a self-attention or an FFN writes its fp8 input GEMM's quantized input itself.
+"""The adaLN before a self-attention, an FFN or (LTX-2) a text cross-attention's query writes its
+fp8 input GEMM's quantized input itself.
 
 Where attn1's q/k/v (LTX-2: the video and audio self-attentions') are fp8-scaled-mm layers with
-dynamic per-token scales packed into one weight, and where both FFN linears are such layers, the
-norm before them runs as ``ops.ada_norm_fp8`` (after a pending residual
-``ops.residual_ada_norm_fp8``) and the q/k/v scaled_mm / the up-projection read its (q8, scale)
-instead of quantizing the normed rows again (transformer.residual_norm_fp8). Checked on tiny
-LTX-Video and LTX-2 models in bf16, every block linear converted and packed:
+dynamic per-token scales packed into one weight, where both FFN linears are such layers, and
+where LTX-2's attn2 / audio_attn2 to_q is one, the norm before them runs as ``ops.ada_norm_fp8``
+(after a pending residual ``ops.residual_ada_norm_fp8``) and the q/k/v scaled_mm / the
+up-projection / to_q read its (q8, scale) instead of quantizing the normed rows again
+(transformer.residual_norm_fp8). Checked on tiny LTX-Video and LTX-2 models in bf16, every
+block linear converted and packed:
 - reference ops: bit-equal to today's path (Attention / FeedForward.takes_fp8_input forced
   False), through the plain norm and the deferred (``Pending``) residual + norm;
 - Triton (the norm ops only; the rest stay the reference): bit-equal to the same ops' unfused
@@ -80,14 +82,16 @@ def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
     assert torch.equal(got, expected)
 
 
-def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch):
-    model, _, x, kf = _ltx2()
+@pytest.mark.parametrize("name", ["split64", "v23"])  # v23: modulated, gated text query; gated attentions
+def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch, name):
+    model, _, x, kf = _ltx2(name)
     _packed(model)
     ops, calls = _counting(deferred=True)
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
     got = ltx2.run_ours(model, x, keyframes=kf)
-    assert sum(calls.values()) == 4 * len(model.transformer_blocks)  # video and audio self-attention and FFN
+    # per stream: self-attention, text cross-attention query, FFN
+    assert sum(calls.values()) == 6 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
@@ -113,7 +117,7 @@ def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x))
     got = ltx2.run_ours(model, x)
-    assert sum(calls.values()) == 4 * len(model.transformer_blocks)
+    assert sum(calls.values()) == 6 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
@@ -160,6 +164,6 @@ def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
     skip = Skip(video_self_attn=(0,))
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, skip=skip))
     got = ltx2.run_ours(model, x, skip=skip)
-    assert sum(calls.values()) == 4 * len(model.transformer_blocks) - 1
+    assert sum(calls.values()) == 6 * len(model.transformer_blocks) - 1
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
