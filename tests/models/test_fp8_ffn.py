@@ -16,26 +16,20 @@ models in bf16, every block linear converted:
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 
 import pytest
 import torch
 
-from ltxengine.models.common import OpsLinear
-from ltxengine.models.ltx2_transformer import first_frame_keyframes
-from ltxengine.models.transformer import FeedForward, grid_positions
+from ltxengine.models.transformer import FeedForward
 from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
-from ltxengine.quant.fp8 import Fp8Linear, convert_to_fp8
+from ltxengine.quant.fp8 import Fp8Linear
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.transformer_fixtures import make_pair
+from tests.models.fp8_fixtures import ltx2_fp8 as _ltx2
+from tests.models.fp8_fixtures import ltx_video as _ltx_video
+from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
-
-
-def _block_linears(model):
-    return [n for n, m in model.named_modules()
-            if n.startswith("transformer_blocks.") and isinstance(m, OpsLinear) and not n.endswith("to_gate_logits")]
 
 
 def _counting(base=TORCH_OPS, fused=None, deferred=False):
@@ -57,33 +51,6 @@ def _unfused(monkeypatch, run):
     with monkeypatch.context() as m:
         m.setattr(FeedForward, "_quantizes_gelu", lambda self: False)
         return run()
-
-
-def _ltx_video_run(model, dtype=torch.bfloat16):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3 * 4 * 5, 8, generator=g).to(dtype)
-    text = torch.randn(2, 7, 12, generator=g).to(dtype)
-    t = torch.tensor([937.5, 120.0])
-    with torch.no_grad():
-        rope = model.rope(grid_positions(2, 3, 4, 5, (8 / 25, 32, 32)))
-        return model(x, t, context=model.prepare_context(text, torch.ones(2, 7)), rope=rope)
-
-
-def _ltx_video(policy="fp8-scaled-mm", static_suffix=None):
-    _, model = make_pair()
-    plain = copy.deepcopy(model)
-    model, names = model.to(torch.bfloat16), _block_linears(model)
-    static = {n for n in names if static_suffix and n.endswith(static_suffix)}
-    return convert_to_fp8(model, policy, names=names, static_input=static), plain
-
-
-def _ltx2(name="split64"):
-    _, model, cfg = ltx2.pair(name)
-    plain = copy.deepcopy(model)
-    model = model.to(torch.bfloat16)
-    x = {k: v.bfloat16() if k in ("video", "audio", "vtext", "atext") else v for k, v in ltx2.inputs(cfg).items()}
-    kf = first_frame_keyframes(2, ltx2.F, ltx2.H, ltx2.W) if cfg.use_keyframes_abs_pos_embedding else None
-    return convert_to_fp8(model, "fp8-scaled-mm", names=_block_linears(model)), plain, x, kf
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["gated_residual", "pending"])

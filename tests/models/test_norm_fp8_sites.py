@@ -30,7 +30,9 @@ from ltxengine.models.packing import pack_projections
 from ltxengine.models.transformer import Attention, FeedForward
 from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.test_fp8_ffn import _ltx2, _ltx_video, _ltx_video_run
+from tests.models.fp8_fixtures import ltx2_fp8 as _ltx2
+from tests.models.fp8_fixtures import ltx_video as _ltx_video
+from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
