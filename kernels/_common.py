@@ -3,6 +3,7 @@ tile configuration."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -110,3 +111,26 @@ def to_e4m3(v):
     # NaN: 0x7F, e4m3fn's NaN (the clamp above may have turned it into 448).
     q_bits = tl.where(v != v, 0x7F, q.to(tl.uint8, bitcast=True)).to(tl.uint8)
     return q_bits.to(tl.float8e4nv, bitcast=True)
+
+
+@triton.jit
+def round_bf16(x):
+    """fp32 -> nearest bf16 value (ties to even), kept in fp32. For the interpreter: it has no bf16
+    arithmetic (tl.dot multiplies bf16 bit patterns, triton-lang/triton#11584) and its fp32 -> bf16
+    cast truncates, which would double the rounding error the tests measure. Rounding the bits by
+    hand makes the later bf16 cast exact, so the interpreter reproduces the GPU's numerics."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+SQRT_2_OVER_PI: tl.constexpr = tl.constexpr(math.sqrt(2.0 / math.pi))
+
+
+@triton.jit
+def gelu_tanh(v):
+    """GELU, tanh approximation, of an fp32 value: 0.5 v (1 + tanh(u)) = v sigmoid(2u), no
+    cancellation in 1 + tanh(u) for negative v, and exp overflow gives the right limits (v for
+    u -> inf, -0 for u -> -inf)."""
+    u = SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)
+    return v / (1.0 + tl.exp(-2.0 * u))

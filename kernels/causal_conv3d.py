@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import FLOAT_DTYPES
+from ._common import FLOAT_DTYPES, round_bf16
 
 _PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2}
 _WIDE_FROM = 2**31  # element extent from which the conv kernel needs int64 offsets (tests lower it)
@@ -82,17 +82,6 @@ def _wide(i, WIDE: tl.constexpr):
     if WIDE:
         return i.to(tl.int64)
     return i
-
-
-@triton.jit
-def _round_bf16(x):
-    """fp32 -> nearest bf16 value (ties to even), kept in fp32. Interpreter only: it has no bf16
-    arithmetic (tl.dot multiplies bf16 bit patterns, triton-lang/triton#11584) and its fp32 -> bf16
-    cast truncates, which would double the rounding error the tests measure. Rounding the bits
-    by hand makes the later bf16 cast exact, so the interpreter reproduces the GPU's numerics."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -182,8 +171,8 @@ def _conv3d_kernel(
         # The activated tile is rounded to the weight dtype for the tensor cores; fp32 accumulate.
         if INTERPRET_BF16:
             # bf16 products are exact in fp32, so fp32 operands holding bf16 values give the
-            # tensor cores' numerics (see _round_bf16 for why the interpreter needs this).
-            a = _round_bf16(a.to(tl.float32))
+            # tensor cores' numerics (see _common.round_bf16 for why the interpreter needs this).
+            a = round_bf16(a.to(tl.float32))
             wt = wt.to(tl.float32)
         else:
             a = a.to(wt.dtype)
@@ -193,7 +182,7 @@ def _conv3d_kernel(
     o_row = _wide(b, WIDE) * sob + _wide(to, WIDE) * sot + _wide(ho, WIDE) * soh + _wide(wo, WIDE) * sow
     o_ptr = out_ptr + o_row[:, None] + _wide(n, WIDE)[None, :] * soc
     if INTERPRET_BF16:
-        acc = _round_bf16(acc)
+        acc = round_bf16(acc)
     tl.store(o_ptr, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 

@@ -29,8 +29,8 @@ import triton.language as tl
 
 from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
-from ._common import GemmConfig, check_rows, check_runnable, describe, grouped_tile, to_e4m3
-from .linear_gelu import _gelu_tanh, _round_bf16
+from ._common import (GemmConfig, check_rows, check_runnable, describe, gelu_tanh, grouped_tile, round_bf16,
+                      to_e4m3)
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -95,9 +95,9 @@ def _load_rows(ptrs, mask, GELU: tl.constexpr, INTERPRET_BF16: tl.constexpr):
     unfused F.gelu writes and the quantizer then reads back (amax and division see those)."""
     x = tl.load(ptrs, mask=mask, other=0.0)
     if GELU:
-        g = _gelu_tanh(x.to(tl.float32))
+        g = gelu_tanh(x.to(tl.float32))
         if INTERPRET_BF16:
-            return _round_bf16(g)  # the interpreter's fp32 -> bf16 cast truncates
+            return round_bf16(g)  # the interpreter's fp32 -> bf16 cast truncates
         return g.to(x.dtype).to(tl.float32)
     return x.to(tl.float32)
 

@@ -20,37 +20,19 @@ bench/ has measured this kernel beating them on the device (see ops/linear_gelu.
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import FLOAT_DTYPES, GemmConfig, check_rows, check_runnable, describe, grouped_tile
+from ._common import (FLOAT_DTYPES, GemmConfig, check_rows, check_runnable, describe, gelu_tanh, grouped_tile,
+                      round_bf16)
 
 # Read once, like triton.jit does when the kernels below are decorated.
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 _GELU, _GATED_RESIDUAL = 0, 1
-_SQRT_2_OVER_PI: tl.constexpr = tl.constexpr(math.sqrt(2.0 / math.pi))
-
-
-@triton.jit
-def _round_bf16(x):
-    """fp32 -> nearest bf16 value (ties to even), kept in fp32: interpreter only (its fp32 -> bf16
-    cast truncates; see kernels/causal_conv3d.py), so the final cast is exact there."""
-    bits = x.to(tl.uint32, bitcast=True)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _gelu_tanh(v):
-    # 0.5 v (1 + tanh(u)) = v sigmoid(2u): no cancellation in 1 + tanh(u) for negative v, and
-    # exp overflow gives the right limits (v for u -> inf, -0 for u -> -inf).
-    u = _SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)
-    return v / (1.0 + tl.exp(-2.0 * u))
 
 
 @triton.jit
@@ -97,14 +79,14 @@ def _linear_epilogue_kernel(
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     if EPILOGUE == 0:
-        acc = _gelu_tanh(acc)
+        acc = gelu_tanh(acc)
     else:
         if HAS_GATE:
             g_row = (rm // T).to(tl.int64) * s_gb + (rm % T).to(tl.int64) * s_gt
             acc = acc * tl.load(gate_ptr + g_row[:, None] + rn[None, :], mask=mask, other=0.0).to(tl.float32)
         acc = acc + tl.load(res_ptr + rows * s_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
     if INTERPRET_BF16:
-        acc = _round_bf16(acc)
+        acc = round_bf16(acc)
     tl.store(c_ptr + rows * s_cm + rn[None, :], acc.to(c_ptr.dtype.element_ty), mask=mask)
 
 
