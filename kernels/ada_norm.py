@@ -158,11 +158,13 @@ def _dual_ada_norm_kernel(
     gate_ptr, sh1_ptr, sc1_ptr, sh2_ptr, sc2_ptr,  # (B|1, N|1, D) modulation rows or None
     xo_ptr,  # (B, N, D) x + gate * y, or None with y; may be x itself (the row is read before it is written)
     n1_ptr, n2_ptr,  # (B, N, D) the two adaLNs of the (updated) row
+    q1_ptr, qs1_ptr, q2_ptr, qs2_ptr,  # (B * N, D) e4m3 rows of n1 / n2 and (B * N,) fp32 scales (QUANT), else None
     n_tokens, D, eps,
     s_xb, s_xn, s_yb, s_yn, s_xob, s_xon, s_n1b, s_n1n, s_n2b, s_n2n, s_gb, s_gn,
     s_sh1b, s_sh1n, s_sc1b, s_sc1n, s_sh2b, s_sh2n, s_sc2b, s_sc2n,
     KIND: tl.constexpr, HAS_Y: tl.constexpr, HAS_GATE: tl.constexpr, HAS_SHIFT1: tl.constexpr,
-    HAS_SCALE1: tl.constexpr, HAS_SHIFT2: tl.constexpr, HAS_SCALE2: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_SCALE1: tl.constexpr, HAS_SHIFT2: tl.constexpr, HAS_SCALE2: tl.constexpr, QUANT: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0)
     b = row // n_tokens
@@ -177,10 +179,15 @@ def _dual_ada_norm_kernel(
         tl.store(xo_ptr + b * s_xob + n * s_xon + offs, x, mask=mask)
     # One norm, two modulations: the statistics and the normed row are shared, the rest is per output.
     h = _norm(x.to(tl.float32), mask, D, eps, KIND)
-    h1 = _modulate(h, offs, mask, b, n, sh1_ptr, sc1_ptr, s_sh1b, s_sh1n, s_sc1b, s_sc1n, HAS_SHIFT1, HAS_SCALE1)
-    tl.store(n1_ptr + b * s_n1b + n * s_n1n + offs, h1.to(n1_ptr.dtype.element_ty), mask=mask)
-    h2 = _modulate(h, offs, mask, b, n, sh2_ptr, sc2_ptr, s_sh2b, s_sh2n, s_sc2b, s_sc2n, HAS_SHIFT2, HAS_SCALE2)
-    tl.store(n2_ptr + b * s_n2b + n * s_n2n + offs, h2.to(n2_ptr.dtype.element_ty), mask=mask)
+    h1 = _modulate(h, offs, mask, b, n, sh1_ptr, sc1_ptr, s_sh1b, s_sh1n, s_sc1b, s_sc1n, HAS_SHIFT1,
+                   HAS_SCALE1).to(n1_ptr.dtype.element_ty)
+    tl.store(n1_ptr + b * s_n1b + n * s_n1n + offs, h1, mask=mask)
+    h2 = _modulate(h, offs, mask, b, n, sh2_ptr, sc2_ptr, s_sh2b, s_sh2n, s_sc2b, s_sc2n, HAS_SHIFT2,
+                   HAS_SCALE2).to(n2_ptr.dtype.element_ty)
+    tl.store(n2_ptr + b * s_n2b + n * s_n2n + offs, h2, mask=mask)
+    if QUANT:
+        _quantize_row(h1, q1_ptr, qs1_ptr, row, offs, mask, D)
+        _quantize_row(h2, q2_ptr, qs2_ptr, row, offs, mask, D)
 
 
 def _modulation(fn, name, t, x):
@@ -211,15 +218,15 @@ def ada_norm_fp8(x, shift, scale, eps, kind="rms", *, out=None, q_out=None, scal
     return _ada_norm("ada_norm_fp8", x, shift, scale, eps, kind, out, (q_out, scale_out))
 
 
-def _fp8_rows(fn, quant, x):
+def _fp8_rows(fn, quant, x, names=("q_out", "scale_out")):
     """(q, scale) outputs for x (B, N, D), checked or allocated; (None, None) without ``quant``."""
     if quant is None:
         return None, None
     rows = x.shape[0] * x.shape[1]
-    q = check_rows(fn, "q_out", quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
-    s = check_rows(fn, "scale_out", quant[1], (rows, 1), torch.float32, x.device)
+    q = check_rows(fn, names[0], quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
+    s = check_rows(fn, names[1], quant[1], (rows, 1), torch.float32, x.device)
     if not (q.is_contiguous() and s.is_contiguous()):
-        raise ValueError(f"{fn}: q_out and scale_out must be contiguous, got strides {q.stride()}, {s.stride()}")
+        raise ValueError(f"{fn}: {names[0]} and {names[1]} must be contiguous, got strides {q.stride()}, {s.stride()}")
     return q, s
 
 
@@ -307,7 +314,19 @@ def dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *
     """(x_new, ada_norm(x_new, shift1, scale1), ada_norm(x_new, shift2, scale2)) in one pass over
     x (B, N, D): x_new = x + gate * y, or x itself when y is None (then gate and x_out must be None).
     Modulation rows None, (B, 1, D) or (B, N, D). ``x_out=x`` updates the stream in place."""
-    fn = "dual_ada_norm"
+    return _dual("dual_ada_norm", x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out, norm1_out,
+                 norm2_out, None)
+
+
+def dual_ada_norm_fp8(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *, x_out=None, norm1_out=None,
+                      norm2_out=None, q1_out=None, scale1_out=None, q2_out=None, scale2_out=None):
+    """``dual_ada_norm`` that also writes each norm's rows as stored quantized per row: returns
+    (x_new, norm1, norm2, q1, s1, q2, s2), (qi, si) = quantize_fp8(normi, per_row=True) bit for bit."""
+    return _dual("dual_ada_norm_fp8", x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out, norm1_out,
+                 norm2_out, (q1_out, scale1_out, q2_out, scale2_out))
+
+
+def _dual(fn, x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out, norm1_out, norm2_out, quant):
     if kind not in _KINDS:
         raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
     if not eps > 0:
@@ -325,18 +344,21 @@ def dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *
             (("gate", gate), ("shift1", shift1), ("scale1", scale1), ("shift2", shift2), ("scale2", scale2))]
     norm1_out = check_rows(fn, "norm1_out", norm1_out, x.shape, x.dtype, x.device)
     norm2_out = check_rows(fn, "norm2_out", norm2_out, x.shape, x.dtype, x.device)
-    _launch_dual(x, y, x_out, norm1_out, norm2_out, mods, float(eps), _KINDS[kind])
-    return (x if y is None else x_out), norm1_out, norm2_out
+    q = (None,) * 4 if quant is None else (*_fp8_rows(fn, quant[:2], x, ("q1_out", "scale1_out")),
+                                           *_fp8_rows(fn, quant[2:], x, ("q2_out", "scale2_out")))
+    _launch_dual(x, y, x_out, norm1_out, norm2_out, q, mods, float(eps), _KINDS[kind])
+    out = ((x if y is None else x_out), norm1_out, norm2_out)
+    return out if quant is None else (*out, *q)
 
 
-def _launch_dual(x, y, x_out, n1, n2, mods, eps, kind):
+def _launch_dual(x, y, x_out, n1, n2, q, mods, eps, kind):
     block, warps = launch_config(x.shape[-1])
     strides = [s for t in (y, x_out) for s in ((t.stride(0), t.stride(1)) if t is not None else (0, 0))]
     _dual_ada_norm_kernel[(x.shape[0] * x.shape[1],)](
-        x, y, *(t for t, _, _ in mods), x_out, n1, n2, x.shape[1], x.shape[2], eps,
+        x, y, *(t for t, _, _ in mods), x_out, n1, n2, *q, x.shape[1], x.shape[2], eps,
         x.stride(0), x.stride(1), *strides, n1.stride(0), n1.stride(1), n2.stride(0), n2.stride(1),
         *(s for _, sb, sn in mods for s in (sb, sn)),
-        KIND=kind, HAS_Y=y is not None, **{f"HAS_{k}": t is not None for k, (t, _, _) in
+        KIND=kind, HAS_Y=y is not None, QUANT=q[0] is not None, **{f"HAS_{k}": t is not None for k, (t, _, _) in
                                            zip(("GATE", "SHIFT1", "SCALE1", "SHIFT2", "SCALE2"), mods)},
         BLOCK_D=block, num_warps=warps,
     )

@@ -47,7 +47,7 @@ from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
 from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, Pending, attend_residual,
-                          ff_residual, residual_norm, residual_norm_fp8, settle)
+                          ff_residual, quantizing_norm, residual_norm, residual_norm_fp8, settle)
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]
@@ -290,9 +290,14 @@ class LTX2Block(nn.Module):
         a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = (ta[:4] + temb.audio_cross).unbind(2)
         v_gate = (tv[4:] + temb.video_gate)[:, :, 0]
         a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
+        q8 = k8 = {}  # the a2v / v2a queries' and contexts' per-token e4m3 copies, where the norms write them
         if keep_a2v is not False and keep_v2a is not False:  # each stream read once for both norms
-            xv, q_a2v, k_v2a = _dual_norm(ops, xv, (v_shift_a2v, v_scale_a2v), (v_shift_v2a, v_scale_v2a), eps)
-            xa, k_a2v, q_v2a = _dual_norm(ops, xa, (a_shift_a2v, a_scale_a2v), (a_shift_v2a, a_scale_v2a), eps)
+            a2v, v2a = self.audio_to_video_attn, self.video_to_audio_attn
+            xv, q_a2v, k_v2a, *v8 = _dual_norm(ops, xv, (v_shift_a2v, v_scale_a2v), (v_shift_v2a, v_scale_v2a), eps,
+                                               a2v.takes_fp8_input() and v2a.takes_fp8_context())
+            xa, k_a2v, q_v2a, *a8 = _dual_norm(ops, xa, (a_shift_a2v, a_scale_a2v), (a_shift_v2a, a_scale_v2a), eps,
+                                               v2a.takes_fp8_input() and a2v.takes_fp8_context())
+            q8, k8 = {"a2v": v8[0], "v2a": a8[1]}, {"a2v": a8[0], "v2a": v8[1]}
         elif keep_a2v is not False:
             xv, q_a2v = residual_norm(ops, xv, v_shift_a2v, v_scale_a2v, eps, "rms")
             xa, k_a2v = residual_norm(ops, xa, a_shift_a2v, a_scale_a2v, eps, "rms")
@@ -303,11 +308,13 @@ class LTX2Block(nn.Module):
         if keep_a2v is not False:
             xv = attend_residual(ops, self.audio_to_video_attn, xv_in,
                                  v_gate if keep_a2v is None else v_gate * keep_a2v,
-                                 q_a2v, k_a2v, rope=rope.video_cross, k_rope=rope.audio_cross)
+                                 q_a2v, k_a2v, rope=rope.video_cross, k_rope=rope.audio_cross,
+                                 x8=q8.get("a2v"), context8=k8.get("a2v"))
         if keep_v2a is not False:
             xa = attend_residual(ops, self.video_to_audio_attn, xa_in,
                                  a_gate_x if keep_v2a is None else a_gate_x * keep_v2a,
-                                 q_v2a, k_v2a, rope=rope.audio_cross, k_rope=rope.video_cross)
+                                 q_v2a, k_v2a, rope=rope.audio_cross, k_rope=rope.video_cross,
+                                 x8=q8.get("v2a"), context8=k8.get("v2a"))
         return xv, xa
 
     def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb, defer: bool = False):
@@ -326,17 +333,22 @@ class LTX2Block(nn.Module):
         return x if defer else settle(ops, x)
 
 
-def _dual_norm(ops: Ops, x, mod1, mod2, eps: float):
+def _dual_norm(ops: Ops, x, mod1, mod2, eps: float, quantize: bool = False):
     """(the stream x, its adaLN by mod1 = (shift, scale), its adaLN by mod2) for a tensor or a
     ``Pending`` stream: one ``ops.dual_ada_norm`` where it gives the unfused calls' result (the
     backend has its kernel; or the adaLN is the torch backend's, whose dual op is those calls' bits
-    with one norm fewer, and no fused residual is pending), else residual_norm then ada_norm."""
+    with one norm fewer, and no fused residual is pending), else residual_norm then ada_norm.
+    Two more items, each norm's (q8, scale) for fp8 GEMMs reading it: from ``ops.dual_ada_norm_fp8``
+    where ``quantize`` and the dual op runs (``quantizing_norm``), else None."""
     fused = ops.dual_ada_norm is not TORCH_OPS.dual_ada_norm
     if fused or (ops.ada_norm is TORCH_OPS.ada_norm and not isinstance(x, Pending)):
         x, y, gate = x if isinstance(x, Pending) else (x, None, None)
-        return ops.dual_ada_norm(x, y, gate, *mod1, *mod2, eps, "rms")
+        if quantize and quantizing_norm(ops, False, dual=True):
+            x, h1, h2, q1, s1, q2, s2 = ops.dual_ada_norm_fp8(x, y, gate, *mod1, *mod2, eps, "rms")
+            return x, h1, h2, (q1, s1), (q2, s2)
+        return (*ops.dual_ada_norm(x, y, gate, *mod1, *mod2, eps, "rms"), None, None)
     x, h1 = residual_norm(ops, x, *mod1, eps, "rms")
-    return (x, h1, ops.ada_norm(x, *mod2, eps, "rms"))
+    return (x, h1, ops.ada_norm(x, *mod2, eps, "rms"), None, None)
 
 
 class LTX2Transformer(nn.Module):

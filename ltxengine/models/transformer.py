@@ -55,14 +55,15 @@ class Attention(nn.Module):
     parallel_attention = None
 
     def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None, residual=None,
-                x8=None):
+                x8=None, context8=None):
         """``keep`` (LTX-2 STG): None = attention; False = every sample perturbed, the output is
         the value projection alone (q/k never computed); a (B, 1, 1) 0/1 tensor blends per sample
         (1 keeps attention, 0 takes the values). ``kv``: the (to_k, to_v) projections of a
         constant context computed once (``project_kv``), used instead of projecting it again.
         ``residual=(r, gate)``: returns r + gate * output, the gated residual fused into the
         output projection where the backend can (``linear_residual``). ``x8=(q8, scale)``: x quantized
-        per token (``residual_norm_fp8``), read by packed fp8 q/k/v instead of quantizing x again."""
+        per token (``residual_norm_fp8``), read by packed fp8 q/k/v instead of quantizing x again;
+        ``context8`` the same for the context's packed fp8 k/v."""
         q = None
         if kv is not None:
             k_proj, v = kv
@@ -71,7 +72,7 @@ class Attention(nn.Module):
         elif context is None:
             q, k_proj, v = self._in_proj(x, (self.to_q, self.to_k, self.to_v), x8)
         else:
-            k_proj, v = self.project_kv(context)
+            k_proj, v = self.project_kv(context, context8)
         if keep is False:
             return self._project(self._gate(v, x), residual)
         q, k = self.ops.qk_norm_rope(self._query(x, x8) if q is None else q, k_proj, self.norm_q.weight,
@@ -93,9 +94,14 @@ class Attention(nn.Module):
             return out
         return self.ops.head_gate(out, self.to_gate_logits(x))
 
-    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(to_k(context), to_v(context)): constant over a generation for cross-attention."""
-        return tuple(self._in_proj(context, (self.to_k, self.to_v)))
+    def project_kv(self, context: torch.Tensor, context8=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(to_k(context), to_v(context)): constant over a generation for cross-attention.
+        ``context8``: context quantized per token, for packed fp8 k/v (``takes_fp8_context``)."""
+        return tuple(self._in_proj(context, (self.to_k, self.to_v), context8))
+
+    def takes_fp8_context(self) -> bool:
+        """Whether to_k / to_v are packed fp8 layers quantizing the context per token."""
+        return packing.fp8_joined((self.to_k, self.to_v)) is not None
 
     def takes_fp8_input(self) -> bool:
         """Whether the GEMM reading x quantizes it per token: a self-attention's q/k/v packed fp8
@@ -199,13 +205,23 @@ def residual_norm_fp8(ops: Ops, x, shift, scale, eps: float, reader: nn.Module, 
     not skip the attention: ``keep`` False), x8 = (q8, scale) written by the norm itself
     (``ops.ada_norm_fp8``; after a pending residual ``ops.residual_ada_norm_fp8``), else
     ``residual_norm`` and x8 None."""
-    if keep is False or not reader.takes_fp8_input():
+    pending = isinstance(x, Pending)
+    if keep is False or not reader.takes_fp8_input() or not quantizing_norm(ops, pending):
         return (*residual_norm(ops, x, shift, scale, eps), None)
-    if isinstance(x, Pending):
+    if pending:
         x, h, q8, s = ops.residual_ada_norm_fp8(x.x, x.y, x.gate, shift, scale, eps, "rms")
     else:
         h, q8, s = ops.ada_norm_fp8(x, shift, scale, eps, "rms")
     return x, h, (q8, s)
+
+
+def quantizing_norm(ops: Ops, pending: bool, dual: bool = False) -> bool:
+    """Whether the norm may write the fp8 copy: the backend has the fused kernel, or the plain norm
+    is the torch backend's too (then the fp8 op's native composition is the plain path's bits). A
+    backend with its own plain norm but no fused one (kernels="cuda") keeps its norm + quantizer."""
+    name = "dual_ada_norm" if dual else "residual_ada_norm" if pending else "ada_norm"
+    return getattr(ops, name + "_fp8") is not getattr(TORCH_OPS, name + "_fp8") or (
+        getattr(ops, name) is getattr(TORCH_OPS, name))
 
 
 def settle(ops: Ops, x) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from . import library, native, reference
 from .ada_norm import ADA_NORM
-from .ada_norm_fp8 import ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8
+from .ada_norm_fp8 import ADA_NORM_FP8, DUAL_ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8
 from .attention_fp8 import ATTENTION_FP8
 from .causal_conv3d import CAUSAL_CONV3D
 from .dual_ada_norm import DUAL_ADA_NORM
@@ -80,6 +80,7 @@ class Ops:
     # packed fp8 q/k/v that read it (models/transformer.py ``residual_norm_fp8``); native: the unfused pair's bits
     ada_norm_fp8: Callable = native.ada_norm_fp8
     residual_ada_norm_fp8: Callable = native.residual_ada_norm_fp8
+    dual_ada_norm_fp8: Callable = native.dual_ada_norm_fp8
     # q/k/v in e4m3 with per-(batch, head) scales: opt-in (``with_fp8_attention``), not a default:
     # ~5% relative error against fp32 attention on unit-RMS inputs vs ~0.4% for bf16 (tests/kernels/
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
@@ -97,7 +98,7 @@ TORCH_OPS = Ops(name="torch")
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
              HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM,
-             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8)
+             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8, DUAL_ADA_NORM_FP8)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -1,5 +1,6 @@
-"""ada_norm_fp8 / residual_ada_norm_fp8: the adaLN (after its pending residual) that also writes
-its output as e4m3 with a per-row fp32 scale, for the fp8 GEMMs that read it.
+"""ada_norm_fp8 / residual_ada_norm_fp8 / dual_ada_norm_fp8: the adaLN (after its pending
+residual; dual: LTX-2's one norm modulated twice) that also writes its output(s) as e4m3 with a
+per-row fp32 scale, for the fp8 GEMMs that read them.
 
 fp8-scaled-mm's packed q/k/v (models/transformer.py ``Attention._in_proj``) quantize their
 input per token: unfused, the norm writes the bf16 row and the quantizer reads it twice (amax,
@@ -21,6 +22,9 @@ from .library import FusedOp, check_tensor, empty
 
 SCHEMA = ("(Tensor x, Tensor? shift, Tensor? scale, float eps, str kind, Tensor(a!) out, Tensor(b!) q_out, "
           "Tensor(c!) scale_out) -> ()")
+DUAL_SCHEMA = ("(Tensor x, Tensor? y, Tensor? gate, Tensor? shift1, Tensor? scale1, Tensor? shift2, Tensor? scale2, "
+               "float eps, str kind, Tensor(a!)? x_out, Tensor(b!) norm1_out, Tensor(c!) norm2_out, Tensor(d!) q1_out, "
+               "Tensor(e!) scale1_out, Tensor(f!) q2_out, Tensor(g!) scale2_out) -> ()")
 RESIDUAL_SCHEMA = ("(Tensor x, Tensor y, Tensor? gate, Tensor? shift, Tensor? scale, float eps, str kind, "
                    "Tensor(a!) x_out, Tensor(b!) norm_out, Tensor(c!) q_out, Tensor(d!) scale_out) -> ()")
 
@@ -68,6 +72,29 @@ def residual_wrap(op):
     return residual_ada_norm_fp8
 
 
+def dual_adapter(launch):
+    def impl(x, y, gate, sh1, sc1, sh2, sc2, eps, kind, x_out, n1, n2, q1, s1, q2, s2) -> None:
+        launch(x, y, gate, sh1, sc1, sh2, sc2, eps, kind, x_out=x_out, norm1_out=n1, norm2_out=n2, q1_out=q1,
+               scale1_out=s1, q2_out=q2, scale2_out=s2)
+
+    return impl
+
+
+def dual_wrap(op):
+    def dual_ada_norm_fp8(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms", *, x_out=None,
+                          norm1_out=None, norm2_out=None, q1_out=None, scale1_out=None, q2_out=None, scale2_out=None):
+        q1_out, scale1_out = _fp8_outputs("dual_ada_norm_fp8", x, q1_out, scale1_out)
+        q2_out, scale2_out = _fp8_outputs("dual_ada_norm_fp8", x, q2_out, scale2_out)
+        x_out = empty(x.shape, x) if y is not None and x_out is None else x_out
+        norm1_out = empty(x.shape, x) if norm1_out is None else norm1_out
+        norm2_out = empty(x.shape, x) if norm2_out is None else norm2_out
+        op(x, y, gate, shift1, scale1, shift2, scale2, float(eps), kind, x_out, norm1_out, norm2_out, q1_out,
+           scale1_out, q2_out, scale2_out)
+        return (x if y is None else x_out), norm1_out, norm2_out, q1_out, scale1_out, q2_out, scale2_out
+
+    return dual_ada_norm_fp8
+
+
 def _triton():
     from ..kernels.ada_norm import ada_norm_fp8
     return ada_norm_fp8
@@ -81,3 +108,12 @@ def _triton_residual():
 ADA_NORM_FP8 = FusedOp("ada_norm_fp8", SCHEMA, adapter, wrap, launchers={"triton": _triton}, auto=("triton",))
 RESIDUAL_ADA_NORM_FP8 = FusedOp("residual_ada_norm_fp8", RESIDUAL_SCHEMA, residual_adapter, residual_wrap,
                                 launchers={"triton": _triton_residual}, auto=("triton",))
+
+
+def _triton_dual():
+    from ..kernels.ada_norm import dual_ada_norm_fp8
+    return dual_ada_norm_fp8
+
+
+DUAL_ADA_NORM_FP8 = FusedOp("dual_ada_norm_fp8", DUAL_SCHEMA, dual_adapter, dual_wrap,
+                            launchers={"triton": _triton_dual}, auto=("triton",))

@@ -246,3 +246,17 @@ def residual_ada_norm_fp8(
     """``reference.residual_ada_norm_fp8``'s contract on ``residual_ada_norm`` above."""
     x_new, h = residual_ada_norm(x, y, gate, shift, scale, eps, kind, x_out=x_out, norm_out=norm_out)
     return (x_new, h, *reference.quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
+
+
+def dual_ada_norm_fp8(
+    x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, shift1: torch.Tensor | None,
+    scale1: torch.Tensor | None, shift2: torch.Tensor | None, scale2: torch.Tensor | None, eps: float,
+    kind: str = "rms", *, x_out: torch.Tensor | None = None, norm1_out: torch.Tensor | None = None,
+    norm2_out: torch.Tensor | None = None, q1_out: torch.Tensor | None = None, scale1_out: torch.Tensor | None = None,
+    q2_out: torch.Tensor | None = None, scale2_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """``reference.dual_ada_norm_fp8``'s contract on ``dual_ada_norm`` above."""
+    x_new, n1, n2 = dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out=x_out,
+                                  norm1_out=norm1_out, norm2_out=norm2_out)
+    return (x_new, n1, n2, *reference.quantize_fp8(n1, per_row=True, out=q1_out, scale_out=scale1_out),
+            *reference.quantize_fp8(n2, per_row=True, out=q2_out, scale_out=scale2_out))

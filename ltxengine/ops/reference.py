@@ -417,3 +417,18 @@ def residual_ada_norm_fp8(
     ``ada_norm_fp8``."""
     x_new, h = residual_ada_norm(x, y, gate, shift, scale, eps, kind, x_out=x_out, norm_out=norm_out)
     return (x_new, h, *quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
+
+
+def dual_ada_norm_fp8(
+    x: torch.Tensor, y: torch.Tensor | None, gate: torch.Tensor | None, shift1: torch.Tensor | None,
+    scale1: torch.Tensor | None, shift2: torch.Tensor | None, scale2: torch.Tensor | None, eps: float,
+    kind: str = "rms", *, x_out: torch.Tensor | None = None, norm1_out: torch.Tensor | None = None,
+    norm2_out: torch.Tensor | None = None, q1_out: torch.Tensor | None = None, scale1_out: torch.Tensor | None = None,
+    q2_out: torch.Tensor | None = None, scale2_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """(x_new, n1, n2, q1, s1, q2, s2): ``dual_ada_norm``, then quantize_fp8(ni, per_row=True) of
+    each norm (LTX-2's a2v / v2a norms feeding fp8 queries and packed fp8 keys / values)."""
+    x_new, n1, n2 = dual_ada_norm(x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out=x_out,
+                                  norm1_out=norm1_out, norm2_out=norm2_out)
+    return (x_new, n1, n2, *quantize_fp8(n1, per_row=True, out=q1_out, scale_out=scale1_out),
+            *quantize_fp8(n2, per_row=True, out=q2_out, scale_out=scale2_out))

@@ -77,6 +77,26 @@ def test_rows_are_the_plain_kernels_and_q_their_quantization(residual, kind, per
     assert bool(((deq - ref_rows).abs() <= bound * 1.0001).all())
 
 
+@pytest.mark.parametrize("pending", [False, True])
+@pytest.mark.parametrize("per_token", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_dual_rows_are_the_plain_kernels_and_q_their_quantization(pending, per_token, dtype):
+    x = _x(n=7, d=37, dtype=dtype)
+    mod = _table(2, 7 if per_token else 1, 37, dtype)
+    y, gate = (_x(n=7, d=37, dtype=dtype, seed=5), mod[:, :, 2]) if pending else (None, None)
+    args = (x, y, gate, mod[:, :, 0], mod[:, :, 1], mod[:, :, 3], mod[:, :, 4], EPS, "rms")
+    fused = kernel.dual_ada_norm_fp8(*args)
+    for got, want in zip(fused, kernel.dual_ada_norm(*args)):
+        assert _equal(got, want)
+    _check_quantized(fused[1], *fused[3:5])
+    _check_quantized(fused[2], *fused[5:7])
+    lowp = reference.dual_ada_norm_fp8(*args)  # the reference composition: the same rows within budget
+    f64 = [a.double() if isinstance(a, torch.Tensor) else a for a in args]
+    for got, low, ref in zip(fused[1:3], lowp[1:3], reference.dual_ada_norm(*f64)[1:]):
+        if dtype != torch.float32:
+            check_budget(got, low, ref, f"dual {dtype}")
+
+
 def test_zero_rows_strided_input_and_destinations():
     # an all-zero row has scale FP8_MIN_AMAX / 448 and q 0; x a strided view (every other token)
     x = _x(n=10, d=24)[:, ::2]
@@ -130,3 +150,6 @@ def test_production_shapes_on_gpu(d, per_token):
     for got, want in zip(fused, kernel.residual_ada_norm(*res)):
         assert _equal(got, want)
     _check_quantized(*fused[1:])
+    dual = kernel.dual_ada_norm_fp8(x, y, mod[:, :, 2], *args[1:3], mod[:, :, 3], mod[:, :, 4], EPS, "rms")
+    _check_quantized(dual[1], *dual[3:5])
+    _check_quantized(dual[2], *dual[5:7])

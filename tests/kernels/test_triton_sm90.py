@@ -133,6 +133,15 @@ def resnorm_fp8_rms_4096_token():
     residual_ada_norm_fp8(x, fake_cuda((B, N, 4096)), mod[:, :, 2], mod[:, :, 0], mod[:, :, 1], 1e-6, "rms", x_out=x)
 
 
+def dual_fp8_4096_pending_token():
+    """LTX-2 19B's video stream before a2v / v2a: both norms with their e4m3 rows (dual_ada_norm_fp8)."""
+    from ltxengine.kernels.ada_norm import dual_ada_norm_fp8
+
+    x, mod = fake_cuda((B, N, 4096)), _modulation(4096, per_token=True)
+    dual_ada_norm_fp8(x, fake_cuda((B, N, 4096)), mod[:, :, 2], mod[:, :, 1], mod[:, :, 0], mod[:, :, 3], mod[:, :, 4],
+                      1e-6, "rms", x_out=x)
+
+
 def _dual_ada_norm(d: int, pending: bool, per_token: bool) -> None:
     from ltxengine.kernels.ada_norm import dual_ada_norm
 
@@ -299,7 +308,7 @@ CASES = [
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
     Case(gated_2048_sample), Case(gated_4096_token),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
-    Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token),
+    Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),

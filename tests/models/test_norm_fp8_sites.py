@@ -3,7 +3,8 @@ fp8 input GEMM's quantized input itself.
 
 Where attn1's q/k/v (LTX-2: the video and audio self-attentions') are fp8-scaled-mm layers with
 dynamic per-token scales packed into one weight, where both FFN linears are such layers, and
-where LTX-2's attn2 / audio_attn2 to_q is one, the norm before them runs as ``ops.ada_norm_fp8``
+where LTX-2's attn2 / audio_attn2 to_q is one (and the a2v / v2a queries and packed keys / values:
+``ops.dual_ada_norm_fp8``), the norm before them runs as ``ops.ada_norm_fp8``
 (after a pending residual ``ops.residual_ada_norm_fp8``) and the q/k/v scaled_mm / the
 up-projection / to_q read its (q8, scale) instead of quantizing the normed rows again
 (transformer.residual_norm_fp8). Checked on tiny LTX-Video and LTX-2 models in bf16, every
@@ -36,7 +37,7 @@ from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
-NAMES = ("ada_norm_fp8", "residual_ada_norm_fp8")
+NAMES = ("ada_norm_fp8", "residual_ada_norm_fp8", "dual_ada_norm_fp8")
 
 
 def _counting(base=TORCH_OPS, fused=None, deferred=False):
@@ -88,12 +89,13 @@ def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
 def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch, name):
     model, _, x, kf = _ltx2(name)
     _packed(model)
-    ops, calls = _counting(deferred=True)
+    ops, calls = _counting()  # the torch backend: no Pending stream, the dual norm runs
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
     got = ltx2.run_ours(model, x, keyframes=kf)
-    # per stream: self-attention, text cross-attention query, FFN
-    assert sum(calls.values()) == 6 * len(model.transformer_blocks)
+    # per stream: self-attention, text cross-attention query, the a2v / v2a pair (dual), FFN
+    assert sum(calls.values()) == 8 * len(model.transformer_blocks)
+    assert calls["dual_ada_norm_fp8"] == 2 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
@@ -115,11 +117,12 @@ def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     _packed(model)
     triton = get_ops("triton", "cpu")
     ops, calls = _counting(fused=triton)
-    ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm)
+    ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm,
+                              dual_ada_norm=triton.dual_ada_norm)
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x))
     got = ltx2.run_ours(model, x)
-    assert sum(calls.values()) == 6 * len(model.transformer_blocks)
+    assert sum(calls.values()) == 8 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
 
@@ -161,11 +164,26 @@ def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
     # every sample perturbed in block 0 (keep False): that attention reads only to_v(x), no q8
     model, _, x, _ = _ltx2()
     _packed(model)
-    ops, calls = _counting(deferred=True)
+    ops, calls = _counting()
     set_ops(model, ops)
     skip = Skip(video_self_attn=(0,))
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, skip=skip))
     got = ltx2.run_ours(model, x, skip=skip)
-    assert sum(calls.values()) == 6 * len(model.transformer_blocks) - 1
+    assert sum(calls.values()) == 8 * len(model.transformer_blocks) - 1
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
+
+
+def test_a_backend_with_its_own_plain_norm_but_no_fused_one_keeps_it():
+    # kernels="cuda": ada_norm has a kernel, ada_norm_fp8 none; its native composition would replace
+    # the kernel by torch's unfused ops, so the kernel + quantizer stay (transformer.quantizing_norm)
+    model = _packed(_ltx_video()[0])
+    plain = collections.Counter()
+
+    def kernel_norm(*args, **kwargs):
+        plain["ada_norm"] += 1
+        return native.ada_norm(*args, **kwargs)
+    set_ops(model, dataclasses.replace(TORCH_OPS, ada_norm=kernel_norm))
+    got = _ltx_video_run(model)
+    assert plain["ada_norm"] == 2 * len(model.transformer_blocks) + 1  # attn1's, norm2 and the final norm
+    assert torch.equal(got, _today(monkeypatch=pytest.MonkeyPatch(), run=lambda: _ltx_video_run(model)))

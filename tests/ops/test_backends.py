@@ -78,6 +78,12 @@ def _inputs():
         "residual_ada_norm_fp8": (x, r(2, 5, 24), mod, mod, mod, 1e-6, "rms", torch.empty_like(x),
                                   torch.empty_like(x), torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
                                   torch.empty(10, 1, device=DEV)),
+        "dual_ada_norm_fp8": (x, r(2, 5, 24), mod, mod, mod, r(2, 5, 24), None, 1e-6, "rms", torch.empty_like(x),
+                              torch.empty_like(x), torch.empty_like(x),
+                              torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
+                              torch.empty(10, 1, device=DEV),
+                              torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
+                              torch.empty(10, 1, device=DEV)),
         "scaled_mm": (fp8, w8, torch.rand(7, 1, device=DEV), torch.rand(9, 1, device=DEV), r(9),
                       torch.empty(7, 9, dtype=torch.bfloat16, device=DEV)),
         # q (B=2, Nq=5, H*D=2*16), k/v Nk=3, an additive key mask
