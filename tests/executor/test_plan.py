@@ -17,24 +17,13 @@ from ltxengine import Engine, TwoStage
 from ltxengine.executor.plan import (InsufficientMemoryError, MemoryPlan, MemoryPlanError, Phase,
                                      host_available_bytes, largest_fitting, module_bytes)
 from ltxengine.executor.residency import Residency
-from tests.pipelines.fixtures import build_pipeline_folder, build_upsampler_folder, make_image
+from tests.executor import plan_fixtures
+from tests.pipelines.fixtures import build_pipeline_folder, make_image
 
 TINY = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plan")
-    folder, up = build_pipeline_folder(root, "tiny-095"), build_upsampler_folder(root, "tiny-095")
-    return Engine.from_pretrained(folder, device="cpu", dtype=torch.float32, latent_upsampler=up)
-
-
-@pytest.fixture(scope="module")
-def ltx2_engine(tmp_path_factory):
-    pytest.importorskip("diffusers")
-    from tests.pipelines.ltx2_fixtures import build_pipeline
-    return Engine.from_pretrained(build_pipeline(tmp_path_factory.mktemp("ltx2plan"))[2], device="cpu",
-                                  dtype=torch.float32)
+engine, ltx2_engine = plan_fixtures.engine, plan_fixtures.ltx2_engine  # the tiny engines' fixtures
 
 
 def test_phases_follow_the_generation(engine):

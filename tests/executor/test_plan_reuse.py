@@ -11,9 +11,9 @@ import torch
 import ltxengine.ltx2.plan as ltx2_plan
 from ltxengine.executor.plan import fake_mode, module_bytes, transient_peak
 from ltxengine.ltx2.stages import decode_waveform
-from tests.executor import test_plan
+from tests.executor import plan_fixtures
 
-engine, ltx2_engine = test_plan.engine, test_plan.ltx2_engine  # the tiny engines' fixtures
+engine, ltx2_engine = plan_fixtures.engine, plan_fixtures.ltx2_engine  # the tiny engines' fixtures
 
 
 def test_text_encoder_traced_once_for_every_video_size(engine):

@@ -21,9 +21,9 @@ import ltxengine.ltx2.plan as ltx2_plan
 from ltxengine.executor.memory import trace_allocations
 from ltxengine.executor.plan import module_bytes
 from ltxengine.models.ltx2_text import GemmaTextEncoder
-from tests.executor import test_plan
+from tests.executor import plan_fixtures
 
-ltx2_engine = test_plan.ltx2_engine  # the tiny LTX-2 engine's fixture
+ltx2_engine = plan_fixtures.ltx2_engine  # the tiny LTX-2 engine's fixture
 
 UNGUIDED = dict(guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0, audio_guidance_scale=1.0, audio_stg_scale=0.0,
                 audio_modality_scale=1.0)

@@ -12,9 +12,9 @@ import torch.nn as nn
 
 import ltxengine.executor.replay as replay
 from ltxengine.executor.memory import trace_allocations
-from tests.executor import test_plan
+from tests.executor import plan_fixtures
 
-engine, ltx2_engine = test_plan.engine, test_plan.ltx2_engine  # the tiny engines' fixtures
+engine, ltx2_engine = plan_fixtures.engine, plan_fixtures.ltx2_engine  # the tiny engines' fixtures
 
 
 class Block(nn.Module):

@@ -21,7 +21,7 @@ from ltxengine.models.ltx2_transformer import Skip
 from ltxengine.ops import TORCH_OPS, get_ops, native, reference, set_ops
 from tests.helpers import assert_close_scaled
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.test_residual_norm_sites import _spied
+from tests.models.sites_fixtures import spied as _spied
 
 # a2v off for the whole batch in block 0 (separate calls there), v2a off for sample 1 in block 1 (a
 # per-sample keep: both attentions still run, so the dual op does), STG elsewhere; and isolation.

@@ -18,11 +18,12 @@ import torch
 
 from ltxengine.models.common import OpsLinear
 from ltxengine.models.ltx2_transformer import Skip, first_frame_keyframes
-from ltxengine.models.transformer import fusable, grid_positions, linear_residual
+from ltxengine.models.transformer import fusable, linear_residual
 from ltxengine.ops import TORCH_OPS, get_ops, reference, set_ops
 from ltxengine.quant.fp8 import Fp8Linear, convert_to_fp8
 from tests.helpers import assert_close_scaled
 from tests.models import ltx2_transformer_fixtures as ltx2
+from tests.models.sites_fixtures import ltx_video_forward as _ltx_video
 from tests.models.transformer_fixtures import make_pair
 
 FUSED = ("linear_gelu", "linear_gated_residual")
@@ -46,17 +47,6 @@ def _counting(ops):
         return counted
 
     return dataclasses.replace(TORCH_OPS, **{name: spy(name) for name in FUSED}), calls
-
-
-def _ltx_video(model, dtype=torch.float32, batch=2):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3 * 4 * 5, 8, generator=g).to(dtype)
-    text = torch.randn(batch, 7, 12, generator=g).to(dtype)
-    mask = torch.ones(batch, 7)
-    t = torch.tensor([937.5, 120.0])[:batch]
-    with torch.no_grad():
-        rope = model.rope(grid_positions(batch, 3, 4, 5, (8 / 25, 32, 32)))
-        return model(x, t, context=model.prepare_context(text, mask), rope=rope)
 
 
 def test_ltx_video_blocks_fuse_every_projection_site():

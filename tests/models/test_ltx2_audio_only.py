@@ -130,7 +130,7 @@ def test_fused_residual_norm_sites_like_the_full_model(name):
     norm, text residual + FFN norm, FFN residual + the next block's first norm or the final norm),
     bit-equal to the unfused calls; the Triton row kernels within the model tolerance REL."""
     from ltxengine.ops import get_ops, reference, set_ops
-    from tests.models.test_residual_norm_sites import _spied
+    from tests.models.sites_fixtures import spied as _spied
 
     _, ours, cfg = pair(name)
     model = audio_only(ours, cfg)

@@ -25,8 +25,7 @@ from ltxengine.ops import TORCH_OPS, set_ops
 from ltxengine.quant.fp8 import convert_to_fp8
 from tests.loading.lora_fixtures import random_lora
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.test_transformer import inputs
-from tests.models.transformer_fixtures import make_pair
+from tests.models.transformer_fixtures import inputs, make_pair
 
 
 def ltxv_run(model, dtype=torch.float32):

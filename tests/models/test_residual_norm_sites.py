@@ -15,32 +15,17 @@ tests/models/test_fused_linears.py (fp32: 1e-5 of the output scale; measured ~1e
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 
 import pytest
 import torch
 
 from ltxengine.models.ltx2_transformer import Skip, first_frame_keyframes
-from ltxengine.ops import TORCH_OPS, get_ops, reference, set_ops
+from ltxengine.ops import get_ops, reference, set_ops
 from tests.helpers import assert_close_scaled
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.test_fused_linears import _ltx_video
+from tests.models.sites_fixtures import ltx_video_forward as _ltx_video
+from tests.models.sites_fixtures import spied as _spied
 from tests.models.transformer_fixtures import make_pair
-
-
-def _spied(**fns):
-    """TORCH_OPS with ``fns`` put in place, each counting its calls."""
-    calls = collections.Counter()
-
-    def spy(name, fn):
-        def counted(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-
-        return counted
-
-    return dataclasses.replace(TORCH_OPS, **{n: spy(n, f) for n, f in fns.items()}), calls
 
 
 def _auto_like():

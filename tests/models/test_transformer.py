@@ -7,7 +7,7 @@ from ltxengine.config import TRANSFORMER_13B, TRANSFORMER_2B, ConfigError, Trans
 from ltxengine.models.transformer import LTXVideoTransformer, coords_positions, grid_positions
 
 from ..helpers import assert_close_scaled
-from .transformer_fixtures import TINY, make_pair
+from .transformer_fixtures import TINY, inputs, make_pair
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -15,16 +15,6 @@ diffusers = pytest.importorskip("diffusers")
 # (torch RMSNorm, SDPA). Measured errors are ~1e-7 of the output scale; 1e-5 leaves headroom
 # without hiding a wiring error (those show up at >1e-2).
 REL_TOL = 1e-5
-
-
-def inputs(batch=2, f=3, h=4, w=5, L=7, cin=8, cap=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, f * h * w, cin, generator=g)
-    text = torch.randn(batch, L, cap, generator=g)
-    mask = torch.ones(batch, L)
-    mask[0, 5:] = 0  # padded text tokens must be masked out
-    t = torch.tensor([937.5, 120.0])[:batch]
-    return x, text, mask, t
 
 
 @pytest.mark.parametrize("head_dim", [8, 6])  # inner 16: D % 6 = 4 front padding; inner 12: none

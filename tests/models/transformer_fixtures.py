@@ -23,3 +23,14 @@ def make_pair(**overrides):
     ours = LTXVideoTransformer(parse_config(TransformerConfig, cfg, "test")).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours
+
+
+def inputs(batch=2, f=3, h=4, w=5, L=7, cin=8, cap=12, seed=0):
+    """Seeded (latents, text, text mask, timesteps) for make_pair's models; sample 0's text is padded."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, f * h * w, cin, generator=g)
+    text = torch.randn(batch, L, cap, generator=g)
+    mask = torch.ones(batch, L)
+    mask[0, 5:] = 0  # padded text tokens must be masked out
+    t = torch.tensor([937.5, 120.0])[:batch]
+    return x, text, mask, t

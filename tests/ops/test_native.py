@@ -229,8 +229,7 @@ def _fp32_upcasting_ops():
 
 
 def test_tiny_ltx_video_in_bf16_equals_diffusers():
-    from ..models.test_transformer import inputs
-    from ..models.transformer_fixtures import make_pair
+    from ..models.transformer_fixtures import inputs, make_pair
     from ltxengine.models.transformer import grid_positions
 
     ref, ours = (m.to(torch.bfloat16) for m in make_pair())
