@@ -13,8 +13,9 @@ from ..models.ltx2_audio_only import LTX2AudioTransformer
 from ..planning import (component_bytes, fake_latents, measure, memo_peak, on_device, on_fake_weights, repeated_modules,
                         scoped_peak, upsample_peak)
 from .conditions import appended_tokens
-from .denoise import Denoiser, keyframe_marker
+from .denoise import NO_GUIDANCE, Denoiser, keyframe_marker
 from .recipes.ic_lora import attention_masked, reference_tokens
+from .recipes.text_to_audio import audio_transformer
 from .recipes.two_stage import stage1_size
 from .stages import decode_video, decode_waveform
 
@@ -24,14 +25,47 @@ logger = logging.getLogger(__name__)
 def plan_ltx2(engine, a) -> MemoryPlan:
     """The same phases for an LTX-2 generation (video + audio), per the recipes (``ltx2/recipes/``)."""
     if a.recipe.audio_only:  # text-to-audio: its own phases, on the audio stream alone
-        from .recipes.text_to_audio import plan_phases
-        plan = measure(MemoryPlan(device=engine.device, phases=plan_phases(engine, a)), engine)
+        plan = measure(MemoryPlan(device=engine.device, phases=_audio_only_phases(engine, a)), engine)
     else:
         plan = measure(MemoryPlan(device=engine.device, phases=_phases(engine, a)), engine)
     if plan.fits is False:
         plan.suggestion = ("lower num_frames or the size, offload the text encoder "
                            "(offload=('text_encoder',)), or quantize (quantization='fp8-scaled-mm')")
     return plan
+
+
+def _audio_only_phases(engine, a) -> list[Phase]:
+    """text-to-audio's phases: text, one audio stage, the audio decode; the weights counted are the
+    ones the engine holds (no video stream, no video VAE)."""
+    w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
+    offload = engine.residency.offload
+    tr, dev, dtype = audio_transformer(engine), engine.device, engine.dtype
+    cfg, na, L = tr.config, a.audio_frames, a.max_sequence_length
+    with fake_mode():
+        ctx = tr.prepare_context(None, torch.zeros((1, L, cfg.text_widths[1]), dtype=dtype, device=dev), None)
+        xv = torch.zeros((1, 0, cfg.in_channels), device=dev)
+        xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
+        tokens = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
+    ones = torch.ones((1, 1, 1), device=dev)
+    ap = a.audio_guidance
+    den = Denoiser(tr, ctx, ctx if ap.uncond else None, None, ones, ones, NO_GUIDANCE, ap, max_batch=a.guidance_batch)
+
+    def step(xv, xa):
+        den.rope = tr.rope(None, tr.audio_positions(1, na, device=dev))
+        return den(xv, xa, 0.5, 0)
+
+    peak = transient_peak(step, xv, xa)
+    static = after = 0
+    if engine.executor is not None:  # the step's static buffers: latents in, x0 out, RoPE, text contexts
+        rows = len(den.passes)
+        static = (2 * na * cfg.audio_in_channels * 4 * rows + 2 * 4 * na * cfg.audio_inner_dim
+                  + rows * L * cfg.audio_inner_dim * (torch.finfo(dtype).bits // 8))
+        after = static + (peak if engine.executor.mode == "graphs" else 0)  # a captured graph keeps its pool
+    decode = transient_peak(lambda t: decode_waveform(engine, t), tokens)  # up to the host copy
+    text = text_peak(engine, a, ap.uncond, tr)  # encode_audio_text's batch: [negative, positive] when guided
+    return [Phase("text", on_device(w, offload, "text_encoder"), 0, text),
+            Phase("denoise", on_device(w, offload), static, peak),
+            Phase("decode", on_device(w, offload), after, decode)]
 
 
 def _phases(engine, a) -> list[Phase]:

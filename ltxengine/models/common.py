@@ -22,6 +22,12 @@ class OpsLinear(nn.Linear):
         return self.ops.linear(x, self.weight, self.bias)
 
 
+def fusable(layer: nn.Module) -> bool:
+    """A plain OpsLinear without forward hooks, whose matmul may run fused with the op after it.
+    fp8 (quant.fp8.Fp8Linear), GGUF layers and LoRA branches (forward hooks) keep their forward."""
+    return type(layer) is OpsLinear and not (layer._forward_hooks or layer._forward_pre_hooks)
+
+
 class CausalConv3d(nn.Module):
     """3D conv with LTX temporal replicate padding (see ops.reference.causal_conv3d).
 

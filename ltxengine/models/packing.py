@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .common import fusable
+
 __all__ = ["channel_scales", "fp8_joined", "fp8_packable", "joined", "pack_projections", "packable"]
 
 
@@ -103,13 +105,11 @@ def pack_projections(model: nn.Module) -> int:
     fp8-cast / static-scale fp8, GGUF and LoRA-hooked layers keep theirs); returns how many
     attentions run packed. Call once the weights (and merged LoRAs) are in place; packing
     again is a no-op, and repacks an attention whose adjacency something broke."""
-    from .transformer import Attention, fusable  # transformer.py imports this module
-
     count = 0
     # Parameter.data must not become an inference tensor (an engine may be built under inference_mode)
     with torch.no_grad(), torch.inference_mode(False):
         for attn in model.modules():
-            if not isinstance(attn, Attention):
+            if not getattr(type(attn), "packs_projections", False):  # transformer.Attention (it imports us)
                 continue
             layers = packable(attn)
             if not (all(fusable(layer) for layer in layers) or all(fp8_packable(layer) for layer in layers)):

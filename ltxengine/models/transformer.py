@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from . import packing
-from .common import OpsLinear, TimestepEmbedder, rope_storage
+from .common import OpsLinear, TimestepEmbedder, fusable, rope_storage
 
 QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
 FINAL_NORM_EPS = 1e-6
@@ -53,6 +53,8 @@ class Attention(nn.Module):
     # Set by ltxengine.parallel.sequence.enable on the attentions whose keys are split over ranks:
     # called instead of ops.attention with the same arguments. None: one process.
     parallel_attention = None
+    # models/packing.py packs this attention's q/k/v (or k/v) weights; forward runs them through _in_proj
+    packs_projections = True
 
     def forward(self, x, context=None, mask=None, rope=None, k_rope=None, keep=None, kv=None, residual=None,
                 x8=None, context8=None):
@@ -140,12 +142,6 @@ class Attention(nn.Module):
         # fp8_linear's scaled_mm on the quantization the norm wrote: the same (q, scale), the same bits
         y = self.ops.scaled_mm(x8[0], weight, x8[1], scales, bias, x.dtype)
         return y.view(*x.shape[:-1], weight.shape[0])
-
-
-def fusable(layer: nn.Module) -> bool:
-    """A plain OpsLinear without forward hooks, whose matmul may run fused with the op after it.
-    fp8 (quant.fp8.Fp8Linear), GGUF layers and LoRA branches (forward hooks) keep their forward."""
-    return type(layer) is OpsLinear and not (layer._forward_hooks or layer._forward_pre_hooks)
 
 
 def _in_epilogue(ops: Ops, layer: nn.Module) -> bool:

@@ -27,7 +27,7 @@ from ...parallel.text import on_main_rank
 from ...results import step_hook
 from .. import samplers
 from ..denoise import DEFAULT_NEGATIVE_PROMPT, NO_GUIDANCE, Denoiser, video_state
-from ..stages import StageOutput, decode_audio, decode_waveform, stage1_sigmas
+from ..stages import StageOutput, decode_audio, stage1_sigmas
 
 __all__ = ["ARGUMENTS", "check", "check_duration", "run"]
 
@@ -161,40 +161,3 @@ def _hook(a, channels: int):
     def hook(step, total, sigma, video, audio):  # latents=: the audio latents (1, C, T, mel bins)
         callback(step, total, 1000.0 * sigma, unpack_audio_latents(audio, channels))
     return hook
-
-
-def plan_phases(engine, a) -> list:
-    """The memory plan's phases (``ltx2/plan.py``): text, one audio stage, the audio decode; the
-    weights counted are the ones the engine holds (no video stream, no video VAE)."""
-    from ...executor.plan import Phase, fake_mode, transient_peak
-    from ...planning import component_bytes, on_device
-    from ..plan import text_peak
-    w = component_bytes(engine, engine.connectors, engine.audio_vae, engine.vocoder)
-    offload = engine.residency.offload
-    tr, dev, dtype = audio_transformer(engine), engine.device, engine.dtype
-    cfg, na, L = tr.config, a.audio_frames, a.max_sequence_length
-    with fake_mode():
-        ctx = tr.prepare_context(None, torch.zeros((1, L, cfg.text_widths[1]), dtype=dtype, device=dev), None)
-        xv = torch.zeros((1, 0, cfg.in_channels), device=dev)
-        xa = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
-        tokens = torch.zeros((1, na, cfg.audio_in_channels), device=dev)
-    ones = torch.ones((1, 1, 1), device=dev)
-    ap = a.audio_guidance
-    den = Denoiser(tr, ctx, ctx if ap.uncond else None, None, ones, ones, NO_GUIDANCE, ap, max_batch=a.guidance_batch)
-
-    def step(xv, xa):
-        den.rope = tr.rope(None, tr.audio_positions(1, na, device=dev))
-        return den(xv, xa, 0.5, 0)
-
-    peak = transient_peak(step, xv, xa)
-    static = after = 0
-    if engine.executor is not None:  # the step's static buffers: latents in, x0 out, RoPE, text contexts
-        rows = len(den.passes)
-        static = (2 * na * cfg.audio_in_channels * 4 * rows + 2 * 4 * na * cfg.audio_inner_dim
-                  + rows * L * cfg.audio_inner_dim * (torch.finfo(dtype).bits // 8))
-        after = static + (peak if engine.executor.mode == "graphs" else 0)  # a captured graph keeps its pool
-    decode = transient_peak(lambda t: decode_waveform(engine, t), tokens)  # up to the host copy
-    text = text_peak(engine, a, ap.uncond, tr)  # encode_audio_text's batch: [negative, positive] when guided
-    return [Phase("text", on_device(w, offload, "text_encoder"), 0, text),
-            Phase("denoise", on_device(w, offload), static, peak),
-            Phase("decode", on_device(w, offload), after, decode)]
