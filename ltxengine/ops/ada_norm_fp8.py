@@ -16,9 +16,8 @@ Triton ``kernels/ada_norm.py`` (the norm kernels' ``QUANT`` option). No CUDA ker
 
 from __future__ import annotations
 
-import torch
 
-from .library import FusedOp, check_tensor, empty
+from .library import FusedOp, check_tensor, empty, fp8_rows
 
 SCHEMA = ("(Tensor x, Tensor? shift, Tensor? scale, float eps, str kind, Tensor(a!) out, Tensor(b!) q_out, "
           "Tensor(c!) scale_out) -> ()")
@@ -31,9 +30,7 @@ RESIDUAL_SCHEMA = ("(Tensor x, Tensor y, Tensor? gate, Tensor? shift, Tensor? sc
 
 def _fp8_outputs(fn, x, q_out, scale_out):
     check_tensor(fn, "x", x, 3)
-    rows = x.shape[0] * x.shape[1]
-    q_out = empty((rows, x.shape[2]), x, torch.float8_e4m3fn) if q_out is None else q_out
-    return q_out, empty((rows, 1), x, torch.float32) if scale_out is None else scale_out
+    return fp8_rows(fn, "x", x, q_out, scale_out)
 
 
 def adapter(launch):

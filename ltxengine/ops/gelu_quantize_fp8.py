@@ -13,9 +13,8 @@ differences between torch and the kernel can change a value). Kernel: Triton
 
 from __future__ import annotations
 
-import torch
 
-from .library import FusedOp, empty
+from .library import FusedOp, fp8_rows
 
 SCHEMA = "(Tensor h, Tensor(a!) out, Tensor(b!) scale_out) -> ()"
 
@@ -29,11 +28,7 @@ def adapter(launch):
 
 def wrap(op):
     def gelu_quantize_fp8(h, *, out=None, scale_out=None):
-        if not isinstance(h, torch.Tensor) or h.ndim < 1:
-            raise ValueError(f"gelu_quantize_fp8: h must be a tensor with at least 1 dim, got {type(h).__name__}")
-        rows = h.numel() // max(h.shape[-1], 1)
-        out = empty((rows, h.shape[-1]), h, torch.float8_e4m3fn) if out is None else out
-        scale_out = empty((rows, 1), h, torch.float32) if scale_out is None else scale_out
+        out, scale_out = fp8_rows("gelu_quantize_fp8", "h", h, out, scale_out)
         op(h, out, scale_out)
         return out, scale_out
 

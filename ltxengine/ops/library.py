@@ -91,6 +91,16 @@ def empty(shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.
     return torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
 
 
+def fp8_rows(fn: str, name: str, x, out=None, scale_out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs of a per-row e4m3 quantization of the input ``name`` x (..., D): values (rows, D)
+    and fp32 scales (rows, 1), the given ones or new."""
+    if not isinstance(x, torch.Tensor) or x.ndim < 1:
+        raise ValueError(f"{fn}: {name} must be a tensor with at least 1 dim, got {type(x).__name__}")
+    rows = x.numel() // max(x.shape[-1], 1)
+    out = empty((rows, x.shape[-1]), x, torch.float8_e4m3fn) if out is None else out
+    return out, empty((rows, 1), x, torch.float32) if scale_out is None else scale_out
+
+
 def check_tensor(fn: str, name: str, x, ndim: int) -> None:
     # Enough to size the outputs; the launcher checks everything else.
     if not isinstance(x, torch.Tensor) or x.ndim != ndim:
@@ -98,4 +108,4 @@ def check_tensor(fn: str, name: str, x, ndim: int) -> None:
         raise ValueError(f"{fn}: {name} must be a {ndim}-D tensor, got {got}")
 
 
-__all__ = ["FusedOp", "build", "empty", "check_tensor"]
+__all__ = ["FusedOp", "build", "empty", "check_tensor", "fp8_rows"]
