@@ -29,8 +29,8 @@ from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
 from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext,
                                audio_positions, rope_tables)
-from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, attend_residual, ff_residual,
-                          residual_norm)
+from .residual import attend_residual, ff_residual, residual_norm
+from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2AudioTransformer", "AudioTextConnectors", "MODALITIES"]
 

@@ -46,8 +46,8 @@ import torch.nn as nn
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from .common import OpsLinear, rope_storage
-from .transformer import (AdaLNSingle, Attention, CaptionProjection, FeedForward, Pending, attend_residual,
-                          ff_residual, quantizing_norm, residual_norm, residual_norm_fp8, settle)
+from .residual import Pending, attend_residual, ff_residual, quantizing_norm, residual_norm, residual_norm_fp8, settle
+from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
 __all__ = ["LTX2Transformer", "Skip", "RopeTables", "TextContext", "video_positions", "audio_positions",
            "rope_tables", "first_frame_keyframes", "CROSS_TIMESTEPS"]

@@ -77,7 +77,7 @@ class Ops:
     # the fp8 FFN's GELU + its down-projection's per-token quantization (models/transformer.py FeedForward)
     gelu_quantize_fp8: Callable = reference.gelu_quantize_fp8
     # an adaLN (after its pending residual) that also writes its output per-token quantized, for the
-    # packed fp8 q/k/v that read it (models/transformer.py ``residual_norm_fp8``); native: the unfused pair's bits
+    # packed fp8 q/k/v that read it (models/residual.py ``residual_norm_fp8``); native: the unfused pair's bits
     ada_norm_fp8: Callable = native.ada_norm_fp8
     residual_ada_norm_fp8: Callable = native.residual_ada_norm_fp8
     dual_ada_norm_fp8: Callable = native.dual_ada_norm_fp8

@@ -16,9 +16,9 @@ import dataclasses
 import pytest
 import torch
 
-from ltxengine.models.common import OpsLinear
+from ltxengine.models.common import OpsLinear, fusable
 from ltxengine.models.ltx2_transformer import Skip, first_frame_keyframes
-from ltxengine.models.transformer import fusable, linear_residual
+from ltxengine.models.residual import linear_residual
 from ltxengine.ops import TORCH_OPS, get_ops, reference, set_ops
 from ltxengine.quant.fp8 import Fp8Linear, convert_to_fp8
 from tests.helpers import assert_close_scaled

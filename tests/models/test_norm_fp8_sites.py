@@ -7,7 +7,7 @@ where LTX-2's attn2 / audio_attn2 to_q is one (and the a2v / v2a queries and pac
 ``ops.dual_ada_norm_fp8``), the norm before them runs as ``ops.ada_norm_fp8``
 (after a pending residual ``ops.residual_ada_norm_fp8``) and the q/k/v scaled_mm / the
 up-projection / to_q read its (q8, scale) instead of quantizing the normed rows again
-(transformer.residual_norm_fp8). Checked on tiny LTX-Video and LTX-2 models in bf16, every
+(models/residual.py residual_norm_fp8). Checked on tiny LTX-Video and LTX-2 models in bf16, every
 block linear converted and packed:
 - reference ops: bit-equal to today's path (Attention / FeedForward.takes_fp8_input forced
   False), through the plain norm and the deferred (``Pending``) residual + norm;
