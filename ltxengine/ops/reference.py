@@ -235,10 +235,34 @@ def causal_conv3d(
             parts.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
         x = torch.cat(parts, dim=2)
     if spatial_padding_mode == "zeros":
-        return _into(out, F.conv3d(x, weight, bias, stride=stride, padding=(0, kh // 2, kw // 2)))
-    # Same pad call as nn.Conv3d(padding_mode=...), so results are bit-equal to it.
+        return _into(out, conv3d(x, weight, bias, stride, (0, kh // 2, kw // 2)))
+    # Same pad call as nn.Conv3d(padding_mode=...) (on CUDA, bit-equal to it).
     x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, 0, 0), mode=spatial_padding_mode)
-    return _into(out, F.conv3d(x, weight, bias, stride=stride))
+    return _into(out, conv3d(x, weight, bias, stride, (0, 0, 0)))
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding) -> torch.Tensor:
+    """``F.conv3d`` (groups 1, no dilation). On the CPU in fp32 with a kernel larger than 1x1x1 it
+    calls oneDNN's convolution directly: torch's own choice (aten Convolution.cpp ``use_mkldnn``)
+    sends a batch-1 input with N*C*T*H <= 20480 -- every decoder conv of a small video -- to its
+    im2col ``slow_conv3d``, 2-15x slower on the VAEs' shapes (bench/results/cpu_conv3d.md) with the
+    same fp32 accuracy (against float64 both err ~2e-6 relative; the sums' order differs, so not
+    bit-equal). oneDNN re-lays the weights out on every call, so where they outweigh the input
+    (1x1x1 kernels; a released decoder's 1024-channel convs at a small video, 1.9x slower there)
+    torch's path is kept: oneDNN only when one sample's input has >= 1/8 of the weights' elements.
+    Under a dispatch mode (the memory plan's fake trace, FLOP counters) the op must have a meta
+    kernel, which oneDNN's lacks: F.conv3d there (same output shape and strides)."""
+    if uses_onednn(x, weight):
+        return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1, 1), 1)
+    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+
+
+def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``conv3d(x, weight, ...)`` calls oneDNN directly (see conv3d)."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.shape[2:].numel() > 1
+            and x[0].numel() * 8 >= weight.numel() and type(x) is torch.Tensor and torch.backends.mkldnn.enabled
+            and torch.backends.mkldnn.is_available() and _get_current_dispatch_mode() is None)
 
 
 
