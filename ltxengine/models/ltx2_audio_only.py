@@ -25,10 +25,11 @@ import torch.nn as nn
 
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
+from . import tables
 from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
-from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, LTX2Block, LTX2Transformer, RopeTables, Skip, TextContext,
-                               audio_positions, rope_tables)
+from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, HOISTED, BlockMods, LTX2Block, LTX2Transformer, RopeTables, Skip,
+                               TextContext, added, audio_positions, rope_tables)
 from .residual import attend_residual, ff_residual, residual_norm
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
@@ -64,6 +65,8 @@ def _keep(skips: list[Skip], block: int, like: torch.Tensor):
 class LTX2AudioBlock(nn.Module):
     """LTX2Block's audio half: modulated self-attention, text cross-attention, FFN."""
 
+    modulation_tables = ("audio_scale_shift_table", "audio_prompt_scale_shift_table")  # see models/tables.py
+
     def __init__(self, cfg: LTX2TransformerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         da, ha, ca, eps = cfg.audio_inner_dim, cfg.audio_num_attention_heads, cfg.audio_attention_head_dim, cfg.norm_eps
@@ -81,17 +84,18 @@ class LTX2AudioBlock(nn.Module):
 
     _text_attn = LTX2Block._text_attn  # the same text attention (it reads only kv_mod, ops, eps)
 
-    def forward(self, xa, ctx: TextContext, temb: AudioTemb, rope: RopeTables, keep):
+    def forward(self, xa, ctx: TextContext, temb: AudioTemb, rope: RopeTables, keep, mods: BlockMods | None = None):
         # LTX2Block's audio calls: each residual may stay Pending for the next adaLN (xa and the result
         # too: the FFN residual, applied by the next block's first norm or the final norm), and the
         # output projections take their residual in the GEMM epilogue where the backend can.
         ops, eps = self.ops, self.eps
-        a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
+        a_mod = added(self.audio_scale_shift_table, temb.audio, mods, "audio").unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
         xa, h = residual_norm(ops, xa, a_shift, a_scale, eps, "rms")
         xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep)
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
-                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
+                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True,
+                             kv=None if mods is None else mods.audio_prompt)
         xa, h = residual_norm(ops, xa, a_shift_mlp, a_scale_mlp, eps, "rms")
         return ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp)
 
@@ -222,8 +226,12 @@ class LTX2AudioTransformer(nn.Module):
             temb = self.embed_timesteps(video_sigma, audio_sigma, None, audio_timesteps, b, xa.dtype,
                                         legacy_cross_timestep, cross_timestep)
         like = xa  # the blocks may return a Pending stream (no dtype): the skip masks follow the input
+        # the audio tables' adds once per forward, not once per block (LTX2Transformer's HOISTED)
+        spec = [h for h in HOISTED if h[0] in AudioTemb._fields]
+        mods = tables.hoist_blocks(self.transformer_blocks, temb, spec, BlockMods)
+        mods = mods or [None] * len(self.transformer_blocks)
         for i, block in enumerate(self.transformer_blocks):
-            xa = block(xa, context, temb, rope, _keep(skips, i, like))
+            xa = block(xa, context, temb, rope, _keep(skips, i, like), mods=mods[i])
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
         _, xa = residual_norm(self.ops, xa, mod[:, :, 0], mod[:, :, 1], self.config.norm_eps, "layer")
         return audio.new_zeros((b, 0, self.config.out_channels)), self.audio_proj_out(xa)

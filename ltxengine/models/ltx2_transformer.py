@@ -45,6 +45,7 @@ import torch.nn as nn
 
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
+from . import tables
 from .common import OpsLinear, rope_storage
 from .residual import Pending, attend_residual, ff_residual, quantizing_norm, residual_norm, residual_norm_fp8, settle
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
@@ -126,6 +127,35 @@ class _Temb(NamedTuple):
     # None without cross_attn_mod or with use_prompt_adaln_single=False (static table only).
     video_prompt: torch.Tensor | None = None
     audio_prompt: torch.Tensor | None = None
+
+
+class BlockMods(NamedTuple):
+    """One block's table + temb sums computed for all blocks at once (tables.hoist_blocks); a None
+    field: the block adds its own table (not packed, per-token timesteps, no such table)."""
+
+    video: torch.Tensor | None = None  # (B, 1, 6 or 9, D)
+    audio: torch.Tensor | None = None
+    video_cross: torch.Tensor | None = None  # (B, 1, 4, D)
+    video_gate: torch.Tensor | None = None  # (B, 1, 1, D)
+    audio_cross: torch.Tensor | None = None
+    audio_gate: torch.Tensor | None = None
+    video_prompt: torch.Tensor | None = None  # (B, 1, 2, D)
+    audio_prompt: torch.Tensor | None = None
+
+
+# (BlockMods / _Temb field, block table, its rows that field adds)
+_CROSS_V, _CROSS_A = "video_a2v_cross_attn_scale_shift_table", "audio_a2v_cross_attn_scale_shift_table"
+HOISTED = (("video", "scale_shift_table", slice(None)), ("audio", "audio_scale_shift_table", slice(None)),
+           ("video_cross", _CROSS_V, slice(0, 4)), ("video_gate", _CROSS_V, slice(4, 5)),
+           ("audio_cross", _CROSS_A, slice(0, 4)), ("audio_gate", _CROSS_A, slice(4, 5)),
+           ("video_prompt", "prompt_scale_shift_table", slice(None)),
+           ("audio_prompt", "audio_prompt_scale_shift_table", slice(None)))
+
+
+def added(table: torch.Tensor, temb: torch.Tensor, mods: BlockMods | None, field: str) -> torch.Tensor:
+    """table + temb, or the block's hoisted slice of that same sum (the same bits)."""
+    hoisted = None if mods is None else getattr(mods, field)
+    return table + temb if hoisted is None else hoisted
 
 
 # -- positions and RoPE --------------------------------------------------------------------------
@@ -214,6 +244,10 @@ def _keep(skips: list[Skip], kind: str, block: int, like: torch.Tensor):
 
 
 class LTX2Block(nn.Module):
+    # packed across blocks at load (models/tables.py), added to temb once per forward
+    modulation_tables = ("scale_shift_table", "audio_scale_shift_table", _CROSS_V, _CROSS_A,
+                         "prompt_scale_shift_table", "audio_prompt_scale_shift_table")
+
     def __init__(self, cfg: LTX2TransformerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         dv, da, eps = cfg.inner_dim, cfg.audio_inner_dim, cfg.norm_eps
@@ -249,28 +283,31 @@ class LTX2Block(nn.Module):
         self.eps = eps
         self.ops = ops
 
-    def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict, video_bias=None):
+    def forward(self, xv, xa, ctx: TextContext, temb: _Temb, rope: RopeTables, keep: dict, video_bias=None,
+                mods: BlockMods | None = None):
         ops, eps = self.ops, self.eps
         # Each residual may stay Pending until the adaLN that reads the stream next, the two then
         # run as one op (transformer.attend_residual / ff_residual / residual_norm); xv, xa and the
         # results too (the FFN residuals, applied by the next block's first norms or the final ones).
         # Self-attention (modulated, gated) then text cross-attention, per stream.
-        mod = (self.scale_shift_table + temb.video).unbind(2)
+        mod = added(self.scale_shift_table, temb.video, mods, "video").unbind(2)
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = mod[:6]
         xv, h, h8 = residual_norm_fp8(ops, xv, shift, scale, eps, self.attn1, keep["video_self_attn"])
         xv = attend_residual(ops, self.attn1, xv, gate, h, mask=video_bias, rope=rope.video,
                              keep=keep["video_self_attn"], x8=h8)
         xv = self._text_attn(xv, ctx.video, ctx.bias, self.attn2, mod[6:], self.q_mod,
-                             getattr(self, "prompt_scale_shift_table", None), temb.video_prompt, defer=True)
+                             getattr(self, "prompt_scale_shift_table", None), temb.video_prompt, defer=True,
+                             kv=None if mods is None else mods.video_prompt)
 
-        a_mod = (self.audio_scale_shift_table + temb.audio).unbind(2)
+        a_mod = added(self.audio_scale_shift_table, temb.audio, mods, "audio").unbind(2)
         a_shift, a_scale, a_gate, a_shift_mlp, a_scale_mlp, a_gate_mlp = a_mod[:6]
         xa, h, h8 = residual_norm_fp8(ops, xa, a_shift, a_scale, eps, self.audio_attn1, keep["audio_self_attn"])
         xa = attend_residual(ops, self.audio_attn1, xa, a_gate, h, rope=rope.audio, keep=keep["audio_self_attn"],
                              x8=h8)
         xa = self._text_attn(xa, ctx.audio, ctx.bias, self.audio_attn2, a_mod[6:], self.audio_q_mod,
-                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True)
-        xv, xa = self._cross_modal(xv, xa, temb, rope, keep)
+                             getattr(self, "audio_prompt_scale_shift_table", None), temb.audio_prompt, defer=True,
+                             kv=None if mods is None else mods.audio_prompt)
+        xv, xa = self._cross_modal(xv, xa, temb, rope, keep, mods)
         # Output projections fused with their gated residual where the backend can (linear_residual).
         xv, h, h8 = residual_norm_fp8(ops, xv, shift_mlp, scale_mlp, eps, self.ff)
         xv = ff_residual(ops, self.ff, xv, h, gate_mlp, h8)
@@ -278,7 +315,7 @@ class LTX2Block(nn.Module):
         xa = ff_residual(ops, self.audio_ff, xa, h, a_gate_mlp, h8)
         return xv, xa
 
-    def _cross_modal(self, xv, xa, temb: _Temb, rope: RopeTables, keep: dict):
+    def _cross_modal(self, xv, xa, temb: _Temb, rope: RopeTables, keep: dict, mods: BlockMods | None = None):
         """Audio<->video attention: both read the streams as they are now (v2a sees the video
         before the a2v residual is added), so all four norms come first."""
         keep_a2v, keep_v2a = keep["a2v"], keep["v2a"]
@@ -286,10 +323,12 @@ class LTX2Block(nn.Module):
             return xv, xa
         ops, eps = self.ops, self.eps
         tv, ta = self.video_a2v_cross_attn_scale_shift_table, self.audio_a2v_cross_attn_scale_shift_table
-        v_scale_a2v, v_shift_a2v, v_scale_v2a, v_shift_v2a = (tv[:4] + temb.video_cross).unbind(2)
-        a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = (ta[:4] + temb.audio_cross).unbind(2)
-        v_gate = (tv[4:] + temb.video_gate)[:, :, 0]
-        a_gate_x = (ta[4:] + temb.audio_gate)[:, :, 0]
+        v_scale_a2v, v_shift_a2v, v_scale_v2a, v_shift_v2a = added(tv[:4], temb.video_cross, mods,
+                                                                   "video_cross").unbind(2)
+        a_scale_a2v, a_shift_a2v, a_scale_v2a, a_shift_v2a = added(ta[:4], temb.audio_cross, mods,
+                                                                   "audio_cross").unbind(2)
+        v_gate = added(tv[4:], temb.video_gate, mods, "video_gate")[:, :, 0]
+        a_gate_x = added(ta[4:], temb.audio_gate, mods, "audio_gate")[:, :, 0]
         q8 = k8 = {}  # the a2v / v2a queries' and contexts' per-token e4m3 copies, where the norms write them
         if keep_a2v is not False and keep_v2a is not False:  # each stream read once for both norms
             a2v, v2a = self.audio_to_video_attn, self.video_to_audio_attn
@@ -317,14 +356,17 @@ class LTX2Block(nn.Module):
                                  x8=q8.get("v2a"), context8=k8.get("v2a"))
         return xv, xa
 
-    def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb, defer: bool = False):
+    def _text_attn(self, x, context, bias, attn, q_mod, q_on: bool, kv_table, kv_temb, defer: bool = False,
+                   kv=None):
         """Text cross-attention. 2.0: rms(x) attends to the context, ungated. cross_attn_mod (2.3+):
         the query is rms(x)(1 + scale_q) + shift_q and the output is gated (rows 6-8 of the table);
         the context becomes ctx(1 + scale_kv) + shift_kv, per step (prompt_adaln reads sigma), so
-        its K/V are recomputed every step. x may be ``Pending``; ``defer``: the result may be too."""
+        its K/V are recomputed every step. x may be ``Pending``; ``defer``: the result may be too.
+        ``kv``: kv_table + kv_temb hoisted out of the block loop (tables.hoist), or None."""
         ops, eps = self.ops, self.eps
         if self.kv_mod:
-            kv = kv_table if kv_temb is None else kv_table + kv_temb  # (2, D) or (B, 1, 2, D)
+            if kv is None:
+                kv = kv_table if kv_temb is None else kv_table + kv_temb  # (2, D) or (B, 1, 2, D)
             shift_kv, scale_kv = kv.unbind(-2)
             context = context * (1 + scale_kv) + shift_kv
         shift_q, scale_q, gate_q = q_mod if q_on else (None, None, None)
@@ -527,9 +569,12 @@ class LTX2Transformer(nn.Module):
         if sp is not None:
             xv, temb, rope = sp.shard(xv, temb, rope)
         like = xv  # the blocks may return Pending streams (see LTX2Block.forward)
+        # every table + temb add once per forward, not once per block (per-sample timesteps only)
+        mods = tables.hoist_blocks(self.transformer_blocks, temb, HOISTED, BlockMods)
+        mods = mods or [None] * len(self.transformer_blocks)
         for i, block in enumerate(self.transformer_blocks):
             keep = {kind: _keep(skips, kind, i, like) for kind in ("video_self_attn", "audio_self_attn", "a2v", "v2a")}
-            xv, xa = block(xv, xa, context, temb, rope, keep, video_attention_bias)
+            xv, xa = block(xv, xa, context, temb, rope, keep, video_attention_bias, mods=mods[i])
         eps = self.config.norm_eps
         mod = self.scale_shift_table + temb.video_embedded[:, :, None]
         _, xv = residual_norm(self.ops, xv, mod[:, :, 0], mod[:, :, 1], eps, "layer")

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from .common import fusable
+from .tables import pack_tables
 
 __all__ = ["channel_scales", "fp8_joined", "fp8_packable", "joined", "pack_projections", "packable"]
 
@@ -104,7 +105,9 @@ def pack_projections(model: nn.Module) -> int:
     of one dtype and device, or fp8 GEMM layers with dynamic input scales (``fp8_packable``;
     fp8-cast / static-scale fp8, GGUF and LoRA-hooked layers keep theirs); returns how many
     attentions run packed. Call once the weights (and merged LoRAs) are in place; packing
-    again is a no-op, and repacks an attention whose adjacency something broke."""
+    again is a no-op, and repacks an attention whose adjacency something broke. The blocks'
+    modulation tables are packed here too (tables.pack_tables: one add per table kind per
+    forward), so every place that packs at load, or again after a move, packs both."""
     count = 0
     # Parameter.data must not become an inference tensor (an engine may be built under inference_mode)
     with torch.no_grad(), torch.inference_mode(False):
@@ -123,4 +126,5 @@ def pack_projections(model: nn.Module) -> int:
                 if biases[0] is not None:
                     _pack(biases)
             count += 1
+    pack_tables(model)
     return count

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
-from . import packing
+from . import packing, tables
 from .common import OpsLinear, TimestepEmbedder, fusable, rope_storage
 from .residual import attend_residual, ff_residual, linear_residual, residual_norm, residual_norm_fp8
 
@@ -199,6 +199,8 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    modulation_tables = ("scale_shift_table",)  # packed across blocks at load (models/tables.py)
+
     def __init__(self, cfg: TransformerConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         dim = cfg.inner_dim
@@ -211,10 +213,11 @@ class TransformerBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
         self.ops = ops
 
-    def forward(self, x, context, context_bias, temb, rope, cross_kv=None):
+    def forward(self, x, context, context_bias, temb, rope, cross_kv=None, mod=None):
         # temb: (B, T', 6, D) with T' = 1 (per-sample timestep) or N (per-token). x, and the
         # result, may be ``Pending``: the previous block's FFN residual, applied with norm1.
-        mod = self.scale_shift_table + temb
+        # mod: scale_shift_table + temb computed for every block at once (tables.hoist), or None.
+        mod = self.scale_shift_table + temb if mod is None else mod
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         x, h, h8 = residual_norm_fp8(self.ops, x, shift_msa, scale_msa, self.eps, self.attn1)
         x = self.attn1(h, rope=rope, residual=(x, gate_msa), x8=h8)
@@ -354,8 +357,9 @@ class LTXVideoTransformer(nn.Module):
         sp = self.sequence_parallel
         if sp is not None:
             x, temb, embedded, rope = sp.shard(x, temb, embedded, rope)
-        for block, kv in zip(self.transformer_blocks, kvs):
-            x = block(x, ctx, bias, temb, rope, kv)
+        mods = tables.hoist(self.transformer_blocks, "scale_shift_table", temb)  # one add, not one per block
+        for i, (block, kv) in enumerate(zip(self.transformer_blocks, kvs)):
+            x = block(x, ctx, bias, temb, rope, kv, mod=None if mods is None else mods[i])
         mod = self.scale_shift_table + embedded[:, :, None]
         _, x = residual_norm(self.ops, x, mod[:, :, 0], mod[:, :, 1], FINAL_NORM_EPS, "layer")
         return self.proj_out(x) if sp is None else sp.gather(self.proj_out(x))

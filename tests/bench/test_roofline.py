@@ -139,6 +139,24 @@ def test_tiny_configs_of_both_families_trace_for_every_implementation(tiny_cases
         assert rc.totals(auto.rows, rc.H100_SXM).flops == rc.totals(torch_.rows, rc.H100_SXM).flops
 
 
+@pytest.mark.parametrize("model,kinds", [("tiny-2b", 1), ("tiny-ltx2", 6)])
+def test_packed_modulation_tables_take_their_adds_out_of_every_block(model, kinds, monkeypatch):
+    """models/tables.py: each kind of table + temb add runs once per forward, not once per block:
+    ``kinds`` launches fewer per block (LTX-Video: scale_shift_table; LTX-2.0: video, audio and the
+    a2v / v2a tables' scale-shift and gate rows), the same ``kinds`` launches at the top level."""
+    def traced():
+        return R.trace_case(model, "s", (160, 96, 17), 1, "triton", False)
+    packed = traced()
+    monkeypatch.setattr("ltxengine.models.packing.pack_tables", lambda m: 0)  # every block adds its own
+    per_block = traced()
+    layers = packed.layers
+    assert layers >= 2
+    blocks = [rc.launches_per_block(c.trace.rows) for c in (packed, per_block)]
+    assert all(blocks[0][i] == blocks[1][i] - kinds for i in range(layers))
+    launches = [rc.totals(c.trace.rows, rc.H100_SXM).launches for c in (packed, per_block)]
+    assert launches[0] == launches[1] - kinds * (layers - 1)
+
+
 def test_fused_gemms_of_the_triton_backend_count_the_gemms_they_replace():
     # linear_gelu / linear_gated_residual are custom ops: their FLOPs come from CUSTOM_FLOPS, not flop_counter
     triton, torch_ = (R.trace_case("tiny-2b", "s", (160, 96, 17), 1, impl, False).trace for impl in ("triton", "torch"))
