@@ -22,6 +22,20 @@ from outside the call that the call itself would have freed are freed only when 
 frees them. So every replayed allocation is alive at least as long as in the full trace, and
 nothing is dropped: the planned peak equals the full trace's, or exceeds it where such state is
 freed later (tests/executor/test_replay.py compares both on LTX-Video and LTX-2 steps).
+
+Offsets. A tensor's place in its storage enters the signature relative to the first tensor of the
+signature in the same storage (exactly, in bytes), and that first one's by its alignment class
+(byte offset mod ``ALIGN``), not by its absolute offset: a transformer hands block i slice i of
+one tensor (models/tables.py hoists every block's table + temb add), and absolute offsets would
+give every block its own signature. Allocations cannot depend on the rest of the absolute offset
+under a fake trace: a fresh output's size and strides come from the inputs' shapes, strides and
+dtypes (the fake / meta kernels never read an offset), a view allocates nothing, and what Python
+code reads of offsets is the alignment of an address (backends route on 16-byte alignment:
+ops/cuda.py ``_fits``; 64 covers it) or the adjacency of tensors sharing a storage (packed q/k/v:
+models/packing.py; relative offsets, keyed exactly). Parameters are keyed the same way, over one
+module's tensors. An output that aliases an argument (a Pending stream's gate: a slice of the
+block's hoisted table) is recreated at its recorded offset relative to that argument's current
+offset, as the real call would have placed it.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, enum.Enum)
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))  # torch's bookkeeping: parameters, hooks, ...
+ALIGN = 64  # bytes: the largest address alignment any code path checks (see the module docstring)
 
 
 class _Unkeyable(Exception):
@@ -46,17 +61,26 @@ class _Unkeyable(Exception):
 
 @dataclasses.dataclass
 class _Seen:
-    storages: list = dataclasses.field(default_factory=list)  # tensor arguments' storages: aliasing
+    storages: list = dataclasses.field(default_factory=list)  # (storage, first byte offset): aliasing
     held: list = dataclasses.field(default_factory=list)  # objects keyed by identity
 
 
+def _byte_offset(t: torch.Tensor) -> int:
+    return t.storage_offset() * t.element_size()
+
+
 def _tensor_key(t: torch.Tensor, storages: list) -> tuple:
+    """Metadata; the offset as the alignment class of the first tensor seen in its storage, and
+    exactly relative to that one for the others (module docstring: Offsets)."""
     ref = StorageWeakRef(t.untyped_storage())
-    alias = next((i for i, s in enumerate(storages) if s == ref), None)
+    offset = _byte_offset(t)
+    alias = next((i for i, (s, _) in enumerate(storages) if s == ref), None)
     if alias is None:
-        storages.append(ref)
-    return ("T", tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device, t.layout,
-            t.untyped_storage().nbytes(), alias)
+        storages.append((ref, offset))
+        where = offset % ALIGN
+    else:
+        where = offset - storages[alias][1]
+    return ("T", tuple(t.shape), t.stride(), where, t.dtype, t.device, t.layout, t.untyped_storage().nbytes(), alias)
 
 
 def _key(obj, seen: _Seen, depth: int = 0):
@@ -99,7 +123,7 @@ def _module_key(module: nn.Module, seen: _Seen) -> tuple:
         state = tuple((k, _key(v, seen)) for k, v in vars(m).items()
                       if k not in _MODULE_INTERNALS and not isinstance(v, nn.Module)
                       and not getattr(v, "memo_wrapper", False))  # memoized()'s own forward
-        tensors = tuple((k, None if v is None else _tensor_key(v, []))
+        tensors = tuple((k, None if v is None else _tensor_key(v, seen.storages))
                         for k, v in (*m._parameters.items(), *m._buffers.items()))
         parts.append((name, type(m), state, tensors))
     return tuple(parts)
@@ -126,7 +150,9 @@ def _same(refs: list, now: list) -> bool:
 class _Recorded:
     ops: tuple[str, ...]
     records: tuple[dict, ...]  # start / end relative to the call's first tick; end None: outlived it
-    outputs: tuple  # per leaf: ("value", v) | ("record", i, meta) | ("arg", j, meta, same_object)
+    # per leaf: ("value", v) | ("record", i, meta) | ("arg", j, meta, same_object), an "arg"'s
+    # meta offset in bytes relative to argument j's
+    outputs: tuple
     spec: object
 
 
@@ -150,6 +176,9 @@ def _capture(recorder, t0: int, n0: int, flat_args: list, out) -> _Recorded | No
             outputs.append(("record", mine[0] - n0, meta))
         elif any(a is not None and a == ref for a in arg_refs):
             j = next(j for j, a in enumerate(arg_refs) if a is not None and a == ref)
+            if leaf.dtype != flat_args[j].dtype:  # a reinterpreting view: not worth modelling
+                return None
+            meta = (*meta[:2], _byte_offset(leaf) - _byte_offset(flat_args[j]), meta[3])
             outputs.append(("arg", j, meta, leaf is flat_args[j]))
         else:  # e.g. a weight returned as is: not worth modelling
             return None
@@ -173,7 +202,8 @@ def _replay(recorder, rec: _Recorded, flat_args: list):
                 continue
             shape, stride, offset, dtype = rest[1]
             if kind == "arg":
-                arg = flat_args[rest[0]]
+                arg = flat_args[rest[0]]  # the recorded offset, relative to this call's argument
+                offset = (_byte_offset(arg) + offset) // arg.element_size()
                 leaves.append(arg if rest[2] else arg.as_strided(shape, stride, offset))
                 continue
             i = n0 + rest[0]

@@ -12,6 +12,8 @@ import torch.nn as nn
 
 import ltxengine.executor.replay as replay
 from ltxengine.executor.memory import trace_allocations
+from ltxengine.models import tables
+from ltxengine.models.packing import pack_projections
 from tests.executor import plan_fixtures
 
 engine, ltx2_engine = plan_fixtures.engine, plan_fixtures.ltx2_engine  # the tiny engines' fixtures
@@ -177,10 +179,20 @@ def _deepen(transformer, n: int):
     return saved
 
 
+def _traced(monkeypatch, cls) -> list:
+    """Counts the calls of ``cls``' blocks that run (a replay does not call forward). Patched on the
+    class: memoized() wraps each instance's forward, a hook would make the blocks unreplayable."""
+    calls, forward = [], cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    return calls
+
+
 @pytest.mark.parametrize("family", ["ltxv", "ltx2"])
 def test_engine_plans_equal_the_full_trace(family, request, monkeypatch):
     """The denoise phase of a tiny engine deepened to 6 blocks: the replayed plan's numbers are the
-    full trace's (LTX-2's STG pass makes its perturbed block distinct; the others replay)."""
+    full trace's (LTX-2's STG pass makes its perturbed block distinct; the others replay). With the
+    modulation tables packed (models/tables.py: block i reads slice i of one hoisted table + temb
+    add), the blocks replay as often as with per-block adds."""
     eng = request.getfixturevalue("engine" if family == "ltxv" else "ltx2_engine")
     kwargs = dict(height=64, width=96, num_frames=9, num_inference_steps=2)
     if family == "ltx2":
@@ -190,18 +202,81 @@ def test_engine_plans_equal_the_full_trace(family, request, monkeypatch):
     blocks = eng.transformer.transformer_blocks
     saved = _deepen(eng.transformer, 6)
     try:
-        calls = _replays(monkeypatch)
+        traced = _traced(monkeypatch, type(blocks[0]))
+        eng.plan("a", **kwargs)  # the copies' tables (and q/k/v) are not packed: each block adds its own
+        unhoisted = len(traced)
+        assert tables.stacked([b.scale_shift_table for b in blocks]) is None
+        pack_projections(eng.transformer)  # the copies' too: all six hoisted
+        assert tables.stacked([b.scale_shift_table for b in blocks]) is not None
+        traced.clear()
         fast = eng.plan("a", **kwargs)
-        assert len(calls) >= 3
+        # blocks that run (the others replay): one signature per forward on LTX-Video; on LTX-2
+        assert (unhoisted, len(traced)) == ((2, 1) if family == "ltxv" else (3, 2)), (unhoisted, len(traced))
         with monkeypatch.context() as m:
             m.setattr(replay, "signature", lambda *a: None)
             full = eng.plan("a", **kwargs)
     finally:
         del blocks[len(saved):]
+        pack_projections(eng.transformer)  # the fixture's two blocks packed on their own again
     assert [(p.name, p.transient_bytes, p.kept_bytes) for p in fast.phases] == \
         [(p.name, p.transient_bytes, p.kept_bytes) for p in full.phases]
 
 
+class GateBlock(nn.Module):
+    """Returns a view of its argument (as an LTX block's Pending stream holds its gate, a slice of
+    the hoisted table + temb tensor)."""
+
+    def __init__(self, d: int = 8):
+        super().__init__()
+        self.up = nn.Linear(d, d)
+
+    def forward(self, x, mod):
+        return x + self.up(x) * mod[0], mod[1:]
+
+
+class GateStack(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(GateBlock() for _ in range(n))
+        self.gates = []
+
+    def forward(self, x, mods):
+        for block, mod in zip(self.blocks, mods):  # block i: slice i of one (n, 3, d) tensor
+            x, gate = block(x, mod)
+            self.gates.append((gate.storage_offset(), tuple(gate.shape), gate.stride()))
+            x = x * gate[0]
+        return x
+
+
+def test_an_output_aliasing_an_argument_is_replayed_at_that_arguments_offset(monkeypatch):
+    """Slice i of one tensor lies at offset i * 3 * 8 fp32 = 96 i bytes: alignment classes 0 and 32
+    (of 64), so blocks 0 and 1 run and the others replay, each handing back its own slice's view."""
+    model, n = GateStack(6), 6
+    x, mods = torch.randn(4, 8), torch.randn(n, 3, 8)
+    full = _full(monkeypatch, model, x, mods, repeated=model.blocks)
+    expected, model.gates = model.gates, []
+    assert [g[0] for g in expected] == [i * 24 + 8 for i in range(n)]
+    calls = _replays(monkeypatch)
+    fast = trace_allocations(model, x, mods, repeated=model.blocks)
+    assert len(calls) == n - 2 and model.gates == expected
+    assert _rows(fast) == _rows(full) and fast.live_peak_bytes == full.live_peak_bytes > 0
+
+
+class Pair(nn.Module):
+    def __init__(self, storage: torch.Tensor, offsets):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+        self.a.weight.data = storage[offsets[0]:offsets[0] + 16].view(4, 4)
+        self.b.weight.data = storage[offsets[1]:offsets[1] + 16].view(4, 4)
+
+
+def test_parameters_are_keyed_by_alignment_and_by_their_places_relative_to_each_other():
+    """Adjacent weights (packing.joined: one GEMM) and weights apart (two GEMMs) differ; the same
+    pair shifted by 64 bytes in an equal storage does not; shifted by 32 bytes it does (alignment)."""
+    def key(offsets):
+        return replay.signature(Pair(torch.zeros(64), offsets), (), {})[0]
+    assert key((0, 16)) != key((0, 32))
+    assert key((0, 16)) == key((16, 32)) != key((8, 24))
 class Cfg:
     def __init__(self, wide: bool):
         self.wide = wide
