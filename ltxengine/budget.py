@@ -22,6 +22,7 @@ own tiles).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from .executor.plan import InsufficientMemoryError, MemoryPlan, fmt_bytes
 from .executor.residency import Residency
-from .planning import reusing_traces
+from .planning import disk_cached_plan, reusing_traces
 
 __all__ = ["MemoryChoice", "candidates", "check_load_options", "choose", "fit_budget", "parse_budget",
            "plan_options"]
@@ -148,8 +149,10 @@ def plan_of(engine, request, choice: MemoryChoice) -> MemoryPlan:
     key = (*request.plan_key(), choice, engine.graph_state())
     cache = engine.__dict__.setdefault("_budget_plans", {})
     if key not in cache:
+        shape = ("budget", type(request).__name__, *request.plan_key(), dataclasses.astuple(choice),
+                 getattr(engine.executor, "mode", None))  # on disk: the fingerprint stands for graph_state
         with assumed(engine, choice):
-            plan = engine._plan(with_tiling(engine, request, choice))
+            plan = disk_cached_plan(engine, shape, lambda: engine._plan(with_tiling(engine, request, choice)))
         plan.choice = str(choice)
         cache[key] = plan
     return cache[key]

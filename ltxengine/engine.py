@@ -40,7 +40,7 @@ from .loading.gguf_transformer import gguf_base
 from .loading.sources import resolve_source
 from .ops import FUSED, get_ops, with_fp8_attention
 from .models.packing import pack_projections
-from .planning import measure
+from .planning import disk_cached_plan, measure
 from .results import STOP, GenerationCancelled, GenerationResult
 
 # the result types and the argument bounds live in results.py and checks.py; they stay importable
@@ -127,6 +127,7 @@ class Engine:
         self.residency.transformer = self.transformer
         self._weights_version = 0
         self.check_memory = True
+        self.plan_cache = True  # plans kept on disk too (executor/plan_cache.py; LTXENGINE_PLAN_CACHE=0: off)
         self._plans: dict[tuple, MemoryPlan] = {}
         self.parallel = None  # a ParallelState (parallel/config.py) when generations span several ranks
         for name in self.OFFLOADABLE:
@@ -474,12 +475,13 @@ class Engine:
         # and their group size, the text encoder's layers) - its weights terms -, the executor's
         # mode (its kept buffers) and the weights themselves; each can change after load
         streamed = tuple(sorted((name, s.group_size) for name, s in self.residency.streamed.items()))
-        key = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
-               getattr(self.executor, "mode", None), self.graph_state())
+        shape = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
+                 getattr(self.executor, "mode", None))
+        key = (*shape, self.graph_state())
         plan = self._plans.get(key)
         if plan is None:
-            try:
-                plan = self._plans[key] = self._plan(args)
+            try:  # on disk the weights' identity is their components' fingerprint (planning.disk_cached_plan)
+                plan = self._plans[key] = disk_cached_plan(self, shape, lambda: self._plan(args))
             except Exception as e:  # noqa: BLE001 - any failure: the fit is unknown
                 raise MemoryPlanError(
                     f"generate: the memory plan of this generation failed ({type(e).__name__}: {e}), so "

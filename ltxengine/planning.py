@@ -4,15 +4,19 @@ phase. See ltxengine/executor/plan.py for the plan itself and what is not counte
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
 
+from .executor import plan_cache
 from .executor.plan import MemoryPlan, available_bytes, fake_mode, module_bytes, transient_peak
 from .components.latents import upsample_latents
 
-__all__ = ["component_bytes", "fake_latents", "measure", "memo_peak", "on_device", "on_fake_weights",
-           "repeated_modules", "reusing_traces", "scoped_peak", "upsample_peak"]
+__all__ = ["component_bytes", "disk_cached_plan", "fake_latents", "measure", "memo_peak", "on_device",
+           "on_fake_weights", "repeated_modules", "reusing_traces", "scoped_peak", "upsample_peak"]
+
+log = logging.getLogger(__name__)
 
 
 def memo_peak(engine, key: tuple, compute) -> int:
@@ -76,6 +80,33 @@ def measure(plan: MemoryPlan, engine) -> MemoryPlan:
                  if s is not None}
     plan.held_bytes += sum(s.device_bytes for s in streaming.values())  # slots: allocated, counted in phases
     return plan
+
+
+def disk_cached_plan(engine, parts: tuple, compute) -> MemoryPlan:
+    """``compute()``'s plan, or the phases an earlier process stored under the same key
+    (executor/plan_cache.py: ``parts``, the request's and the engine's state besides its components,
+    with the components' fingerprint, device, versions and source stamp), measured now. A stored
+    plan that does not fit is planned again: only planning makes its suggestion."""
+    text = _cache_key(engine, parts) if plan_cache.enabled(engine) else None
+    phases = plan_cache.load(text) if text is not None else None
+    if phases is not None:
+        plan = measure(MemoryPlan(device=engine.device, phases=phases), engine)
+        if plan.fits is not False:
+            return plan
+    plan = compute()
+    if text is not None and phases is None:
+        plan_cache.store(text, plan)
+    return plan
+
+
+def _cache_key(engine, parts: tuple) -> str | None:
+    """The plan cache's key text, None where it cannot be made: a cache never fails a generation."""
+    try:  # the options budget.py plans share one fingerprint (nothing changes the modules meanwhile)
+        fingerprint = scoped_peak(engine, ("plan-cache",), lambda: plan_cache.components_fingerprint(engine))
+        return plan_cache.key_text(engine, parts, fingerprint)
+    except Exception as e:  # noqa: BLE001 - an object the key cannot read: plan without the disk
+        log.warning("plan cache: no key for this engine (%s: %s); planning without it", type(e).__name__, e)
+        return None
 
 
 def component_bytes(engine, *others) -> dict[str, int]:

@@ -9,6 +9,7 @@ A test marked ``@pytest.mark.gpu`` is skipped here, with a reason, when there is
 a test that needs more than that (a compute capability, the compiled extension) adds its own skipif.
 """
 
+import itertools
 import os
 
 import pytest
@@ -16,6 +17,17 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+_cache_dirs = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _plan_cache_isolated(tmp_path_factory, monkeypatch):
+    """Memory plans kept on disk (ltxengine/executor/plan_cache.py) never touch ~/.cache: each test
+    gets a folder of its own (made only if written). Off unless a test turns it on: tests that clear
+    the engine's in-memory plans to plan again would otherwise read the plan back from disk."""
+    monkeypatch.setenv("LTXENGINE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / f"cache{next(_cache_dirs)}"))
+    monkeypatch.setenv("LTXENGINE_PLAN_CACHE", "0")
 
 
 def pytest_collection_modifyitems(config, items):
