@@ -12,6 +12,7 @@ import copy
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ltxengine.executor.block_offload import BlockOffload
@@ -20,9 +21,11 @@ from ltxengine.models.ltx2_audio_only import LTX2AudioTransformer
 from ltxengine.models.ltx2_transformer import Skip
 from ltxengine.models.packing import pack_projections
 from ltxengine.models.transformer import grid_positions
+from ltxengine.parallel import sequence
 from tests.models import ltx2_transformer_fixtures as ltx2
 from tests.models.ltx2_audio_only_fixtures import audio_only, run_audio
 from tests.models.transformer_fixtures import inputs, make_pair
+from tests.parallel import spawn
 
 
 class _Adds(TorchDispatchMode):
@@ -160,3 +163,31 @@ def test_pack_tables_leaves_mismatched_tables_alone():
     blocks[0].scale_shift_table.data = blocks[0].scale_shift_table.data.double()
     assert tables.pack_tables(model) == 0 and _stacked(model, "scale_shift_table") is None
     assert tables.pack_tables(blocks[0]) == 0  # no transformer_blocks: nothing to pack
+
+
+def _sharded(model, run):
+    sequence.enable(model, dist.group.WORLD)
+    try:
+        return _counted(run, model)
+    finally:
+        sequence.disable(model)
+
+
+def _sharded_rank(rank, world):
+    """Sequence parallel shards temb before the blocks (per-sample tables as they are, per-token ones
+    per rank): the hoisted adds read what the blocks would, so the sharded outputs keep their bits."""
+    _, ltxv = make_pair()
+    _, model, cfg = ltx2.pair("v23")
+    x = _ltx2_inputs(cfg, torch.float32, False)
+    runs = {"ltxv": (ltxv, lambda m: _ltxv(m, torch.float32, False)[0]),
+            "ltx2": (model, lambda m: ltx2.run_ours(m, x, skip=[Skip.stg([1]), Skip()]))}
+    return {name: (_sharded(m, run), _sharded(_packed(m), run)) for name, (m, run) in runs.items()}
+
+
+def test_sequence_parallel_hoisted_adds_give_the_per_block_bits():
+    ranks = spawn.run(_sharded_rank, 2, timeout=120)
+    for rank in ranks:
+        for name, ((expected, adds), (out, packed_adds)) in rank.items():
+            expected, out = (t if isinstance(t, tuple) else (t,) for t in (expected, out))
+            assert all(torch.equal(o, e) for o, e in zip(out, expected)), name
+            assert packed_adds < adds, name  # hoisted on every rank
