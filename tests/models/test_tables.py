@@ -65,10 +65,14 @@ def _stacked(model, name):
     return tables.stacked([getattr(b, name) for b in model.transformer_blocks])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_ltxv_hoisted_add_gives_the_per_block_bits(dtype):
+@pytest.mark.parametrize("dtype,table_dtype", [(torch.float32, None), (torch.bfloat16, None),
+                                               (torch.bfloat16, torch.float32)])
+def test_ltxv_hoisted_add_gives_the_per_block_bits(dtype, table_dtype):
+    """``table_dtype``: fp32 tables in a bf16 model: fp32 + bf16 temb promotes to fp32 in both adds."""
     _, model = make_pair()
     model = model.to(dtype)
+    for block in model.transformer_blocks if table_dtype else ():
+        block.scale_shift_table.data = block.scale_shift_table.data.to(table_dtype)
     packed = _packed(model)
     layers = len(model.transformer_blocks)
     stack = _stacked(packed, "scale_shift_table")
