@@ -3,6 +3,7 @@
     python bench/cpu_vs_diffusers.py [--families ltxv,ltx2] [--sizes 64x96x9,256x384x25] [--steps 3]
                                      [--reps 5] [--warmup 1] [--out bench/results/cpu_vs_diffusers.md]
     python bench/cpu_vs_diffusers.py --smoke      # one tiny size, one repetition, written to a temp dir
+    python bench/cpu_vs_diffusers.py --plan-cache DIR   # twice: the second run's first calls read stored plans
 
 Issue 24's CPU goal: "the engine's end-to-end generation never slower than diffusers' (ratio in one run,
 alternating)". The folders are the tiny random-weight ones the parity tests build with diffusers' own
@@ -19,6 +20,7 @@ real measurements of this machine (named in the output); the ratios are the poin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -178,7 +180,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds after the verified first calls (default 1)")
     p.add_argument("--out", help="the markdown file (default bench/results/cpu_vs_diffusers.md; --smoke: a temp dir)")
     p.add_argument("--smoke", action="store_true", help=f"CI: {SMOKE_SIZE}, 2 steps, 1 repetition, no warm-up")
+    p.add_argument("--plan-cache", metavar="DIR",
+                   help="LTXENGINE_CACHE_DIR for the engine's on-disk memory plans (default: a fresh temp folder, so "
+                        "every first call traces its plan: cold). Run twice with the same DIR: the second run's "
+                        "first calls read the plans the first stored (warm disk, a new process)")
     return p
+
+
+@contextlib.contextmanager
+def _plan_cache_dir(path: str):
+    """The engine's plan cache folder (ltxengine/executor/plan_cache.py) while the bench runs; never
+    the user's ~/.cache, whose plans from earlier runs would make some first calls warm."""
+    saved = os.environ.get("LTXENGINE_CACHE_DIR")
+    os.environ["LTXENGINE_CACHE_DIR"] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["LTXENGINE_CACHE_DIR"]
+        else:
+            os.environ["LTXENGINE_CACHE_DIR"] = saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "cpu_vs_diffusers.md" if args.smoke
                                            else REPO / "bench" / "results" / "cpu_vs_diffusers.md")
-    header = f"Machine: {machine()}."
+    header = f"Machine: {machine()}. Memory plans on disk: " + (
+        f"{args.plan_cache} (first calls read the plans a previous run stored there)" if args.plan_cache
+        else "a fresh folder (cold: first calls trace their plans)")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _plan_cache_dir(args.plan_cache or str(Path(tmp) / "cache")):
         for family in families:
             calls = (build_ltxv if family == "ltxv" else build_ltx2)(Path(tmp), args.steps)
             for size in sizes:
