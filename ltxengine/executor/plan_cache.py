@@ -159,10 +159,10 @@ def canonical(v, depth: int = 0, memo: dict | None = None):
     if isinstance(v, (list, tuple, set, frozenset, dict)):  # often made for the call: never memoized
         return _canonical_object(v, depth + 1, {} if memo is None else memo)
     memo = {} if memo is None else memo
-    if id(v) in memo:  # shared configs and ops objects (one per module): made once per fingerprint
-        return memo[id(v)][1]
+    if id(v) in memo:  # shared configs and ops objects (one per module): written once per fingerprint,
+        return memo[id(v)][1]  # then by their order of first appearance (the walk's order is fixed)
     out = _canonical_object(v, depth + 1, memo)
-    memo[id(v)] = (v, out)  # v held: its id cannot be reused by another object while the memo lives
+    memo[id(v)] = (v, ["=", len(memo)])  # v held: its id cannot be reused by another object meanwhile
     return out
 
 
