@@ -38,8 +38,8 @@ def folders(tmp_path_factory):
 
 
 def _engine(folders, **kwargs):
-    engine = Engine.from_pretrained(folders[0], device="cpu", latent_upsampler=folders[1],
-                                    **{"dtype": torch.float32, **kwargs})
+    engine = Engine.from_pretrained(folders[0], latent_upsampler=folders[1],
+                                    **{"device": "cpu", "dtype": torch.float32, **kwargs})
     engine._generate = lambda a: None  # the memory check runs, the generation does not
     return engine
 
@@ -273,3 +273,24 @@ def test_ltx2_plans_are_read_back_equal(ltx2_engine, cache, monkeypatch):
     monkeypatch.undo()
     (plan,) = ltx2_engine._plans.values()
     assert _phases(plan) == _phases(ltx2_engine.plan("a", **kwargs))
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_key_holds_the_device_and_a_second_engine_hits(folders, engine, cache, monkeypatch):
+    """On CUDA the plan (free device memory, weights on the device) is keyed on the GPU's name and
+    capability too; the CPU engine's plan of the same request is another file."""
+    stamp = plan_cache.device_stamp(torch.device("cuda"))
+    assert stamp[1] == torch.cuda.get_device_name() and stamp[2] == list(torch.cuda.get_device_capability())
+    gpu = _engine(folders, device="cuda")
+    gpu._plans.clear()
+    gpu.generate("a", **SIZE)
+    engine._plans.clear()
+    engine.generate("a", **SIZE)
+    assert len(_files(cache)) == 2
+    other = _engine(folders, device="cuda")
+    traced = []
+    monkeypatch.setattr(other, "_plan", lambda a: traced.append(a))
+    other.generate("a", **SIZE)
+    assert traced == []
+    (plan,) = other._plans.values()
+    assert _phases(plan) == _phases(gpu.plan("a", **SIZE))
