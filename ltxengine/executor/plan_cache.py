@@ -84,7 +84,8 @@ def key_text(engine, parts: tuple, fingerprint: str) -> str | None:
     text = json.dumps([FORMAT, canonical(parts), type(engine).__qualname__, str(engine.dtype),
                        device_stamp(engine.device), getattr(ops, "name", None), getattr(ops, "sources", None),
                        getattr(engine.transformer, "quantization", None), getattr(engine, "_weights_version", 0),
-                       getattr(parallel, "world_size", None), versions(), source_stamp(), fingerprint],
+                       canonical([getattr(parallel, k, None) for k in ("config", "rank", "world_size")]),
+                       versions(), source_stamp(), fingerprint],
                       separators=(",", ":"))
     if ADDRESS.search(text):
         _warn_once("address", "plan cache: the plan key holds an object address (%s); plans of this engine are not "
