@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from ltxengine.ops import reference  # noqa: E402
+from ltxengine.ops import onednn, reference  # noqa: E402
 
 # (name, input (B, C, T, H, W) already padded in time, Cout, kernel): padding (0, k//2, k//2) as the VAEs
 SHAPES = [
@@ -65,7 +65,7 @@ def run_shape(name, shape, cout, k, reps: int) -> dict:
              "reference": lambda: reference.conv3d(x, w, b, stride, pad)}
     exact = F.conv3d(x.double(), w.double(), b.double(), stride=stride, padding=pad)
     scale = exact.abs().max().item()
-    row = {"name": name, "shape": shape, "cout": cout, "k": k, "route": "oneDNN" if reference.uses_onednn(x, w) else
+    row = {"name": name, "shape": shape, "cout": cout, "k": k, "route": "oneDNN" if onednn.uses_onednn(x, w) else
            "F.conv3d (same call: the ratio is noise)"}
     for side, fn in sides.items():
         fn()  # warm-up: oneDNN builds its primitive, torch its buffers

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .onednn import uses_onednn
+
 
 def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
     """Destination passing for the references: write into ``out`` when given (same contract as
@@ -242,28 +244,12 @@ def causal_conv3d(
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding) -> torch.Tensor:
-    """``F.conv3d`` (groups 1, no dilation). On the CPU in fp32 with a kernel larger than 1x1x1 it
-    calls oneDNN's convolution directly: torch's own choice (aten Convolution.cpp ``use_mkldnn``)
-    sends a batch-1 input with N*C*T*H <= 20480 -- every decoder conv of a small video -- to its
-    im2col ``slow_conv3d``, 2-15x slower on the VAEs' shapes (bench/results/cpu_conv3d.md) with the
-    same fp32 accuracy (against float64 both err ~2e-6 relative; the sums' order differs, so not
-    bit-equal). oneDNN re-lays the weights out on every call, so where they outweigh the input
-    (1x1x1 kernels; a released decoder's 1024-channel convs at a small video, 1.9x slower there)
-    torch's path is kept: oneDNN only when one sample's input has >= 1/8 of the weights' elements.
-    Under a dispatch mode (the memory plan's fake trace, FLOP counters) the op must have a meta
-    kernel, which oneDNN's lacks: F.conv3d there (same output shape and strides)."""
+    """``F.conv3d`` (groups 1, no dilation), through oneDNN directly on the CPU where torch's own
+    heuristic would take its slow im2col path (``onednn.uses_onednn``): the same fp32 accuracy
+    (against float64 both ~5e-7 relative), but the sums' order differs, so not bit-equal."""
     if uses_onednn(x, weight):
-        return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1, 1), 1)
+        return torch.ops.ltxengine.onednn_conv3d(x, weight, bias, list(stride), list(padding))
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
-
-
-def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``conv3d(x, weight, ...)`` calls oneDNN directly (see conv3d)."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and weight.shape[2:].numel() > 1
-            and x[0].numel() * 8 >= weight.numel() and type(x) is torch.Tensor and torch.backends.mkldnn.enabled
-            and torch.backends.mkldnn.is_available() and _get_current_dispatch_mode() is None)
-
 
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn

@@ -1,5 +1,5 @@
-"""reference.conv3d: oneDNN's convolution called directly on the CPU where torch's heuristic would
-take its im2col path (bench/cpu_conv3d.py), F.conv3d everywhere else.
+"""reference.conv3d: oneDNN's convolution (ops/onednn.py, a custom op) on the CPU where torch's heuristic
+would take its im2col path (bench/cpu_conv3d.py), F.conv3d everywhere else.
 
 Budget: 1e-5 of the output's scale against a float64 conv, the VAE parity tests' REL_TOL (both fp32
 paths measure ~5e-7 at these shapes; only the order of the K = Cin*27 products' sums differs).
@@ -67,14 +67,32 @@ def test_torch_route_kept(shape, cout, k, dtype, onednn_calls):
 
 
 @needs_onednn
-def test_fake_trace_uses_torch_route(onednn_calls):
-    # the memory plan traces on fake tensors: oneDNN's op has no meta kernel, F.conv3d gives the same metadata
+def test_fake_trace_sees_the_same_op(onednn_calls):
+    # the memory plan traces on fake tensors: the custom op's fake implementation gives F.conv3d's metadata,
+    # and the trace records the op the real run dispatches
+    from ltxengine.executor.memory import trace_allocations
     x, w, b = _conv((1, 8, 11, 16, 24), 16, 3)
     with fake_mode():
         fx = torch.empty(x.shape)
         got, want = reference.conv3d(fx, w, b, (1, 1, 1), (0, 1, 1)), F.conv3d(fx, w, b, padding=(0, 1, 1))
         assert (got.shape, got.stride(), got.dtype) == (want.shape, want.stride(), want.dtype)
     assert onednn_calls == []
+    fn = lambda x: reference.conv3d(x, w, b, (1, 1, 1), (0, 1, 1))  # noqa: E731
+    with fake_mode():
+        fake = trace_allocations(fn, torch.empty(x.shape))
+    assert fake.ops == trace_allocations(fn, x).ops == ("ltxengine.onednn_conv3d.default",)
+
+
+@needs_onednn
+def test_recorded_gradients_keep_torch_route(onednn_calls):
+    # the custom op has no backward: with autograd recording, F.conv3d (whose gradients work)
+    x, w, b = _conv((1, 8, 5, 8, 8), 8, 3)
+    w.requires_grad_(True)
+    reference.conv3d(x, w, b, (1, 1, 1), (0, 1, 1)).sum().backward()
+    assert w.grad is not None and onednn_calls == []
+    with torch.no_grad():
+        reference.conv3d(x, w, b, (1, 1, 1), (0, 1, 1))
+    assert len(onednn_calls) == 1
 
 
 def test_causal_conv3d_through_conv3d(onednn_calls):
