@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+# The sample rates an mp4's AAC track can carry: MPEG-4 Audio's sampling-frequency index table, which
+# is what PyAV's AAC encoder lists (tests/test_media.py compares). A constant, so checking a request
+# does not import PyAV (~50 ms on a first call).
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
 try:
     import fcntl  # flock marks a temporary file as being written (POSIX only)
 except ImportError:  # pragma: no cover - Windows: no locks, so leftovers are never removed

@@ -68,6 +68,11 @@ def _audio_info(path):
 # ---------------------------------------------------------------- write_mp4 with audio
 
 
+def test_aac_rates_are_pyav_encoders():
+    # requests are checked against the constant (no PyAV import); the writer against PyAV's encoder itself
+    assert media.AAC_RATES == tuple(sorted(av.codec.Codec("aac", "w").audio_rates))
+
+
 def test_mp4_with_audio_round_trip(tmp_path):
     wave = _tones(VIDEO_SAMPLES)
     path = write_mp4(tmp_path / "av.mp4", _frames(), FPS, audio=wave, sample_rate=SR)

@@ -19,7 +19,7 @@ import torch
 from ..checks import (MAX_NUM_FRAMES, MAX_SEQUENCE_LENGTH, MAX_SIDE, MAX_STEPS, call_args, check_conditions,
                       check_decreasing, check_float, check_int, check_random)
 from ..components.inputs import Condition
-from ..media import frame_rate_fraction
+from ..media import AAC_RATES, frame_rate_fraction
 from ..models.ltx2_transformer import CROSS_TIMESTEPS
 from ..models.video_vae import TilingConfig
 from .conditions import condition_video
@@ -472,12 +472,11 @@ def _check_condition_image(i: int, c: Condition) -> None:
 
 
 def _check_aac_rate(what: str, rate: int) -> None:
-    """The result's mp4 carries its audio as AAC, which takes only some rates (PyAV's encoder:
+    """The result's mp4 carries its audio as AAC, which takes only some rates (``media.AAC_RATES``:
     7350 to 96000 Hz, 13 of them): refuse another before the generation, not when saving it."""
-    import av
-    rates = sorted(av.codec.Codec("aac", "w").audio_rates)
-    if rate not in rates:
-        raise ValueError(f"{what} must be one AAC (the mp4's audio codec) can carry, one of {rates}; got {rate!r}")
+    if rate not in AAC_RATES:
+        raise ValueError(f"{what} must be one AAC (the mp4's audio codec) can carry, one of {list(AAC_RATES)}; "
+                         f"got {rate!r}")
 
 
 def _audio_file_rate(path: Path) -> int:
