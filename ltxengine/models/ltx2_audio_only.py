@@ -28,8 +28,8 @@ from ..ops import TORCH_OPS, Ops
 from . import tables
 from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
-from .ltx2_transformer import (ALL, CROSS_TIMESTEPS, HOISTED, BlockMods, LTX2Block, LTX2Transformer, RopeTables, Skip,
-                               TextContext, added, audio_positions, rope_tables)
+from .ltx2_block import ALL, HOISTED, BlockMods, LTX2Block, RopeTables, Skip, TextContext, added
+from .ltx2_transformer import CROSS_TIMESTEPS, LTX2Transformer, audio_positions, rope_tables
 from .residual import attend_residual, ff_residual, residual_norm
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
 
@@ -44,7 +44,7 @@ _BLOCK = ("audio_attn1.", "audio_attn2.", "audio_ff.", "audio_scale_shift_table"
 
 
 class AudioTemb(NamedTuple):
-    """The timestep tables of one step, audio stream only (LTX2Transformer's _Temb's audio fields)."""
+    """The timestep tables of one step, audio stream only (ltx2_block.Temb's audio fields)."""
 
     audio: torch.Tensor  # (B, T', 6 or 9, Da)
     audio_embedded: torch.Tensor  # (B, T', Da) for the output modulation
