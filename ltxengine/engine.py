@@ -40,7 +40,7 @@ from .loading.gguf_transformer import gguf_base
 from .loading.sources import resolve_source
 from .ops import FUSED, get_ops, with_fp8_attention
 from .models.packing import pack_projections
-from .planning import disk_cached_plan, measure
+from .planning import disk_cached_plan, measure, store_plan
 from .results import STOP, GenerationCancelled, GenerationResult
 
 # the result types and the argument bounds live in results.py and checks.py; they stay importable
@@ -454,7 +454,9 @@ class Engine:
         available now (device memory on CUDA, host RAM on the CPU), and if not the largest frame
         count / size that does. Nothing is allocated (the phases are traced on fake tensors), so
         any request within the argument bounds can be planned. With a ``memory_budget``: the plan
-        of the option generate would pick (``plan.choice``; InsufficientMemoryError if none fits)."""
+        of the option generate would pick (``plan.choice``; InsufficientMemoryError if none fits).
+        Always traced afresh; it then serves ``generate``'s own check of the same request (in memory
+        and, with the plan cache on, on disk), so an app can plan its shapes at startup."""
         bound = inspect.signature(self.generate).bind(prompt, negative_prompt, **kwargs)
         bound.apply_defaults()
         args = self._request(dict(bound.arguments))
@@ -462,7 +464,12 @@ class Engine:
             if self.memory_budget is not None:
                 from .budget import choose
                 return choose(self, args, self.memory_budget)[1]
-            return self._plan(args)
+            plan = self._plan(args)
+            if self.check_memory:
+                shape, key = self._plan_keys(args)
+                self._plans[key] = dataclasses.replace(plan)  # the check re-measures its own copy
+                store_plan(self, shape, plan)
+            return plan
 
     def _check_memory(self, args) -> None:
         """Refuse a generation whose planned peak does not fit the memory it can use (device
@@ -471,13 +478,7 @@ class Engine:
         too (MemoryPlanError): unchecked, an oversized request could take the machine down."""
         if not self.check_memory or available_bytes(self.device) is None:  # None: free memory unknown
             return
-        # what the plan reads besides the request: what is offloaded and what streams (the DiT's blocks
-        # and their group size, the text encoder's layers) - its weights terms -, the executor's
-        # mode (its kept buffers) and the weights themselves; each can change after load
-        streamed = tuple(sorted((name, s.group_size) for name, s in self.residency.streamed.items()))
-        shape = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
-                 getattr(self.executor, "mode", None))
-        key = (*shape, self.graph_state())
+        shape, key = self._plan_keys(args)
         plan = self._plans.get(key)
         if plan is None:
             try:  # on disk the weights' identity is their components' fingerprint (planning.disk_cached_plan)
@@ -496,6 +497,16 @@ class Engine:
                                           f"peak ({plan.peak_phase}), {fmt_bytes(plan.available_bytes)} are "
                                           f"available on {self.device} (+ {fmt_bytes(plan.held_bytes)} of "
                                           f"weights already there).\n{plan}")
+
+    def _plan_keys(self, args) -> tuple[tuple, tuple]:
+        """(what the plan of ``args`` reads besides the weights, that plus the weights' identity): the
+        request, what is offloaded and what streams (the DiT's blocks and their group size, the text
+        encoder's layers) - its weights terms -, the executor's mode (its kept buffers); each can
+        change after load. On disk the weights' identity is their components' fingerprint."""
+        streamed = tuple(sorted((name, s.group_size) for name, s in self.residency.streamed.items()))
+        shape = (type(args).__name__, *args.plan_key(), tuple(sorted(self.residency.offload)), streamed,
+                 getattr(self.executor, "mode", None))
+        return shape, (*shape, self.graph_state())
 
     # ---- the family's hooks -----------------------------------------------------------------------
     def _request(self, args: dict):

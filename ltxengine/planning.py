@@ -99,6 +99,14 @@ def disk_cached_plan(engine, parts: tuple, compute) -> MemoryPlan:
     return plan
 
 
+def store_plan(engine, parts: tuple, plan: MemoryPlan) -> None:
+    """Keep ``plan`` on disk under ``parts`` (as ``disk_cached_plan`` would after planning), where the
+    plan cache is on: ``Engine.plan`` warms a later process's check too."""
+    text = _cache_key(engine, parts) if plan_cache.enabled(engine) else None
+    if text is not None:
+        plan_cache.store(text, plan)
+
+
 def _cache_key(engine, parts: tuple) -> str | None:
     """The plan cache's key text, None where it cannot be made: a cache never fails a generation."""
     try:  # the options budget.py plans share one fingerprint (nothing changes the modules meanwhile)

@@ -223,6 +223,7 @@ def test_a_failing_plan_stops_the_generation(engine, monkeypatch):
     def broken(a):
         raise RuntimeError("no fake kernel for some op")
     monkeypatch.setattr(engine, "_plan", broken)
+    engine._plans.clear()  # not planned yet (an earlier engine.plan() of this request would serve the check)
     calls = []
     monkeypatch.setattr(engine, "_generate", lambda a: calls.append(a))
     with pytest.raises(MemoryPlanError, match=r"generate: the memory plan of this generation failed \(RuntimeError: "

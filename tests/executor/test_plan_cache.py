@@ -99,6 +99,26 @@ def test_a_second_engine_reads_the_plan_and_does_not_trace(folders, engine, cach
     assert plan.available_bytes is not None and plan.held_bytes > 0  # measured now, not stored
 
 
+def test_plan_warms_generates_check_in_memory_and_on_disk(folders, cache, monkeypatch):
+    # an app plans its shapes at startup: generate's check then traces nothing, here or in the next process
+    engine = _engine(folders)
+    planned = engine.plan("a", **SIZE)  # traced
+    assert len(_files(cache)) == 1
+    traced = []
+    monkeypatch.setattr(engine, "_plan", lambda a: traced.append(a))
+    engine.generate("a", **SIZE)
+    (kept,) = engine._plans.values()
+    assert traced == [] and kept is not planned and _phases(kept) == _phases(planned)  # its own copy
+    other = _engine(folders)
+    monkeypatch.setattr(other, "_plan", lambda a: traced.append(a))
+    other.generate("a", **SIZE)
+    assert traced == [] and _phases(next(iter(other._plans.values()))) == _phases(planned)
+    unchecked = _engine(folders)
+    unchecked.check_memory = False
+    unchecked.plan("a", **SIZE)
+    assert unchecked._plans == {}
+
+
 @pytest.mark.parametrize("change", ["height", "guidance", "offload", "stream", "dtype", "hook", "executor",
                                     "source", "versions"])
 def test_each_key_ingredient_changed_misses(engine, cache, monkeypatch, change):
