@@ -28,7 +28,7 @@ from ..ops import TORCH_OPS, Ops
 from . import tables
 from .common import OpsLinear, rope_storage
 from .ltx2_text import ConnectorTransformer1d, TextConnectors, normalize_text_features, rms_text_features
-from .ltx2_block import ALL, HOISTED, BlockMods, LTX2Block, RopeTables, Skip, TextContext, added
+from .ltx2_block import ALL, HOISTED, BlockMods, LTX2Block, RopeTables, Skip, TextContext, added, keep_mask
 from .ltx2_transformer import CROSS_TIMESTEPS, LTX2Transformer, audio_positions, rope_tables
 from .residual import attend_residual, ff_residual, residual_norm
 from .transformer import AdaLNSingle, Attention, CaptionProjection, FeedForward
@@ -49,17 +49,6 @@ class AudioTemb(NamedTuple):
     audio: torch.Tensor  # (B, T', 6 or 9, Da)
     audio_embedded: torch.Tensor  # (B, T', Da) for the output modulation
     audio_prompt: torch.Tensor | None = None  # (B, 1, 2, Da) text K/V shift/scale, or None
-
-
-def _keep(skips: list[Skip], block: int, like: torch.Tensor):
-    """The audio self-attention's STG selection at ``block``: None (kept for every sample), False
-    (skipped for every sample) or a (B, 1, 1) 0/1 tensor, as LTX2Transformer's blocks take it."""
-    hits = [s.hits("audio_self_attn", block) for s in skips]
-    if not any(hits):
-        return None
-    if all(hits):
-        return False
-    return torch.tensor([0.0 if h else 1.0 for h in hits], dtype=like.dtype, device=like.device).view(-1, 1, 1)
 
 
 class LTX2AudioBlock(nn.Module):
@@ -231,7 +220,7 @@ class LTX2AudioTransformer(nn.Module):
         mods = tables.hoist_blocks(self.transformer_blocks, temb, spec, BlockMods)
         mods = mods or [None] * len(self.transformer_blocks)
         for i, block in enumerate(self.transformer_blocks):
-            xa = block(xa, context, temb, rope, _keep(skips, i, like), mods=mods[i])
+            xa = block(xa, context, temb, rope, keep_mask(skips, "audio_self_attn", i, like), mods=mods[i])
         mod = self.audio_scale_shift_table + temb.audio_embedded[:, :, None]
         _, xa = residual_norm(self.ops, xa, mod[:, :, 0], mod[:, :, 1], self.config.norm_eps, "layer")
         return audio.new_zeros((b, 0, self.config.out_channels)), self.audio_proj_out(xa)
