@@ -15,16 +15,19 @@
 #   tests      every GPU-marked test: each kernel (triton and cuda), the ops' backends, the executor's
 #              CUDA graph capture/replay and memory (pytest -m gpu, junit file)
 #   2b-step    one LTX-Video 2B transformer step, bf16: ltxengine (torch and auto kernels) vs diffusers eager
+#   epilogue   the output projections with the gated residual in the GEMM's epilogue (Triton) against cuBLAS
+#              + the residual pass "auto" runs today, at the 2B and d4096 shapes: whether they may join "auto"
+#              (ops/linear_gated_residual.py; issue 24's 2B and LTX-2 goals on the roofline estimate)
 #   2b-graphs  the 2B guided denoising step without executor, with the eager executor, with CUDA graphs
 #   2b-fp8     the 2B step in fp8 (both policies) against bf16
 #   ltx2-step  one LTX-2 19B transformer step, bf16: ltxengine vs diffusers eager
 #   roofline   the roofline estimate (bench/roofline.py, fake tensors, CPU only) of the steps measured above,
 #              written next to their measured times: roofline_calibration.md
 # Results go to ${OUT:-bench}/results/ as they come (the device tool returns at most 8 files from $OUT):
-# gpu_session_summary.txt (GPU, commit, one line per stage: status, seconds used, budget),
-# gpu_session_env.txt, gpu_session.log (every stage's output), gpu_tests.xml (junit), and the bench
-# scripts' records (scenario_transformer.jsonl, scenario_graphs.jsonl, scenario_fp8.jsonl: each record
-# carries the GPU name, versions and commit) and roofline_calibration.md. Exit status 0 when every
+# gpu_session_summary.txt (GPU, commit, the env stage's facts, one line per stage: status, seconds used,
+# budget), gpu_session.log (every stage's output), gpu_tests.xml (junit), and the bench scripts' records
+# (scenario_transformer.jsonl, ops_linear_epilogue.jsonl, scenario_graphs.jsonl, scenario_fp8.jsonl: each
+# record carries the GPU name, versions and commit) and roofline_calibration.md: 8 files. Exit status 0 when every
 # stage passed, else 1.
 # GPU_SESSION_BUDGETS="15 120 ..." (seconds, one per stage) replaces the budgets; GPU_SESSION_DRY_RUN=1
 # is --dry-run.
@@ -46,24 +49,26 @@ PREPARED=.gpu_session         # made here by `prepare`, carried to the device ma
 SITE=/tmp/gpu_session_site    # the carried wheels are installed here (the image has no registry)
 LIMIT_S=540                   # the session's budgets add up to at most this (9 minutes)
 TEST_DIRS="tests/kernels tests/ops tests/executor"   # every folder with GPU-marked tests
+EPILOGUE_SHAPES=ltxv-2b-attn-out,ltxv-2b-ff-down,d4096-attn-out,d4096-ff-down  # the gated residual's GEMMs
 
-STAGES=(env install tests 2b-step 2b-graphs 2b-fp8 ltx2-step roofline)
+STAGES=(env install tests 2b-step epilogue 2b-graphs 2b-fp8 ltx2-step roofline)
 # Guesses until a session has run (nothing has been timed on a GPU yet): the summary records the
 # seconds each stage used, to set these from. roofline joins the records with the estimates made by
 # `prepare` (a second); were they missing it traces the 6 steps itself (about 30 s of CPU).
-BUDGETS=(15 120 150 50 50 50 75 30)
+BUDGETS=(15 120 130 50 70 45 40 55 15)
 
 q() { printf '%q' "$1"; }
 
 stage_command() {
   local r; r=$(q "$RESULTS")
   case $1 in
-    env) echo "set -o pipefail; bash bench/gpu_session.sh facts 2>&1 | tee $r/gpu_session_env.txt" ;;
+    env) echo "set -o pipefail; bash bench/gpu_session.sh facts 2>&1 | tee -a $r/gpu_session_summary.txt" ;;
     install) echo "bash bench/gpu_session.sh wheels && $PY -m pip install -q --no-deps --no-build-isolation -e . && $PY -c 'import ltxengine._C as c; print(\"built\", c.__file__)'" ;;
     # pytest is started with Python's SIGINT handler restored (a device run may start us with SIGINT
     # ignored): stopped at its deadline, it still writes the junit file and the failures so far.
     tests) echo "$PY -c 'import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); sys.exit(pytest.main(sys.argv[1:]))' -m gpu $TEST_DIRS -p no:cacheprovider -v -rfEs --durations=25 --continue-on-collection-errors --junitxml=$r/gpu_tests.xml" ;;
     2b-step) echo "$PY bench/scenario_transformer.py --out $r --models 2b --batch 2 --no-compile --reps 10 --warmup 2" ;;
+    epilogue) echo "$PY bench/ops_linear_epilogue.py --out $r --shapes $EPILOGUE_SHAPES --reps 20 --warmup 3" ;;
     2b-graphs) echo "$PY bench/scenario_graphs.py --out $r --models 2b --parts step --reps 10 --warmup 2 --profile-steps 2" ;;
     2b-fp8) echo "$PY bench/scenario_fp8.py --out $r --models 2b --batch 2 --no-quality --reps 10 --warmup 2" ;;
     ltx2-step) echo "$PY bench/scenario_transformer.py --out $r --models ltx2-19b --batch 2 --no-compile --reps 5 --warmup 1" ;;

@@ -45,18 +45,32 @@ def test_script_parses():
 def test_dry_run_fits_the_session_in_order_of_value(tmp_path):
     plan = _plan(tmp_path)
     names = [name for name, *_ in plan]
-    assert names == ["env", "install", "tests", "2b-step", "2b-graphs", "2b-fp8", "ltx2-step", "roofline"]
+    assert names == ["env", "install", "tests", "2b-step", "epilogue", "2b-graphs", "2b-fp8", "ltx2-step", "roofline"]
     budgets = [budget for _, budget, _, _ in plan]
     assert all(b > 0 for b in budgets) and sum(budgets) <= LIMIT_S, budgets
     assert [deadline for _, _, deadline, _ in plan] == [sum(budgets[: i + 1]) for i in range(len(budgets))]
     commands = dict((name, cmd) for name, _, _, cmd in plan)
     assert "--models 2b " in commands["2b-step"] and "--models ltx2-19b " in commands["ltx2-step"]
     assert "scenario_graphs.py" in commands["2b-graphs"] and "scenario_fp8.py" in commands["2b-fp8"]
+    assert "ops_linear_epilogue.py" in commands["epilogue"] and "ltxv-2b-attn-out" in commands["epilogue"]
     assert f"--out {tmp_path}/results" in commands["2b-step"]
     assert os.listdir(tmp_path) == []  # a dry run writes nothing
     same = _run(env={"OUT": str(tmp_path), "PYTHON": sys.executable, "GPU_SESSION_DRY_RUN": "1"})
     assert same.returncode == 0 and same.stdout == _run("--dry-run", env={"OUT": str(tmp_path),
                                                                          "PYTHON": sys.executable}).stdout
+
+
+def test_the_session_writes_at_most_8_result_files(tmp_path):
+    """The device tool brings back at most 8 files from $OUT: the session's own two, the files its
+    commands name, and each bench script's records (<script>.jsonl; roofline: roofline_calibration.md)."""
+    files = {"gpu_session_summary.txt", "gpu_session.log"}
+    for _, _, _, command in _plan(tmp_path):
+        files |= set(re.findall(rf"{tmp_path}/results/([\w.-]+)", command))
+        argv = shlex.split(command)
+        if argv[0] == sys.executable and argv[1].startswith("bench/"):
+            stem = Path(argv[1]).stem
+            files.add("roofline_calibration.md" if stem == "roofline" else stem + ".jsonl")
+    assert len(files) <= 8, sorted(files)
 
 
 def test_tests_stage_covers_every_folder_with_gpu_tests(tmp_path):
@@ -105,7 +119,7 @@ def test_every_bench_command_is_accepted_by_its_script(tmp_path, monkeypatch):
         assert settings.out_dir == tmp_path / "results" and settings.shapes, (name, settings)
         assert settings.reps == int(argv[argv.index("--reps") + 1]), name
         checked.append(name)
-    assert checked == ["2b-step", "2b-graphs", "2b-fp8", "ltx2-step"]
+    assert checked == ["2b-step", "epilogue", "2b-graphs", "2b-fp8", "ltx2-step"]
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -125,29 +139,29 @@ def test_session_goes_on_past_a_hung_and_a_failed_stage(tmp_path):
     fake.chmod(0o755)
     out = tmp_path / "out"
     start = time.monotonic()
-    r = _run(env={"OUT": str(out), "PYTHON": str(fake), "GPU_SESSION_BUDGETS": "3 3 1 5 5 5 5 5"})
+    r = _run(env={"OUT": str(out), "PYTHON": str(fake), "GPU_SESSION_BUDGETS": "3 3 1 5 5 5 5 5 5"})
     elapsed = time.monotonic() - start
     assert r.returncode == 1, r.stdout + r.stderr  # not every stage passed
     assert elapsed < 20, (elapsed, r.stdout)  # the hung stage (60 s) was stopped at its deadline, 7 s from the start
     results = out / "results"
     summary = (results / "gpu_session_summary.txt").read_text()
     status = dict(re.findall(r"^(\S+) +(ok|timeout|failed rc=\d+|skipped[^\d]*?) +\d+ s used", summary, re.M))
-    assert status == {"env": "ok", "install": "ok", "tests": "timeout", "2b-step": "ok",
+    assert status == {"env": "ok", "install": "ok", "tests": "timeout", "2b-step": "ok", "epilogue": "ok",
                       "2b-graphs": "failed rc=3", "2b-fp8": "ok", "ltx2-step": "ok", "roofline": "ok"}, summary
     assert summary.startswith("gpu_session ") and " commit=" in summary.splitlines()[0]
     assert (results / "gpu_tests.xml").read_text() == "interrupted\n"  # SIGINT first, not a kill
     log = (results / "gpu_session.log").read_text()
     assert [line.split()[1] for line in log.splitlines() if line.startswith("=== ")] == list(status)
     assert "graphs broke" in log and "--models ltx2-19b" in log
-    assert "commit:" in (results / "gpu_session_env.txt").read_text()
+    assert "commit:" in summary  # the env stage's facts
     assert summary.splitlines()[-1] in r.stdout  # the device reply's output ends with the summary
 
 
 @pytest.mark.parametrize("budgets, match", [
-    ("1 2", r"must give 8 budgets"),
-    ("15 120 150 50 50 50 75 1.5", r"positive whole seconds, got '1\.5'"),
-    ("15 120 150 50 50 50 75 0", r"positive whole seconds, got '0'"),
-    ("100 100 100 100 100 100 100 100", r"add up to 800 s, more than the session's 540 s"),
+    ("1 2", r"must give 9 budgets"),
+    ("15 120 130 50 70 45 40 55 1.5", r"positive whole seconds, got '1\.5'"),
+    ("15 120 130 50 70 45 40 55 0", r"positive whole seconds, got '0'"),
+    ("100 100 100 100 100 100 100 100 100", r"add up to 900 s, more than the session's 540 s"),
 ])
 def test_bad_budgets_are_refused(tmp_path, budgets, match):
     r = _run("--dry-run", env={"OUT": str(tmp_path), "GPU_SESSION_BUDGETS": budgets})
