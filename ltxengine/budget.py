@@ -146,11 +146,14 @@ def with_tiling(engine, request, choice: MemoryChoice):
 def plan_of(engine, request, choice: MemoryChoice) -> MemoryPlan:
     """``choice``'s plan of ``request``, cached per request shape, option and weights (a plan traces
     every phase: seconds at full size, and fit_budget asks on every generate)."""
-    key = (*request.plan_key(), choice, engine.graph_state())
+    # the executor's mode is in both keys: its kept buffers are a term of every phase, and fit_budget
+    # may change it (CUDA graphs cannot follow a DiT moved between stages)
+    mode = getattr(engine.executor, "mode", None)
+    key = (*request.plan_key(), choice, mode, engine.graph_state())
     cache = engine.__dict__.setdefault("_budget_plans", {})
     if key not in cache:
         shape = ("budget", type(request).__name__, *request.plan_key(), dataclasses.astuple(choice),
-                 getattr(engine.executor, "mode", None))  # on disk: the fingerprint stands for graph_state
+                 mode)  # on disk: the fingerprint stands for graph_state
         with assumed(engine, choice):
             plan = disk_cached_plan(engine, shape, lambda: engine._plan(with_tiling(engine, request, choice)))
         plan.choice = str(choice)

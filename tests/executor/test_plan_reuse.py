@@ -102,3 +102,20 @@ def test_a_cached_plan_follows_streaming_and_the_executor(engine, monkeypatch):
     generate()
     assert len(made) == 3 and any(p.kept_bytes > 0 for p in whole.phases)
     assert all(p.kept_bytes == 0 for p in made[2].phases)
+
+
+def test_a_budget_plan_follows_the_executor(engine, monkeypatch):
+    """memory_budget's per-option plans (budget.plan_of) are keyed on the executor's mode too: its
+    kept buffers are a term of every phase, and fit_budget itself may replace the executor."""
+    import ltxengine.budget as budget
+    bound = inspect.signature(engine.generate).bind("a", None, height=64, width=96, num_frames=9)
+    bound.apply_defaults()
+    args = engine._request(dict(bound.arguments))
+    choice = budget.candidates(engine)[0]
+    engine.__dict__.pop("_budget_plans", None)
+    with torch.inference_mode():
+        kept = budget.plan_of(engine, args, choice)
+        monkeypatch.setattr(engine, "executor", None)  # the model called directly: no static buffers
+        bare = budget.plan_of(engine, args, choice)
+    engine.__dict__.pop("_budget_plans", None)
+    assert any(p.kept_bytes > 0 for p in kept.phases) and all(p.kept_bytes == 0 for p in bare.phases)
