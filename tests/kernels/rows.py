@@ -1,5 +1,9 @@
-"""Inputs of the row kernels' tests (kernels/ada_norm.py's ops): streams and modulation tables."""
+"""Inputs of the row kernels' tests (kernels/ada_norm.py's ops): streams and modulation tables, and
+the check their error tables share."""
 
+import re
+
+import pytest
 import torch
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -17,3 +21,13 @@ def table(b, n, d, dtype=torch.bfloat16, seed=1, rows=6):
     LTX-2's audio<->video rows); slices of it are strided."""
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(b, n, rows, d, generator=g) * 0.5).to(DEV, dtype)
+
+
+def refuses_unchanged(call, message: str) -> None:
+    """``call(x, m)`` on a stream x and a (B, 1, D) modulation row m raises ValueError with ``message``
+    (literally) and leaves x as it was: a refused call writes nothing, in place or not."""
+    x = stream()
+    before = x.clone()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(x, table(2, 1, 40)[:, :, 0])
+    assert torch.equal(x, before)
