@@ -157,14 +157,50 @@ def test_engine_built_directly_is_an_ltx_video_engine_with_a_deprecation_warning
     assert type(built) is ltxengine.LTXVideoEngine and built.family == "ltx-video"
 
 
-@pytest.mark.parametrize("change", [dict(guidance_rescale=0.7), dict(decode_timestep=0.05),
-                                    dict(decode_noise_scale=0.025)])
-def test_ltx_video_plan_key_names_what_the_phases_trace(ltx_video_engine, change):
-    # The engine caches one memory plan per plan_key: a field the step or decode trace depends on
-    # (their own keys in ltx_video/plan.py) must tell two requests apart here too.
-    def key(**kw):
-        bound = inspect.signature(ltx_video_engine.generate).bind("a dog", height=64, width=96, num_frames=9, **kw)
-        bound.apply_defaults()
-        return ltx_video_engine._request(dict(bound.arguments)).plan_key()
+def _keys(engine, monkeypatch, **kw) -> tuple[tuple, list]:
+    """(plan_key of generate("a dog", **kw), the trace keys its plan's phases would trace under):
+    the phases' peak functions record their keys and return 0, so nothing is traced."""
+    from ltxengine import planning
+    from ltxengine.ltx2 import plan as ltx2_plan
+    from ltxengine.ltx_video import plan as ltxv_plan
+    seen = []
 
-    assert key() != key(**change) and key() == key()
+    def record(engine, key, compute):
+        seen.append(key)
+        return 0
+    for module in (planning, ltx2_plan, ltxv_plan):
+        monkeypatch.setattr(module, "scoped_peak", record)
+        monkeypatch.setattr(module, "memo_peak", record)
+    bound = inspect.signature(engine.generate).bind("a dog", **kw)
+    bound.apply_defaults()
+    request = engine._request(dict(bound.arguments))
+    engine._plan(request)
+    return request.plan_key(), seen
+
+
+LTXV_SIZE = dict(height=64, width=96, num_frames=9)
+LTX2_SIZE = dict(height=128, width=128, num_frames=9)
+
+
+@pytest.mark.parametrize("change", [dict(guidance_rescale=0.7), dict(decode_timestep=0.05),
+                                    dict(decode_noise_scale=0.025), dict(frame_rate=24.0)])
+def test_ltx_video_plan_key_names_what_the_phases_trace(ltx_video_engine, monkeypatch, change):
+    # The engine caches one memory plan per plan_key (in memory and on disk): a field the step or
+    # decode trace depends on (their own keys in ltx_video/plan.py) must tell two requests apart here too.
+    key, traces = _keys(ltx_video_engine, monkeypatch, **LTXV_SIZE)
+    key2, traces2 = _keys(ltx_video_engine, monkeypatch, **LTXV_SIZE, **change)
+    assert traces != traces2, "the change does not reach the phases' traces: the test would prove nothing"
+    assert key != key2 and key == _keys(ltx_video_engine, monkeypatch, **LTXV_SIZE)[0]
+
+
+@pytest.mark.parametrize("change", [dict(cross_timestep="mixed"), dict(frame_rate=30.0), dict(decode_timestep=0.1),
+                                    dict(decode_noise_scale=0.01), dict(max_sequence_length=8)])
+def test_ltx2_plan_key_names_what_the_phases_trace(ltx2_engine_, monkeypatch, change):
+    # cross_timestep, fps and the decode's timestep / noise were in the step's and decode's trace
+    # keys (ltx2/plan.py) but not in plan_key: a plan cached for one stood for the other.
+    from tests.pipelines.ltx2_fixtures import SEQ
+    base = dict(LTX2_SIZE, max_sequence_length=SEQ)
+    key, traces = _keys(ltx2_engine_, monkeypatch, **base)
+    key2, traces2 = _keys(ltx2_engine_, monkeypatch, **{**base, **change})
+    assert traces != traces2, "the change does not reach the phases' traces: the test would prove nothing"
+    assert key != key2 and key == _keys(ltx2_engine_, monkeypatch, **base)[0]

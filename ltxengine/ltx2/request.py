@@ -126,12 +126,15 @@ class LTX2Request:
         return RECIPES[self.pipeline]
 
     def plan_key(self) -> tuple:
-        """What the memory plan depends on (plans are cached per key)."""
+        """What the memory plan depends on (plans are cached per key, in memory and on disk): every
+        request field the phases' own trace keys name (plan.py) is here, or one cached plan would
+        stand for a request whose step or decode traces other ops."""
         return (self.height, self.width, self.num_frames, self.audio_frames, self.pipeline, self.sampler,
                 self.guidance_batch, self.video_guidance, self.audio_guidance, repr(self.two_stage),
                 self.max_sequence_length, repr(self.vae_tiling), len(self.conditions), self.image is not None,
                 tuple((img.shape[0] if img.ndim == 4 else 1, fi == 0) for img, fi, _ in self.images),
-                self.output_type, self.decoder, self._reference_key())
+                self.output_type, self.decoder, self._reference_key(), self.cross_timestep, self.fps,
+                self.decode_timestep, self.decode_noise_scale)
 
     def _reference_key(self) -> tuple:
         """IC-LoRA: what its tokens in the plan depend on (frames per reference, factor, masked)."""

@@ -121,7 +121,8 @@ class LTXVideoRequest:
         # or a cached plan would stand for a request whose step or decode traces other ops
         return (self.height, self.width, self.num_frames, self.pipeline, repr(self.two_stage), self.stage1_size,
                 self.guidance_scale, self.guidance_rescale, self.max_sequence_length, repr(self.vae_tiling),
-                len(self.conditions), self.image is not None, self.decode_timestep, self.decode_noise_scale)
+                len(self.conditions), self.image is not None, self.decode_timestep, self.decode_noise_scale,
+                self.fps)
 
 
 def build_request(engine, args: dict[str, Any]) -> LTXVideoRequest:
