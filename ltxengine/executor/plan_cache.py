@@ -11,10 +11,12 @@ name, shape, dtype, device type and tensor type, forward hooks such as fp8 LoRA 
 phases are stored: what a plan is compared with (free memory, weights held) is live.
 
 Files are JSON, one per key (never pickle: nothing read from disk is executed), written atomically
-(temp file + os.replace). A file that does not parse or holds another key is a miss; an OSError is
-logged once and ignored, so a read-only home never fails a generation. Folder: $LTXENGINE_CACHE_DIR/
-plans, else $XDG_CACHE_HOME/ltxengine/plans, else ~/.cache/ltxengine/plans. LTXENGINE_PLAN_CACHE=0
-or ``engine.plan_cache = False`` turns it off.
+(temp file + os.replace). The folder keeps the ``MAX_FILES`` most recently used plans (a hit touches
+its file; a write removes the least recently used beyond that): every ltxengine or torch upgrade, and
+every edit of a checkout, starts new keys, so the folder would otherwise only grow. A file that
+does not parse or holds another key is a miss; an OSError is logged once and ignored, so a read-only
+home never fails a generation. Folder: $LTXENGINE_CACHE_DIR/plans, else $XDG_CACHE_HOME/ltxengine/plans,
+else ~/.cache/ltxengine/plans. LTXENGINE_PLAN_CACHE=0 or ``engine.plan_cache = False`` turns it off.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
@@ -39,8 +42,8 @@ import torch
 
 from .plan import MemoryPlan, Phase
 
-__all__ = ["ADDRESS", "COMPONENTS", "cache_dir", "canonical", "components_fingerprint", "enabled", "key_text", "load",
-           "source_stamp", "store"]
+__all__ = ["ADDRESS", "COMPONENTS", "MAX_FILES", "cache_dir", "canonical", "components_fingerprint", "enabled",
+           "key_text", "load", "source_stamp", "store"]
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -63,6 +66,8 @@ _LAZY = ("transformers.utils.output_capturing.", "_output_capturing_hooks_instal
 # where the weights were read from (transformers models and configs) says nothing of what a plan traces
 _PATHS = frozenset({"_name_or_path", "name_or_path", "_commit_hash"})
 _MAX_ITEMS = 256  # containers larger than this (a vocabulary) count by size: never a plan's input
+MAX_FILES = 1024  # plans kept (~1 KB each): far more request shapes than one app's
+_STALE_TMP_S = 3600  # a writer's temp file this old was left by a killed process
 _warned: set[str] = set()
 
 
@@ -296,6 +301,9 @@ def load(text: str) -> list[Phase] | None:
         return None
     ok = phases and all(isinstance(p.name, str) and all(type(x) is int and x >= 0 for x in
                         (p.weights_bytes, p.kept_bytes, p.transient_bytes)) for p in phases)
+    if ok:
+        with contextlib.suppress(OSError):  # recently used: the last to be evicted
+            os.utime(path)
     return phases if ok else None
 
 
@@ -319,6 +327,24 @@ def store(text: str, plan: MemoryPlan) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+    _evict(path.parent)
+
+
+def _evict(folder: Path) -> None:
+    """Remove the least recently used plans beyond ``MAX_FILES`` (and temp files a killed writer
+    left). Another process may remove the same file meanwhile: every OSError is ignored."""
+    plans, now = [], time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name.startswith(".tmp-"):
+                    if now - entry.stat().st_mtime > _STALE_TMP_S:
+                        os.unlink(entry.path)
+                elif entry.name.endswith(".json"):
+                    plans.append((entry.stat().st_mtime_ns, entry.path))
+    for _, path in sorted(plans)[:max(0, len(plans) - MAX_FILES)]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _warn_once(what: str, message: str, *args) -> None:

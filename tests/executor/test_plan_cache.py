@@ -206,6 +206,29 @@ def test_an_unwritable_folder_never_fails_a_generation(engine, cache, monkeypatc
     assert [r.message for r in caplog.records if "cannot write" in r.message].__len__() == 1  # logged once
 
 
+def test_the_folder_keeps_the_most_recently_used_plans(cache, monkeypatch):
+    # Every upgrade or checkout edit starts new keys: without eviction the folder only grows.
+    monkeypatch.setattr(plan_cache, "MAX_FILES", 3)
+    plan = MemoryPlan(device=torch.device("cpu"), phases=[Phase("denoise", 1, 2, 3)])
+    stamp = 1_000_000_000
+
+    def age(*names):  # distinct, increasing mtimes: the filesystem's clock may be coarse
+        nonlocal stamp
+        for n in names:
+            stamp += 10
+            os.utime(plan_cache._path(n), (stamp, stamp))
+    for n in "abc":
+        plan_cache.store(n, plan)
+        age(n)
+    assert plan_cache.load("a") is not None  # a hit: "a" is now the most recently used
+    (cache / ".tmp-old.json").write_text("{")  # left by a killed writer
+    os.utime(cache / ".tmp-old.json", (stamp - 10**6, stamp - 10**6))
+    (cache / ".tmp-live.json").write_text("{")  # a writer at work now
+    plan_cache.store("d", plan)
+    assert [n for n in "abcd" if plan_cache.load(n) is not None] == ["a", "c", "d"]
+    assert sorted(p.name for p in cache.glob(".tmp-*")) == [".tmp-live.json"]
+
+
 @pytest.mark.parametrize("off", ["env", "attribute"])
 def test_turned_off_nothing_is_written(engine, cache, monkeypatch, off):
     calls = _stub(engine, monkeypatch)
