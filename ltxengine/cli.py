@@ -174,7 +174,8 @@ def _demo_call(args) -> dict:
     if args.family.startswith("ltx-2"):
         from .ltx2.engine import LTX2TwoStage
         # two-stage (the folder has a latent upsampler); no distilled LoRA exists for random weights
-        return dict(common, max_sequence_length=64, two_stage=LTX2TwoStage(lora_strength=0.0))
+        # 256 tokens: the default negative prompt is ~190 of the demo tokenizer's (64 truncated it, with a warning)
+        return dict(common, max_sequence_length=256, two_stage=LTX2TwoStage(lora_strength=0.0))
     return dict(common, guidance_scale=3.0, decode_timestep=0.05, decode_noise_scale=0.025,
                 two_stage=TwoStage(downscale_factor=0.5, num_inference_steps=args.steps, denoise_strength=0.5,
                                    tone_map_compression_ratio=0.6))
@@ -186,7 +187,7 @@ def _next_steps(args, folder: Path) -> str:
     cmd = (f"ltxengine generate --model {q(str(folder))} --prompt {q(_DEMO_PROMPT)} --height {args.height} "
            f"--width {args.width} --num-frames {args.frames} --frame-rate {args.fps} --steps {args.steps} "
            f"--seed {args.seed} --dtype fp32 --device cpu ")
-    cmd += ("--pipeline two-stage --max-sequence-length 64" if args.family.startswith("ltx-2") else
+    cmd += ("--pipeline two-stage --max-sequence-length 256" if args.family.startswith("ltx-2") else
             f"--two-stage --downscale-factor 0.5 --refine-steps {args.steps} --refine-strength 0.5 --tone-map 0.6")
     return (f"demo: the checkpoint stays in {folder}; try\n  ltxengine info {q(str(folder))}\n"
             f"  {cmd} --output {q(str(out))}\n(the same video as the demo's, from the command line)")
