@@ -1,6 +1,7 @@
-"""Fused adaLN: norm(x) * (1 + scale) + shift, the gated residual x + gate * y, and the two in
-one pass (residual_ada_norm: the residual update followed by the next adaLN of the same stream;
-dual_ada_norm: optionally that update, then one norm modulated twice, LTX-2's a2v / v2a rows).
+"""Fused adaLN: norm(x) * (1 + scale) + shift, the gated residual x + gate * y (optionally with
+its per-row e4m3 copy: gated_residual_fp8), and the two in one pass (residual_ada_norm: the
+residual update followed by the next adaLN of the same stream; dual_ada_norm: optionally that
+update, then one norm modulated twice, LTX-2's a2v / v2a rows).
 
 References: ``ltxengine.ops.reference.ada_norm`` / ``gated_residual`` / ``residual_ada_norm`` /
 ``dual_ada_norm`` (fp32). One program per row of x (B, N, D): each element is read once and
@@ -107,9 +108,11 @@ def _gated_residual_kernel(
     x_ptr, y_ptr,  # (B, N, D), last dim contiguous
     gate_ptr,  # (B|1, N|1, D) or None
     out_ptr,  # (B, N, D); may be x itself (in-place residual: each element is read before written)
+    q_ptr,  # (B * N, D) float8_e4m3fn, contiguous: the rows of out quantized (QUANT), else None
+    qs_ptr,  # (B * N,) fp32 per-row scales of q (QUANT), else None
     n_tokens, D,
     s_xb, s_xn, s_yb, s_yn, s_ob, s_on, s_gb, s_gn,
-    HAS_GATE: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_GATE: tl.constexpr, QUANT: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0)
     b = row // n_tokens
@@ -117,8 +120,12 @@ def _gated_residual_kernel(
     offs = tl.arange(0, BLOCK_D)
     mask = offs < D
     x = tl.load(x_ptr + b * s_xb + n * s_xn + offs, mask=mask, other=0.0)
-    new = _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE)
-    tl.store(out_ptr + b * s_ob + n * s_on + offs, new.to(out_ptr.dtype.element_ty), mask=mask)
+    new = _residual(x, y_ptr, gate_ptr, offs, mask, b, n, s_yb, s_yn, s_gb, s_gn, HAS_GATE).to(
+        out_ptr.dtype.element_ty)
+    tl.store(out_ptr + b * s_ob + n * s_on + offs, new, mask=mask)
+    if QUANT:
+        # the stream as stored (rounded to out's dtype) is what a per-token quantizer of it reads
+        _quantize_row(new, q_ptr, qs_ptr, row, offs, mask, D)
 
 
 @triton.jit
@@ -253,20 +260,31 @@ def _ada_norm(fn, x, shift, scale, eps, kind, out, quant):
 def gated_residual(x, y, gate, *, out=None):
     """x + gate * y for x, y (B, N, D); gate None (means 1), (B, 1, D) or (B, N, D). ``out=x``
     updates the residual stream in place."""
-    x = row_view("gated_residual", "x", x, ndim=3)
-    y = row_view("gated_residual", "y", y, ndim=3)
+    return _gated_residual("gated_residual", x, y, gate, out, None)[0]
+
+
+def gated_residual_fp8(x, y, gate, *, out=None, q_out=None, scale_out=None):
+    """(x + gate * y, q, row scales) in one pass: q (B * N, D) float8_e4m3fn and scale (B * N, 1)
+    fp32 are ``quantize_fp8(out, per_row=True)`` of the new stream as stored, bit for bit (an fp8
+    GEMM reading the raw stream, LTX-Video's cross-attention query, gets its input from the residual)."""
+    return _gated_residual("gated_residual_fp8", x, y, gate, out, (q_out, scale_out))
+
+
+def _gated_residual(fn, x, y, gate, out, quant):
+    x = row_view(fn, "x", x, ndim=3)
+    y = row_view(fn, "y", y, ndim=3)
     if y.shape != x.shape or y.device != x.device:
-        raise ValueError(f"gated_residual: y must match x {tuple(x.shape)} on {x.device}, "
-                         f"got {tuple(y.shape)} on {y.device}")
-    gate, s_gb, s_gn = _modulation("gated_residual", "gate", gate, x)
-    out = check_rows("gated_residual", "out", out, x.shape, x.dtype, x.device)
+        raise ValueError(f"{fn}: y must match x {tuple(x.shape)} on {x.device}, got {tuple(y.shape)} on {y.device}")
+    gate, s_gb, s_gn = _modulation(fn, "gate", gate, x)
+    out = check_rows(fn, "out", out, x.shape, x.dtype, x.device)
+    q, qs = _fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _gated_residual_kernel[(x.shape[0] * x.shape[1],)](
-        x, y, gate, out, x.shape[1], x.shape[2],
+        x, y, gate, out, q, qs, x.shape[1], x.shape[2],
         x.stride(0), x.stride(1), y.stride(0), y.stride(1), out.stride(0), out.stride(1), s_gb, s_gn,
-        HAS_GATE=gate is not None, BLOCK_D=block, num_warps=warps,
+        HAS_GATE=gate is not None, QUANT=quant is not None, BLOCK_D=block, num_warps=warps,
     )
-    return out
+    return (out,) if quant is None else (out, q, qs)
 
 
 def residual_ada_norm(x, y, gate, shift, scale, eps, kind="rms", *, x_out=None, norm_out=None):

@@ -4,7 +4,8 @@ A block's residual update x + gate * y runs as one op with the output projection
 backend has that epilogue (``linear_residual``), else it is left ``Pending`` and applied by the
 adaLN that reads the stream next (``residual_norm``: one pass, one launch fewer), or by
 ``settle`` where no norm follows. ``residual_norm_fp8`` also lets that norm write the per-token
-fp8 copy of its output for an fp8 GEMM reading it.
+fp8 copy of its output for an fp8 GEMM reading it; ``attend_residual_fp8`` the residual itself,
+where an fp8 GEMM reads the raw stream.
 """
 
 from __future__ import annotations
@@ -89,9 +90,29 @@ def quantizing_norm(ops: Ops, pending: bool, dual: bool = False) -> bool:
     """Whether the norm may write the fp8 copy: the backend has the fused kernel, or the plain norm
     is the torch backend's too (then the fp8 op's native composition is the plain path's bits). A
     backend with its own plain norm but no fused one (kernels="cuda") keeps its norm + quantizer."""
-    name = "dual_ada_norm" if dual else "residual_ada_norm" if pending else "ada_norm"
+    return _writes_fp8(ops, "dual_ada_norm" if dual else "residual_ada_norm" if pending else "ada_norm")
+
+
+def quantizing_residual(ops: Ops) -> bool:
+    """``quantizing_norm``'s rule for the plain gated residual (``ops.gated_residual_fp8``)."""
+    return _writes_fp8(ops, "gated_residual")
+
+
+def _writes_fp8(ops: Ops, name: str) -> bool:
     return getattr(ops, name + "_fp8") is not getattr(TORCH_OPS, name + "_fp8") or (
         getattr(ops, name) is getattr(TORCH_OPS, name))
+
+
+def attend_residual_fp8(ops: Ops, attn: nn.Module, x: torch.Tensor, gate, reader: nn.Module, *args, **kwargs):
+    """(x + gate * attn(*args, **kwargs), x8) for ``reader``, a cross-attention whose to_q reads the
+    new stream raw (LTX-Video's attn2 after attn1): where to_q quantizes it per token and the residual
+    is a plain gated residual (not in the output projection's epilogue), x8 = (q8, scale) written by
+    the residual itself (``ops.gated_residual_fp8``), else the residual as ``Attention`` applies it
+    (``linear_residual``) and x8 None."""
+    if _in_epilogue(ops, attn.to_out[0]) or not reader.takes_fp8_input() or not quantizing_residual(ops):
+        return attn(*args, residual=(x, gate), **kwargs), None
+    x, q8, scale = ops.gated_residual_fp8(x, attn(*args, **kwargs), gate)
+    return x, (q8, scale)
 
 
 def settle(ops: Ops, x) -> torch.Tensor:

@@ -18,7 +18,8 @@ from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from . import packing, tables
 from .common import OpsLinear, TimestepEmbedder, fusable, rope_storage
-from .residual import attend_residual, ff_residual, linear_residual, residual_norm, residual_norm_fp8
+from .residual import (attend_residual, attend_residual_fp8, ff_residual, linear_residual, residual_norm,
+                       residual_norm_fp8)
 
 QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
 FINAL_NORM_EPS = 1e-6
@@ -220,10 +221,11 @@ class TransformerBlock(nn.Module):
         mod = self.scale_shift_table + temb if mod is None else mod
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(2)
         x, h, h8 = residual_norm_fp8(self.ops, x, shift_msa, scale_msa, self.eps, self.attn1)
-        x = self.attn1(h, rope=rope, residual=(x, gate_msa), x8=h8)
-        # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. Its
-        # residual and norm2 may run as one op (attend_residual).
-        x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv)
+        # Cross-attention reads the raw residual stream: no norm, no modulation, no gate. attn1's
+        # residual may write its fp8 to_q's per-token input (x8); attn2's residual and norm2 may run
+        # as one op (attend_residual).
+        x, x8 = attend_residual_fp8(self.ops, self.attn1, x, gate_msa, self.attn2, h, rope=rope, x8=h8)
+        x = attend_residual(self.ops, self.attn2, x, None, x, context, context_bias, kv=cross_kv, x8=x8)
         x, h, h8 = residual_norm_fp8(self.ops, x, shift_mlp, scale_mlp, self.eps, self.ff)
         return ff_residual(self.ops, self.ff, x, h, gate_mlp, h8)
 

@@ -36,6 +36,7 @@ from .causal_conv3d import CAUSAL_CONV3D
 from .dual_ada_norm import DUAL_ADA_NORM
 from .fp8_linear import FP8_LINEAR
 from .gated_residual import GATED_RESIDUAL
+from .gated_residual_fp8 import GATED_RESIDUAL_FP8
 from .gelu_quantize_fp8 import GELU_QUANTIZE_FP8
 from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
@@ -81,6 +82,9 @@ class Ops:
     ada_norm_fp8: Callable = native.ada_norm_fp8
     residual_ada_norm_fp8: Callable = native.residual_ada_norm_fp8
     dual_ada_norm_fp8: Callable = native.dual_ada_norm_fp8
+    # a gated residual that also writes the new stream per-token quantized, for the fp8 GEMM reading the
+    # raw stream next (LTX-Video's cross-attention to_q: models/residual.py ``attend_residual_fp8``)
+    gated_residual_fp8: Callable = native.gated_residual_fp8
     # q/k/v in e4m3 with per-(batch, head) scales: opt-in (``with_fp8_attention``), not a default:
     # ~5% relative error against fp32 attention on unit-RMS inputs vs ~0.4% for bf16 (tests/kernels/
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
@@ -98,7 +102,7 @@ TORCH_OPS = Ops(name="torch")
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
              HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM,
-             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8, DUAL_ADA_NORM_FP8)
+             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8, DUAL_ADA_NORM_FP8, GATED_RESIDUAL_FP8)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -238,6 +238,16 @@ def ada_norm_fp8(
     return (h, *reference.quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
 
 
+def gated_residual_fp8(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, *, out: torch.Tensor | None = None,
+    q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``reference.gated_residual_fp8``'s contract on ``gated_residual`` above (the unfused residual
+    and fp8_linear's per-token quantization of the stream, bit for bit)."""
+    x_new = gated_residual(x, y, gate, out=out)
+    return (x_new, *reference.quantize_fp8(x_new, per_row=True, out=q_out, scale_out=scale_out))
+
+
 def residual_ada_norm_fp8(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
     scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,

@@ -418,6 +418,17 @@ def ada_norm_fp8(
     return (h, *quantize_fp8(h, per_row=True, out=q_out, scale_out=scale_out))
 
 
+def gated_residual_fp8(
+    x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, *, out: torch.Tensor | None = None,
+    q_out: torch.Tensor | None = None, scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_new = x + gate * y, q, row scales) with (q (M, D) e4m3, scale (M, 1)) = quantize_fp8(x_new,
+    per_row=True): a residual update whose stream an fp8 GEMM reads raw, quantizing it per token
+    (LTX-Video's cross-attention to_q after attn1's residual), quantized from x_new as rounded to x.dtype."""
+    x_new = gated_residual(x, y, gate, out=out)
+    return (x_new, *quantize_fp8(x_new, per_row=True, out=q_out, scale_out=scale_out))
+
+
 def residual_ada_norm_fp8(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
     scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,

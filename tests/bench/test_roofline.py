@@ -194,10 +194,13 @@ def test_auto_fp8_runs_the_policys_targets_in_fp8(monkeypatch):
     # generation), ff in / out; each GEMM quantizes its input once
     assert len(mms) == 6 and {r.block for r in mms} == {1} and not fp8.unknown_flops
     # attn1's q/k/v and ff's up-projection inputs are quantized by the adaLNs that write them (ada_norm_fp8
-    # ops); attn2's q (the raw stream) and the two output projections' by quantize_fp8 / gelu_quantize_fp8
-    assert len([r for r in fp8.rows if r.op.endswith("quantize_fp8.default")]) == 4
+    # ops), attn2's q (the raw stream) by attn1's residual (gated_residual_fp8); the two output projections'
+    # by quantize_fp8 / gelu_quantize_fp8
+    assert len([r for r in fp8.rows if r.op.endswith("quantize_fp8.default")]) == 3
     norm8 = [r for r in fp8.rows if "ada_norm_fp8" in r.op]
     assert len(norm8) == 2 and {r.block for r in norm8} == {1} and not any("ada_norm_fp8" in r.op for r in auto.rows)
+    res8 = [r for r in fp8.rows if "gated_residual_fp8" in r.op]
+    assert len(res8) == 1 and res8[0].block == 1 and not any("gated_residual_fp8" in r.op for r in auto.rows)
     c = R.M.TRANSFORMERS["tiny-2b"]
     tokens = 2 * math.prod(R.T.latent_grid(c, R.geometry("tiny-2b-7", (160, 96, 17))))  # batch 2
     qkv = [r for r in mms if r.site == "transformer_blocks.*.attn1"]

@@ -101,6 +101,13 @@ def gated_4096_token():
     _gated_residual(4096, per_token=True)
 
 
+def gated_fp8_2048_sample():
+    """LTX-Video 2B / 13B (2048 / 4096): attn1's residual writing attn2's fp8 to_q input (gated_residual_fp8)."""
+    from ltxengine.kernels.ada_norm import gated_residual_fp8
+
+    gated_residual_fp8(fake_cuda((B, N, 2048)), fake_cuda((B, N, 2048)), _modulation(2048, False)[:, :, 2])
+
+
 def _residual_ada_norm(kind: str, d: int, per_token: bool) -> None:
     from ltxengine.kernels.ada_norm import residual_ada_norm
 
@@ -306,7 +313,7 @@ _CONV_MMA = {"_conv3d_kernel": "wgmma_bf16"}
 CASES = [
     Case(qk_interleaved_2048), Case(qk_split_4096), Case(qk_interleaved_2048_fp8), Case(qk_split_4096_fp8),
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
-    Case(gated_2048_sample), Case(gated_4096_token),
+    Case(gated_2048_sample), Case(gated_4096_token), Case(gated_fp8_2048_sample),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
     Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),

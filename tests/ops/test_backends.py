@@ -75,6 +75,9 @@ def _inputs():
         # x (2, 5, 24): the bf16 rows and their 10 per-row quantized copies
         "ada_norm_fp8": (x, mod, r(2, 5, 24), 1e-6, "rms", torch.empty_like(x),
                          torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV), torch.empty(10, 1, device=DEV)),
+        "gated_residual_fp8": (x, r(2, 5, 24), mod, torch.empty_like(x),
+                               torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
+                               torch.empty(10, 1, device=DEV)),
         "residual_ada_norm_fp8": (x, r(2, 5, 24), mod, mod, mod, 1e-6, "rms", torch.empty_like(x),
                                   torch.empty_like(x), torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
                                   torch.empty(10, 1, device=DEV)),
