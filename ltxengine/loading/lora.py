@@ -434,6 +434,7 @@ class LoraSet:
         with torch.no_grad():
             layer.weight.copy_(q)
             layer.weight_scale.copy_(new_scale)
+        layer.refresh_scales()  # its per-channel copy, in place (the scaled_mm reads that one)
 
     def _cached_branch(self, target: Target, layer: Fp8Linear, terms: Terms) -> "_Branch":
         """The same LoRA set gets the same branch tensors (same addresses) every time it is
@@ -483,6 +484,7 @@ class LoraSet:
                 if isinstance(saved, tuple):
                     layer.weight.copy_(saved[0])
                     layer.weight_scale.copy_(saved[1])
+                    layer.refresh_scales()
                 else:
                     layer.weight.copy_(saved)
 

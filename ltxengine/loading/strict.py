@@ -64,6 +64,10 @@ def load_strict(model: nn.Module, source: TensorSource, where: str, device, dtyp
                 raise CheckpointError(f"{where}: tensor {desc} has dtype {tensor.dtype}, the model expects a "
                                       f"{target.dtype} tensor for {key!r}")
             _set(model, key, tensor)
+    for module in model.modules():  # tensors derived from the loaded ones (Fp8Linear's per-channel scales)
+        refresh = getattr(module, "refresh_scales", None)
+        if callable(refresh):
+            refresh()
     return model.eval()
 
 

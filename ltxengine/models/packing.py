@@ -19,10 +19,12 @@ fp8 GEMM layers (quant.fp8.Fp8Linear, policy "fp8-scaled-mm", dynamic per-token 
 scales: no ``input_scale``) are packed the same way: their e4m3 weights become row blocks of one
 (3I, K) tensor, so the shared input is quantized once and one scaled_mm runs, instead of a
 quantization and a GEMM per layer. Their per-tensor ``weight_scale`` Parameters stay as they are
-(0-d, the state dict unchanged); ``channel_scales`` expands them to the (3I, 1) per-output-channel
-vector the GEMM takes, on every call (one tiny copy), so an in-place rescale (LoRA merge writes
-``weight_scale.copy_``, at the same address a captured CUDA graph reads) is never stale. Same
-products, same quantized x: the outputs equal the layers' own (``test_packing``).
+(0-d, the state dict unchanged). The GEMM takes a (3I, 1) per-output-channel vector: each layer
+keeps its scale per channel in its ``channel_scale`` buffer (quant.fp8.Fp8Linear, refreshed in
+place by every writer of ``weight_scale``: LoRA merge / unmerge, state-dict loads, set_weight),
+and those buffers are packed here like the weights, so ``channel_scales`` is a view of them (no
+launch per call) whose values follow an in-place rescale at the same address a captured CUDA graph
+reads. Same products, same quantized x: the outputs equal the layers' own (``test_packing``).
 """
 
 from __future__ import annotations
@@ -86,8 +88,11 @@ def fp8_joined(layers) -> tuple[torch.Tensor, torch.Tensor | None] | None:
 
 def channel_scales(layers) -> torch.Tensor:
     """The layers' per-tensor weight scales as one (sum of out_features, 1) fp32 vector: row j
-    carries the scale of the layer that owns output channel j."""
-    return torch.cat([layer.weight_scale.reshape(1, 1).expand(layer.out_features, 1) for layer in layers])
+    carries the scale of the layer that owns output channel j. The packed ``channel_scale``
+    buffers themselves (metadata only), else (something replaced one since packing) a new one."""
+    vectors = [layer.channel_scale for layer in layers]
+    packed = _consecutive(vectors)
+    return torch.cat(vectors) if packed is None else packed
 
 
 def _uniform(tensors: list[torch.Tensor]) -> bool:
@@ -125,6 +130,9 @@ def pack_projections(model: nn.Module) -> int:
                 _pack(weights)
                 if biases[0] is not None:
                     _pack(biases)
+            scales = [lay.channel_scale for lay in layers] if fp8_packable(layers[0]) else None
+            if scales is not None and _uniform(scales) and _consecutive(scales) is None:
+                _pack(scales)  # one per-channel vector for the one scaled_mm (channel_scales)
             count += 1
     pack_tables(model)
     return count

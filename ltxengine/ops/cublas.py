@@ -33,7 +33,9 @@ def _check(a, b, scale_a, scale_b, bias, out_dtype):
 
 def scaled_mm(a, b, scale_a, scale_b, bias=None, out_dtype=torch.bfloat16, *, out=None):
     """Same contract as ``reference.scaled_mm``. cuBLASLt takes either two per-tensor scales or
-    two row-wise vectors, so a mixed pair is expanded to row-wise (a copy of M + N floats)."""
+    two row-wise vectors: (M, 1) and (N, 1) contiguous fp32 go in as they are (views, no launch),
+    a per-tensor scale beside a vector is expanded to one (a copy per call: Fp8Linear therefore
+    passes its kept ``channel_scale`` with per-token activation scales)."""
     _check(a, b, scale_a, scale_b, bias, out_dtype)
     m, n = a.shape[0], b.shape[0]
     if scale_a.numel() == 1 and scale_b.numel() == 1:

@@ -149,6 +149,14 @@ class Fp8Linear(nn.Module):
     ``input_scale`` (static activation scale of Lightricks' scaled-mm files) exists only when
     ``static_input``; it is used by "fp8-scaled-mm", ignored by "fp8-cast". ``bias`` is kept in
     the model dtype. ``keep_dtype`` tells load_strict which tensors keep their stored dtype.
+
+    ``channel_scale`` (out, 1) is ``weight_scale`` per output channel: the weight side of the
+    scaled_mm with per-token activation scales (cuBLASLt takes two per-tensor scales or two
+    vectors, so a 0-d weight scale would be expanded into a new vector on every call). A
+    non-persistent buffer: not in the state dict (files keep the per-tensor scale), moved with
+    the module (``.to``, block offload, residency). It is derived, so every writer of
+    ``weight_scale`` calls ``refresh_scales``: ``set_weight``, ``load_state_dict``
+    (``_load_from_state_dict``), load_strict, LoRA merge / unmerge (loading/lora.py).
     """
 
     keep_dtype = ("weight", "weight_scale", "input_scale")
@@ -169,6 +177,9 @@ class Fp8Linear(nn.Module):
                                             requires_grad=False)
         else:
             self.register_parameter("input_scale", None)
+        with torch.inference_mode(False):  # refreshed in place later, maybe outside inference mode
+            self.register_buffer("channel_scale", torch.ones((out_features, 1), dtype=torch.float32, device=device),
+                                 persistent=False)
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_features, dtype=bias_dtype, device=device),
                                      requires_grad=False)
@@ -198,6 +209,26 @@ class Fp8Linear(nn.Module):
         w8, scale = quantize_weight(w)
         self.weight = nn.Parameter(w8, requires_grad=False)
         self.weight_scale = nn.Parameter(scale.to(w8.device), requires_grad=False)
+        self.refresh_scales()
+
+    def refresh_scales(self) -> None:
+        """``channel_scale`` := weight_scale in every row. In place when the buffer is on the scale's
+        device in its dtype: the same address (a captured CUDA graph reads it) and, in a packed
+        attention (models/packing.py), still a view of the packed vector. Else (a meta buffer after
+        load_strict, a scale moved on its own) a new buffer."""
+        src = self.weight_scale.detach()
+        rows = src.reshape(1, 1).expand(self.out_features, 1)
+        buf = self.channel_scale
+        with torch.no_grad():
+            if buf.device == src.device and buf.dtype == src.dtype:
+                buf.copy_(rows)
+                return
+            with torch.inference_mode(False):  # packing may point its .data at a view later
+                self.channel_scale = rows.clone()
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)  # weight_scale copied in place (or assigned)
+        self.refresh_scales()
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         return dequantize(self.weight, self.weight_scale, dtype)
@@ -206,7 +237,15 @@ class Fp8Linear(nn.Module):
         bias = self.bias if self.bias is None or self.bias.dtype == x.dtype else self.bias.to(x.dtype)
         if self.policy == "fp8-cast":
             return self.ops.linear(x, self.dequantized(x.dtype), bias)
-        return self.ops.fp8_linear(x, self.weight, self.weight_scale, bias, self.input_scale)
+        scale = self._weight_scale_for(x.numel() // max(x.shape[-1], 1))
+        return self.ops.fp8_linear(x, self.weight, scale, bias, self.input_scale)
+
+    def _weight_scale_for(self, rows: int) -> torch.Tensor:
+        """The weight scale the scaled_mm takes: per channel beside per-token activation scales of
+        several rows (the kept vector: nothing expanded per call); else the 0-d one, making a
+        per-tensor pair (a static input_scale, or one row: cuBLASLt's per-tensor path, as before).
+        Either way each output is the same fp32 products times the same two scales."""
+        return self.channel_scale if self.input_scale is None and rows > 1 else self.weight_scale
 
     @property
     def quantizes_per_token(self) -> bool:
@@ -225,7 +264,7 @@ class Fp8Linear(nn.Module):
             raise ValueError(f"Fp8Linear.forward_quantized: q must be (M, {self.in_features}) float8_e4m3fn, "
                              f"got {tuple(q.shape)} {q.dtype}")
         bias = self.bias if self.bias is None or self.bias.dtype == dtype else self.bias.to(dtype)
-        y = self.ops.scaled_mm(q, self.weight, scale, self.weight_scale, bias, dtype)
+        y = self.ops.scaled_mm(q, self.weight, scale, self._weight_scale_for(q.shape[0]), bias, dtype)
         return y.view(*lead, self.out_features)
 
     def extra_repr(self) -> str:
