@@ -166,6 +166,7 @@ CUSTOM_FLOPS = {  # custom op name without its backend prefix -> formula(bound a
     "head_gate": _elementwise, "quantize_fp8": _elementwise, "residual_ada_norm": _elementwise,
     "dual_ada_norm": _elementwise, "gelu_quantize_fp8": _elementwise, "ada_norm_fp8": _elementwise,
     "residual_ada_norm_fp8": _elementwise, "dual_ada_norm_fp8": _elementwise, "gated_residual_fp8": _elementwise,
+    "head_gate_fp8": _elementwise,
     "scaled_mm": lambda args, writes: 2 * args["a"].shape[0] * args["b"].shape[0] * args["a"].shape[1],
     "attention_fp8": _attention_fp8, "causal_conv3d": _causal_conv3d,
     # GEMMs with a fused epilogue (GELU; the gated residual): the GEMM's 2 M N K, the epilogue 0

@@ -98,6 +98,16 @@ def quantizing_residual(ops: Ops) -> bool:
     return _writes_fp8(ops, "gated_residual")
 
 
+def quantizing_gate(ops: Ops) -> bool:
+    """``quantizing_norm``'s rule for LTX-2.3+'s head gate (``ops.head_gate_fp8``), with one more
+    condition on the native composition: to_out's own quantizer must be the reference too. A backend
+    with a quantizer kernel but no head gate (kernels="cuda") keeps the unfused pair: the native op
+    would replace that one-launch quantizer by the reference's eager torch ops."""
+    if ops.head_gate_fp8 is not TORCH_OPS.head_gate_fp8:
+        return True
+    return ops.head_gate is TORCH_OPS.head_gate and ops.quantize_fp8 is TORCH_OPS.quantize_fp8
+
+
 def _writes_fp8(ops: Ops, name: str) -> bool:
     return getattr(ops, name + "_fp8") is not getattr(TORCH_OPS, name + "_fp8") or (
         getattr(ops, name) is getattr(TORCH_OPS, name))

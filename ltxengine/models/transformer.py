@@ -18,8 +18,8 @@ from ..config import TransformerConfig
 from ..ops import TORCH_OPS, Ops
 from . import packing, tables
 from .common import OpsLinear, TimestepEmbedder, fusable, rope_storage
-from .residual import (attend_residual, attend_residual_fp8, ff_residual, linear_residual, residual_norm,
-                       residual_norm_fp8)
+from .residual import (attend_residual, attend_residual_fp8, ff_residual, linear_residual, quantizing_gate,
+                       residual_norm, residual_norm_fp8)
 
 QK_NORM_EPS = 1e-5  # hard-coded in diffusers' LTXAttention and in the original repo
 FINAL_NORM_EPS = 1e-6
@@ -77,14 +77,26 @@ class Attention(nn.Module):
         else:
             k_proj, v = self.project_kv(context, context8)
         if keep is False:
-            return self._project(self._gate(v, x), residual)
+            return self._output(v, x, residual)
         q, k = self.ops.qk_norm_rope(self._query(x, x8) if q is None else q, k_proj, self.norm_q.weight,
                                      self.norm_k.weight, self.eps, rope, k_rope)
         attend = self.ops.attention if self.parallel_attention is None else self.parallel_attention
         out = attend(q, k, v, self.heads, mask)
         if keep is not None:
             out = out * keep + v * (1 - keep)
-        return self._project(self._gate(out, x), residual)
+        return self._output(out, x, residual)
+
+    def _output(self, out: torch.Tensor, x: torch.Tensor, residual) -> torch.Tensor:
+        """to_out(gate(out)), with the gated residual if given. Where to_out quantizes its input per
+        token with no hook (a LoRA hook needs the 16-bit input) and the backend may (``quantizing_gate``),
+        the head gate writes that quantization itself and nothing else (``ops.head_gate_fp8``: to_out is
+        the gate's only reader, STG's blend comes before it); the residual is then the plain gated
+        residual, as ``linear_residual`` applies it to an fp8 to_out (no GEMM epilogue)."""
+        if self.to_gate_logits is None or not packing.fp8_packable(self.to_out[0]) or not quantizing_gate(self.ops):
+            return self._project(self._gate(out, x), residual)
+        q8, scale = self.ops.head_gate_fp8(out, self.to_gate_logits(x))
+        y = self.to_out[0].forward_quantized(q8, scale, tuple(out.shape[:-1]), out.dtype)
+        return y if residual is None else self.ops.gated_residual(residual[0], y, residual[1])
 
     def _project(self, out: torch.Tensor, residual) -> torch.Tensor:
         if residual is None:

@@ -40,6 +40,7 @@ from .gated_residual_fp8 import GATED_RESIDUAL_FP8
 from .gelu_quantize_fp8 import GELU_QUANTIZE_FP8
 from .gguf_dequant import GGUF_DEQUANT, reference_gguf_dequant
 from .head_gate import HEAD_GATE
+from .head_gate_fp8 import HEAD_GATE_FP8
 from .linear_gated_residual import LINEAR_GATED_RESIDUAL
 from .linear_gelu import LINEAR_GELU
 from .qk_norm_rope import QK_NORM_ROPE, reads_half_tables
@@ -85,6 +86,9 @@ class Ops:
     # a gated residual that also writes the new stream per-token quantized, for the fp8 GEMM reading the
     # raw stream next (LTX-Video's cross-attention to_q: models/residual.py ``attend_residual_fp8``)
     gated_residual_fp8: Callable = native.gated_residual_fp8
+    # LTX-2.3+'s head gate writing only its output's per-token quantization, for an fp8 to_out (its only
+    # reader: models/transformer.py Attention); native: the unfused head_gate + quantizer's bits
+    head_gate_fp8: Callable = native.head_gate_fp8
     # q/k/v in e4m3 with per-(batch, head) scales: opt-in (``with_fp8_attention``), not a default:
     # ~5% relative error against fp32 attention on unit-RMS inputs vs ~0.4% for bf16 (tests/kernels/
     # test_fp8_attention.py), so it must first pass an end-to-end quality gate on a GPU
@@ -102,7 +106,8 @@ TORCH_OPS = Ops(name="torch")
 # backend's ``sources``' (ops composed of others, fp8_linear, come last there).
 FUSED_OPS = (QK_NORM_ROPE, ADA_NORM, GATED_RESIDUAL, CAUSAL_CONV3D, QUANTIZE_FP8, SCALED_MM, FP8_LINEAR, ATTENTION_FP8,
              HEAD_GATE, GGUF_DEQUANT, LINEAR_GELU, LINEAR_GATED_RESIDUAL, RESIDUAL_ADA_NORM, DUAL_ADA_NORM,
-             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8, DUAL_ADA_NORM_FP8, GATED_RESIDUAL_FP8)
+             GELU_QUANTIZE_FP8, ADA_NORM_FP8, RESIDUAL_ADA_NORM_FP8, DUAL_ADA_NORM_FP8, GATED_RESIDUAL_FP8,
+             HEAD_GATE_FP8)
 FUSED = tuple(op.name for op in FUSED_OPS)
 SCHEMAS = {op.name: op.schema for op in FUSED_OPS if op.schema is not None}  # the ops with kernels of their own
 

@@ -248,6 +248,15 @@ def gated_residual_fp8(
     return (x_new, *reference.quantize_fp8(x_new, per_row=True, out=q_out, scale_out=scale_out))
 
 
+def head_gate_fp8(
+    x: torch.Tensor, logits: torch.Tensor, *, q_out: torch.Tensor | None = None,
+    scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``reference.head_gate_fp8``'s contract on ``head_gate`` above (the unfused gate and fp8_linear's
+    per-token quantization of its output, bit for bit)."""
+    return reference.quantize_fp8(head_gate(x, logits), per_row=True, out=q_out, scale_out=scale_out)
+
+
 def residual_ada_norm_fp8(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
     scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,

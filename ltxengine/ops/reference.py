@@ -429,6 +429,16 @@ def gated_residual_fp8(
     return (x_new, *quantize_fp8(x_new, per_row=True, out=q_out, scale_out=scale_out))
 
 
+def head_gate_fp8(
+    x: torch.Tensor, logits: torch.Tensor, *, q_out: torch.Tensor | None = None,
+    scale_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q (M, H*Dh) e4m3, row scales (M, 1)) = quantize_fp8(head_gate(x, logits), per_row=True): gated
+    attention's output as its fp8 to_out quantizes it per token, from the gate's output as rounded to
+    x.dtype (the unfused pair's bits)."""
+    return quantize_fp8(head_gate(x, logits), per_row=True, out=q_out, scale_out=scale_out)
+
+
 def residual_ada_norm_fp8(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, shift: torch.Tensor | None,
     scale: torch.Tensor | None, eps: float, kind: str = "rms", *, x_out: torch.Tensor | None = None,

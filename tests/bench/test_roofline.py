@@ -212,6 +212,27 @@ def test_auto_fp8_runs_the_policys_targets_in_fp8(monkeypatch):
     assert t_fp8.floor_seconds == pytest.approx(t_auto.floor_seconds - fp8_flops / 2e12)
 
 
+def test_auto_fp8_head_gates_write_only_their_to_outs_fp8_input(monkeypatch):
+    # LTX-2.3, 7 blocks: fp8-scaled-mm converts block 1 only; there each of the six gated attentions' head
+    # gates writes its fp8 to_out's e4m3 input and row scales (head_gate_fp8), not the bf16 gated output
+    # for a quantizer to read back
+    cfg = dataclasses.replace(R.M.TRANSFORMERS["tiny-ltx2.3"], num_layers=7)
+    monkeypatch.setitem(R.M.TRANSFORMERS, "tiny-ltx2.3-7", cfg)
+    auto, fp8 = (R.trace_case("tiny-ltx2.3-7", "s", (160, 96, 17), 1, impl, False).trace
+                 for impl in ("auto", "auto-fp8"))
+    gate8 = [r for r in fp8.rows if "head_gate_fp8" in r.op]
+    assert len(gate8) == 6 and {r.block for r in gate8} == {1} and not fp8.unknown_flops
+    assert not any("head_gate_fp8" in r.op for r in auto.rows)
+    assert not any(r.op == "ltxengine.triton_head_gate.default" and r.block == 1 for r in fp8.rows)
+    plain = {r.site: r for r in auto.rows if r.op == "ltxengine.triton_head_gate.default" and r.block == 1}
+    for r in gate8:  # the same reads (x, logits); bf16 writes halved, plus one fp32 scale per row
+        p = plain[r.site]
+        elements, scales = p.write_bytes // 2, r.write_bytes - p.write_bytes // 2
+        assert r.read_bytes == p.read_bytes and scales > 0 and scales % 4 == 0 and elements % (scales // 4) == 0
+        assert not any("quantize_fp8" in q.op and q.site == r.site and q.write_bytes == p.write_bytes // 2
+                       for q in fp8.rows)
+
+
 def test_tables_are_marked_as_estimates(tiny_cases):
     files = report.files(tiny_cases, [rc.H100_SXM, rc.H200])
     assert set(files) == {"roofline_summary.md", "roofline_tiny-2b.md", "roofline_tiny-ltx2.md"}

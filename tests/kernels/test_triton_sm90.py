@@ -108,6 +108,20 @@ def gated_fp8_2048_sample():
     gated_residual_fp8(fake_cuda((B, N, 2048)), fake_cuda((B, N, 2048)), _modulation(2048, False)[:, :, 2])
 
 
+def head_gate_4096():
+    """LTX-2.3 22B video attention output (32 heads of 128): the plain gate (a LoRA-hooked or bf16 to_out)."""
+    from ltxengine.kernels.head_gate import head_gate
+
+    head_gate(fake_cuda((B, N, 4096)), fake_cuda((B, N, 32)))
+
+
+def head_gate_fp8_4096():
+    """The same gate writing only its fp8 to_out's per-token input (head_gate_fp8)."""
+    from ltxengine.kernels.head_gate import head_gate_fp8
+
+    head_gate_fp8(fake_cuda((B, N, 4096)), fake_cuda((B, N, 32)))
+
+
 def _residual_ada_norm(kind: str, d: int, per_token: bool) -> None:
     from ltxengine.kernels.ada_norm import residual_ada_norm
 
@@ -314,6 +328,7 @@ CASES = [
     Case(qk_interleaved_2048), Case(qk_split_4096), Case(qk_interleaved_2048_fp8), Case(qk_split_4096_fp8),
     Case(ada_rms_2048_sample), Case(ada_rms_4096_token), Case(ada_layer_2048_token), Case(ada_layer_4096_sample),
     Case(gated_2048_sample), Case(gated_4096_token), Case(gated_fp8_2048_sample),
+    Case(head_gate_4096), Case(head_gate_fp8_4096),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
     Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),

@@ -78,6 +78,8 @@ def _inputs():
         "gated_residual_fp8": (x, r(2, 5, 24), mod, torch.empty_like(x),
                                torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
                                torch.empty(10, 1, device=DEV)),
+        "head_gate_fp8": (x, r(2, 5, 3), torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
+                          torch.empty(10, 1, device=DEV)),  # 3 heads of 8
         "residual_ada_norm_fp8": (x, r(2, 5, 24), mod, mod, mod, 1e-6, "rms", torch.empty_like(x),
                                   torch.empty_like(x), torch.empty(10, 24, dtype=torch.float8_e4m3fn, device=DEV),
                                   torch.empty(10, 1, device=DEV)),

@@ -15,7 +15,7 @@ def test_table_keeps_the_public_names_and_preferences():
                      "fp8_linear", "attention_fp8", "head_gate", "gguf_dequant",
                      "linear_gelu", "linear_gated_residual", "residual_ada_norm", "dual_ada_norm",
                      "gelu_quantize_fp8", "ada_norm_fp8", "residual_ada_norm_fp8", "dual_ada_norm_fp8",
-                     "gated_residual_fp8")
+                     "gated_residual_fp8", "head_gate_fp8")
     assert AUTO == {"qk_norm_rope": ("triton", "cuda"), "ada_norm": ("triton", "cuda"),
                     "gated_residual": ("triton", "cuda"), "causal_conv3d": ("torch",),
                     "quantize_fp8": ("triton", "cuda"), "scaled_mm": ("cuda", "triton"),
@@ -26,7 +26,7 @@ def test_table_keeps_the_public_names_and_preferences():
                     "gguf_dequant": ("triton",), "residual_ada_norm": ("triton",), "dual_ada_norm": ("triton",),
                     "gelu_quantize_fp8": ("triton",), "ada_norm_fp8": ("triton",),
                     "residual_ada_norm_fp8": ("triton",), "dual_ada_norm_fp8": ("triton",),
-                    "gated_residual_fp8": ("triton",)}
+                    "gated_residual_fp8": ("triton",), "head_gate_fp8": ("triton",)}
     assert set(SCHEMAS) == set(FUSED) - {"fp8_linear"}  # composed of quantize_fp8 and scaled_mm
     assert all(op.name in Ops.__dataclass_fields__ for op in FUSED_OPS)
 
@@ -41,7 +41,8 @@ def test_each_op_names_the_backends_the_old_backend_files_listed():
                                     "scaled_mm", "attention_fp8", "head_gate", "gguf_dequant",
                                     "linear_gelu", "linear_gated_residual", "residual_ada_norm",
                                     "dual_ada_norm", "gelu_quantize_fp8", "ada_norm_fp8",
-                                    "residual_ada_norm_fp8", "dual_ada_norm_fp8", "gated_residual_fp8"}
+                                    "residual_ada_norm_fp8", "dual_ada_norm_fp8", "gated_residual_fp8",
+                                    "head_gate_fp8"}
     assert _served_by("cuda") == {"qk_norm_rope", "ada_norm", "gated_residual", "quantize_fp8", "scaled_mm",
                                   "linear_gelu"}
     scaled_mm = next(op for op in FUSED_OPS if op.name == "scaled_mm")
