@@ -10,9 +10,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ltxengine.ops.reference import FP8_MAX
+from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
 
 _MAX: tl.constexpr = tl.constexpr(FP8_MAX)
+_MIN_AMAX: tl.constexpr = tl.constexpr(FP8_MIN_AMAX)
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -111,6 +112,33 @@ def to_e4m3(v):
     # NaN: 0x7F, e4m3fn's NaN (the clamp above may have turned it into 448).
     q_bits = tl.where(v != v, 0x7F, q.to(tl.uint8, bitcast=True)).to(tl.uint8)
     return q_bits.to(tl.float8e4nv, bitcast=True)
+
+
+@triton.jit
+def quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D):
+    """The per-row e4m3 quantization of the row y as the producing kernel stores it (already in its
+    output dtype: the bits quantize_fp8 of that output would read), exactly as kernels/fp8_gemm.py's
+    per-row pass: scale = max(amax, FP8_MIN_AMAX) / 448 by true division, q = e4m3(y / scale). The
+    row kernels that write an fp8 GEMM's input (ada_norm.py's norms and gated residual, head_gate.py)
+    all quantize through this one function."""
+    v = y.to(tl.float32)
+    amax = tl.max(tl.where(mask, tl.abs(v), 0.0), axis=0)
+    scale = tl.math.div_rn(tl.maximum(amax, _MIN_AMAX), _MAX)
+    tl.store(qs_ptr + row, scale)
+    tl.store(q_ptr + row.to(tl.int64) * D + offs, to_e4m3(tl.math.div_rn(v, scale)), mask=mask)
+
+
+def fp8_rows(fn, quant, x, names=("q_out", "scale_out")):
+    """(q, scale) outputs of ``quantize_row`` for x (B, N, D), checked or allocated: (B * N, D)
+    e4m3 and (B * N, 1) fp32, both contiguous; (None, None) without ``quant``."""
+    if quant is None:
+        return None, None
+    rows = x.shape[0] * x.shape[1]
+    q = check_rows(fn, names[0], quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
+    s = check_rows(fn, names[1], quant[1], (rows, 1), torch.float32, x.device)
+    if not (q.is_contiguous() and s.is_contiguous()):
+        raise ValueError(f"{fn}: {names[0]} and {names[1]} must be contiguous, got strides {q.stride()}, {s.stride()}")
+    return q, s
 
 
 @triton.jit

@@ -16,12 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
+from ._common import check_rows, fp8_rows, launch_config, quantize_row, row_view
 
-from ._common import check_rows, launch_config, row_view, to_e4m3
-
-_MAX: tl.constexpr = tl.constexpr(FP8_MAX)
-_MIN_AMAX: tl.constexpr = tl.constexpr(FP8_MIN_AMAX)
 
 _KINDS = {"rms": 0, "layer": 1}
 
@@ -48,19 +44,7 @@ def _ada_norm_kernel(
                         KIND, HAS_SHIFT, HAS_SCALE).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + b * s_ob + n * s_on + offs, y, mask=mask)
     if QUANT:
-        _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D)
-
-
-@triton.jit
-def _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D):
-    """The per-row e4m3 quantization of y, the row as stored (already in out's dtype: the bits
-    that quantize_fp8 of the output would read), exactly as kernels/fp8_gemm.py's per-row pass:
-    scale = max(amax, FP8_MIN_AMAX) / 448 by true division, q = e4m3(y / scale)."""
-    v = y.to(tl.float32)
-    amax = tl.max(tl.where(mask, tl.abs(v), 0.0), axis=0)
-    scale = tl.math.div_rn(tl.maximum(amax, _MIN_AMAX), _MAX)
-    tl.store(qs_ptr + row, scale)
-    tl.store(q_ptr + row.to(tl.int64) * D + offs, to_e4m3(tl.math.div_rn(v, scale)), mask=mask)
+        quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D)
 
 
 @triton.jit
@@ -125,7 +109,7 @@ def _gated_residual_kernel(
     tl.store(out_ptr + b * s_ob + n * s_on + offs, new, mask=mask)
     if QUANT:
         # the stream as stored (rounded to out's dtype) is what a per-token quantizer of it reads
-        _quantize_row(new, q_ptr, qs_ptr, row, offs, mask, D)
+        quantize_row(new, q_ptr, qs_ptr, row, offs, mask, D)
 
 
 @triton.jit
@@ -156,7 +140,7 @@ def _residual_ada_norm_kernel(
                         s_scn, KIND, HAS_SHIFT, HAS_SCALE).to(no_ptr.dtype.element_ty)
     tl.store(no_ptr + b * s_nob + n * s_non + offs, h, mask=mask)
     if QUANT:
-        _quantize_row(h, q_ptr, qs_ptr, row, offs, mask, D)
+        quantize_row(h, q_ptr, qs_ptr, row, offs, mask, D)
 
 
 @triton.jit
@@ -193,8 +177,8 @@ def _dual_ada_norm_kernel(
                    HAS_SCALE2).to(n2_ptr.dtype.element_ty)
     tl.store(n2_ptr + b * s_n2b + n * s_n2n + offs, h2, mask=mask)
     if QUANT:
-        _quantize_row(h1, q1_ptr, qs1_ptr, row, offs, mask, D)
-        _quantize_row(h2, q2_ptr, qs2_ptr, row, offs, mask, D)
+        quantize_row(h1, q1_ptr, qs1_ptr, row, offs, mask, D)
+        quantize_row(h2, q2_ptr, qs2_ptr, row, offs, mask, D)
 
 
 def _modulation(fn, name, t, x):
@@ -225,18 +209,6 @@ def ada_norm_fp8(x, shift, scale, eps, kind="rms", *, out=None, q_out=None, scal
     return _ada_norm("ada_norm_fp8", x, shift, scale, eps, kind, out, (q_out, scale_out))
 
 
-def _fp8_rows(fn, quant, x, names=("q_out", "scale_out")):
-    """(q, scale) outputs for x (B, N, D), checked or allocated; (None, None) without ``quant``."""
-    if quant is None:
-        return None, None
-    rows = x.shape[0] * x.shape[1]
-    q = check_rows(fn, names[0], quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
-    s = check_rows(fn, names[1], quant[1], (rows, 1), torch.float32, x.device)
-    if not (q.is_contiguous() and s.is_contiguous()):
-        raise ValueError(f"{fn}: {names[0]} and {names[1]} must be contiguous, got strides {q.stride()}, {s.stride()}")
-    return q, s
-
-
 def _ada_norm(fn, x, shift, scale, eps, kind, out, quant):
     if kind not in _KINDS:
         raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
@@ -246,7 +218,7 @@ def _ada_norm(fn, x, shift, scale, eps, kind, out, quant):
     shift, s_shb, s_shn = _modulation(fn, "shift", shift, x)
     scale, s_scb, s_scn = _modulation(fn, "scale", scale, x)
     out = check_rows(fn, "out", out, x.shape, x.dtype, x.device)
-    q, qs = _fp8_rows(fn, quant, x)
+    q, qs = fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _ada_norm_kernel[(x.shape[0] * x.shape[1],)](
         x, shift, scale, out, q, qs, x.shape[1], x.shape[2], float(eps),
@@ -277,7 +249,7 @@ def _gated_residual(fn, x, y, gate, out, quant):
         raise ValueError(f"{fn}: y must match x {tuple(x.shape)} on {x.device}, got {tuple(y.shape)} on {y.device}")
     gate, s_gb, s_gn = _modulation(fn, "gate", gate, x)
     out = check_rows(fn, "out", out, x.shape, x.dtype, x.device)
-    q, qs = _fp8_rows(fn, quant, x)
+    q, qs = fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _gated_residual_kernel[(x.shape[0] * x.shape[1],)](
         x, y, gate, out, q, qs, x.shape[1], x.shape[2],
@@ -315,7 +287,7 @@ def _residual_ada_norm(fn, x, y, gate, shift, scale, eps, kind, x_out, norm_out,
     scale, s_scb, s_scn = _modulation(fn, "scale", scale, x)
     x_out = check_rows(fn, "x_out", x_out, x.shape, x.dtype, x.device)
     norm_out = check_rows(fn, "norm_out", norm_out, x.shape, x.dtype, x.device)
-    q, qs = _fp8_rows(fn, quant, x)
+    q, qs = fp8_rows(fn, quant, x)
     block, warps = launch_config(x.shape[-1])
     _residual_ada_norm_kernel[(x.shape[0] * x.shape[1],)](
         x, y, gate, shift, scale, x_out, norm_out, q, qs, x.shape[1], x.shape[2], float(eps),
@@ -362,8 +334,8 @@ def _dual(fn, x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out, norm
             (("gate", gate), ("shift1", shift1), ("scale1", scale1), ("shift2", shift2), ("scale2", scale2))]
     norm1_out = check_rows(fn, "norm1_out", norm1_out, x.shape, x.dtype, x.device)
     norm2_out = check_rows(fn, "norm2_out", norm2_out, x.shape, x.dtype, x.device)
-    q = (None,) * 4 if quant is None else (*_fp8_rows(fn, quant[:2], x, ("q1_out", "scale1_out")),
-                                           *_fp8_rows(fn, quant[2:], x, ("q2_out", "scale2_out")))
+    q = (None,) * 4 if quant is None else (*fp8_rows(fn, quant[:2], x, ("q1_out", "scale1_out")),
+                                           *fp8_rows(fn, quant[2:], x, ("q2_out", "scale2_out")))
     _launch_dual(x, y, x_out, norm1_out, norm2_out, q, mods, float(eps), _KINDS[kind])
     out = ((x if y is None else x_out), norm1_out, norm2_out)
     return out if quant is None else (*out, *q)

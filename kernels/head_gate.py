@@ -13,16 +13,10 @@ reader (models/transformer.py Attention._gate_fp8).
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
-from ltxengine.ops.reference import FP8_MAX, FP8_MIN_AMAX
-
-from ._common import check_rows, launch_config, row_view, to_e4m3
-
-_MAX: tl.constexpr = tl.constexpr(FP8_MAX)
-_MIN_AMAX: tl.constexpr = tl.constexpr(FP8_MIN_AMAX)
+from ._common import check_rows, fp8_rows, launch_config, quantize_row, row_view
 
 
 @triton.jit
@@ -49,21 +43,9 @@ def _head_gate_kernel(
     # rounded to x's dtype (head_gate's output dtype) in both modes: the quantizer reads those bits
     y = (x.to(tl.float32) * gate).to(x_ptr.dtype.element_ty)
     if QUANT:
-        _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D)
+        quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D)
     else:
         tl.store(out_ptr + b * s_ob + n * s_on + offs, y, mask=mask)
-
-
-@triton.jit
-def _quantize_row(y, q_ptr, qs_ptr, row, offs, mask, D):
-    """The per-row e4m3 quantization of the row y as rounded to x's dtype, as kernels/fp8_gemm.py's
-    per-row pass (and ada_norm.py's fp8 norms): scale = max(amax, FP8_MIN_AMAX) / 448 by true
-    division, q = e4m3(y / scale); tests/kernels/test_head_gate_fp8.py pins both bit for bit."""
-    v = y.to(tl.float32)
-    amax = tl.max(tl.where(mask, tl.abs(v), 0.0), axis=0)
-    scale = tl.math.div_rn(tl.maximum(amax, _MIN_AMAX), _MAX)
-    tl.store(qs_ptr + row, scale)
-    tl.store(q_ptr + row.to(tl.int64) * D + offs, to_e4m3(tl.math.div_rn(v, scale)), mask=mask)
 
 
 def head_gate(x, logits, *, out=None):
@@ -86,7 +68,7 @@ def _head_gate(fn, x, logits, out, quant):
     if logits.shape[:2] != (b, n) or d % heads or logits.device != x.device:
         raise ValueError(f"{fn}: logits must be (B, N, H) = ({b}, {n}, H) with H dividing {d}, on {x.device}; "
                          f"got {tuple(logits.shape)} on {logits.device}")
-    q, qs = (None, None) if quant is None else _fp8_rows(fn, quant, x)
+    q, qs = (None, None) if quant is None else fp8_rows(fn, quant, x)
     out = None if quant is not None else check_rows(fn, "out", out, x.shape, x.dtype, x.device)
     s_ob, s_on = (0, 0) if out is None else (out.stride(0), out.stride(1))
     block, warps = launch_config(d)
@@ -96,13 +78,3 @@ def _head_gate(fn, x, logits, out, quant):
         QUANT=quant is not None, BLOCK_D=block, num_warps=warps,
     )
     return (out,) if quant is None else (q, qs)
-
-
-def _fp8_rows(fn, quant, x):
-    """(q, scale) outputs for x (B, N, D), checked or allocated: (B * N, D) e4m3 and (B * N, 1) fp32."""
-    rows = x.shape[0] * x.shape[1]
-    q = check_rows(fn, "q_out", quant[0], (rows, x.shape[2]), torch.float8_e4m3fn, x.device)
-    s = check_rows(fn, "scale_out", quant[1], (rows, 1), torch.float32, x.device)
-    if not (q.is_contiguous() and s.is_contiguous()):
-        raise ValueError(f"{fn}: q_out and scale_out must be contiguous, got strides {q.stride()}, {s.stride()}")
-    return q, s
