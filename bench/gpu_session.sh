@@ -48,7 +48,7 @@ RESULTS=${OUT:-bench}/results
 PREPARED=.gpu_session         # made here by `prepare`, carried to the device machine
 SITE=/tmp/gpu_session_site    # the carried wheels are installed here (the image has no registry)
 LIMIT_S=540                   # the session's budgets add up to at most this (9 minutes)
-TEST_DIRS="tests/kernels tests/ops tests/executor"   # every folder with GPU-marked tests
+TEST_DIRS="tests/kernels tests/ops tests/executor tests/quant"   # every folder with GPU-marked tests
 EPILOGUE_SHAPES=ltxv-2b-attn-out,ltxv-2b-ff-down,d4096-attn-out,d4096-ff-down  # the gated residual's GEMMs
 
 STAGES=(env install tests 2b-step epilogue 2b-graphs 2b-fp8 ltx2-step roofline)
