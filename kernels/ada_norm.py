@@ -19,7 +19,8 @@ import triton.language as tl
 from ._common import check_rows, fp8_rows, launch_config, quantize_row, row_view
 
 
-_KINDS = {"rms": 0, "layer": 1}
+_KINDS = {"rms": 0, "layer": 1, "none": 2}  # "none": ada_norm / ada_norm_fp8 only (_ROW_KINDS elsewhere)
+_ROW_KINDS = ("rms", "layer")  # the residual and dual norms: every model normalizes after a residual
 
 
 @triton.jit
@@ -57,9 +58,11 @@ def _modulated_norm(x, offs, mask, b, n, D, eps, shift_ptr, scale_ptr, s_shb, s_
 
 @triton.jit
 def _norm(x, mask, D, eps, KIND: tl.constexpr):
-    """RMSNorm (KIND 0) or LayerNorm (1) of one fp32 row (masked lanes hold 0), in fp32."""
+    """RMSNorm (KIND 0), LayerNorm (1) or the row itself (2) of one fp32 row (masked lanes hold 0), in fp32."""
     if KIND == 0:
         y = x * tl.rsqrt(tl.sum(x * x, axis=0) / D + eps)
+    elif KIND == 2:
+        y = x
     else:
         mean = tl.sum(x, axis=0) / D
         centered = tl.where(mask, x - mean, 0.0)
@@ -198,7 +201,8 @@ def _modulation(fn, name, t, x):
 
 def ada_norm(x, shift, scale, eps, kind="rms", *, out=None):
     """norm(x) * (1 + scale) + shift over the last dim of x (B, N, D); parameter-free RMSNorm
-    (``kind="rms"``) or LayerNorm (``"layer"``); shift/scale None, (B, 1, D) or (B, N, D)."""
+    (``kind="rms"``), LayerNorm (``"layer"``) or no norm (``"none"``: x * (1 + scale) + shift in fp32,
+    rounded once; eps unused but still checked); shift/scale None, (B, 1, D) or (B, N, D)."""
     return _ada_norm("ada_norm", x, shift, scale, eps, kind, out, None)[0]
 
 
@@ -211,7 +215,7 @@ def ada_norm_fp8(x, shift, scale, eps, kind="rms", *, out=None, q_out=None, scal
 
 def _ada_norm(fn, x, shift, scale, eps, kind, out, quant):
     if kind not in _KINDS:
-        raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
+        raise ValueError(f"{fn}: kind must be 'rms', 'layer' or 'none', got {kind!r}")
     if not eps > 0:
         raise ValueError(f"{fn}: eps must be > 0, got {eps}")
     x = row_view(fn, "x", x, ndim=3)
@@ -274,7 +278,7 @@ def residual_ada_norm_fp8(x, y, gate, shift, scale, eps, kind="rms", *, x_out=No
 
 
 def _residual_ada_norm(fn, x, y, gate, shift, scale, eps, kind, x_out, norm_out, quant):
-    if kind not in _KINDS:
+    if kind not in _ROW_KINDS:
         raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
     if not eps > 0:
         raise ValueError(f"{fn}: eps must be > 0, got {eps}")
@@ -317,7 +321,7 @@ def dual_ada_norm_fp8(x, y, gate, shift1, scale1, shift2, scale2, eps, kind="rms
 
 
 def _dual(fn, x, y, gate, shift1, scale1, shift2, scale2, eps, kind, x_out, norm1_out, norm2_out, quant):
-    if kind not in _KINDS:
+    if kind not in _ROW_KINDS:
         raise ValueError(f"{fn}: kind must be 'rms' or 'layer', got {kind!r}")
     if not eps > 0:
         raise ValueError(f"{fn}: eps must be > 0, got {eps}")

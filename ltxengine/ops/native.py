@@ -11,7 +11,8 @@ rounds once on store: the same bits as ``(a * b).to(dtype)``). Per op, in 16 bit
 - ``ada_norm`` rms: diffusers' ``RMSNorm`` without weight (fp32 variance of the fp32 copy,
   ``x * rsqrt`` rounded once), then ``n * (1 + scale) + shift`` in the activation dtype;
   layer: ``F.layer_norm`` on the 16-bit tensor (diffusers' ``nn.LayerNorm``), same modulation.
-  Bit-equal to diffusers; one launch and a fp32 round trip fewer than its RMSNorm.
+  Bit-equal to diffusers; one launch and a fp32 round trip fewer than its RMSNorm. none (LTX-2.3+'s
+  text-context modulation): that modulation of x itself, the models' ``ctx * (1 + scale) + shift``.
 - ``gated_residual``: ``x + y * gate`` with the product rounded first, as diffusers writes it
   (bit-equal). ``torch.addcmul`` would save a pass but round once, so it would not be.
 - ``qk_norm_rope``: ``F.rms_norm`` with the weight (diffusers' ``torch.nn.RMSNorm``: one fused
@@ -73,8 +74,10 @@ def ada_norm(
     """``reference.ada_norm``'s contract; 16-bit: diffusers' norm then modulation (module docstring)."""
     if x.dtype not in HALF:
         return reference.ada_norm(x, shift, scale, eps, kind, out=out)
-    if kind not in ("rms", "layer"):
-        raise ValueError(f"ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+    if kind not in ("rms", "layer", "none"):
+        raise ValueError(f"ada_norm: kind must be 'rms', 'layer' or 'none', got {kind!r}")
+    if kind == "none":  # the models' own ``x * (1 + scale) + shift``, x left as it is
+        return _modulated(x, shift, scale, _dst(out, x))
     if kind == "rms":
         n = rms_norm(x, eps, out=_dst(out, x))
     else:

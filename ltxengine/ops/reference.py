@@ -101,7 +101,8 @@ def ada_norm(
     x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, eps: float, kind: str = "rms",
     *, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """norm(x) * (1 + scale) + shift; norm is parameter-free RMSNorm or LayerNorm.
+    """norm(x) * (1 + scale) + shift; norm is parameter-free RMSNorm ("rms"), LayerNorm ("layer")
+    or none ("none": x * (1 + scale) + shift, eps unused: LTX-2.3+'s per-step text-context modulation).
 
     shift/scale broadcast against x: (B, 1, D) per sample or (B, N, D) per token; both None
     gives the plain norm (LTX-2's text cross-attention reads rms(x) without modulation).
@@ -111,8 +112,10 @@ def ada_norm(
         n = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     elif kind == "layer":
         n = F.layer_norm(xf, (xf.shape[-1],), eps=eps)
+    elif kind == "none":
+        n = xf if shift is not None or scale is not None else xf.clone()  # never x itself (fp32)
     else:
-        raise ValueError(f"ada_norm: kind must be 'rms' or 'layer', got {kind!r}")
+        raise ValueError(f"ada_norm: kind must be 'rms', 'layer' or 'none', got {kind!r}")
     if scale is not None:
         n = n * (1 + scale.float())
     if shift is not None:

@@ -81,7 +81,7 @@ def test_out_is_written_in_place_and_inputs_untouched():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda x, m: kernel.ada_norm(x, m, m, EPS, "group"), "kind must be 'rms' or 'layer', got 'group'"),
+    (lambda x, m: kernel.ada_norm(x, m, m, EPS, "group"), "kind must be 'rms', 'layer' or 'none', got 'group'"),
     (lambda x, m: kernel.ada_norm(x, m, m, 0.0), "eps must be > 0, got 0.0"),
     (lambda x, m: kernel.ada_norm(x[0], m, m, EPS), "x must be a 3-D tensor, got (7, 40)"),
     (lambda x, m: kernel.ada_norm(x, m[:, :, :5], m, EPS), "shift must be (B|1, N|1, D) = (2|1, 7|1, 40)"),

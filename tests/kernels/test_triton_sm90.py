@@ -146,6 +146,14 @@ def ada_fp8_rms_2048_sample():
     ada_norm_fp8(fake_cuda((B, N, 2048)), mod[:, :, 0], mod[:, :, 1], 1e-6, "rms")
 
 
+def ada_fp8_none_4096_sample():
+    """LTX-2.3's text context modulated (kind "none") with its packed fp8 K/V's e4m3 input; kv (B, 1, 2, D)."""
+    from ltxengine.kernels.ada_norm import ada_norm_fp8
+
+    kv = fake_cuda((B, 1, 2, 4096))
+    ada_norm_fp8(fake_cuda((B, 1024, 4096)), kv[:, :, 0], kv[:, :, 1], 1e-6, "none")
+
+
 def resnorm_fp8_rms_4096_token():
     """LTX-2 19B: the pending FFN residual, then attn1's norm and its e4m3 rows."""
     from ltxengine.kernels.ada_norm import residual_ada_norm_fp8
@@ -330,7 +338,7 @@ CASES = [
     Case(gated_2048_sample), Case(gated_4096_token), Case(gated_fp8_2048_sample),
     Case(head_gate_4096), Case(head_gate_fp8_4096),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
-    Case(ada_fp8_rms_2048_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
+    Case(ada_fp8_rms_2048_sample), Case(ada_fp8_none_4096_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),

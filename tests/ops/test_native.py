@@ -215,7 +215,7 @@ def test_out_is_written_and_checked_before_any_work():
     wrong = torch.zeros(B, N, D)
     with pytest.raises(ValueError, match=r"out must be \(2, 7, 24\) torch.bfloat16"):
         TORCH_OPS.gated_residual(x, y, scale, out=wrong)
-    with pytest.raises(ValueError, match="ada_norm: kind must be 'rms' or 'layer', got 'batch'"):
+    with pytest.raises(ValueError, match="ada_norm: kind must be 'rms', 'layer' or 'none', got 'batch'"):
         TORCH_OPS.ada_norm(x, shift, scale, EPS, "batch", out=wrong)
     assert not wrong.any()  # refused before anything was written
 
