@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from ..config import LTX2TransformerConfig
 from ..ops import TORCH_OPS, Ops
-from .residual import Pending, attend_residual, ff_residual, quantizing_norm, residual_norm, residual_norm_fp8, settle
+from .residual import (Pending, attend_residual, ff_residual, modulated_context, quantizing_norm, residual_norm,
+                       residual_norm_fp8, settle)
 from .transformer import Attention, FeedForward
 
 ALL = "all"
@@ -245,17 +246,19 @@ class LTX2Block(nn.Module):
         """Text cross-attention. 2.0: rms(x) attends to the context, ungated. cross_attn_mod (2.3+):
         the query is rms(x)(1 + scale_q) + shift_q and the output is gated (rows 6-8 of the table);
         the context becomes ctx(1 + scale_kv) + shift_kv, per step (prompt_adaln reads sigma), so
-        its K/V are recomputed every step. x may be ``Pending``; ``defer``: the result may be too.
+        its K/V are recomputed every step (``modulated_context``: one op, which also writes packed
+        fp8 K/V's per-token input). x may be ``Pending``; ``defer``: the result may be too.
         ``kv``: kv_table + kv_temb hoisted out of the block loop (tables.hoist), or None."""
         ops, eps = self.ops, self.eps
+        context8 = None
         if self.kv_mod:
             if kv is None:
                 kv = kv_table if kv_temb is None else kv_table + kv_temb  # (2, D) or (B, 1, 2, D)
             shift_kv, scale_kv = kv.unbind(-2)
-            context = context * (1 + scale_kv) + shift_kv
+            context, context8 = modulated_context(ops, context, shift_kv, scale_kv, eps, attn)
         shift_q, scale_q, gate_q = q_mod if q_on else (None, None, None)
         x, h, h8 = residual_norm_fp8(ops, x, shift_q, scale_q, eps, attn)
-        x = attend_residual(ops, attn, x, gate_q, h, context, bias, x8=h8)
+        x = attend_residual(ops, attn, x, gate_q, h, context, bias, x8=h8, context8=context8)
         return x if defer else settle(ops, x)
 
 

@@ -93,6 +93,29 @@ def quantizing_norm(ops: Ops, pending: bool, dual: bool = False) -> bool:
     return _writes_fp8(ops, "dual_ada_norm" if dual else "residual_ada_norm" if pending else "ada_norm")
 
 
+def modulating_norm(ops: Ops) -> bool:
+    """Whether ``ops.ada_norm`` / ``ada_norm_fp8`` take kind "none" (the modulation alone): the torch
+    backend's, or a backend with the fused fp8 adaLN (Triton: one kernel, the kind a constexpr).
+    The CUDA ada_norm has rms and layer only: there (kernels="cuda", or "auto" without Triton) the
+    model keeps its eager modulation, whose quantization is then to_k / to_v's own."""
+    return quantizing_norm(ops, False)
+
+
+def modulated_context(ops: Ops, context: torch.Tensor, shift, scale, eps: float, reader: nn.Module):
+    """(context * (1 + scale) + shift, context8) for ``reader``, a cross-attention reading it (LTX-2.3+'s
+    per-step text K/V modulation; shift / scale (D,) or (B, 1, D)): one ``ops.ada_norm`` of kind "none"
+    where ``modulating_norm``, and where the packed fp8 to_k / to_v quantize it per token
+    (``takes_fp8_context``) ``ops.ada_norm_fp8`` writing that quantization too, context8 = (q8, scale);
+    else the eager expression and context8 None."""
+    if not modulating_norm(ops):
+        return context * (1 + scale) + shift, None
+    shift, scale = (t.reshape(-1, 1, t.shape[-1]) for t in (shift, scale))  # (B|1, 1, D), views
+    if not reader.takes_fp8_context():
+        return ops.ada_norm(context, shift, scale, eps, "none"), None
+    h, q8, s = ops.ada_norm_fp8(context, shift, scale, eps, "none")
+    return h, (q8, s)
+
+
 def quantizing_residual(ops: Ops) -> bool:
     """``quantizing_norm``'s rule for the plain gated residual (``ops.gated_residual_fp8``)."""
     return _writes_fp8(ops, "gated_residual")

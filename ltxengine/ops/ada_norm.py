@@ -1,7 +1,9 @@
-"""ada_norm: norm(x) * (1 + scale) + shift, the modulated norm of adaLN (RMSNorm or LayerNorm).
+"""ada_norm: norm(x) * (1 + scale) + shift, the modulated norm of adaLN (RMSNorm or LayerNorm), or
+the modulation alone (kind "none": LTX-2.3+'s text context, x * (1 + scale) + shift every step).
 
 Reference: ``reference.ada_norm``. Kernels: Triton ``kernels/ada_norm.py``; CUDA
-``cuda.ada_norm`` -> ``csrc/ada_norm.{cpp,cu}``.
+``cuda.ada_norm`` -> ``csrc/ada_norm.{cpp,cu}`` (rms and layer only: the models keep their eager
+modulation there, models/residual.py ``modulating_norm``).
 """
 
 from __future__ import annotations

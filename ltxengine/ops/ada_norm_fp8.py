@@ -6,7 +6,8 @@ fp8-scaled-mm's packed q/k/v (models/transformer.py ``Attention._in_proj``) quan
 input per token: unfused, the norm writes the bf16 row and the quantizer reads it twice (amax,
 then quantize) and writes the e4m3 copy. Fused, the row is quantized while it is in registers:
 one read of the stream, no re-read of the normed row. The bf16 output is still written (LTX-2.3's
-gate logits and STG's value path read it).
+gate logits and STG's value path read it). ``ada_norm_fp8`` with kind "none" is LTX-2.3+'s text
+context modulation writing the per-token input of the packed fp8 to_k / to_v.
 
 Reference: ``reference.ada_norm_fp8`` / ``residual_ada_norm_fp8`` = the norm, then
 ``quantize_fp8(out, per_row=True)``: the quantization reads the output as rounded to x.dtype,

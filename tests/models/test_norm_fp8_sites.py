@@ -62,6 +62,7 @@ def _today(monkeypatch, run):
     with monkeypatch.context() as m:
         m.setattr(Attention, "takes_fp8_input", lambda self: False)
         m.setattr(FeedForward, "takes_fp8_input", lambda self: False)
+        m.setattr(Attention, "takes_fp8_context", lambda self: False)  # LTX-2's a2v / v2a, 2.3's text K/V
         return run()
 
 
@@ -93,8 +94,10 @@ def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch, name):
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
     got = ltx2.run_ours(model, x, keyframes=kf)
-    # per stream: self-attention, text cross-attention query, the a2v / v2a pair (dual), FFN
-    assert sum(calls.values()) == 8 * len(model.transformer_blocks)
+    # per stream: self-attention, text cross-attention query, the a2v / v2a pair (dual), FFN; 2.3+: the
+    # text context's modulation too (models/residual.py modulated_context)
+    per_block = 10 if model.transformer_blocks[0].kv_mod else 8
+    assert sum(calls.values()) == per_block * len(model.transformer_blocks)
     assert calls["dual_ada_norm_fp8"] == 2 * len(model.transformer_blocks)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
