@@ -3,10 +3,10 @@ for production shapes, without register spills, and the GEMM-like kernels use wg
 
 No GPU needed: tests/kernels/sm90.py captures each launcher's launch on memory-less "CUDA"
 tensors in a fresh interpreter without TRITON_INTERPRET and runs triton.compile + ptxas for
-sm_90a, with a fresh Triton cache, so every run really compiles. The 30 compiles run in two
-worker processes: about 12 s wall, 15 s for the whole file on 2 CPU cores (measured; the conv
-and GEMM compiles take 1-2.5 s each, the row kernels well under one). ``pytest -s`` prints a
-table of registers, spills, shared memory and vector / tensor-core instruction counts.
+sm_90a, with a fresh Triton cache, so every run really compiles. The compiles (one per case of
+``CASES``) run in two worker processes (the conv and GEMM compiles take 1-2.5 s each, the row
+kernels well under one). ``pytest -s`` prints the wall time and a table of registers, spills,
+shared memory and vector / tensor-core instruction counts.
 
 The case functions below run in the worker (imported by name), so they import the kernels
 themselves: imported here, under the interpreter, they would not be JITFunctions.
@@ -338,7 +338,8 @@ CASES = [
     Case(gated_2048_sample), Case(gated_4096_token), Case(gated_fp8_2048_sample),
     Case(head_gate_4096), Case(head_gate_fp8_4096),
     Case(resnorm_rms_2048_sample), Case(resnorm_layer_4096_token),
-    Case(ada_fp8_rms_2048_sample), Case(ada_fp8_none_4096_sample), Case(resnorm_fp8_rms_4096_token), Case(dual_fp8_4096_pending_token),
+    Case(ada_fp8_rms_2048_sample), Case(ada_fp8_none_4096_sample), Case(resnorm_fp8_rms_4096_token),
+    Case(dual_fp8_4096_pending_token),
     Case(dual_4096_pending_token), Case(dual_2048_sample),
     Case(conv512, wgmma=_CONV_MMA), Case(conv512_prologue, wgmma=_CONV_MMA),
     Case(conv512_cl, wgmma=_CONV_MMA), Case(conv512_prologue_cl, wgmma=_CONV_MMA),
