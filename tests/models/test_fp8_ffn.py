@@ -15,16 +15,16 @@ models in bf16, every block linear converted:
 
 from __future__ import annotations
 
-import collections
-import dataclasses
+import functools
 
 import pytest
 import torch
 
 from ltxengine.models.transformer import FeedForward
-from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
+from ltxengine.ops import get_ops, set_ops
 from ltxengine.quant.fp8 import Fp8Linear
 from tests.models import ltx2_transformer_fixtures as ltx2
+from tests.models.fp8_fixtures import counting
 from tests.models.fp8_fixtures import ltx2_fp8 as _ltx2
 from tests.models.fp8_fixtures import ltx_video as _ltx_video
 from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
@@ -32,19 +32,7 @@ from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
 
-def _counting(base=TORCH_OPS, fused=None, deferred=False):
-    """``base`` with gelu_quantize_fp8 (from ``fused``, default the base's own) counting its calls;
-    ``deferred``: a residual_ada_norm that is not the torch backend's, so the FFN residual is left
-    ``Pending`` for the next norm (the Triton backend's route), computed by the same native op."""
-    calls = collections.Counter()
-    fn = (fused or base).gelu_quantize_fp8
-
-    def counted(*args, **kwargs):
-        calls["gelu_quantize_fp8"] += 1
-        return fn(*args, **kwargs)
-
-    extra = {"residual_ada_norm": lambda *a, **k: native.residual_ada_norm(*a, **k)} if deferred else {}
-    return dataclasses.replace(base, gelu_quantize_fp8=counted, **extra), calls
+_counting = functools.partial(counting, ("gelu_quantize_fp8",))  # (base, fused, deferred)
 
 
 def _unfused(monkeypatch, run):

@@ -17,17 +17,16 @@ LTX-Video has no STG / skip path in this engine (only LTX-2's blocks take ``keep
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import functools
 
 import pytest
 import torch
 
 from ltxengine.models import residual
-from ltxengine.models.packing import pack_projections
 from ltxengine.ops import TORCH_OPS, fp8_linear, get_ops, native, set_ops
 from ltxengine.quant.fp8 import convert_to_fp8
-from tests.models.fp8_fixtures import block_linears
+from tests.models.fp8_fixtures import block_linears, counting, packed
 from tests.models.fp8_fixtures import ltx_video as _ltx_video
 from tests.models.fp8_fixtures import ltx_video_run as _run
 from tests.models.transformer_fixtures import make_pair
@@ -35,18 +34,7 @@ from tests.models.transformer_fixtures import make_pair
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
 
-def _counting(ops, deferred=False):
-    """``ops`` with gated_residual_fp8 counting its calls; ``deferred``: a residual_ada_norm that is not
-    the torch backend's, so attn2's residual is left ``Pending`` for norm2 (the Triton route)."""
-    calls = collections.Counter()
-    fused = ops.gated_residual_fp8
-
-    def counted(*args, **kwargs):
-        calls["gated_residual_fp8"] += 1
-        return fused(*args, **kwargs)
-
-    extra = {"residual_ada_norm": lambda *a, **k: native.residual_ada_norm(*a, **k)} if deferred else {}
-    return dataclasses.replace(ops, gated_residual_fp8=counted, **extra), calls
+_counting = functools.partial(counting, ("gated_residual_fp8",))  # (base, fused, deferred)
 
 
 def _unfused(monkeypatch, model):
@@ -55,15 +43,10 @@ def _unfused(monkeypatch, model):
         return _run(model)
 
 
-def _packed(model):
-    assert pack_projections(model) > 0
-    return model
-
-
 @pytest.mark.parametrize("deferred", [False, True], ids=["direct", "pending"])
 def test_reference_route_is_bit_equal_to_the_unfused_one(monkeypatch, deferred):
-    model = _packed(_ltx_video()[0])
-    ops, calls = _counting(TORCH_OPS, deferred)
+    model = packed(_ltx_video()[0])
+    ops, calls = _counting(TORCH_OPS, deferred=deferred)
     set_ops(model, ops)
     expected = _unfused(monkeypatch, model)
     assert sum(calls.values()) == 0
@@ -75,7 +58,7 @@ def test_reference_route_is_bit_equal_to_the_unfused_one(monkeypatch, deferred):
 def test_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     # the Triton residuals and per-token quantizer (the unfused to_q's); the GEMMs and the rest stay the
     # reference (the whole backend interpreted: 14 s for the same check)
-    model = _packed(_ltx_video()[0])
+    model = packed(_ltx_video()[0])
     triton = get_ops("triton", "cpu")
     ops = dataclasses.replace(TORCH_OPS, **{n: getattr(triton, n) for n in (
         "gated_residual", "gated_residual_fp8", "residual_ada_norm", "quantize_fp8")},
@@ -92,7 +75,7 @@ def _hooked(seen):
     model = _ltx_video()[0]
     for block in model.transformer_blocks:  # a LoRA branch attaches a forward hook the same way
         block.attn2.to_q.register_forward_hook(lambda module, args, output: seen.append(args[0].dtype))
-    return _packed(model)
+    return packed(model)
 
 
 def _fallback_cases(seen):
@@ -100,17 +83,17 @@ def _fallback_cases(seen):
         # attn1.to_out left bf16 and a backend that fuses the residual into its GEMM's epilogue
         _, model = make_pair()
         names = [n for n in block_linears(model) if not n.endswith("attn1.to_out.0")]
-        model = _packed(convert_to_fp8(model.to(torch.bfloat16), "fp8-scaled-mm", names=names))
+        model = packed(convert_to_fp8(model.to(torch.bfloat16), "fp8-scaled-mm", names=names))
         return model, {"linear_gated_residual": lambda *a, **k: native.linear_gated_residual(*a, **k)}
 
     def own_plain_residual():  # kernels="cuda": a gated_residual kernel, no fused one
         def kernel(*args, **kwargs):
             seen.append("gated_residual")
             return native.gated_residual(*args, **kwargs)
-        return _packed(_ltx_video()[0]), {"gated_residual": kernel}
+        return packed(_ltx_video()[0]), {"gated_residual": kernel}
 
     return {"LoRA hook on attn2.to_q": lambda: (_hooked(seen), {}),
-            "static input_scale": lambda: (_packed(_ltx_video(static_suffix="attn2.to_q")[0]), {}),
+            "static input_scale": lambda: (packed(_ltx_video(static_suffix="attn2.to_q")[0]), {}),
             "fp8-cast": lambda: (_ltx_video("fp8-cast")[0], {}),
             "attn1 residual in the GEMM epilogue": epilogue, "own plain gated_residual": own_plain_residual}
 

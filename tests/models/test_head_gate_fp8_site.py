@@ -20,35 +20,26 @@ converted to fp8 and the q/k/v packed (tests/models/fp8_fixtures.py):
 
 from __future__ import annotations
 
-import collections
 import dataclasses
+import functools
 
 import pytest
 import torch
 
 from ltxengine.models import transformer
 from ltxengine.models.ltx2_transformer import Skip
-from ltxengine.models.packing import pack_projections
 from ltxengine.models.transformer import Attention
-from ltxengine.ops import TORCH_OPS, fp8_linear, get_ops, native, reference, set_ops
-from ltxengine.quant.fp8 import convert_to_fp8
+from ltxengine.ops import TORCH_OPS, fp8_linear, get_ops, reference, set_ops
 from tests.models import ltx2_transformer_fixtures as ltx2
-from tests.models.fp8_fixtures import block_linears
+from tests.models.fp8_fixtures import counting, ltx2_fp8, packed
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
 
 def _model(name="v23", policy="fp8-scaled-mm", static=False):
     """(the tiny bf16 model with its block linears fp8 and q/k/v packed, bf16 inputs)."""
-    _, model, cfg = ltx2.pair(name)
-    model = model.to(torch.bfloat16)
-    names = block_linears(model)
-    outs = {n for n in names if n.endswith("to_out.0")} if static else set()
-    model = convert_to_fp8(model, policy, names=names, static_input=outs)
-    if policy == "fp8-scaled-mm":
-        assert pack_projections(model) > 0
-    x = {k: v.bfloat16() if k in ("video", "audio", "vtext", "atext") else v for k, v in ltx2.inputs(cfg).items()}
-    return model, x
+    model, _, x, _ = ltx2_fp8(name, policy, static_suffix="to_out.0" if static else None)
+    return packed(model) if policy == "fp8-scaled-mm" else model, x
 
 
 def _gated(model) -> int:
@@ -56,18 +47,7 @@ def _gated(model) -> int:
     return sum(1 for m in attentions if m.to_gate_logits is not None)
 
 
-def _counting(ops, deferred=False):
-    """``ops`` with head_gate_fp8 counting its calls; ``deferred``: a residual_ada_norm that is not the
-    torch backend's, so the residuals are left ``Pending`` (Attention called without ``residual``)."""
-    calls = collections.Counter()
-    fused = ops.head_gate_fp8
-
-    def counted(*args, **kwargs):
-        calls["head_gate_fp8"] += 1
-        return fused(*args, **kwargs)
-
-    extra = {"residual_ada_norm": lambda *a, **k: native.residual_ada_norm(*a, **k)} if deferred else {}
-    return dataclasses.replace(ops, head_gate_fp8=counted, **extra), calls
+_counting = functools.partial(counting, ("head_gate_fp8",))  # (base, fused, deferred)
 
 
 def _both(monkeypatch, model, x, skip=None):
@@ -90,7 +70,7 @@ _SKIPS = {"none": None, "stg one sample": [Skip(video_self_attn=(0,)), Skip()],
 @pytest.mark.parametrize("skip", list(_SKIPS))
 def test_reference_route_is_bit_equal_to_the_unfused_one(monkeypatch, deferred, skip):
     model, x = _model()
-    ops, calls = _counting(TORCH_OPS, deferred)
+    ops, calls = _counting(TORCH_OPS, deferred=deferred)
     set_ops(model, ops)
     runs = _both(monkeypatch, model, x, _SKIPS[skip])
     assert calls == {"head_gate_fp8": _gated(model)} and _gated(model) == 6 * len(model.transformer_blocks)

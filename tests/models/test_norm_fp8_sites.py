@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 
 import pytest
 import torch
@@ -31,6 +32,7 @@ from ltxengine.models.packing import pack_projections
 from ltxengine.models.transformer import Attention, FeedForward
 from ltxengine.ops import TORCH_OPS, get_ops, native, set_ops
 from tests.models import ltx2_transformer_fixtures as ltx2
+from tests.models.fp8_fixtures import counting, packed
 from tests.models.fp8_fixtures import ltx2_fp8 as _ltx2
 from tests.models.fp8_fixtures import ltx_video as _ltx_video
 from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
@@ -38,24 +40,7 @@ from tests.models.fp8_fixtures import ltx_video_run as _ltx_video_run
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp")  # GELU's -inf limit
 
 NAMES = ("ada_norm_fp8", "residual_ada_norm_fp8", "dual_ada_norm_fp8")
-
-
-def _counting(base=TORCH_OPS, fused=None, deferred=False):
-    """``base`` with the two fused norms (from ``fused``, default the base's) counting their calls;
-    ``deferred``: a residual_ada_norm that is not the torch backend's, so residuals are left
-    ``Pending`` for the next norm (the Triton backend's route), computed by the same native op."""
-    calls = collections.Counter()
-
-    def counted(name):
-        fn = getattr(fused or base, name)
-
-        def call(*args, **kwargs):
-            calls[name] += 1
-            return fn(*args, **kwargs)
-        return call
-
-    extra = {"residual_ada_norm": lambda *a, **k: native.residual_ada_norm(*a, **k)} if deferred else {}
-    return dataclasses.replace(base, **{n: counted(n) for n in NAMES}, **extra), calls
+_counting = functools.partial(counting, NAMES)  # (base, fused, deferred): the three fused norms counted
 
 
 def _today(monkeypatch, run):
@@ -66,14 +51,9 @@ def _today(monkeypatch, run):
         return run()
 
 
-def _packed(model):
-    assert pack_projections(model) > 0
-    return model
-
-
 @pytest.mark.parametrize("deferred", [False, True], ids=["ada_norm", "pending"])
 def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
-    model = _packed(_ltx_video()[0])
+    model = packed(_ltx_video()[0])
     ops, calls = _counting(deferred=deferred)
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: _ltx_video_run(model))
@@ -89,7 +69,7 @@ def test_ltx_video_reference_route_is_bit_equal_to_today(monkeypatch, deferred):
 @pytest.mark.parametrize("name", ["split64", "v23"])  # v23: modulated, gated text query; gated attentions
 def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch, name):
     model, _, x, kf = _ltx2(name)
-    _packed(model)
+    packed(model)
     ops, calls = _counting()  # the torch backend: no Pending stream, the dual norm runs
     set_ops(model, ops)
     expected = _today(monkeypatch, lambda: ltx2.run_ours(model, x, keyframes=kf))
@@ -104,7 +84,7 @@ def test_ltx2_reference_route_is_bit_equal_to_today(monkeypatch, name):
 
 
 def test_ltx_video_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
-    model = _packed(_ltx_video()[0])
+    model = packed(_ltx_video()[0])
     triton = get_ops("triton", "cpu")
     ops, calls = _counting(fused=triton, deferred=True)
     ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm)
@@ -117,7 +97,7 @@ def test_ltx_video_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
 
 def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
     model, _, x, _ = _ltx2()
-    _packed(model)
+    packed(model)
     triton = get_ops("triton", "cpu")
     ops, calls = _counting(fused=triton)
     ops = dataclasses.replace(ops, ada_norm=triton.ada_norm, residual_ada_norm=triton.residual_ada_norm,
@@ -132,7 +112,7 @@ def test_ltx2_triton_is_bit_equal_to_its_unfused_route(monkeypatch):
 
 def _fallback_cases():
     def static():
-        model = _packed(_ltx_video(static_suffix=("attn1.to_q", "ff.net.0.proj"))[0])
+        model = packed(_ltx_video(static_suffix=("attn1.to_q", "ff.net.0.proj"))[0])
         assert model.transformer_blocks[0].attn1.to_q.input_scale is not None
         return model
 
@@ -141,7 +121,7 @@ def _fallback_cases():
         for block in model.transformer_blocks:  # a LoRA branch attaches this way
             for layer in (block.attn1.to_q, block.ff.net[0].proj):
                 layer.register_forward_hook(lambda module, args, output: None)
-        _packed(model)
+        packed(model)
         return model
 
     def cast():
@@ -166,7 +146,7 @@ def test_fallbacks_keep_todays_path(monkeypatch, case):
 def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
     # every sample perturbed in block 0 (keep False): that attention reads only to_v(x), no q8
     model, _, x, _ = _ltx2()
-    _packed(model)
+    packed(model)
     ops, calls = _counting()
     set_ops(model, ops)
     skip = Skip(video_self_attn=(0,))
@@ -180,7 +160,7 @@ def test_ltx2_stg_skipping_self_attention_does_not_quantize(monkeypatch):
 def test_a_backend_with_its_own_plain_norm_but_no_fused_one_keeps_it():
     # kernels="cuda": ada_norm has a kernel, ada_norm_fp8 none; its native composition would replace
     # the kernel by torch's unfused ops, so the kernel + quantizer stay (transformer.quantizing_norm)
-    model = _packed(_ltx_video()[0])
+    model = packed(_ltx_video()[0])
     plain = collections.Counter()
 
     def kernel_norm(*args, **kwargs):
